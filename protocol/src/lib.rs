@@ -1,0 +1,45 @@
+//! The Pressline wire contract: every payload and topic name exchanged between
+//! terminals, the site gateway, the fleet CLI and upstream consumers.
+//!
+//! The crate is `#![no_std]` and allocation-free by default so the terminal
+//! firmware shares it byte for byte with the gateway. The `std` feature adds
+//! the JSON forms (third-party terminals and the upstream analytics payloads).
+//!
+//! # Layout
+//! - [`button`]: the four smiley buttons and their scores.
+//! - [`ident`]: terminal and site identifiers (the characters topics allow).
+//! - [`press`]: a press as a native terminal sends it (version byte + postcard).
+//! - [`ack`]: the gateway's durable application ack (version byte + postcard).
+//! - [`topic`]: every MQTT topic, as formatters and a parser.
+//! - [`json`] (`std`): JSON presses/acks for third-party terminals.
+//! - [`upstream`] (`std`): the versioned JSON documents analytics consume.
+//!
+//! `PROTOCOL.md` at the repository root is the human-readable version of this
+//! crate; keep the two in step.
+#![no_std]
+#![forbid(unsafe_code)]
+
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod ack;
+pub mod button;
+pub mod ident;
+pub mod press;
+pub mod topic;
+
+#[cfg(feature = "std")]
+pub mod json;
+#[cfg(feature = "std")]
+pub mod upstream;
+
+pub use ack::Ack;
+pub use button::Button;
+pub use press::{DecodeError, Press, PressId};
+
+/// Version byte of the native (postcard) payloads this crate writes.
+pub const WIRE_VERSION: u8 = 1;
+
+/// Largest press payload the gateway accepts on either press topic. Native
+/// presses are about a dozen bytes; JSON ones well under a hundred.
+pub const MAX_PRESS_PAYLOAD: usize = 512;

@@ -1,0 +1,195 @@
+//! A button press as a native terminal sends it.
+//!
+//! Wire form: one version byte ([`crate::WIRE_VERSION`]), then the postcard
+//! encoding of [`PressWireV1`]. The terminal id is not in the payload: it is
+//! the topic level (`pressline/v1/term/{terminal}/press`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Button, MAX_PRESS_PAYLOAD, WIRE_VERSION};
+
+/// A press's identity within one terminal: the terminal's boot counter and
+/// the sequence number it gave the press during that boot. Together with the
+/// terminal id this is the key the gateway deduplicates on.
+///
+/// Ordering is (boot, seq), the order in which a terminal made its presses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PressId {
+    pub boot: u32,
+    pub seq: u32,
+}
+
+/// A decoded press.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Press {
+    pub id: PressId,
+    pub button: Button,
+    /// Milliseconds between the press and this (re)transmission, measured on
+    /// the terminal's monotonic clock, so the gateway can date presses that
+    /// waited out an outage. `None` when the terminal cannot tell (the press
+    /// survived a reboot, or a third-party terminal did not say).
+    pub age_ms: Option<u32>,
+}
+
+/// The postcard body of a version-1 press. Field order is the wire order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PressWireV1 {
+    pub boot: u32,
+    pub seq: u32,
+    /// Button score, 1–4.
+    pub button: u8,
+    pub age_ms: Option<u32>,
+}
+
+/// Why a press payload was rejected. [`DecodeError::reason`] is the stable
+/// label the gateway counts rejects under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Zero-length payload.
+    Empty,
+    /// Larger than [`MAX_PRESS_PAYLOAD`].
+    Oversized(usize),
+    /// A version byte this build does not know.
+    UnknownVersion(u8),
+    /// The body does not decode (truncated, garbage, trailing bytes, bad JSON).
+    Malformed,
+    /// A button score outside 1–4 or an unknown button name.
+    ButtonOutOfRange,
+    /// A JSON press whose `terminal` field disagrees with its topic.
+    TerminalMismatch,
+}
+
+impl DecodeError {
+    /// Stable, metric-friendly label.
+    pub const fn reason(self) -> &'static str {
+        match self {
+            DecodeError::Empty => "empty",
+            DecodeError::Oversized(_) => "oversized",
+            DecodeError::UnknownVersion(_) => "unknown_version",
+            DecodeError::Malformed => "malformed",
+            DecodeError::ButtonOutOfRange => "button_out_of_range",
+            DecodeError::TerminalMismatch => "terminal_mismatch",
+        }
+    }
+}
+
+impl core::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            DecodeError::Empty => f.write_str("empty payload"),
+            DecodeError::Oversized(n) => {
+                write!(f, "payload of {n} bytes exceeds {MAX_PRESS_PAYLOAD}")
+            }
+            DecodeError::UnknownVersion(v) => write!(f, "unknown payload version {v}"),
+            DecodeError::Malformed => f.write_str("payload does not decode"),
+            DecodeError::ButtonOutOfRange => f.write_str("button is not one of the four"),
+            DecodeError::TerminalMismatch => {
+                f.write_str("terminal field does not match the topic")
+            }
+        }
+    }
+}
+
+/// Room for any encoded press.
+pub const PRESS_BUF_LEN: usize = 32;
+
+impl Press {
+    /// Encodes into `buf`, returning the used prefix.
+    pub fn encode<'b>(&self, buf: &'b mut [u8]) -> Result<&'b mut [u8], postcard::Error> {
+        let (version, body) = buf
+            .split_first_mut()
+            .ok_or(postcard::Error::SerializeBufferFull)?;
+        *version = WIRE_VERSION;
+        let wire = PressWireV1 {
+            boot: self.id.boot,
+            seq: self.id.seq,
+            button: self.button.score(),
+            age_ms: self.age_ms,
+        };
+        let used = postcard::to_slice(&wire, body)?.len();
+        Ok(&mut buf[..=used])
+    }
+
+    /// Decodes a native press payload.
+    pub fn decode(payload: &[u8]) -> Result<Press, DecodeError> {
+        if payload.len() > MAX_PRESS_PAYLOAD {
+            return Err(DecodeError::Oversized(payload.len()));
+        }
+        let (&version, body) = payload.split_first().ok_or(DecodeError::Empty)?;
+        if version != WIRE_VERSION {
+            return Err(DecodeError::UnknownVersion(version));
+        }
+        let (wire, rest): (PressWireV1, _) =
+            postcard::take_from_bytes(body).map_err(|_| DecodeError::Malformed)?;
+        if !rest.is_empty() {
+            return Err(DecodeError::Malformed);
+        }
+        Ok(Press {
+            id: PressId {
+                boot: wire.boot,
+                seq: wire.seq,
+            },
+            button: Button::from_score(wire.button).ok_or(DecodeError::ButtonOutOfRange)?,
+            age_ms: wire.age_ms,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn press(boot: u32, seq: u32, button: Button, age_ms: Option<u32>) -> Press {
+        Press {
+            id: PressId { boot, seq },
+            button,
+            age_ms,
+        }
+    }
+
+    #[test]
+    fn round_trips_every_button_and_extreme_ids() {
+        for button in Button::ALL {
+            for (boot, seq, age) in [(0, 0, None), (7, 42, Some(1500)), (u32::MAX, u32::MAX, Some(u32::MAX))] {
+                let p = press(boot, seq, button, age);
+                let mut buf = [0u8; PRESS_BUF_LEN];
+                let bytes = p.encode(&mut buf).unwrap();
+                assert_eq!(bytes[0], WIRE_VERSION);
+                assert_eq!(Press::decode(bytes), Ok(p));
+            }
+        }
+    }
+
+    #[test]
+    fn wire_bytes_are_stable() {
+        // Version 1, boot 3, seq 300 (varint 0xAC 0x02), button 4, age none.
+        let mut buf = [0u8; PRESS_BUF_LEN];
+        let bytes = press(3, 300, Button::VeryHappy, None).encode(&mut buf).unwrap();
+        assert_eq!(bytes, &[1, 3, 0xAC, 0x02, 4, 0]);
+    }
+
+    #[test]
+    fn rejects_bad_payloads_with_a_reason() {
+        assert_eq!(Press::decode(&[]), Err(DecodeError::Empty));
+        assert_eq!(Press::decode(&[9, 0, 0, 1, 0]), Err(DecodeError::UnknownVersion(9)));
+        assert_eq!(Press::decode(&[1, 0]), Err(DecodeError::Malformed));
+        assert_eq!(Press::decode(&[1, 0, 0, 1, 0, 0xFF]), Err(DecodeError::Malformed));
+        assert_eq!(Press::decode(&[1, 0, 0, 5, 0]), Err(DecodeError::ButtonOutOfRange));
+        assert_eq!(Press::decode(&[1, 0, 0, 0, 0]), Err(DecodeError::ButtonOutOfRange));
+        assert_eq!(
+            Press::decode(&[1; MAX_PRESS_PAYLOAD + 1]),
+            Err(DecodeError::Oversized(MAX_PRESS_PAYLOAD + 1))
+        );
+    }
+
+    #[test]
+    fn never_panics_on_arbitrary_bytes() {
+        // A cheap exhaustive sweep of short payloads starting with version 1.
+        for a in 0..=255u8 {
+            for b in [0u8, 1, 4, 0x80, 0xFF] {
+                let _ = Press::decode(&[1, a, b, a ^ b, b]);
+                let _ = Press::decode(&[1, 0x80, 0x80, 0x80, 0x80, 0x80, a]);
+            }
+        }
+    }
+}

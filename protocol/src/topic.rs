@@ -1,0 +1,188 @@
+//! Every MQTT topic in Pressline.
+//!
+//! Topics are written with small `Display` types so firmware can format them
+//! into a fixed buffer (`core::fmt::Write`) and the gateway into a `String`,
+//! from the same definition.
+//!
+//! Site broker (terminals ↔ gateway), `{t}` = terminal id:
+//! - `pressline/v1/term/{t}/press`: native press (terminal → gateway)
+//! - `pressline/v1/term/{t}/press/json`: JSON press (terminal → gateway)
+//! - `pressline/v1/term/{t}/ack`: native durable ack (gateway → terminal)
+//! - `pressline/v1/term/{t}/ack/json`: JSON durable ack (gateway → terminal)
+//!
+//! Upstream broker (gateway → analytics), `{s}` = site id:
+//! - `pressline/v1/{s}/{t}/press`: one JSON document per stored press
+//! - `pressline/v1/{s}/gateway/status`: retained gateway status, last will `offline`
+
+use core::fmt;
+
+use crate::ident::validate_id;
+
+/// Root of all site-broker terminal topics.
+pub const TERMINAL_ROOT: &str = "pressline/v1/term";
+/// Filter the gateway subscribes to: everything terminals may publish to. Acks
+/// match it as well and are told apart by [`parse_terminal_topic`].
+pub const TERMINAL_FILTER: &str = "pressline/v1/term/#";
+/// Filter an upstream consumer uses to receive everything from all sites.
+pub const UPSTREAM_FILTER: &str = "pressline/v1/#";
+
+macro_rules! terminal_topic {
+    ($(#[$doc:meta])* $name:ident, $suffix:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy)]
+        pub struct $name<'a>(pub &'a str);
+        impl fmt::Display for $name<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}/{}/{}", TERMINAL_ROOT, self.0, $suffix)
+            }
+        }
+    };
+}
+
+terminal_topic!(
+    /// `pressline/v1/term/{terminal}/press`
+    PressTopic, "press");
+terminal_topic!(
+    /// `pressline/v1/term/{terminal}/press/json`
+    PressJsonTopic, "press/json");
+terminal_topic!(
+    /// `pressline/v1/term/{terminal}/ack`
+    AckTopic, "ack");
+terminal_topic!(
+    /// `pressline/v1/term/{terminal}/ack/json`
+    AckJsonTopic, "ack/json");
+
+/// `pressline/v1/{site}/{terminal}/press` on the upstream broker.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamPressTopic<'a> {
+    pub site: &'a str,
+    pub terminal: &'a str,
+}
+
+impl fmt::Display for UpstreamPressTopic<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "pressline/v1/{}/{}/press", self.site, self.terminal)
+    }
+}
+
+/// `pressline/v1/{site}/gateway/status` on the upstream broker (retained).
+#[derive(Debug, Clone, Copy)]
+pub struct GatewayStatusTopic<'a>(pub &'a str);
+
+impl fmt::Display for GatewayStatusTopic<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "pressline/v1/{}/gateway/status", self.0)
+    }
+}
+
+/// A parsed site-broker terminal topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TerminalTopic<'a> {
+    Press(&'a str),
+    PressJson(&'a str),
+    Ack(&'a str),
+    AckJson(&'a str),
+}
+
+/// Why a topic is not a Pressline terminal topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicError {
+    /// Not under [`TERMINAL_ROOT`], or an unknown suffix.
+    UnknownShape,
+    /// The terminal level is not a valid id.
+    BadTerminalId,
+}
+
+impl TopicError {
+    pub const fn reason(self) -> &'static str {
+        match self {
+            TopicError::UnknownShape => "wrong_topic",
+            TopicError::BadTerminalId => "bad_terminal_id",
+        }
+    }
+}
+
+/// Parses `pressline/v1/term/{terminal}/{press|press/json|ack|ack/json}`.
+pub fn parse_terminal_topic(topic: &str) -> Result<TerminalTopic<'_>, TopicError> {
+    let rest = topic
+        .strip_prefix(TERMINAL_ROOT)
+        .and_then(|r| r.strip_prefix('/'))
+        .ok_or(TopicError::UnknownShape)?;
+    let (terminal, suffix) = rest.split_once('/').ok_or(TopicError::UnknownShape)?;
+    let parsed = match suffix {
+        "press" => TerminalTopic::Press(terminal),
+        "press/json" => TerminalTopic::PressJson(terminal),
+        "ack" => TerminalTopic::Ack(terminal),
+        "ack/json" => TerminalTopic::AckJson(terminal),
+        _ => return Err(TopicError::UnknownShape),
+    };
+    validate_id(terminal).map_err(|_| TopicError::BadTerminalId)?;
+    Ok(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Buf {
+        bytes: [u8; 96],
+        len: usize,
+    }
+    impl fmt::Write for Buf {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            let end = self.len + s.len();
+            self.bytes.get_mut(self.len..end).ok_or(fmt::Error)?.copy_from_slice(s.as_bytes());
+            self.len = end;
+            Ok(())
+        }
+    }
+    fn render(d: impl fmt::Display) -> Buf {
+        let mut b = Buf { bytes: [0; 96], len: 0 };
+        fmt::write(&mut b, format_args!("{d}")).unwrap();
+        b
+    }
+    fn text(b: &Buf) -> &str {
+        core::str::from_utf8(&b.bytes[..b.len]).unwrap()
+    }
+
+    #[test]
+    fn formats_and_parses_terminal_topics() {
+        let b = render(PressTopic("t-01"));
+        assert_eq!(text(&b), "pressline/v1/term/t-01/press");
+        assert_eq!(parse_terminal_topic(text(&b)), Ok(TerminalTopic::Press("t-01")));
+        let b = render(PressJsonTopic("t-01"));
+        assert_eq!(parse_terminal_topic(text(&b)), Ok(TerminalTopic::PressJson("t-01")));
+        let b = render(AckTopic("t-01"));
+        assert_eq!(parse_terminal_topic(text(&b)), Ok(TerminalTopic::Ack("t-01")));
+        let b = render(AckJsonTopic("t-01"));
+        assert_eq!(parse_terminal_topic(text(&b)), Ok(TerminalTopic::AckJson("t-01")));
+        let b = render(UpstreamPressTopic { site: "arena", terminal: "t-01" });
+        assert_eq!(text(&b), "pressline/v1/arena/t-01/press");
+        let b = render(GatewayStatusTopic("arena"));
+        assert_eq!(text(&b), "pressline/v1/arena/gateway/status");
+    }
+
+    #[test]
+    fn rejects_other_shapes() {
+        for bad in [
+            "pressline/v1/term",
+            "pressline/v1/term/",
+            "pressline/v1/term/t1",
+            "pressline/v1/term/t1/",
+            "pressline/v1/term/t1/presses",
+            "pressline/v1/term/t1/press/xml",
+            "pressline/v2/term/t1/press",
+            "other/t1/press",
+        ] {
+            assert_eq!(parse_terminal_topic(bad), Err(TopicError::UnknownShape), "{bad}");
+        }
+        assert_eq!(
+            parse_terminal_topic("pressline/v1/term/bad.id/press"),
+            Err(TopicError::BadTerminalId)
+        );
+        assert_eq!(
+            parse_terminal_topic("pressline/v1/term//press"),
+            Err(TopicError::BadTerminalId)
+        );
+    }
+}
