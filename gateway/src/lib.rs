@@ -1,1 +1,41 @@
+//! The Pressline site gateway.
+//!
+//! Terminals publish presses to the embedded MQTT broker; the gateway
+//! deduplicates them, commits them to sled, acks them durably back to the
+//! terminal, and forwards them to the central broker, losing nothing through
+//! upstream outages, crashes and power cuts.
+//!
+//! ```text
+//! terminals ──MQTT──▶ rumqttd ──local link──▶ ingest ──▶ commit ──▶ sled
+//!     ▲                                                   │  (presses, outbox)
+//!     └──────────── durable ack (after fsync) ◀───────────┘        │
+//!                                                       forwarder ◀┘──MQTT──▶ upstream
+//! ```
+//!
+//! # Layout
+//! - [`config`]: typed configuration and its documented defaults.
+//! - [`broker`]: the embedded rumqttd site broker.
+//! - [`ingest`]: decoding and validating terminal publishes (own thread).
+//! - [`commit`]: group commit to sled, then durable acks (own thread).
+//! - [`acks`]: coalescing committed presses into ack ranges.
+//! - [`store`]: the sled layout (presses, outbox) behind one interface.
+//! - [`forwarder`]: upstream store-and-forward with rumqttc.
+//! - [`http`]: the HTTP API.
+//! - [`stats`]: counters and rate-limited logging.
+//! - [`demo`]: in-process simulated terminals for the demo.
+//! - [`gateway`]: wiring it all together, start-up and graceful shutdown.
 
+pub mod acks;
+pub mod broker;
+pub mod commit;
+pub mod config;
+pub mod demo;
+pub mod forwarder;
+pub mod gateway;
+pub mod http;
+pub mod ingest;
+pub mod stats;
+pub mod store;
+pub mod time;
+
+pub use config::Config;

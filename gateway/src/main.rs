@@ -1,1 +1,124 @@
-fn main(){}
+//! `gateway`: the Pressline site gateway.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use pressline_gateway::config::{Config, DEFAULT_TOML};
+
+#[derive(Debug, Parser)]
+#[command(name = "gateway", version, about = "Pressline site gateway: terminals in, durable store, upstream out")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway (embedded defaults unless --config is given).
+    Run(RunArgs),
+    /// Run the gateway with simulated terminals: see presses flow end to end.
+    Demo {
+        /// Number of simulated terminals.
+        #[arg(long, default_value_t = 8)]
+        terminals: usize,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Print the documented default configuration (TOML).
+    GenerateConfig,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Configuration file (TOML); see `gateway generate-config`.
+    #[arg(long, env = "PRESSLINE_GATEWAY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Site id (overrides the config).
+    #[arg(long)]
+    site: Option<String>,
+    /// Address terminals connect to, e.g. 0.0.0.0:1883.
+    #[arg(long)]
+    mqtt_listen: Option<SocketAddr>,
+    /// HTTP API address, e.g. 127.0.0.1:8080.
+    #[arg(long)]
+    http_listen: Option<SocketAddr>,
+    /// Data directory (presses, outbox).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Upstream broker, mqtt://HOST:PORT. Without one, presses are stored only.
+    #[arg(long)]
+    upstream: Option<String>,
+    /// Also run N simulated terminals in-process (demo mode).
+    #[arg(long, value_name = "N")]
+    demo: Option<usize>,
+}
+
+impl RunArgs {
+    fn into_config(self) -> anyhow::Result<(Config, Option<usize>)> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(site) = self.site {
+            config.site = site;
+        }
+        if let Some(a) = self.mqtt_listen {
+            config.mqtt.listen = a;
+        }
+        if let Some(a) = self.http_listen {
+            config.http.listen = a;
+        }
+        if let Some(d) = self.data_dir {
+            config.data_dir = d;
+        }
+        if let Some(u) = self.upstream {
+            config.upstream.url = Some(u);
+        }
+        Ok((config, self.demo))
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,rumqttd=warn,rumqttd::router::routing=warn".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let parsed = match cli.command {
+        Command::GenerateConfig => {
+            print!("{DEFAULT_TOML}");
+            return ExitCode::SUCCESS;
+        }
+        Command::Run(args) => args.into_config(),
+        Command::Demo { terminals, run } => run.into_config().map(|(c, _)| (c, Some(terminals))),
+    }
+    .and_then(|(c, d)| {
+        c.validate()?;
+        Ok((c, d))
+    });
+    let (config, demo) = match parsed {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("gateway: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("gateway: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(pressline_gateway::gateway::run(config, demo)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gateway: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

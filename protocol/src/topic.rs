@@ -7,8 +7,13 @@
 //! Site broker (terminals ↔ gateway), `{t}` = terminal id:
 //! - `pressline/v1/term/{t}/press`: native press (terminal → gateway)
 //! - `pressline/v1/term/{t}/press/json`: JSON press (terminal → gateway)
-//! - `pressline/v1/term/{t}/ack`: native durable ack (gateway → terminal)
-//! - `pressline/v1/term/{t}/ack/json`: JSON durable ack (gateway → terminal)
+//! - `pressline/v1/gw/{t}/ack`: native durable ack (gateway → terminal)
+//! - `pressline/v1/gw/{t}/ack/json`: JSON durable ack (gateway → terminal)
+//!
+//! Terminals publish only under `pressline/v1/term/`, the gateway only under
+//! `pressline/v1/gw/`, so the gateway's subscription to the terminal
+//! namespace never sees its own acks, and anything else published there is
+//! a malformed message to count and reject.
 //!
 //! Upstream broker (gateway → analytics), `{s}` = site id:
 //! - `pressline/v1/{s}/{t}/press`: one JSON document per stored press
@@ -18,22 +23,23 @@ use core::fmt;
 
 use crate::ident::validate_id;
 
-/// Root of all site-broker terminal topics.
+/// Root of the site-broker topics terminals publish to.
 pub const TERMINAL_ROOT: &str = "pressline/v1/term";
-/// Filter the gateway subscribes to: everything terminals may publish to. Acks
-/// match it as well and are told apart by [`parse_terminal_topic`].
+/// Root of the site-broker topics the gateway publishes to terminals on.
+pub const GATEWAY_ROOT: &str = "pressline/v1/gw";
+/// Filter the gateway subscribes to: everything terminals may publish.
 pub const TERMINAL_FILTER: &str = "pressline/v1/term/#";
 /// Filter an upstream consumer uses to receive everything from all sites.
 pub const UPSTREAM_FILTER: &str = "pressline/v1/#";
 
 macro_rules! terminal_topic {
-    ($(#[$doc:meta])* $name:ident, $suffix:literal) => {
+    ($(#[$doc:meta])* $name:ident, $root:ident, $suffix:literal) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy)]
         pub struct $name<'a>(pub &'a str);
         impl fmt::Display for $name<'_> {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{}/{}/{}", TERMINAL_ROOT, self.0, $suffix)
+                write!(f, "{}/{}/{}", $root, self.0, $suffix)
             }
         }
     };
@@ -41,16 +47,16 @@ macro_rules! terminal_topic {
 
 terminal_topic!(
     /// `pressline/v1/term/{terminal}/press`
-    PressTopic, "press");
+    PressTopic, TERMINAL_ROOT, "press");
 terminal_topic!(
     /// `pressline/v1/term/{terminal}/press/json`
-    PressJsonTopic, "press/json");
+    PressJsonTopic, TERMINAL_ROOT, "press/json");
 terminal_topic!(
-    /// `pressline/v1/term/{terminal}/ack`
-    AckTopic, "ack");
+    /// `pressline/v1/gw/{terminal}/ack`
+    AckTopic, GATEWAY_ROOT, "ack");
 terminal_topic!(
-    /// `pressline/v1/term/{terminal}/ack/json`
-    AckJsonTopic, "ack/json");
+    /// `pressline/v1/gw/{terminal}/ack/json`
+    AckJsonTopic, GATEWAY_ROOT, "ack/json");
 
 /// `pressline/v1/{site}/{terminal}/press` on the upstream broker.
 #[derive(Debug, Clone, Copy)]
@@ -75,13 +81,11 @@ impl fmt::Display for GatewayStatusTopic<'_> {
     }
 }
 
-/// A parsed site-broker terminal topic.
+/// A parsed topic a terminal published to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TerminalTopic<'a> {
     Press(&'a str),
     PressJson(&'a str),
-    Ack(&'a str),
-    AckJson(&'a str),
 }
 
 /// Why a topic is not a Pressline terminal topic.
@@ -102,7 +106,7 @@ impl TopicError {
     }
 }
 
-/// Parses `pressline/v1/term/{terminal}/{press|press/json|ack|ack/json}`.
+/// Parses `pressline/v1/term/{terminal}/{press|press/json}`.
 pub fn parse_terminal_topic(topic: &str) -> Result<TerminalTopic<'_>, TopicError> {
     let rest = topic
         .strip_prefix(TERMINAL_ROOT)
@@ -112,8 +116,6 @@ pub fn parse_terminal_topic(topic: &str) -> Result<TerminalTopic<'_>, TopicError
     let parsed = match suffix {
         "press" => TerminalTopic::Press(terminal),
         "press/json" => TerminalTopic::PressJson(terminal),
-        "ack" => TerminalTopic::Ack(terminal),
-        "ack/json" => TerminalTopic::AckJson(terminal),
         _ => return Err(TopicError::UnknownShape),
     };
     validate_id(terminal).map_err(|_| TopicError::BadTerminalId)?;
@@ -153,9 +155,9 @@ mod tests {
         let b = render(PressJsonTopic("t-01"));
         assert_eq!(parse_terminal_topic(text(&b)), Ok(TerminalTopic::PressJson("t-01")));
         let b = render(AckTopic("t-01"));
-        assert_eq!(parse_terminal_topic(text(&b)), Ok(TerminalTopic::Ack("t-01")));
+        assert_eq!(text(&b), "pressline/v1/gw/t-01/ack");
         let b = render(AckJsonTopic("t-01"));
-        assert_eq!(parse_terminal_topic(text(&b)), Ok(TerminalTopic::AckJson("t-01")));
+        assert_eq!(text(&b), "pressline/v1/gw/t-01/ack/json");
         let b = render(UpstreamPressTopic { site: "arena", terminal: "t-01" });
         assert_eq!(text(&b), "pressline/v1/arena/t-01/press");
         let b = render(GatewayStatusTopic("arena"));
@@ -171,6 +173,7 @@ mod tests {
             "pressline/v1/term/t1/",
             "pressline/v1/term/t1/presses",
             "pressline/v1/term/t1/press/xml",
+            "pressline/v1/term/t1/ack",
             "pressline/v2/term/t1/press",
             "other/t1/press",
         ] {

@@ -1,1 +1,152 @@
-fn main(){}
+//! `terminal-sim`: runs N simulated terminals against a gateway's broker.
+//!
+//! Exits 0 only when every press was durably acked by the gateway; 1 when
+//! `--timeout` ran out first; 2 on bad arguments.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use pressline_terminal_core::SessionConfig;
+use pressline_terminal_sim::{SimConfig, SimCounters};
+use tokio::sync::watch;
+
+/// Simulated Pressline terminals running the real terminal core.
+#[derive(Debug, Parser)]
+#[command(name = "terminal-sim", version)]
+struct Args {
+    /// Site broker (the gateway's MQTT listener) as HOST:PORT.
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    broker: String,
+    /// Number of terminals.
+    #[arg(long, default_value_t = 4)]
+    terminals: usize,
+    /// Presses per terminal.
+    #[arg(long, default_value_t = 10)]
+    presses: u64,
+    /// Total presses per second across all terminals; 0 = no limit.
+    #[arg(long, default_value_t = 10.0)]
+    rate: f64,
+    /// Fraction (0-1) of presses deliberately published twice.
+    #[arg(long, default_value_t = 0.0)]
+    dup_rate: f64,
+    /// Random seed (buttons, timing jitter, duplicates).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Terminal id prefix; ids are PREFIX000, PREFIX001, ...
+    #[arg(long, default_value = "sim-")]
+    id_prefix: String,
+    /// How many of the terminals speak the JSON press form.
+    #[arg(long, default_value_t = 0)]
+    json_terminals: usize,
+    /// Boot counter the terminals report.
+    #[arg(long, default_value_t = 1)]
+    boot: u32,
+    /// Resend a press when its durable ack has not come after this many ms.
+    #[arg(long, default_value_t = 3000)]
+    ack_timeout_ms: u64,
+    /// Give up (exit 1) after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_broker(s: &str) -> anyhow::Result<(String, u16)> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .with_context(|| format!("--broker {s:?}: expected HOST:PORT, e.g. 127.0.0.1:1883"))?;
+    let port = port
+        .parse()
+        .with_context(|| format!("--broker {s:?}: port {port:?} is not a number 1-65535"))?;
+    Ok((host.trim_matches(['[', ']']).to_string(), port))
+}
+
+fn validate(args: &Args) -> anyhow::Result<SimConfig> {
+    let (broker_host, broker_port) = parse_broker(&args.broker)?;
+    if args.terminals == 0 {
+        bail!("--terminals must be at least 1");
+    }
+    if !(0.0..=1.0).contains(&args.dup_rate) {
+        bail!("--dup-rate must be between 0 and 1");
+    }
+    if !(args.rate >= 0.0 && args.rate.is_finite()) {
+        bail!("--rate must be 0 (no limit) or a positive number");
+    }
+    let sample = format!("{}{:03}", args.id_prefix, args.terminals - 1);
+    pressline_protocol::ident::validate_id(&sample)
+        .map_err(|e| anyhow::anyhow!("--id-prefix {:?} makes terminal id {sample:?}: {e}", args.id_prefix))?;
+    Ok(SimConfig {
+        broker_host,
+        broker_port,
+        terminals: args.terminals,
+        presses: Some(args.presses),
+        rate: args.rate,
+        dup_rate: args.dup_rate,
+        seed: args.seed,
+        id_prefix: args.id_prefix.clone(),
+        json_terminals: args.json_terminals,
+        boot: args.boot,
+        session: SessionConfig {
+            ack_timeout_ms: args.ack_timeout_ms.max(1),
+            ..SessionConfig::default()
+        },
+        ..SimConfig::default()
+    })
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let config = match validate(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("terminal-sim: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let counters = Arc::new(SimCounters::default());
+    let (stop_tx, stop) = watch::channel(false);
+    let run = tokio::spawn(pressline_terminal_sim::run(config, counters, stop));
+    let timeout = tokio::time::sleep(Duration::from_secs(args.timeout));
+    tokio::pin!(timeout);
+    let mut run = run;
+    let report = tokio::select! {
+        r = &mut run => r,
+        _ = &mut timeout => {
+            eprintln!("terminal-sim: --timeout of {} s reached before every press was acked", args.timeout);
+            let _ = stop_tx.send(true);
+            run.await
+        }
+        _ = tokio::signal::ctrl_c() => {
+            let _ = stop_tx.send(true);
+            run.await
+        }
+    };
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("terminal-sim: internal error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report).expect("report serializes"));
+    } else {
+        println!("terminal-sim: {report}");
+    }
+    if report.complete {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,58 @@
+//! What to simulate.
+
+use pressline_terminal_core::SessionConfig;
+
+/// Configuration of a simulation run.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Site broker host (the gateway's MQTT listener).
+    pub broker_host: String,
+    pub broker_port: u16,
+    /// How many terminals to run.
+    pub terminals: usize,
+    /// Presses per terminal; `None` presses forever (demo mode).
+    pub presses: Option<u64>,
+    /// Total presses per second across all terminals; `0` = as fast as each
+    /// terminal's queue accepts them.
+    pub rate: f64,
+    /// Fraction (0–1) of transmissions deliberately published twice.
+    pub dup_rate: f64,
+    /// Seed for button choice, timing jitter and duplicates.
+    pub seed: u64,
+    /// Terminal ids are this prefix followed by a three-digit index.
+    pub id_prefix: String,
+    /// The first `json_terminals` terminals speak the JSON press form.
+    pub json_terminals: usize,
+    /// Boot counter the simulated terminals report.
+    pub boot: u32,
+    /// Relative weights of very unhappy, unhappy, happy, very happy.
+    pub button_weights: [u32; 4],
+    /// Core session tunables (ack timeout, in-flight bound).
+    pub session: SessionConfig,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            broker_host: "127.0.0.1".into(),
+            broker_port: 1883,
+            terminals: 4,
+            presses: Some(10),
+            rate: 10.0,
+            dup_rate: 0.0,
+            seed: 1,
+            id_prefix: "sim-".into(),
+            json_terminals: 0,
+            boot: 1,
+            button_weights: [1, 2, 5, 4],
+            session: SessionConfig::default(),
+        }
+    }
+}
+
+impl SimConfig {
+    /// The id of terminal number `index`.
+    pub fn terminal_id(&self, index: usize) -> String {
+        format!("{}{:03}", self.id_prefix, index)
+    }
+}

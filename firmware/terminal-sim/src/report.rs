@@ -1,0 +1,77 @@
+//! Live counters shared by all simulated terminals, and the final summary.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// Counters every simulated terminal adds to as things happen, so the demo
+/// can show progress while a run is going.
+#[derive(Debug, Default)]
+pub struct SimCounters {
+    pub presses: AtomicU64,
+    pub transmissions: AtomicU64,
+    pub resends: AtomicU64,
+    pub deliberate_duplicates: AtomicU64,
+    pub acked: AtomicU64,
+    pub dropped: AtomicU64,
+    pub reconnects: AtomicU64,
+    pub connected: AtomicU64,
+}
+
+/// Summary of a run, printed by `terminal-sim` (as JSON with `--json`).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SimReport {
+    pub terminals: usize,
+    /// Presses made (queued by the terminals).
+    pub presses: u64,
+    /// Presses released by a durable ack from the gateway.
+    pub acked: u64,
+    /// MQTT publishes of presses, including resends and deliberate duplicates.
+    pub transmissions: u64,
+    /// Transmissions that repeated a press after a reconnect or ack timeout.
+    pub resent: u64,
+    pub deliberate_duplicates: u64,
+    pub reconnects: u64,
+    /// Presses a full queue could not take.
+    pub dropped: u64,
+    pub elapsed_ms: u64,
+    /// Whether every terminal finished with every press acked.
+    pub complete: bool,
+}
+
+impl SimCounters {
+    pub fn report(&self, terminals: usize, elapsed: Duration, complete: bool) -> SimReport {
+        SimReport {
+            terminals,
+            presses: self.presses.load(Relaxed),
+            acked: self.acked.load(Relaxed),
+            transmissions: self.transmissions.load(Relaxed),
+            resent: self.resends.load(Relaxed),
+            deliberate_duplicates: self.deliberate_duplicates.load(Relaxed),
+            reconnects: self.reconnects.load(Relaxed),
+            dropped: self.dropped.load(Relaxed),
+            elapsed_ms: elapsed.as_millis() as u64,
+            complete,
+        }
+    }
+}
+
+impl std::fmt::Display for SimReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} terminals: {} presses sent, {} acked, {} transmissions ({} resent, {} deliberate duplicates), {} reconnects, {} dropped, {:.1} s{}",
+            self.terminals,
+            self.presses,
+            self.acked,
+            self.transmissions,
+            self.resent,
+            self.deliberate_duplicates,
+            self.reconnects,
+            self.dropped,
+            self.elapsed_ms as f64 / 1000.0,
+            if self.complete { "" } else { " (INCOMPLETE: not every press was acked)" }
+        )
+    }
+}

@@ -1,0 +1,213 @@
+//! One simulated terminal: the real core session driven by a timer and an
+//! MQTT connection.
+//!
+//! The rumqttc event loop runs in its own task and hands events over a
+//! channel. `EventLoop::poll` is never raced in a `select!`: cancelling it in
+//! the middle of a write would corrupt the stream.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pressline_protocol::topic::{AckJsonTopic, AckTopic, PressJsonTopic, PressTopic};
+use pressline_protocol::{json, press::PRESS_BUF_LEN, Ack, Button};
+use pressline_terminal_core::{Millis, Session};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::sync::{mpsc, watch};
+use tokio::time::{sleep_until, Instant};
+
+use crate::{SimConfig, SimCounters};
+
+/// Queue capacity of a simulated terminal (the board's flash queue is larger).
+pub const QUEUE_CAPACITY: usize = 1024;
+
+/// What the event-loop task tells the terminal.
+enum LinkEvent {
+    ConnAck,
+    SubAck,
+    Publish { topic: String, payload: Vec<u8> },
+    Down,
+}
+
+/// Runs terminal `index` to completion. Returns whether every press it made
+/// was acked (false when stopped early).
+pub async fn run(
+    index: usize,
+    config: Arc<SimConfig>,
+    counters: Arc<SimCounters>,
+    mut stop: watch::Receiver<bool>,
+) -> bool {
+    let id = config.terminal_id(index);
+    let speaks_json = index < config.json_terminals;
+    let mut rng = SmallRng::seed_from_u64(config.seed.wrapping_mul(1_000_003).wrapping_add(index as u64));
+
+    let mut options = MqttOptions::new(&id, &config.broker_host, config.broker_port);
+    options.set_keep_alive(Duration::from_secs(5));
+    options.set_clean_session(true);
+    let (client, eventloop) = AsyncClient::new(options, 1024);
+    let (events_tx, mut events) = mpsc::channel(1024);
+    let poller = tokio::spawn(drive_eventloop(eventloop, events_tx, rng.gen()));
+
+    let ack_topic = if speaks_json { AckJsonTopic(&id).to_string() } else { AckTopic(&id).to_string() };
+    let press_topic = if speaks_json { PressJsonTopic(&id).to_string() } else { PressTopic(&id).to_string() };
+
+    let mut session: Session<QUEUE_CAPACITY> = Session::new(config.boot, config.session);
+    let started = Instant::now();
+    let now = move || -> Millis { started.elapsed().as_millis() as Millis };
+    let mut remaining = config.presses;
+    let press_interval = (config.rate > 0.0)
+        .then(|| Duration::from_secs_f64(config.terminals as f64 / config.rate));
+    // Spread terminals over the first interval so they do not press in lockstep.
+    let mut next_press = started + press_interval.map_or(Duration::ZERO, |i| i.mul_f64(rng.gen::<f64>()));
+    let mut ever_connected = false;
+    let total_weight: u32 = config.button_weights.iter().sum::<u32>().max(1);
+
+    let finished = loop {
+        if *stop.borrow() {
+            break false;
+        }
+        // Press whatever is due (all at once when unthrottled, as long as the
+        // queue has room: the simulator models visitors, not overflow).
+        while remaining != Some(0)
+            && Instant::now() >= next_press
+            && session.queue_len() < session.queue_capacity()
+        {
+            let button = pick_button(&mut rng, &config.button_weights, total_weight);
+            if session.handle_press(now(), button).is_ok() {
+                counters.presses.fetch_add(1, Relaxed);
+            }
+            remaining = remaining.map(|r| r - 1);
+            if let Some(interval) = press_interval {
+                next_press += interval;
+            }
+        }
+        // Publish whatever the session wants out.
+        while let Some(press) = session.poll_transmit(now()) {
+            let payload = if speaks_json {
+                json::encode_press(&id, &press)
+            } else {
+                let mut buf = [0u8; PRESS_BUF_LEN];
+                match press.encode(&mut buf) {
+                    Ok(bytes) => bytes.to_vec(),
+                    Err(_) => continue,
+                }
+            };
+            let copies = if config.dup_rate > 0.0 && rng.gen::<f64>() < config.dup_rate { 2 } else { 1 };
+            for _ in 0..copies {
+                // A full request channel is like a lost packet: the ack
+                // timeout brings the press round again.
+                let _ = client.try_publish(press_topic.as_str(), QoS::AtLeastOnce, false, payload.clone());
+            }
+            if copies == 2 {
+                counters.deliberate_duplicates.fetch_add(1, Relaxed);
+            }
+        }
+        let c = session.counters();
+        if remaining == Some(0) && session.queue_len() == 0 {
+            break true;
+        }
+
+        let mut wake = session.poll_timeout().map(|ms| started + Duration::from_millis(ms));
+        if remaining != Some(0) && session.queue_len() < session.queue_capacity() {
+            wake = Some(wake.map_or(next_press, |w| w.min(next_press)));
+        }
+        let wake = wake.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+
+        tokio::select! {
+            event = events.recv() => match event {
+                None => break false,
+                Some(LinkEvent::ConnAck) => {
+                    let _ = client.try_subscribe(ack_topic.as_str(), QoS::AtLeastOnce);
+                }
+                Some(LinkEvent::SubAck) => {
+                    if ever_connected {
+                        counters.reconnects.fetch_add(1, Relaxed);
+                    } else {
+                        counters.connected.fetch_add(1, Relaxed);
+                    }
+                    ever_connected = true;
+                    session.handle_connected(now());
+                }
+                Some(LinkEvent::Publish { topic, payload }) if topic == ack_topic => {
+                    let ack = if speaks_json { json::decode_ack(&payload) } else { Ack::decode(&payload) };
+                    match ack {
+                        Ok(ack) => {
+                            session.handle_ack(now(), &ack);
+                        }
+                        Err(e) => tracing::warn!(terminal = %id, error = %e, "undecodable ack"),
+                    }
+                }
+                Some(LinkEvent::Publish { .. }) => {}
+                Some(LinkEvent::Down) => session.handle_disconnected(now()),
+            },
+            _ = sleep_until(wake) => {}
+            _ = stop.changed() => {}
+        }
+        publish_counters(&counters, c, session.counters());
+    };
+    publish_counters(&counters, session.counters(), session.counters());
+    let _ = client.try_disconnect();
+    // Give the disconnect a moment to go out, then stop the event loop.
+    let _ = tokio::time::timeout(Duration::from_millis(500), poller).await;
+    finished
+}
+
+/// Adds what changed between two snapshots of the session counters.
+fn publish_counters(
+    counters: &SimCounters,
+    before: pressline_terminal_core::SessionCounters,
+    after: pressline_terminal_core::SessionCounters,
+) {
+    counters.transmissions.fetch_add(after.transmissions - before.transmissions, Relaxed);
+    counters.resends.fetch_add(after.resends - before.resends, Relaxed);
+    counters.acked.fetch_add(after.acked - before.acked, Relaxed);
+    counters.dropped.fetch_add(after.dropped - before.dropped, Relaxed);
+}
+
+fn pick_button(rng: &mut SmallRng, weights: &[u32; 4], total: u32) -> Button {
+    let mut roll = rng.gen_range(0..total);
+    for (button, &w) in Button::ALL.iter().zip(weights) {
+        if roll < w {
+            return *button;
+        }
+        roll -= w;
+    }
+    Button::Happy
+}
+
+/// Polls the MQTT event loop forever, reconnecting with jittered exponential
+/// backoff, and forwards what the terminal logic needs.
+async fn drive_eventloop(mut eventloop: rumqttc::EventLoop, events: mpsc::Sender<LinkEvent>, seed: u64) {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let event = match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                backoff = Duration::from_millis(100);
+                LinkEvent::ConnAck
+            }
+            Ok(Event::Incoming(Packet::SubAck(_))) => LinkEvent::SubAck,
+            Ok(Event::Incoming(Packet::Publish(p))) => LinkEvent::Publish {
+                topic: p.topic,
+                payload: p.payload.to_vec(),
+            },
+            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
+            Ok(_) => continue,
+            Err(_) => {
+                if events.send(LinkEvent::Down).await.is_err() {
+                    return;
+                }
+                // Retry backoff (not synchronisation): a real terminal waits
+                // before reconnecting so a recovering gateway is not stampeded.
+                tokio::time::sleep(backoff.mul_f64(0.5 + rng.gen::<f64>())).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        if events.send(event).await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! The embedded site broker (rumqttd) terminals connect to.
+//!
+//! rumqttd 0.20 runs its own threads: the local link must be created before
+//! `start()`, `start()` blocks (so it gets a dedicated thread), and there is
+//! no shutdown handle (the process exit ends it). Nothing it holds is
+//! persisted, which is why durability comes from the gateway's own ack.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+
+use anyhow::Context;
+use pressline_protocol::topic::TERMINAL_FILTER;
+use rumqttd::local::{LinkRx, LinkTx};
+use rumqttd::{Broker, Config as BrokerConfig, ConnectionSettings, RouterConfig, ServerSettings};
+
+use crate::config::MqttConfig;
+
+/// Client id of the gateway's in-process link.
+pub const LINK_CLIENT_ID: &str = "pressline-gateway";
+
+/// rumqttd configuration for the site broker.
+pub fn broker_config(mqtt: &MqttConfig) -> BrokerConfig {
+    let server = ServerSettings {
+        name: "terminals".into(),
+        listen: mqtt.listen,
+        tls: None,
+        next_connection_delay_ms: 1,
+        connections: ConnectionSettings {
+            connection_timeout_ms: 10_000,
+            max_payload_size: mqtt.max_payload_bytes,
+            max_inflight_count: 100,
+            auth: None,
+            external_auth: None,
+            dynamic_filters: true,
+        },
+    };
+    BrokerConfig {
+        id: 0,
+        router: RouterConfig {
+            // The local link counts as a connection too.
+            max_connections: mqtt.max_terminals + 1,
+            max_outgoing_packet_count: 200,
+            max_segment_size: mqtt.router_segment_bytes,
+            max_segment_count: mqtt.router_segment_count,
+            custom_segment: None,
+            initialized_filters: None,
+            shared_subscriptions_strategy: Default::default(),
+        },
+        v4: Some(HashMap::from([("terminals".to_string(), server)])),
+        ..Default::default()
+    }
+}
+
+/// The started site broker's link into the gateway.
+pub struct SiteBroker {
+    pub link_tx: LinkTx,
+    pub link_rx: LinkRx,
+}
+
+/// Starts the broker on its own thread and returns the gateway's link,
+/// already subscribed to everything terminals publish.
+pub fn start(mqtt: &MqttConfig) -> anyhow::Result<SiteBroker> {
+    // rumqttd only logs a failed bind from its server thread; check first so
+    // the operator gets a clear error and a non-zero exit.
+    TcpListener::bind(mqtt.listen).with_context(|| {
+        format!(
+            "cannot listen for terminals on {} (is another broker or gateway running? choose another with --mqtt-listen)",
+            mqtt.listen
+        )
+    })?;
+    let mut broker = Broker::new(broker_config(mqtt));
+    let (mut link_tx, link_rx) = broker
+        .link(LINK_CLIENT_ID)
+        .map_err(|e| anyhow::anyhow!("cannot open the gateway's link to the site broker: {e:?}"))?;
+    link_tx
+        .subscribe(TERMINAL_FILTER)
+        .map_err(|e| anyhow::anyhow!("cannot subscribe to terminal topics: {e:?}"))?;
+    std::thread::Builder::new()
+        .name("site-broker".into())
+        .spawn(move || {
+            if let Err(e) = broker.start() {
+                tracing::error!(error = %e, "site broker stopped");
+            }
+        })
+        .context("cannot start the site broker thread")?;
+    Ok(SiteBroker { link_tx, link_rx })
+}

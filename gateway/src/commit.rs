@@ -1,0 +1,174 @@
+//! Group commit: store a batch of presses durably, then ack it.
+//!
+//! Runs on its own thread. It takes whatever the ingest thread has queued (up
+//! to `commit_batch_max`), commits it in one transaction and one fsync, and
+//! only then publishes the durable acks, one per contiguous run per terminal,
+//! duplicates included (a duplicate means the terminal missed an earlier
+//! ack). A storage error acks nothing: terminals keep the presses and resend.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pressline_protocol::topic::{AckJsonTopic, AckTopic, UpstreamPressTopic};
+use pressline_protocol::upstream::{press_id, UpstreamPress, PRESS_SCHEMA};
+use pressline_protocol::{ack::ACK_BUF_LEN, json};
+use rumqttd::local::LinkTx;
+use tokio::sync::{watch, Notify};
+
+use crate::acks::{coalesce, Form};
+use crate::ingest::IncomingPress;
+use crate::stats::Stats;
+use crate::store::{OutboxEntry, PressToStore, Store, StoreOutcome};
+use crate::time::rfc3339_ms;
+
+/// What the committer needs.
+pub struct Committer {
+    pub site: String,
+    pub store: Store,
+    pub stats: Arc<Stats>,
+    pub link: LinkTx,
+    pub batch_max: usize,
+    pub max_disk_bytes: u64,
+    /// Woken after new presses reach the outbox.
+    pub forward_wake: Arc<Notify>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl Committer {
+    /// Runs until shutdown, committing whatever is queued at that moment
+    /// before returning.
+    pub fn run(mut self, incoming: Receiver<IncomingPress>) {
+        let mut last_disk_check = Instant::now() - Duration::from_secs(60);
+        loop {
+            if last_disk_check.elapsed() >= Duration::from_secs(1) {
+                self.check_disk();
+                last_disk_check = Instant::now();
+            }
+            let stopping = *self.shutdown.borrow();
+            let first = match incoming.recv_timeout(Duration::from_millis(200)) {
+                Ok(p) => p,
+                Err(RecvTimeoutError::Timeout) if stopping => return,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            let mut batch = Vec::with_capacity(64);
+            batch.push(first);
+            while batch.len() < self.batch_max {
+                match incoming.try_recv() {
+                    Ok(p) => batch.push(p),
+                    Err(_) => break,
+                }
+            }
+            self.commit(batch);
+        }
+    }
+
+    fn check_disk(&mut self) {
+        let full = self.store.size_on_disk() > self.max_disk_bytes;
+        let was = self.stats.storage_full.swap(full, Relaxed);
+        if full && !was {
+            tracing::error!(
+                limit_mb = self.max_disk_bytes >> 20,
+                "storage limit reached: new presses are refused (terminals keep and resend them) \
+                 until upstream forwarding frees space or storage.max_disk_mb is raised"
+            );
+        } else if was && !full {
+            tracing::info!("storage below its limit again: accepting new presses");
+        }
+    }
+
+    fn commit(&mut self, batch: Vec<IncomingPress>) {
+        let storage_full = self.stats.storage_full.load(Relaxed);
+        let mut offers = Vec::with_capacity(batch.len());
+        let mut offered_from = Vec::with_capacity(batch.len());
+        for (i, incoming) in batch.iter().enumerate() {
+            if storage_full {
+                // Only presses we already have may be acked now.
+                match self.store.press(&incoming.terminal, incoming.press.id) {
+                    Ok(Some(_)) => {}
+                    _ => {
+                        self.stats.presses_refused_storage_full.fetch_add(1, Relaxed);
+                        continue;
+                    }
+                }
+            }
+            offers.push(self.to_store(incoming));
+            offered_from.push(i);
+        }
+        if offers.is_empty() {
+            return;
+        }
+        let outcomes = match self.store.commit(&offers) {
+            Ok(o) => o,
+            Err(e) => {
+                self.stats.storage_errors.fetch_add(1, Relaxed);
+                tracing::error!(error = %e, presses = offers.len(), "commit failed; nothing acked, terminals will resend");
+                return;
+            }
+        };
+        self.stats.commit_batches.fetch_add(1, Relaxed);
+        let stored = outcomes.iter().filter(|o| **o == StoreOutcome::Stored).count() as u64;
+        self.stats.presses_stored.fetch_add(stored, Relaxed);
+        self.stats.presses_duplicate.fetch_add(outcomes.len() as u64 - stored, Relaxed);
+        if stored > 0 {
+            self.stats.forward_pending.fetch_add(stored, Relaxed);
+            self.forward_wake.notify_one();
+        }
+
+        let committed = offered_from.iter().map(|&i| {
+            let p = &batch[i];
+            (p.terminal.as_str(), p.form, p.press.id)
+        });
+        for (terminal, form, ack) in coalesce(committed) {
+            let sent = match form {
+                Form::Native => {
+                    let mut buf = [0u8; ACK_BUF_LEN];
+                    match ack.encode(&mut buf) {
+                        Ok(bytes) => self.link.publish(AckTopic(terminal).to_string(), bytes.to_vec()),
+                        Err(_) => continue,
+                    }
+                }
+                Form::Json => self.link.publish(AckJsonTopic(terminal).to_string(), json::encode_ack(&ack)),
+            };
+            match sent {
+                Ok(_) => {
+                    self.stats.acks_sent.fetch_add(1, Relaxed);
+                }
+                Err(e) => {
+                    // The presses are stored; the terminal's resend will be
+                    // acked as a duplicate.
+                    tracing::warn!(error = ?e, terminal, "could not publish ack");
+                }
+            }
+        }
+    }
+
+    fn to_store(&self, incoming: &IncomingPress) -> PressToStore {
+        let pressed_at_ms = incoming.press.age_ms.map(|age| incoming.received_at_ms - age as i64);
+        let upstream = UpstreamPress {
+            schema: PRESS_SCHEMA.into(),
+            id: press_id(&self.site, &incoming.terminal, incoming.press.id),
+            site: self.site.clone(),
+            terminal: incoming.terminal.clone(),
+            boot: incoming.press.id.boot,
+            seq: incoming.press.id.seq,
+            button: incoming.press.button.name().into(),
+            score: incoming.press.button.score(),
+            pressed_at: pressed_at_ms.map(rfc3339_ms),
+            received_at: rfc3339_ms(incoming.received_at_ms),
+        };
+        PressToStore {
+            terminal: incoming.terminal.clone(),
+            id: incoming.press.id,
+            button: incoming.press.button,
+            received_at_ms: incoming.received_at_ms,
+            pressed_at_ms,
+            upstream: OutboxEntry {
+                topic: UpstreamPressTopic { site: &self.site, terminal: &incoming.terminal }.to_string(),
+                payload: serde_json::to_vec(&upstream).expect("plain struct serializes"),
+            },
+        }
+    }
+}

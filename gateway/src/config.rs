@@ -1,0 +1,223 @@
+//! Typed gateway configuration with documented defaults.
+//!
+//! The defaults live in one place, `deploy/gateway.toml`, which is compiled
+//! in: `gateway run` without `--config` uses it as is, and `gateway
+//! generate-config` prints it. A test keeps it equal to [`Config::default`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+/// The documented default configuration file.
+pub const DEFAULT_TOML: &str = include_str!("../../deploy/gateway.toml");
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub site: String,
+    pub data_dir: PathBuf,
+    pub mqtt: MqttConfig,
+    pub http: HttpConfig,
+    pub upstream: UpstreamConfig,
+    pub storage: StorageConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttConfig {
+    pub listen: SocketAddr,
+    pub max_terminals: usize,
+    pub max_payload_bytes: usize,
+    pub router_segment_bytes: usize,
+    pub router_segment_count: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub url: Option<String>,
+    pub client_id: Option<String>,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub keep_alive_secs: u64,
+    pub max_inflight: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    pub cache_mb: u64,
+    pub max_disk_mb: u64,
+    pub commit_batch_max: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            site: "demo-site".into(),
+            data_dir: "pressline-data".into(),
+            mqtt: MqttConfig::default(),
+            http: HttpConfig::default(),
+            upstream: UpstreamConfig::default(),
+            storage: StorageConfig::default(),
+        }
+    }
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            listen: "0.0.0.0:1883".parse().expect("literal address"),
+            max_terminals: 1024,
+            max_payload_bytes: 65536,
+            router_segment_bytes: 256 * 1024,
+            router_segment_count: 4,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: "0.0.0.0:8080".parse().expect("literal address") }
+    }
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            url: None,
+            client_id: None,
+            username: None,
+            password_file: None,
+            keep_alive_secs: 30,
+            max_inflight: 100,
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { cache_mb: 64, max_disk_mb: 4096, commit_batch_max: 4096 }
+    }
+}
+
+/// A parsed `mqtt://HOST:PORT` upstream address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamAddr {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Config {
+    /// Reads a TOML file; unknown keys are errors (a typo must not silently
+    /// fall back to a default).
+    pub fn from_file(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        Config::from_toml(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    pub fn from_toml(text: &str) -> anyhow::Result<Config> {
+        Ok(toml::from_str(text)?)
+    }
+
+    /// Checks everything that can be checked before starting.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        pressline_protocol::ident::validate_id(&self.site)
+            .map_err(|e| anyhow::anyhow!("site {:?}: {e}", self.site))?;
+        if self.mqtt.max_terminals == 0 {
+            bail!("mqtt.max_terminals must be at least 1");
+        }
+        if self.mqtt.max_payload_bytes < pressline_protocol::MAX_PRESS_PAYLOAD {
+            bail!(
+                "mqtt.max_payload_bytes must be at least {} (the largest press)",
+                pressline_protocol::MAX_PRESS_PAYLOAD
+            );
+        }
+        if self.mqtt.router_segment_bytes < 1024 || self.mqtt.router_segment_count < 2 {
+            bail!("mqtt.router_segment_bytes must be >= 1024 and mqtt.router_segment_count >= 2");
+        }
+        if self.storage.commit_batch_max == 0 {
+            bail!("storage.commit_batch_max must be at least 1");
+        }
+        if self.upstream.max_inflight == 0 {
+            bail!("upstream.max_inflight must be at least 1");
+        }
+        self.upstream_addr()?;
+        Ok(())
+    }
+
+    /// The upstream broker, if one is configured.
+    pub fn upstream_addr(&self) -> anyhow::Result<Option<UpstreamAddr>> {
+        let Some(raw) = &self.upstream.url else { return Ok(None) };
+        let url = url::Url::parse(raw).with_context(|| {
+            format!("upstream url {raw:?} is not a URL; expected mqtt://HOST:PORT")
+        })?;
+        match url.scheme() {
+            "mqtt" | "tcp" => {}
+            "mqtts" | "ssl" | "tls" => bail!(
+                "upstream url {raw:?}: TLS upstream connections are not supported by this build yet; \
+                 use mqtt:// over a trusted network or a TLS tunnel (e.g. stunnel, WireGuard)"
+            ),
+            other => bail!("upstream url {raw:?}: unknown scheme {other:?}; expected mqtt://HOST:PORT"),
+        }
+        let host = url
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .with_context(|| format!("upstream url {raw:?} has no host"))?
+            .trim_matches(['[', ']'])
+            .to_string();
+        Ok(Some(UpstreamAddr { host, port: url.port().unwrap_or(1883) }))
+    }
+
+    /// The upstream MQTT client id.
+    pub fn upstream_client_id(&self) -> String {
+        self.upstream
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("pressline-gateway-{}", self.site))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_defaults_are_the_defaults() {
+        assert_eq!(Config::from_toml(DEFAULT_TOML).unwrap(), Config::default());
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_clear_errors() {
+        let err = Config::from_toml("sitte = \"x\"").unwrap_err().to_string();
+        assert!(err.contains("sitte"), "{err}");
+        let mut c = Config::default();
+        c.site = "north stand".into();
+        assert!(c.validate().unwrap_err().to_string().contains("site"));
+        let mut c = Config::default();
+        c.upstream.url = Some("mqtts://x:8883".into());
+        assert!(c.validate().unwrap_err().to_string().contains("TLS"));
+        c.upstream.url = Some("http://x".into());
+        assert!(c.validate().unwrap_err().to_string().contains("scheme"));
+    }
+
+    #[test]
+    fn upstream_urls_parse_with_a_default_port() {
+        let mut c = Config::default();
+        c.upstream.url = Some("mqtt://broker.local".into());
+        assert_eq!(c.upstream_addr().unwrap(), Some(UpstreamAddr { host: "broker.local".into(), port: 1883 }));
+        c.upstream.url = Some("mqtt://127.0.0.1:18830".into());
+        assert_eq!(c.upstream_addr().unwrap().unwrap().port, 18830);
+        assert_eq!(c.upstream_client_id(), "pressline-gateway-demo-site");
+    }
+}

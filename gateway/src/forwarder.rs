@@ -1,0 +1,278 @@
+//! Upstream store-and-forward over MQTT (rumqttc).
+//!
+//! The outbox in sled is the only source of truth. rumqttc is used as a
+//! transport and never trusted to remember anything:
+//! - rumqttc drops its pending queue when the broker reports no session, and
+//!   would otherwise replay it with old packet ids. So after any connection
+//!   error the forwarder empties rumqttc's queues itself, and after every
+//!   CONNACK it resends from the oldest unacknowledged outbox entry.
+//! - rumqttc has no per-publish callback. Each publish handed to it yields
+//!   exactly one `Outgoing::Publish(pkid)` event, in order, so a FIFO of
+//!   outbox keys maps packet ids to entries; `PubAck(pkid)` then removes the
+//!   entry from the outbox. A crash before that removal reaches disk only
+//!   causes a resend, and upstream consumers deduplicate on the press `id`.
+//!
+//! Two tasks share [`Window`] under a mutex: the *feeder* hands outbox
+//! entries to rumqttc while the in-flight window has room, and the *poller*
+//! drives the event loop (never raced in a `select!`: cancelling
+//! `EventLoop::poll` mid-write would corrupt the stream).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use pressline_protocol::topic::GatewayStatusTopic;
+use pressline_protocol::upstream::{GatewayStatus, GATEWAY_STATUS_SCHEMA};
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+use crate::config::UpstreamAddr;
+use crate::stats::Stats;
+use crate::store::Store;
+
+/// Upstream connection settings.
+#[derive(Debug, Clone)]
+pub struct ForwarderConfig {
+    pub site: String,
+    pub addr: UpstreamAddr,
+    pub client_id: String,
+    pub credentials: Option<(String, String)>,
+    pub keep_alive: Duration,
+    pub max_inflight: u16,
+}
+
+/// What is in flight on the current connection.
+#[derive(Debug, Default)]
+struct Window {
+    connected: bool,
+    /// Outbox keys handed to rumqttc, awaiting their `Outgoing::Publish`
+    /// event (`None` for the gateway's own status messages).
+    handed_over: VecDeque<Option<u64>>,
+    /// Packet id → outbox key, awaiting PUBACK.
+    awaiting_ack: HashMap<u16, Option<u64>>,
+    /// Last outbox key handed over on this connection.
+    cursor: Option<u64>,
+}
+
+impl Window {
+    fn in_flight(&self) -> usize {
+        self.handed_over.len() + self.awaiting_ack.len()
+    }
+
+    fn reset(&mut self, connected: bool) {
+        self.connected = connected;
+        self.handed_over.clear();
+        self.awaiting_ack.clear();
+        self.cursor = None;
+    }
+}
+
+struct Shared {
+    config: ForwarderConfig,
+    store: Store,
+    stats: Arc<Stats>,
+    client: AsyncClient,
+    window: Mutex<Window>,
+    wake: Arc<Notify>,
+}
+
+impl Shared {
+    fn window(&self) -> MutexGuard<'_, Window> {
+        self.window.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn status_payload(&self, state: &str, since: Option<String>) -> Vec<u8> {
+        serde_json::to_vec(&GatewayStatus {
+            schema: GATEWAY_STATUS_SCHEMA.into(),
+            site: self.config.site.clone(),
+            state: state.into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            since,
+        })
+        .expect("plain struct serializes")
+    }
+
+    /// Publishes the retained gateway status (tracked like any publish so
+    /// the packet-id FIFO stays aligned).
+    fn publish_status(&self, window: &mut Window, state: &str) {
+        let topic = GatewayStatusTopic(&self.config.site).to_string();
+        let payload = self.status_payload(state, Some(crate::time::rfc3339_ms(crate::ingest::unix_ms_now())));
+        window.handed_over.push_back(None);
+        if self.client.try_publish(topic, QoS::AtLeastOnce, true, payload).is_err() {
+            window.handed_over.pop_back();
+        }
+    }
+}
+
+/// A running forwarder.
+pub struct Forwarder {
+    shared: Arc<Shared>,
+    poller: JoinHandle<()>,
+    feeder: JoinHandle<()>,
+}
+
+impl Forwarder {
+    /// Starts forwarding the outbox to the upstream broker.
+    pub fn start(config: ForwarderConfig, store: Store, stats: Arc<Stats>, wake: Arc<Notify>, shutdown: watch::Receiver<bool>) -> Forwarder {
+        let mut options = MqttOptions::new(&config.client_id, &config.addr.host, config.addr.port);
+        options.set_clean_session(false);
+        options.set_keep_alive(config.keep_alive);
+        options.set_inflight(config.max_inflight);
+        options.set_max_packet_size(1 << 20, 1 << 20);
+        if let Some((user, pass)) = &config.credentials {
+            options.set_credentials(user, pass);
+        }
+        let will_payload = serde_json::to_vec(&GatewayStatus {
+            schema: GATEWAY_STATUS_SCHEMA.into(),
+            site: config.site.clone(),
+            state: "offline".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            since: None,
+        })
+        .expect("plain struct serializes");
+        options.set_last_will(LastWill::new(GatewayStatusTopic(&config.site).to_string(), will_payload, QoS::AtLeastOnce, true));
+        // Channel room for a full window plus status and disconnect.
+        let (client, eventloop) = AsyncClient::new(options, config.max_inflight as usize * 2 + 8);
+        let shared = Arc::new(Shared { config, store, stats, client, window: Mutex::new(Window::default()), wake });
+        let poller = tokio::spawn(poll(shared.clone(), eventloop));
+        let feeder = tokio::spawn(feed(shared.clone(), shutdown));
+        Forwarder { shared, poller, feeder }
+    }
+
+    /// Publishes the retained `offline` status and disconnects cleanly (if
+    /// connected), waiting at most `grace`.
+    pub async fn shutdown(self, grace: Duration) {
+        self.feeder.abort();
+        {
+            let mut window = self.shared.window();
+            if window.connected {
+                self.shared.publish_status(&mut window, "offline");
+                let _ = self.shared.client.try_disconnect();
+            }
+        }
+        let mut poller = self.poller;
+        if tokio::time::timeout(grace, &mut poller).await.is_err() {
+            poller.abort();
+        }
+    }
+}
+
+/// Hands outbox entries to rumqttc while connected and the window has room.
+async fn feed(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let window_size = shared.config.max_inflight as usize;
+    loop {
+        loop {
+            let mut window = shared.window();
+            let room = window_size.saturating_sub(window.in_flight());
+            if !window.connected || room == 0 {
+                break;
+            }
+            let entries = match shared.store.outbox_after(window.cursor, room) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the upstream outbox");
+                    break;
+                }
+            };
+            if entries.is_empty() {
+                break;
+            }
+            for (key, entry) in entries {
+                window.handed_over.push_back(Some(key));
+                if shared.client.try_publish(entry.topic, QoS::AtLeastOnce, false, entry.payload).is_err() {
+                    window.handed_over.pop_back();
+                    break;
+                }
+                window.cursor = Some(key);
+            }
+        }
+        tokio::select! {
+            _ = shared.wake.notified() => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Drives the rumqttc event loop: connection state, packet-id mapping,
+/// PUBACKs, reconnect backoff.
+async fn poll(shared: Arc<Shared>, mut eventloop: EventLoop) {
+    let addr = format!("{}:{}", shared.config.addr.host, shared.config.addr.port);
+    let mut backoff = Duration::from_millis(500);
+    let mut down_since: Option<std::time::Instant> = None;
+    let mut last_down_log = std::time::Instant::now();
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                backoff = Duration::from_millis(500);
+                let pending = shared.stats.forward_pending.load(Relaxed);
+                match down_since.take() {
+                    Some(t) => tracing::info!(upstream = %addr, down_secs = t.elapsed().as_secs(), pending, "upstream reconnected; forwarding backlog"),
+                    None => tracing::info!(upstream = %addr, session_present = ack.session_present, pending, "upstream connected"),
+                }
+                let mut window = shared.window();
+                window.reset(true);
+                shared.publish_status(&mut window, "online");
+                shared.stats.upstream_connected.store(true, Relaxed);
+                drop(window);
+                shared.wake.notify_one();
+            }
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                let mut window = shared.window();
+                if let Some(key) = window.handed_over.pop_front() {
+                    window.awaiting_ack.insert(pkid, key);
+                }
+            }
+            Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                let key = shared.window().awaiting_ack.remove(&ack.pkid);
+                if let Some(Some(key)) = key {
+                    match shared.store.outbox_remove(key) {
+                        Ok(()) => {
+                            shared.stats.presses_forwarded.fetch_add(1, Relaxed);
+                            let _ = shared.stats.forward_pending.fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
+                        }
+                        Err(e) => tracing::error!(error = %e, "cannot update the upstream outbox (the press will be sent again)"),
+                    }
+                }
+                shared.wake.notify_one();
+            }
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                // Our own clean disconnect at shutdown: let it reach the wire.
+                let _ = tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await;
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                {
+                    // Forget everything rumqttc holds (we resend from the
+                    // outbox after the next CONNACK), under the window lock so
+                    // the feeder cannot slip a publish in between.
+                    let mut window = shared.window();
+                    eventloop.clean();
+                    eventloop.pending.clear();
+                    eventloop.state.events.clear();
+                    window.reset(false);
+                }
+                shared.stats.upstream_connected.store(false, Relaxed);
+                if down_since.is_none() {
+                    down_since = Some(std::time::Instant::now());
+                    last_down_log = std::time::Instant::now();
+                    tracing::warn!(upstream = %addr, error = %e, "upstream unreachable; presses are kept and forwarded when it is back");
+                } else if last_down_log.elapsed() >= Duration::from_secs(60) {
+                    last_down_log = std::time::Instant::now();
+                    tracing::warn!(
+                        upstream = %addr,
+                        error = %e,
+                        down_secs = down_since.map_or(0, |t| t.elapsed().as_secs()),
+                        pending = shared.stats.forward_pending.load(Relaxed),
+                        "upstream still unreachable"
+                    );
+                }
+                // Reconnect backoff (not synchronisation).
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(15));
+            }
+        }
+    }
+}

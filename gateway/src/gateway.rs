@@ -1,0 +1,185 @@
+//! Start-up, wiring and graceful shutdown.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc::sync_channel;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::sync::{watch, Notify};
+
+use crate::commit::Committer;
+use crate::config::Config;
+use crate::forwarder::{Forwarder, ForwarderConfig};
+use crate::http::ApiState;
+use crate::stats::Stats;
+use crate::store::Store;
+
+/// How many decoded presses may wait between ingest and commit. When full,
+/// ingest blocks and the broker's own buffering (then terminal resends)
+/// absorbs the burst.
+const INGEST_QUEUE: usize = 65_536;
+
+/// Runs the gateway until SIGINT/SIGTERM, then shuts down cleanly.
+pub async fn run(config: Config, demo_terminals: Option<usize>) -> anyhow::Result<()> {
+    config.validate()?;
+    let upstream = config.upstream_addr()?;
+    let started = Instant::now();
+
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let store = Store::open(&config.data_dir, config.storage.cache_mb << 20).with_context(|| {
+        format!(
+            "cannot open the press store in {} (is another gateway using this directory?)",
+            config.data_dir.display()
+        )
+    })?;
+    let stats = Arc::new(Stats::default());
+    stats.presses_stored.store(store.press_count() as u64, Relaxed);
+    stats.forward_pending.store(store.outbox_len() as u64, Relaxed);
+
+    let http_listener = tokio::net::TcpListener::bind(config.http.listen).await.with_context(|| {
+        format!("cannot listen for HTTP on {} (choose another with --http-listen)", config.http.listen)
+    })?;
+    let site_broker = crate::broker::start(&config.mqtt)?;
+
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    let forward_wake = Arc::new(Notify::new());
+
+    // Ingest thread → bounded queue → commit thread.
+    let (to_committer, from_ingest) = sync_channel(INGEST_QUEUE);
+    let ingest_stats = stats.clone();
+    let link_rx = site_broker.link_rx;
+    std::thread::Builder::new()
+        .name("ingest".into())
+        .spawn(move || crate::ingest::run(link_rx, to_committer, ingest_stats))
+        .context("cannot start the ingest thread")?;
+    let committer = Committer {
+        site: config.site.clone(),
+        store: store.clone(),
+        stats: stats.clone(),
+        link: site_broker.link_tx,
+        batch_max: config.storage.commit_batch_max,
+        max_disk_bytes: config.storage.max_disk_mb << 20,
+        forward_wake: forward_wake.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let commit_thread = std::thread::Builder::new()
+        .name("commit".into())
+        .spawn(move || committer.run(from_ingest))
+        .context("cannot start the commit thread")?;
+
+    let forwarder = match &upstream {
+        Some(addr) => {
+            let credentials = match (&config.upstream.username, &config.upstream.password_file) {
+                (Some(user), Some(file)) => {
+                    let pass = std::fs::read_to_string(file)
+                        .with_context(|| format!("cannot read upstream.password_file {}", file.display()))?;
+                    Some((user.clone(), pass.trim_end().to_string()))
+                }
+                (Some(user), None) => Some((user.clone(), String::new())),
+                _ => None,
+            };
+            Some(Forwarder::start(
+                ForwarderConfig {
+                    site: config.site.clone(),
+                    addr: addr.clone(),
+                    client_id: config.upstream_client_id(),
+                    credentials,
+                    keep_alive: Duration::from_secs(config.upstream.keep_alive_secs.max(5)),
+                    max_inflight: config.upstream.max_inflight,
+                },
+                store.clone(),
+                stats.clone(),
+                forward_wake.clone(),
+                shutdown.clone(),
+            ))
+        }
+        None => None,
+    };
+
+    let api = ApiState {
+        site: config.site.clone(),
+        stats: stats.clone(),
+        store: store.clone(),
+        started,
+        upstream_configured: upstream.is_some(),
+    };
+    let http = tokio::spawn(crate::http::serve(http_listener, api.clone(), shutdown.clone()));
+
+    tracing::info!(
+        site = %config.site,
+        data_dir = %config.data_dir.display(),
+        stored = stats.presses_stored.load(Relaxed),
+        pending_upstream = stats.forward_pending.load(Relaxed),
+        "Pressline gateway {} started",
+        env!("CARGO_PKG_VERSION")
+    );
+    tracing::info!("terminals: mqtt://{} (topics pressline/v1/term/{{terminal}}/press[/json])", config.mqtt.listen);
+    tracing::info!("HTTP API: http://{}/api/v1/stats", config.http.listen);
+    match &upstream {
+        Some(a) => tracing::info!(
+            "upstream: mqtt://{}:{} as {:?} (topics pressline/v1/{}/#)",
+            a.host,
+            a.port,
+            config.upstream_client_id(),
+            config.site
+        ),
+        None => tracing::warn!("no upstream broker configured: presses are stored only (set --upstream mqtt://HOST:PORT to forward; the backlog is sent then)"),
+    }
+
+    if let Some(n) = demo_terminals {
+        tracing::info!(
+            "demo: {n} simulated terminals pressing; watch with `curl -s http://{}/api/v1/stats` or `mosquitto_sub -p {} -t 'pressline/v1/#' -v`",
+            loopback(config.http.listen),
+            config.mqtt.listen.port()
+        );
+        crate::demo::start(n, config.mqtt.listen, api, shutdown.clone());
+    }
+
+    wait_for_signal().await;
+    tracing::info!("shutting down: committing queued presses");
+    let _ = shutdown_tx.send(true);
+    let _ = tokio::task::spawn_blocking(move || commit_thread.join()).await;
+    if let Some(f) = forwarder {
+        f.shutdown(Duration::from_secs(3)).await;
+    }
+    let _ = http.await;
+    store.flush().context("final flush of the press store failed")?;
+    tracing::info!(
+        stored = stats.presses_stored.load(Relaxed),
+        pending_upstream = stats.forward_pending.load(Relaxed),
+        "gateway stopped cleanly"
+    );
+    Ok(())
+}
+
+fn loopback(addr: std::net::SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("127.0.0.1:{}", addr.port())
+    } else {
+        addr.to_string()
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

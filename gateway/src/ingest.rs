@@ -1,0 +1,138 @@
+//! Terminal traffic in: the consumer of rumqttd's local link.
+//!
+//! Runs on its own thread, decodes and validates each publish, and hands
+//! valid presses to the committer. It must keep up: when it falls behind,
+//! rumqttd's router drops messages silently once its log segments rotate.
+//! It therefore does no I/O of its own, and answers `Unschedule` with
+//! `ready()` (without that, rumqttd stops delivering to the link for good).
+
+use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use pressline_protocol::topic::{parse_terminal_topic, TerminalTopic};
+use pressline_protocol::{json, Press};
+use rumqttd::local::LinkRx;
+use rumqttd::Notification;
+
+use crate::acks::Form;
+use crate::stats::{RateLimitedLog, Stats};
+
+/// A decoded press on its way to the committer.
+#[derive(Debug, Clone)]
+pub struct IncomingPress {
+    pub terminal: String,
+    pub form: Form,
+    pub press: Press,
+    pub received_at_ms: i64,
+}
+
+/// Why a publish was rejected: a stable reason label plus detail for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reject {
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+/// Decodes one publish from the terminal namespace.
+pub fn decode(topic: &[u8], payload: &[u8]) -> Result<(String, Form, Press), Reject> {
+    let topic_text = std::str::from_utf8(topic).map_err(|_| Reject {
+        reason: "wrong_topic",
+        detail: "topic is not UTF-8".into(),
+    })?;
+    let parsed = parse_terminal_topic(topic_text).map_err(|e| Reject {
+        reason: e.reason(),
+        detail: format!("topic {topic_text:?} is not pressline/v1/term/{{terminal}}/press[/json]"),
+    })?;
+    let (terminal, form, decoded) = match parsed {
+        TerminalTopic::Press(t) => (t, Form::Native, Press::decode(payload)),
+        TerminalTopic::PressJson(t) => (t, Form::Json, json::decode_press(t, payload)),
+    };
+    let press = decoded.map_err(|e| Reject {
+        reason: e.reason(),
+        detail: format!("terminal {terminal}: {e}"),
+    })?;
+    Ok((terminal.to_string(), form, press))
+}
+
+pub fn unix_ms_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Consumes the link until the broker or the committer goes away.
+pub fn run(mut link: LinkRx, to_committer: SyncSender<IncomingPress>, stats: Arc<Stats>) {
+    let mut log = RateLimitedLog::new(Duration::from_secs(10));
+    loop {
+        let notification = match link.recv() {
+            Ok(Some(n)) => n,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::error!(error = ?e, "site broker link closed; no more presses can be received");
+                return;
+            }
+        };
+        let publish = match notification {
+            Notification::Forward(forward) => forward.publish,
+            Notification::Unschedule => {
+                if let Err(e) = link.ready() {
+                    tracing::error!(error = ?e, "site broker link closed");
+                    return;
+                }
+                continue;
+            }
+            _ => continue,
+        };
+        match decode(&publish.topic, &publish.payload) {
+            Ok((terminal, form, press)) => {
+                stats.presses_received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let incoming = IncomingPress { terminal, form, press, received_at_ms: unix_ms_now() };
+                if to_committer.send(incoming).is_err() {
+                    return; // shutting down
+                }
+            }
+            Err(reject) => {
+                stats.reject(reject.reason);
+                if let Some(suppressed) = log.admit(reject.reason, Instant::now()) {
+                    tracing::warn!(
+                        reason = reject.reason,
+                        suppressed,
+                        "rejected publish: {} (nothing stored; similar rejects are logged at most every 10 s)",
+                        reject.detail
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pressline_protocol::{Button, PressId};
+
+    #[test]
+    fn decodes_both_press_forms() {
+        let p = Press { id: PressId { boot: 1, seq: 2 }, button: Button::Happy, age_ms: None };
+        let mut buf = [0u8; 32];
+        let bytes = p.encode(&mut buf).unwrap().to_vec();
+        assert_eq!(decode(b"pressline/v1/term/t1/press", &bytes), Ok(("t1".into(), Form::Native, p)));
+        let (_, form, q) = decode(b"pressline/v1/term/t1/press/json", br#"{"seq":2,"boot":1,"button":"happy"}"#).unwrap();
+        assert_eq!((form, q), (Form::Json, p));
+    }
+
+    #[test]
+    fn rejects_carry_stable_reasons() {
+        let reason = |t: &[u8], p: &[u8]| decode(t, p).unwrap_err().reason;
+        assert_eq!(reason(b"pressline/v1/term/t1/pres", &[1]), "wrong_topic");
+        assert_eq!(reason(b"pressline/v1/term/t.1/press", &[1]), "bad_terminal_id");
+        assert_eq!(reason(&[0xFF, 0xFE], &[1]), "wrong_topic");
+        assert_eq!(reason(b"pressline/v1/term/t1/press", &[]), "empty");
+        assert_eq!(reason(b"pressline/v1/term/t1/press", &[7, 1, 1, 1, 0]), "unknown_version");
+        assert_eq!(reason(b"pressline/v1/term/t1/press", &[1, 1, 1, 9, 0]), "button_out_of_range");
+        assert_eq!(reason(b"pressline/v1/term/t1/press/json", b"nope"), "malformed");
+        assert_eq!(reason(b"pressline/v1/term/t1/press", &[1u8; 600]), "oversized");
+    }
+}

@@ -1,0 +1,144 @@
+//! Gateway counters, shared by every part and served at `/api/v1/stats`.
+//!
+//! `presses_stored` and `forward_pending` describe the database (they are
+//! read from it at start-up); every other counter counts since start.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub presses_received: AtomicU64,
+    pub presses_duplicate: AtomicU64,
+    pub presses_stored: AtomicU64,
+    pub presses_forwarded: AtomicU64,
+    pub forward_pending: AtomicU64,
+    pub payloads_rejected: AtomicU64,
+    pub presses_refused_storage_full: AtomicU64,
+    pub acks_sent: AtomicU64,
+    pub commit_batches: AtomicU64,
+    pub storage_errors: AtomicU64,
+    pub storage_full: AtomicBool,
+    pub upstream_connected: AtomicBool,
+    rejected_by_reason: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+/// A consistent-enough copy of the counters, as JSON.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatsSnapshot {
+    pub site: String,
+    pub version: &'static str,
+    pub uptime_secs: u64,
+    pub presses_received: u64,
+    pub presses_duplicate: u64,
+    pub presses_stored: u64,
+    pub presses_forwarded: u64,
+    pub forward_pending: u64,
+    pub payloads_rejected: u64,
+    pub rejected_by_reason: BTreeMap<&'static str, u64>,
+    pub presses_refused_storage_full: u64,
+    pub storage_full: bool,
+    pub storage_errors: u64,
+    pub acks_sent: u64,
+    pub commit_batches: u64,
+    /// `null` when no upstream broker is configured.
+    pub upstream_connected: Option<bool>,
+    pub disk_bytes: u64,
+}
+
+impl Stats {
+    /// Counts a rejected payload under `reason`.
+    pub fn reject(&self, reason: &'static str) {
+        self.payloads_rejected.fetch_add(1, Relaxed);
+        let mut map = self.rejected_by_reason.lock().unwrap_or_else(|p| p.into_inner());
+        *map.entry(reason).or_default() += 1;
+    }
+
+    pub fn snapshot(&self, site: &str, started: Instant, upstream_configured: bool, disk_bytes: u64) -> StatsSnapshot {
+        StatsSnapshot {
+            site: site.to_string(),
+            version: env!("CARGO_PKG_VERSION"),
+            uptime_secs: started.elapsed().as_secs(),
+            presses_received: self.presses_received.load(Relaxed),
+            presses_duplicate: self.presses_duplicate.load(Relaxed),
+            presses_stored: self.presses_stored.load(Relaxed),
+            presses_forwarded: self.presses_forwarded.load(Relaxed),
+            forward_pending: self.forward_pending.load(Relaxed),
+            payloads_rejected: self.payloads_rejected.load(Relaxed),
+            rejected_by_reason: self.rejected_by_reason.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            presses_refused_storage_full: self.presses_refused_storage_full.load(Relaxed),
+            storage_full: self.storage_full.load(Relaxed),
+            storage_errors: self.storage_errors.load(Relaxed),
+            acks_sent: self.acks_sent.load(Relaxed),
+            commit_batches: self.commit_batches.load(Relaxed),
+            upstream_connected: upstream_configured.then(|| self.upstream_connected.load(Relaxed)),
+            disk_bytes,
+        }
+    }
+}
+
+/// Logs at most one line per reason per interval, saying how many were
+/// suppressed in between, so a misbehaving device cannot flood the log.
+#[derive(Debug)]
+pub struct RateLimitedLog {
+    interval: Duration,
+    last: BTreeMap<&'static str, (Instant, u64)>,
+}
+
+impl RateLimitedLog {
+    pub fn new(interval: Duration) -> Self {
+        RateLimitedLog { interval, last: BTreeMap::new() }
+    }
+
+    /// Returns `Some(suppressed_since_last)` when a line should be logged now.
+    pub fn admit(&mut self, reason: &'static str, now: Instant) -> Option<u64> {
+        match self.last.get_mut(reason) {
+            Some((at, suppressed)) if now.duration_since(*at) < self.interval => {
+                *suppressed += 1;
+                None
+            }
+            Some((at, suppressed)) => {
+                let n = *suppressed;
+                *at = now;
+                *suppressed = 0;
+                Some(n)
+            }
+            None => {
+                self.last.insert(reason, (now, 0));
+                Some(0)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limited_log_admits_once_per_interval_and_counts_the_rest() {
+        let mut log = RateLimitedLog::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        assert_eq!(log.admit("malformed", t0), Some(0));
+        assert_eq!(log.admit("malformed", t0 + Duration::from_secs(1)), None);
+        assert_eq!(log.admit("malformed", t0 + Duration::from_secs(2)), None);
+        assert_eq!(log.admit("oversized", t0 + Duration::from_secs(2)), Some(0));
+        assert_eq!(log.admit("malformed", t0 + Duration::from_secs(10)), Some(2));
+    }
+
+    #[test]
+    fn rejects_are_counted_by_reason() {
+        let s = Stats::default();
+        s.reject("malformed");
+        s.reject("malformed");
+        s.reject("wrong_topic");
+        let snap = s.snapshot("x", Instant::now(), false, 0);
+        assert_eq!(snap.payloads_rejected, 3);
+        assert_eq!(snap.rejected_by_reason["malformed"], 2);
+        assert_eq!(snap.upstream_connected, None);
+    }
+}

@@ -1,0 +1,264 @@
+//! Durable storage of presses and of the upstream outbox, in sled.
+//!
+//! sled is beta (its README suggests SQLite where reliability is paramount),
+//! so everything the gateway persists goes through this one small interface,
+//! and the crash tests (`kill -9` under load) are what prove it.
+//!
+//! Trees:
+//! - `presses`: key `terminal \0 boot(BE) seq(BE)` → [`StoredPress`]. The key
+//!   *is* the dedup identity, so a press can only ever be stored once.
+//! - `outbox`: key = sled-generated monotonic id (BE) → [`OutboxEntry`], the
+//!   upstream message still to be acknowledged by the upstream broker. The
+//!   lowest key is the forward cursor: an entry is removed only when the
+//!   upstream broker PUBACKs it, so a restart resends from there.
+//!
+//! A press and its outbox entry are written in one transaction, and a batch
+//! is flushed (fsync) once before any of it is acked to terminals: group
+//! commit, one fsync per batch rather than per press.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use pressline_protocol::{Button, PressId};
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+
+/// Storage failures. Any of them stops acks (presses stay on terminals).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage error: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("stored record does not decode: {0}")]
+    Corrupt(#[from] postcard::Error),
+}
+
+/// A press as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredPress {
+    pub button: u8,
+    /// Unix milliseconds when the gateway first stored it.
+    pub received_at_ms: i64,
+    /// Unix milliseconds of the press itself, when the terminal said.
+    pub pressed_at_ms: Option<i64>,
+}
+
+/// An upstream message awaiting the upstream broker's PUBACK.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    pub topic: String,
+    pub payload: Vec<u8>,
+}
+
+/// One press offered for storage.
+#[derive(Debug, Clone)]
+pub struct PressToStore {
+    pub terminal: String,
+    pub id: PressId,
+    pub button: Button,
+    pub received_at_ms: i64,
+    pub pressed_at_ms: Option<i64>,
+    /// Upstream message to enqueue if the press is new.
+    pub upstream: OutboxEntry,
+}
+
+/// What happened to one offered press.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOutcome {
+    Stored,
+    Duplicate,
+}
+
+/// The gateway's durable store.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    presses: sled::Tree,
+    outbox: sled::Tree,
+}
+
+fn press_key(terminal: &str, id: PressId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(terminal.len() + 9);
+    key.extend_from_slice(terminal.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&id.boot.to_be_bytes());
+    key.extend_from_slice(&id.seq.to_be_bytes());
+    key
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`, with a page cache of
+    /// `cache_bytes` (sled's default of 1 GB is far too much for a site box).
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            // We flush explicitly before acking; this only bounds how much
+            // outbox bookkeeping a crash can roll back (harmless resends).
+            .flush_every_ms(Some(1000))
+            .open()?;
+        let presses = db.open_tree("presses")?;
+        let outbox = db.open_tree("outbox")?;
+        Ok(Store { db, presses, outbox })
+    }
+
+    /// Stores each press that is not stored yet, and enqueues its upstream
+    /// message, atomically; then makes it durable. Returns one outcome per
+    /// input, in order. Nothing may be acked unless this returned `Ok`.
+    pub fn commit(&self, batch: &[PressToStore]) -> Result<Vec<StoreOutcome>, StoreError> {
+        let keys: Vec<Vec<u8>> = batch.iter().map(|p| press_key(&p.terminal, p.id)).collect();
+        let outcomes = (&self.presses, &self.outbox)
+            .transaction(|(presses, outbox)| {
+                let mut seen = HashSet::with_capacity(batch.len());
+                let mut outcomes = Vec::with_capacity(batch.len());
+                for (press, key) in batch.iter().zip(&keys) {
+                    if !seen.insert(key.as_slice()) || presses.get(key)?.is_some() {
+                        outcomes.push(StoreOutcome::Duplicate);
+                        continue;
+                    }
+                    let record = StoredPress {
+                        button: press.button.score(),
+                        received_at_ms: press.received_at_ms,
+                        pressed_at_ms: press.pressed_at_ms,
+                    };
+                    let value = postcard::to_allocvec(&record)
+                        .map_err(ConflictableTransactionError::Abort)?;
+                    presses.insert(key.as_slice(), value)?;
+                    let entry = postcard::to_allocvec(&press.upstream)
+                        .map_err(ConflictableTransactionError::Abort)?;
+                    let outbox_id = outbox.generate_id()?;
+                    outbox.insert(&outbox_id.to_be_bytes(), entry)?;
+                    outcomes.push(StoreOutcome::Stored);
+                }
+                Ok(outcomes)
+            })
+            .map_err(|e| match e {
+                TransactionError::Abort(e) => StoreError::Corrupt(e),
+                TransactionError::Storage(e) => StoreError::Sled(e),
+            })?;
+        self.db.flush()?;
+        Ok(outcomes)
+    }
+
+    /// Up to `limit` outbox entries with keys greater than `after` (or from
+    /// the start), oldest first.
+    pub fn outbox_after(&self, after: Option<u64>, limit: usize) -> Result<Vec<(u64, OutboxEntry)>, StoreError> {
+        let range = match after {
+            Some(k) => self.outbox.range((k + 1).to_be_bytes()..),
+            None => self.outbox.iter(),
+        };
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for item in range.take(limit) {
+            let (key, value) = item?;
+            let key = u64::from_be_bytes(key.as_ref().try_into().map_err(|_| {
+                StoreError::Sled(sled::Error::Unsupported("outbox key is not 8 bytes".into()))
+            })?);
+            out.push((key, postcard::from_bytes(&value)?));
+        }
+        Ok(out)
+    }
+
+    /// The upstream broker has the message: drop it from the outbox.
+    pub fn outbox_remove(&self, key: u64) -> Result<(), StoreError> {
+        self.outbox.remove(key.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// Number of stored presses (walks the tree: call at start-up only).
+    pub fn press_count(&self) -> usize {
+        self.presses.len()
+    }
+
+    /// Number of upstream messages not yet acknowledged (walks the tree).
+    pub fn outbox_len(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// Looks a press up.
+    pub fn press(&self, terminal: &str, id: PressId) -> Result<Option<StoredPress>, StoreError> {
+        match self.presses.get(press_key(terminal, id))? {
+            Some(v) => Ok(Some(postcard::from_bytes(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Bytes the database occupies on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+
+    /// Makes everything written so far durable.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offer(terminal: &str, boot: u32, seq: u32) -> PressToStore {
+        PressToStore {
+            terminal: terminal.into(),
+            id: PressId { boot, seq },
+            button: Button::Happy,
+            received_at_ms: 1_700_000_000_000,
+            pressed_at_ms: None,
+            upstream: OutboxEntry {
+                topic: format!("up/{terminal}/{boot}/{seq}"),
+                payload: vec![seq as u8],
+            },
+        }
+    }
+
+    #[test]
+    fn a_press_is_stored_once_however_often_it_is_offered() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let out = store
+            .commit(&[offer("a", 0, 1), offer("a", 0, 1), offer("b", 0, 1), offer("a", 1, 1)])
+            .unwrap();
+        use StoreOutcome::*;
+        assert_eq!(out, vec![Stored, Duplicate, Stored, Stored]);
+        assert_eq!(store.commit(&[offer("a", 0, 1)]).unwrap(), vec![Duplicate]);
+        assert_eq!(store.press_count(), 3);
+        assert_eq!(store.outbox_len(), 3);
+    }
+
+    #[test]
+    fn terminal_ids_cannot_alias_through_the_key_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        // "a" boot 0x61000000 must not collide with "aa" boot 0 etc.
+        let out = store.commit(&[offer("a", 0x6100_0000, 0), offer("aa", 0, 0)]).unwrap();
+        assert_eq!(out, vec![StoreOutcome::Stored, StoreOutcome::Stored]);
+    }
+
+    #[test]
+    fn outbox_is_a_cursor_that_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), 1 << 20).unwrap();
+            store.commit(&[offer("a", 0, 0), offer("a", 0, 1), offer("a", 0, 2)]).unwrap();
+            let all = store.outbox_after(None, 10).unwrap();
+            assert_eq!(all.len(), 3);
+            assert!(all.windows(2).all(|w| w[0].0 < w[1].0), "oldest first");
+            store.outbox_remove(all[0].0).unwrap();
+            let rest = store.outbox_after(Some(all[1].0), 10).unwrap();
+            assert_eq!(rest.len(), 1);
+            assert_eq!(rest[0].1.payload, vec![2]);
+            store.flush().unwrap();
+        }
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let left: Vec<_> = store.outbox_after(None, 10).unwrap().into_iter().map(|(_, e)| e.payload[0]).collect();
+        assert_eq!(left, vec![1, 2]);
+        assert_eq!(store.press_count(), 3);
+        assert!(store.press("a", PressId { boot: 0, seq: 2 }).unwrap().is_some());
+        assert_eq!(store.commit(&[offer("a", 0, 2)]).unwrap(), vec![StoreOutcome::Duplicate]);
+        // New outbox ids keep increasing after a restart.
+        store.commit(&[offer("a", 0, 3)]).unwrap();
+        let keys: Vec<u64> = store.outbox_after(None, 10).unwrap().into_iter().map(|(k, _)| k).collect();
+        assert!(keys.windows(2).all(|w| w[0] < w[1]));
+    }
+}
