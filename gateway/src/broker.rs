@@ -6,7 +6,7 @@
 //! persisted, which is why durability comes from the gateway's own ack.
 
 use std::collections::HashMap;
-use std::net::TcpListener;
+use std::net::SocketAddr;
 
 use anyhow::Context;
 use pressline_protocol::topic::TERMINAL_FILTER;
@@ -51,6 +51,16 @@ pub fn broker_config(mqtt: &MqttConfig) -> BrokerConfig {
     }
 }
 
+/// Binds and listens once the way rumqttd will (SO_REUSEADDR, so a restart
+/// right after a crash is not refused because of TIME_WAIT sockets).
+fn check_bindable(addr: SocketAddr) -> std::io::Result<()> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    drop(socket.listen(1)?);
+    Ok(())
+}
+
 /// The started site broker's link into the gateway.
 pub struct SiteBroker {
     pub link_tx: LinkTx,
@@ -62,7 +72,7 @@ pub struct SiteBroker {
 pub fn start(mqtt: &MqttConfig) -> anyhow::Result<SiteBroker> {
     // rumqttd only logs a failed bind from its server thread; check first so
     // the operator gets a clear error and a non-zero exit.
-    TcpListener::bind(mqtt.listen).with_context(|| {
+    check_bindable(mqtt.listen).with_context(|| {
         format!(
             "cannot listen for terminals on {} (is another broker or gateway running? choose another with --mqtt-listen)",
             mqtt.listen

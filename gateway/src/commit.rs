@@ -113,7 +113,7 @@ impl Committer {
         self.stats.presses_stored.fetch_add(stored, Relaxed);
         self.stats.presses_duplicate.fetch_add(outcomes.len() as u64 - stored, Relaxed);
         if stored > 0 {
-            self.stats.forward_pending.fetch_add(stored, Relaxed);
+            self.stats.forward_pending.fetch_add(stored as i64, Relaxed);
             self.forward_wake.notify_one();
         }
 

@@ -230,7 +230,7 @@ async fn poll(shared: Arc<Shared>, mut eventloop: EventLoop) {
                     match shared.store.outbox_remove(key) {
                         Ok(()) => {
                             shared.stats.presses_forwarded.fetch_add(1, Relaxed);
-                            let _ = shared.stats.forward_pending.fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
+                            shared.stats.forward_pending.fetch_sub(1, Relaxed);
                         }
                         Err(e) => tracing::error!(error = %e, "cannot update the upstream outbox (the press will be sent again)"),
                     }

@@ -36,7 +36,7 @@ pub async fn run(config: Config, demo_terminals: Option<usize>) -> anyhow::Resul
     })?;
     let stats = Arc::new(Stats::default());
     stats.presses_stored.store(store.press_count() as u64, Relaxed);
-    stats.forward_pending.store(store.outbox_len() as u64, Relaxed);
+    stats.forward_pending.store(store.outbox_len() as i64, Relaxed);
 
     let http_listener = tokio::net::TcpListener::bind(config.http.listen).await.with_context(|| {
         format!("cannot listen for HTTP on {} (choose another with --http-listen)", config.http.listen)

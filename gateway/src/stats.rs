@@ -4,7 +4,7 @@
 //! read from it at start-up); every other counter counts since start.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,9 @@ pub struct Stats {
     pub presses_duplicate: AtomicU64,
     pub presses_stored: AtomicU64,
     pub presses_forwarded: AtomicU64,
-    pub forward_pending: AtomicU64,
+    /// Signed: the forwarder can forward an entry before the committer has
+    /// counted it; the sum is right once both have run.
+    pub forward_pending: AtomicI64,
     pub payloads_rejected: AtomicU64,
     pub presses_refused_storage_full: AtomicU64,
     pub acks_sent: AtomicU64,
@@ -67,7 +69,7 @@ impl Stats {
             presses_duplicate: self.presses_duplicate.load(Relaxed),
             presses_stored: self.presses_stored.load(Relaxed),
             presses_forwarded: self.presses_forwarded.load(Relaxed),
-            forward_pending: self.forward_pending.load(Relaxed),
+            forward_pending: self.forward_pending.load(Relaxed).max(0) as u64,
             payloads_rejected: self.payloads_rejected.load(Relaxed),
             rejected_by_reason: self.rejected_by_reason.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             presses_refused_storage_full: self.presses_refused_storage_full.load(Relaxed),

@@ -47,6 +47,9 @@ struct Args {
     /// Resend a press when its durable ack has not come after this many ms.
     #[arg(long, default_value_t = 3000)]
     ack_timeout_ms: u64,
+    /// Most presses a terminal has awaiting an ack at once.
+    #[arg(long, default_value_t = 32)]
+    max_in_flight: usize,
     /// Give up (exit 1) after this many seconds.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
@@ -92,7 +95,7 @@ fn validate(args: &Args) -> anyhow::Result<SimConfig> {
         boot: args.boot,
         session: SessionConfig {
             ack_timeout_ms: args.ack_timeout_ms.max(1),
-            ..SessionConfig::default()
+            max_in_flight: args.max_in_flight.max(1),
         },
         ..SimConfig::default()
     })

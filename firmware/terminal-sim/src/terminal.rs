@@ -64,7 +64,9 @@ pub async fn run(
     let mut ever_connected = false;
     let total_weight: u32 = config.button_weights.iter().sum::<u32>().max(1);
 
+    let mut reported = session.counters();
     let finished = loop {
+        publish_counters(&counters, &mut reported, session.counters());
         if *stop.borrow() {
             break false;
         }
@@ -104,7 +106,6 @@ pub async fn run(
                 counters.deliberate_duplicates.fetch_add(1, Relaxed);
             }
         }
-        let c = session.counters();
         if remaining == Some(0) && session.queue_len() == 0 {
             break true;
         }
@@ -145,25 +146,25 @@ pub async fn run(
             _ = sleep_until(wake) => {}
             _ = stop.changed() => {}
         }
-        publish_counters(&counters, c, session.counters());
     };
-    publish_counters(&counters, session.counters(), session.counters());
+    publish_counters(&counters, &mut reported, session.counters());
     let _ = client.try_disconnect();
     // Give the disconnect a moment to go out, then stop the event loop.
     let _ = tokio::time::timeout(Duration::from_millis(500), poller).await;
     finished
 }
 
-/// Adds what changed between two snapshots of the session counters.
+/// Adds what changed since the last report to the shared counters.
 fn publish_counters(
     counters: &SimCounters,
-    before: pressline_terminal_core::SessionCounters,
-    after: pressline_terminal_core::SessionCounters,
+    reported: &mut pressline_terminal_core::SessionCounters,
+    now: pressline_terminal_core::SessionCounters,
 ) {
-    counters.transmissions.fetch_add(after.transmissions - before.transmissions, Relaxed);
-    counters.resends.fetch_add(after.resends - before.resends, Relaxed);
-    counters.acked.fetch_add(after.acked - before.acked, Relaxed);
-    counters.dropped.fetch_add(after.dropped - before.dropped, Relaxed);
+    counters.transmissions.fetch_add(now.transmissions - reported.transmissions, Relaxed);
+    counters.resends.fetch_add(now.resends - reported.resends, Relaxed);
+    counters.acked.fetch_add(now.acked - reported.acked, Relaxed);
+    counters.dropped.fetch_add(now.dropped - reported.dropped, Relaxed);
+    *reported = now;
 }
 
 fn pick_button(rng: &mut SmallRng, weights: &[u32; 4], total: u32) -> Button {

@@ -1,0 +1,368 @@
+//! Process harness for the end-to-end tests: real `gateway`, `terminal-sim`
+//! and Mosquitto processes on free loopback ports, and an upstream consumer.
+//!
+//! Nothing here sleeps to synchronise: every wait polls an observable
+//! condition (a port, an HTTP counter, a received message) with a generous
+//! timeout, and says what it was waiting for when it gives up.
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pressline_protocol::upstream::{GatewayStatus, UpstreamPress};
+use serde_json::Value;
+
+/// Generous: CI machines are small and busy.
+pub const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A binary of this workspace, built by `cargo build --workspace --bins`.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/debug/deps/e2e-xxxx → target/debug/NAME
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (`cargo build --workspace --bins`)",
+        path.display()
+    );
+    path
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Polls `cond` until it holds or `TIMEOUT` passes.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out after {TIMEOUT:?} waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_for_port(port: u16, what: &str) {
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    wait_until(what, || TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok());
+}
+
+fn signal(child: &Child, sig: &str) {
+    let _ = Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status();
+}
+
+fn wait_exit(child: &mut Child, what: &str) -> ExitStatus {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what} to exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A real Mosquitto broker standing in for the central upstream broker.
+pub struct Mosquitto {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Mosquitto {
+    pub fn start(dir: &Path) -> Mosquitto {
+        let dir = dir.join("mosquitto");
+        fs::create_dir_all(&dir).unwrap();
+        let mut m = Mosquitto { port: free_port(), dir, child: None };
+        m.spawn();
+        m
+    }
+
+    fn spawn(&mut self) {
+        let conf = self.dir.join("mosquitto.conf");
+        // Persistence keeps the consumer's session and queued messages across
+        // a restart, like a production central broker would.
+        fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {dir}/\n\
+                 max_queued_messages 0\nmax_inflight_messages 0\nlog_dest file {dir}/mosquitto.log\n",
+                port = self.port,
+                dir = self.dir.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto is installed (the test command installs it)");
+        self.child = Some(child);
+        wait_for_port(self.port, "mosquitto to listen");
+    }
+
+    /// Graceful stop (SIGTERM), as an operator restarting the central broker.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(&child, "TERM");
+            wait_exit(&mut child, "mosquitto");
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Options for starting a gateway.
+#[derive(Clone, Default)]
+pub struct GatewayOptions {
+    pub site: String,
+    pub upstream: Option<String>,
+    /// Extra TOML written to a config file passed with --config.
+    pub config_toml: Option<String>,
+}
+
+/// A real `gateway run` process.
+pub struct Gateway {
+    pub mqtt_port: u16,
+    pub http_port: u16,
+    pub data_dir: PathBuf,
+    log: PathBuf,
+    options: GatewayOptions,
+    dir: PathBuf,
+    child: Option<Child>,
+    starts: u32,
+}
+
+impl Gateway {
+    pub fn start(dir: &Path, options: GatewayOptions) -> Gateway {
+        let mut g = Gateway {
+            mqtt_port: free_port(),
+            http_port: free_port(),
+            data_dir: dir.join(format!("data-{}", options.site)),
+            log: dir.join(format!("gateway-{}.log", options.site)),
+            options,
+            dir: dir.to_path_buf(),
+            child: None,
+            starts: 0,
+        };
+        g.spawn();
+        g
+    }
+
+    fn spawn(&mut self) {
+        self.starts += 1;
+        let mut cmd = Command::new(bin("gateway"));
+        cmd.arg("run")
+            .arg("--site")
+            .arg(&self.options.site)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--mqtt-listen")
+            .arg(format!("127.0.0.1:{}", self.mqtt_port))
+            .arg("--http-listen")
+            .arg(format!("127.0.0.1:{}", self.http_port));
+        if let Some(up) = &self.options.upstream {
+            cmd.arg("--upstream").arg(up);
+        }
+        if let Some(toml) = &self.options.config_toml {
+            let path = self.dir.join(format!("gateway-{}.toml", self.options.site));
+            fs::write(&path, toml).unwrap();
+            cmd.arg("--config").arg(path);
+        }
+        let log = fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        cmd.env("RUST_LOG", "info,rumqttd=warn").env("NO_COLOR", "1");
+        cmd.stdout(log.try_clone().unwrap()).stderr(log);
+        self.child = Some(cmd.spawn().expect("gateway starts"));
+        let url = format!("http://127.0.0.1:{}/healthz", self.http_port);
+        let log_path = self.log.clone();
+        let child = self.child.as_mut().unwrap();
+        wait_until("gateway /healthz", || {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("gateway exited early ({status}); log:\n{}", fs::read_to_string(&log_path).unwrap_or_default());
+            }
+            ureq::get(&url).timeout(Duration::from_secs(2)).call().is_ok()
+        });
+    }
+
+    pub fn broker(&self) -> String {
+        format!("127.0.0.1:{}", self.mqtt_port)
+    }
+
+    pub fn stats(&self) -> Value {
+        ureq::get(&format!("http://127.0.0.1:{}/api/v1/stats", self.http_port))
+            .timeout(Duration::from_secs(5))
+            .call()
+            .expect("stats answer")
+            .into_json()
+            .expect("stats are JSON")
+    }
+
+    pub fn stat(&self, name: &str) -> u64 {
+        self.stats()[name].as_u64().unwrap_or_else(|| panic!("stat {name} missing"))
+    }
+
+    /// `kill -9`: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    pub fn restart_after_crash(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// SIGTERM and wait; returns the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("gateway running");
+        signal(&child, "TERM");
+        wait_exit(&mut child, "gateway")
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("---- gateway log ----\n{}", self.log());
+        }
+    }
+}
+
+/// A `terminal-sim` run in the background.
+pub struct Sim {
+    child: Child,
+}
+
+impl Sim {
+    pub fn spawn(broker: &str, args: &[&str]) -> Sim {
+        let child = Command::new(bin("terminal-sim"))
+            .arg("--broker")
+            .arg(broker)
+            .arg("--json")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("terminal-sim starts");
+        Sim { child }
+    }
+
+    /// Waits for the simulator to finish; asserts it exited 0 (every press
+    /// durably acked) and returns its JSON report.
+    pub fn expect_all_acked(mut self) -> Value {
+        let status = wait_exit(&mut self.child, "terminal-sim");
+        let mut out = String::new();
+        use std::io::Read;
+        self.child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+        assert!(status.success(), "terminal-sim failed ({status}): {out}");
+        serde_json::from_str(out.trim()).expect("terminal-sim --json report")
+    }
+}
+
+/// An analytics consumer on the upstream broker: a persistent QoS 1
+/// subscription to everything Pressline publishes.
+pub struct Consumer {
+    pub presses: Arc<Mutex<Vec<UpstreamPress>>>,
+    pub statuses: Arc<Mutex<Vec<GatewayStatus>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Consumer {
+    pub fn start(port: u16, client_id: &str) -> Consumer {
+        use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+        let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
+        options.set_clean_session(false);
+        options.set_keep_alive(Duration::from_secs(5));
+        options.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut connection) = Client::new(options, 100);
+        let presses = Arc::new(Mutex::new(Vec::new()));
+        let statuses = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let subscribed = Arc::new(AtomicBool::new(false));
+        let (p, s, st, sub) = (presses.clone(), statuses.clone(), stop.clone(), subscribed.clone());
+        std::thread::spawn(move || {
+            for event in connection.iter() {
+                if st.load(Ordering::Relaxed) {
+                    return;
+                }
+                match event {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        client.subscribe(pressline_protocol::topic::UPSTREAM_FILTER, QoS::AtLeastOnce).unwrap();
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => sub.store(true, Ordering::Relaxed),
+                    Ok(Event::Incoming(Packet::Publish(publish))) => {
+                        if publish.topic.ends_with("/gateway/status") {
+                            s.lock().unwrap().push(serde_json::from_slice(&publish.payload).expect("status schema"));
+                        } else if publish.topic.ends_with("/press") {
+                            let press: UpstreamPress = serde_json::from_slice(&publish.payload).expect("press schema");
+                            assert_eq!(publish.topic, format!("pressline/v1/{}/{}/press", press.site, press.terminal));
+                            p.lock().unwrap().push(press);
+                        }
+                    }
+                    Ok(_) => {}
+                    // Reconnect pacing while the broker is down.
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                }
+            }
+        });
+        wait_until("consumer subscribed upstream", || subscribed.load(Ordering::Relaxed));
+        Consumer { presses, statuses, stop }
+    }
+
+    /// Distinct press ids received so far.
+    pub fn ids(&self) -> BTreeSet<String> {
+        self.presses.lock().unwrap().iter().map(|p| p.id.clone()).collect()
+    }
+
+    pub fn last_status(&self) -> Option<GatewayStatus> {
+        self.statuses.lock().unwrap().last().cloned()
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The press ids a simulator run must produce:
+/// `{site}:{prefix}{index:03}:{boot}:{seq}`.
+pub fn expected_ids(site: &str, prefix: &str, terminals: usize, presses: u32, boot: u32) -> BTreeSet<String> {
+    (0..terminals)
+        .flat_map(|t| (0..presses).map(move |seq| format!("{site}:{prefix}{t:03}:{boot}:{seq}")))
+        .collect()
+}
