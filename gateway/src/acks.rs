@@ -17,7 +17,9 @@ pub enum Form {
 
 /// Coalesces committed presses (new and duplicate alike) into acks,
 /// grouped by terminal and form.
-pub fn coalesce<'a>(committed: impl IntoIterator<Item = (&'a str, Form, PressId)>) -> Vec<(&'a str, Form, Ack)> {
+pub fn coalesce<'a>(
+    committed: impl IntoIterator<Item = (&'a str, Form, PressId)>,
+) -> Vec<(&'a str, Form, Ack)> {
     let mut by_terminal: BTreeMap<(&str, Form), Vec<PressId>> = BTreeMap::new();
     for (terminal, form, id) in committed {
         by_terminal.entry((terminal, form)).or_default().push(id);
@@ -36,7 +38,11 @@ pub fn coalesce<'a>(committed: impl IntoIterator<Item = (&'a str, Form, PressId)
                     if let Some(done) = run.take() {
                         acks.push((terminal, form, done));
                     }
-                    run = Some(Ack { boot: id.boot, first_seq: id.seq, last_seq: id.seq });
+                    run = Some(Ack {
+                        boot: id.boot,
+                        first_seq: id.seq,
+                        last_seq: id.seq,
+                    });
                 }
             }
         }
@@ -66,8 +72,24 @@ mod tests {
         assert_eq!(
             acks,
             vec![
-                ("a", Form::Native, Ack { boot: 1, first_seq: 3, last_seq: 5 }),
-                ("b", Form::Json, Ack { boot: 0, first_seq: 9, last_seq: 9 }),
+                (
+                    "a",
+                    Form::Native,
+                    Ack {
+                        boot: 1,
+                        first_seq: 3,
+                        last_seq: 5
+                    }
+                ),
+                (
+                    "b",
+                    Form::Json,
+                    Ack {
+                        boot: 0,
+                        first_seq: 9,
+                        last_seq: 9
+                    }
+                ),
             ]
         );
     }
@@ -85,10 +107,26 @@ mod tests {
         assert_eq!(
             acks.into_iter().map(|(_, _, a)| a).collect::<Vec<_>>(),
             vec![
-                Ack { boot: 1, first_seq: 5, last_seq: 5 },
-                Ack { boot: 1, first_seq: 7, last_seq: 8 },
-                Ack { boot: 1, first_seq: u32::MAX, last_seq: u32::MAX },
-                Ack { boot: 2, first_seq: 0, last_seq: 0 },
+                Ack {
+                    boot: 1,
+                    first_seq: 5,
+                    last_seq: 5
+                },
+                Ack {
+                    boot: 1,
+                    first_seq: 7,
+                    last_seq: 8
+                },
+                Ack {
+                    boot: 1,
+                    first_seq: u32::MAX,
+                    last_seq: u32::MAX
+                },
+                Ack {
+                    boot: 2,
+                    first_seq: 0,
+                    last_seq: 0
+                },
             ]
         );
     }

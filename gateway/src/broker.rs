@@ -54,7 +54,11 @@ pub fn broker_config(mqtt: &MqttConfig) -> BrokerConfig {
 /// Binds and listens once the way rumqttd will (SO_REUSEADDR, so a restart
 /// right after a crash is not refused because of TIME_WAIT sockets).
 fn check_bindable(addr: SocketAddr) -> std::io::Result<()> {
-    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     drop(socket.listen(1)?);

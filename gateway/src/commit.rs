@@ -89,7 +89,9 @@ impl Committer {
                 match self.store.press(&incoming.terminal, incoming.press.id) {
                     Ok(Some(_)) => {}
                     _ => {
-                        self.stats.presses_refused_storage_full.fetch_add(1, Relaxed);
+                        self.stats
+                            .presses_refused_storage_full
+                            .fetch_add(1, Relaxed);
                         continue;
                     }
                 }
@@ -109,9 +111,14 @@ impl Committer {
             }
         };
         self.stats.commit_batches.fetch_add(1, Relaxed);
-        let stored = outcomes.iter().filter(|o| **o == StoreOutcome::Stored).count() as u64;
+        let stored = outcomes
+            .iter()
+            .filter(|o| **o == StoreOutcome::Stored)
+            .count() as u64;
         self.stats.presses_stored.fetch_add(stored, Relaxed);
-        self.stats.presses_duplicate.fetch_add(outcomes.len() as u64 - stored, Relaxed);
+        self.stats
+            .presses_duplicate
+            .fetch_add(outcomes.len() as u64 - stored, Relaxed);
         if stored > 0 {
             self.stats.forward_pending.fetch_add(stored as i64, Relaxed);
             self.forward_wake.notify_one();
@@ -126,11 +133,15 @@ impl Committer {
                 Form::Native => {
                     let mut buf = [0u8; ACK_BUF_LEN];
                     match ack.encode(&mut buf) {
-                        Ok(bytes) => self.link.publish(AckTopic(terminal).to_string(), bytes.to_vec()),
+                        Ok(bytes) => self
+                            .link
+                            .publish(AckTopic(terminal).to_string(), bytes.to_vec()),
                         Err(_) => continue,
                     }
                 }
-                Form::Json => self.link.publish(AckJsonTopic(terminal).to_string(), json::encode_ack(&ack)),
+                Form::Json => self
+                    .link
+                    .publish(AckJsonTopic(terminal).to_string(), json::encode_ack(&ack)),
             };
             match sent {
                 Ok(_) => {
@@ -146,7 +157,10 @@ impl Committer {
     }
 
     fn to_store(&self, incoming: &IncomingPress) -> PressToStore {
-        let pressed_at_ms = incoming.press.age_ms.map(|age| incoming.received_at_ms - age as i64);
+        let pressed_at_ms = incoming
+            .press
+            .age_ms
+            .map(|age| incoming.received_at_ms - age as i64);
         let upstream = UpstreamPress {
             schema: PRESS_SCHEMA.into(),
             id: press_id(&self.site, &incoming.terminal, incoming.press.id),
@@ -166,7 +180,11 @@ impl Committer {
             received_at_ms: incoming.received_at_ms,
             pressed_at_ms,
             upstream: OutboxEntry {
-                topic: UpstreamPressTopic { site: &self.site, terminal: &incoming.terminal }.to_string(),
+                topic: UpstreamPressTopic {
+                    site: &self.site,
+                    terminal: &incoming.terminal,
+                }
+                .to_string(),
                 payload: serde_json::to_vec(&upstream).expect("plain struct serializes"),
             },
         }

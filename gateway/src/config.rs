@@ -86,7 +86,9 @@ impl Default for MqttConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: "0.0.0.0:8080".parse().expect("literal address") }
+        HttpConfig {
+            listen: "0.0.0.0:8080".parse().expect("literal address"),
+        }
     }
 }
 
@@ -105,7 +107,11 @@ impl Default for UpstreamConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { cache_mb: 64, max_disk_mb: 4096, commit_batch_max: 4096 }
+        StorageConfig {
+            cache_mb: 64,
+            max_disk_mb: 4096,
+            commit_batch_max: 4096,
+        }
     }
 }
 
@@ -157,7 +163,9 @@ impl Config {
 
     /// The upstream broker, if one is configured.
     pub fn upstream_addr(&self) -> anyhow::Result<Option<UpstreamAddr>> {
-        let Some(raw) = &self.upstream.url else { return Ok(None) };
+        let Some(raw) = &self.upstream.url else {
+            return Ok(None);
+        };
         let url = url::Url::parse(raw).with_context(|| {
             format!("upstream url {raw:?} is not a URL; expected mqtt://HOST:PORT")
         })?;
@@ -175,7 +183,10 @@ impl Config {
             .with_context(|| format!("upstream url {raw:?} has no host"))?
             .trim_matches(['[', ']'])
             .to_string();
-        Ok(Some(UpstreamAddr { host, port: url.port().unwrap_or(1883) }))
+        Ok(Some(UpstreamAddr {
+            host,
+            port: url.port().unwrap_or(1883),
+        }))
     }
 
     /// The upstream MQTT client id.
@@ -215,7 +226,13 @@ mod tests {
     fn upstream_urls_parse_with_a_default_port() {
         let mut c = Config::default();
         c.upstream.url = Some("mqtt://broker.local".into());
-        assert_eq!(c.upstream_addr().unwrap(), Some(UpstreamAddr { host: "broker.local".into(), port: 1883 }));
+        assert_eq!(
+            c.upstream_addr().unwrap(),
+            Some(UpstreamAddr {
+                host: "broker.local".into(),
+                port: 1883
+            })
+        );
         c.upstream.url = Some("mqtt://127.0.0.1:18830".into());
         assert_eq!(c.upstream_addr().unwrap().unwrap().port, 18830);
         assert_eq!(c.upstream_client_id(), "pressline-gateway-demo-site");

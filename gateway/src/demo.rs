@@ -18,7 +18,11 @@ use crate::http::ApiState;
 /// Starts `terminals` simulated terminals against the broker at `mqtt`, and a
 /// progress line every 10 seconds.
 pub fn start(terminals: usize, mqtt: SocketAddr, api: ApiState, shutdown: watch::Receiver<bool>) {
-    let host = if mqtt.ip().is_unspecified() { "127.0.0.1".to_string() } else { mqtt.ip().to_string() };
+    let host = if mqtt.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        mqtt.ip().to_string()
+    };
     let config = SimConfig {
         broker_host: host,
         broker_port: mqtt.port(),
@@ -32,7 +36,11 @@ pub fn start(terminals: usize, mqtt: SocketAddr, api: ApiState, shutdown: watch:
         ..SimConfig::default()
     };
     let counters = Arc::new(SimCounters::default());
-    tokio::spawn(pressline_terminal_sim::run(config, counters.clone(), shutdown.clone()));
+    tokio::spawn(pressline_terminal_sim::run(
+        config,
+        counters.clone(),
+        shutdown.clone(),
+    ));
     let mut shutdown = shutdown;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(10));

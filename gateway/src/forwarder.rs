@@ -98,9 +98,16 @@ impl Shared {
     /// the packet-id FIFO stays aligned).
     fn publish_status(&self, window: &mut Window, state: &str) {
         let topic = GatewayStatusTopic(&self.config.site).to_string();
-        let payload = self.status_payload(state, Some(crate::time::rfc3339_ms(crate::ingest::unix_ms_now())));
+        let payload = self.status_payload(
+            state,
+            Some(crate::time::rfc3339_ms(crate::ingest::unix_ms_now())),
+        );
         window.handed_over.push_back(None);
-        if self.client.try_publish(topic, QoS::AtLeastOnce, true, payload).is_err() {
+        if self
+            .client
+            .try_publish(topic, QoS::AtLeastOnce, true, payload)
+            .is_err()
+        {
             window.handed_over.pop_back();
         }
     }
@@ -115,7 +122,13 @@ pub struct Forwarder {
 
 impl Forwarder {
     /// Starts forwarding the outbox to the upstream broker.
-    pub fn start(config: ForwarderConfig, store: Store, stats: Arc<Stats>, wake: Arc<Notify>, shutdown: watch::Receiver<bool>) -> Forwarder {
+    pub fn start(
+        config: ForwarderConfig,
+        store: Store,
+        stats: Arc<Stats>,
+        wake: Arc<Notify>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Forwarder {
         let mut options = MqttOptions::new(&config.client_id, &config.addr.host, config.addr.port);
         options.set_clean_session(false);
         options.set_keep_alive(config.keep_alive);
@@ -132,13 +145,29 @@ impl Forwarder {
             since: None,
         })
         .expect("plain struct serializes");
-        options.set_last_will(LastWill::new(GatewayStatusTopic(&config.site).to_string(), will_payload, QoS::AtLeastOnce, true));
+        options.set_last_will(LastWill::new(
+            GatewayStatusTopic(&config.site).to_string(),
+            will_payload,
+            QoS::AtLeastOnce,
+            true,
+        ));
         // Channel room for a full window plus status and disconnect.
         let (client, eventloop) = AsyncClient::new(options, config.max_inflight as usize * 2 + 8);
-        let shared = Arc::new(Shared { config, store, stats, client, window: Mutex::new(Window::default()), wake });
+        let shared = Arc::new(Shared {
+            config,
+            store,
+            stats,
+            client,
+            window: Mutex::new(Window::default()),
+            wake,
+        });
         let poller = tokio::spawn(poll(shared.clone(), eventloop));
         let feeder = tokio::spawn(feed(shared.clone(), shutdown));
-        Forwarder { shared, poller, feeder }
+        Forwarder {
+            shared,
+            poller,
+            feeder,
+        }
     }
 
     /// Publishes the retained `offline` status and disconnects cleanly (if
@@ -181,7 +210,11 @@ async fn feed(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             }
             for (key, entry) in entries {
                 window.handed_over.push_back(Some(key));
-                if shared.client.try_publish(entry.topic, QoS::AtLeastOnce, false, entry.payload).is_err() {
+                if shared
+                    .client
+                    .try_publish(entry.topic, QoS::AtLeastOnce, false, entry.payload)
+                    .is_err()
+                {
                     window.handed_over.pop_back();
                     break;
                 }
@@ -208,8 +241,12 @@ async fn poll(shared: Arc<Shared>, mut eventloop: EventLoop) {
                 backoff = Duration::from_millis(500);
                 let pending = shared.stats.forward_pending.load(Relaxed);
                 match down_since.take() {
-                    Some(t) => tracing::info!(upstream = %addr, down_secs = t.elapsed().as_secs(), pending, "upstream reconnected; forwarding backlog"),
-                    None => tracing::info!(upstream = %addr, session_present = ack.session_present, pending, "upstream connected"),
+                    Some(t) => {
+                        tracing::info!(upstream = %addr, down_secs = t.elapsed().as_secs(), pending, "upstream reconnected; forwarding backlog")
+                    }
+                    None => {
+                        tracing::info!(upstream = %addr, session_present = ack.session_present, pending, "upstream connected")
+                    }
                 }
                 let mut window = shared.window();
                 window.reset(true);
@@ -232,7 +269,9 @@ async fn poll(shared: Arc<Shared>, mut eventloop: EventLoop) {
                             shared.stats.presses_forwarded.fetch_add(1, Relaxed);
                             shared.stats.forward_pending.fetch_sub(1, Relaxed);
                         }
-                        Err(e) => tracing::error!(error = %e, "cannot update the upstream outbox (the press will be sent again)"),
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot update the upstream outbox (the press will be sent again)")
+                        }
                     }
                 }
                 shared.wake.notify_one();

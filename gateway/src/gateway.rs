@@ -28,19 +28,29 @@ pub async fn run(config: Config, demo_terminals: Option<usize>) -> anyhow::Resul
 
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
-    let store = Store::open(&config.data_dir, config.storage.cache_mb << 20).with_context(|| {
-        format!(
-            "cannot open the press store in {} (is another gateway using this directory?)",
-            config.data_dir.display()
-        )
-    })?;
+    let store =
+        Store::open(&config.data_dir, config.storage.cache_mb << 20).with_context(|| {
+            format!(
+                "cannot open the press store in {} (is another gateway using this directory?)",
+                config.data_dir.display()
+            )
+        })?;
     let stats = Arc::new(Stats::default());
-    stats.presses_stored.store(store.press_count() as u64, Relaxed);
-    stats.forward_pending.store(store.outbox_len() as i64, Relaxed);
+    stats
+        .presses_stored
+        .store(store.press_count() as u64, Relaxed);
+    stats
+        .forward_pending
+        .store(store.outbox_len() as i64, Relaxed);
 
-    let http_listener = tokio::net::TcpListener::bind(config.http.listen).await.with_context(|| {
-        format!("cannot listen for HTTP on {} (choose another with --http-listen)", config.http.listen)
-    })?;
+    let http_listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen for HTTP on {} (choose another with --http-listen)",
+                config.http.listen
+            )
+        })?;
     let site_broker = crate::broker::start(&config.mqtt)?;
 
     let (shutdown_tx, shutdown) = watch::channel(false);
@@ -73,8 +83,9 @@ pub async fn run(config: Config, demo_terminals: Option<usize>) -> anyhow::Resul
         Some(addr) => {
             let credentials = match (&config.upstream.username, &config.upstream.password_file) {
                 (Some(user), Some(file)) => {
-                    let pass = std::fs::read_to_string(file)
-                        .with_context(|| format!("cannot read upstream.password_file {}", file.display()))?;
+                    let pass = std::fs::read_to_string(file).with_context(|| {
+                        format!("cannot read upstream.password_file {}", file.display())
+                    })?;
                     Some((user.clone(), pass.trim_end().to_string()))
                 }
                 (Some(user), None) => Some((user.clone(), String::new())),
@@ -105,7 +116,11 @@ pub async fn run(config: Config, demo_terminals: Option<usize>) -> anyhow::Resul
         started,
         upstream_configured: upstream.is_some(),
     };
-    let http = tokio::spawn(crate::http::serve(http_listener, api.clone(), shutdown.clone()));
+    let http = tokio::spawn(crate::http::serve(
+        http_listener,
+        api.clone(),
+        shutdown.clone(),
+    ));
 
     tracing::info!(
         site = %config.site,
@@ -115,7 +130,10 @@ pub async fn run(config: Config, demo_terminals: Option<usize>) -> anyhow::Resul
         "Pressline gateway {} started",
         env!("CARGO_PKG_VERSION")
     );
-    tracing::info!("terminals: mqtt://{} (topics pressline/v1/term/{{terminal}}/press[/json])", config.mqtt.listen);
+    tracing::info!(
+        "terminals: mqtt://{} (topics pressline/v1/term/{{terminal}}/press[/json])",
+        config.mqtt.listen
+    );
     tracing::info!("HTTP API: http://{}/api/v1/stats", config.http.listen);
     match &upstream {
         Some(a) => tracing::info!(
@@ -145,7 +163,9 @@ pub async fn run(config: Config, demo_terminals: Option<usize>) -> anyhow::Resul
         f.shutdown(Duration::from_secs(3)).await;
     }
     let _ = http.await;
-    store.flush().context("final flush of the press store failed")?;
+    store
+        .flush()
+        .context("final flush of the press store failed")?;
     tracing::info!(
         stored = stats.presses_stored.load(Relaxed),
         pending_upstream = stats.forward_pending.load(Relaxed),

@@ -25,7 +25,12 @@ pub struct ApiState {
 
 impl ApiState {
     pub fn snapshot(&self) -> StatsSnapshot {
-        self.stats.snapshot(&self.site, self.started, self.upstream_configured, self.store.size_on_disk())
+        self.stats.snapshot(
+            &self.site,
+            self.started,
+            self.upstream_configured,
+            self.store.size_on_disk(),
+        )
     }
 }
 
@@ -41,7 +46,11 @@ async fn stats(State(state): State<ApiState>) -> Json<StatsSnapshot> {
 }
 
 /// Serves until shutdown.
-pub async fn serve(listener: tokio::net::TcpListener, state: ApiState, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let result = axum::serve(listener, router(state))
         .with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|stop| *stop).await;

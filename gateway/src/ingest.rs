@@ -87,8 +87,15 @@ pub fn run(mut link: LinkRx, to_committer: SyncSender<IncomingPress>, stats: Arc
         };
         match decode(&publish.topic, &publish.payload) {
             Ok((terminal, form, press)) => {
-                stats.presses_received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let incoming = IncomingPress { terminal, form, press, received_at_ms: unix_ms_now() };
+                stats
+                    .presses_received
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let incoming = IncomingPress {
+                    terminal,
+                    form,
+                    press,
+                    received_at_ms: unix_ms_now(),
+                };
                 if to_committer.send(incoming).is_err() {
                     return; // shutting down
                 }
@@ -115,11 +122,22 @@ mod tests {
 
     #[test]
     fn decodes_both_press_forms() {
-        let p = Press { id: PressId { boot: 1, seq: 2 }, button: Button::Happy, age_ms: None };
+        let p = Press {
+            id: PressId { boot: 1, seq: 2 },
+            button: Button::Happy,
+            age_ms: None,
+        };
         let mut buf = [0u8; 32];
         let bytes = p.encode(&mut buf).unwrap().to_vec();
-        assert_eq!(decode(b"pressline/v1/term/t1/press", &bytes), Ok(("t1".into(), Form::Native, p)));
-        let (_, form, q) = decode(b"pressline/v1/term/t1/press/json", br#"{"seq":2,"boot":1,"button":"happy"}"#).unwrap();
+        assert_eq!(
+            decode(b"pressline/v1/term/t1/press", &bytes),
+            Ok(("t1".into(), Form::Native, p))
+        );
+        let (_, form, q) = decode(
+            b"pressline/v1/term/t1/press/json",
+            br#"{"seq":2,"boot":1,"button":"happy"}"#,
+        )
+        .unwrap();
         assert_eq!((form, q), (Form::Json, p));
     }
 
@@ -127,12 +145,27 @@ mod tests {
     fn rejects_carry_stable_reasons() {
         let reason = |t: &[u8], p: &[u8]| decode(t, p).unwrap_err().reason;
         assert_eq!(reason(b"pressline/v1/term/t1/pres", &[1]), "wrong_topic");
-        assert_eq!(reason(b"pressline/v1/term/t.1/press", &[1]), "bad_terminal_id");
+        assert_eq!(
+            reason(b"pressline/v1/term/t.1/press", &[1]),
+            "bad_terminal_id"
+        );
         assert_eq!(reason(&[0xFF, 0xFE], &[1]), "wrong_topic");
         assert_eq!(reason(b"pressline/v1/term/t1/press", &[]), "empty");
-        assert_eq!(reason(b"pressline/v1/term/t1/press", &[7, 1, 1, 1, 0]), "unknown_version");
-        assert_eq!(reason(b"pressline/v1/term/t1/press", &[1, 1, 1, 9, 0]), "button_out_of_range");
-        assert_eq!(reason(b"pressline/v1/term/t1/press/json", b"nope"), "malformed");
-        assert_eq!(reason(b"pressline/v1/term/t1/press", &[1u8; 600]), "oversized");
+        assert_eq!(
+            reason(b"pressline/v1/term/t1/press", &[7, 1, 1, 1, 0]),
+            "unknown_version"
+        );
+        assert_eq!(
+            reason(b"pressline/v1/term/t1/press", &[1, 1, 1, 9, 0]),
+            "button_out_of_range"
+        );
+        assert_eq!(
+            reason(b"pressline/v1/term/t1/press/json", b"nope"),
+            "malformed"
+        );
+        assert_eq!(
+            reason(b"pressline/v1/term/t1/press", &[1u8; 600]),
+            "oversized"
+        );
     }
 }

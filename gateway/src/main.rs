@@ -8,7 +8,11 @@ use clap::{Args, Parser, Subcommand};
 use pressline_gateway::config::{Config, DEFAULT_TOML};
 
 #[derive(Debug, Parser)]
-#[command(name = "gateway", version, about = "Pressline site gateway: terminals in, durable store, upstream out")]
+#[command(
+    name = "gateway",
+    version,
+    about = "Pressline site gateway: terminals in, durable store, upstream out"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -107,7 +111,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("gateway: cannot start the async runtime: {e}");

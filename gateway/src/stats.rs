@@ -56,11 +56,20 @@ impl Stats {
     /// Counts a rejected payload under `reason`.
     pub fn reject(&self, reason: &'static str) {
         self.payloads_rejected.fetch_add(1, Relaxed);
-        let mut map = self.rejected_by_reason.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self
+            .rejected_by_reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         *map.entry(reason).or_default() += 1;
     }
 
-    pub fn snapshot(&self, site: &str, started: Instant, upstream_configured: bool, disk_bytes: u64) -> StatsSnapshot {
+    pub fn snapshot(
+        &self,
+        site: &str,
+        started: Instant,
+        upstream_configured: bool,
+        disk_bytes: u64,
+    ) -> StatsSnapshot {
         StatsSnapshot {
             site: site.to_string(),
             version: env!("CARGO_PKG_VERSION"),
@@ -71,7 +80,11 @@ impl Stats {
             presses_forwarded: self.presses_forwarded.load(Relaxed),
             forward_pending: self.forward_pending.load(Relaxed).max(0) as u64,
             payloads_rejected: self.payloads_rejected.load(Relaxed),
-            rejected_by_reason: self.rejected_by_reason.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            rejected_by_reason: self
+                .rejected_by_reason
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
             presses_refused_storage_full: self.presses_refused_storage_full.load(Relaxed),
             storage_full: self.storage_full.load(Relaxed),
             storage_errors: self.storage_errors.load(Relaxed),
@@ -93,7 +106,10 @@ pub struct RateLimitedLog {
 
 impl RateLimitedLog {
     pub fn new(interval: Duration) -> Self {
-        RateLimitedLog { interval, last: BTreeMap::new() }
+        RateLimitedLog {
+            interval,
+            last: BTreeMap::new(),
+        }
     }
 
     /// Returns `Some(suppressed_since_last)` when a line should be logged now.
@@ -129,7 +145,10 @@ mod tests {
         assert_eq!(log.admit("malformed", t0 + Duration::from_secs(1)), None);
         assert_eq!(log.admit("malformed", t0 + Duration::from_secs(2)), None);
         assert_eq!(log.admit("oversized", t0 + Duration::from_secs(2)), Some(0));
-        assert_eq!(log.admit("malformed", t0 + Duration::from_secs(10)), Some(2));
+        assert_eq!(
+            log.admit("malformed", t0 + Duration::from_secs(10)),
+            Some(2)
+        );
     }
 
     #[test]

@@ -99,7 +99,11 @@ impl Store {
             .open()?;
         let presses = db.open_tree("presses")?;
         let outbox = db.open_tree("outbox")?;
-        Ok(Store { db, presses, outbox })
+        Ok(Store {
+            db,
+            presses,
+            outbox,
+        })
     }
 
     /// Stores each press that is not stored yet, and enqueues its upstream
@@ -142,7 +146,11 @@ impl Store {
 
     /// Up to `limit` outbox entries with keys greater than `after` (or from
     /// the start), oldest first.
-    pub fn outbox_after(&self, after: Option<u64>, limit: usize) -> Result<Vec<(u64, OutboxEntry)>, StoreError> {
+    pub fn outbox_after(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, OutboxEntry)>, StoreError> {
         let range = match after {
             Some(k) => self.outbox.range((k + 1).to_be_bytes()..),
             None => self.outbox.iter(),
@@ -217,7 +225,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 1 << 20).unwrap();
         let out = store
-            .commit(&[offer("a", 0, 1), offer("a", 0, 1), offer("b", 0, 1), offer("a", 1, 1)])
+            .commit(&[
+                offer("a", 0, 1),
+                offer("a", 0, 1),
+                offer("b", 0, 1),
+                offer("a", 1, 1),
+            ])
             .unwrap();
         use StoreOutcome::*;
         assert_eq!(out, vec![Stored, Duplicate, Stored, Stored]);
@@ -231,7 +244,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 1 << 20).unwrap();
         // "a" boot 0x61000000 must not collide with "aa" boot 0 etc.
-        let out = store.commit(&[offer("a", 0x6100_0000, 0), offer("aa", 0, 0)]).unwrap();
+        let out = store
+            .commit(&[offer("a", 0x6100_0000, 0), offer("aa", 0, 0)])
+            .unwrap();
         assert_eq!(out, vec![StoreOutcome::Stored, StoreOutcome::Stored]);
     }
 
@@ -240,7 +255,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = Store::open(dir.path(), 1 << 20).unwrap();
-            store.commit(&[offer("a", 0, 0), offer("a", 0, 1), offer("a", 0, 2)]).unwrap();
+            store
+                .commit(&[offer("a", 0, 0), offer("a", 0, 1), offer("a", 0, 2)])
+                .unwrap();
             let all = store.outbox_after(None, 10).unwrap();
             assert_eq!(all.len(), 3);
             assert!(all.windows(2).all(|w| w[0].0 < w[1].0), "oldest first");
@@ -251,14 +268,30 @@ mod tests {
             store.flush().unwrap();
         }
         let store = Store::open(dir.path(), 1 << 20).unwrap();
-        let left: Vec<_> = store.outbox_after(None, 10).unwrap().into_iter().map(|(_, e)| e.payload[0]).collect();
+        let left: Vec<_> = store
+            .outbox_after(None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|(_, e)| e.payload[0])
+            .collect();
         assert_eq!(left, vec![1, 2]);
         assert_eq!(store.press_count(), 3);
-        assert!(store.press("a", PressId { boot: 0, seq: 2 }).unwrap().is_some());
-        assert_eq!(store.commit(&[offer("a", 0, 2)]).unwrap(), vec![StoreOutcome::Duplicate]);
+        assert!(store
+            .press("a", PressId { boot: 0, seq: 2 })
+            .unwrap()
+            .is_some());
+        assert_eq!(
+            store.commit(&[offer("a", 0, 2)]).unwrap(),
+            vec![StoreOutcome::Duplicate]
+        );
         // New outbox ids keep increasing after a restart.
         store.commit(&[offer("a", 0, 3)]).unwrap();
-        let keys: Vec<u64> = store.outbox_after(None, 10).unwrap().into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<u64> = store
+            .outbox_after(None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         assert!(keys.windows(2).all(|w| w[0] < w[1]));
     }
 }

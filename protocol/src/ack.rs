@@ -61,7 +61,11 @@ mod tests {
 
     #[test]
     fn round_trip_and_coverage() {
-        let ack = Ack { boot: 2, first_seq: 10, last_seq: 20 };
+        let ack = Ack {
+            boot: 2,
+            first_seq: 10,
+            last_seq: 20,
+        };
         let mut buf = [0u8; ACK_BUF_LEN];
         let bytes = ack.encode(&mut buf).unwrap();
         assert_eq!(Ack::decode(bytes), Ok(ack));
@@ -74,10 +78,19 @@ mod tests {
     #[test]
     fn rejects_inverted_ranges_and_garbage() {
         let mut buf = [0u8; ACK_BUF_LEN];
-        let bytes = Ack { boot: 0, first_seq: 5, last_seq: 4 }.encode(&mut buf).unwrap();
+        let bytes = Ack {
+            boot: 0,
+            first_seq: 5,
+            last_seq: 4,
+        }
+        .encode(&mut buf)
+        .unwrap();
         assert_eq!(Ack::decode(bytes), Err(DecodeError::Malformed));
         assert_eq!(Ack::decode(&[]), Err(DecodeError::Empty));
-        assert_eq!(Ack::decode(&[2, 0, 0, 0]), Err(DecodeError::UnknownVersion(2)));
+        assert_eq!(
+            Ack::decode(&[2, 0, 0, 0]),
+            Err(DecodeError::UnknownVersion(2))
+        );
         assert_eq!(Ack::decode(&[1, 0xFF]), Err(DecodeError::Malformed));
     }
 }

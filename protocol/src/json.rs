@@ -68,7 +68,10 @@ pub fn decode_press(topic_terminal: &str, payload: &[u8]) -> Result<Press, Decod
     }
     .ok_or(DecodeError::ButtonOutOfRange)?;
     Ok(Press {
-        id: PressId { boot: raw.boot, seq: raw.seq },
+        id: PressId {
+            boot: raw.boot,
+            seq: raw.seq,
+        },
         button,
         age_ms: raw.age_ms,
     })
@@ -110,8 +113,11 @@ mod tests {
         assert_eq!(p.id, PressId { boot: 0, seq: 5 });
         assert_eq!(p.button, Button::VeryHappy);
         assert_eq!(p.age_ms, None);
-        let p = decode_press("t1", br#"{"terminal":"t1","boot":3,"seq":6,"button":1,"age_ms":40,"extra":true}"#)
-            .unwrap();
+        let p = decode_press(
+            "t1",
+            br#"{"terminal":"t1","boot":3,"seq":6,"button":1,"age_ms":40,"extra":true}"#,
+        )
+        .unwrap();
         assert_eq!(p.id, PressId { boot: 3, seq: 6 });
         assert_eq!(p.button, Button::VeryUnhappy);
         assert_eq!(p.age_ms, Some(40));
@@ -119,9 +125,17 @@ mod tests {
 
     #[test]
     fn round_trips_through_encode() {
-        let p = Press { id: PressId { boot: 1, seq: 2 }, button: Button::Unhappy, age_ms: Some(9) };
+        let p = Press {
+            id: PressId { boot: 1, seq: 2 },
+            button: Button::Unhappy,
+            age_ms: Some(9),
+        };
         assert_eq!(decode_press("t9", &encode_press("t9", &p)), Ok(p));
-        let ack = Ack { boot: 1, first_seq: 2, last_seq: 4 };
+        let ack = Ack {
+            boot: 1,
+            first_seq: 2,
+            last_seq: 4,
+        };
         assert_eq!(decode_ack(&encode_ack(&ack)), Ok(ack));
     }
 
@@ -129,16 +143,34 @@ mod tests {
     fn rejects_with_reasons() {
         assert_eq!(decode_press("t1", b""), Err(DecodeError::Empty));
         assert_eq!(decode_press("t1", b"{"), Err(DecodeError::Malformed));
-        assert_eq!(decode_press("t1", br#"{"button":"happy"}"#), Err(DecodeError::Malformed));
-        assert_eq!(decode_press("t1", br#"{"seq":-1,"button":"happy"}"#), Err(DecodeError::Malformed));
-        assert_eq!(decode_press("t1", br#"{"seq":1,"button":5}"#), Err(DecodeError::ButtonOutOfRange));
-        assert_eq!(decode_press("t1", br#"{"seq":1,"button":-3}"#), Err(DecodeError::ButtonOutOfRange));
-        assert_eq!(decode_press("t1", br#"{"seq":1,"button":"meh"}"#), Err(DecodeError::ButtonOutOfRange));
+        assert_eq!(
+            decode_press("t1", br#"{"button":"happy"}"#),
+            Err(DecodeError::Malformed)
+        );
+        assert_eq!(
+            decode_press("t1", br#"{"seq":-1,"button":"happy"}"#),
+            Err(DecodeError::Malformed)
+        );
+        assert_eq!(
+            decode_press("t1", br#"{"seq":1,"button":5}"#),
+            Err(DecodeError::ButtonOutOfRange)
+        );
+        assert_eq!(
+            decode_press("t1", br#"{"seq":1,"button":-3}"#),
+            Err(DecodeError::ButtonOutOfRange)
+        );
+        assert_eq!(
+            decode_press("t1", br#"{"seq":1,"button":"meh"}"#),
+            Err(DecodeError::ButtonOutOfRange)
+        );
         assert_eq!(
             decode_press("t1", br#"{"terminal":"t2","seq":1,"button":"happy"}"#),
             Err(DecodeError::TerminalMismatch)
         );
         let big = std::vec![b' '; MAX_PRESS_PAYLOAD + 1];
-        assert_eq!(decode_press("t1", &big), Err(DecodeError::Oversized(MAX_PRESS_PAYLOAD + 1)));
+        assert_eq!(
+            decode_press("t1", &big),
+            Err(DecodeError::Oversized(MAX_PRESS_PAYLOAD + 1))
+        );
     }
 }

@@ -83,9 +83,7 @@ impl core::fmt::Display for DecodeError {
             DecodeError::UnknownVersion(v) => write!(f, "unknown payload version {v}"),
             DecodeError::Malformed => f.write_str("payload does not decode"),
             DecodeError::ButtonOutOfRange => f.write_str("button is not one of the four"),
-            DecodeError::TerminalMismatch => {
-                f.write_str("terminal field does not match the topic")
-            }
+            DecodeError::TerminalMismatch => f.write_str("terminal field does not match the topic"),
         }
     }
 }
@@ -150,7 +148,11 @@ mod tests {
     #[test]
     fn round_trips_every_button_and_extreme_ids() {
         for button in Button::ALL {
-            for (boot, seq, age) in [(0, 0, None), (7, 42, Some(1500)), (u32::MAX, u32::MAX, Some(u32::MAX))] {
+            for (boot, seq, age) in [
+                (0, 0, None),
+                (7, 42, Some(1500)),
+                (u32::MAX, u32::MAX, Some(u32::MAX)),
+            ] {
                 let p = press(boot, seq, button, age);
                 let mut buf = [0u8; PRESS_BUF_LEN];
                 let bytes = p.encode(&mut buf).unwrap();
@@ -164,18 +166,32 @@ mod tests {
     fn wire_bytes_are_stable() {
         // Version 1, boot 3, seq 300 (varint 0xAC 0x02), button 4, age none.
         let mut buf = [0u8; PRESS_BUF_LEN];
-        let bytes = press(3, 300, Button::VeryHappy, None).encode(&mut buf).unwrap();
+        let bytes = press(3, 300, Button::VeryHappy, None)
+            .encode(&mut buf)
+            .unwrap();
         assert_eq!(bytes, &[1, 3, 0xAC, 0x02, 4, 0]);
     }
 
     #[test]
     fn rejects_bad_payloads_with_a_reason() {
         assert_eq!(Press::decode(&[]), Err(DecodeError::Empty));
-        assert_eq!(Press::decode(&[9, 0, 0, 1, 0]), Err(DecodeError::UnknownVersion(9)));
+        assert_eq!(
+            Press::decode(&[9, 0, 0, 1, 0]),
+            Err(DecodeError::UnknownVersion(9))
+        );
         assert_eq!(Press::decode(&[1, 0]), Err(DecodeError::Malformed));
-        assert_eq!(Press::decode(&[1, 0, 0, 1, 0, 0xFF]), Err(DecodeError::Malformed));
-        assert_eq!(Press::decode(&[1, 0, 0, 5, 0]), Err(DecodeError::ButtonOutOfRange));
-        assert_eq!(Press::decode(&[1, 0, 0, 0, 0]), Err(DecodeError::ButtonOutOfRange));
+        assert_eq!(
+            Press::decode(&[1, 0, 0, 1, 0, 0xFF]),
+            Err(DecodeError::Malformed)
+        );
+        assert_eq!(
+            Press::decode(&[1, 0, 0, 5, 0]),
+            Err(DecodeError::ButtonOutOfRange)
+        );
+        assert_eq!(
+            Press::decode(&[1, 0, 0, 0, 0]),
+            Err(DecodeError::ButtonOutOfRange)
+        );
         assert_eq!(
             Press::decode(&[1; MAX_PRESS_PAYLOAD + 1]),
             Err(DecodeError::Oversized(MAX_PRESS_PAYLOAD + 1))

@@ -133,13 +133,19 @@ mod tests {
     impl fmt::Write for Buf {
         fn write_str(&mut self, s: &str) -> fmt::Result {
             let end = self.len + s.len();
-            self.bytes.get_mut(self.len..end).ok_or(fmt::Error)?.copy_from_slice(s.as_bytes());
+            self.bytes
+                .get_mut(self.len..end)
+                .ok_or(fmt::Error)?
+                .copy_from_slice(s.as_bytes());
             self.len = end;
             Ok(())
         }
     }
     fn render(d: impl fmt::Display) -> Buf {
-        let mut b = Buf { bytes: [0; 96], len: 0 };
+        let mut b = Buf {
+            bytes: [0; 96],
+            len: 0,
+        };
         fmt::write(&mut b, format_args!("{d}")).unwrap();
         b
     }
@@ -151,14 +157,23 @@ mod tests {
     fn formats_and_parses_terminal_topics() {
         let b = render(PressTopic("t-01"));
         assert_eq!(text(&b), "pressline/v1/term/t-01/press");
-        assert_eq!(parse_terminal_topic(text(&b)), Ok(TerminalTopic::Press("t-01")));
+        assert_eq!(
+            parse_terminal_topic(text(&b)),
+            Ok(TerminalTopic::Press("t-01"))
+        );
         let b = render(PressJsonTopic("t-01"));
-        assert_eq!(parse_terminal_topic(text(&b)), Ok(TerminalTopic::PressJson("t-01")));
+        assert_eq!(
+            parse_terminal_topic(text(&b)),
+            Ok(TerminalTopic::PressJson("t-01"))
+        );
         let b = render(AckTopic("t-01"));
         assert_eq!(text(&b), "pressline/v1/gw/t-01/ack");
         let b = render(AckJsonTopic("t-01"));
         assert_eq!(text(&b), "pressline/v1/gw/t-01/ack/json");
-        let b = render(UpstreamPressTopic { site: "arena", terminal: "t-01" });
+        let b = render(UpstreamPressTopic {
+            site: "arena",
+            terminal: "t-01",
+        });
         assert_eq!(text(&b), "pressline/v1/arena/t-01/press");
         let b = render(GatewayStatusTopic("arena"));
         assert_eq!(text(&b), "pressline/v1/arena/gateway/status");
@@ -177,7 +192,11 @@ mod tests {
             "pressline/v2/term/t1/press",
             "other/t1/press",
         ] {
-            assert_eq!(parse_terminal_topic(bad), Err(TopicError::UnknownShape), "{bad}");
+            assert_eq!(
+                parse_terminal_topic(bad),
+                Err(TopicError::UnknownShape),
+                "{bad}"
+            );
         }
         assert_eq!(
             parse_terminal_topic("pressline/v1/term/bad.id/press"),

@@ -66,6 +66,9 @@ mod tests {
 
     #[test]
     fn press_ids_are_stable() {
-        assert_eq!(press_id("arena", "t-1", PressId { boot: 2, seq: 30 }), "arena:t-1:2:30");
+        assert_eq!(
+            press_id("arena", "t-1", PressId { boot: 2, seq: 30 }),
+            "arena:t-1:2:30"
+        );
     }
 }

@@ -10,7 +10,11 @@ use common::*;
 fn upstream_gateway(dir: &std::path::Path, site: &str, mosquitto: &Mosquitto) -> Gateway {
     Gateway::start(
         dir,
-        GatewayOptions { site: site.into(), upstream: Some(mosquitto.url()), ..Default::default() },
+        GatewayOptions {
+            site: site.into(),
+            upstream: Some(mosquitto.url()),
+            ..Default::default()
+        },
     )
 }
 
@@ -25,7 +29,20 @@ fn every_unique_press_is_stored_once_and_arrives_upstream() {
     // them speaking the JSON form.
     let report = Sim::spawn(
         &gateway.broker(),
-        &["--terminals", "8", "--presses", "50", "--rate", "0", "--dup-rate", "0.3", "--json-terminals", "2", "--id-prefix", "t"],
+        &[
+            "--terminals",
+            "8",
+            "--presses",
+            "50",
+            "--rate",
+            "0",
+            "--dup-rate",
+            "0.3",
+            "--json-terminals",
+            "2",
+            "--id-prefix",
+            "t",
+        ],
     )
     .expect_all_acked();
     assert_eq!(report["acked"], 400);
@@ -33,27 +50,43 @@ fn every_unique_press_is_stored_once_and_arrives_upstream() {
 
     let expected = expected_ids("arena", "t", 8, 50, 1);
     wait_until("all presses upstream", || consumer.ids() == expected);
-    wait_until("forward backlog drained", || gateway.stat("forward_pending") == 0);
+    wait_until("forward backlog drained", || {
+        gateway.stat("forward_pending") == 0
+    });
     let stats = gateway.stats();
     assert_eq!(stats["presses_stored"], 400, "{stats}");
     assert_eq!(stats["presses_forwarded"], 400, "{stats}");
-    assert!(stats["presses_duplicate"].as_u64().unwrap() >= report["deliberate_duplicates"].as_u64().unwrap() / 2, "{stats}");
+    assert!(
+        stats["presses_duplicate"].as_u64().unwrap()
+            >= report["deliberate_duplicates"].as_u64().unwrap() / 2,
+        "{stats}"
+    );
     assert_eq!(stats["payloads_rejected"], 0);
 
     // Upstream documents carry the contract's fields.
     let presses = consumer.presses.lock().unwrap().clone();
     let one = presses.iter().find(|p| p.id == "arena:t000:1:0").unwrap();
     assert_eq!(one.schema, "pressline.press.v1");
-    assert_eq!((one.site.as_str(), one.terminal.as_str(), one.boot, one.seq), ("arena", "t000", 1, 0));
+    assert_eq!(
+        (one.site.as_str(), one.terminal.as_str(), one.boot, one.seq),
+        ("arena", "t000", 1, 0)
+    );
     assert!((1..=4).contains(&one.score));
-    assert_eq!(pressline_protocol::Button::from_name(&one.button).unwrap().score(), one.score);
+    assert_eq!(
+        pressline_protocol::Button::from_name(&one.button)
+            .unwrap()
+            .score(),
+        one.score
+    );
     assert!(one.received_at.ends_with('Z') && one.pressed_at.is_some());
 
     // Graceful shutdown: exit 0, and consumers see the retained status go offline.
     assert_eq!(consumer.last_status().unwrap().state, "online");
     let status = gateway.terminate();
     assert!(status.success(), "gateway exit status {status}");
-    wait_until("offline status upstream", || consumer.last_status().is_some_and(|s| s.state == "offline"));
+    wait_until("offline status upstream", || {
+        consumer.last_status().is_some_and(|s| s.state == "offline")
+    });
 }
 
 #[test]
@@ -63,20 +96,40 @@ fn an_upstream_outage_loses_nothing() {
     let consumer = Consumer::start(mosquitto.port, "analytics-outage");
     let gateway = upstream_gateway(dir.path(), "airport", &mosquitto);
 
-    let sim = Sim::spawn(&gateway.broker(), &["--terminals", "6", "--presses", "100", "--rate", "150", "--id-prefix", "gate"]);
-    wait_until("some presses forwarded", || gateway.stat("presses_forwarded") >= 50);
+    let sim = Sim::spawn(
+        &gateway.broker(),
+        &[
+            "--terminals",
+            "6",
+            "--presses",
+            "100",
+            "--rate",
+            "150",
+            "--id-prefix",
+            "gate",
+        ],
+    );
+    wait_until("some presses forwarded", || {
+        gateway.stat("presses_forwarded") >= 50
+    });
 
     mosquitto.stop();
-    wait_until("gateway notices the outage", || gateway.stats()["upstream_connected"] == false);
+    wait_until("gateway notices the outage", || {
+        gateway.stats()["upstream_connected"] == false
+    });
     let stored_at_outage = gateway.stat("presses_stored");
     // Presses keep being stored and acked while upstream is down.
-    wait_until("presses stored during the outage", || gateway.stat("presses_stored") >= stored_at_outage + 100);
+    wait_until("presses stored during the outage", || {
+        gateway.stat("presses_stored") >= stored_at_outage + 100
+    });
     assert!(gateway.stat("forward_pending") > 0);
 
     mosquitto.restart();
     sim.expect_all_acked();
     let expected = expected_ids("airport", "gate", 6, 100, 1);
-    wait_until("every press upstream after the outage", || consumer.ids() == expected);
+    wait_until("every press upstream after the outage", || {
+        consumer.ids() == expected
+    });
     wait_until("backlog drained", || gateway.stat("forward_pending") == 0);
     assert_eq!(gateway.stat("presses_stored"), 600);
 }
@@ -90,19 +143,39 @@ fn a_gateway_crash_loses_no_acked_press_and_stores_none_twice() {
 
     let sim = Sim::spawn(
         &gateway.broker(),
-        &["--terminals", "8", "--presses", "150", "--rate", "300", "--dup-rate", "0.1", "--id-prefix", "north", "--ack-timeout-ms", "1000"],
+        &[
+            "--terminals",
+            "8",
+            "--presses",
+            "150",
+            "--rate",
+            "300",
+            "--dup-rate",
+            "0.1",
+            "--id-prefix",
+            "north",
+            "--ack-timeout-ms",
+            "1000",
+        ],
     );
-    wait_until("presses flowing before the crash", || gateway.stat("presses_stored") >= 200);
+    wait_until("presses flowing before the crash", || {
+        gateway.stat("presses_stored") >= 200
+    });
     gateway.restart_after_crash();
     let stored_after_restart = gateway.stat("presses_stored");
-    assert!(stored_after_restart >= 200, "acked presses survived kill -9: {stored_after_restart}");
+    assert!(
+        stored_after_restart >= 200,
+        "acked presses survived kill -9: {stored_after_restart}"
+    );
 
     // Terminals reconnect and resend; the run ends with every press acked.
     let report = sim.expect_all_acked();
     assert_eq!(report["acked"], 1200);
     assert!(report["reconnects"].as_u64().unwrap() >= 8, "{report}");
     let expected = expected_ids("stadium", "north", 8, 150, 1);
-    wait_until("every press upstream after the crash", || consumer.ids() == expected);
+    wait_until("every press upstream after the crash", || {
+        consumer.ids() == expected
+    });
     // Exactly the unique presses are stored: nothing lost, nothing twice.
     assert_eq!(gateway.stat("presses_stored"), 1200);
     wait_until("backlog drained", || gateway.stat("forward_pending") == 0);
@@ -117,46 +190,81 @@ fn an_overload_far_beyond_the_consumer_ends_with_every_press_stored_once() {
         dir.path(),
         GatewayOptions {
             site: "festival".into(),
-            config_toml: Some("[mqtt]\nrouter_segment_bytes = 1024\nrouter_segment_count = 2\n".into()),
+            config_toml: Some(
+                "[mqtt]\nrouter_segment_bytes = 1024\nrouter_segment_count = 2\n".into(),
+            ),
             ..Default::default()
         },
     );
     let report = Sim::spawn(
         &gateway.broker(),
-        &["--terminals", "60", "--presses", "150", "--rate", "0", "--id-prefix", "stand", "--ack-timeout-ms", "1500", "--max-in-flight", "150"],
+        &[
+            "--terminals",
+            "60",
+            "--presses",
+            "150",
+            "--rate",
+            "0",
+            "--id-prefix",
+            "stand",
+            "--ack-timeout-ms",
+            "1500",
+            "--max-in-flight",
+            "150",
+        ],
     )
     .expect_all_acked();
     assert_eq!(report["acked"], 9000);
     let stats = gateway.stats();
     assert_eq!(stats["presses_stored"], 9000, "{stats}");
-    assert_eq!(stats["forward_pending"], 9000, "no upstream: everything waits in the outbox");
+    assert_eq!(
+        stats["forward_pending"], 9000,
+        "no upstream: everything waits in the outbox"
+    );
     assert_eq!(stats["upstream_connected"], serde_json::Value::Null);
-    eprintln!("overload: {report} / duplicates at gateway {}", stats["presses_duplicate"]);
+    eprintln!(
+        "overload: {report} / duplicates at gateway {}",
+        stats["presses_duplicate"]
+    );
 }
 
 #[test]
 fn bad_input_is_rejected_counted_and_does_not_stop_the_pipeline() {
     use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
     let dir = tempfile::tempdir().unwrap();
-    let gateway = Gateway::start(dir.path(), GatewayOptions { site: "mall".into(), ..Default::default() });
+    let gateway = Gateway::start(
+        dir.path(),
+        GatewayOptions {
+            site: "mall".into(),
+            ..Default::default()
+        },
+    );
 
     let mut options = MqttOptions::new("rogue", "127.0.0.1", gateway.mqtt_port);
     options.set_max_packet_size(1 << 16, 1 << 16);
     let (client, mut connection) = Client::new(options, 100);
     let bad: Vec<(&str, Vec<u8>)> = vec![
-        ("pressline/v1/term/k1/press", vec![1, 0x80, 0x80]),                // malformed (truncated varint)
-        ("pressline/v1/term/k1/press", vec![]),                           // empty
-        ("pressline/v1/term/k1/press", vec![9, 0, 0, 3, 0]),              // unknown_version
-        ("pressline/v1/term/k1/press", vec![1, 0, 0, 9, 0]),              // button_out_of_range
-        ("pressline/v1/term/k1/press", vec![1; 600]),                     // oversized
-        ("pressline/v1/term/k1/press/json", b"{\"seq\":1}".to_vec()),     // malformed
-        ("pressline/v1/term/k1/press/json", br#"{"seq":1,"button":7}"#.to_vec()), // button_out_of_range
-        ("pressline/v1/term/k1/press/json", br#"{"terminal":"k2","seq":1,"button":1}"#.to_vec()), // terminal_mismatch
-        ("pressline/v1/term/k1/presses", vec![1, 0, 0, 3, 0]),            // wrong_topic
-        ("pressline/v1/term/k.1/press", vec![1, 0, 0, 3, 0]),             // bad_terminal_id
+        ("pressline/v1/term/k1/press", vec![1, 0x80, 0x80]), // malformed (truncated varint)
+        ("pressline/v1/term/k1/press", vec![]),              // empty
+        ("pressline/v1/term/k1/press", vec![9, 0, 0, 3, 0]), // unknown_version
+        ("pressline/v1/term/k1/press", vec![1, 0, 0, 9, 0]), // button_out_of_range
+        ("pressline/v1/term/k1/press", vec![1; 600]),        // oversized
+        ("pressline/v1/term/k1/press/json", b"{\"seq\":1}".to_vec()), // malformed
+        (
+            "pressline/v1/term/k1/press/json",
+            br#"{"seq":1,"button":7}"#.to_vec(),
+        ), // button_out_of_range
+        (
+            "pressline/v1/term/k1/press/json",
+            br#"{"terminal":"k2","seq":1,"button":1}"#.to_vec(),
+        ), // terminal_mismatch
+        ("pressline/v1/term/k1/presses", vec![1, 0, 0, 3, 0]), // wrong_topic
+        ("pressline/v1/term/k.1/press", vec![1, 0, 0, 3, 0]), // bad_terminal_id
     ];
     for (topic, payload) in &bad {
-        client.publish(*topic, QoS::AtLeastOnce, false, payload.clone()).unwrap();
+        client
+            .publish(*topic, QoS::AtLeastOnce, false, payload.clone())
+            .unwrap();
     }
     let mut acked = 0;
     for event in connection.iter() {
@@ -167,7 +275,9 @@ fn bad_input_is_rejected_counted_and_does_not_stop_the_pipeline() {
             }
         }
     }
-    wait_until("all bad publishes counted", || gateway.stat("payloads_rejected") == bad.len() as u64);
+    wait_until("all bad publishes counted", || {
+        gateway.stat("payloads_rejected") == bad.len() as u64
+    });
     let stats = gateway.stats();
     let reasons = &stats["rejected_by_reason"];
     for (reason, n) in [
@@ -185,7 +295,11 @@ fn bad_input_is_rejected_counted_and_does_not_stop_the_pipeline() {
     assert_eq!(stats["presses_stored"], 0, "nothing rejected is stored");
 
     // The pipeline keeps flowing for well-behaved terminals.
-    Sim::spawn(&gateway.broker(), &["--terminals", "3", "--presses", "20", "--rate", "0"]).expect_all_acked();
+    Sim::spawn(
+        &gateway.broker(),
+        &["--terminals", "3", "--presses", "20", "--rate", "0"],
+    )
+    .expect_all_acked();
     assert_eq!(gateway.stat("presses_stored"), 60);
 }
 
@@ -193,16 +307,34 @@ fn bad_input_is_rejected_counted_and_does_not_stop_the_pipeline() {
 fn a_script_can_act_as_a_terminal_with_json() {
     use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
     let dir = tempfile::tempdir().unwrap();
-    let gateway = Gateway::start(dir.path(), GatewayOptions { site: "shop".into(), ..Default::default() });
-    let (client, mut connection) = Client::new(MqttOptions::new("door-button", "127.0.0.1", gateway.mqtt_port), 10);
-    client.subscribe("pressline/v1/gw/door/ack/json", QoS::AtLeastOnce).unwrap();
+    let gateway = Gateway::start(
+        dir.path(),
+        GatewayOptions {
+            site: "shop".into(),
+            ..Default::default()
+        },
+    );
+    let (client, mut connection) = Client::new(
+        MqttOptions::new("door-button", "127.0.0.1", gateway.mqtt_port),
+        10,
+    );
+    client
+        .subscribe("pressline/v1/gw/door/ack/json", QoS::AtLeastOnce)
+        .unwrap();
     let mut acks = BTreeSet::new();
     for event in connection.iter() {
         match event.unwrap() {
             Event::Incoming(Packet::SubAck(_)) => {
                 for seq in [1, 2, 2] {
                     let body = format!(r#"{{"seq":{seq},"button":"unhappy"}}"#);
-                    client.publish("pressline/v1/term/door/press/json", QoS::AtLeastOnce, false, body).unwrap();
+                    client
+                        .publish(
+                            "pressline/v1/term/door/press/json",
+                            QoS::AtLeastOnce,
+                            false,
+                            body,
+                        )
+                        .unwrap();
                 }
             }
             Event::Incoming(Packet::Publish(p)) => {
@@ -218,6 +350,8 @@ fn a_script_can_act_as_a_terminal_with_json() {
             _ => {}
         }
     }
-    wait_until("the duplicate is counted", || gateway.stat("presses_duplicate") == 1);
+    wait_until("the duplicate is counted", || {
+        gateway.stat("presses_duplicate") == 1
+    });
     assert_eq!(gateway.stat("presses_stored"), 2);
 }

@@ -179,7 +179,10 @@ impl<const N: usize> Session<N> {
     fn in_flight(&self, now: Millis) -> usize {
         self.queue
             .iter()
-            .filter(|e| e.sent_at.is_some_and(|t| now < t + self.config.ack_timeout_ms))
+            .filter(|e| {
+                e.sent_at
+                    .is_some_and(|t| now < t + self.config.ack_timeout_ms)
+            })
             .count()
     }
 
@@ -246,7 +249,10 @@ mod tests {
     fn presses_are_numbered_contiguously_within_a_boot() {
         let mut s: Session<8> = Session::new(7, CFG);
         for seq in 0..3 {
-            assert_eq!(s.handle_press(0, Button::Happy), Ok(PressId { boot: 7, seq }));
+            assert_eq!(
+                s.handle_press(0, Button::Happy),
+                Ok(PressId { boot: 7, seq })
+            );
         }
     }
 
@@ -272,10 +278,30 @@ mod tests {
             s.handle_press(0, Button::Happy).unwrap();
         }
         assert_eq!(drain(&mut s, 0), ids(0, 0..3));
-        assert_eq!(s.handle_ack(1, &Ack { boot: 0, first_seq: 0, last_seq: 1 }), 2);
+        assert_eq!(
+            s.handle_ack(
+                1,
+                &Ack {
+                    boot: 0,
+                    first_seq: 0,
+                    last_seq: 1
+                }
+            ),
+            2
+        );
         assert_eq!(s.queue_len(), 1);
         // An ack for another boot releases nothing.
-        assert_eq!(s.handle_ack(1, &Ack { boot: 1, first_seq: 0, last_seq: 9 }), 0);
+        assert_eq!(
+            s.handle_ack(
+                1,
+                &Ack {
+                    boot: 1,
+                    first_seq: 0,
+                    last_seq: 9
+                }
+            ),
+            0
+        );
         assert_eq!(s.counters().stale_acks, 1);
         assert_eq!(s.queue_len(), 1);
     }
@@ -313,7 +339,14 @@ mod tests {
             s.handle_press(0, Button::Happy).unwrap();
         }
         assert_eq!(drain(&mut s, 0), ids(0, 0..4));
-        s.handle_ack(1, &Ack { boot: 0, first_seq: 0, last_seq: 1 });
+        s.handle_ack(
+            1,
+            &Ack {
+                boot: 0,
+                first_seq: 0,
+                last_seq: 1,
+            },
+        );
         assert_eq!(drain(&mut s, 1), ids(0, 4..6));
     }
 
@@ -327,8 +360,18 @@ mod tests {
         s.handle_connected(3);
         assert_eq!(drain(&mut s, 3), ids(0, 0..2));
         // Numbering did not skip for the dropped press.
-        s.handle_ack(4, &Ack { boot: 0, first_seq: 0, last_seq: 1 });
-        assert_eq!(s.handle_press(5, Button::Happy), Ok(PressId { boot: 0, seq: 2 }));
+        s.handle_ack(
+            4,
+            &Ack {
+                boot: 0,
+                first_seq: 0,
+                last_seq: 1,
+            },
+        );
+        assert_eq!(
+            s.handle_press(5, Button::Happy),
+            Ok(PressId { boot: 0, seq: 2 })
+        );
     }
 
     #[test]
@@ -339,11 +382,28 @@ mod tests {
             s.handle_press(0, Button::Happy).unwrap();
         }
         drain(&mut s, 0);
-        assert_eq!(s.handle_ack(1, &Ack { boot: 3, first_seq: 2, last_seq: 3 }), 2);
+        assert_eq!(
+            s.handle_ack(
+                1,
+                &Ack {
+                    boot: 3,
+                    first_seq: 2,
+                    last_seq: 3
+                }
+            ),
+            2
+        );
         s.handle_disconnected(2);
         s.handle_connected(3);
         let left = drain(&mut s, 3);
-        assert_eq!(left.as_slice(), &[PressId { boot: 3, seq: 0 }, PressId { boot: 3, seq: 1 }, PressId { boot: 3, seq: 4 }]);
+        assert_eq!(
+            left.as_slice(),
+            &[
+                PressId { boot: 3, seq: 0 },
+                PressId { boot: 3, seq: 1 },
+                PressId { boot: 3, seq: 4 }
+            ]
+        );
     }
 }
 

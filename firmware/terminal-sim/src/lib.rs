@@ -28,12 +28,21 @@ pub use report::{SimCounters, SimReport};
 
 /// Runs every simulated terminal until each has had all its presses acked,
 /// or until `stop` turns true. The report says which.
-pub async fn run(config: SimConfig, counters: Arc<SimCounters>, stop: watch::Receiver<bool>) -> SimReport {
+pub async fn run(
+    config: SimConfig,
+    counters: Arc<SimCounters>,
+    stop: watch::Receiver<bool>,
+) -> SimReport {
     let started = Instant::now();
     let config = Arc::new(config);
     let mut tasks = tokio::task::JoinSet::new();
     for index in 0..config.terminals {
-        tasks.spawn(terminal::run(index, config.clone(), counters.clone(), stop.clone()));
+        tasks.spawn(terminal::run(
+            index,
+            config.clone(),
+            counters.clone(),
+            stop.clone(),
+        ));
     }
     let mut complete = true;
     while let Some(done) = tasks.join_next().await {

@@ -80,8 +80,12 @@ fn validate(args: &Args) -> anyhow::Result<SimConfig> {
         bail!("--rate must be 0 (no limit) or a positive number");
     }
     let sample = format!("{}{:03}", args.id_prefix, args.terminals - 1);
-    pressline_protocol::ident::validate_id(&sample)
-        .map_err(|e| anyhow::anyhow!("--id-prefix {:?} makes terminal id {sample:?}: {e}", args.id_prefix))?;
+    pressline_protocol::ident::validate_id(&sample).map_err(|e| {
+        anyhow::anyhow!(
+            "--id-prefix {:?} makes terminal id {sample:?}: {e}",
+            args.id_prefix
+        )
+    })?;
     Ok(SimConfig {
         broker_host,
         broker_port,
@@ -143,7 +147,10 @@ async fn main() -> ExitCode {
         }
     };
     if args.json {
-        println!("{}", serde_json::to_string(&report).expect("report serializes"));
+        println!(
+            "{}",
+            serde_json::to_string(&report).expect("report serializes")
+        );
     } else {
         println!("terminal-sim: {report}");
     }

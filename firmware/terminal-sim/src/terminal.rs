@@ -41,7 +41,12 @@ pub async fn run(
 ) -> bool {
     let id = config.terminal_id(index);
     let speaks_json = index < config.json_terminals;
-    let mut rng = SmallRng::seed_from_u64(config.seed.wrapping_mul(1_000_003).wrapping_add(index as u64));
+    let mut rng = SmallRng::seed_from_u64(
+        config
+            .seed
+            .wrapping_mul(1_000_003)
+            .wrapping_add(index as u64),
+    );
 
     let mut options = MqttOptions::new(&id, &config.broker_host, config.broker_port);
     options.set_keep_alive(Duration::from_secs(5));
@@ -50,17 +55,26 @@ pub async fn run(
     let (events_tx, mut events) = mpsc::channel(1024);
     let poller = tokio::spawn(drive_eventloop(eventloop, events_tx, rng.gen()));
 
-    let ack_topic = if speaks_json { AckJsonTopic(&id).to_string() } else { AckTopic(&id).to_string() };
-    let press_topic = if speaks_json { PressJsonTopic(&id).to_string() } else { PressTopic(&id).to_string() };
+    let ack_topic = if speaks_json {
+        AckJsonTopic(&id).to_string()
+    } else {
+        AckTopic(&id).to_string()
+    };
+    let press_topic = if speaks_json {
+        PressJsonTopic(&id).to_string()
+    } else {
+        PressTopic(&id).to_string()
+    };
 
     let mut session: Session<QUEUE_CAPACITY> = Session::new(config.boot, config.session);
     let started = Instant::now();
     let now = move || -> Millis { started.elapsed().as_millis() as Millis };
     let mut remaining = config.presses;
-    let press_interval = (config.rate > 0.0)
-        .then(|| Duration::from_secs_f64(config.terminals as f64 / config.rate));
+    let press_interval =
+        (config.rate > 0.0).then(|| Duration::from_secs_f64(config.terminals as f64 / config.rate));
     // Spread terminals over the first interval so they do not press in lockstep.
-    let mut next_press = started + press_interval.map_or(Duration::ZERO, |i| i.mul_f64(rng.gen::<f64>()));
+    let mut next_press =
+        started + press_interval.map_or(Duration::ZERO, |i| i.mul_f64(rng.gen::<f64>()));
     let mut ever_connected = false;
     let total_weight: u32 = config.button_weights.iter().sum::<u32>().max(1);
 
@@ -96,11 +110,20 @@ pub async fn run(
                     Err(_) => continue,
                 }
             };
-            let copies = if config.dup_rate > 0.0 && rng.gen::<f64>() < config.dup_rate { 2 } else { 1 };
+            let copies = if config.dup_rate > 0.0 && rng.gen::<f64>() < config.dup_rate {
+                2
+            } else {
+                1
+            };
             for _ in 0..copies {
                 // A full request channel is like a lost packet: the ack
                 // timeout brings the press round again.
-                let _ = client.try_publish(press_topic.as_str(), QoS::AtLeastOnce, false, payload.clone());
+                let _ = client.try_publish(
+                    press_topic.as_str(),
+                    QoS::AtLeastOnce,
+                    false,
+                    payload.clone(),
+                );
             }
             if copies == 2 {
                 counters.deliberate_duplicates.fetch_add(1, Relaxed);
@@ -110,7 +133,9 @@ pub async fn run(
             break true;
         }
 
-        let mut wake = session.poll_timeout().map(|ms| started + Duration::from_millis(ms));
+        let mut wake = session
+            .poll_timeout()
+            .map(|ms| started + Duration::from_millis(ms));
         if remaining != Some(0) && session.queue_len() < session.queue_capacity() {
             wake = Some(wake.map_or(next_press, |w| w.min(next_press)));
         }
@@ -160,10 +185,18 @@ fn publish_counters(
     reported: &mut pressline_terminal_core::SessionCounters,
     now: pressline_terminal_core::SessionCounters,
 ) {
-    counters.transmissions.fetch_add(now.transmissions - reported.transmissions, Relaxed);
-    counters.resends.fetch_add(now.resends - reported.resends, Relaxed);
-    counters.acked.fetch_add(now.acked - reported.acked, Relaxed);
-    counters.dropped.fetch_add(now.dropped - reported.dropped, Relaxed);
+    counters
+        .transmissions
+        .fetch_add(now.transmissions - reported.transmissions, Relaxed);
+    counters
+        .resends
+        .fetch_add(now.resends - reported.resends, Relaxed);
+    counters
+        .acked
+        .fetch_add(now.acked - reported.acked, Relaxed);
+    counters
+        .dropped
+        .fetch_add(now.dropped - reported.dropped, Relaxed);
     *reported = now;
 }
 
@@ -180,7 +213,11 @@ fn pick_button(rng: &mut SmallRng, weights: &[u32; 4], total: u32) -> Button {
 
 /// Polls the MQTT event loop forever, reconnecting with jittered exponential
 /// backoff, and forwards what the terminal logic needs.
-async fn drive_eventloop(mut eventloop: rumqttc::EventLoop, events: mpsc::Sender<LinkEvent>, seed: u64) {
+async fn drive_eventloop(
+    mut eventloop: rumqttc::EventLoop,
+    events: mpsc::Sender<LinkEvent>,
+    seed: u64,
+) {
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut backoff = Duration::from_millis(100);
     loop {

@@ -36,25 +36,37 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Polls `cond` until it holds or `TIMEOUT` passes.
 pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + TIMEOUT;
     while !cond() {
-        assert!(Instant::now() < deadline, "timed out after {TIMEOUT:?} waiting for: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {TIMEOUT:?} waiting for: {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
 fn wait_for_port(port: u16, what: &str) {
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    wait_until(what, || TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok());
+    wait_until(what, || {
+        TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+    });
 }
 
 fn signal(child: &Child, sig: &str) {
-    let _ = Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status();
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status();
 }
 
 fn wait_exit(child: &mut Child, what: &str) -> ExitStatus {
@@ -63,7 +75,10 @@ fn wait_exit(child: &mut Child, what: &str) -> ExitStatus {
         if let Some(status) = child.try_wait().unwrap() {
             return status;
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what} to exit");
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what} to exit"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -79,7 +94,11 @@ impl Mosquitto {
     pub fn start(dir: &Path) -> Mosquitto {
         let dir = dir.join("mosquitto");
         fs::create_dir_all(&dir).unwrap();
-        let mut m = Mosquitto { port: free_port(), dir, child: None };
+        let mut m = Mosquitto {
+            port: free_port(),
+            dir,
+            child: None,
+        };
         m.spawn();
         m
     }
@@ -193,8 +212,13 @@ impl Gateway {
             fs::write(&path, toml).unwrap();
             cmd.arg("--config").arg(path);
         }
-        let log = fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        cmd.env("RUST_LOG", "info,rumqttd=warn").env("NO_COLOR", "1");
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        cmd.env("RUST_LOG", "info,rumqttd=warn")
+            .env("NO_COLOR", "1");
         cmd.stdout(log.try_clone().unwrap()).stderr(log);
         self.child = Some(cmd.spawn().expect("gateway starts"));
         let url = format!("http://127.0.0.1:{}/healthz", self.http_port);
@@ -202,9 +226,15 @@ impl Gateway {
         let child = self.child.as_mut().unwrap();
         wait_until("gateway /healthz", || {
             if let Some(status) = child.try_wait().unwrap() {
-                panic!("gateway exited early ({status}); log:\n{}", fs::read_to_string(&log_path).unwrap_or_default());
+                panic!(
+                    "gateway exited early ({status}); log:\n{}",
+                    fs::read_to_string(&log_path).unwrap_or_default()
+                );
             }
-            ureq::get(&url).timeout(Duration::from_secs(2)).call().is_ok()
+            ureq::get(&url)
+                .timeout(Duration::from_secs(2))
+                .call()
+                .is_ok()
         });
     }
 
@@ -222,7 +252,9 @@ impl Gateway {
     }
 
     pub fn stat(&self, name: &str) -> u64 {
-        self.stats()[name].as_u64().unwrap_or_else(|| panic!("stat {name} missing"))
+        self.stats()[name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("stat {name} missing"))
     }
 
     /// `kill -9`: no chance to flush anything.
@@ -287,7 +319,12 @@ impl Sim {
         let status = wait_exit(&mut self.child, "terminal-sim");
         let mut out = String::new();
         use std::io::Read;
-        self.child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
         assert!(status.success(), "terminal-sim failed ({status}): {out}");
         serde_json::from_str(out.trim()).expect("terminal-sim --json report")
     }
@@ -313,7 +350,12 @@ impl Consumer {
         let statuses = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let subscribed = Arc::new(AtomicBool::new(false));
-        let (p, s, st, sub) = (presses.clone(), statuses.clone(), stop.clone(), subscribed.clone());
+        let (p, s, st, sub) = (
+            presses.clone(),
+            statuses.clone(),
+            stop.clone(),
+            subscribed.clone(),
+        );
         std::thread::spawn(move || {
             for event in connection.iter() {
                 if st.load(Ordering::Relaxed) {
@@ -321,15 +363,23 @@ impl Consumer {
                 }
                 match event {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        client.subscribe(pressline_protocol::topic::UPSTREAM_FILTER, QoS::AtLeastOnce).unwrap();
+                        client
+                            .subscribe(pressline_protocol::topic::UPSTREAM_FILTER, QoS::AtLeastOnce)
+                            .unwrap();
                     }
                     Ok(Event::Incoming(Packet::SubAck(_))) => sub.store(true, Ordering::Relaxed),
                     Ok(Event::Incoming(Packet::Publish(publish))) => {
                         if publish.topic.ends_with("/gateway/status") {
-                            s.lock().unwrap().push(serde_json::from_slice(&publish.payload).expect("status schema"));
+                            s.lock().unwrap().push(
+                                serde_json::from_slice(&publish.payload).expect("status schema"),
+                            );
                         } else if publish.topic.ends_with("/press") {
-                            let press: UpstreamPress = serde_json::from_slice(&publish.payload).expect("press schema");
-                            assert_eq!(publish.topic, format!("pressline/v1/{}/{}/press", press.site, press.terminal));
+                            let press: UpstreamPress =
+                                serde_json::from_slice(&publish.payload).expect("press schema");
+                            assert_eq!(
+                                publish.topic,
+                                format!("pressline/v1/{}/{}/press", press.site, press.terminal)
+                            );
                             p.lock().unwrap().push(press);
                         }
                     }
@@ -339,13 +389,24 @@ impl Consumer {
                 }
             }
         });
-        wait_until("consumer subscribed upstream", || subscribed.load(Ordering::Relaxed));
-        Consumer { presses, statuses, stop }
+        wait_until("consumer subscribed upstream", || {
+            subscribed.load(Ordering::Relaxed)
+        });
+        Consumer {
+            presses,
+            statuses,
+            stop,
+        }
     }
 
     /// Distinct press ids received so far.
     pub fn ids(&self) -> BTreeSet<String> {
-        self.presses.lock().unwrap().iter().map(|p| p.id.clone()).collect()
+        self.presses
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|p| p.id.clone())
+            .collect()
     }
 
     pub fn last_status(&self) -> Option<GatewayStatus> {
@@ -361,7 +422,13 @@ impl Drop for Consumer {
 
 /// The press ids a simulator run must produce:
 /// `{site}:{prefix}{index:03}:{boot}:{seq}`.
-pub fn expected_ids(site: &str, prefix: &str, terminals: usize, presses: u32, boot: u32) -> BTreeSet<String> {
+pub fn expected_ids(
+    site: &str,
+    prefix: &str,
+    terminals: usize,
+    presses: u32,
+    boot: u32,
+) -> BTreeSet<String> {
     (0..terminals)
         .flat_map(|t| (0..presses).map(move |seq| format!("{site}:{prefix}{t:03}:{boot}:{seq}")))
         .collect()

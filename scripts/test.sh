@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The Pressline test command: installs what the tests need when it is missing,
+# builds everything, and runs every test (unit, property and end-to-end).
+#
+#   ./scripts/test.sh
+#
+# Environment:
+#   CARGO_TARGET_DIR  build cache (default: ~/.cache/pressline/target, outside
+#                     the clone so repeated runs and fresh clones reuse it)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pressline/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_updated=0
+apt_install() {
+    if [ "$apt_updated" -eq 0 ]; then
+        as_root apt-get update -qq
+        apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
+}
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "prerequisites"
+if ! command -v mosquitto >/dev/null 2>&1 || ! command -v mosquitto_sub >/dev/null 2>&1; then
+    echo "installing Mosquitto (the real upstream broker the end-to-end tests use)"
+    apt_install mosquitto mosquitto-clients
+    # The Debian package starts a system broker on port 1883; the tests run
+    # their own on free ports and do not need it.
+    as_root systemctl disable --now mosquitto >/dev/null 2>&1 || true
+fi
+mosquitto -h 2>/dev/null | head -n 1 || true
+cargo --version
+
+step "build (debug)"
+cargo build --workspace --all-targets --locked
+
+step "unit, property and end-to-end tests"
+cargo test --workspace --locked 2>&1 | tee "$CARGO_TARGET_DIR/test-output.txt"
+
+step "summary"
+grep -E '^test result:' "$CARGO_TARGET_DIR/test-output.txt" | awk '
+    { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+    END { printf "%d passed, %d failed\n", p, f; exit (f > 0) }'
