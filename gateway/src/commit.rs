@@ -71,8 +71,8 @@ impl Committer {
         if full && !was {
             tracing::error!(
                 limit_mb = self.max_disk_bytes >> 20,
-                "storage limit reached: new presses are refused (terminals keep and resend them) \
-                 until upstream forwarding frees space or storage.max_disk_mb is raised"
+                "storage limit reached: new presses are refused, not acked (terminals keep and \
+                 resend them); raise storage.max_disk_mb or free disk space and restart"
             );
         } else if was && !full {
             tracing::info!("storage below its limit again: accepting new presses");

@@ -355,3 +355,101 @@ fn a_script_can_act_as_a_terminal_with_json() {
     });
     assert_eq!(gateway.stat("presses_stored"), 2);
 }
+
+#[test]
+fn a_full_disk_refuses_presses_without_acking_them_and_they_arrive_later() {
+    use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+    let dir = tempfile::tempdir().unwrap();
+    let mut gateway = Gateway::start(
+        dir.path(),
+        GatewayOptions {
+            site: "depot".into(),
+            config_toml: Some("[storage]\nmax_disk_mb = 0\n".into()),
+            ..Default::default()
+        },
+    );
+    wait_until("storage reported full", || {
+        gateway.stats()["storage_full"] == true
+    });
+
+    // A script terminal keeps resending its one press until it is acked.
+    let (client, mut connection) = Client::new(
+        MqttOptions::new("kiosk", "127.0.0.1", gateway.mqtt_port),
+        10,
+    );
+    client
+        .subscribe("pressline/v1/gw/kiosk/ack/json", QoS::AtLeastOnce)
+        .unwrap();
+    let press = r#"{"seq":0,"button":"very_unhappy"}"#;
+    for event in connection.iter() {
+        match event {
+            Ok(Event::Incoming(Packet::SubAck(_))) => {
+                client
+                    .publish(
+                        "pressline/v1/term/kiosk/press/json",
+                        QoS::AtLeastOnce,
+                        false,
+                        press,
+                    )
+                    .unwrap();
+            }
+            // In the broker: now it is up to the gateway.
+            Ok(Event::Incoming(Packet::PubAck(_))) => break,
+            _ => {}
+        }
+    }
+    wait_until("the press is refused", || {
+        gateway.stat("presses_refused_storage_full") >= 1
+    });
+    assert_eq!(gateway.stat("presses_stored"), 0);
+    assert_eq!(
+        gateway.stat("acks_sent"),
+        0,
+        "a refused press must not be acked"
+    );
+
+    // The operator raises the limit and restarts; the terminal's resend is stored and acked.
+    drop(client);
+    drop(connection);
+    gateway.terminate();
+    let mut raised = Gateway::start(
+        dir.path(),
+        GatewayOptions {
+            site: "depot".into(),
+            ..Default::default()
+        },
+    );
+    std::mem::swap(&mut gateway, &mut raised);
+    drop(raised);
+    let (client, mut connection) = Client::new(
+        MqttOptions::new("kiosk", "127.0.0.1", gateway.mqtt_port),
+        10,
+    );
+    client
+        .subscribe("pressline/v1/gw/kiosk/ack/json", QoS::AtLeastOnce)
+        .unwrap();
+    for event in connection.iter() {
+        match event {
+            Ok(Event::Incoming(Packet::SubAck(_))) => {
+                client
+                    .publish(
+                        "pressline/v1/term/kiosk/press/json",
+                        QoS::AtLeastOnce,
+                        false,
+                        press,
+                    )
+                    .unwrap();
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                let ack: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
+                assert_eq!(
+                    (ack["first_seq"].as_u64(), ack["last_seq"].as_u64()),
+                    (Some(0), Some(0))
+                );
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(gateway.stat("presses_stored"), 1);
+}
