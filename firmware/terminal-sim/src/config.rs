@@ -2,6 +2,17 @@
 
 use pressline_terminal_core::SessionConfig;
 
+/// What releases a press from a simulated terminal's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AckMode {
+    /// The gateway's durable application ack (what real terminals do).
+    #[default]
+    Durable,
+    /// The broker's MQTT PUBACK. Only for benchmarking plain brokers
+    /// (e.g. Mosquitto) with the same load shape: PUBACK is not durability.
+    Puback,
+}
+
 /// Configuration of a simulation run.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -29,6 +40,7 @@ pub struct SimConfig {
     pub button_weights: [u32; 4],
     /// Core session tunables (ack timeout, in-flight bound).
     pub session: SessionConfig,
+    pub ack_mode: AckMode,
 }
 
 impl Default for SimConfig {
@@ -46,6 +58,7 @@ impl Default for SimConfig {
             boot: 1,
             button_weights: [1, 2, 5, 4],
             session: SessionConfig::default(),
+            ack_mode: AckMode::Durable,
         }
     }
 }

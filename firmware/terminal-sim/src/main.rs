@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Parser;
 use pressline_terminal_core::SessionConfig;
-use pressline_terminal_sim::{SimConfig, SimCounters};
+use pressline_terminal_sim::{AckMode, SimConfig, SimCounters};
 use tokio::sync::watch;
 
 /// Simulated Pressline terminals running the real terminal core.
@@ -50,12 +50,23 @@ struct Args {
     /// Most presses a terminal has awaiting an ack at once.
     #[arg(long, default_value_t = 32)]
     max_in_flight: usize,
+    /// What releases a press: `durable` (the gateway's durable ack, as real
+    /// terminals do) or `puback` (the broker's PUBACK; for benchmarking plain
+    /// brokers such as Mosquitto with the same load, not durable).
+    #[arg(long, value_enum, default_value = "durable")]
+    ack_mode: AckModeArg,
     /// Give up (exit 1) after this many seconds.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum AckModeArg {
+    Durable,
+    Puback,
 }
 
 fn parse_broker(s: &str) -> anyhow::Result<(String, u16)> {
@@ -100,6 +111,10 @@ fn validate(args: &Args) -> anyhow::Result<SimConfig> {
         session: SessionConfig {
             ack_timeout_ms: args.ack_timeout_ms.max(1),
             max_in_flight: args.max_in_flight.max(1),
+        },
+        ack_mode: match args.ack_mode {
+            AckModeArg::Durable => AckMode::Durable,
+            AckModeArg::Puback => AckMode::Puback,
         },
         ..SimConfig::default()
     })

@@ -18,7 +18,9 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, Instant};
 
-use crate::{SimConfig, SimCounters};
+use crate::{AckMode, SimConfig, SimCounters};
+use pressline_protocol::PressId;
+use std::collections::{HashMap, VecDeque};
 
 /// Queue capacity of a simulated terminal (the board's flash queue is larger).
 pub const QUEUE_CAPACITY: usize = 1024;
@@ -28,6 +30,10 @@ enum LinkEvent {
     ConnAck,
     SubAck,
     Publish { topic: String, payload: Vec<u8> },
+    /// A publish went out with this packet id (PUBACK mode only).
+    Sent(u16),
+    /// The broker PUBACKed this packet id (PUBACK mode only).
+    PubAck(u16),
     Down,
 }
 
@@ -53,7 +59,11 @@ pub async fn run(
     options.set_clean_session(true);
     let (client, eventloop) = AsyncClient::new(options, 1024);
     let (events_tx, mut events) = mpsc::channel(1024);
-    let poller = tokio::spawn(drive_eventloop(eventloop, events_tx, rng.gen()));
+    let puback_mode = config.ack_mode == AckMode::Puback;
+    let poller = tokio::spawn(drive_eventloop(eventloop, events_tx, rng.gen(), puback_mode));
+    // PUBACK mode: presses handed to rumqttc (in order) and packet id → press.
+    let mut handed_over: VecDeque<PressId> = VecDeque::new();
+    let mut awaiting_puback: HashMap<u16, PressId> = HashMap::new();
 
     let ack_topic = if speaks_json {
         AckJsonTopic(&id).to_string()
@@ -118,12 +128,12 @@ pub async fn run(
             for _ in 0..copies {
                 // A full request channel is like a lost packet: the ack
                 // timeout brings the press round again.
-                let _ = client.try_publish(
-                    press_topic.as_str(),
-                    QoS::AtLeastOnce,
-                    false,
-                    payload.clone(),
-                );
+                let handed = client
+                    .try_publish(press_topic.as_str(), QoS::AtLeastOnce, false, payload.clone())
+                    .is_ok();
+                if handed && puback_mode {
+                    handed_over.push_back(press.id);
+                }
             }
             if copies == 2 {
                 counters.deliberate_duplicates.fetch_add(1, Relaxed);
@@ -156,7 +166,7 @@ pub async fn run(
                     ever_connected = true;
                     session.handle_connected(now());
                 }
-                Some(LinkEvent::Publish { topic, payload }) if topic == ack_topic => {
+                Some(LinkEvent::Publish { topic, payload }) if topic == ack_topic && !puback_mode => {
                     let ack = if speaks_json { json::decode_ack(&payload) } else { Ack::decode(&payload) };
                     match ack {
                         Ok(ack) => {
@@ -166,7 +176,21 @@ pub async fn run(
                     }
                 }
                 Some(LinkEvent::Publish { .. }) => {}
-                Some(LinkEvent::Down) => session.handle_disconnected(now()),
+                Some(LinkEvent::Sent(pkid)) => {
+                    if let Some(id) = handed_over.pop_front() {
+                        awaiting_puback.insert(pkid, id);
+                    }
+                }
+                Some(LinkEvent::PubAck(pkid)) => {
+                    if let Some(id) = awaiting_puback.remove(&pkid) {
+                        session.handle_ack(now(), &Ack { boot: id.boot, first_seq: id.seq, last_seq: id.seq });
+                    }
+                }
+                Some(LinkEvent::Down) => {
+                    handed_over.clear();
+                    awaiting_puback.clear();
+                    session.handle_disconnected(now());
+                }
             },
             _ = sleep_until(wake) => {}
             _ = stop.changed() => {}
@@ -217,6 +241,7 @@ async fn drive_eventloop(
     mut eventloop: rumqttc::EventLoop,
     events: mpsc::Sender<LinkEvent>,
     seed: u64,
+    puback_mode: bool,
 ) {
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut backoff = Duration::from_millis(100);
@@ -231,6 +256,8 @@ async fn drive_eventloop(
                 topic: p.topic,
                 payload: p.payload.to_vec(),
             },
+            Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) if puback_mode => LinkEvent::Sent(pkid),
+            Ok(Event::Incoming(Packet::PubAck(ack))) if puback_mode => LinkEvent::PubAck(ack.pkid),
             Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
             Ok(_) => continue,
             Err(_) => {
