@@ -18,7 +18,7 @@ use rumqttd::local::LinkTx;
 use tokio::sync::{watch, Notify};
 
 use crate::acks::{coalesce, Form};
-use crate::ingest::IncomingPress;
+use crate::ingest::{FleetInput, IncomingPress};
 use crate::stats::Stats;
 use crate::store::{OutboxEntry, PressToStore, Store, StoreOutcome};
 use crate::time::rfc3339_ms;
@@ -33,6 +33,8 @@ pub struct Committer {
     pub max_disk_bytes: u64,
     /// Woken after new presses reach the outbox.
     pub forward_wake: Arc<Notify>,
+    /// Newly stored presses, for the terminal registry's rules.
+    pub to_fleet: tokio::sync::mpsc::Sender<FleetInput>,
     pub shutdown: watch::Receiver<bool>,
 }
 
@@ -122,6 +124,22 @@ impl Committer {
         if stored > 0 {
             self.stats.forward_pending.fetch_add(stored as i64, Relaxed);
             self.forward_wake.notify_one();
+            let now = crate::ingest::unix_ms_now();
+            let day = crate::stats::utc_day(now);
+            match self.store.count_stored_on(day, stored) {
+                Ok(total) => self.stats.set_today(day, total),
+                Err(e) => tracing::warn!(error = %e, "cannot update the daily press count"),
+            }
+            for (offer, outcome) in offers.iter().zip(&outcomes) {
+                if *outcome == StoreOutcome::Stored {
+                    let _ = self.to_fleet.try_send(FleetInput::Press {
+                        terminal: offer.terminal.clone(),
+                        button: offer.button,
+                        at_ms: offer.received_at_ms,
+                        pressed_at_ms: offer.pressed_at_ms.unwrap_or(offer.received_at_ms),
+                    });
+                }
+            }
         }
 
         let committed = offered_from.iter().map(|&i| {
@@ -186,6 +204,8 @@ impl Committer {
                 }
                 .to_string(),
                 payload: serde_json::to_vec(&upstream).expect("plain struct serializes"),
+                retain: false,
+                is_press: true,
             },
         }
     }

@@ -22,6 +22,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub upstream: UpstreamConfig,
     pub storage: StorageConfig,
+    pub health: crate::health::HealthConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,6 +39,9 @@ pub struct MqttConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+    /// Bearer token for the API; when unset, one is generated on first start
+    /// into `<data_dir>/api-token`.
+    pub api_token: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,6 +72,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             upstream: UpstreamConfig::default(),
             storage: StorageConfig::default(),
+            health: crate::health::HealthConfig::default(),
         }
     }
 }
@@ -88,6 +93,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: "0.0.0.0:8080".parse().expect("literal address"),
+            api_token: None,
         }
     }
 }
@@ -153,6 +159,17 @@ impl Config {
         }
         if self.storage.commit_batch_max == 0 {
             bail!("storage.commit_batch_max must be at least 1");
+        }
+        if self.http.api_token.as_deref().is_some_and(|t| t.len() < 16) {
+            bail!(
+                "http.api_token must be at least 16 characters (or leave it unset to generate one)"
+            );
+        }
+        if self.health.offline_after_secs == 0
+            || self.health.queue_filling_percent == 0
+            || self.health.queue_filling_percent > 100
+        {
+            bail!("health.offline_after_secs must be >= 1 and health.queue_filling_percent 1-100");
         }
         if self.upstream.max_inflight == 0 {
             bail!("upstream.max_inflight must be at least 1");

@@ -47,13 +47,20 @@ pub struct ForwarderConfig {
 #[derive(Debug, Default)]
 struct Window {
     connected: bool,
-    /// Outbox keys handed to rumqttc, awaiting their `Outgoing::Publish`
+    /// Outbox entries handed to rumqttc, awaiting their `Outgoing::Publish`
     /// event (`None` for the gateway's own status messages).
-    handed_over: VecDeque<Option<u64>>,
-    /// Packet id → outbox key, awaiting PUBACK.
-    awaiting_ack: HashMap<u16, Option<u64>>,
+    handed_over: VecDeque<Option<Handed>>,
+    /// Packet id → outbox entry, awaiting PUBACK.
+    awaiting_ack: HashMap<u16, Option<Handed>>,
     /// Last outbox key handed over on this connection.
     cursor: Option<u64>,
+}
+
+/// An outbox entry in flight.
+#[derive(Debug, Clone, Copy)]
+struct Handed {
+    key: u64,
+    is_press: bool,
 }
 
 impl Window {
@@ -209,10 +216,13 @@ async fn feed(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
                 break;
             }
             for (key, entry) in entries {
-                window.handed_over.push_back(Some(key));
+                window.handed_over.push_back(Some(Handed {
+                    key,
+                    is_press: entry.is_press,
+                }));
                 if shared
                     .client
-                    .try_publish(entry.topic, QoS::AtLeastOnce, false, entry.payload)
+                    .try_publish(entry.topic, QoS::AtLeastOnce, entry.retain, entry.payload)
                     .is_err()
                 {
                     window.handed_over.pop_back();
@@ -263,12 +273,13 @@ async fn poll(shared: Arc<Shared>, mut eventloop: EventLoop) {
             }
             Ok(Event::Incoming(Packet::PubAck(ack))) => {
                 let key = shared.window().awaiting_ack.remove(&ack.pkid);
-                if let Some(Some(key)) = key {
-                    match shared.store.outbox_remove(key) {
-                        Ok(()) => {
+                if let Some(Some(handed)) = key {
+                    match shared.store.outbox_remove(handed.key) {
+                        Ok(()) if handed.is_press => {
                             shared.stats.presses_forwarded.fetch_add(1, Relaxed);
                             shared.stats.forward_pending.fetch_sub(1, Relaxed);
                         }
+                        Ok(()) => {}
                         Err(e) => {
                             tracing::error!(error = %e, "cannot update the upstream outbox (the press will be sent again)")
                         }

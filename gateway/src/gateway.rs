@@ -41,7 +41,7 @@ pub async fn run(config: Config, demo_terminals: Option<usize>) -> anyhow::Resul
         .store(store.press_count() as u64, Relaxed);
     stats
         .forward_pending
-        .store(store.outbox_len() as i64, Relaxed);
+        .store(store.outbox_presses() as i64, Relaxed);
 
     let http_listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
@@ -53,7 +53,14 @@ pub async fn run(config: Config, demo_terminals: Option<usize>) -> anyhow::Resul
         })?;
     let site_broker = crate::broker::start(&config.mqtt)?;
 
+    let today = crate::stats::utc_day(crate::ingest::unix_ms_now());
+    stats.set_today(today, store.stored_on(today));
+    let (token, token_source) =
+        crate::http::api_token(config.http.api_token.as_deref(), &config.data_dir)?;
+    let registry = crate::registry::Registry::load(&config.site, config.health.clone(), &store);
+
     let (shutdown_tx, shutdown) = watch::channel(false);
+    let (to_fleet, fleet_inputs) = tokio::sync::mpsc::channel(65_536);
     let forward_wake = Arc::new(Notify::new());
 
     // Ingest thread → bounded queue → commit thread.
@@ -62,7 +69,10 @@ pub async fn run(config: Config, demo_terminals: Option<usize>) -> anyhow::Resul
     let link_rx = site_broker.link_rx;
     std::thread::Builder::new()
         .name("ingest".into())
-        .spawn(move || crate::ingest::run(link_rx, to_committer, ingest_stats))
+        .spawn({
+            let to_fleet = to_fleet.clone();
+            move || crate::ingest::run(link_rx, to_committer, to_fleet, ingest_stats)
+        })
         .context("cannot start the ingest thread")?;
     let committer = Committer {
         site: config.site.clone(),
@@ -72,8 +82,17 @@ pub async fn run(config: Config, demo_terminals: Option<usize>) -> anyhow::Resul
         batch_max: config.storage.commit_batch_max,
         max_disk_bytes: config.storage.max_disk_mb << 20,
         forward_wake: forward_wake.clone(),
+        to_fleet,
         shutdown: shutdown.clone(),
     };
+    tokio::spawn(crate::registry::run(
+        registry.clone(),
+        config.site.clone(),
+        store.clone(),
+        fleet_inputs,
+        forward_wake.clone(),
+        shutdown.clone(),
+    ));
     let commit_thread = std::thread::Builder::new()
         .name("commit".into())
         .spawn(move || committer.run(from_ingest))
@@ -113,8 +132,10 @@ pub async fn run(config: Config, demo_terminals: Option<usize>) -> anyhow::Resul
         site: config.site.clone(),
         stats: stats.clone(),
         store: store.clone(),
+        registry,
         started,
         upstream_configured: upstream.is_some(),
+        token: token.into(),
     };
     let http = tokio::spawn(crate::http::serve(
         http_listener,
@@ -134,7 +155,10 @@ pub async fn run(config: Config, demo_terminals: Option<usize>) -> anyhow::Resul
         "terminals: mqtt://{} (topics pressline/v1/term/{{terminal}}/press[/json])",
         config.mqtt.listen
     );
-    tracing::info!("HTTP API: http://{}/api/v1/stats", config.http.listen);
+    tracing::info!(
+        "HTTP API: http://{}/api/v1/ (bearer token from {token_source})",
+        config.http.listen
+    );
     match &upstream {
         Some(a) => tracing::info!(
             "upstream: mqtt://{}:{} as {:?} (topics pressline/v1/{}/#)",
@@ -148,7 +172,8 @@ pub async fn run(config: Config, demo_terminals: Option<usize>) -> anyhow::Resul
 
     if let Some(n) = demo_terminals {
         tracing::info!(
-            "demo: {n} simulated terminals pressing; watch with `curl -s http://{}/api/v1/stats` or `mosquitto_sub -p {} -t 'pressline/v1/#' -v`",
+            "demo: {n} simulated terminals pressing; watch with `curl -s -H \"Authorization: Bearer $(cat {})\" http://{}/api/v1/stats` or `mosquitto_sub -p {} -t 'pressline/v1/#' -v`",
+            config.data_dir.join("api-token").display(),
             loopback(config.http.listen),
             config.mqtt.listen.port()
         );

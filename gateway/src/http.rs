@@ -1,16 +1,29 @@
 //! HTTP API (axum).
 //!
-//! - `GET /healthz`: `ok` while the gateway runs.
-//! - `GET /api/v1/stats`: counters as JSON ([`crate::stats::StatsSnapshot`]).
+//! - `GET /healthz`: `ok` while the gateway runs (no token).
+//! - `GET /api/v1/stats`: counters ([`crate::stats::StatsSnapshot`]).
+//! - `GET /api/v1/terminals`: every known terminal's health.
+//! - `GET /api/v1/terminals/{id}`: one terminal's health.
+//! - `GET /api/v1/alerts[?open=true]`: alerts, newest first.
+//!
+//! Everything under `/api/` needs `Authorization: Bearer TOKEN`.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::State;
+use anyhow::Context;
+use axum::extract::{Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use pressline_protocol::upstream::{Alert, TerminalHealth};
+use serde::Deserialize;
 use tokio::sync::watch;
 
+use crate::registry::Registry;
 use crate::stats::{Stats, StatsSnapshot};
 use crate::store::Store;
 
@@ -19,8 +32,10 @@ pub struct ApiState {
     pub site: String,
     pub stats: Arc<Stats>,
     pub store: Store,
+    pub registry: Registry,
     pub started: Instant,
     pub upstream_configured: bool,
+    pub token: Arc<str>,
 }
 
 impl ApiState {
@@ -34,15 +49,127 @@ impl ApiState {
     }
 }
 
+/// The API token: the configured one, or the one in `<data_dir>/api-token`,
+/// generated there on first start. Returns the token and where it came from.
+pub fn api_token(configured: Option<&str>, data_dir: &Path) -> anyhow::Result<(String, String)> {
+    if let Some(t) = configured {
+        return Ok((t.to_string(), "the config (http.api_token)".into()));
+    }
+    let path = data_dir.join("api-token");
+    match std::fs::read_to_string(&path) {
+        Ok(t) if t.trim().len() >= 16 => {
+            return Ok((t.trim().to_string(), path.display().to_string()))
+        }
+        Ok(_) => anyhow::bail!(
+            "{} is shorter than 16 characters: delete it to generate a new token",
+            path.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    use rand::RngCore;
+    let mut bytes = [0u8; 24];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    write_private(&path, &token).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok((token, format!("{} (generated)", path.display())))
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options.open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()
+}
+
 pub fn router(state: ApiState) -> Router {
+    let api = Router::new()
+        .route("/api/v1/stats", get(stats))
+        .route("/api/v1/terminals", get(terminals))
+        .route("/api/v1/terminals/{id}", get(terminal))
+        .route("/api/v1/alerts", get(alerts))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/api/v1/stats", get(stats))
+        .merge(api)
         .with_state(state)
+}
+
+/// Constant-time comparison, so the token cannot be guessed byte by byte.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(t) if same(t.trim().as_bytes(), state.token.as_bytes()) => next.run(request).await,
+        Some(_) => error(StatusCode::UNAUTHORIZED, "invalid API token"),
+        None => error(
+            StatusCode::UNAUTHORIZED,
+            "missing API token: send 'Authorization: Bearer TOKEN'",
+        ),
+    }
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
 }
 
 async fn stats(State(state): State<ApiState>) -> Json<StatsSnapshot> {
     Json(state.snapshot())
+}
+
+async fn terminals(State(state): State<ApiState>) -> Json<Vec<TerminalHealth>> {
+    let fleet = state.registry.fleet();
+    Json(
+        fleet
+            .terminals()
+            .filter_map(|t| fleet.health(&t.id))
+            .collect(),
+    )
+}
+
+async fn terminal(
+    State(state): State<ApiState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    match state.registry.fleet().health(&id) {
+        Some(h) => Json(h).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            &format!("unknown terminal {id:?} at site {}", state.site),
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+struct AlertQuery {
+    #[serde(default)]
+    open: bool,
+}
+
+async fn alerts(State(state): State<ApiState>, Query(q): Query<AlertQuery>) -> Json<Vec<Alert>> {
+    let fleet = state.registry.fleet();
+    Json(
+        fleet
+            .alerts()
+            .filter(|a| !q.open || a.state == "raised")
+            .cloned()
+            .collect(),
+    )
 }
 
 /// Serves until shutdown.
@@ -58,5 +185,30 @@ pub async fn serve(
         .await;
     if let Err(e) = result {
         tracing::error!(error = %e, "HTTP server failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_generated_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (t1, from) = api_token(None, dir.path()).unwrap();
+        assert_eq!(t1.len(), 48);
+        assert!(from.contains("generated"));
+        let (t2, _) = api_token(None, dir.path()).unwrap();
+        assert_eq!(t1, t2);
+        let (t3, from) = api_token(Some("configured-token-123"), dir.path()).unwrap();
+        assert_eq!(t3, "configured-token-123");
+        assert!(from.contains("config"));
+    }
+
+    #[test]
+    fn token_comparison_is_exact() {
+        assert!(same(b"abc", b"abc"));
+        assert!(!same(b"abc", b"abd"));
+        assert!(!same(b"abc", b"abcd"));
     }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pressline_protocol::topic::{parse_terminal_topic, TerminalTopic};
-use pressline_protocol::{json, Press};
+use pressline_protocol::{json, Heartbeat, Press};
 use rumqttd::local::LinkRx;
 use rumqttd::Notification;
 
@@ -34,8 +34,45 @@ pub struct Reject {
     pub detail: String,
 }
 
+/// A decoded publish from a terminal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TerminalMessage {
+    Press {
+        terminal: String,
+        form: Form,
+        press: Press,
+    },
+    Heartbeat {
+        terminal: String,
+        heartbeat: Heartbeat,
+    },
+    /// The terminal's last will: it is gone.
+    Offline { terminal: String },
+}
+
+/// Registry input produced by ingest and commit.
+#[derive(Debug, Clone)]
+pub enum FleetInput {
+    Heartbeat {
+        terminal: String,
+        heartbeat: Heartbeat,
+        at_ms: i64,
+    },
+    Offline {
+        terminal: String,
+        at_ms: i64,
+    },
+    /// A newly stored (not duplicate) press.
+    Press {
+        terminal: String,
+        button: pressline_protocol::Button,
+        at_ms: i64,
+        pressed_at_ms: i64,
+    },
+}
+
 /// Decodes one publish from the terminal namespace.
-pub fn decode(topic: &[u8], payload: &[u8]) -> Result<(String, Form, Press), Reject> {
+pub fn decode_message(topic: &[u8], payload: &[u8]) -> Result<TerminalMessage, Reject> {
     let topic_text = std::str::from_utf8(topic).map_err(|_| Reject {
         reason: "wrong_topic",
         detail: "topic is not UTF-8".into(),
@@ -44,15 +81,50 @@ pub fn decode(topic: &[u8], payload: &[u8]) -> Result<(String, Form, Press), Rej
         reason: e.reason(),
         detail: format!("topic {topic_text:?} is not pressline/v1/term/{{terminal}}/press[/json]"),
     })?;
+    let reject = |terminal: &str, e: pressline_protocol::DecodeError| Reject {
+        reason: e.reason(),
+        detail: format!("terminal {terminal}: {e}"),
+    };
     let (terminal, form, decoded) = match parsed {
         TerminalTopic::Press(t) => (t, Form::Native, Press::decode(payload)),
         TerminalTopic::PressJson(t) => (t, Form::Json, json::decode_press(t, payload)),
+        TerminalTopic::Heartbeat(t) => {
+            let heartbeat = Heartbeat::decode(payload).map_err(|e| reject(t, e))?;
+            return Ok(TerminalMessage::Heartbeat {
+                terminal: t.to_string(),
+                heartbeat,
+            });
+        }
+        TerminalTopic::Status(t) => {
+            if payload != pressline_protocol::heartbeat::WILL_OFFLINE {
+                return Err(reject(t, pressline_protocol::DecodeError::Malformed));
+            }
+            return Ok(TerminalMessage::Offline {
+                terminal: t.to_string(),
+            });
+        }
     };
-    let press = decoded.map_err(|e| Reject {
-        reason: e.reason(),
-        detail: format!("terminal {terminal}: {e}"),
-    })?;
-    Ok((terminal.to_string(), form, press))
+    let press = decoded.map_err(|e| reject(terminal, e))?;
+    Ok(TerminalMessage::Press {
+        terminal: terminal.to_string(),
+        form,
+        press,
+    })
+}
+
+/// Decodes a press publish (anything else is a reject).
+pub fn decode(topic: &[u8], payload: &[u8]) -> Result<(String, Form, Press), Reject> {
+    match decode_message(topic, payload)? {
+        TerminalMessage::Press {
+            terminal,
+            form,
+            press,
+        } => Ok((terminal, form, press)),
+        _ => Err(Reject {
+            reason: "wrong_topic",
+            detail: "not a press topic".into(),
+        }),
+    }
 }
 
 pub fn unix_ms_now() -> i64 {
@@ -63,7 +135,12 @@ pub fn unix_ms_now() -> i64 {
 }
 
 /// Consumes the link until the broker or the committer goes away.
-pub fn run(mut link: LinkRx, to_committer: SyncSender<IncomingPress>, stats: Arc<Stats>) {
+pub fn run(
+    mut link: LinkRx,
+    to_committer: SyncSender<IncomingPress>,
+    to_fleet: tokio::sync::mpsc::Sender<FleetInput>,
+    stats: Arc<Stats>,
+) {
     let mut log = RateLimitedLog::new(Duration::from_secs(10));
     loop {
         let notification = match link.recv() {
@@ -85,8 +162,12 @@ pub fn run(mut link: LinkRx, to_committer: SyncSender<IncomingPress>, stats: Arc
             }
             _ => continue,
         };
-        match decode(&publish.topic, &publish.payload) {
-            Ok((terminal, form, press)) => {
+        match decode_message(&publish.topic, &publish.payload) {
+            Ok(TerminalMessage::Press {
+                terminal,
+                form,
+                press,
+            }) => {
                 stats
                     .presses_received
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -99,6 +180,27 @@ pub fn run(mut link: LinkRx, to_committer: SyncSender<IncomingPress>, stats: Arc
                 if to_committer.send(incoming).is_err() {
                     return; // shutting down
                 }
+            }
+            // Health reports are best effort: if the registry is swamped, a
+            // heartbeat is skipped (the next one repairs it), never a press.
+            Ok(TerminalMessage::Heartbeat {
+                terminal,
+                heartbeat,
+            }) => {
+                stats
+                    .heartbeats_received
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let _ = to_fleet.try_send(FleetInput::Heartbeat {
+                    terminal,
+                    heartbeat,
+                    at_ms: unix_ms_now(),
+                });
+            }
+            Ok(TerminalMessage::Offline { terminal }) => {
+                let _ = to_fleet.try_send(FleetInput::Offline {
+                    terminal,
+                    at_ms: unix_ms_now(),
+                });
             }
             Err(reject) => {
                 stats.reject(reject.reason);

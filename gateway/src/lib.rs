@@ -20,6 +20,8 @@
 //! - [`acks`]: coalescing committed presses into ack ranges.
 //! - [`store`]: the sled layout (presses, outbox) behind one interface.
 //! - [`forwarder`]: upstream store-and-forward with rumqttc.
+//! - [`health`]: terminal registry and health rules (sans-IO).
+//! - [`registry`]: the task running them: persistence, upstream health/alerts.
 //! - [`http`]: the HTTP API.
 //! - [`stats`]: counters and rate-limited logging.
 //! - [`demo`]: in-process simulated terminals for the demo.
@@ -32,8 +34,10 @@ pub mod config;
 pub mod demo;
 pub mod forwarder;
 pub mod gateway;
+pub mod health;
 pub mod http;
 pub mod ingest;
+pub mod registry;
 pub mod stats;
 pub mod store;
 pub mod time;

@@ -22,11 +22,14 @@ pub struct Stats {
     pub payloads_rejected: AtomicU64,
     pub presses_refused_storage_full: AtomicU64,
     pub acks_sent: AtomicU64,
+    pub heartbeats_received: AtomicU64,
     pub commit_batches: AtomicU64,
     pub storage_errors: AtomicU64,
     pub storage_full: AtomicBool,
     pub upstream_connected: AtomicBool,
     rejected_by_reason: Mutex<BTreeMap<&'static str, u64>>,
+    today: AtomicI64,
+    stored_today: AtomicU64,
 }
 
 /// A consistent-enough copy of the counters, as JSON.
@@ -46,6 +49,9 @@ pub struct StatsSnapshot {
     pub storage_full: bool,
     pub storage_errors: u64,
     pub acks_sent: u64,
+    pub heartbeats_received: u64,
+    /// Presses stored today (UTC day).
+    pub presses_today: u64,
     pub commit_batches: u64,
     /// `null` when no upstream broker is configured.
     pub upstream_connected: Option<bool>,
@@ -53,6 +59,21 @@ pub struct StatsSnapshot {
 }
 
 impl Stats {
+    /// Records the day's total of stored presses (kept by the store).
+    pub fn set_today(&self, day: i64, total: u64) {
+        self.today.store(day, Relaxed);
+        self.stored_today.store(total, Relaxed);
+    }
+
+    fn presses_today(&self) -> u64 {
+        let day = utc_day(crate::ingest::unix_ms_now());
+        if self.today.load(Relaxed) == day {
+            self.stored_today.load(Relaxed)
+        } else {
+            0
+        }
+    }
+
     /// Counts a rejected payload under `reason`.
     pub fn reject(&self, reason: &'static str) {
         self.payloads_rejected.fetch_add(1, Relaxed);
@@ -89,11 +110,18 @@ impl Stats {
             storage_full: self.storage_full.load(Relaxed),
             storage_errors: self.storage_errors.load(Relaxed),
             acks_sent: self.acks_sent.load(Relaxed),
+            heartbeats_received: self.heartbeats_received.load(Relaxed),
+            presses_today: self.presses_today(),
             commit_batches: self.commit_batches.load(Relaxed),
             upstream_connected: upstream_configured.then(|| self.upstream_connected.load(Relaxed)),
             disk_bytes,
         }
     }
+}
+
+/// The UTC day number of a Unix time in ms.
+pub fn utc_day(unix_ms: i64) -> i64 {
+    unix_ms.div_euclid(86_400_000)
 }
 
 /// Logs at most one line per reason per interval, saying how many were

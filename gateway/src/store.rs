@@ -7,6 +7,9 @@
 //! Trees:
 //! - `presses`: key `terminal \0 boot(BE) seq(BE)` → [`StoredPress`]. The key
 //!   *is* the dedup identity, so a press can only ever be stored once.
+//! - `terminals`: terminal id → registry state (see [`crate::health`]).
+//! - `alerts`: alert id (BE) → alert.
+//! - `meta`: small counters (`stored_day`: presses stored per UTC day).
 //! - `outbox`: key = sled-generated monotonic id (BE) → [`OutboxEntry`], the
 //!   upstream message still to be acknowledged by the upstream broker. The
 //!   lowest key is the forward cursor: an entry is removed only when the
@@ -48,6 +51,10 @@ pub struct StoredPress {
 pub struct OutboxEntry {
     pub topic: String,
     pub payload: Vec<u8>,
+    /// Publish with the MQTT retain flag (terminal health documents).
+    pub retain: bool,
+    /// A press (counted in `presses_forwarded`), not a status document.
+    pub is_press: bool,
 }
 
 /// One press offered for storage.
@@ -75,6 +82,9 @@ pub struct Store {
     db: sled::Db,
     presses: sled::Tree,
     outbox: sled::Tree,
+    terminals: sled::Tree,
+    alerts: sled::Tree,
+    meta: sled::Tree,
 }
 
 fn press_key(terminal: &str, id: PressId) -> Vec<u8> {
@@ -99,10 +109,16 @@ impl Store {
             .open()?;
         let presses = db.open_tree("presses")?;
         let outbox = db.open_tree("outbox")?;
+        let terminals = db.open_tree("terminals")?;
+        let alerts = db.open_tree("alerts")?;
+        let meta = db.open_tree("meta")?;
         Ok(Store {
             db,
             presses,
             outbox,
+            terminals,
+            alerts,
+            meta,
         })
     }
 
@@ -182,11 +198,77 @@ impl Store {
         self.outbox.len()
     }
 
+    /// Number of presses among them (decodes every entry: start-up only).
+    pub fn outbox_presses(&self) -> usize {
+        self.outbox
+            .iter()
+            .filter_map(|item| item.ok())
+            .filter(|(_, v)| postcard::from_bytes::<OutboxEntry>(v).is_ok_and(|e| e.is_press))
+            .count()
+    }
+
     /// Looks a press up.
     pub fn press(&self, terminal: &str, id: PressId) -> Result<Option<StoredPress>, StoreError> {
         match self.presses.get(press_key(terminal, id))? {
             Some(v) => Ok(Some(postcard::from_bytes(&v)?)),
             None => Ok(None),
+        }
+    }
+
+    /// Enqueues upstream messages that are not presses (health, alerts).
+    /// Not flushed here: losing them in a crash only loses a status update
+    /// that the next change repeats.
+    pub fn enqueue_upstream(&self, entries: &[OutboxEntry]) -> Result<(), StoreError> {
+        for entry in entries {
+            let id = self.db.generate_id()?;
+            self.outbox
+                .insert(id.to_be_bytes(), postcard::to_allocvec(entry)?)?;
+        }
+        Ok(())
+    }
+
+    /// Saves a serializable registry record under `key` in `terminals` or
+    /// `alerts` (JSON, so the layout can grow fields).
+    pub fn save_terminal<T: Serialize>(&self, id: &str, value: &T) -> Result<(), StoreError> {
+        self.terminals
+            .insert(id.as_bytes(), serde_json::to_vec(value).map_err(json_err)?)?;
+        Ok(())
+    }
+
+    pub fn save_alert<T: Serialize>(&self, id: u64, value: &T) -> Result<(), StoreError> {
+        self.alerts.insert(
+            id.to_be_bytes(),
+            serde_json::to_vec(value).map_err(json_err)?,
+        )?;
+        Ok(())
+    }
+
+    /// Every saved terminal record; undecodable ones are skipped (and logged).
+    pub fn load_terminals<T: serde::de::DeserializeOwned>(&self) -> Vec<T> {
+        load_all(&self.terminals, "terminal")
+    }
+
+    pub fn load_alerts<T: serde::de::DeserializeOwned>(&self) -> Vec<T> {
+        load_all(&self.alerts, "alert")
+    }
+
+    /// Adds `n` to the presses stored on UTC day `day` and returns the total.
+    pub fn count_stored_on(&self, day: i64, n: u64) -> Result<u64, StoreError> {
+        let mut total = 0;
+        self.meta.update_and_fetch(b"stored_day", |old| {
+            let (d, c) = decode_day(old);
+            total = if d == day { c + n } else { n };
+            Some(encode_day(day, total).to_vec())
+        })?;
+        Ok(total)
+    }
+
+    /// Presses stored on UTC day `day`.
+    pub fn stored_on(&self, day: i64) -> u64 {
+        let old = self.meta.get(b"stored_day").ok().flatten();
+        match decode_day(old.as_deref()) {
+            (d, c) if d == day => c,
+            _ => 0,
         }
     }
 
@@ -200,6 +282,45 @@ impl Store {
         self.db.flush()?;
         Ok(())
     }
+}
+
+fn json_err(e: serde_json::Error) -> StoreError {
+    StoreError::Sled(sled::Error::Unsupported(format!(
+        "record does not serialize: {e}"
+    )))
+}
+
+fn load_all<T: serde::de::DeserializeOwned>(tree: &sled::Tree, what: &str) -> Vec<T> {
+    let mut out = Vec::new();
+    for item in tree.iter() {
+        match item {
+            Ok((_, v)) => match serde_json::from_slice(&v) {
+                Ok(t) => out.push(t),
+                Err(e) => {
+                    tracing::warn!(error = %e, "skipping an undecodable stored {what} record")
+                }
+            },
+            Err(e) => tracing::error!(error = %e, "cannot read stored {what} records"),
+        }
+    }
+    out
+}
+
+fn decode_day(raw: Option<&[u8]>) -> (i64, u64) {
+    match raw {
+        Some(b) if b.len() == 16 => (
+            i64::from_be_bytes(b[..8].try_into().expect("8 bytes")),
+            u64::from_be_bytes(b[8..].try_into().expect("8 bytes")),
+        ),
+        _ => (i64::MIN, 0),
+    }
+}
+
+fn encode_day(day: i64, count: u64) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&day.to_be_bytes());
+    b[8..].copy_from_slice(&count.to_be_bytes());
+    b
 }
 
 #[cfg(test)]
@@ -216,6 +337,8 @@ mod tests {
             upstream: OutboxEntry {
                 topic: format!("up/{terminal}/{boot}/{seq}"),
                 payload: vec![seq as u8],
+                retain: false,
+                is_press: true,
             },
         }
     }

@@ -10,6 +10,7 @@
 //! - [`ident`]: terminal and site identifiers (the characters topics allow).
 //! - [`press`]: a press as a native terminal sends it (version byte + postcard).
 //! - [`ack`]: the gateway's durable application ack (version byte + postcard).
+//! - [`heartbeat`]: terminal health reports and the terminal's last will.
 //! - [`topic`]: every MQTT topic, as formatters and a parser.
 //! - [`json`] (`std`): JSON presses/acks for third-party terminals.
 //! - [`upstream`] (`std`): the versioned JSON documents analytics consume.
@@ -24,6 +25,7 @@ extern crate std;
 
 pub mod ack;
 pub mod button;
+pub mod heartbeat;
 pub mod ident;
 pub mod press;
 pub mod topic;
@@ -35,6 +37,7 @@ pub mod upstream;
 
 pub use ack::Ack;
 pub use button::Button;
+pub use heartbeat::{FirmwareVersion, Heartbeat, ResetReason};
 pub use press::{DecodeError, Press, PressId};
 
 /// Version byte of the native (postcard) payloads this crate writes.

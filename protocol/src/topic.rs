@@ -7,6 +7,8 @@
 //! Site broker (terminals ↔ gateway), `{t}` = terminal id:
 //! - `pressline/v1/term/{t}/press`: native press (terminal → gateway)
 //! - `pressline/v1/term/{t}/press/json`: JSON press (terminal → gateway)
+//! - `pressline/v1/term/{t}/heartbeat`: heartbeat (terminal → gateway)
+//! - `pressline/v1/term/{t}/status`: the terminal's last will, `offline`
 //! - `pressline/v1/gw/{t}/ack`: native durable ack (gateway → terminal)
 //! - `pressline/v1/gw/{t}/ack/json`: JSON durable ack (gateway → terminal)
 //!
@@ -18,6 +20,8 @@
 //! Upstream broker (gateway → analytics), `{s}` = site id:
 //! - `pressline/v1/{s}/{t}/press`: one JSON document per stored press
 //! - `pressline/v1/{s}/gateway/status`: retained gateway status, last will `offline`
+//! - `pressline/v1/{s}/{t}/health`: retained terminal health
+//! - `pressline/v1/{s}/alert`: alert raised/cleared events
 
 use core::fmt;
 
@@ -52,6 +56,12 @@ terminal_topic!(
     /// `pressline/v1/term/{terminal}/press/json`
     PressJsonTopic, TERMINAL_ROOT, "press/json");
 terminal_topic!(
+    /// `pressline/v1/term/{terminal}/heartbeat`
+    HeartbeatTopic, TERMINAL_ROOT, "heartbeat");
+terminal_topic!(
+    /// `pressline/v1/term/{terminal}/status` (the terminal's last will)
+    TerminalStatusTopic, TERMINAL_ROOT, "status");
+terminal_topic!(
     /// `pressline/v1/gw/{terminal}/ack`
     AckTopic, GATEWAY_ROOT, "ack");
 terminal_topic!(
@@ -71,6 +81,29 @@ impl fmt::Display for UpstreamPressTopic<'_> {
     }
 }
 
+/// `pressline/v1/{site}/{terminal}/health` on the upstream broker (retained).
+#[derive(Debug, Clone, Copy)]
+pub struct TerminalHealthTopic<'a> {
+    pub site: &'a str,
+    pub terminal: &'a str,
+}
+
+impl fmt::Display for TerminalHealthTopic<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "pressline/v1/{}/{}/health", self.site, self.terminal)
+    }
+}
+
+/// `pressline/v1/{site}/alert` on the upstream broker.
+#[derive(Debug, Clone, Copy)]
+pub struct AlertTopic<'a>(pub &'a str);
+
+impl fmt::Display for AlertTopic<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "pressline/v1/{}/alert", self.0)
+    }
+}
+
 /// `pressline/v1/{site}/gateway/status` on the upstream broker (retained).
 #[derive(Debug, Clone, Copy)]
 pub struct GatewayStatusTopic<'a>(pub &'a str);
@@ -86,6 +119,8 @@ impl fmt::Display for GatewayStatusTopic<'_> {
 pub enum TerminalTopic<'a> {
     Press(&'a str),
     PressJson(&'a str),
+    Heartbeat(&'a str),
+    Status(&'a str),
 }
 
 /// Why a topic is not a Pressline terminal topic.
@@ -106,7 +141,7 @@ impl TopicError {
     }
 }
 
-/// Parses `pressline/v1/term/{terminal}/{press|press/json}`.
+/// Parses `pressline/v1/term/{terminal}/{press|press/json|heartbeat|status}`.
 pub fn parse_terminal_topic(topic: &str) -> Result<TerminalTopic<'_>, TopicError> {
     let rest = topic
         .strip_prefix(TERMINAL_ROOT)
@@ -116,6 +151,8 @@ pub fn parse_terminal_topic(topic: &str) -> Result<TerminalTopic<'_>, TopicError
     let parsed = match suffix {
         "press" => TerminalTopic::Press(terminal),
         "press/json" => TerminalTopic::PressJson(terminal),
+        "heartbeat" => TerminalTopic::Heartbeat(terminal),
+        "status" => TerminalTopic::Status(terminal),
         _ => return Err(TopicError::UnknownShape),
     };
     validate_id(terminal).map_err(|_| TopicError::BadTerminalId)?;
@@ -166,6 +203,23 @@ mod tests {
             parse_terminal_topic(text(&b)),
             Ok(TerminalTopic::PressJson("t-01"))
         );
+        let b = render(HeartbeatTopic("t-01"));
+        assert_eq!(
+            parse_terminal_topic(text(&b)),
+            Ok(TerminalTopic::Heartbeat("t-01"))
+        );
+        let b = render(TerminalStatusTopic("t-01"));
+        assert_eq!(
+            parse_terminal_topic(text(&b)),
+            Ok(TerminalTopic::Status("t-01"))
+        );
+        let b = render(TerminalHealthTopic {
+            site: "arena",
+            terminal: "t-01",
+        });
+        assert_eq!(text(&b), "pressline/v1/arena/t-01/health");
+        let b = render(AlertTopic("arena"));
+        assert_eq!(text(&b), "pressline/v1/arena/alert");
         let b = render(AckTopic("t-01"));
         assert_eq!(text(&b), "pressline/v1/gw/t-01/ack");
         let b = render(AckJsonTopic("t-01"));

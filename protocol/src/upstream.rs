@@ -6,6 +6,7 @@
 
 use std::format;
 use std::string::String;
+use std::vec::Vec;
 
 use serde::{Deserialize, Serialize};
 
@@ -71,4 +72,72 @@ mod tests {
             "arena:t-1:2:30"
         );
     }
+}
+
+/// `schema` of [`TerminalHealth`].
+pub const HEALTH_SCHEMA: &str = "pressline.health.v1";
+/// `schema` of [`Alert`].
+pub const ALERT_SCHEMA: &str = "pressline.alert.v1";
+
+/// What the gateway knows about one terminal. Retained upstream at
+/// `pressline/v1/{site}/{terminal}/health`, and the item of the HTTP API's
+/// `GET /api/v1/terminals`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TerminalHealth {
+    pub schema: String,
+    /// Terminal id.
+    pub id: String,
+    pub site: String,
+    pub online: bool,
+    pub first_seen: String,
+    pub last_seen: String,
+    #[serde(default)]
+    pub last_heartbeat: Option<String>,
+    #[serde(default)]
+    pub boot: Option<u32>,
+    /// `MAJOR.MINOR.PATCH`.
+    #[serde(default)]
+    pub firmware: Option<String>,
+    #[serde(default)]
+    pub uptime_secs: Option<u64>,
+    #[serde(default)]
+    pub battery_mv: Option<u16>,
+    #[serde(default)]
+    pub rssi_dbm: Option<i8>,
+    #[serde(default)]
+    pub queue_depth: Option<u32>,
+    #[serde(default)]
+    pub queue_capacity: Option<u32>,
+    #[serde(default)]
+    pub dropped_presses: Option<u32>,
+    #[serde(default)]
+    pub reset_reason: Option<String>,
+    /// Presses stored from this terminal since the gateway first saw it.
+    pub presses_total: u64,
+    /// Kinds of the alerts open for this terminal.
+    #[serde(default)]
+    pub open_alerts: Vec<String>,
+}
+
+/// A health alert, published at `pressline/v1/{site}/alert` when raised and
+/// again when cleared, and served by `GET /api/v1/alerts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alert {
+    pub schema: String,
+    /// Unique per site; the raised and cleared events of one alert share it.
+    pub id: u64,
+    pub site: String,
+    pub terminal: String,
+    /// `offline`, `low_battery`, `weak_wifi`, `stuck_button`,
+    /// `queue_filling` or `clock_skew`.
+    pub kind: String,
+    /// `critical` or `warning`.
+    pub severity: String,
+    /// `raised` or `cleared`.
+    pub state: String,
+    pub raised_at: String,
+    #[serde(default)]
+    pub cleared_at: Option<String>,
+    /// Human-readable specifics ("battery 3310 mV < 3500 mV").
+    pub detail: String,
 }

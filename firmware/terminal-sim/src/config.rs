@@ -1,5 +1,8 @@
 //! What to simulate.
 
+use std::time::Duration;
+
+use pressline_protocol::FirmwareVersion;
 use pressline_terminal_core::SessionConfig;
 
 /// What releases a press from a simulated terminal's queue.
@@ -41,6 +44,18 @@ pub struct SimConfig {
     /// Core session tunables (ack timeout, in-flight bound).
     pub session: SessionConfig,
     pub ack_mode: AckMode,
+    /// Heartbeat period; heartbeats also go out on every (re)connect.
+    pub heartbeat: Duration,
+    /// Keep running (connected, heartbeating) at least this long, even after
+    /// every press was acked.
+    pub duration: Duration,
+    /// The first `low_battery` terminals report a battery near empty.
+    pub low_battery: usize,
+    /// The last `stuck_button` terminals have a stuck button: one button,
+    /// pressed every 50 ms.
+    pub stuck_button: usize,
+    /// Firmware version the terminals report.
+    pub firmware: FirmwareVersion,
 }
 
 impl Default for SimConfig {
@@ -59,6 +74,17 @@ impl Default for SimConfig {
             button_weights: [1, 2, 5, 4],
             session: SessionConfig::default(),
             ack_mode: AckMode::Durable,
+            heartbeat: Duration::from_secs(30),
+            duration: Duration::ZERO,
+            low_battery: 0,
+            stuck_button: 0,
+            firmware: FirmwareVersion::parse(env!("CARGO_PKG_VERSION")).unwrap_or(
+                FirmwareVersion {
+                    major: 0,
+                    minor: 1,
+                    patch: 0,
+                },
+            ),
         }
     }
 }
@@ -67,5 +93,13 @@ impl SimConfig {
     /// The id of terminal number `index`.
     pub fn terminal_id(&self, index: usize) -> String {
         format!("{}{:03}", self.id_prefix, index)
+    }
+
+    pub fn has_low_battery(&self, index: usize) -> bool {
+        index < self.low_battery
+    }
+
+    pub fn has_stuck_button(&self, index: usize) -> bool {
+        index >= self.terminals.saturating_sub(self.stuck_button)
     }
 }

@@ -55,6 +55,22 @@ struct Args {
     /// brokers such as Mosquitto with the same load, not durable).
     #[arg(long, value_enum, default_value = "durable")]
     ack_mode: AckModeArg,
+    /// Heartbeat period in seconds (heartbeats also go out on every connect).
+    #[arg(long, default_value_t = 30)]
+    heartbeat_secs: u64,
+    /// Stay connected and heartbeating at least this many seconds, even
+    /// after every press was acked.
+    #[arg(long, default_value_t = 0)]
+    duration: u64,
+    /// The first K terminals report a nearly empty battery.
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    low_battery: usize,
+    /// The last K terminals have a stuck button (one button every 50 ms).
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    stuck_button: usize,
+    /// Firmware version the terminals report (MAJOR.MINOR.PATCH).
+    #[arg(long)]
+    firmware_version: Option<String>,
     /// Give up (exit 1) after this many seconds.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
@@ -81,6 +97,9 @@ fn parse_broker(s: &str) -> anyhow::Result<(String, u16)> {
 
 fn validate(args: &Args) -> anyhow::Result<SimConfig> {
     let (broker_host, broker_port) = parse_broker(&args.broker)?;
+    if args.low_battery > args.terminals || args.stuck_button > args.terminals {
+        bail!("--low-battery and --stuck-button cannot exceed --terminals");
+    }
     if args.terminals == 0 {
         bail!("--terminals must be at least 1");
     }
@@ -111,6 +130,16 @@ fn validate(args: &Args) -> anyhow::Result<SimConfig> {
         session: SessionConfig {
             ack_timeout_ms: args.ack_timeout_ms.max(1),
             max_in_flight: args.max_in_flight.max(1),
+        },
+        heartbeat: Duration::from_secs(args.heartbeat_secs.max(1)),
+        duration: Duration::from_secs(args.duration),
+        low_battery: args.low_battery,
+        stuck_button: args.stuck_button,
+        firmware: match &args.firmware_version {
+            Some(v) => pressline_protocol::FirmwareVersion::parse(v).with_context(|| {
+                format!("--firmware-version {v:?}: expected MAJOR.MINOR.PATCH, e.g. 1.4.2")
+            })?,
+            None => SimConfig::default().firmware,
         },
         ack_mode: match args.ack_mode {
             AckModeArg::Durable => AckMode::Durable,

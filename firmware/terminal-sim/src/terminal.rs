@@ -9,12 +9,15 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pressline_protocol::topic::{AckJsonTopic, AckTopic, PressJsonTopic, PressTopic};
-use pressline_protocol::{json, press::PRESS_BUF_LEN, Ack, Button};
+use pressline_protocol::heartbeat::{HEARTBEAT_BUF_LEN, WILL_OFFLINE};
+use pressline_protocol::topic::{
+    AckJsonTopic, AckTopic, HeartbeatTopic, PressJsonTopic, PressTopic, TerminalStatusTopic,
+};
+use pressline_protocol::{json, press::PRESS_BUF_LEN, Ack, Button, Heartbeat, ResetReason};
 use pressline_terminal_core::{Millis, Session};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, Instant};
 
@@ -29,7 +32,10 @@ pub const QUEUE_CAPACITY: usize = 1024;
 enum LinkEvent {
     ConnAck,
     SubAck,
-    Publish { topic: String, payload: Vec<u8> },
+    Publish {
+        topic: String,
+        payload: Vec<u8>,
+    },
     /// A publish went out with this packet id (PUBACK mode only).
     Sent(u16),
     /// The broker PUBACKed this packet id (PUBACK mode only).
@@ -57,10 +63,21 @@ pub async fn run(
     let mut options = MqttOptions::new(&id, &config.broker_host, config.broker_port);
     options.set_keep_alive(Duration::from_secs(5));
     options.set_clean_session(true);
+    options.set_last_will(LastWill::new(
+        TerminalStatusTopic(&id).to_string(),
+        WILL_OFFLINE,
+        QoS::AtLeastOnce,
+        false,
+    ));
     let (client, eventloop) = AsyncClient::new(options, 1024);
     let (events_tx, mut events) = mpsc::channel(1024);
     let puback_mode = config.ack_mode == AckMode::Puback;
-    let poller = tokio::spawn(drive_eventloop(eventloop, events_tx, rng.gen(), puback_mode));
+    let poller = tokio::spawn(drive_eventloop(
+        eventloop,
+        events_tx,
+        rng.gen(),
+        puback_mode,
+    ));
     // PUBACK mode: presses handed to rumqttc (in order) and packet id → press.
     let mut handed_over: VecDeque<PressId> = VecDeque::new();
     let mut awaiting_puback: HashMap<u16, PressId> = HashMap::new();
@@ -80,8 +97,21 @@ pub async fn run(
     let started = Instant::now();
     let now = move || -> Millis { started.elapsed().as_millis() as Millis };
     let mut remaining = config.presses;
-    let press_interval =
-        (config.rate > 0.0).then(|| Duration::from_secs_f64(config.terminals as f64 / config.rate));
+    let stuck = config.has_stuck_button(index);
+    let press_interval = if stuck {
+        Some(Duration::from_millis(50))
+    } else {
+        (config.rate > 0.0).then(|| Duration::from_secs_f64(config.terminals as f64 / config.rate))
+    };
+    let battery_mv = if config.has_low_battery(index) {
+        3300
+    } else {
+        3900 + rng.gen_range(0..200)
+    };
+    let rssi_dbm = -55 - rng.gen_range(0..15i8);
+    let heartbeat_topic = HeartbeatTopic(&id).to_string();
+    let run_until = started + config.duration;
+    let mut next_heartbeat: Option<Instant> = None;
     // Spread terminals over the first interval so they do not press in lockstep.
     let mut next_press =
         started + press_interval.map_or(Duration::ZERO, |i| i.mul_f64(rng.gen::<f64>()));
@@ -100,7 +130,11 @@ pub async fn run(
             && Instant::now() >= next_press
             && session.queue_len() < session.queue_capacity()
         {
-            let button = pick_button(&mut rng, &config.button_weights, total_weight);
+            let button = if stuck {
+                Button::VeryUnhappy
+            } else {
+                pick_button(&mut rng, &config.button_weights, total_weight)
+            };
             if session.handle_press(now(), button).is_ok() {
                 counters.presses.fetch_add(1, Relaxed);
             }
@@ -129,7 +163,12 @@ pub async fn run(
                 // A full request channel is like a lost packet: the ack
                 // timeout brings the press round again.
                 let handed = client
-                    .try_publish(press_topic.as_str(), QoS::AtLeastOnce, false, payload.clone())
+                    .try_publish(
+                        press_topic.as_str(),
+                        QoS::AtLeastOnce,
+                        false,
+                        payload.clone(),
+                    )
                     .is_ok();
                 if handed && puback_mode {
                     handed_over.push_back(press.id);
@@ -139,7 +178,34 @@ pub async fn run(
                 counters.deliberate_duplicates.fetch_add(1, Relaxed);
             }
         }
-        if remaining == Some(0) && session.queue_len() == 0 {
+        if session.is_connected() && next_heartbeat.is_some_and(|t| Instant::now() >= t) {
+            let hb = Heartbeat {
+                boot: config.boot,
+                uptime_ms: now(),
+                firmware: config.firmware,
+                battery_mv: Some(battery_mv),
+                rssi_dbm: Some(rssi_dbm),
+                queue_depth: session.queue_len() as u32,
+                queue_capacity: session.queue_capacity() as u32,
+                dropped_presses: session.counters().dropped as u32,
+                reset_reason: ResetReason::PowerOn as u8,
+                unix_time_ms: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .ok()
+                    .map(|d| d.as_millis() as u64),
+            };
+            let mut buf = [0u8; HEARTBEAT_BUF_LEN];
+            if let Ok(bytes) = hb.encode(&mut buf) {
+                let _ = client.try_publish(
+                    heartbeat_topic.as_str(),
+                    QoS::AtMostOnce,
+                    false,
+                    bytes.to_vec(),
+                );
+            }
+            next_heartbeat = Some(Instant::now() + config.heartbeat);
+        }
+        if remaining == Some(0) && session.queue_len() == 0 && Instant::now() >= run_until {
             break true;
         }
 
@@ -148,6 +214,12 @@ pub async fn run(
             .map(|ms| started + Duration::from_millis(ms));
         if remaining != Some(0) && session.queue_len() < session.queue_capacity() {
             wake = Some(wake.map_or(next_press, |w| w.min(next_press)));
+        }
+        if let Some(t) = next_heartbeat.filter(|_| session.is_connected()) {
+            wake = Some(wake.map_or(t, |w| w.min(t)));
+        }
+        if remaining == Some(0) && session.queue_len() == 0 {
+            wake = Some(wake.map_or(run_until, |w| w.min(run_until)));
         }
         let wake = wake.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
 
@@ -165,6 +237,8 @@ pub async fn run(
                     }
                     ever_connected = true;
                     session.handle_connected(now());
+                    // Say hello at once, then periodically.
+                    next_heartbeat = Some(Instant::now());
                 }
                 Some(LinkEvent::Publish { topic, payload }) if topic == ack_topic && !puback_mode => {
                     let ack = if speaks_json { json::decode_ack(&payload) } else { Ack::decode(&payload) };
@@ -256,7 +330,9 @@ async fn drive_eventloop(
                 topic: p.topic,
                 payload: p.payload.to_vec(),
             },
-            Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) if puback_mode => LinkEvent::Sent(pkid),
+            Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) if puback_mode => {
+                LinkEvent::Sent(pkid)
+            }
             Ok(Event::Incoming(Packet::PubAck(ack))) if puback_mode => LinkEvent::PubAck(ack.pkid),
             Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
             Ok(_) => continue,

@@ -242,13 +242,31 @@ impl Gateway {
         format!("127.0.0.1:{}", self.mqtt_port)
     }
 
-    pub fn stats(&self) -> Value {
-        ureq::get(&format!("http://127.0.0.1:{}/api/v1/stats", self.http_port))
+    /// The API token the gateway generated on first start.
+    pub fn token(&self) -> String {
+        fs::read_to_string(self.data_dir.join("api-token"))
+            .expect("api-token written at start")
+            .trim()
+            .to_string()
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// GET an API path with the token; returns the JSON body.
+    pub fn get(&self, path: &str) -> Value {
+        ureq::get(&format!("{}{path}", self.url()))
+            .set("Authorization", &format!("Bearer {}", self.token()))
             .timeout(Duration::from_secs(5))
             .call()
-            .expect("stats answer")
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
             .into_json()
-            .expect("stats are JSON")
+            .expect("JSON answer")
+    }
+
+    pub fn stats(&self) -> Value {
+        self.get("/api/v1/stats")
     }
 
     pub fn stat(&self, name: &str) -> u64 {

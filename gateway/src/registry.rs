@@ -1,0 +1,161 @@
+//! The terminal registry task: feeds heartbeats, last wills and stored
+//! presses into the health rules ([`crate::health::Fleet`]), persists what
+//! changed, and publishes health documents and alert events upstream through
+//! the durable outbox.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use pressline_protocol::topic::{AlertTopic, TerminalHealthTopic};
+use tokio::sync::{mpsc, watch, Notify};
+
+use crate::health::{Fleet, FleetEvent, HealthConfig, TerminalState};
+use crate::ingest::{unix_ms_now, FleetInput};
+use crate::store::{OutboxEntry, Store};
+
+/// Shared handle to the registry (the HTTP API reads it).
+#[derive(Clone)]
+pub struct Registry {
+    fleet: Arc<Mutex<Fleet>>,
+}
+
+impl Registry {
+    /// Loads the persisted registry.
+    pub fn load(site: &str, config: HealthConfig, store: &Store) -> Registry {
+        let terminals: Vec<TerminalState> = store.load_terminals();
+        let alerts = store.load_alerts();
+        Registry {
+            fleet: Arc::new(Mutex::new(Fleet::restore(site, config, terminals, alerts))),
+        }
+    }
+
+    pub fn fleet(&self) -> MutexGuard<'_, Fleet> {
+        self.fleet.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Runs the registry until shutdown.
+pub async fn run(
+    registry: Registry,
+    site: String,
+    store: Store,
+    mut inputs: mpsc::Receiver<FleetInput>,
+    forward_wake: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let events = tokio::select! {
+            input = inputs.recv() => {
+                let Some(input) = input else { return };
+                let mut fleet = registry.fleet();
+                let mut touched = BTreeSet::new();
+                let mut events = apply(&mut fleet, input, &mut touched);
+                // Take whatever else is queued under the same lock.
+                while let Ok(more) = inputs.try_recv() {
+                    events.extend(apply(&mut fleet, more, &mut touched));
+                }
+                drop(fleet);
+                (events, touched)
+            }
+            _ = tick.tick() => (registry.fleet().poll(unix_ms_now()), BTreeSet::new()),
+            _ = shutdown.changed() => return,
+        };
+        let (events, touched) = events;
+        if !events.is_empty() || !touched.is_empty() {
+            persist_and_publish(&registry, &site, &store, events, touched);
+            forward_wake.notify_one();
+        }
+    }
+}
+
+/// Applies one input; records the terminal as touched (to persist).
+fn apply(fleet: &mut Fleet, input: FleetInput, touched: &mut BTreeSet<String>) -> Vec<FleetEvent> {
+    match input {
+        FleetInput::Heartbeat {
+            terminal,
+            heartbeat,
+            at_ms,
+        } => {
+            let events = fleet.handle_heartbeat(at_ms, &terminal, heartbeat);
+            touched.insert(terminal);
+            events
+        }
+        FleetInput::Offline { terminal, at_ms } => fleet.handle_will(at_ms, &terminal),
+        // Press counts change the stored state, but a health document per
+        // press upstream would be noise: persisted, published with the next
+        // heartbeat or alert.
+        FleetInput::Press {
+            terminal,
+            button,
+            at_ms,
+            pressed_at_ms,
+        } => {
+            let events = fleet.handle_press(at_ms, &terminal, button, pressed_at_ms);
+            touched.insert(terminal);
+            events
+        }
+    }
+}
+
+fn persist_and_publish(
+    registry: &Registry,
+    site: &str,
+    store: &Store,
+    events: Vec<FleetEvent>,
+    mut persist: BTreeSet<String>,
+) {
+    let fleet = registry.fleet();
+    let mut publish = BTreeSet::new();
+    let mut upstream = Vec::new();
+    for event in events {
+        match event {
+            FleetEvent::Alert(alert) => {
+                if let Err(e) = store.save_alert(alert.id, &alert) {
+                    tracing::error!(error = %e, "cannot save an alert");
+                }
+                let level = if alert.severity == "critical" {
+                    tracing::Level::WARN
+                } else {
+                    tracing::Level::INFO
+                };
+                if level == tracing::Level::WARN {
+                    tracing::warn!(terminal = %alert.terminal, kind = %alert.kind, state = %alert.state, "alert: {}", alert.detail);
+                } else {
+                    tracing::info!(terminal = %alert.terminal, kind = %alert.kind, state = %alert.state, "alert: {}", alert.detail);
+                }
+                upstream.push(OutboxEntry {
+                    topic: AlertTopic(site).to_string(),
+                    payload: serde_json::to_vec(&alert).expect("plain struct serializes"),
+                    retain: false,
+                    is_press: false,
+                });
+            }
+            FleetEvent::Health(id) => {
+                persist.insert(id.clone());
+                publish.insert(id);
+            }
+        }
+    }
+    for id in &persist {
+        if let Some(state) = fleet.terminal(id) {
+            if let Err(e) = store.save_terminal(id, state) {
+                tracing::error!(error = %e, terminal = %id, "cannot save terminal state");
+            }
+        }
+    }
+    for id in &publish {
+        if let Some(health) = fleet.health(id) {
+            upstream.push(OutboxEntry {
+                topic: TerminalHealthTopic { site, terminal: id }.to_string(),
+                payload: serde_json::to_vec(&health).expect("plain struct serializes"),
+                retain: true,
+                is_press: false,
+            });
+        }
+    }
+    if let Err(e) = store.enqueue_upstream(&upstream) {
+        tracing::error!(error = %e, "cannot queue health updates for upstream");
+    }
+}

@@ -1,0 +1,206 @@
+//! Terminal heartbeats and the terminal's last will.
+//!
+//! A terminal publishes a [`Heartbeat`] on `pressline/v1/term/{t}/heartbeat`
+//! when it connects and then periodically (every 30 s by default), and
+//! registers an MQTT last will on `pressline/v1/term/{t}/status` with the
+//! payload [`WILL_OFFLINE`], so the gateway hears at once when it vanishes.
+//!
+//! Wire form: version byte, then postcard of [`Heartbeat`].
+
+use core::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{DecodeError, MAX_PRESS_PAYLOAD, WIRE_VERSION};
+
+/// Payload of the terminal's last will.
+pub const WILL_OFFLINE: &[u8] = b"offline";
+
+/// Firmware version, semver without pre-release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct FirmwareVersion {
+    pub major: u16,
+    pub minor: u16,
+    pub patch: u16,
+}
+
+impl FirmwareVersion {
+    /// Parses `MAJOR.MINOR.PATCH`.
+    pub fn parse(text: &str) -> Option<FirmwareVersion> {
+        let mut parts = text.split('.');
+        let v = FirmwareVersion {
+            major: parts.next()?.parse().ok()?,
+            minor: parts.next()?.parse().ok()?,
+            patch: parts.next()?.parse().ok()?,
+        };
+        parts.next().is_none().then_some(v)
+    }
+}
+
+impl fmt::Display for FirmwareVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+/// Why the terminal last (re)started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ResetReason {
+    Unknown = 0,
+    PowerOn = 1,
+    Watchdog = 2,
+    Brownout = 3,
+    Software = 4,
+    FirmwareUpdate = 5,
+    External = 6,
+}
+
+impl ResetReason {
+    pub const fn from_code(code: u8) -> ResetReason {
+        match code {
+            1 => ResetReason::PowerOn,
+            2 => ResetReason::Watchdog,
+            3 => ResetReason::Brownout,
+            4 => ResetReason::Software,
+            5 => ResetReason::FirmwareUpdate,
+            6 => ResetReason::External,
+            _ => ResetReason::Unknown,
+        }
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            ResetReason::Unknown => "unknown",
+            ResetReason::PowerOn => "power_on",
+            ResetReason::Watchdog => "watchdog",
+            ResetReason::Brownout => "brownout",
+            ResetReason::Software => "software",
+            ResetReason::FirmwareUpdate => "firmware_update",
+            ResetReason::External => "external",
+        }
+    }
+}
+
+/// A terminal's periodic health report. Field order is the wire order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub boot: u32,
+    pub uptime_ms: u64,
+    pub firmware: FirmwareVersion,
+    /// Battery voltage; `None` on mains power.
+    pub battery_mv: Option<u16>,
+    /// Wi-Fi signal strength.
+    pub rssi_dbm: Option<i8>,
+    /// Presses waiting for a durable ack.
+    pub queue_depth: u32,
+    pub queue_capacity: u32,
+    /// Presses lost to a full queue since the terminal was provisioned.
+    pub dropped_presses: u32,
+    /// [`ResetReason`] code.
+    pub reset_reason: u8,
+    /// The terminal's wall clock (Unix ms), when it has one (SNTP).
+    pub unix_time_ms: Option<u64>,
+}
+
+/// Room for any encoded heartbeat.
+pub const HEARTBEAT_BUF_LEN: usize = 64;
+
+impl Heartbeat {
+    pub fn encode<'b>(&self, buf: &'b mut [u8]) -> Result<&'b mut [u8], postcard::Error> {
+        let (version, body) = buf
+            .split_first_mut()
+            .ok_or(postcard::Error::SerializeBufferFull)?;
+        *version = WIRE_VERSION;
+        let used = postcard::to_slice(self, body)?.len();
+        Ok(&mut buf[..=used])
+    }
+
+    pub fn decode(payload: &[u8]) -> Result<Heartbeat, DecodeError> {
+        if payload.len() > MAX_PRESS_PAYLOAD {
+            return Err(DecodeError::Oversized(payload.len()));
+        }
+        let (&version, body) = payload.split_first().ok_or(DecodeError::Empty)?;
+        if version != WIRE_VERSION {
+            return Err(DecodeError::UnknownVersion(version));
+        }
+        let (hb, rest): (Heartbeat, _) =
+            postcard::take_from_bytes(body).map_err(|_| DecodeError::Malformed)?;
+        if !rest.is_empty() {
+            return Err(DecodeError::Malformed);
+        }
+        Ok(hb)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_rejects() {
+        let hb = Heartbeat {
+            boot: 4,
+            uptime_ms: 86_400_000,
+            firmware: FirmwareVersion {
+                major: 1,
+                minor: 2,
+                patch: 3,
+            },
+            battery_mv: Some(3700),
+            rssi_dbm: Some(-67),
+            queue_depth: 3,
+            queue_capacity: 4096,
+            dropped_presses: 0,
+            reset_reason: ResetReason::Watchdog as u8,
+            unix_time_ms: Some(1_790_000_000_000),
+        };
+        let mut buf = [0u8; HEARTBEAT_BUF_LEN];
+        let bytes = hb.encode(&mut buf).unwrap();
+        assert_eq!(Heartbeat::decode(bytes), Ok(hb));
+        assert_eq!(Heartbeat::decode(&[]), Err(DecodeError::Empty));
+        assert_eq!(
+            Heartbeat::decode(&[2, 0]),
+            Err(DecodeError::UnknownVersion(2))
+        );
+        assert_eq!(Heartbeat::decode(&[1, 0]), Err(DecodeError::Malformed));
+    }
+
+    #[test]
+    fn versions_parse_and_print() {
+        let v = FirmwareVersion::parse("1.10.0").unwrap();
+        assert_eq!(
+            v,
+            FirmwareVersion {
+                major: 1,
+                minor: 10,
+                patch: 0
+            }
+        );
+        let mut s = [0u8; 16];
+        let mut w = Cursor {
+            buf: &mut s,
+            len: 0,
+        };
+        core::fmt::write(&mut w, format_args!("{v}")).unwrap();
+        let len = w.len;
+        assert_eq!(&s[..len], b"1.10.0");
+        assert_eq!(FirmwareVersion::parse("1.2"), None);
+        assert_eq!(FirmwareVersion::parse("1.2.3.4"), None);
+        assert_eq!(FirmwareVersion::parse("1.x.3"), None);
+        assert_eq!(ResetReason::from_code(2).name(), "watchdog");
+        assert_eq!(ResetReason::from_code(200), ResetReason::Unknown);
+    }
+
+    struct Cursor<'a> {
+        buf: &'a mut [u8],
+        len: usize,
+    }
+    impl core::fmt::Write for Cursor<'_> {
+        fn write_str(&mut self, s: &str) -> core::fmt::Result {
+            self.buf[self.len..self.len + s.len()].copy_from_slice(s.as_bytes());
+            self.len += s.len();
+            Ok(())
+        }
+    }
+}
