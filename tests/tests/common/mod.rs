@@ -312,9 +312,16 @@ impl Drop for Gateway {
     }
 }
 
-/// A `terminal-sim` run in the background.
+/// A `terminal-sim` run in the background (killed when dropped).
 pub struct Sim {
     child: Child,
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Sim {
@@ -329,6 +336,13 @@ impl Sim {
             .spawn()
             .expect("terminal-sim starts");
         Sim { child }
+    }
+
+    /// Pulls the plug on every terminal of this simulator at once (SIGKILL:
+    /// no MQTT DISCONNECT, so the broker publishes their last wills).
+    pub fn pull_the_plug(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Waits for the simulator to finish; asserts it exited 0 (every press
@@ -352,6 +366,8 @@ impl Sim {
 /// subscription to everything Pressline publishes.
 pub struct Consumer {
     pub presses: Arc<Mutex<Vec<UpstreamPress>>>,
+    /// Every other message: (topic, JSON).
+    pub others: Arc<Mutex<Vec<(String, Value)>>>,
     pub statuses: Arc<Mutex<Vec<GatewayStatus>>>,
     stop: Arc<AtomicBool>,
 }
@@ -366,6 +382,8 @@ impl Consumer {
         let (client, mut connection) = Client::new(options, 100);
         let presses = Arc::new(Mutex::new(Vec::new()));
         let statuses = Arc::new(Mutex::new(Vec::new()));
+        let others = Arc::new(Mutex::new(Vec::new()));
+        let o = others.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let subscribed = Arc::new(AtomicBool::new(false));
         let (p, s, st, sub) = (
@@ -399,6 +417,10 @@ impl Consumer {
                                 format!("pressline/v1/{}/{}/press", press.site, press.terminal)
                             );
                             p.lock().unwrap().push(press);
+                        } else {
+                            let value = serde_json::from_slice(&publish.payload)
+                                .expect("upstream payloads are JSON");
+                            o.lock().unwrap().push((publish.topic.clone(), value));
                         }
                     }
                     Ok(_) => {}
@@ -413,8 +435,21 @@ impl Consumer {
         Consumer {
             presses,
             statuses,
+            others,
             stop,
         }
+    }
+
+    /// Messages (other than presses and gateway status) on topics ending
+    /// with `suffix`.
+    pub fn others_on(&self, suffix: &str) -> Vec<(String, Value)> {
+        self.others
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _)| t.ends_with(suffix))
+            .cloned()
+            .collect()
     }
 
     /// Distinct press ids received so far.

@@ -1,0 +1,147 @@
+//! Talking to a site gateway's HTTP API, with errors that say what to do.
+
+use std::time::Duration;
+
+use pressline_protocol::upstream::{Alert, TerminalHealth};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use crate::sites::Site;
+
+/// Why a gateway could not answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    #[error("site {site}: gateway at {url} is unreachable ({detail}); check the address, the VPN and that the gateway runs (systemctl status pressline-gateway)")]
+    Unreachable {
+        site: String,
+        url: String,
+        detail: String,
+    },
+    #[error("site {site}: the gateway refused the API token ({detail}); update it with `fleet site add {site} --url URL --token-file <data-dir>/api-token`")]
+    Unauthorized { site: String, detail: String },
+    #[error("site {site}: {detail}")]
+    NotFound { site: String, detail: String },
+    #[error("site {site}: gateway answered HTTP {status}: {detail}")]
+    Http {
+        site: String,
+        status: u16,
+        detail: String,
+    },
+    #[error("site {site}: gateway sent an unexpected answer ({detail}); is {url} a Pressline gateway of a compatible version?")]
+    BadResponse {
+        site: String,
+        url: String,
+        detail: String,
+    },
+}
+
+/// The subset of `/api/v1/stats` the CLI uses.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct GatewayStats {
+    pub site: String,
+    pub version: String,
+    pub presses_today: u64,
+    pub presses_stored: u64,
+    pub forward_pending: u64,
+    pub upstream_connected: Option<bool>,
+    pub storage_full: bool,
+}
+
+pub struct Gateway<'a> {
+    site: &'a Site,
+    agent: ureq::Agent,
+}
+
+impl<'a> Gateway<'a> {
+    pub fn new(site: &'a Site) -> Self {
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(Duration::from_secs(5))
+            .timeout(Duration::from_secs(15))
+            .build();
+        Gateway { site, agent }
+    }
+
+    fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let url = format!("{}{path}", self.site.url);
+        let site = self.site.name.clone();
+        let response = self
+            .agent
+            .get(&url)
+            .set("Authorization", &format!("Bearer {}", self.site.token))
+            .call();
+        let response = match response {
+            Ok(r) => r,
+            Err(ureq::Error::Status(status, r)) => {
+                let detail = r
+                    .into_json::<serde_json::Value>()
+                    .ok()
+                    .and_then(|v| v["error"].as_str().map(str::to_string))
+                    .unwrap_or_else(|| "no details".into());
+                return Err(match status {
+                    401 | 403 => ClientError::Unauthorized { site, detail },
+                    404 => ClientError::NotFound { site, detail },
+                    _ => ClientError::Http {
+                        site,
+                        status,
+                        detail,
+                    },
+                });
+            }
+            Err(ureq::Error::Transport(t)) => {
+                return Err(ClientError::Unreachable {
+                    site,
+                    url: self.site.url.clone(),
+                    detail: t.to_string(),
+                })
+            }
+        };
+        response.into_json().map_err(|e| ClientError::BadResponse {
+            site,
+            url: self.site.url.clone(),
+            detail: e.to_string(),
+        })
+    }
+
+    pub fn stats(&self) -> Result<GatewayStats, ClientError> {
+        self.get("/api/v1/stats")
+    }
+
+    pub fn terminals(&self) -> Result<Vec<TerminalHealth>, ClientError> {
+        self.get("/api/v1/terminals")
+    }
+
+    pub fn terminal(&self, id: &str) -> Result<TerminalHealth, ClientError> {
+        self.get(&format!("/api/v1/terminals/{id}"))
+    }
+
+    pub fn alerts(&self, open_only: bool) -> Result<Vec<Alert>, ClientError> {
+        self.get(if open_only {
+            "/api/v1/alerts?open=true"
+        } else {
+            "/api/v1/alerts"
+        })
+    }
+}
+
+/// Runs `f` against every site in parallel (a field engineer's laptop may
+/// reach dozens of gateways over slow links), keeping the sites' order.
+pub fn for_each_site<T: Send>(sites: &[Site], f: impl Fn(&Gateway) -> T + Sync) -> Vec<(Site, T)> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = sites
+            .iter()
+            .map(|site| {
+                let f = &f;
+                scope.spawn(move || f(&Gateway::new(site)))
+            })
+            .collect();
+        sites
+            .iter()
+            .cloned()
+            .zip(
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("site worker does not panic")),
+            )
+            .collect()
+    })
+}

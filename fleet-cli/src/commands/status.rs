@@ -1,0 +1,185 @@
+//! `fleet status`: one line per site.
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use super::{exit, Outcome};
+use crate::client::for_each_site;
+use crate::render::{finish, table};
+use crate::sites::Site;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SiteStatus {
+    pub site: String,
+    pub url: String,
+    pub reachable: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub gateway_version: Option<String>,
+    pub terminals: usize,
+    pub online: usize,
+    pub offline: usize,
+    pub alerts_open: usize,
+    pub alerts_critical: usize,
+    pub presses_today: u64,
+    pub forward_pending: u64,
+    /// `null` when the gateway has no upstream configured.
+    pub upstream_connected: Option<bool>,
+    pub storage_full: bool,
+}
+
+pub fn collect(sites: &[Site]) -> Vec<SiteStatus> {
+    for_each_site(sites, |gw| {
+        let stats = gw.stats()?;
+        let terminals = gw.terminals()?;
+        let alerts = gw.alerts(true)?;
+        Ok::<_, crate::client::ClientError>((stats, terminals, alerts))
+    })
+    .into_iter()
+    .map(|(site, result)| match result {
+        Ok((stats, terminals, alerts)) => SiteStatus {
+            site: site.name,
+            url: site.url,
+            reachable: true,
+            error: None,
+            gateway_version: Some(stats.version),
+            terminals: terminals.len(),
+            online: terminals.iter().filter(|t| t.online).count(),
+            offline: terminals.iter().filter(|t| !t.online).count(),
+            alerts_open: alerts.len(),
+            alerts_critical: alerts.iter().filter(|a| a.severity == "critical").count(),
+            presses_today: stats.presses_today,
+            forward_pending: stats.forward_pending,
+            upstream_connected: stats.upstream_connected,
+            storage_full: stats.storage_full,
+        },
+        Err(e) => SiteStatus {
+            site: site.name,
+            url: site.url,
+            reachable: false,
+            error: Some(e.to_string()),
+            gateway_version: None,
+            terminals: 0,
+            online: 0,
+            offline: 0,
+            alerts_open: 0,
+            alerts_critical: 0,
+            presses_today: 0,
+            forward_pending: 0,
+            upstream_connected: None,
+            storage_full: false,
+        },
+    })
+    .collect()
+}
+
+pub fn render(rows: &[SiteStatus], _now: OffsetDateTime) -> String {
+    let mut t = table(&[
+        "SITE",
+        "TERMINALS",
+        "ONLINE",
+        "OFFLINE",
+        "ALERTS",
+        "CRITICAL",
+        "PRESSES TODAY",
+        "BACKLOG",
+        "UPSTREAM",
+    ]);
+    for r in rows {
+        if !r.reachable {
+            t.add_row(vec![
+                r.site.clone(),
+                "unreachable".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+            ]);
+            continue;
+        }
+        let upstream = match (r.upstream_connected, r.storage_full) {
+            (_, true) => "STORAGE FULL".to_string(),
+            (Some(true), _) => "connected".into(),
+            (Some(false), _) => "DOWN".into(),
+            (None, _) => "none".into(),
+        };
+        t.add_row(vec![
+            r.site.clone(),
+            r.terminals.to_string(),
+            r.online.to_string(),
+            r.offline.to_string(),
+            r.alerts_open.to_string(),
+            r.alerts_critical.to_string(),
+            r.presses_today.to_string(),
+            r.forward_pending.to_string(),
+            upstream,
+        ]);
+    }
+    finish(t)
+}
+
+/// Exit 1 when any site is unreachable or has a critical alert open.
+pub fn exit_code(rows: &[SiteStatus]) -> u8 {
+    if rows.iter().any(|r| !r.reachable || r.alerts_critical > 0) {
+        exit::PROBLEM
+    } else {
+        exit::OK
+    }
+}
+
+pub fn run(sites: &[Site], json: bool, now: OffsetDateTime) -> anyhow::Result<Outcome> {
+    let rows = collect(sites);
+    let warnings = rows.iter().filter_map(|r| r.error.clone()).collect();
+    let stdout = if json {
+        format!("{}\n", serde_json::to_string_pretty(&rows)?)
+    } else {
+        render(&rows, now)
+    };
+    Ok(Outcome {
+        stdout,
+        warnings,
+        code: exit_code(&rows),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(site: &str, online: usize, offline: usize, critical: usize) -> SiteStatus {
+        SiteStatus {
+            site: site.into(),
+            url: format!("http://{site}:8080"),
+            reachable: true,
+            error: None,
+            gateway_version: Some("0.1.0".into()),
+            terminals: online + offline,
+            online,
+            offline,
+            alerts_open: critical + 1,
+            alerts_critical: critical,
+            presses_today: 1532,
+            forward_pending: 0,
+            upstream_connected: Some(true),
+            storage_full: false,
+        }
+    }
+
+    #[test]
+    fn status_table_and_exit_codes() {
+        let mut down = row("mall", 0, 0, 0);
+        down.reachable = false;
+        down.error = Some("unreachable".into());
+        let mut up_down = row("airport", 12, 0, 0);
+        up_down.upstream_connected = Some(false);
+        up_down.forward_pending = 420;
+        let rows = vec![row("arena", 23, 1, 1), up_down, down];
+        insta::assert_snapshot!(render(&rows, OffsetDateTime::UNIX_EPOCH));
+        assert_eq!(exit_code(&rows), exit::PROBLEM);
+        assert_eq!(exit_code(&rows[1..2]), exit::OK);
+        assert_eq!(exit_code(&rows[..1]), exit::PROBLEM, "a critical alert");
+    }
+}

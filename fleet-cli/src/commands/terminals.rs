@@ -1,0 +1,120 @@
+//! `fleet terminals`: every terminal of the selected sites.
+
+use pressline_protocol::upstream::TerminalHealth;
+use time::OffsetDateTime;
+
+use super::{exit, Outcome};
+use crate::client::for_each_site;
+use crate::render::{ago, finish, opt, table};
+use crate::sites::Site;
+
+pub fn render(rows: &[TerminalHealth], now: OffsetDateTime) -> String {
+    if rows.is_empty() {
+        return "no terminals have reported yet\n".into();
+    }
+    let mut t = table(&[
+        "SITE",
+        "TERMINAL",
+        "ONLINE",
+        "LAST SEEN",
+        "BATTERY",
+        "RSSI",
+        "FIRMWARE",
+        "QUEUE",
+        "ALERTS",
+    ]);
+    for r in rows {
+        t.add_row(vec![
+            r.site.clone(),
+            r.id.clone(),
+            if r.online { "yes".into() } else { "NO".into() },
+            ago(&r.last_seen, now),
+            opt(r.battery_mv, " mV"),
+            opt(r.rssi_dbm, " dBm"),
+            r.firmware.clone().unwrap_or_else(|| "-".into()),
+            opt(r.queue_depth, ""),
+            if r.open_alerts.is_empty() {
+                "-".into()
+            } else {
+                r.open_alerts.join(",")
+            },
+        ]);
+    }
+    finish(t)
+}
+
+pub fn run(sites: &[Site], json: bool, now: OffsetDateTime) -> anyhow::Result<Outcome> {
+    let mut rows = Vec::new();
+    let mut warnings = Vec::new();
+    for (_, result) in for_each_site(sites, |gw| gw.terminals()) {
+        match result {
+            Ok(mut t) => rows.append(&mut t),
+            Err(e) => warnings.push(e.to_string()),
+        }
+    }
+    let stdout = if json {
+        format!("{}\n", serde_json::to_string_pretty(&rows)?)
+    } else {
+        render(&rows, now)
+    };
+    let code = if warnings.is_empty() {
+        exit::OK
+    } else {
+        exit::PROBLEM
+    };
+    Ok(Outcome {
+        stdout,
+        warnings,
+        code,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use time::format_description::well_known::Rfc3339;
+
+    pub fn sample(
+        site: &str,
+        id: &str,
+        online: bool,
+        battery: Option<u16>,
+        alerts: &[&str],
+    ) -> TerminalHealth {
+        TerminalHealth {
+            schema: "pressline.health.v1".into(),
+            id: id.into(),
+            site: site.into(),
+            online,
+            first_seen: "2026-11-20T08:00:00Z".into(),
+            last_seen: if online {
+                "2026-11-22T11:59:40Z".into()
+            } else {
+                "2026-11-22T10:12:00Z".into()
+            },
+            last_heartbeat: Some("2026-11-22T11:59:40Z".into()),
+            boot: Some(3),
+            firmware: Some("1.4.2".into()),
+            uptime_secs: Some(86_400),
+            battery_mv: battery,
+            rssi_dbm: Some(-63),
+            queue_depth: Some(0),
+            queue_capacity: Some(4096),
+            dropped_presses: Some(0),
+            reset_reason: Some("power_on".into()),
+            presses_total: 5120,
+            open_alerts: alerts.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn terminals_table() {
+        let now = OffsetDateTime::parse("2026-11-22T12:00:00Z", &Rfc3339).unwrap();
+        let rows = vec![
+            sample("arena", "north-01", true, Some(3950), &[]),
+            sample("arena", "north-02", true, Some(3310), &["low_battery"]),
+            sample("arena", "south-01", false, None, &["offline"]),
+        ];
+        insta::assert_snapshot!(render(&rows, now));
+    }
+}

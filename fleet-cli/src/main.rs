@@ -1,0 +1,141 @@
+//! `fleet`: the Pressline CLI for field engineers and operators.
+//!
+//! # Layout
+//! - [`sites`]: the sites profile (which gateways, their tokens).
+//! - [`client`]: the gateway HTTP API client and its errors.
+//! - [`commands`]: one module per subcommand (`site`, `status`,
+//!   `terminals`, `health`, `alerts`).
+//! - [`render`]: tables and human times.
+
+mod client;
+mod commands;
+mod render;
+mod sites;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use commands::{exit, Outcome};
+use time::OffsetDateTime;
+
+/// Pressline fleet CLI: sites, terminals, health and alerts across gateways.
+#[derive(Debug, Parser)]
+#[command(name = "fleet", version)]
+struct Cli {
+    /// Sites profile [default: ~/.config/pressline/sites.toml].
+    #[arg(long, global = true, env = "PRESSLINE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Which sites a command talks to.
+#[derive(Debug, Args)]
+struct SiteSelection {
+    /// Only this site.
+    #[arg(long, conflicts_with = "all_sites")]
+    site: Option<String>,
+    /// Every site in the profile (the default).
+    #[arg(long)]
+    all_sites: bool,
+    /// Machine-readable JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Manage the sites profile.
+    #[command(subcommand)]
+    Site(SiteCommand),
+    /// Per site: terminals online/offline, alerts, presses today, backlog.
+    /// Exits 1 when a site is unreachable or a critical alert is open.
+    Status(SiteSelection),
+    /// Every terminal: online, last seen, battery, Wi-Fi, firmware, queue.
+    Terminals(SiteSelection),
+    /// Everything known about one terminal, with its alerts.
+    Health {
+        terminal: String,
+        #[command(flatten)]
+        sites: SiteSelection,
+    },
+    /// Open health alerts (all, including cleared, with --all).
+    Alerts {
+        /// Include cleared alerts.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        sites: SiteSelection,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SiteCommand {
+    /// Add (or update) a site.
+    Add {
+        name: String,
+        /// Gateway HTTP address, e.g. http://10.20.0.2:8080.
+        #[arg(long)]
+        url: String,
+        /// API token (visible in shell history: prefer --token-file).
+        #[arg(long, conflicts_with = "token_file")]
+        token: Option<String>,
+        /// File holding the API token (the gateway's <data-dir>/api-token).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
+    /// List sites (tokens are never shown).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a site.
+    Remove { name: String },
+}
+
+fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    let path = match cli.config {
+        Some(p) => p,
+        None => sites::default_path()?,
+    };
+    let now = OffsetDateTime::now_utc();
+    let select = |sel: &SiteSelection| -> anyhow::Result<Vec<sites::Site>> {
+        sites::SitesFile::load(&path)?.select(sel.site.as_deref(), &path)
+    };
+    match cli.command {
+        Command::Site(SiteCommand::Add {
+            name,
+            url,
+            token,
+            token_file,
+        }) => commands::site::add(&path, &name, &url, token.as_deref(), token_file.as_deref()),
+        Command::Site(SiteCommand::List { json }) => commands::site::list(&path, json),
+        Command::Site(SiteCommand::Remove { name }) => commands::site::remove(&path, &name),
+        Command::Status(sel) => commands::status::run(&select(&sel)?, sel.json, now),
+        Command::Terminals(sel) => commands::terminals::run(&select(&sel)?, sel.json, now),
+        Command::Health { terminal, sites } => {
+            commands::health::run(&select(&sites)?, &terminal, sites.json, now)
+        }
+        Command::Alerts { all, sites } => {
+            commands::alerts::run(&select(&sites)?, all, sites.json, now)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(outcome) => {
+            print!("{}", outcome.stdout);
+            for w in &outcome.warnings {
+                eprintln!("fleet: {w}");
+            }
+            ExitCode::from(outcome.code)
+        }
+        Err(e) => {
+            eprintln!("fleet: {e:#}");
+            ExitCode::from(exit::USAGE)
+        }
+    }
+}
