@@ -269,5 +269,19 @@ mod tests {
             reason(b"pressline/v1/term/t1/press", &[1u8; 600]),
             "oversized"
         );
+        assert_eq!(
+            reason(b"pressline/v1/term/t1/heartbeat", &[1, 0]),
+            "malformed"
+        );
+        assert_eq!(
+            reason(b"pressline/v1/term/t1/status", b"online?"),
+            "malformed"
+        );
+        assert_eq!(
+            decode_message(b"pressline/v1/term/t1/status", b"offline"),
+            Ok(TerminalMessage::Offline {
+                terminal: "t1".into()
+            })
+        );
     }
 }

@@ -327,6 +327,23 @@ fn encode_day(day: i64, count: u64) -> [u8; 16] {
 mod tests {
     use super::*;
 
+    /// Reopens a store in the same process. sled's background flusher holds
+    /// the file lock for a moment after the last handle is dropped, so wait
+    /// for the lock (a gateway restart is a new process and never sees this).
+    fn reopen(dir: &Path) -> Store {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            match Store::open(dir, 1 << 20) {
+                Ok(s) => return s,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    let _ = e;
+                    std::thread::yield_now();
+                }
+                Err(e) => panic!("store did not reopen: {e}"),
+            }
+        }
+    }
+
     fn offer(terminal: &str, boot: u32, seq: u32) -> PressToStore {
         PressToStore {
             terminal: terminal.into(),
@@ -390,7 +407,7 @@ mod tests {
             assert_eq!(rest[0].1.payload, vec![2]);
             store.flush().unwrap();
         }
-        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let store = reopen(dir.path());
         let left: Vec<_> = store
             .outbox_after(None, 10)
             .unwrap()
@@ -416,5 +433,37 @@ mod tests {
             .map(|(k, _)| k)
             .collect();
         assert!(keys.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn the_daily_count_resets_on_a_new_day_and_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), 1 << 20).unwrap();
+            assert_eq!(store.count_stored_on(100, 5).unwrap(), 5);
+            assert_eq!(store.count_stored_on(100, 2).unwrap(), 7);
+            store.flush().unwrap();
+        }
+        let store = reopen(dir.path());
+        assert_eq!(store.stored_on(100), 7);
+        assert_eq!(store.stored_on(101), 0);
+        assert_eq!(store.count_stored_on(101, 1).unwrap(), 1);
+    }
+
+    #[test]
+    fn status_entries_are_not_counted_as_presses() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        store.commit(&[offer("a", 0, 0)]).unwrap();
+        store
+            .enqueue_upstream(&[OutboxEntry {
+                topic: "h".into(),
+                payload: vec![],
+                retain: true,
+                is_press: false,
+            }])
+            .unwrap();
+        assert_eq!(store.outbox_len(), 2);
+        assert_eq!(store.outbox_presses(), 1);
     }
 }
