@@ -11,12 +11,25 @@
 //! # Layout
 //! - [`session`]: press numbering, the press queue, and the MQTT session
 //!   logic (what to publish, when to resend, what an ack releases).
+//! - [`terminal`]: the session with its queue and boot counter in flash
+//!   ([`DurableTerminal`]), so power cuts lose nothing.
+//! - [`debounce`]: button debouncing.
+//! - [`ram_flash`]: NOR flash in RAM with power-loss injection (tests, QEMU,
+//!   simulator).
+//! - [`selftest`]: behaviour checks shared by the host tests and the
+//!   emulated-MCU (QEMU) test runner.
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub mod debounce;
+pub mod ram_flash;
+pub mod selftest;
 pub mod session;
+pub mod terminal;
 
+pub use debounce::Debouncer;
 pub use session::{QueueFull, Session, SessionConfig, SessionCounters};
+pub use terminal::{DeviceStatus, DurableTerminal, FlashLayout, PressError};
 
 /// Milliseconds on the terminal's monotonic clock (uptime). Never wall time.
 pub type Millis = u64;

@@ -62,7 +62,9 @@ pub struct QueueFull;
 struct Entry {
     id: PressId,
     button: Button,
-    pressed_at: Millis,
+    /// `None` for presses restored from flash after a reboot (their age on
+    /// the previous boot's clock is unknown).
+    pressed_at: Option<Millis>,
     /// When it was last handed out for transmission on the current
     /// connection; `None` = due now.
     sent_at: Option<Millis>,
@@ -132,13 +134,39 @@ impl<const N: usize> Session<N> {
         let entry = Entry {
             id,
             button,
-            pressed_at: now,
+            pressed_at: Some(now),
             sent_at: None,
             ever_sent: false,
         };
         self.queue.push_back(entry).map_err(|_| QueueFull)?;
         self.counters.queued += 1;
         Ok(id)
+    }
+
+    /// The identity the next press will get.
+    pub fn next_id(&self) -> PressId {
+        PressId {
+            boot: self.boot,
+            seq: self.next_seq,
+        }
+    }
+
+    /// Puts back a press that survived a reboot in flash. It keeps its
+    /// identity (from an earlier boot) and is resent as usual.
+    pub fn restore(&mut self, id: PressId, button: Button) -> Result<(), QueueFull> {
+        let entry = Entry {
+            id,
+            button,
+            pressed_at: None,
+            sent_at: None,
+            ever_sent: true,
+        };
+        self.queue.push_back(entry).map_err(|_| QueueFull)
+    }
+
+    /// Whether `id` is still waiting for its ack.
+    pub fn contains(&self, id: PressId) -> bool {
+        self.queue.iter().any(|e| e.id == id)
     }
 
     /// The MQTT session is up and subscribed to this terminal's ack topic:
@@ -203,11 +231,13 @@ impl<const N: usize> Session<N> {
         entry.sent_at = Some(now);
         entry.ever_sent = true;
         self.counters.transmissions += 1;
-        let age = now.saturating_sub(entry.pressed_at);
+        let age_ms = entry
+            .pressed_at
+            .map(|at| u32::try_from(now.saturating_sub(at)).unwrap_or(u32::MAX));
         Some(Press {
             id: entry.id,
             button: entry.button,
-            age_ms: Some(u32::try_from(age).unwrap_or(u32::MAX)),
+            age_ms,
         })
     }
 
