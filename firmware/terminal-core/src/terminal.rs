@@ -102,7 +102,7 @@ impl<F: MultiwriteNorFlash, const N: usize> DurableTerminal<F, N> {
             let previous: Option<u32> = map.fetch_item(&mut buf, &KEY_BOOT).await?;
             let boot = previous.map_or(0, |b| b.wrapping_add(1));
             // Durable before any press of this boot is numbered.
-            map.store_item(&mut buf, &KEY_BOOT, &boot).await?;
+            map.store_item_generic(&mut buf, &KEY_BOOT, &boot).await?;
             let dropped: Option<u32> = map.fetch_item(&mut buf, &KEY_DROPPED).await?;
             (boot, dropped.unwrap_or(0))
         };
@@ -190,7 +190,7 @@ impl<F: MultiwriteNorFlash, const N: usize> DurableTerminal<F, N> {
             MapConfig::new(self.layout.state.clone()),
             Cache::new_uncached(),
         );
-        map.store_item(&mut buf, &KEY_DROPPED, &self.dropped)
+        map.store_item_generic(&mut buf, &KEY_DROPPED, &self.dropped)
             .await
             .map_err(PressError::Storage)?;
         Err(PressError::Full)

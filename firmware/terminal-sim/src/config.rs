@@ -37,8 +37,6 @@ pub struct SimConfig {
     pub id_prefix: String,
     /// The first `json_terminals` terminals speak the JSON press form.
     pub json_terminals: usize,
-    /// Boot counter the simulated terminals report.
-    pub boot: u32,
     /// Relative weights of very unhappy, unhappy, happy, very happy.
     pub button_weights: [u32; 4],
     /// Core session tunables (ack timeout, in-flight bound).
@@ -56,6 +54,9 @@ pub struct SimConfig {
     pub stuck_button: usize,
     /// Firmware version the terminals report.
     pub firmware: FirmwareVersion,
+    /// Power cuts per terminal per second (0 = none): the terminal loses
+    /// power mid-operation, its RAM and connection, and boots from flash.
+    pub kill_rate: f64,
 }
 
 impl Default for SimConfig {
@@ -70,7 +71,6 @@ impl Default for SimConfig {
             seed: 1,
             id_prefix: "sim-".into(),
             json_terminals: 0,
-            boot: 1,
             button_weights: [1, 2, 5, 4],
             session: SessionConfig::default(),
             ack_mode: AckMode::Durable,
@@ -85,6 +85,7 @@ impl Default for SimConfig {
                     patch: 0,
                 },
             ),
+            kill_rate: 0.0,
         }
     }
 }

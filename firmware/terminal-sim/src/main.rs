@@ -41,9 +41,6 @@ struct Args {
     /// How many of the terminals speak the JSON press form.
     #[arg(long, default_value_t = 0)]
     json_terminals: usize,
-    /// Boot counter the terminals report.
-    #[arg(long, default_value_t = 1)]
-    boot: u32,
     /// Resend a press when its durable ack has not come after this many ms.
     #[arg(long, default_value_t = 3000)]
     ack_timeout_ms: u64,
@@ -71,6 +68,11 @@ struct Args {
     /// Firmware version the terminals report (MAJOR.MINOR.PATCH).
     #[arg(long)]
     firmware_version: Option<String>,
+    /// Power cuts per terminal per second (e.g. 0.2): a terminal loses power
+    /// mid-operation (possibly inside a flash write), its RAM and its
+    /// connection, and boots again from flash.
+    #[arg(long, default_value_t = 0.0)]
+    kill_rate: f64,
     /// Give up (exit 1) after this many seconds.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
@@ -100,6 +102,9 @@ fn validate(args: &Args) -> anyhow::Result<SimConfig> {
     if args.low_battery > args.terminals || args.stuck_button > args.terminals {
         bail!("--low-battery and --stuck-button cannot exceed --terminals");
     }
+    if !(args.kill_rate >= 0.0 && args.kill_rate.is_finite()) {
+        bail!("--kill-rate must be 0 (no power cuts) or a positive number of cuts per terminal per second");
+    }
     if args.terminals == 0 {
         bail!("--terminals must be at least 1");
     }
@@ -126,12 +131,12 @@ fn validate(args: &Args) -> anyhow::Result<SimConfig> {
         seed: args.seed,
         id_prefix: args.id_prefix.clone(),
         json_terminals: args.json_terminals,
-        boot: args.boot,
         session: SessionConfig {
             ack_timeout_ms: args.ack_timeout_ms.max(1),
             max_in_flight: args.max_in_flight.max(1),
         },
         heartbeat: Duration::from_secs(args.heartbeat_secs.max(1)),
+        kill_rate: args.kill_rate,
         duration: Duration::from_secs(args.duration),
         low_battery: args.low_battery,
         stuck_button: args.stuck_button,

@@ -17,6 +17,7 @@ pub struct SimCounters {
     pub dropped: AtomicU64,
     pub reconnects: AtomicU64,
     pub connected: AtomicU64,
+    pub power_cuts: AtomicU64,
 }
 
 /// Summary of a run, printed by `terminal-sim` (as JSON with `--json`).
@@ -33,6 +34,8 @@ pub struct SimReport {
     pub resent: u64,
     pub deliberate_duplicates: u64,
     pub reconnects: u64,
+    /// Simulated power cuts (terminal rebooted from flash).
+    pub power_cuts: u64,
     /// Presses a full queue could not take.
     pub dropped: u64,
     pub elapsed_ms: u64,
@@ -50,6 +53,7 @@ impl SimCounters {
             resent: self.resends.load(Relaxed),
             deliberate_duplicates: self.deliberate_duplicates.load(Relaxed),
             reconnects: self.reconnects.load(Relaxed),
+            power_cuts: self.power_cuts.load(Relaxed),
             dropped: self.dropped.load(Relaxed),
             elapsed_ms: elapsed.as_millis() as u64,
             complete,
@@ -61,7 +65,7 @@ impl std::fmt::Display for SimReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} terminals: {} presses sent, {} acked, {} transmissions ({} resent, {} deliberate duplicates), {} reconnects, {} dropped, {:.1} s{}",
+            "{} terminals: {} presses sent, {} acked, {} transmissions ({} resent, {} deliberate duplicates), {} reconnects, {} power cuts, {} dropped, {:.1} s{}",
             self.terminals,
             self.presses,
             self.acked,
@@ -69,6 +73,7 @@ impl std::fmt::Display for SimReport {
             self.resent,
             self.deliberate_duplicates,
             self.reconnects,
+            self.power_cuts,
             self.dropped,
             self.elapsed_ms as f64 / 1000.0,
             if self.complete { "" } else { " (INCOMPLETE: not every press was acked)" }

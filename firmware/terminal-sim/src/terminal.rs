@@ -1,10 +1,16 @@
-//! One simulated terminal: the real core session driven by a timer and an
-//! MQTT connection.
+//! One simulated terminal: the real durable terminal core (queue and boot
+//! counter in a RAM flash) driven by a timer and an MQTT connection.
 //!
 //! The rumqttc event loop runs in its own task and hands events over a
 //! channel. `EventLoop::poll` is never raced in a `select!`: cancelling it in
 //! the middle of a write would corrupt the stream.
+//!
+//! With a kill rate, a terminal loses power at random moments: a power cut
+//! is armed inside its next flash operations, its connection drops without
+//! an MQTT DISCONNECT (so the broker publishes its last will), its RAM is
+//! gone, and it boots again from what the flash holds.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,8 +19,11 @@ use pressline_protocol::heartbeat::{HEARTBEAT_BUF_LEN, WILL_OFFLINE};
 use pressline_protocol::topic::{
     AckJsonTopic, AckTopic, HeartbeatTopic, PressJsonTopic, PressTopic, TerminalStatusTopic,
 };
-use pressline_protocol::{json, press::PRESS_BUF_LEN, Ack, Button, Heartbeat, ResetReason};
-use pressline_terminal_core::{Millis, Session};
+use pressline_protocol::{json, press::PRESS_BUF_LEN, Ack, Button, PressId, ResetReason};
+use pressline_terminal_core::ram_flash::RamFlash;
+use pressline_terminal_core::{
+    DeviceStatus, DurableTerminal, FlashLayout, Millis, PressError, SessionCounters,
+};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
@@ -22,11 +31,19 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, Instant};
 
 use crate::{AckMode, SimConfig, SimCounters};
-use pressline_protocol::PressId;
-use std::collections::{HashMap, VecDeque};
 
-/// Queue capacity of a simulated terminal (the board's flash queue is larger).
+/// Queue capacity of a simulated terminal (in RAM; the flash holds more).
 pub const QUEUE_CAPACITY: usize = 1024;
+/// A simulated terminal's flash: 64 KiB in 4 KiB pages.
+pub type SimFlash = RamFlash<{ 64 * 1024 }, 4096>;
+
+/// Flash layout of a simulated terminal: 2 state pages, 14 queue pages.
+pub fn flash_layout() -> FlashLayout {
+    FlashLayout {
+        state: 0..8192,
+        queue: 8192..65536,
+    }
+}
 
 /// What the event-loop task tells the terminal.
 enum LinkEvent {
@@ -43,22 +60,80 @@ enum LinkEvent {
     Down,
 }
 
+/// How one boot of a terminal ended.
+enum BootEnd {
+    /// Every press made and acked (true), or stopped early (false).
+    Finished(bool),
+    /// Power was cut: boot again from flash.
+    PowerCut,
+}
+
 /// Runs terminal `index` to completion. Returns whether every press it made
 /// was acked (false when stopped early).
 pub async fn run(
     index: usize,
     config: Arc<SimConfig>,
     counters: Arc<SimCounters>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> bool {
-    let id = config.terminal_id(index);
-    let speaks_json = index < config.json_terminals;
     let mut rng = SmallRng::seed_from_u64(
         config
             .seed
             .wrapping_mul(1_000_003)
             .wrapping_add(index as u64),
     );
+    let mut flash = Box::new(SimFlash::new());
+    let mut remaining = config.presses;
+    let started = Instant::now();
+    let mut reset_reason = ResetReason::PowerOn;
+    loop {
+        let end = run_boot(
+            index,
+            &config,
+            &counters,
+            stop.clone(),
+            &mut flash,
+            &mut remaining,
+            &mut rng,
+            started,
+            reset_reason,
+        )
+        .await;
+        match end {
+            BootEnd::Finished(done) => return done,
+            BootEnd::PowerCut => {
+                counters.power_cuts.fetch_add(1, Relaxed);
+                flash.power_cycle();
+                reset_reason = ResetReason::Brownout;
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_boot(
+    index: usize,
+    config: &SimConfig,
+    counters: &SimCounters,
+    mut stop: watch::Receiver<bool>,
+    flash: &mut SimFlash,
+    remaining: &mut Option<u64>,
+    rng: &mut SmallRng,
+    started: Instant,
+    reset_reason: ResetReason,
+) -> BootEnd {
+    let id = config.terminal_id(index);
+    let speaks_json = index < config.json_terminals;
+    let mut terminal: DurableTerminal<&mut SimFlash, QUEUE_CAPACITY> =
+        match DurableTerminal::boot(flash, flash_layout(), config.session).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(terminal = %id, error = ?e, "flash does not boot");
+                return BootEnd::Finished(false);
+            }
+        };
+    let booted = Instant::now();
+    let now = move || -> Millis { booted.elapsed().as_millis() as Millis };
 
     let mut options = MqttOptions::new(&id, &config.broker_host, config.broker_port);
     options.set_keep_alive(Duration::from_secs(5));
@@ -92,11 +167,8 @@ pub async fn run(
     } else {
         PressTopic(&id).to_string()
     };
+    let heartbeat_topic = HeartbeatTopic(&id).to_string();
 
-    let mut session: Session<QUEUE_CAPACITY> = Session::new(config.boot, config.session);
-    let started = Instant::now();
-    let now = move || -> Millis { started.elapsed().as_millis() as Millis };
-    let mut remaining = config.presses;
     let stuck = config.has_stuck_button(index);
     let press_interval = if stuck {
         Some(Duration::from_millis(50))
@@ -109,42 +181,73 @@ pub async fn run(
         3900 + rng.gen_range(0..200)
     };
     let rssi_dbm = -55 - rng.gen_range(0..15i8);
-    let heartbeat_topic = HeartbeatTopic(&id).to_string();
     let run_until = started + config.duration;
-    let mut next_heartbeat: Option<Instant> = None;
     // Spread terminals over the first interval so they do not press in lockstep.
     let mut next_press =
-        started + press_interval.map_or(Duration::ZERO, |i| i.mul_f64(rng.gen::<f64>()));
+        Instant::now() + press_interval.map_or(Duration::ZERO, |i| i.mul_f64(rng.gen::<f64>()));
+    let mut next_heartbeat: Option<Instant> = None;
     let mut ever_connected = false;
     let total_weight: u32 = config.button_weights.iter().sum::<u32>().max(1);
+    // Power cut: when it strikes, and (once armed) when the terminal is dead.
+    let mut power_cut_at = (config.kill_rate > 0.0).then(|| {
+        Instant::now()
+            + Duration::from_secs_f64(-rng.gen::<f64>().max(1e-9).ln() / config.kill_rate)
+    });
+    let mut dead_at: Option<Instant> = None;
+    let mut reported = terminal.counters();
+    let device = |reset_reason| DeviceStatus {
+        firmware: config.firmware,
+        battery_mv: Some(battery_mv),
+        rssi_dbm: Some(rssi_dbm),
+        reset_reason,
+        unix_time_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_millis() as u64),
+    };
 
-    let mut reported = session.counters();
-    let finished = loop {
-        publish_counters(&counters, &mut reported, session.counters());
+    let end = 'boot: loop {
+        publish_counters(counters, &mut reported, terminal.counters());
         if *stop.borrow() {
-            break false;
+            break BootEnd::Finished(false);
+        }
+        if let Some(at) = power_cut_at.filter(|at| Instant::now() >= *at) {
+            // Arm a cut inside the next flash operations, and die shortly
+            // in any case.
+            let _ = at;
+            terminal.flash_mut().cut_power_after(rng.gen_range(0..40));
+            power_cut_at = None;
+            dead_at = Some(Instant::now() + Duration::from_millis(200));
+        }
+        if dead_at.is_some_and(|t| Instant::now() >= t) || !terminal.flash_mut().is_powered() {
+            break BootEnd::PowerCut;
         }
         // Press whatever is due (all at once when unthrottled, as long as the
         // queue has room: the simulator models visitors, not overflow).
-        while remaining != Some(0)
+        while *remaining != Some(0)
             && Instant::now() >= next_press
-            && session.queue_len() < session.queue_capacity()
+            && terminal.queue_len() < terminal.queue_capacity()
         {
             let button = if stuck {
                 Button::VeryUnhappy
             } else {
-                pick_button(&mut rng, &config.button_weights, total_weight)
+                pick_button(rng, &config.button_weights, total_weight)
             };
-            if session.handle_press(now(), button).is_ok() {
-                counters.presses.fetch_add(1, Relaxed);
+            match terminal.handle_press(now(), button).await {
+                Ok(_) => {
+                    counters.presses.fetch_add(1, Relaxed);
+                    *remaining = remaining.map(|r| r - 1);
+                }
+                Err(PressError::Full) => {}
+                // Power died under the press: it was never confirmed.
+                Err(PressError::Storage(_)) => break 'boot BootEnd::PowerCut,
             }
-            remaining = remaining.map(|r| r - 1);
             if let Some(interval) = press_interval {
                 next_press += interval;
             }
         }
         // Publish whatever the session wants out.
-        while let Some(press) = session.poll_transmit(now()) {
+        while let Some(press) = terminal.poll_transmit(now()) {
             let payload = if speaks_json {
                 json::encode_press(&id, &press)
             } else {
@@ -178,22 +281,8 @@ pub async fn run(
                 counters.deliberate_duplicates.fetch_add(1, Relaxed);
             }
         }
-        if session.is_connected() && next_heartbeat.is_some_and(|t| Instant::now() >= t) {
-            let hb = Heartbeat {
-                boot: config.boot,
-                uptime_ms: now(),
-                firmware: config.firmware,
-                battery_mv: Some(battery_mv),
-                rssi_dbm: Some(rssi_dbm),
-                queue_depth: session.queue_len() as u32,
-                queue_capacity: session.queue_capacity() as u32,
-                dropped_presses: session.counters().dropped as u32,
-                reset_reason: ResetReason::PowerOn as u8,
-                unix_time_ms: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .ok()
-                    .map(|d| d.as_millis() as u64),
-            };
+        if terminal.is_connected() && next_heartbeat.is_some_and(|t| Instant::now() >= t) {
+            let hb = terminal.heartbeat(now(), device(reset_reason));
             let mut buf = [0u8; HEARTBEAT_BUF_LEN];
             if let Ok(bytes) = hb.encode(&mut buf) {
                 let _ = client.try_publish(
@@ -205,27 +294,31 @@ pub async fn run(
             }
             next_heartbeat = Some(Instant::now() + config.heartbeat);
         }
-        if remaining == Some(0) && session.queue_len() == 0 && Instant::now() >= run_until {
-            break true;
+        if *remaining == Some(0) && terminal.queue_len() == 0 && Instant::now() >= run_until {
+            break BootEnd::Finished(true);
         }
 
-        let mut wake = session
+        let mut wake = terminal
             .poll_timeout()
-            .map(|ms| started + Duration::from_millis(ms));
-        if remaining != Some(0) && session.queue_len() < session.queue_capacity() {
-            wake = Some(wake.map_or(next_press, |w| w.min(next_press)));
+            .map(|ms| booted + Duration::from_millis(ms));
+        let mut at = |t: Instant| wake = Some(wake.map_or(t, |w: Instant| w.min(t)));
+        if *remaining != Some(0) && terminal.queue_len() < terminal.queue_capacity() {
+            at(next_press);
         }
-        if let Some(t) = next_heartbeat.filter(|_| session.is_connected()) {
-            wake = Some(wake.map_or(t, |w| w.min(t)));
+        if let Some(t) = next_heartbeat.filter(|_| terminal.is_connected()) {
+            at(t);
         }
-        if remaining == Some(0) && session.queue_len() == 0 {
-            wake = Some(wake.map_or(run_until, |w| w.min(run_until)));
+        if *remaining == Some(0) && terminal.queue_len() == 0 {
+            at(run_until);
+        }
+        if let Some(t) = power_cut_at.or(dead_at) {
+            at(t);
         }
         let wake = wake.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
 
         tokio::select! {
             event = events.recv() => match event {
-                None => break false,
+                None => break BootEnd::Finished(false),
                 Some(LinkEvent::ConnAck) => {
                     let _ = client.try_subscribe(ack_topic.as_str(), QoS::AtLeastOnce);
                 }
@@ -236,7 +329,7 @@ pub async fn run(
                         counters.connected.fetch_add(1, Relaxed);
                     }
                     ever_connected = true;
-                    session.handle_connected(now());
+                    terminal.handle_connected(now());
                     // Say hello at once, then periodically.
                     next_heartbeat = Some(Instant::now());
                 }
@@ -244,7 +337,9 @@ pub async fn run(
                     let ack = if speaks_json { json::decode_ack(&payload) } else { Ack::decode(&payload) };
                     match ack {
                         Ok(ack) => {
-                            session.handle_ack(now(), &ack);
+                            if terminal.handle_ack(now(), &ack).await.is_err() {
+                                break BootEnd::PowerCut;
+                            }
                         }
                         Err(e) => tracing::warn!(terminal = %id, error = %e, "undecodable ack"),
                     }
@@ -257,32 +352,40 @@ pub async fn run(
                 }
                 Some(LinkEvent::PubAck(pkid)) => {
                     if let Some(id) = awaiting_puback.remove(&pkid) {
-                        session.handle_ack(now(), &Ack { boot: id.boot, first_seq: id.seq, last_seq: id.seq });
+                        let ack = Ack { boot: id.boot, first_seq: id.seq, last_seq: id.seq };
+                        if terminal.handle_ack(now(), &ack).await.is_err() {
+                            break BootEnd::PowerCut;
+                        }
                     }
                 }
                 Some(LinkEvent::Down) => {
                     handed_over.clear();
                     awaiting_puback.clear();
-                    session.handle_disconnected(now());
+                    terminal.handle_disconnected(now());
                 }
             },
             _ = sleep_until(wake) => {}
             _ = stop.changed() => {}
         }
     };
-    publish_counters(&counters, &mut reported, session.counters());
-    let _ = client.try_disconnect();
-    // Give the disconnect a moment to go out, then stop the event loop.
-    let _ = tokio::time::timeout(Duration::from_millis(500), poller).await;
-    finished
+    publish_counters(counters, &mut reported, terminal.counters());
+    match end {
+        BootEnd::PowerCut => {
+            // No DISCONNECT: the socket just dies, as when power goes.
+            poller.abort();
+            drop(client);
+        }
+        BootEnd::Finished(_) => {
+            let _ = client.try_disconnect();
+            // Give the disconnect a moment to go out, then stop the event loop.
+            let _ = tokio::time::timeout(Duration::from_millis(500), poller).await;
+        }
+    }
+    end
 }
 
 /// Adds what changed since the last report to the shared counters.
-fn publish_counters(
-    counters: &SimCounters,
-    reported: &mut pressline_terminal_core::SessionCounters,
-    now: pressline_terminal_core::SessionCounters,
-) {
+fn publish_counters(counters: &SimCounters, reported: &mut SessionCounters, now: SessionCounters) {
     counters
         .transmissions
         .fetch_add(now.transmissions - reported.transmissions, Relaxed);
