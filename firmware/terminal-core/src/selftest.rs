@@ -46,7 +46,9 @@ fn ensure(cond: bool, what: &'static str) -> Check {
 }
 
 /// The names of the checks, in the order [`run_all`] runs them.
-pub const NAMES: [&str; 4] = [
+pub const NAMES: [&str; 6] = [
+    "unacked presses are resent on reconnect and after the ack timeout",
+    "a bouncing button counts once",
     "presses survive a reboot with their identity",
     "boot numbers are never reused",
     "a full queue keeps the oldest and counts the rest",
@@ -55,14 +57,70 @@ pub const NAMES: [&str; 4] = [
 
 /// Runs every check on a fresh flash, reporting each result.
 pub async fn run_all(flash: &mut TestFlash, mut report: impl FnMut(&str, Check)) {
+    report(NAMES[0], resends());
+    report(NAMES[1], debounce());
     *flash = TestFlash::new();
-    report(NAMES[0], presses_survive_a_reboot(flash).await);
+    report(NAMES[2], presses_survive_a_reboot(flash).await);
     *flash = TestFlash::new();
-    report(NAMES[1], boot_numbers_are_never_reused(flash).await);
+    report(NAMES[3], boot_numbers_are_never_reused(flash).await);
     *flash = TestFlash::new();
-    report(NAMES[2], a_full_queue_keeps_the_oldest(flash).await);
+    report(NAMES[4], a_full_queue_keeps_the_oldest(flash).await);
     *flash = TestFlash::new();
-    report(NAMES[3], power_cut_at_every_word(flash).await);
+    report(NAMES[5], power_cut_at_every_word(flash).await);
+}
+
+/// The session's resend rules.
+pub fn resends() -> Check {
+    let mut s: crate::Session<8> = crate::Session::new(0, CONFIG);
+    s.handle_press(0, Button::Happy).map_err(|_| "press")?;
+    ensure(
+        s.poll_transmit(0).is_none(),
+        "nothing is sent while disconnected",
+    )?;
+    s.handle_connected(1);
+    ensure(s.poll_transmit(1).is_some(), "sent after connect")?;
+    ensure(
+        s.poll_transmit(500).is_none(),
+        "not resent before the ack timeout",
+    )?;
+    ensure(
+        s.poll_transmit(1_001).is_some(),
+        "resent after the ack timeout",
+    )?;
+    s.handle_disconnected(1_100);
+    s.handle_connected(1_200);
+    ensure(s.poll_transmit(1_200).is_some(), "resent after a reconnect")?;
+    ensure(
+        s.handle_ack(
+            1_300,
+            &Ack {
+                boot: 0,
+                first_seq: 0,
+                last_seq: 0,
+            },
+        ) == 1,
+        "the ack releases it",
+    )?;
+    ensure(
+        s.poll_transmit(5_000).is_none(),
+        "an acked press is never resent",
+    )
+}
+
+/// Debouncing.
+pub fn debounce() -> Check {
+    let mut d = crate::Debouncer::default();
+    let mut presses = 0;
+    for (t, level) in [1, 0, 1, 0, 1].iter().enumerate() {
+        presses += d.handle_level(t as u64, *level == 1) as u32;
+    }
+    for t in 5..200 {
+        presses += d.handle_level(t, true) as u32;
+    }
+    for t in 200..400 {
+        presses += d.handle_level(t, false) as u32;
+    }
+    ensure(presses == 1, "one press per push")
 }
 
 /// Presses queued before a reboot come back with their identity.
