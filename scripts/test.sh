@@ -36,8 +36,19 @@ if ! command -v mosquitto >/dev/null 2>&1 || ! command -v mosquitto_sub >/dev/nu
     # their own on free ports and do not need it.
     as_root systemctl disable --now mosquitto >/dev/null 2>&1 || true
 fi
+missing=()
+for tool in /usr/bin/rustc:rustc-web /usr/bin/cargo:cargo-web /usr/lib/rustlib/src/rust/library:rust-web-src \
+            /usr/bin/ld.lld-22:lld-22 /usr/bin/arm-none-eabi-size:binutils-arm-none-eabi \
+            /usr/bin/qemu-system-arm:qemu-system-arm; do
+    [ -e "${tool%%:*}" ] || missing+=("${tool##*:}")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "installing the firmware toolchain: ${missing[*]}"
+    apt_install "${missing[@]}"
+fi
 mosquitto -h 2>/dev/null | head -n 1 || true
 cargo --version
+/usr/bin/rustc --version
 
 step "build (debug)"
 cargo build --workspace --all-targets --locked
@@ -45,7 +56,13 @@ cargo build --workspace --all-targets --locked
 step "unit, property and end-to-end tests"
 cargo test --workspace --locked 2>&1 | tee "$CARGO_TARGET_DIR/test-output.txt"
 
+step "terminal core on an emulated Cortex-M3 (QEMU)"
+# Its own workspace and target directory: a different toolchain (Debian's
+# rustc with build-std) must not invalidate the host build cache.
+(cd firmware/qemu-tests && CARGO_TARGET_DIR="$HOME/.cache/pressline/firmware-target/qemu-tests" \
+    /usr/bin/cargo run --release --locked) 2>&1 | tee "$CARGO_TARGET_DIR/qemu-output.txt"
+
 step "summary"
-grep -E '^test result:' "$CARGO_TARGET_DIR/test-output.txt" | awk '
+{ grep -E '^test result:' "$CARGO_TARGET_DIR/test-output.txt"; grep -E '^[0-9]+ passed, [0-9]+ failed$' "$CARGO_TARGET_DIR/qemu-output.txt" | sed 's/^/test result: ok. /; s/ passed,/ passed;/; s/ failed$/ failed;/'; } | awk '
     { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
     END { printf "%d passed, %d failed\n", p, f; exit (f > 0) }'
