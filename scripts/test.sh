@@ -62,6 +62,18 @@ step "terminal core on an emulated Cortex-M3 (QEMU)"
 (cd firmware/qemu-tests && CARGO_TARGET_DIR="$HOME/.cache/pressline/firmware-target/qemu-tests" \
     /usr/bin/cargo run --release --locked) 2>&1 | tee "$CARGO_TARGET_DIR/qemu-output.txt"
 
+step "Pico W firmware image (thumbv6m-none-eabi)"
+PICO_TARGET="$HOME/.cache/pressline/firmware-target/pico-w"
+(cd firmware/pico-w && CARGO_TARGET_DIR="$PICO_TARGET" /usr/bin/cargo build --release --locked)
+PICO_ELF="$PICO_TARGET/thumbv6m-none-eabi/release/pressline-pico-w"
+arm-none-eabi-size "$PICO_ELF"
+# Budget: 512 KiB flash (text + data), 128 KiB static RAM (data + bss).
+arm-none-eabi-size "$PICO_ELF" | awk 'NR == 2 {
+    flash = $1 + $2; ram = $2 + $3
+    printf "flash %.1f KiB of 512 KiB, static RAM %.1f KiB of 128 KiB\n", flash / 1024, ram / 1024
+    if (flash > 512 * 1024 || ram > 128 * 1024) { print "firmware over budget"; exit 1 }
+}'
+
 step "summary"
 { grep -E '^test result:' "$CARGO_TARGET_DIR/test-output.txt"; grep -E '^[0-9]+ passed, [0-9]+ failed$' "$CARGO_TARGET_DIR/qemu-output.txt" | sed 's/^/test result: ok. /; s/ passed,/ passed;/; s/ failed$/ failed;/'; } | awk '
     { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }

@@ -34,6 +34,12 @@ pub fn broker_config(mqtt: &MqttConfig) -> BrokerConfig {
             dynamic_filters: true,
         },
     };
+    let v5 = mqtt.listen_v5.map(|listen| {
+        let mut settings = server.clone();
+        settings.name = "terminals-v5".into();
+        settings.listen = listen;
+        HashMap::from([("terminals-v5".to_string(), settings)])
+    });
     BrokerConfig {
         id: 0,
         router: RouterConfig {
@@ -47,6 +53,7 @@ pub fn broker_config(mqtt: &MqttConfig) -> BrokerConfig {
             shared_subscriptions_strategy: Default::default(),
         },
         v4: Some(HashMap::from([("terminals".to_string(), server)])),
+        v5,
         ..Default::default()
     }
 }
@@ -82,6 +89,11 @@ pub fn start(mqtt: &MqttConfig) -> anyhow::Result<SiteBroker> {
             mqtt.listen
         )
     })?;
+    if let Some(v5) = mqtt.listen_v5 {
+        check_bindable(v5).with_context(|| {
+            format!("cannot listen for MQTT 5 terminals on {v5} (choose another with --mqtt-v5-listen, or remove mqtt.listen_v5)")
+        })?;
+    }
     let mut broker = Broker::new(broker_config(mqtt));
     let (mut link_tx, link_rx) = broker
         .link(LINK_CLIENT_ID)

@@ -29,6 +29,9 @@ pub struct Config {
 #[serde(default, deny_unknown_fields)]
 pub struct MqttConfig {
     pub listen: SocketAddr,
+    /// MQTT 5 listener (the Pico W firmware's client speaks MQTT 5); `None`
+    /// disables it.
+    pub listen_v5: Option<SocketAddr>,
     pub max_terminals: usize,
     pub max_payload_bytes: usize,
     pub router_segment_bytes: usize,
@@ -81,6 +84,7 @@ impl Default for MqttConfig {
     fn default() -> Self {
         MqttConfig {
             listen: "0.0.0.0:1883".parse().expect("literal address"),
+            listen_v5: Some("0.0.0.0:1884".parse().expect("literal address")),
             max_terminals: 1024,
             max_payload_bytes: 65536,
             router_segment_bytes: 256 * 1024,

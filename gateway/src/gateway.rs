@@ -155,6 +155,9 @@ pub async fn run(config: Config, demo_terminals: Option<usize>) -> anyhow::Resul
         "terminals: mqtt://{} (topics pressline/v1/term/{{terminal}}/press[/json])",
         config.mqtt.listen
     );
+    if let Some(v5) = config.mqtt.listen_v5 {
+        tracing::info!("terminals speaking MQTT 5: mqtt://{v5}");
+    }
     tracing::info!(
         "HTTP API: http://{}/api/v1/ (bearer token from {token_source})",
         config.http.listen

@@ -45,6 +45,9 @@ struct RunArgs {
     /// Address terminals connect to, e.g. 0.0.0.0:1883.
     #[arg(long)]
     mqtt_listen: Option<SocketAddr>,
+    /// MQTT 5 address for terminals, e.g. 0.0.0.0:1884.
+    #[arg(long)]
+    mqtt_v5_listen: Option<SocketAddr>,
     /// HTTP API address, e.g. 127.0.0.1:8080.
     #[arg(long)]
     http_listen: Option<SocketAddr>,
@@ -70,6 +73,9 @@ impl RunArgs {
         }
         if let Some(a) = self.mqtt_listen {
             config.mqtt.listen = a;
+        }
+        if let Some(a) = self.mqtt_v5_listen {
+            config.mqtt.listen_v5 = Some(a);
         }
         if let Some(a) = self.http_listen {
             config.http.listen = a;

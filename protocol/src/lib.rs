@@ -11,6 +11,7 @@
 //! - [`press`]: a press as a native terminal sends it (version byte + postcard).
 //! - [`ack`]: the gateway's durable application ack (version byte + postcard).
 //! - [`heartbeat`]: terminal health reports and the terminal's last will.
+//! - [`provisioning`]: a terminal's identity and connection settings in flash.
 //! - [`topic`]: every MQTT topic, as formatters and a parser.
 //! - [`json`] (`std`): JSON presses/acks for third-party terminals.
 //! - [`upstream`] (`std`): the versioned JSON documents analytics consume.
@@ -28,6 +29,7 @@ pub mod button;
 pub mod heartbeat;
 pub mod ident;
 pub mod press;
+pub mod provisioning;
 pub mod topic;
 
 #[cfg(feature = "std")]

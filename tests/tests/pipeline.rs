@@ -501,3 +501,61 @@ fn terminals_that_lose_power_mid_run_lose_no_confirmed_press() {
         "{terminals}"
     );
 }
+
+#[test]
+fn an_mqtt5_terminal_like_the_pico_w_firmware_gets_durable_acks() {
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::{Client, Event, MqttOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = Gateway::start(
+        dir.path(),
+        GatewayOptions {
+            site: "v5site".into(),
+            ..Default::default()
+        },
+    );
+    let (client, mut connection) = Client::new(
+        MqttOptions::new("pico-1", "127.0.0.1", gateway.mqtt_v5_port),
+        10,
+    );
+    client
+        .subscribe("pressline/v1/gw/pico-1/ack", QoS::AtLeastOnce)
+        .unwrap();
+    let press = pressline_protocol::Press {
+        id: pressline_protocol::PressId { boot: 4, seq: 9 },
+        button: pressline_protocol::Button::Unhappy,
+        age_ms: Some(120),
+    };
+    let mut buf = [0u8; 32];
+    let payload = press.encode(&mut buf).unwrap().to_vec();
+    for event in connection.iter() {
+        match event {
+            Ok(Event::Incoming(Packet::SubAck(_))) => {
+                client
+                    .publish(
+                        "pressline/v1/term/pico-1/press",
+                        QoS::AtLeastOnce,
+                        false,
+                        payload.clone(),
+                    )
+                    .unwrap();
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                let ack = pressline_protocol::Ack::decode(&p.payload).unwrap();
+                assert_eq!(
+                    ack,
+                    pressline_protocol::Ack {
+                        boot: 4,
+                        first_seq: 9,
+                        last_seq: 9
+                    }
+                );
+                break;
+            }
+            Ok(_) => {}
+            Err(e) => panic!("MQTT 5 connection failed: {e}"),
+        }
+    }
+    assert_eq!(gateway.stat("presses_stored"), 1);
+}

@@ -58,18 +58,28 @@ pub struct SessionCounters {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueFull;
 
+/// Sentinel for "no time" in [`Entry`] (an `Option<u64>` would double the
+/// entry's size, and the queue lives in a microcontroller's RAM).
+const NEVER: Millis = Millis::MAX;
+
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     id: PressId,
-    button: Button,
-    /// `None` for presses restored from flash after a reboot (their age on
-    /// the previous boot's clock is unknown).
-    pressed_at: Option<Millis>,
+    /// [`NEVER`] for presses restored from flash after a reboot (their age
+    /// on the previous boot's clock is unknown).
+    pressed_at: Millis,
     /// When it was last handed out for transmission on the current
-    /// connection; `None` = due now.
-    sent_at: Option<Millis>,
+    /// connection; [`NEVER`] = due now.
+    sent_at: Millis,
+    button: Button,
     /// Whether it was ever transmitted (to count resends).
     ever_sent: bool,
+}
+
+impl Entry {
+    fn sent_at(&self) -> Option<Millis> {
+        (self.sent_at != NEVER).then_some(self.sent_at)
+    }
 }
 
 /// Press queue plus session logic for one terminal, holding up to `N` presses.
@@ -134,8 +144,8 @@ impl<const N: usize> Session<N> {
         let entry = Entry {
             id,
             button,
-            pressed_at: Some(now),
-            sent_at: None,
+            pressed_at: now.min(NEVER - 1),
+            sent_at: NEVER,
             ever_sent: false,
         };
         self.queue.push_back(entry).map_err(|_| QueueFull)?;
@@ -157,8 +167,8 @@ impl<const N: usize> Session<N> {
         let entry = Entry {
             id,
             button,
-            pressed_at: None,
-            sent_at: None,
+            pressed_at: NEVER,
+            sent_at: NEVER,
             ever_sent: true,
         };
         self.queue.push_back(entry).map_err(|_| QueueFull)
@@ -174,7 +184,7 @@ impl<const N: usize> Session<N> {
     pub fn handle_connected(&mut self, _now: Millis) {
         self.connected = true;
         for entry in self.queue.iter_mut() {
-            entry.sent_at = None;
+            entry.sent_at = NEVER;
         }
     }
 
@@ -208,7 +218,7 @@ impl<const N: usize> Session<N> {
         self.queue
             .iter()
             .filter(|e| {
-                e.sent_at
+                e.sent_at()
                     .is_some_and(|t| now < t + self.config.ack_timeout_ms)
             })
             .count()
@@ -224,16 +234,15 @@ impl<const N: usize> Session<N> {
         let entry = self
             .queue
             .iter_mut()
-            .find(|e| e.sent_at.is_none_or(|t| now >= t + timeout))?;
+            .find(|e| e.sent_at().is_none_or(|t| now >= t + timeout))?;
         if entry.ever_sent {
             self.counters.resends += 1;
         }
-        entry.sent_at = Some(now);
+        entry.sent_at = now.min(NEVER - 1);
         entry.ever_sent = true;
         self.counters.transmissions += 1;
-        let age_ms = entry
-            .pressed_at
-            .map(|at| u32::try_from(now.saturating_sub(at)).unwrap_or(u32::MAX));
+        let age_ms = (entry.pressed_at != NEVER)
+            .then(|| u32::try_from(now.saturating_sub(entry.pressed_at)).unwrap_or(u32::MAX));
         Some(Press {
             id: entry.id,
             button: entry.button,
@@ -249,7 +258,7 @@ impl<const N: usize> Session<N> {
         }
         self.queue
             .iter()
-            .filter_map(|e| e.sent_at.map(|t| t + self.config.ack_timeout_ms))
+            .filter_map(|e| e.sent_at().map(|t| t + self.config.ack_timeout_ms))
             .min()
     }
 }

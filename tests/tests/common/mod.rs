@@ -167,6 +167,7 @@ pub struct GatewayOptions {
 /// A real `gateway run` process.
 pub struct Gateway {
     pub mqtt_port: u16,
+    pub mqtt_v5_port: u16,
     pub http_port: u16,
     pub data_dir: PathBuf,
     log: PathBuf,
@@ -180,6 +181,7 @@ impl Gateway {
     pub fn start(dir: &Path, options: GatewayOptions) -> Gateway {
         let mut g = Gateway {
             mqtt_port: free_port(),
+            mqtt_v5_port: free_port(),
             http_port: free_port(),
             data_dir: dir.join(format!("data-{}", options.site)),
             log: dir.join(format!("gateway-{}.log", options.site)),
@@ -202,6 +204,8 @@ impl Gateway {
             .arg(&self.data_dir)
             .arg("--mqtt-listen")
             .arg(format!("127.0.0.1:{}", self.mqtt_port))
+            .arg("--mqtt-v5-listen")
+            .arg(format!("127.0.0.1:{}", self.mqtt_v5_port))
             .arg("--http-listen")
             .arg(format!("127.0.0.1:{}", self.http_port));
         if let Some(up) = &self.options.upstream {
