@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{press::DecodeError, PressId, WIRE_VERSION};
+use crate::{press::DecodeError, PressId};
 
 /// "Presses `boot`/`first_seq..=last_seq` of this terminal are stored."
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,22 +33,12 @@ impl Ack {
     }
 
     pub fn encode<'b>(&self, buf: &'b mut [u8]) -> Result<&'b mut [u8], postcard::Error> {
-        let (version, body) = buf
-            .split_first_mut()
-            .ok_or(postcard::Error::SerializeBufferFull)?;
-        *version = WIRE_VERSION;
-        let used = postcard::to_slice(self, body)?.len();
-        Ok(&mut buf[..=used])
+        crate::envelope::encode(self, buf)
     }
 
     pub fn decode(payload: &[u8]) -> Result<Ack, DecodeError> {
-        let (&version, body) = payload.split_first().ok_or(DecodeError::Empty)?;
-        if version != WIRE_VERSION {
-            return Err(DecodeError::UnknownVersion(version));
-        }
-        let (ack, rest): (Ack, _) =
-            postcard::take_from_bytes(body).map_err(|_| DecodeError::Malformed)?;
-        if !rest.is_empty() || ack.first_seq > ack.last_seq {
+        let ack: Ack = crate::envelope::decode(payload)?;
+        if ack.first_seq > ack.last_seq {
             return Err(DecodeError::Malformed);
         }
         Ok(ack)

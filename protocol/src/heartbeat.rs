@@ -11,7 +11,7 @@ use core::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{DecodeError, MAX_PRESS_PAYLOAD, WIRE_VERSION};
+use crate::DecodeError;
 
 /// Payload of the terminal's last will.
 pub const WILL_OFFLINE: &[u8] = b"offline";
@@ -108,28 +108,11 @@ pub const HEARTBEAT_BUF_LEN: usize = 64;
 
 impl Heartbeat {
     pub fn encode<'b>(&self, buf: &'b mut [u8]) -> Result<&'b mut [u8], postcard::Error> {
-        let (version, body) = buf
-            .split_first_mut()
-            .ok_or(postcard::Error::SerializeBufferFull)?;
-        *version = WIRE_VERSION;
-        let used = postcard::to_slice(self, body)?.len();
-        Ok(&mut buf[..=used])
+        crate::envelope::encode(self, buf)
     }
 
     pub fn decode(payload: &[u8]) -> Result<Heartbeat, DecodeError> {
-        if payload.len() > MAX_PRESS_PAYLOAD {
-            return Err(DecodeError::Oversized(payload.len()));
-        }
-        let (&version, body) = payload.split_first().ok_or(DecodeError::Empty)?;
-        if version != WIRE_VERSION {
-            return Err(DecodeError::UnknownVersion(version));
-        }
-        let (hb, rest): (Heartbeat, _) =
-            postcard::take_from_bytes(body).map_err(|_| DecodeError::Malformed)?;
-        if !rest.is_empty() {
-            return Err(DecodeError::Malformed);
-        }
-        Ok(hb)
+        crate::envelope::decode(payload)
     }
 }
 

@@ -7,6 +7,7 @@
 //!
 //! # Layout
 //! - [`button`]: the four smiley buttons and their scores.
+//! - [`envelope`]: version byte + postcard framing shared by native payloads.
 //! - [`ident`]: terminal and site identifiers (the characters topics allow).
 //! - [`press`]: a press as a native terminal sends it (version byte + postcard).
 //! - [`ack`]: the gateway's durable application ack (version byte + postcard).
@@ -26,6 +27,7 @@ extern crate std;
 
 pub mod ack;
 pub mod button;
+pub mod envelope;
 pub mod heartbeat;
 pub mod ident;
 pub mod press;

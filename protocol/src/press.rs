@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Button, MAX_PRESS_PAYLOAD, WIRE_VERSION};
+use crate::{Button, MAX_PRESS_PAYLOAD};
 
 /// A press's identity within one terminal: the terminal's boot counter and
 /// the sequence number it gave the press during that boot. Together with the
@@ -94,34 +94,18 @@ pub const PRESS_BUF_LEN: usize = 32;
 impl Press {
     /// Encodes into `buf`, returning the used prefix.
     pub fn encode<'b>(&self, buf: &'b mut [u8]) -> Result<&'b mut [u8], postcard::Error> {
-        let (version, body) = buf
-            .split_first_mut()
-            .ok_or(postcard::Error::SerializeBufferFull)?;
-        *version = WIRE_VERSION;
         let wire = PressWireV1 {
             boot: self.id.boot,
             seq: self.id.seq,
             button: self.button.score(),
             age_ms: self.age_ms,
         };
-        let used = postcard::to_slice(&wire, body)?.len();
-        Ok(&mut buf[..=used])
+        crate::envelope::encode(&wire, buf)
     }
 
     /// Decodes a native press payload.
     pub fn decode(payload: &[u8]) -> Result<Press, DecodeError> {
-        if payload.len() > MAX_PRESS_PAYLOAD {
-            return Err(DecodeError::Oversized(payload.len()));
-        }
-        let (&version, body) = payload.split_first().ok_or(DecodeError::Empty)?;
-        if version != WIRE_VERSION {
-            return Err(DecodeError::UnknownVersion(version));
-        }
-        let (wire, rest): (PressWireV1, _) =
-            postcard::take_from_bytes(body).map_err(|_| DecodeError::Malformed)?;
-        if !rest.is_empty() {
-            return Err(DecodeError::Malformed);
-        }
+        let wire: PressWireV1 = crate::envelope::decode(payload)?;
         Ok(Press {
             id: PressId {
                 boot: wire.boot,
@@ -156,7 +140,7 @@ mod tests {
                 let p = press(boot, seq, button, age);
                 let mut buf = [0u8; PRESS_BUF_LEN];
                 let bytes = p.encode(&mut buf).unwrap();
-                assert_eq!(bytes[0], WIRE_VERSION);
+                assert_eq!(bytes[0], crate::WIRE_VERSION);
                 assert_eq!(Press::decode(bytes), Ok(p));
             }
         }

@@ -3,8 +3,7 @@
 use pressline_protocol::upstream::Alert;
 use time::OffsetDateTime;
 
-use super::{exit, Outcome};
-use crate::client::for_each_site;
+use super::{gather, list_outcome, Outcome};
 use crate::render::{ago, finish, table};
 use crate::sites::Site;
 
@@ -33,30 +32,9 @@ pub fn render(rows: &[Alert], now: OffsetDateTime) -> String {
 }
 
 pub fn run(sites: &[Site], all: bool, json: bool, now: OffsetDateTime) -> anyhow::Result<Outcome> {
-    let mut rows = Vec::new();
-    let mut warnings = Vec::new();
-    for (_, result) in for_each_site(sites, |gw| gw.alerts(!all)) {
-        match result {
-            Ok(mut a) => rows.append(&mut a),
-            Err(e) => warnings.push(e.to_string()),
-        }
-    }
+    let (mut rows, warnings) = gather(sites, |gw| gw.alerts(!all));
     rows.sort_by(|a, b| b.raised_at.cmp(&a.raised_at));
-    let stdout = if json {
-        format!("{}\n", serde_json::to_string_pretty(&rows)?)
-    } else {
-        render(&rows, now)
-    };
-    let code = if warnings.is_empty() {
-        exit::OK
-    } else {
-        exit::PROBLEM
-    };
-    Ok(Outcome {
-        stdout,
-        warnings,
-        code,
-    })
+    list_outcome(&rows, warnings, json, |rows| render(rows, now))
 }
 
 #[cfg(test)]

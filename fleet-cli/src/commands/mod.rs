@@ -6,6 +6,52 @@ pub mod site;
 pub mod status;
 pub mod terminals;
 
+use serde::Serialize;
+
+use crate::client::{for_each_site, ClientError, Gateway};
+use crate::sites::Site;
+
+/// Gathers one list from every site; a site that fails becomes a warning.
+pub fn gather<T: Send>(
+    sites: &[Site],
+    fetch: impl Fn(&Gateway) -> Result<Vec<T>, ClientError> + Sync,
+) -> (Vec<T>, Vec<String>) {
+    let mut rows = Vec::new();
+    let mut warnings = Vec::new();
+    for (_, result) in for_each_site(sites, fetch) {
+        match result {
+            Ok(mut r) => rows.append(&mut r),
+            Err(e) => warnings.push(e.to_string()),
+        }
+    }
+    (rows, warnings)
+}
+
+/// A list command's outcome: JSON or the human rendering, exit 1 when a
+/// site could not be read.
+pub fn list_outcome<T: Serialize>(
+    rows: &[T],
+    warnings: Vec<String>,
+    json: bool,
+    human: impl FnOnce(&[T]) -> String,
+) -> anyhow::Result<Outcome> {
+    let stdout = if json {
+        format!("{}\n", serde_json::to_string_pretty(rows)?)
+    } else {
+        human(rows)
+    };
+    let code = if warnings.is_empty() {
+        exit::OK
+    } else {
+        exit::PROBLEM
+    };
+    Ok(Outcome {
+        stdout,
+        warnings,
+        code,
+    })
+}
+
 /// What a command's run produced: its output and exit code.
 pub struct Outcome {
     pub stdout: String,

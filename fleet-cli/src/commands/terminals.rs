@@ -3,8 +3,7 @@
 use pressline_protocol::upstream::TerminalHealth;
 use time::OffsetDateTime;
 
-use super::{exit, Outcome};
-use crate::client::for_each_site;
+use super::{gather, list_outcome, Outcome};
 use crate::render::{ago, finish, opt, table};
 use crate::sites::Site;
 
@@ -44,29 +43,8 @@ pub fn render(rows: &[TerminalHealth], now: OffsetDateTime) -> String {
 }
 
 pub fn run(sites: &[Site], json: bool, now: OffsetDateTime) -> anyhow::Result<Outcome> {
-    let mut rows = Vec::new();
-    let mut warnings = Vec::new();
-    for (_, result) in for_each_site(sites, |gw| gw.terminals()) {
-        match result {
-            Ok(mut t) => rows.append(&mut t),
-            Err(e) => warnings.push(e.to_string()),
-        }
-    }
-    let stdout = if json {
-        format!("{}\n", serde_json::to_string_pretty(&rows)?)
-    } else {
-        render(&rows, now)
-    };
-    let code = if warnings.is_empty() {
-        exit::OK
-    } else {
-        exit::PROBLEM
-    };
-    Ok(Outcome {
-        stdout,
-        warnings,
-        code,
-    })
+    let (rows, warnings) = gather(sites, |gw| gw.terminals());
+    list_outcome(&rows, warnings, json, |rows| render(rows, now))
 }
 
 #[cfg(test)]
