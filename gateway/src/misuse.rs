@@ -1,0 +1,176 @@
+//! The misuse filter: presses that are not opinions.
+//!
+//! People press buttons again and again for fun. Like commercial feedback
+//! terminals, a press that follows another on the same terminal within the
+//! *response interval* is kept (stored, forwarded) but not counted; so are
+//! presses past a burst limit no queue of single visitors produces.
+//! Decisions use the time the press happened (the terminal's `age_ms`), so
+//! presses delivered late after an outage are judged as they were made.
+
+use std::collections::{HashMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+/// `[misuse]` in the config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MisuseConfig {
+    /// A press less than this long after the previous press on the same
+    /// terminal is not counted.
+    pub response_interval_secs: f64,
+    /// More than `burst_max` presses on one terminal within
+    /// `burst_window_secs` are not counted.
+    pub burst_max: u32,
+    pub burst_window_secs: u64,
+}
+
+impl Default for MisuseConfig {
+    fn default() -> Self {
+        MisuseConfig {
+            response_interval_secs: 4.0,
+            burst_max: 12,
+            burst_window_secs: 60,
+        }
+    }
+}
+
+/// Why a press is not counted as an opinion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum NotCounted {
+    /// Within the response interval of the previous press.
+    ResponseInterval,
+    /// Past the burst limit.
+    Burst,
+}
+
+impl NotCounted {
+    pub const fn reason(self) -> &'static str {
+        match self {
+            NotCounted::ResponseInterval => "response_interval",
+            NotCounted::Burst => "burst",
+        }
+    }
+
+    pub fn from_reason(reason: &str) -> Option<NotCounted> {
+        match reason {
+            "response_interval" => Some(NotCounted::ResponseInterval),
+            "burst" => Some(NotCounted::Burst),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Recent {
+    last_ms: Option<i64>,
+    window: VecDeque<i64>,
+}
+
+/// Per-terminal memory of recent presses.
+#[derive(Debug, Default)]
+pub struct MisuseFilter {
+    config: MisuseConfig,
+    terminals: HashMap<String, Recent>,
+}
+
+impl MisuseFilter {
+    pub fn new(config: MisuseConfig) -> Self {
+        MisuseFilter {
+            config,
+            terminals: HashMap::new(),
+        }
+    }
+
+    /// Classifies a new press (call once per press, in the terminal's order):
+    /// `None` = counted.
+    pub fn classify(&mut self, terminal: &str, pressed_at_ms: i64) -> Option<NotCounted> {
+        let interval_ms = (self.config.response_interval_secs * 1000.0) as i64;
+        let window_ms = self.config.burst_window_secs as i64 * 1000;
+        let recent = self.terminals.entry(terminal.to_string()).or_default();
+        let repeated = recent
+            .last_ms
+            .is_some_and(|last| (pressed_at_ms - last).abs() < interval_ms);
+        recent.last_ms = Some(
+            recent
+                .last_ms
+                .map_or(pressed_at_ms, |l| l.max(pressed_at_ms)),
+        );
+        while recent
+            .window
+            .front()
+            .is_some_and(|t| *t <= pressed_at_ms - window_ms)
+        {
+            recent.window.pop_front();
+        }
+        recent.window.push_back(pressed_at_ms);
+        if repeated {
+            Some(NotCounted::ResponseInterval)
+        } else if recent.window.len() as u32 > self.config.burst_max {
+            Some(NotCounted::Burst)
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(filter: &mut MisuseFilter, terminal: &str, times_s: &[f64]) -> Vec<Option<NotCounted>> {
+        times_s
+            .iter()
+            .map(|t| filter.classify(terminal, (t * 1000.0) as i64))
+            .collect()
+    }
+
+    #[test]
+    fn a_child_mashing_a_button_counts_once() {
+        let mut f = MisuseFilter::new(MisuseConfig::default());
+        // Recorded: a child presses 8 times in 3 seconds.
+        let r = run(&mut f, "t1", &[0.0, 0.3, 0.6, 0.9, 1.4, 2.0, 2.5, 3.0]);
+        assert_eq!(r[0], None);
+        assert!(r[1..]
+            .iter()
+            .all(|c| *c == Some(NotCounted::ResponseInterval)));
+        // The next visitor, 10 s later, counts again.
+        assert_eq!(f.classify("t1", 13_000), None);
+    }
+
+    #[test]
+    fn visitors_a_few_seconds_apart_all_count_and_terminals_are_independent() {
+        let mut f = MisuseFilter::new(MisuseConfig::default());
+        assert!(run(&mut f, "t1", &[0.0, 5.0, 10.0, 15.5])
+            .iter()
+            .all(|c| c.is_none()));
+        assert_eq!(
+            f.classify("t2", 15_600),
+            None,
+            "another terminal is not affected"
+        );
+    }
+
+    #[test]
+    fn a_group_pressing_just_past_the_interval_hits_the_burst_limit() {
+        let mut f = MisuseFilter::new(MisuseConfig {
+            response_interval_secs: 4.0,
+            burst_max: 5,
+            burst_window_secs: 60,
+        });
+        let times: Vec<f64> = (0..8).map(|i| i as f64 * 4.5).collect();
+        let r = run(&mut f, "t1", &times);
+        assert_eq!(r.iter().filter(|c| c.is_none()).count(), 5);
+        assert_eq!(r[5], Some(NotCounted::Burst));
+        // A minute later the window has passed.
+        assert_eq!(f.classify("t1", 120_000), None);
+    }
+
+    #[test]
+    fn late_delivered_presses_are_judged_by_when_they_happened() {
+        let mut f = MisuseFilter::new(MisuseConfig::default());
+        // Delivered together after an outage, but pressed a minute apart.
+        assert!(run(&mut f, "t1", &[0.0, 60.0, 120.0])
+            .iter()
+            .all(|c| c.is_none()));
+    }
+}
