@@ -39,11 +39,11 @@ fi
 missing=()
 for tool in /usr/bin/rustc:rustc-web /usr/bin/cargo:cargo-web /usr/lib/rustlib/src/rust/library:rust-web-src \
             /usr/bin/ld.lld-22:lld-22 /usr/bin/arm-none-eabi-size:binutils-arm-none-eabi \
-            /usr/bin/qemu-system-arm:qemu-system-arm; do
+            /usr/bin/qemu-system-arm:qemu-system-arm /usr/bin/chromium:chromium; do
     [ -e "${tool%%:*}" ] || missing+=("${tool##*:}")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
-    echo "installing the firmware toolchain: ${missing[*]}"
+    echo "installing what the tests need (firmware toolchain, QEMU, headless Chromium): ${missing[*]}"
     apt_install "${missing[@]}"
 fi
 mosquitto -h 2>/dev/null | head -n 1 || true

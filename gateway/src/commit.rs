@@ -19,6 +19,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::acks::{coalesce, Form};
 use crate::ingest::{FleetInput, IncomingPress};
+use crate::misuse::{MisuseFilter, NotCounted};
 use crate::stats::Stats;
 use crate::store::{OutboxEntry, PressToStore, Store, StoreOutcome};
 use crate::time::rfc3339_ms;
@@ -33,6 +34,8 @@ pub struct Committer {
     pub max_disk_bytes: u64,
     /// Woken after new presses reach the outbox.
     pub forward_wake: Arc<Notify>,
+    /// Decides which new presses count as opinions.
+    pub misuse: MisuseFilter,
     /// Newly stored presses, for the terminal registry's rules.
     pub to_fleet: tokio::sync::mpsc::Sender<FleetInput>,
     pub shutdown: watch::Receiver<bool>,
@@ -85,20 +88,29 @@ impl Committer {
         let storage_full = self.stats.storage_full.load(Relaxed);
         let mut offers = Vec::with_capacity(batch.len());
         let mut offered_from = Vec::with_capacity(batch.len());
+        let mut in_batch = std::collections::HashSet::with_capacity(batch.len());
         for (i, incoming) in batch.iter().enumerate() {
-            if storage_full {
+            let known = !in_batch.insert((incoming.terminal.as_str(), incoming.press.id))
+                || matches!(
+                    self.store.press(&incoming.terminal, incoming.press.id),
+                    Ok(Some(_))
+                );
+            if storage_full && !known {
                 // Only presses we already have may be acked now.
-                match self.store.press(&incoming.terminal, incoming.press.id) {
-                    Ok(Some(_)) => {}
-                    _ => {
-                        self.stats
-                            .presses_refused_storage_full
-                            .fetch_add(1, Relaxed);
-                        continue;
-                    }
-                }
+                self.stats
+                    .presses_refused_storage_full
+                    .fetch_add(1, Relaxed);
+                continue;
             }
-            offers.push(self.to_store(incoming));
+            // Only new presses reach the misuse filter: a resend is not a
+            // second press.
+            let verdict = if known {
+                None
+            } else {
+                let at = pressed_at(incoming).unwrap_or(incoming.received_at_ms);
+                self.misuse.classify(&incoming.terminal, at)
+            };
+            offers.push(self.to_store(incoming, verdict));
             offered_from.push(i);
         }
         if offers.is_empty() {
@@ -137,6 +149,7 @@ impl Committer {
                         button: offer.button,
                         at_ms: offer.received_at_ms,
                         pressed_at_ms: offer.pressed_at_ms.unwrap_or(offer.received_at_ms),
+                        counted: offer.counted,
                     });
                 }
             }
@@ -174,11 +187,8 @@ impl Committer {
         }
     }
 
-    fn to_store(&self, incoming: &IncomingPress) -> PressToStore {
-        let pressed_at_ms = incoming
-            .press
-            .age_ms
-            .map(|age| incoming.received_at_ms - age as i64);
+    fn to_store(&self, incoming: &IncomingPress, not_counted: Option<NotCounted>) -> PressToStore {
+        let pressed_at_ms = pressed_at(incoming);
         let upstream = UpstreamPress {
             schema: PRESS_SCHEMA.into(),
             id: press_id(&self.site, &incoming.terminal, incoming.press.id),
@@ -190,6 +200,8 @@ impl Committer {
             score: incoming.press.button.score(),
             pressed_at: pressed_at_ms.map(rfc3339_ms),
             received_at: rfc3339_ms(incoming.received_at_ms),
+            counted: not_counted.is_none(),
+            not_counted_reason: not_counted.map(|n| n.reason().to_string()),
         };
         PressToStore {
             terminal: incoming.terminal.clone(),
@@ -197,6 +209,7 @@ impl Committer {
             button: incoming.press.button,
             received_at_ms: incoming.received_at_ms,
             pressed_at_ms,
+            counted: not_counted.is_none(),
             upstream: OutboxEntry {
                 topic: UpstreamPressTopic {
                     site: &self.site,
@@ -209,4 +222,12 @@ impl Committer {
             },
         }
     }
+}
+
+/// When the press happened (Unix ms), from the terminal's `age_ms`.
+fn pressed_at(incoming: &IncomingPress) -> Option<i64> {
+    incoming
+        .press
+        .age_ms
+        .map(|age| incoming.received_at_ms - age as i64)
 }

@@ -23,6 +23,10 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub storage: StorageConfig,
     pub health: crate::health::HealthConfig,
+    pub misuse: crate::misuse::MisuseConfig,
+    pub scores: crate::scores::ScoresConfig,
+    /// Zones by id: a display name and the terminals in it.
+    pub zones: std::collections::BTreeMap<String, crate::scores::ZoneConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,6 +80,9 @@ impl Default for Config {
             upstream: UpstreamConfig::default(),
             storage: StorageConfig::default(),
             health: crate::health::HealthConfig::default(),
+            misuse: crate::misuse::MisuseConfig::default(),
+            scores: crate::scores::ScoresConfig::default(),
+            zones: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -175,6 +182,34 @@ impl Config {
         {
             bail!("health.offline_after_secs must be >= 1 and health.queue_filling_percent 1-100");
         }
+        if !(self.misuse.response_interval_secs >= 0.0) || self.misuse.burst_max == 0 {
+            bail!("misuse.response_interval_secs must be >= 0 and misuse.burst_max >= 1");
+        }
+        if self.scores.unhappy_percent == 0
+            || self.scores.unhappy_percent > 100
+            || self.scores.alert_window_secs == 0
+        {
+            bail!("scores.unhappy_percent must be 1-100 and scores.alert_window_secs >= 1");
+        }
+        if self.scores.utc_offset_minutes.abs() > 14 * 60 {
+            bail!("scores.utc_offset_minutes must be within -840..=840");
+        }
+        let mut zone_of = std::collections::BTreeMap::new();
+        for (id, zone) in &self.zones {
+            pressline_protocol::ident::validate_id(id)
+                .map_err(|e| anyhow::anyhow!("zone id {id:?}: {e}"))?;
+            if id == crate::scores::UNASSIGNED {
+                bail!("zone id {id:?} is reserved for terminals without a zone");
+            }
+            for t in &zone.terminals {
+                if let Some(other) = zone_of.insert(t.as_str(), id.as_str()) {
+                    bail!("terminal {t:?} is in two zones: {other:?} and {id:?}");
+                }
+            }
+            if zone.unhappy_percent.is_some_and(|p| p == 0 || p > 100) {
+                bail!("zones.{id}.unhappy_percent must be 1-100");
+            }
+        }
         if self.upstream.max_inflight == 0 {
             bail!("upstream.max_inflight must be at least 1");
         }
@@ -241,6 +276,23 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("TLS"));
         c.upstream.url = Some("http://x".into());
         assert!(c.validate().unwrap_err().to_string().contains("scheme"));
+    }
+
+    #[test]
+    fn zones_are_checked() {
+        let c = Config::from_toml(
+            "[zones.food]\nname = \"Food court\"\nterminals = [\"t1\", \"t2\"]\n[zones.gate]\nname = \"Gate\"\nterminals = [\"t2\"]\n",
+        )
+        .unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("two zones"));
+        let c = Config::from_toml("[zones.unassigned]\nname = \"x\"\nterminals = []\n").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("reserved"));
+        let c = Config::from_toml(
+            "[zones.food]\nname = \"Food court\"\nterminals = [\"t1\"]\nunhappy_percent = 35\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.zones["food"].unhappy_percent, Some(35));
     }
 
     #[test]

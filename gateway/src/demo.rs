@@ -10,10 +10,46 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use pressline_terminal_sim::{SimConfig, SimCounters};
+
+use crate::scores::ZoneConfig;
 use tokio::sync::watch;
 
 use crate::http::ApiState;
+
+fn zone_size(terminals: usize) -> usize {
+    terminals.div_ceil(3).max(1)
+}
+
+/// Demo zones for `terminals` simulated terminals: three zones of a stadium.
+pub fn zones(terminals: usize) -> BTreeMap<String, ZoneConfig> {
+    let names = [
+        ("north-food", "North stand food court"),
+        ("south-bar", "South stand bar"),
+        ("gate-a", "Gate A"),
+    ];
+    let size = zone_size(terminals);
+    names
+        .iter()
+        .enumerate()
+        .map(|(z, (id, name))| {
+            let members = (z * size..((z + 1) * size).min(terminals))
+                .map(|i| format!("demo-{i:03}"))
+                .collect();
+            (
+                id.to_string(),
+                ZoneConfig {
+                    name: name.to_string(),
+                    terminals: members,
+                    unhappy_percent: None,
+                    min_presses: None,
+                },
+            )
+        })
+        .collect()
+}
 
 /// Starts `terminals` simulated terminals against the broker at `mqtt`, and a
 /// progress line every 10 seconds.
@@ -28,7 +64,13 @@ pub fn start(terminals: usize, mqtt: SocketAddr, api: ApiState, shutdown: watch:
         broker_port: mqtt.port(),
         terminals,
         presses: None,
-        rate: (terminals as f64 * 0.5).max(1.0),
+        // One press every ~6 s per terminal: slower than the misuse
+        // filter's response interval, so presses count as opinions.
+        rate: (terminals as f64 / 6.0).max(0.2),
+        // The first zone's visitors turn unhappy: its alert fires.
+        unhappy: zone_size(terminals),
+        // Elsewhere visitors are clearly happy, so only the first zone alarms.
+        button_weights: [1, 1, 4, 6],
         dup_rate: 0.05,
         seed: std::process::id() as u64,
         id_prefix: "demo-".into(),

@@ -21,7 +21,10 @@ use crate::store::Store;
 const INGEST_QUEUE: usize = 65_536;
 
 /// Runs the gateway until SIGINT/SIGTERM, then shuts down cleanly.
-pub async fn run(config: Config, demo_terminals: Option<usize>) -> anyhow::Result<()> {
+pub async fn run(mut config: Config, demo_terminals: Option<usize>) -> anyhow::Result<()> {
+    if let Some(n) = demo_terminals.filter(|_| config.zones.is_empty()) {
+        config.zones = crate::demo::zones(n);
+    }
     config.validate()?;
     let upstream = config.upstream_addr()?;
     let started = Instant::now();
@@ -57,7 +60,13 @@ pub async fn run(config: Config, demo_terminals: Option<usize>) -> anyhow::Resul
     stats.set_today(today, store.stored_on(today));
     let (token, token_source) =
         crate::http::api_token(config.http.api_token.as_deref(), &config.data_dir)?;
-    let registry = crate::registry::Registry::load(&config.site, config.health.clone(), &store);
+    let registry = crate::registry::Registry::load(
+        &config.site,
+        config.health.clone(),
+        config.scores.clone(),
+        config.zones.clone(),
+        &store,
+    );
 
     let (shutdown_tx, shutdown) = watch::channel(false);
     let (to_fleet, fleet_inputs) = tokio::sync::mpsc::channel(65_536);
@@ -82,6 +91,7 @@ pub async fn run(config: Config, demo_terminals: Option<usize>) -> anyhow::Resul
         batch_max: config.storage.commit_batch_max,
         max_disk_bytes: config.storage.max_disk_mb << 20,
         forward_wake: forward_wake.clone(),
+        misuse: crate::misuse::MisuseFilter::new(config.misuse.clone()),
         to_fleet,
         shutdown: shutdown.clone(),
     };

@@ -72,9 +72,11 @@ pub const WEAK_WIFI: &str = "weak_wifi";
 pub const STUCK_BUTTON: &str = "stuck_button";
 pub const QUEUE_FILLING: &str = "queue_filling";
 pub const CLOCK_SKEW: &str = "clock_skew";
+/// A zone's visitors turned unhappy (from the scores engine).
+pub const ZONE_UNHAPPY: &str = "zone_unhappy";
 
 fn severity(kind: &str) -> &'static str {
-    if kind == OFFLINE {
+    if kind == OFFLINE || kind == ZONE_UNHAPPY {
         "critical"
     } else {
         "warning"
@@ -140,6 +142,8 @@ pub struct Fleet {
     terminals: BTreeMap<String, TerminalState>,
     alerts: BTreeMap<u64, Alert>,
     next_alert_id: u64,
+    /// zone → id of its open `zone_unhappy` alert.
+    open_zone_alerts: BTreeMap<String, u64>,
 }
 
 impl Fleet {
@@ -150,6 +154,7 @@ impl Fleet {
             terminals: BTreeMap::new(),
             alerts: BTreeMap::new(),
             next_alert_id: 1,
+            open_zone_alerts: BTreeMap::new(),
         }
     }
 
@@ -162,6 +167,11 @@ impl Fleet {
     ) -> Fleet {
         let mut fleet = Fleet::new(site, config);
         fleet.next_alert_id = alerts.iter().map(|a| a.id + 1).max().unwrap_or(1);
+        fleet.open_zone_alerts = alerts
+            .iter()
+            .filter(|a| a.state == "raised")
+            .filter_map(|a| a.zone.clone().map(|z| (z, a.id)))
+            .collect();
         fleet.alerts = alerts.into_iter().map(|a| (a.id, a)).collect();
         fleet.terminals = terminals.into_iter().map(|t| (t.id.clone(), t)).collect();
         fleet
@@ -416,6 +426,7 @@ impl Fleet {
                     raised_at: rfc3339_ms(now_ms),
                     cleared_at: None,
                     detail,
+                    zone: None,
                 };
                 self.alerts.insert(id, alert.clone());
                 events.push(FleetEvent::Alert(alert));
@@ -432,6 +443,53 @@ impl Fleet {
             }
             _ => {}
         }
+    }
+
+    /// Raises or clears a zone's `zone_unhappy` alert; returns the alert if
+    /// its state changed.
+    pub fn set_zone_unhappy(
+        &mut self,
+        now_ms: i64,
+        zone: &str,
+        zone_name: &str,
+        unhappy: bool,
+        detail: String,
+    ) -> Option<Alert> {
+        match (self.open_zone_alerts.get(zone).copied(), unhappy) {
+            (None, true) => {
+                let id = self.next_alert_id;
+                self.next_alert_id += 1;
+                self.open_zone_alerts.insert(zone.to_string(), id);
+                let alert = Alert {
+                    schema: ALERT_SCHEMA.into(),
+                    id,
+                    site: self.site.clone(),
+                    terminal: String::new(),
+                    kind: ZONE_UNHAPPY.into(),
+                    severity: severity(ZONE_UNHAPPY).into(),
+                    state: "raised".into(),
+                    raised_at: rfc3339_ms(now_ms),
+                    cleared_at: None,
+                    detail: format!("{zone_name}: {detail}"),
+                    zone: Some(zone.to_string()),
+                };
+                self.alerts.insert(id, alert.clone());
+                Some(alert)
+            }
+            (Some(id), false) => {
+                self.open_zone_alerts.remove(zone);
+                let alert = self.alerts.get_mut(&id)?;
+                alert.state = "cleared".into();
+                alert.cleared_at = Some(rfc3339_ms(now_ms));
+                Some(alert.clone())
+            }
+            _ => None,
+        }
+    }
+
+    /// Zones with an open `zone_unhappy` alert.
+    pub fn unhappy_zones(&self) -> impl Iterator<Item = &str> {
+        self.open_zone_alerts.keys().map(String::as_str)
     }
 
     /// The health document of a terminal.

@@ -5,8 +5,15 @@
 //! - `GET /api/v1/terminals`: every known terminal's health.
 //! - `GET /api/v1/terminals/{id}`: one terminal's health.
 //! - `GET /api/v1/alerts[?open=true]`: alerts, newest first.
+//! - `GET /api/v1/scores?window=5m|1h|today`: satisfaction per zone and terminal.
+//! - `GET /api/v1/report/hourly`: weekday × hour-of-day table (site local time).
+//! - `GET /api/v1/dashboard`: everything the dashboard shows, in one document.
+//! - `GET /api/v1/events`: the same document as server-sent events, every 2 s.
+//! - `GET /metrics`: Prometheus text exposition.
+//! - `GET /`: the dashboard page (its data comes from the API).
 //!
-//! Everything under `/api/` needs `Authorization: Bearer TOKEN`.
+//! Everything except `/healthz` and the (data-free) dashboard page needs
+//! `Authorization: Bearer TOKEN`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -23,7 +30,9 @@ use pressline_protocol::upstream::{Alert, TerminalHealth};
 use serde::Deserialize;
 use tokio::sync::watch;
 
+use crate::ingest::unix_ms_now;
 use crate::registry::Registry;
+use crate::scores::Window;
 use crate::stats::{Stats, StatsSnapshot};
 use crate::store::Store;
 
@@ -96,9 +105,18 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/terminals", get(terminals))
         .route("/api/v1/terminals/{id}", get(terminal))
         .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/scores", get(scores))
+        .route("/api/v1/report/hourly", get(hourly))
+        .route("/api/v1/dashboard", get(dashboard))
+        .route("/api/v1/events", get(events))
+        .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/",
+            get(|| async { axum::response::Html(crate::dashboard::PAGE) }),
+        )
         .merge(api)
         .with_state(state)
 }
@@ -170,6 +188,62 @@ async fn alerts(State(state): State<ApiState>, Query(q): Query<AlertQuery>) -> J
             .cloned()
             .collect(),
     )
+}
+
+#[derive(Deserialize)]
+struct ScoresQuery {
+    window: Option<String>,
+}
+
+async fn scores(State(state): State<ApiState>, Query(q): Query<ScoresQuery>) -> Response {
+    let name = q.window.as_deref().unwrap_or("1h");
+    match Window::parse(name) {
+        Some(window) => Json(state.registry.scores().window(unix_ms_now(), window)).into_response(),
+        None => error(
+            StatusCode::BAD_REQUEST,
+            &format!("unknown window {name:?}: use 5m, 1h or today"),
+        ),
+    }
+}
+
+async fn hourly(State(state): State<ApiState>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "site": state.site, "cells": state.registry.scores().hourly() }))
+}
+
+async fn dashboard(State(state): State<ApiState>) -> Json<crate::dashboard::Snapshot> {
+    Json(crate::dashboard::snapshot(&state))
+}
+
+/// Server-sent events: a dashboard snapshot now and every 2 seconds.
+async fn events(
+    State(state): State<ApiState>,
+) -> axum::response::Sse<
+    impl tokio_stream::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+> {
+    use tokio_stream::StreamExt;
+    let ticks = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(
+        std::time::Duration::from_secs(2),
+    ));
+    let stream = ticks.map(move |_| {
+        let snapshot = crate::dashboard::snapshot(&state);
+        Ok(axum::response::sse::Event::default()
+            .event("snapshot")
+            .json_data(snapshot)
+            .unwrap_or_default())
+    });
+    axum::response::Sse::new(stream).keep_alive(axum::response::sse::KeepAlive::default())
+}
+
+async fn metrics(State(state): State<ApiState>) -> Response {
+    let body = crate::metrics::render(&state);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// Serves until shutdown.

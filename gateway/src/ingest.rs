@@ -68,6 +68,8 @@ pub enum FleetInput {
         button: pressline_protocol::Button,
         at_ms: i64,
         pressed_at_ms: i64,
+        /// Counted as an opinion (the misuse filter's verdict).
+        counted: bool,
     },
 }
 

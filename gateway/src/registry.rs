@@ -1,7 +1,8 @@
 //! The terminal registry task: feeds heartbeats, last wills and stored
-//! presses into the health rules ([`crate::health::Fleet`]), persists what
-//! changed, and publishes health documents and alert events upstream through
-//! the durable outbox.
+//! presses into the health rules ([`crate::health::Fleet`]) and the live
+//! scores ([`crate::scores::Scores`]), raises zone unhappiness alerts,
+//! persists what changed, and publishes health documents and alert events
+//! upstream through the durable outbox.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -12,26 +13,62 @@ use tokio::sync::{mpsc, watch, Notify};
 
 use crate::health::{Fleet, FleetEvent, HealthConfig, TerminalState};
 use crate::ingest::{unix_ms_now, FleetInput};
+use crate::scores::{Scores, ScoresConfig, ZoneConfig};
 use crate::store::{OutboxEntry, Store};
 
 /// Shared handle to the registry (the HTTP API reads it).
 #[derive(Clone)]
 pub struct Registry {
     fleet: Arc<Mutex<Fleet>>,
+    scores: Arc<Mutex<Scores>>,
 }
 
 impl Registry {
-    /// Loads the persisted registry.
-    pub fn load(site: &str, config: HealthConfig, store: &Store) -> Registry {
+    /// Loads the persisted registry and rebuilds the scores from the stored
+    /// presses.
+    pub fn load(
+        site: &str,
+        health: HealthConfig,
+        scores: ScoresConfig,
+        zones: std::collections::BTreeMap<String, ZoneConfig>,
+        store: &Store,
+    ) -> Registry {
         let terminals: Vec<TerminalState> = store.load_terminals();
         let alerts = store.load_alerts();
+        let fleet = Fleet::restore(site, health, terminals, alerts);
+        let mut scores = Scores::new(scores, zones);
+        let skipped = store.for_each_press(|terminal, p| {
+            if let Some(button) = pressline_protocol::Button::from_score(p.button) {
+                scores.record(
+                    terminal,
+                    button,
+                    p.pressed_at_ms.unwrap_or(p.received_at_ms),
+                    p.counted,
+                );
+            }
+        });
+        if skipped > 0 {
+            tracing::warn!(
+                skipped,
+                "stored presses that could not be read were left out of the scores"
+            );
+        }
+        scores.prune(unix_ms_now());
+        for zone in fleet.unhappy_zones() {
+            scores.restore_unhappy(zone);
+        }
         Registry {
-            fleet: Arc::new(Mutex::new(Fleet::restore(site, config, terminals, alerts))),
+            fleet: Arc::new(Mutex::new(fleet)),
+            scores: Arc::new(Mutex::new(scores)),
         }
     }
 
     pub fn fleet(&self) -> MutexGuard<'_, Fleet> {
         self.fleet.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn scores(&self) -> MutexGuard<'_, Scores> {
+        self.scores.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -50,16 +87,18 @@ pub async fn run(
             input = inputs.recv() => {
                 let Some(input) = input else { return };
                 let mut fleet = registry.fleet();
+                let mut scores = registry.scores();
                 let mut touched = BTreeSet::new();
-                let mut events = apply(&mut fleet, input, &mut touched);
-                // Take whatever else is queued under the same lock.
+                let mut events = apply(&mut fleet, &mut scores, input, &mut touched);
+                // Take whatever else is queued under the same locks.
                 while let Ok(more) = inputs.try_recv() {
-                    events.extend(apply(&mut fleet, more, &mut touched));
+                    events.extend(apply(&mut fleet, &mut scores, more, &mut touched));
                 }
+                drop(scores);
                 drop(fleet);
                 (events, touched)
             }
-            _ = tick.tick() => (registry.fleet().poll(unix_ms_now()), BTreeSet::new()),
+            _ = tick.tick() => (tick_rules(&registry, unix_ms_now()), BTreeSet::new()),
             _ = shutdown.changed() => return,
         };
         let (events, touched) = events;
@@ -70,8 +109,33 @@ pub async fn run(
     }
 }
 
+/// Time-based rules: silent terminals, zone unhappiness.
+fn tick_rules(registry: &Registry, now_ms: i64) -> Vec<FleetEvent> {
+    let mut fleet = registry.fleet();
+    let mut events = fleet.poll(now_ms);
+    let mut scores = registry.scores();
+    scores.prune(now_ms);
+    for change in scores.evaluate_zones(now_ms) {
+        if let Some(alert) = fleet.set_zone_unhappy(
+            now_ms,
+            &change.zone,
+            &change.name,
+            change.unhappy,
+            change.detail,
+        ) {
+            events.push(FleetEvent::Alert(alert));
+        }
+    }
+    events
+}
+
 /// Applies one input; records the terminal as touched (to persist).
-fn apply(fleet: &mut Fleet, input: FleetInput, touched: &mut BTreeSet<String>) -> Vec<FleetEvent> {
+fn apply(
+    fleet: &mut Fleet,
+    scores: &mut Scores,
+    input: FleetInput,
+    touched: &mut BTreeSet<String>,
+) -> Vec<FleetEvent> {
     match input {
         FleetInput::Heartbeat {
             terminal,
@@ -91,7 +155,9 @@ fn apply(fleet: &mut Fleet, input: FleetInput, touched: &mut BTreeSet<String>) -
             button,
             at_ms,
             pressed_at_ms,
+            counted,
         } => {
+            scores.record(&terminal, button, pressed_at_ms, counted);
             let events = fleet.handle_press(at_ms, &terminal, button, pressed_at_ms);
             touched.insert(terminal);
             events

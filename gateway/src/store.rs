@@ -44,6 +44,8 @@ pub struct StoredPress {
     pub received_at_ms: i64,
     /// Unix milliseconds of the press itself, when the terminal said.
     pub pressed_at_ms: Option<i64>,
+    /// The misuse filter's verdict: counted as an opinion.
+    pub counted: bool,
 }
 
 /// An upstream message awaiting the upstream broker's PUBACK.
@@ -65,6 +67,7 @@ pub struct PressToStore {
     pub button: Button,
     pub received_at_ms: i64,
     pub pressed_at_ms: Option<i64>,
+    pub counted: bool,
     /// Upstream message to enqueue if the press is new.
     pub upstream: OutboxEntry,
 }
@@ -140,6 +143,7 @@ impl Store {
                         button: press.button.score(),
                         received_at_ms: press.received_at_ms,
                         pressed_at_ms: press.pressed_at_ms,
+                        counted: press.counted,
                     };
                     let value = postcard::to_allocvec(&record)
                         .map_err(ConflictableTransactionError::Abort)?;
@@ -272,6 +276,27 @@ impl Store {
         }
     }
 
+    /// Every stored press, for rebuilding in-memory figures at start-up.
+    /// Undecodable records are skipped and counted in the returned number.
+    pub fn for_each_press(&self, mut f: impl FnMut(&str, &StoredPress)) -> usize {
+        let mut skipped = 0;
+        for item in self.presses.iter() {
+            let Ok((key, value)) = item else {
+                skipped += 1;
+                continue;
+            };
+            let terminal = key
+                .split(|b| *b == 0)
+                .next()
+                .and_then(|t| std::str::from_utf8(t).ok());
+            match (terminal, postcard::from_bytes::<StoredPress>(&value)) {
+                (Some(t), Ok(record)) => f(t, &record),
+                _ => skipped += 1,
+            }
+        }
+        skipped
+    }
+
     /// Bytes the database occupies on disk.
     pub fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
@@ -351,6 +376,7 @@ mod tests {
             button: Button::Happy,
             received_at_ms: 1_700_000_000_000,
             pressed_at_ms: None,
+            counted: true,
             upstream: OutboxEntry {
                 topic: format!("up/{terminal}/{boot}/{seq}"),
                 payload: vec![seq as u8],

@@ -43,6 +43,18 @@ pub struct UpstreamPress {
     pub pressed_at: Option<String>,
     /// When the gateway first stored the press (RFC 3339, UTC).
     pub received_at: String,
+    /// Whether the press counts as an opinion. Repeated presses (within the
+    /// terminal's response interval, or past a burst limit) are delivered
+    /// but not counted.
+    #[serde(default = "counted_by_default")]
+    pub counted: bool,
+    /// Why not: `response_interval` or `burst`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_counted_reason: Option<String>,
+}
+
+fn counted_by_default() -> bool {
+    true
 }
 
 /// Gateway liveness, retained at `pressline/v1/{site}/gateway/status`. The
@@ -129,7 +141,7 @@ pub struct Alert {
     pub site: String,
     pub terminal: String,
     /// `offline`, `low_battery`, `weak_wifi`, `stuck_button`,
-    /// `queue_filling` or `clock_skew`.
+    /// `queue_filling`, `clock_skew`, or `zone_unhappy` for a zone.
     pub kind: String,
     /// `critical` or `warning`.
     pub severity: String,
@@ -140,4 +152,7 @@ pub struct Alert {
     pub cleared_at: Option<String>,
     /// Human-readable specifics ("battery 3310 mV < 3500 mV").
     pub detail: String,
+    /// The zone, for zone alerts (`zone_unhappy`); `terminal` is then empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
 }

@@ -54,6 +54,8 @@ pub struct SimConfig {
     pub stuck_button: usize,
     /// Firmware version the terminals report.
     pub firmware: FirmwareVersion,
+    /// The first `unhappy` terminals' visitors are mostly unhappy.
+    pub unhappy: usize,
     /// Power cuts per terminal per second (0 = none): the terminal loses
     /// power mid-operation, its RAM and connection, and boots from flash.
     pub kill_rate: f64,
@@ -86,6 +88,7 @@ impl Default for SimConfig {
                 },
             ),
             kill_rate: 0.0,
+            unhappy: 0,
         }
     }
 }
@@ -98,6 +101,15 @@ impl SimConfig {
 
     pub fn has_low_battery(&self, index: usize) -> bool {
         index < self.low_battery
+    }
+
+    /// Button weights of terminal `index`.
+    pub fn button_weights_of(&self, index: usize) -> [u32; 4] {
+        if index < self.unhappy {
+            [5, 4, 1, 1]
+        } else {
+            self.button_weights
+        }
     }
 
     pub fn has_stuck_button(&self, index: usize) -> bool {

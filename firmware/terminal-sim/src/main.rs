@@ -68,6 +68,9 @@ struct Args {
     /// Firmware version the terminals report (MAJOR.MINOR.PATCH).
     #[arg(long)]
     firmware_version: Option<String>,
+    /// The first K terminals' visitors are mostly unhappy.
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    unhappy: usize,
     /// Power cuts per terminal per second (e.g. 0.2): a terminal loses power
     /// mid-operation (possibly inside a flash write), its RAM and its
     /// connection, and boots again from flash.
@@ -137,6 +140,7 @@ fn validate(args: &Args) -> anyhow::Result<SimConfig> {
         },
         heartbeat: Duration::from_secs(args.heartbeat_secs.max(1)),
         kill_rate: args.kill_rate,
+        unhappy: args.unhappy,
         duration: Duration::from_secs(args.duration),
         low_battery: args.low_battery,
         stuck_button: args.stuck_button,

@@ -187,7 +187,8 @@ async fn run_boot(
         Instant::now() + press_interval.map_or(Duration::ZERO, |i| i.mul_f64(rng.gen::<f64>()));
     let mut next_heartbeat: Option<Instant> = None;
     let mut ever_connected = false;
-    let total_weight: u32 = config.button_weights.iter().sum::<u32>().max(1);
+    let weights = config.button_weights_of(index);
+    let total_weight: u32 = weights.iter().sum::<u32>().max(1);
     // Power cut: when it strikes, and (once armed) when the terminal is dead.
     let mut power_cut_at = (config.kill_rate > 0.0).then(|| {
         Instant::now()
@@ -231,7 +232,7 @@ async fn run_boot(
             let button = if stuck {
                 Button::VeryUnhappy
             } else {
-                pick_button(rng, &config.button_weights, total_weight)
+                pick_button(rng, &weights, total_weight)
             };
             match terminal.handle_press(now(), button).await {
                 Ok(_) => {

@@ -17,7 +17,10 @@ pub fn render(rows: &[Alert], now: OffsetDateTime) -> String {
     for a in rows {
         t.add_row(vec![
             a.site.clone(),
-            a.terminal.clone(),
+            match &a.zone {
+                Some(zone) => format!("zone {zone}"),
+                None => a.terminal.clone(),
+            },
             a.kind.clone(),
             a.severity.clone(),
             a.state.clone(),
@@ -65,6 +68,7 @@ mod tests {
             raised_at: "2026-11-22T11:50:00Z".into(),
             cleared_at: cleared.map(str::to_string),
             detail: detail.into(),
+            zone: None,
         };
         let rows = vec![
             alert(

@@ -153,6 +153,7 @@ mod tests {
             raised_at: "2026-11-22T11:00:00Z".into(),
             cleared_at: None,
             detail: "battery 3310 mV (threshold 3500 mV)".into(),
+            zone: None,
         }];
         insta::assert_snapshot!(render(&t, &alerts, now));
     }

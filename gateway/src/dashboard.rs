@@ -1,0 +1,79 @@
+//! The gateway dashboard: one page embedded in the binary (plain HTML, CSS,
+//! JavaScript and SVG: nothing fetched from elsewhere), fed by
+//! [`Snapshot`]s from `/api/v1/dashboard` and the `/api/v1/events` stream.
+//!
+//! The page itself holds no data, so it is served without a token; it asks
+//! for the token (login form, or `?token=` on first load, then kept in the
+//! browser's local storage) and sends it with every API call.
+
+use pressline_protocol::upstream::{Alert, TerminalHealth};
+use serde::Serialize;
+
+use crate::http::ApiState;
+use crate::ingest::unix_ms_now;
+use crate::scores::{HourCell, TimelinePoint, Window, WindowView};
+use crate::time::rfc3339_ms;
+
+/// The page.
+pub const PAGE: &str = include_str!("dashboard.html");
+
+/// Everything the dashboard shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    pub site: String,
+    pub generated_at: String,
+    /// Zone cards: the last 5 minutes ...
+    pub now: WindowView,
+    /// ... and today.
+    pub today: WindowView,
+    /// Site satisfaction in 15-minute buckets over the last 6 hours.
+    pub timeline: Vec<TimelinePoint>,
+    /// Weekday × hour table.
+    pub hourly: Vec<HourCell>,
+    pub alerts: Vec<Alert>,
+    pub terminals: Vec<TerminalHealth>,
+    pub presses_stored: u64,
+    pub forward_pending: u64,
+    pub upstream_connected: Option<bool>,
+}
+
+pub fn snapshot(state: &ApiState) -> Snapshot {
+    let now = unix_ms_now();
+    let stats = state.snapshot();
+    let (now_view, today, timeline, hourly) = {
+        let scores = state.registry.scores();
+        (
+            scores.window(now, Window::FiveMinutes),
+            scores.window(now, Window::Today),
+            scores.timeline(now, 15 * 60_000, 24),
+            scores.hourly(),
+        )
+    };
+    let (alerts, terminals) = {
+        let fleet = state.registry.fleet();
+        (
+            fleet
+                .alerts()
+                .filter(|a| a.state == "raised")
+                .cloned()
+                .collect(),
+            fleet
+                .terminals()
+                .filter_map(|t| fleet.health(&t.id))
+                .collect(),
+        )
+    };
+    Snapshot {
+        site: state.site.clone(),
+        generated_at: rfc3339_ms(now),
+        now: now_view,
+        today,
+        timeline,
+        hourly,
+        alerts,
+        terminals,
+        presses_stored: stats.presses_stored,
+        forward_pending: stats.forward_pending,
+        upstream_connected: stats.upstream_connected,
+    }
+}

@@ -1,0 +1,158 @@
+//! Prometheus text exposition (`GET /metrics`), conventional names:
+//! `pressline_` prefix, `_total` for counters, base units.
+
+use std::fmt::Write as _;
+
+use crate::health;
+use crate::http::ApiState;
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Renders every metric. Label values are ids validated at the edge
+/// (sites, zones, terminals) or fixed strings, so they need no escaping.
+pub fn render(state: &ApiState) -> String {
+    let s = state.snapshot();
+    let site = &state.site;
+    let mut out = String::with_capacity(4096);
+
+    family(&mut out, "pressline_presses_total", "counter", "Presses stored since the gateway started, by zone, button and whether they counted as opinions.");
+    for (zone, button, counted, n) in state.registry.scores().totals() {
+        let _ = writeln!(out, "pressline_presses_total{{site=\"{site}\",zone=\"{zone}\",button=\"{}\",counted=\"{counted}\"}} {n}", button.name());
+    }
+    let counters = [
+        (
+            "pressline_presses_received_total",
+            "Press publishes received from terminals (including duplicates).",
+            s.presses_received,
+        ),
+        (
+            "pressline_presses_duplicate_total",
+            "Press publishes that were already stored (resends).",
+            s.presses_duplicate,
+        ),
+        (
+            "pressline_presses_forwarded_total",
+            "Presses acknowledged by the upstream broker.",
+            s.presses_forwarded,
+        ),
+        (
+            "pressline_presses_refused_storage_full_total",
+            "New presses refused (not acked) because the storage limit was reached.",
+            s.presses_refused_storage_full,
+        ),
+        (
+            "pressline_acks_sent_total",
+            "Durable acks published to terminals.",
+            s.acks_sent,
+        ),
+        (
+            "pressline_heartbeats_received_total",
+            "Terminal heartbeats received.",
+            s.heartbeats_received,
+        ),
+    ];
+    for (name, help, value) in counters {
+        family(&mut out, name, "counter", help);
+        let _ = writeln!(out, "{name}{{site=\"{site}\"}} {value}");
+    }
+    family(
+        &mut out,
+        "pressline_payloads_rejected_total",
+        "counter",
+        "Publishes rejected as bad input, by reason.",
+    );
+    for (reason, n) in &s.rejected_by_reason {
+        let _ = writeln!(
+            out,
+            "pressline_payloads_rejected_total{{site=\"{site}\",reason=\"{reason}\"}} {n}"
+        );
+    }
+    let gauges = [
+        (
+            "pressline_presses_stored",
+            "Presses in the database.",
+            s.presses_stored as f64,
+        ),
+        (
+            "pressline_forward_backlog",
+            "Presses stored but not yet acknowledged upstream.",
+            s.forward_pending as f64,
+        ),
+        (
+            "pressline_storage_full",
+            "1 while the storage limit is reached.",
+            s.storage_full as u8 as f64,
+        ),
+        (
+            "pressline_storage_bytes",
+            "Size of the database on disk.",
+            s.disk_bytes as f64,
+        ),
+        (
+            "pressline_upstream_connected",
+            "1 while connected to the upstream broker (absent without one).",
+            -1.0,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        if name == "pressline_upstream_connected" {
+            if let Some(up) = s.upstream_connected {
+                family(&mut out, name, "gauge", help);
+                let _ = writeln!(out, "{name}{{site=\"{site}\"}} {}", up as u8);
+            }
+            continue;
+        }
+        family(&mut out, name, "gauge", help);
+        let _ = writeln!(out, "{name}{{site=\"{site}\"}} {value}");
+    }
+    let fleet = state.registry.fleet();
+    let (online, offline) = fleet.terminals().fold((0, 0), |(on, off), t| {
+        if t.online {
+            (on + 1, off)
+        } else {
+            (on, off + 1)
+        }
+    });
+    family(
+        &mut out,
+        "pressline_terminals",
+        "gauge",
+        "Known terminals by state.",
+    );
+    let _ = writeln!(
+        out,
+        "pressline_terminals{{site=\"{site}\",state=\"online\"}} {online}"
+    );
+    let _ = writeln!(
+        out,
+        "pressline_terminals{{site=\"{site}\",state=\"offline\"}} {offline}"
+    );
+    family(
+        &mut out,
+        "pressline_alerts_open",
+        "gauge",
+        "Open alerts by kind.",
+    );
+    for kind in [
+        health::OFFLINE,
+        health::LOW_BATTERY,
+        health::WEAK_WIFI,
+        health::STUCK_BUTTON,
+        health::QUEUE_FILLING,
+        health::CLOCK_SKEW,
+        health::ZONE_UNHAPPY,
+    ] {
+        let n = fleet
+            .alerts()
+            .filter(|a| a.state == "raised" && a.kind == kind)
+            .count();
+        let _ = writeln!(
+            out,
+            "pressline_alerts_open{{site=\"{site}\",kind=\"{kind}\"}} {n}"
+        );
+    }
+    out
+}
