@@ -114,6 +114,67 @@ impl<'a> Gateway<'a> {
         self.get(&format!("/api/v1/terminals/{id}"))
     }
 
+    fn post(&self, path: &str, body: serde_json::Value) -> Result<serde_json::Value, ClientError> {
+        let url = format!("{}{path}", self.site.url);
+        let site = self.site.name.clone();
+        match self
+            .agent
+            .post(&url)
+            .set("Authorization", &format!("Bearer {}", self.site.token))
+            .send_json(body)
+        {
+            Ok(r) => r.into_json().map_err(|e| ClientError::BadResponse {
+                site,
+                url: self.site.url.clone(),
+                detail: e.to_string(),
+            }),
+            Err(ureq::Error::Status(status, r)) => {
+                let detail = r
+                    .into_json::<serde_json::Value>()
+                    .ok()
+                    .and_then(|v| v["error"].as_str().map(str::to_string))
+                    .unwrap_or_else(|| "no details".into());
+                Err(match status {
+                    401 | 403 => ClientError::Unauthorized { site, detail },
+                    404 => ClientError::NotFound { site, detail },
+                    _ => ClientError::Http {
+                        site,
+                        status,
+                        detail,
+                    },
+                })
+            }
+            Err(ureq::Error::Transport(t)) => Err(ClientError::Unreachable {
+                site,
+                url: self.site.url.clone(),
+                detail: t.to_string(),
+            }),
+        }
+    }
+
+    /// Registers a provisioned terminal; returns whether it was new.
+    pub fn register(
+        &self,
+        id: &str,
+        secret_hex: &str,
+        zone: Option<&str>,
+    ) -> Result<bool, ClientError> {
+        let answer = self.post(
+            "/api/v1/terminals",
+            serde_json::json!({ "id": id, "secret": secret_hex, "zone": zone }),
+        )?;
+        Ok(answer["new"].as_bool().unwrap_or(false))
+    }
+
+    /// Revokes a terminal.
+    pub fn revoke(&self, id: &str) -> Result<(), ClientError> {
+        self.post(
+            &format!("/api/v1/terminals/{id}/revoke"),
+            serde_json::json!({}),
+        )
+        .map(|_| ())
+    }
+
     pub fn alerts(&self, open_only: bool) -> Result<Vec<Alert>, ClientError> {
         self.get(if open_only {
             "/api/v1/alerts?open=true"

@@ -53,7 +53,16 @@ enum Command {
     /// Exits 1 when a site is unreachable or a critical alert is open.
     Status(SiteSelection),
     /// Every terminal: online, last seen, battery, Wi-Fi, firmware, queue.
-    Terminals(SiteSelection),
+    #[command(args_conflicts_with_subcommands = true)]
+    Terminals {
+        #[command(subcommand)]
+        action: Option<TerminalsAction>,
+        #[command(flatten)]
+        sites: SiteSelection,
+    },
+    /// Give a terminal its identity: write its provisioning record (with a
+    /// fresh secret) and register it with its site's gateway.
+    Provision(ProvisionArgs),
     /// Everything known about one terminal, with its alerts.
     Health {
         terminal: String,
@@ -68,6 +77,55 @@ enum Command {
         #[command(flatten)]
         sites: SiteSelection,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum TerminalsAction {
+    /// Cut a terminal off: its login and presses are refused from now on.
+    Revoke {
+        terminal: String,
+        /// The terminal's site.
+        #[arg(long)]
+        site: String,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ProvisionArgs {
+    /// Show a record (secret redacted) instead of writing one.
+    #[arg(long, requires = "from_file")]
+    read: bool,
+    /// The record to show with --read.
+    #[arg(long)]
+    from_file: Option<PathBuf>,
+    /// The terminal's site (from the sites profile).
+    #[arg(long, required_unless_present = "read")]
+    site: Option<String>,
+    /// Terminal id.
+    #[arg(long, required_unless_present = "read")]
+    terminal: Option<String>,
+    /// Zone id the terminal belongs to (e.g. north-food).
+    #[arg(long)]
+    zone: Option<String>,
+    #[arg(long, required_unless_present = "read")]
+    wifi_ssid: Option<String>,
+    /// File holding the Wi-Fi password (kept out of shell history).
+    #[arg(long)]
+    wifi_password_file: Option<PathBuf>,
+    /// The gateway's MQTT address as the terminal sees it, HOST:PORT
+    /// (port 1884 for the Pico W firmware, which speaks MQTT 5).
+    #[arg(long, required_unless_present = "read")]
+    gateway: Option<String>,
+    /// Write the record to this file (for terminal-sim --provisioning or
+    /// flashing later). Writing straight to a terminal through a debug probe
+    /// is not in this build yet.
+    #[arg(long, required_unless_present = "read")]
+    to_file: Option<PathBuf>,
+    /// Write the record without registering the terminal.
+    #[arg(long)]
+    no_register: bool,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -113,7 +171,55 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Site(SiteCommand::List { json }) => commands::site::list(&path, json),
         Command::Site(SiteCommand::Remove { name }) => commands::site::remove(&path, &name),
         Command::Status(sel) => commands::status::run(&select(&sel)?, sel.json, now),
-        Command::Terminals(sel) => commands::terminals::run(&select(&sel)?, sel.json, now),
+        Command::Terminals {
+            action: None,
+            sites,
+        } => commands::terminals::run(&select(&sites)?, sites.json, now),
+        Command::Terminals {
+            action: Some(TerminalsAction::Revoke { terminal, site }),
+            ..
+        } => {
+            let site = sites::SitesFile::load(&path)?
+                .select(Some(&site), &path)?
+                .remove(0);
+            client::Gateway::new(&site).revoke(&terminal)?;
+            Ok(Outcome {
+                stdout: format!("revoked {terminal} at site {}\n", site.name),
+                warnings: vec![],
+                code: exit::OK,
+            })
+        }
+        Command::Provision(p) if p.read => {
+            commands::provision::read(p.from_file.as_deref().expect("clap requires it"), p.json)
+        }
+        Command::Provision(p) => {
+            let site_name = p.site.as_deref().expect("clap requires it");
+            let site = sites::SitesFile::load(&path)?
+                .select(Some(site_name), &path)?
+                .remove(0);
+            let wifi_password = match &p.wifi_password_file {
+                Some(f) => std::fs::read_to_string(f)
+                    .map_err(|e| {
+                        anyhow::anyhow!("cannot read --wifi-password-file {}: {e}", f.display())
+                    })?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_string(),
+                None => String::new(),
+            };
+            let request = commands::provision::Request {
+                terminal: p.terminal.as_deref().expect("clap requires it"),
+                zone: p.zone.as_deref(),
+                wifi_ssid: p.wifi_ssid.as_deref().expect("clap requires it"),
+                wifi_password,
+                gateway: p.gateway.as_deref().expect("clap requires it"),
+                register: !p.no_register,
+            };
+            commands::provision::to_file(
+                &site,
+                &request,
+                p.to_file.as_deref().expect("clap requires it"),
+            )
+        }
         Command::Health { terminal, sites } => {
             commands::health::run(&select(&sites)?, &terminal, sites.json, now)
         }

@@ -80,7 +80,10 @@ pub struct SiteBroker {
 
 /// Starts the broker on its own thread and returns the gateway's link,
 /// already subscribed to everything terminals publish.
-pub fn start(mqtt: &MqttConfig) -> anyhow::Result<SiteBroker> {
+pub fn start(
+    mqtt: &MqttConfig,
+    identities: &crate::identity::Identities,
+) -> anyhow::Result<SiteBroker> {
     // rumqttd only logs a failed bind from its server thread; check first so
     // the operator gets a clear error and a non-zero exit.
     check_bindable(mqtt.listen).with_context(|| {
@@ -94,7 +97,25 @@ pub fn start(mqtt: &MqttConfig) -> anyhow::Result<SiteBroker> {
             format!("cannot listen for MQTT 5 terminals on {v5} (choose another with --mqtt-v5-listen, or remove mqtt.listen_v5)")
         })?;
     }
-    let mut broker = Broker::new(broker_config(mqtt));
+    let mut config = broker_config(mqtt);
+    if identities.mode() == crate::identity::SecurityMode::Closed {
+        // Closed mode: every connection must log in as a registered terminal.
+        for servers in [config.v4.as_mut(), config.v5.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            for settings in servers.values_mut() {
+                let ids = identities.clone();
+                settings.set_auth_handler(
+                    move |client_id: String, user: String, password: String| {
+                        let ids = ids.clone();
+                        async move { ids.check_login(&client_id, &user, &password) }
+                    },
+                );
+            }
+        }
+    }
+    let mut broker = Broker::new(config);
     let (mut link_tx, link_rx) = broker
         .link(LINK_CLIENT_ID)
         .map_err(|e| anyhow::anyhow!("cannot open the gateway's link to the site broker: {e:?}"))?;

@@ -27,6 +27,7 @@ pub struct Config {
     pub scores: crate::scores::ScoresConfig,
     /// Zones by id: a display name and the terminals in it.
     pub zones: std::collections::BTreeMap<String, crate::scores::ZoneConfig>,
+    pub security: crate::identity::SecurityConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -83,6 +84,7 @@ impl Default for Config {
             misuse: crate::misuse::MisuseConfig::default(),
             scores: crate::scores::ScoresConfig::default(),
             zones: std::collections::BTreeMap::new(),
+            security: crate::identity::SecurityConfig::default(),
         }
     }
 }

@@ -54,7 +54,8 @@ pub async fn run(mut config: Config, demo_terminals: Option<usize>) -> anyhow::R
                 config.http.listen
             )
         })?;
-    let site_broker = crate::broker::start(&config.mqtt)?;
+    let identities = crate::identity::Identities::load(config.security.mode, store.clone());
+    let site_broker = crate::broker::start(&config.mqtt, &identities)?;
 
     let today = crate::stats::utc_day(crate::ingest::unix_ms_now());
     stats.set_today(today, store.stored_on(today));
@@ -67,6 +68,9 @@ pub async fn run(mut config: Config, demo_terminals: Option<usize>) -> anyhow::R
         config.zones.clone(),
         &store,
     );
+    for c in registry_zones_from_registrations(&store) {
+        registry.scores().assign(&c.0, &c.1);
+    }
 
     let (shutdown_tx, shutdown) = watch::channel(false);
     let (to_fleet, fleet_inputs) = tokio::sync::mpsc::channel(65_536);
@@ -80,7 +84,12 @@ pub async fn run(mut config: Config, demo_terminals: Option<usize>) -> anyhow::R
         .name("ingest".into())
         .spawn({
             let to_fleet = to_fleet.clone();
-            move || crate::ingest::run(link_rx, to_committer, to_fleet, ingest_stats)
+            {
+                let identities = identities.clone();
+                move || {
+                    crate::ingest::run(link_rx, to_committer, to_fleet, identities, ingest_stats)
+                }
+            }
         })
         .context("cannot start the ingest thread")?;
     let committer = Committer {
@@ -143,6 +152,7 @@ pub async fn run(mut config: Config, demo_terminals: Option<usize>) -> anyhow::R
         stats: stats.clone(),
         store: store.clone(),
         registry,
+        identities: identities.clone(),
         started,
         upstream_configured: upstream.is_some(),
         token: token.into(),
@@ -160,6 +170,15 @@ pub async fn run(mut config: Config, demo_terminals: Option<usize>) -> anyhow::R
         pending_upstream = stats.forward_pending.load(Relaxed),
         "Pressline gateway {} started",
         env!("CARGO_PKG_VERSION")
+    );
+    tracing::info!(
+        "security mode: {:?} ({})",
+        identities.mode(),
+        match identities.mode() {
+            crate::identity::SecurityMode::Open =>
+                "anyone may connect; registered terminals must sign presses",
+            crate::identity::SecurityMode::Closed => "only registered terminals may connect",
+        }
     );
     tracing::info!(
         "terminals: mqtt://{} (topics pressline/v1/term/{{terminal}}/press[/json])",
@@ -240,4 +259,14 @@ async fn wait_for_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// (terminal, zone) of registered terminals that were given a zone.
+fn registry_zones_from_registrations(store: &Store) -> Vec<(String, String)> {
+    store
+        .load_credentials::<crate::identity::Credential>()
+        .into_iter()
+        .filter(|c| !c.revoked)
+        .filter_map(|c| c.zone.map(|z| (c.terminal, z)))
+        .collect()
 }

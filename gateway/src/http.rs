@@ -4,6 +4,9 @@
 //! - `GET /api/v1/stats`: counters ([`crate::stats::StatsSnapshot`]).
 //! - `GET /api/v1/terminals`: every known terminal's health.
 //! - `GET /api/v1/terminals/{id}`: one terminal's health.
+//! - `POST /api/v1/terminals` `{"id", "secret" (64 hex), "zone"?}`: register
+//!   a provisioned terminal (201 new, 200 re-registered).
+//! - `POST /api/v1/terminals/{id}/revoke`: refuse its login and presses.
 //! - `GET /api/v1/alerts[?open=true]`: alerts, newest first.
 //! - `GET /api/v1/scores?window=5m|1h|today`: satisfaction per zone and terminal.
 //! - `GET /api/v1/report/hourly`: weekday × hour-of-day table (site local time).
@@ -42,6 +45,7 @@ pub struct ApiState {
     pub stats: Arc<Stats>,
     pub store: Store,
     pub registry: Registry,
+    pub identities: crate::identity::Identities,
     pub started: Instant,
     pub upstream_configured: bool,
     pub token: Arc<str>,
@@ -102,7 +106,8 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 pub fn router(state: ApiState) -> Router {
     let api = Router::new()
         .route("/api/v1/stats", get(stats))
-        .route("/api/v1/terminals", get(terminals))
+        .route("/api/v1/terminals", get(terminals).post(register))
+        .route("/api/v1/terminals/{id}/revoke", axum::routing::post(revoke))
         .route("/api/v1/terminals/{id}", get(terminal))
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/scores", get(scores))
@@ -169,6 +174,90 @@ async fn terminal(
         None => error(
             StatusCode::NOT_FOUND,
             &format!("unknown terminal {id:?} at site {}", state.site),
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+struct Registration {
+    id: String,
+    secret: String,
+    #[serde(default)]
+    zone: Option<String>,
+}
+
+async fn register(
+    State(state): State<ApiState>,
+    body: Result<Json<Registration>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Ok(Json(r)) = body else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "expected JSON {\"id\": ..., \"secret\": 64 hex characters, \"zone\": optional}",
+        );
+    };
+    if let Err(e) = pressline_protocol::ident::validate_id(&r.id) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!("terminal id {:?}: {e}", r.id),
+        );
+    }
+    if let Some(z) = &r.zone {
+        if let Err(e) = pressline_protocol::ident::validate_id(z) {
+            return error(StatusCode::BAD_REQUEST, &format!("zone {z:?}: {e}"));
+        }
+    }
+    let Some(secret) = crate::identity::parse_secret(&r.secret) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "secret must be 64 hex characters (32 bytes)",
+        );
+    };
+    match state.identities.register(
+        &r.id,
+        secret,
+        r.zone.clone(),
+        crate::time::rfc3339_ms(unix_ms_now()),
+    ) {
+        Ok(new) => {
+            if let Some(zone) = &r.zone {
+                state.registry.scores().assign(&r.id, zone);
+            }
+            tracing::info!(terminal = %r.id, zone = ?r.zone, new, "terminal registered");
+            let status = if new {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            (
+                status,
+                Json(serde_json::json!({ "id": r.id, "registered": true, "new": new })),
+            )
+                .into_response()
+        }
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("cannot store the registration: {e}"),
+        ),
+    }
+}
+
+async fn revoke(
+    State(state): State<ApiState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    match state.identities.revoke(&id) {
+        Ok(true) => {
+            tracing::warn!(terminal = %id, "terminal revoked: its login and presses are refused from now on");
+            Json(serde_json::json!({ "id": id, "revoked": true })).into_response()
+        }
+        Ok(false) => error(
+            StatusCode::NOT_FOUND,
+            &format!("terminal {id:?} is not registered at site {}", state.site),
+        ),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("cannot store the revocation: {e}"),
         ),
     }
 }

@@ -141,6 +141,7 @@ pub fn run(
     mut link: LinkRx,
     to_committer: SyncSender<IncomingPress>,
     to_fleet: tokio::sync::mpsc::Sender<FleetInput>,
+    identities: crate::identity::Identities,
     stats: Arc<Stats>,
 ) {
     let mut log = RateLimitedLog::new(Duration::from_secs(10));
@@ -170,6 +171,14 @@ pub fn run(
                 form,
                 press,
             }) => {
+                // Identity: a registered terminal must sign its presses.
+                if let Err(reason) = identities.check_press(&terminal, &press) {
+                    stats.reject(reason);
+                    if let Some(suppressed) = log.admit(reason, Instant::now()) {
+                        tracing::warn!(reason, suppressed, terminal = %terminal, "rejected a press that does not prove its terminal (nothing stored)");
+                    }
+                    continue;
+                }
                 stats
                     .presses_received
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -230,6 +239,7 @@ mod tests {
             id: PressId { boot: 1, seq: 2 },
             button: Button::Happy,
             age_ms: None,
+            mac: None,
         };
         let mut buf = [0u8; 32];
         let bytes = p.encode(&mut buf).unwrap().to_vec();

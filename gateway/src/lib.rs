@@ -23,6 +23,7 @@
 //! - [`health`]: terminal registry and health rules (sans-IO).
 //! - [`registry`]: the task running them: persistence, upstream health/alerts.
 //! - [`http`]: the HTTP API.
+//! - [`identity`]: registered terminals, broker logins, press MACs.
 //! - [`stats`]: counters and rate-limited logging.
 //! - [`demo`]: in-process simulated terminals for the demo.
 //! - [`gateway`]: wiring it all together, start-up and graceful shutdown.
@@ -37,6 +38,7 @@ pub mod forwarder;
 pub mod gateway;
 pub mod health;
 pub mod http;
+pub mod identity;
 pub mod ingest;
 pub mod metrics;
 pub mod misuse;

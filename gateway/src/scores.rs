@@ -230,6 +230,33 @@ impl Scores {
         }
     }
 
+    /// Puts a terminal in a zone (registration with a zone). A zone that is
+    /// not configured is created with its id as the name.
+    pub fn assign(&mut self, terminal: &str, zone: &str) {
+        if !self.zones.contains_key(zone) {
+            self.zones.insert(
+                zone.to_string(),
+                ZoneConfig {
+                    name: zone.to_string(),
+                    terminals: Vec::new(),
+                    unhappy_percent: None,
+                    min_presses: None,
+                },
+            );
+        }
+        if let Some(z) = self.zones.get_mut(zone) {
+            if !z.terminals.iter().any(|t| t == terminal) {
+                z.terminals.push(terminal.to_string());
+            }
+        }
+        for (id, z) in self.zones.iter_mut() {
+            if id != zone {
+                z.terminals.retain(|t| t != terminal);
+            }
+        }
+        self.zone_of.insert(terminal.to_string(), Arc::from(zone));
+    }
+
     /// The zone a terminal belongs to.
     pub fn zone_of(&self, terminal: &str) -> &str {
         self.zone_of.get(terminal).map_or(UNASSIGNED, |z| z)

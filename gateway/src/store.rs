@@ -88,6 +88,7 @@ pub struct Store {
     terminals: sled::Tree,
     alerts: sled::Tree,
     meta: sled::Tree,
+    credentials: sled::Tree,
 }
 
 fn press_key(terminal: &str, id: PressId) -> Vec<u8> {
@@ -115,6 +116,7 @@ impl Store {
         let terminals = db.open_tree("terminals")?;
         let alerts = db.open_tree("alerts")?;
         let meta = db.open_tree("meta")?;
+        let credentials = db.open_tree("credentials")?;
         Ok(Store {
             db,
             presses,
@@ -122,6 +124,7 @@ impl Store {
             terminals,
             alerts,
             meta,
+            credentials,
         })
     }
 
@@ -254,6 +257,23 @@ impl Store {
 
     pub fn load_alerts<T: serde::de::DeserializeOwned>(&self) -> Vec<T> {
         load_all(&self.alerts, "alert")
+    }
+
+    /// Saves a registered terminal's credential (see [`crate::identity`]).
+    pub fn save_credential<T: Serialize>(
+        &self,
+        terminal: &str,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        self.credentials.insert(
+            terminal.as_bytes(),
+            serde_json::to_vec(value).map_err(json_err)?,
+        )?;
+        Ok(())
+    }
+
+    pub fn load_credentials<T: serde::de::DeserializeOwned>(&self) -> Vec<T> {
+        load_all(&self.credentials, "credential")
     }
 
     /// Adds `n` to the presses stored on UTC day `day` and returns the total.

@@ -31,6 +31,8 @@ struct JsonPressIn {
     seq: u32,
     button: JsonButton,
     age_ms: Option<u32>,
+    /// Hex press MAC (16 characters), required from registered terminals.
+    mac: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -48,6 +50,19 @@ struct JsonPressOut<'a> {
     button: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     age_ms: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mac: Option<String>,
+}
+
+fn parse_mac(hex: &str) -> Option<[u8; crate::auth::MAC_LEN]> {
+    if hex.len() != 2 * crate::auth::MAC_LEN || !hex.is_ascii() {
+        return None;
+    }
+    let mut mac = [0u8; crate::auth::MAC_LEN];
+    for (i, byte) in mac.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(mac)
 }
 
 /// Decodes a JSON press published by terminal `topic_terminal`.
@@ -67,6 +82,10 @@ pub fn decode_press(topic_terminal: &str, payload: &[u8]) -> Result<Press, Decod
         JsonButton::Name(n) => Button::from_name(&n),
     }
     .ok_or(DecodeError::ButtonOutOfRange)?;
+    let mac = match raw.mac.as_deref() {
+        Some(hex) => Some(parse_mac(hex).ok_or(DecodeError::Malformed)?),
+        None => None,
+    };
     Ok(Press {
         id: PressId {
             boot: raw.boot,
@@ -74,6 +93,7 @@ pub fn decode_press(topic_terminal: &str, payload: &[u8]) -> Result<Press, Decod
         },
         button,
         age_ms: raw.age_ms,
+        mac,
     })
 }
 
@@ -85,6 +105,9 @@ pub fn encode_press(terminal: &str, press: &Press) -> Vec<u8> {
         seq: press.id.seq,
         button: press.button.name(),
         age_ms: press.age_ms,
+        mac: press
+            .mac
+            .map(|m| m.iter().map(|b| std::format!("{b:02x}")).collect()),
     })
     .expect("plain struct serializes")
 }
@@ -126,6 +149,7 @@ mod tests {
     #[test]
     fn round_trips_through_encode() {
         let p = Press {
+            mac: Some([0xde, 0xad, 0xbe, 0xef, 0, 1, 2, 3]),
             id: PressId { boot: 1, seq: 2 },
             button: Button::Unhappy,
             age_ms: Some(9),

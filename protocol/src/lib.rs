@@ -6,6 +6,7 @@
 //! the JSON forms (third-party terminals and the upstream analytics payloads).
 //!
 //! # Layout
+//! - [`auth`]: terminal identity: MQTT password and press MAC from the secret.
 //! - [`button`]: the four smiley buttons and their scores.
 //! - [`envelope`]: version byte + postcard framing shared by native payloads.
 //! - [`ident`]: terminal and site identifiers (the characters topics allow).
@@ -26,6 +27,7 @@
 extern crate std;
 
 pub mod ack;
+pub mod auth;
 pub mod button;
 pub mod envelope;
 pub mod heartbeat;

@@ -29,6 +29,22 @@ pub struct Press {
     /// waited out an outage. `None` when the terminal cannot tell (the press
     /// survived a reboot, or a third-party terminal did not say).
     pub age_ms: Option<u32>,
+    /// Proof that the terminal holding the secret made this press
+    /// ([`crate::auth::press_mac`]); required from registered terminals.
+    pub mac: Option<[u8; crate::auth::MAC_LEN]>,
+}
+
+/// Version byte of a native press that carries a MAC ([`PressWireV2`]).
+pub const PRESS_WITH_MAC_VERSION: u8 = 2;
+
+/// The postcard body of a version-2 press: version 1 plus the MAC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PressWireV2 {
+    pub boot: u32,
+    pub seq: u32,
+    pub button: u8,
+    pub age_ms: Option<u32>,
+    pub mac: [u8; crate::auth::MAC_LEN],
 }
 
 /// The postcard body of a version-1 press. Field order is the wire order.
@@ -92,27 +108,52 @@ impl core::fmt::Display for DecodeError {
 pub const PRESS_BUF_LEN: usize = 32;
 
 impl Press {
-    /// Encodes into `buf`, returning the used prefix.
+    /// Encodes into `buf` (version 1 without a MAC, version 2 with one),
+    /// returning the used prefix.
     pub fn encode<'b>(&self, buf: &'b mut [u8]) -> Result<&'b mut [u8], postcard::Error> {
-        let wire = PressWireV1 {
-            boot: self.id.boot,
-            seq: self.id.seq,
-            button: self.button.score(),
-            age_ms: self.age_ms,
-        };
-        crate::envelope::encode(&wire, buf)
+        let (boot, seq, button, age_ms) =
+            (self.id.boot, self.id.seq, self.button.score(), self.age_ms);
+        match self.mac {
+            None => crate::envelope::encode(
+                &PressWireV1 {
+                    boot,
+                    seq,
+                    button,
+                    age_ms,
+                },
+                buf,
+            ),
+            Some(mac) => crate::envelope::encode_as(
+                PRESS_WITH_MAC_VERSION,
+                &PressWireV2 {
+                    boot,
+                    seq,
+                    button,
+                    age_ms,
+                    mac,
+                },
+                buf,
+            ),
+        }
     }
 
-    /// Decodes a native press payload.
+    /// Decodes a native press payload (version 1 or 2).
     pub fn decode(payload: &[u8]) -> Result<Press, DecodeError> {
-        let wire: PressWireV1 = crate::envelope::decode(payload)?;
+        let (boot, seq, button, age_ms, mac) = match crate::envelope::version(payload)? {
+            PRESS_WITH_MAC_VERSION => {
+                let w: PressWireV2 = crate::envelope::decode_as(PRESS_WITH_MAC_VERSION, payload)?;
+                (w.boot, w.seq, w.button, w.age_ms, Some(w.mac))
+            }
+            _ => {
+                let w: PressWireV1 = crate::envelope::decode(payload)?;
+                (w.boot, w.seq, w.button, w.age_ms, None)
+            }
+        };
         Ok(Press {
-            id: PressId {
-                boot: wire.boot,
-                seq: wire.seq,
-            },
-            button: Button::from_score(wire.button).ok_or(DecodeError::ButtonOutOfRange)?,
-            age_ms: wire.age_ms,
+            id: PressId { boot, seq },
+            button: Button::from_score(button).ok_or(DecodeError::ButtonOutOfRange)?,
+            age_ms,
+            mac,
         })
     }
 }
@@ -126,7 +167,23 @@ mod tests {
             id: PressId { boot, seq },
             button,
             age_ms,
+            mac: None,
         }
+    }
+
+    #[test]
+    fn presses_with_a_mac_are_version_2_and_round_trip() {
+        let mut p = press(1, 2, Button::Happy, Some(5));
+        p.mac = Some([1, 2, 3, 4, 5, 6, 7, 8]);
+        let mut buf = [0u8; PRESS_BUF_LEN];
+        let bytes = p.encode(&mut buf).unwrap();
+        assert_eq!(bytes[0], PRESS_WITH_MAC_VERSION);
+        assert_eq!(Press::decode(bytes), Ok(p));
+        assert_eq!(
+            Press::decode(&[2, 0, 0, 1, 0]),
+            Err(DecodeError::Malformed),
+            "version 2 needs its MAC"
+        );
     }
 
     #[test]

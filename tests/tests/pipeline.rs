@@ -526,6 +526,7 @@ fn an_mqtt5_terminal_like_the_pico_w_firmware_gets_durable_acks() {
         id: pressline_protocol::PressId { boot: 4, seq: 9 },
         button: pressline_protocol::Button::Unhappy,
         age_ms: Some(120),
+        mac: None,
     };
     let mut buf = [0u8; 32];
     let payload = press.encode(&mut buf).unwrap().to_vec();

@@ -310,10 +310,20 @@ async fn run_session(
         MqttBinary::from_slice(WILL_OFFLINE).map_err(|_| "will")?,
     )
     .at_least_once();
-    let options = ConnectOptions::new()
+    let password = settings
+        .secret
+        .as_ref()
+        .map(pressline_protocol::auth::mqtt_password);
+    let mut options = ConnectOptions::new()
         .clean_start()
         .keep_alive(KeepAlive::Seconds(NonZero::new(30).ok_or("keep alive")?))
         .will(will);
+    if let Some(password) = &password {
+        // Closed-mode gateways admit registered terminals logging in as themselves.
+        options = options
+            .user_name(MqttString::try_from(id).map_err(|_| "user name")?)
+            .password(MqttBinary::from_slice(password.as_bytes()).map_err(|_| "password")?);
+    }
     let client_id = MqttString::try_from(id).map_err(|_| "client id")?;
     client
         .connect(socket, &options, Some(client_id))
@@ -348,7 +358,15 @@ async fn run_session(
 
     loop {
         // Publish what the core wants out (QoS 1; only its durable ack counts).
-        while let Some(press) = terminal.poll_transmit(uptime_ms()) {
+        while let Some(mut press) = terminal.poll_transmit(uptime_ms()) {
+            if let Some(secret) = &settings.secret {
+                press.mac = Some(pressline_protocol::auth::press_mac(
+                    secret,
+                    id,
+                    press.id,
+                    press.button,
+                ));
+            }
             let mut bytes = [0u8; PRESS_BUF_LEN];
             let Ok(payload) = press.encode(&mut bytes) else {
                 continue;

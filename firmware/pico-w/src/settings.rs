@@ -15,6 +15,10 @@ pub struct Settings {
     pub wifi_password: String<64>,
     pub gateway_host: String<64>,
     pub gateway_port: u16,
+    /// The terminal's secret (MQTT login and press signatures); `None` for
+    /// development builds without a provisioning record (open-mode gateways
+    /// accept them unsigned).
+    pub secret: Option<[u8; 32]>,
 }
 
 /// Where the settings came from.
@@ -39,6 +43,7 @@ impl Settings {
             wifi_password: owned(r.wifi_password)?,
             gateway_host: owned(r.gateway_host)?,
             gateway_port: r.gateway_port,
+            secret: Some(r.secret),
         })
     }
 
@@ -55,7 +60,7 @@ impl Settings {
             secret: [0; 32],
         };
         record.validate().ok()?;
-        Settings::from_record(&record)
+        Settings::from_record(&record).map(|s| Settings { secret: None, ..s })
     }
 
     /// The provisioning record in `sector`, else the build-time fallback.

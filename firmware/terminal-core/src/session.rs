@@ -243,10 +243,12 @@ impl<const N: usize> Session<N> {
         self.counters.transmissions += 1;
         let age_ms = (entry.pressed_at != NEVER)
             .then(|| u32::try_from(now.saturating_sub(entry.pressed_at)).unwrap_or(u32::MAX));
+        // The caller adds the MAC (it holds the secret; the session does not).
         Some(Press {
             id: entry.id,
             button: entry.button,
             age_ms,
+            mac: None,
         })
     }
 

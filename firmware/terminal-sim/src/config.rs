@@ -16,6 +16,13 @@ pub enum AckMode {
     Puback,
 }
 
+/// A provisioned terminal's identity (from its provisioning record).
+#[derive(Debug, Clone)]
+pub struct SimIdentity {
+    pub terminal: String,
+    pub secret: pressline_protocol::auth::Secret,
+}
+
 /// Configuration of a simulation run.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -56,6 +63,9 @@ pub struct SimConfig {
     pub firmware: FirmwareVersion,
     /// The first `unhappy` terminals' visitors are mostly unhappy.
     pub unhappy: usize,
+    /// Provisioned terminals: when not empty, one simulated terminal per
+    /// identity, logging in with its credentials and signing its presses.
+    pub identities: Vec<SimIdentity>,
     /// Power cuts per terminal per second (0 = none): the terminal loses
     /// power mid-operation, its RAM and connection, and boots from flash.
     pub kill_rate: f64,
@@ -89,6 +99,7 @@ impl Default for SimConfig {
             ),
             kill_rate: 0.0,
             unhappy: 0,
+            identities: Vec::new(),
         }
     }
 }
@@ -96,7 +107,10 @@ impl Default for SimConfig {
 impl SimConfig {
     /// The id of terminal number `index`.
     pub fn terminal_id(&self, index: usize) -> String {
-        format!("{}{:03}", self.id_prefix, index)
+        match self.identities.get(index) {
+            Some(identity) => identity.terminal.clone(),
+            None => format!("{}{:03}", self.id_prefix, index),
+        }
     }
 
     pub fn has_low_battery(&self, index: usize) -> bool {

@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 
-pub use config::{AckMode, SimConfig};
+pub use config::{AckMode, SimConfig, SimIdentity};
 pub use report::{SimCounters, SimReport};
 
 /// Runs every simulated terminal until each has had all its presses acked,

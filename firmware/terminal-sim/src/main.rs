@@ -17,9 +17,15 @@ use tokio::sync::watch;
 #[derive(Debug, Parser)]
 #[command(name = "terminal-sim", version)]
 struct Args {
-    /// Site broker (the gateway's MQTT listener) as HOST:PORT.
-    #[arg(long, default_value = "127.0.0.1:1883")]
-    broker: String,
+    /// Site broker (the gateway's MQTT listener) as HOST:PORT [default:
+    /// the provisioning records' gateway, else 127.0.0.1:1883].
+    #[arg(long)]
+    broker: Option<String>,
+    /// Run the terminals described by these provisioning records (files
+    /// written by `fleet provision --to-file`, or directories of them):
+    /// their ids, logins and press signatures. Overrides --terminals.
+    #[arg(long, value_name = "FILE|DIR")]
+    provisioning: Vec<std::path::PathBuf>,
     /// Number of terminals.
     #[arg(long, default_value_t = 4)]
     terminals: usize,
@@ -100,15 +106,63 @@ fn parse_broker(s: &str) -> anyhow::Result<(String, u16)> {
     Ok((host.trim_matches(['[', ']']).to_string(), port))
 }
 
+/// Reads provisioning records from files and directories: the identities
+/// and each record's gateway address.
+fn load_provisioning(
+    paths: &[std::path::PathBuf],
+) -> anyhow::Result<Vec<(pressline_terminal_sim::SimIdentity, String)>> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut entries: Vec<_> = std::fs::read_dir(path)
+                .with_context(|| format!("cannot list {}", path.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file())
+                .collect();
+            entries.sort();
+            files.extend(entries);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    let mut out = Vec::new();
+    for file in files {
+        let bytes = std::fs::read(&file)
+            .with_context(|| format!("cannot read provisioning record {}", file.display()))?;
+        let record = pressline_protocol::provisioning::ProvisioningRecord::decode(&bytes)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        out.push((
+            pressline_terminal_sim::SimIdentity {
+                terminal: record.terminal.to_string(),
+                secret: record.secret,
+            },
+            format!("{}:{}", record.gateway_host, record.gateway_port),
+        ));
+    }
+    Ok(out)
+}
+
 fn validate(args: &Args) -> anyhow::Result<SimConfig> {
-    let (broker_host, broker_port) = parse_broker(&args.broker)?;
-    if args.low_battery > args.terminals || args.stuck_button > args.terminals {
+    let records = load_provisioning(&args.provisioning)?;
+    let broker = match (&args.broker, records.first()) {
+        (Some(b), _) => b.clone(),
+        (None, Some((_, gateway))) => gateway.clone(),
+        (None, None) => "127.0.0.1:1883".to_string(),
+    };
+    let (broker_host, broker_port) = parse_broker(&broker)?;
+    let identities: Vec<_> = records.into_iter().map(|(identity, _)| identity).collect();
+    let terminals = if identities.is_empty() {
+        args.terminals
+    } else {
+        identities.len()
+    };
+    if args.low_battery > terminals || args.stuck_button > terminals {
         bail!("--low-battery and --stuck-button cannot exceed --terminals");
     }
     if !(args.kill_rate >= 0.0 && args.kill_rate.is_finite()) {
         bail!("--kill-rate must be 0 (no power cuts) or a positive number of cuts per terminal per second");
     }
-    if args.terminals == 0 {
+    if terminals == 0 {
         bail!("--terminals must be at least 1");
     }
     if !(0.0..=1.0).contains(&args.dup_rate) {
@@ -117,7 +171,7 @@ fn validate(args: &Args) -> anyhow::Result<SimConfig> {
     if !(args.rate >= 0.0 && args.rate.is_finite()) {
         bail!("--rate must be 0 (no limit) or a positive number");
     }
-    let sample = format!("{}{:03}", args.id_prefix, args.terminals - 1);
+    let sample = format!("{}{:03}", args.id_prefix, terminals - 1);
     pressline_protocol::ident::validate_id(&sample).map_err(|e| {
         anyhow::anyhow!(
             "--id-prefix {:?} makes terminal id {sample:?}: {e}",
@@ -127,7 +181,8 @@ fn validate(args: &Args) -> anyhow::Result<SimConfig> {
     Ok(SimConfig {
         broker_host,
         broker_port,
-        terminals: args.terminals,
+        terminals,
+        identities,
         presses: Some(args.presses),
         rate: args.rate,
         dup_rate: args.dup_rate,

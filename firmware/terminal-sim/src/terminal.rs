@@ -138,6 +138,13 @@ async fn run_boot(
     let mut options = MqttOptions::new(&id, &config.broker_host, config.broker_port);
     options.set_keep_alive(Duration::from_secs(5));
     options.set_clean_session(true);
+    let identity = config.identities.get(index).cloned();
+    if let Some(identity) = &identity {
+        options.set_credentials(
+            id.as_str(),
+            pressline_protocol::auth::mqtt_password(&identity.secret).as_str(),
+        );
+    }
     options.set_last_will(LastWill::new(
         TerminalStatusTopic(&id).to_string(),
         WILL_OFFLINE,
@@ -248,7 +255,15 @@ async fn run_boot(
             }
         }
         // Publish whatever the session wants out.
-        while let Some(press) = terminal.poll_transmit(now()) {
+        while let Some(mut press) = terminal.poll_transmit(now()) {
+            if let Some(identity) = &identity {
+                press.mac = Some(pressline_protocol::auth::press_mac(
+                    &identity.secret,
+                    &id,
+                    press.id,
+                    press.button,
+                ));
+            }
             let payload = if speaks_json {
                 json::encode_press(&id, &press)
             } else {

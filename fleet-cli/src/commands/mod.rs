@@ -2,6 +2,7 @@
 
 pub mod alerts;
 pub mod health;
+pub mod provision;
 pub mod site;
 pub mod status;
 pub mod terminals;
