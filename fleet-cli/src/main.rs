@@ -9,6 +9,7 @@
 
 mod client;
 mod commands;
+mod probe;
 mod render;
 mod sites;
 
@@ -61,8 +62,19 @@ enum Command {
         sites: SiteSelection,
     },
     /// Give a terminal its identity: write its provisioning record (with a
-    /// fresh secret) and register it with its site's gateway.
+    /// fresh secret) into it through the debug probe, or to a file, and
+    /// register it with its site's gateway.
     Provision(ProvisionArgs),
+    /// Debug probes.
+    #[command(subcommand)]
+    Probe(ProbeCommand),
+    /// Flash firmware through the debug probe (verify, reset, run).
+    Flash {
+        /// The firmware ELF (e.g. pressline-pico-w).
+        firmware: PathBuf,
+        #[command(flatten)]
+        probe: ProbeArgs,
+    },
     /// Everything known about one terminal, with its alerts.
     Health {
         terminal: String,
@@ -90,19 +102,39 @@ enum TerminalsAction {
     },
 }
 
+/// Which probe and chip (shared by every probe command).
+#[derive(Debug, Args)]
+struct ProbeArgs {
+    /// Target chip.
+    #[arg(long, default_value = probe::DEFAULT_CHIP)]
+    chip: String,
+    /// Debug probe serial number, when several are attached (see `fleet probe list`).
+    #[arg(long = "probe", value_name = "SERIAL")]
+    probe_serial: Option<String>,
+}
+
 #[derive(Debug, Args)]
 struct ProvisionArgs {
-    /// Show a record (secret redacted) instead of writing one.
-    #[arg(long, requires = "from_file")]
-    read: bool,
-    /// The record to show with --read.
+    /// Show a record (secret redacted) instead of writing one: from
+    /// --from-file, or from the terminal on the probe.
     #[arg(long)]
+    read: bool,
+    /// The record file to show with --read.
+    #[arg(long, requires = "read")]
     from_file: Option<PathBuf>,
+    /// Provision every terminal listed in this CSV (header: terminal,zone),
+    /// prompting to plug in each (or into --to-dir without prompting).
+    #[arg(long, value_name = "CSV", conflicts_with_all = ["read", "terminal", "to_file"])]
+    batch: Option<PathBuf>,
+    /// With --batch: write record files into this directory instead of
+    /// terminals on a probe.
+    #[arg(long, requires = "batch")]
+    to_dir: Option<PathBuf>,
     /// The terminal's site (from the sites profile).
     #[arg(long, required_unless_present = "read")]
     site: Option<String>,
     /// Terminal id.
-    #[arg(long, required_unless_present = "read")]
+    #[arg(long, required_unless_present_any = ["read", "batch"])]
     terminal: Option<String>,
     /// Zone id the terminal belongs to (e.g. north-food).
     #[arg(long)]
@@ -116,16 +148,29 @@ struct ProvisionArgs {
     /// (port 1884 for the Pico W firmware, which speaks MQTT 5).
     #[arg(long, required_unless_present = "read")]
     gateway: Option<String>,
-    /// Write the record to this file (for terminal-sim --provisioning or
-    /// flashing later). Writing straight to a terminal through a debug probe
-    /// is not in this build yet.
-    #[arg(long, required_unless_present = "read")]
+    /// Write the record to this file instead of the terminal on the probe
+    /// (for terminal-sim --provisioning, or flashing later).
+    #[arg(long)]
     to_file: Option<PathBuf>,
-    /// Write the record without registering the terminal.
+    /// Write the record without registering the terminal with its gateway.
     #[arg(long)]
     no_register: bool,
+    /// With --batch: do not wait for Enter between terminals.
+    #[arg(long)]
+    yes: bool,
+    #[command(flatten)]
+    probe: ProbeArgs,
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum ProbeCommand {
+    /// List attached debug probes.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -189,36 +234,10 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 code: exit::OK,
             })
         }
-        Command::Provision(p) if p.read => {
-            commands::provision::read(p.from_file.as_deref().expect("clap requires it"), p.json)
-        }
-        Command::Provision(p) => {
-            let site_name = p.site.as_deref().expect("clap requires it");
-            let site = sites::SitesFile::load(&path)?
-                .select(Some(site_name), &path)?
-                .remove(0);
-            let wifi_password = match &p.wifi_password_file {
-                Some(f) => std::fs::read_to_string(f)
-                    .map_err(|e| {
-                        anyhow::anyhow!("cannot read --wifi-password-file {}: {e}", f.display())
-                    })?
-                    .trim_end_matches(['\r', '\n'])
-                    .to_string(),
-                None => String::new(),
-            };
-            let request = commands::provision::Request {
-                terminal: p.terminal.as_deref().expect("clap requires it"),
-                zone: p.zone.as_deref(),
-                wifi_ssid: p.wifi_ssid.as_deref().expect("clap requires it"),
-                wifi_password,
-                gateway: p.gateway.as_deref().expect("clap requires it"),
-                register: !p.no_register,
-            };
-            commands::provision::to_file(
-                &site,
-                &request,
-                p.to_file.as_deref().expect("clap requires it"),
-            )
+        Command::Provision(p) => provision(&path, p),
+        Command::Probe(ProbeCommand::List { json }) => commands::probe::list(json),
+        Command::Flash { firmware, probe } => {
+            commands::probe::flash(&firmware, &probe.chip, probe.probe_serial.as_deref())
         }
         Command::Health { terminal, sites } => {
             commands::health::run(&select(&sites)?, &terminal, sites.json, now)
@@ -244,4 +263,54 @@ fn main() -> ExitCode {
             ExitCode::from(exit::USAGE)
         }
     }
+}
+
+fn provision(path: &std::path::Path, p: ProvisionArgs) -> anyhow::Result<Outcome> {
+    let (chip, serial) = (p.probe.chip.as_str(), p.probe.probe_serial.as_deref());
+    if p.read {
+        return match &p.from_file {
+            Some(file) => commands::provision::read(file, p.json),
+            None => commands::provision::read_from_probe(chip, serial, p.json),
+        };
+    }
+    let site_name = p.site.as_deref().expect("clap requires it");
+    let site = sites::SitesFile::load(path)?
+        .select(Some(site_name), path)?
+        .remove(0);
+    let wifi_password = match &p.wifi_password_file {
+        Some(f) => std::fs::read_to_string(f)
+            .map_err(|e| anyhow::anyhow!("cannot read --wifi-password-file {}: {e}", f.display()))?
+            .trim_end_matches(['\r', '\n'])
+            .to_string(),
+        None => String::new(),
+    };
+    let wifi_ssid = p.wifi_ssid.as_deref().expect("clap requires it");
+    let gateway = p.gateway.as_deref().expect("clap requires it");
+    if let Some(batch) = &p.batch {
+        return commands::batch::run(
+            &site,
+            batch,
+            p.to_dir.as_deref(),
+            wifi_ssid,
+            &wifi_password,
+            gateway,
+            !p.no_register,
+            p.yes,
+            chip,
+            serial,
+        );
+    }
+    let request = commands::provision::Request {
+        terminal: p.terminal.as_deref().expect("clap requires it"),
+        zone: p.zone.as_deref(),
+        wifi_ssid,
+        wifi_password: wifi_password.clone(),
+        gateway,
+        register: !p.no_register,
+    };
+    let destination = match &p.to_file {
+        Some(file) => commands::provision::Destination::File(file),
+        None => commands::provision::Destination::Probe { chip, serial },
+    };
+    commands::provision::provision(&site, &request, &destination)
 }

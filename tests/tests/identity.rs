@@ -273,3 +273,126 @@ fn provisioned_terminals_are_the_only_ones_that_get_presses_in() {
     assert_ne!(code, 0);
     assert!(err.contains("not registered"), "{err}");
 }
+
+#[test]
+fn a_batch_of_terminals_from_a_csv_is_provisioned_and_registered() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = Gateway::start(
+        dir.path(),
+        GatewayOptions {
+            site: "stadium".into(),
+            config_toml: Some("[security]\nmode = \"closed\"\n".into()),
+            ..Default::default()
+        },
+    );
+    let config = dir.path().join("sites.toml");
+    let token = gateway.data_dir.join("api-token");
+    assert_eq!(
+        fleet(
+            &config,
+            &[
+                "site",
+                "add",
+                "stadium",
+                "--url",
+                &gateway.url(),
+                "--token-file",
+                token.to_str().unwrap()
+            ]
+        )
+        .0,
+        0
+    );
+    let csv = dir.path().join("terminals.csv");
+    std::fs::write(
+        &csv,
+        "terminal,zone\nnorth-01,north-food\nnorth-02,north-food\ngate-1,\n",
+    )
+    .unwrap();
+    let records = dir.path().join("records");
+    let (code, out, err) = fleet(
+        &config,
+        &[
+            "provision",
+            "--batch",
+            csv.to_str().unwrap(),
+            "--to-dir",
+            records.to_str().unwrap(),
+            "--site",
+            "stadium",
+            "--wifi-ssid",
+            "stadium-staff",
+            "--gateway",
+            &gateway.broker(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("batch: 3 provisioned, 0 skipped, 0 failed of 3"),
+        "{out}"
+    );
+    let report = Sim::spawn(
+        &gateway.broker(),
+        &[
+            "--provisioning",
+            records.to_str().unwrap(),
+            "--presses",
+            "5",
+            "--rate",
+            "0",
+        ],
+    )
+    .expect_all_acked();
+    assert_eq!(report["terminals"], 3);
+    assert_eq!(gateway.stat("presses_stored"), 15);
+
+    // A bad batch file is refused before anything is provisioned.
+    std::fs::write(&csv, "terminal,zone\nok-1,z\nnot ok,z\n").unwrap();
+    let (code, _, err) = fleet(
+        &config,
+        &[
+            "provision",
+            "--batch",
+            csv.to_str().unwrap(),
+            "--to-dir",
+            dir.path().join("more").to_str().unwrap(),
+            "--site",
+            "stadium",
+            "--wifi-ssid",
+            "x",
+            "--gateway",
+            &gateway.broker(),
+        ],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("line 3"), "{err}");
+    assert!(!dir.path().join("more/ok-1.plpr").exists());
+}
+
+#[test]
+fn probe_commands_without_a_probe_say_how_to_fix_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sites.toml");
+    let (code, out, _) = fleet(&config, &["probe", "list"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("no debug probe found"), "{out}");
+    let (code, out, _) = fleet(&config, &["probe", "list", "--json"]);
+    assert_eq!((code, out.trim()), (0, "[]"));
+    let elf = dir.path().join("firmware.elf");
+    std::fs::write(&elf, b"\x7fELF").unwrap();
+    let (code, _, err) = fleet(&config, &["flash", elf.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("no debug probe found") && err.contains("plug one in"),
+        "{err}"
+    );
+    let (code, _, err) = fleet(
+        &config,
+        &["flash", "--chip", "RP2041", elf.to_str().unwrap()],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("--chip RP2040"), "{err}");
+    let (code, _, err) = fleet(&config, &["provision", "--read"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no debug probe found"), "{err}");
+}

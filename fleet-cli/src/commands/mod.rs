@@ -1,7 +1,9 @@
 //! One module per subcommand.
 
 pub mod alerts;
+pub mod batch;
 pub mod health;
+pub mod probe;
 pub mod provision;
 pub mod site;
 pub mod status;
