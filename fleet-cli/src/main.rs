@@ -68,6 +68,17 @@ enum Command {
     /// Debug probes.
     #[command(subcommand)]
     Probe(ProbeCommand),
+    /// Stream the terminal's defmt log over RTT (Ctrl-C to stop).
+    Logs {
+        /// The firmware ELF the terminal runs (for its defmt table).
+        #[arg(long)]
+        elf: PathBuf,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        seconds: Option<u64>,
+        #[command(flatten)]
+        probe: ProbeArgs,
+    },
     /// Flash firmware through the debug probe (verify, reset, run).
     Flash {
         /// The firmware ELF (e.g. pressline-pico-w).
@@ -236,6 +247,11 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         }
         Command::Provision(p) => provision(&path, p),
         Command::Probe(ProbeCommand::List { json }) => commands::probe::list(json),
+        Command::Logs {
+            elf,
+            seconds,
+            probe,
+        } => commands::probe::logs(&elf, &probe.chip, probe.probe_serial.as_deref(), seconds),
         Command::Flash { firmware, probe } => {
             commands::probe::flash(&firmware, &probe.chip, probe.probe_serial.as_deref())
         }

@@ -203,6 +203,78 @@ pub fn read_record(session: &mut Session) -> Result<Vec<u8>, ProbeError> {
     Ok(buf)
 }
 
+/// The defmt table of a firmware ELF: checked before touching the probe.
+pub fn defmt_table(elf: &Path) -> Result<(Vec<u8>, defmt_decoder::Table), ProbeError> {
+    let bytes = std::fs::read(elf).map_err(|_| ProbeError::NoImage(elf.display().to_string()))?;
+    match defmt_decoder::Table::parse(&bytes) {
+        Ok(Some(table)) => Ok((bytes, table)),
+        Ok(None) => Err(ProbeError::Other(format!(
+            "{} has no defmt log table: pass the firmware ELF that is running on the terminal (built with defmt)",
+            elf.display()
+        ))),
+        Err(e) => Err(ProbeError::Other(format!("{} is not a readable firmware ELF: {e}", elf.display()))),
+    }
+}
+
+/// Streams the terminal's defmt log (RTT up channel 0), decoded with the
+/// ELF's table, to `out` until `keep_going` says stop.
+pub fn stream_logs(
+    chip: &str,
+    serial: Option<&str>,
+    elf: &Path,
+    out: &mut dyn std::io::Write,
+    keep_going: &dyn Fn() -> bool,
+) -> Result<(), ProbeError> {
+    let (bytes, table) = defmt_table(elf)?;
+    let control_block = probe_rs::rtt::find_rtt_control_block_in_raw_file(&bytes)
+        .ok()
+        .flatten();
+    let mut session = attach(chip, serial)?;
+    let mut core = session
+        .core(0)
+        .map_err(|e| ProbeError::Other(e.to_string()))?;
+    let rtt = match control_block {
+        Some(address) => probe_rs::rtt::Rtt::attach_at(&mut core, address),
+        None => probe_rs::rtt::Rtt::attach(&mut core),
+    };
+    let mut rtt = rtt.map_err(|e| {
+        ProbeError::Other(format!("no RTT log channel on the terminal ({e}): is this ELF the firmware it runs? Flash it with `fleet flash`"))
+    })?;
+    let mut decoder = table.new_stream_decoder();
+    let mut buf = vec![0u8; 4096];
+    while keep_going() {
+        let channel = rtt
+            .up_channels()
+            .first_mut()
+            .ok_or_else(|| ProbeError::Other("the firmware has no RTT up channel".into()))?;
+        let n = channel
+            .read(&mut core, &mut buf)
+            .map_err(|e| ProbeError::Other(format!("RTT read failed: {e}")))?;
+        if n == 0 {
+            // Nothing new: poll again shortly (the target has no way to wake us).
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            continue;
+        }
+        decoder.received(&buf[..n]);
+        loop {
+            match decoder.decode() {
+                Ok(frame) => {
+                    let _ = writeln!(out, "{}", frame.display(false));
+                }
+                Err(defmt_decoder::DecodeError::UnexpectedEof) => break,
+                Err(defmt_decoder::DecodeError::Malformed) => {
+                    let _ = writeln!(
+                        out,
+                        "(malformed defmt frame: is this the ELF the terminal runs?)"
+                    );
+                    break;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -392,6 +392,14 @@ fn probe_commands_without_a_probe_say_how_to_fix_it() {
     );
     assert_ne!(code, 0);
     assert!(err.contains("--chip RP2040"), "{err}");
+    // Logs need the ELF's defmt table, checked before the probe: a host
+    // binary has none.
+    let (code, _, err) = fleet(
+        &config,
+        &["logs", "--elf", bin("gateway").to_str().unwrap()],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("no defmt log table"), "{err}");
     let (code, _, err) = fleet(&config, &["provision", "--read"]);
     assert_ne!(code, 0);
     assert!(err.contains("no debug probe found"), "{err}");

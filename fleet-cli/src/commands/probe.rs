@@ -93,6 +93,26 @@ pub fn flash(firmware: &Path, chip: &str, serial: Option<&str>) -> anyhow::Resul
     })
 }
 
+/// `fleet logs`: the terminal's defmt log over RTT, until Ctrl-C (or
+/// `seconds`).
+pub fn logs(
+    elf: &Path,
+    chip: &str,
+    serial: Option<&str>,
+    seconds: Option<u64>,
+) -> anyhow::Result<Outcome> {
+    let until = seconds.map(|s| std::time::Instant::now() + std::time::Duration::from_secs(s));
+    let keep_going = || until.is_none_or(|t| std::time::Instant::now() < t);
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    probe::stream_logs(chip, serial, elf, &mut out, &keep_going)?;
+    Ok(Outcome {
+        stdout: String::new(),
+        warnings: vec![],
+        code: exit::OK,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
