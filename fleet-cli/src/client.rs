@@ -166,6 +166,71 @@ impl<'a> Gateway<'a> {
         Ok(answer["new"].as_bool().unwrap_or(false))
     }
 
+    /// Uploads a release artifact.
+    pub fn upload_release(
+        &self,
+        bytes: &[u8],
+        allow_downgrade: bool,
+    ) -> Result<crate::commands::ota::Release, ClientError> {
+        let url = format!(
+            "{}/api/v1/ota/releases{}",
+            self.site.url,
+            if allow_downgrade {
+                "?allow_downgrade=true"
+            } else {
+                ""
+            }
+        );
+        let site = self.site.name.clone();
+        let response = self
+            .agent
+            .post(&url)
+            .set("Authorization", &format!("Bearer {}", self.site.token))
+            .set("Content-Type", "application/octet-stream")
+            .send_bytes(bytes);
+        match response {
+            Ok(r) => {
+                let mut release: crate::commands::ota::Release =
+                    r.into_json().map_err(|e| ClientError::BadResponse {
+                        site: site.clone(),
+                        url: self.site.url.clone(),
+                        detail: e.to_string(),
+                    })?;
+                release.site = site;
+                Ok(release)
+            }
+            Err(ureq::Error::Status(status, r)) => {
+                let detail = r
+                    .into_json::<serde_json::Value>()
+                    .ok()
+                    .and_then(|v| v["error"].as_str().map(str::to_string))
+                    .unwrap_or_else(|| "no details".into());
+                Err(match status {
+                    401 | 403 => ClientError::Unauthorized { site, detail },
+                    _ => ClientError::Http {
+                        site,
+                        status,
+                        detail,
+                    },
+                })
+            }
+            Err(ureq::Error::Transport(t)) => Err(ClientError::Unreachable {
+                site,
+                url: self.site.url.clone(),
+                detail: t.to_string(),
+            }),
+        }
+    }
+
+    /// The releases uploaded to this gateway.
+    pub fn releases(&self) -> Result<Vec<crate::commands::ota::Release>, ClientError> {
+        let mut releases: Vec<crate::commands::ota::Release> = self.get("/api/v1/ota/releases")?;
+        for r in &mut releases {
+            r.site = self.site.name.clone();
+        }
+        Ok(releases)
+    }
+
     /// Revokes a terminal.
     pub fn revoke(&self, id: &str) -> Result<(), ClientError> {
         self.post(

@@ -68,6 +68,12 @@ enum Command {
     /// Debug probes.
     #[command(subcommand)]
     Probe(ProbeCommand),
+    /// Release signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Firmware releases for over-the-air updates.
+    #[command(subcommand)]
+    Ota(OtaCommand),
     /// Stream the terminal's defmt log over RTT (Ctrl-C to stop).
     Logs {
         /// The firmware ELF the terminal runs (for its defmt table).
@@ -176,6 +182,45 @@ struct ProvisionArgs {
 }
 
 #[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Make an ed25519 signing key pair: DIR/signing.key, DIR/signing.pub.
+    Generate {
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum OtaCommand {
+    /// Sign a raw firmware image into a release artifact.
+    Pack {
+        /// MAJOR.MINOR.PATCH.
+        #[arg(long)]
+        version: String,
+        #[arg(long, default_value = "pico-w")]
+        board: String,
+        /// The private key (signing.key).
+        #[arg(long)]
+        key: PathBuf,
+        /// The raw image (objcopy -O binary of the firmware ELF).
+        image: PathBuf,
+        #[arg(short = 'o', long = "out")]
+        out: PathBuf,
+    },
+    /// Upload a release artifact to a site's gateway.
+    Upload {
+        artifact: PathBuf,
+        #[arg(long)]
+        site: String,
+        /// Accept a release older than the newest one there (a deliberate roll-back).
+        #[arg(long)]
+        allow_downgrade: bool,
+    },
+    /// Releases uploaded to the gateways.
+    Releases(SiteSelection),
+}
+
+#[derive(Debug, Subcommand)]
 enum ProbeCommand {
     /// List attached debug probes.
     List {
@@ -246,6 +291,27 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
             })
         }
         Command::Provision(p) => provision(&path, p),
+        Command::Keys(KeysCommand::Generate { out }) => commands::ota::generate_keys(&out),
+        Command::Ota(OtaCommand::Pack {
+            version,
+            board,
+            key,
+            image,
+            out,
+        }) => commands::ota::pack(&version, &board, &key, &image, &out),
+        Command::Ota(OtaCommand::Upload {
+            artifact,
+            site,
+            allow_downgrade,
+        }) => {
+            let site = sites::SitesFile::load(&path)?
+                .select(Some(&site), &path)?
+                .remove(0);
+            commands::ota::upload(&site, &artifact, allow_downgrade)
+        }
+        Command::Ota(OtaCommand::Releases(sel)) => {
+            commands::ota::releases(&select(&sel)?, sel.json)
+        }
         Command::Probe(ProbeCommand::List { json }) => commands::probe::list(json),
         Command::Logs {
             elf,

@@ -28,6 +28,7 @@ pub struct Config {
     /// Zones by id: a display name and the terminals in it.
     pub zones: std::collections::BTreeMap<String, crate::scores::ZoneConfig>,
     pub security: crate::identity::SecurityConfig,
+    pub ota: crate::releases::OtaConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -85,6 +86,7 @@ impl Default for Config {
             scores: crate::scores::ScoresConfig::default(),
             zones: std::collections::BTreeMap::new(),
             security: crate::identity::SecurityConfig::default(),
+            ota: crate::releases::OtaConfig::default(),
         }
     }
 }

@@ -55,6 +55,19 @@ pub async fn run(mut config: Config, demo_terminals: Option<usize>) -> anyhow::R
             )
         })?;
     let identities = crate::identity::Identities::load(config.security.mode, store.clone());
+    let mut trusted = Vec::new();
+    for path in &config.ota.trusted_keys {
+        trusted.push(crate::releases::read_public_key(path)?);
+    }
+    let releases = crate::releases::Releases::new(
+        store.clone(),
+        &config.data_dir,
+        trusted,
+        config.ota.allow_downgrade,
+    );
+    if !config.ota.trusted_keys.is_empty() {
+        tracing::info!(keys = ?releases.trusted_key_ids(), "firmware releases signed by these keys are accepted");
+    }
     let site_broker = crate::broker::start(&config.mqtt, &identities)?;
 
     let today = crate::stats::utc_day(crate::ingest::unix_ms_now());
@@ -153,6 +166,7 @@ pub async fn run(mut config: Config, demo_terminals: Option<usize>) -> anyhow::R
         store: store.clone(),
         registry,
         identities: identities.clone(),
+        releases,
         started,
         upstream_configured: upstream.is_some(),
         token: token.into(),

@@ -8,6 +8,8 @@
 //!   a provisioned terminal (201 new, 200 re-registered).
 //! - `POST /api/v1/terminals/{id}/revoke`: refuse its login and presses.
 //! - `GET /api/v1/alerts[?open=true]`: alerts, newest first.
+//! - `GET /api/v1/ota/releases`, `POST /api/v1/ota/releases[?allow_downgrade=true]`
+//!   (body: a `.pota` artifact): firmware releases.
 //! - `GET /api/v1/scores?window=5m|1h|today`: satisfaction per zone and terminal.
 //! - `GET /api/v1/report/hourly`: weekday × hour-of-day table (site local time).
 //! - `GET /api/v1/dashboard`: everything the dashboard shows, in one document.
@@ -46,6 +48,7 @@ pub struct ApiState {
     pub store: Store,
     pub registry: Registry,
     pub identities: crate::identity::Identities,
+    pub releases: crate::releases::Releases,
     pub started: Instant,
     pub upstream_configured: bool,
     pub token: Arc<str>,
@@ -110,6 +113,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/terminals/{id}/revoke", axum::routing::post(revoke))
         .route("/api/v1/terminals/{id}", get(terminal))
         .route("/api/v1/alerts", get(alerts))
+        .route(
+            "/api/v1/ota/releases",
+            get(list_releases)
+                .post(upload_release)
+                .layer(axum::extract::DefaultBodyLimit::max(4 << 20)),
+        )
         .route("/api/v1/scores", get(scores))
         .route("/api/v1/report/hourly", get(hourly))
         .route("/api/v1/dashboard", get(dashboard))
@@ -175,6 +184,51 @@ async fn terminal(
             StatusCode::NOT_FOUND,
             &format!("unknown terminal {id:?} at site {}", state.site),
         ),
+    }
+}
+
+async fn list_releases(State(state): State<ApiState>) -> Json<Vec<crate::releases::Release>> {
+    Json(state.releases.list())
+}
+
+#[derive(Deserialize)]
+struct UploadQuery {
+    #[serde(default)]
+    allow_downgrade: bool,
+}
+
+async fn upload_release(
+    State(state): State<ApiState>,
+    Query(q): Query<UploadQuery>,
+    body: axum::body::Bytes,
+) -> Response {
+    use crate::releases::UploadError;
+    match state.releases.upload(
+        &body,
+        q.allow_downgrade,
+        crate::time::rfc3339_ms(unix_ms_now()),
+    ) {
+        Ok((release, new)) => {
+            tracing::info!(board = %release.board, version = %release.version, new, "firmware release uploaded");
+            (
+                if new {
+                    StatusCode::CREATED
+                } else {
+                    StatusCode::OK
+                },
+                Json(release),
+            )
+                .into_response()
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "firmware release refused");
+            let status = match e {
+                UploadError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                UploadError::Conflict { .. } => StatusCode::CONFLICT,
+                _ => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            error(status, &e.to_string())
+        }
     }
 }
 

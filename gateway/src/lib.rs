@@ -21,6 +21,7 @@
 //! - [`store`]: the sled layout (presses, outbox) behind one interface.
 //! - [`forwarder`]: upstream store-and-forward with rumqttc.
 //! - [`health`]: terminal registry and health rules (sans-IO).
+//! - [`releases`]: signed firmware releases uploaded for OTA.
 //! - [`registry`]: the task running them: persistence, upstream health/alerts.
 //! - [`http`]: the HTTP API.
 //! - [`identity`]: registered terminals, broker logins, press MACs.
@@ -43,6 +44,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod misuse;
 pub mod registry;
+pub mod releases;
 pub mod scores;
 pub mod stats;
 pub mod store;

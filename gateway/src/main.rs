@@ -57,6 +57,9 @@ struct RunArgs {
     /// Upstream broker, mqtt://HOST:PORT. Without one, presses are stored only.
     #[arg(long)]
     upstream: Option<String>,
+    /// Trust firmware releases signed with this public key (repeatable).
+    #[arg(long = "trusted-key", value_name = "FILE")]
+    trusted_keys: Vec<PathBuf>,
     /// Also run N simulated terminals in-process (demo mode).
     #[arg(long, value_name = "N")]
     demo: Option<usize>,
@@ -83,6 +86,7 @@ impl RunArgs {
         if let Some(d) = self.data_dir {
             config.data_dir = d;
         }
+        config.ota.trusted_keys.extend(self.trusted_keys);
         if let Some(u) = self.upstream {
             config.upstream.url = Some(u);
         }

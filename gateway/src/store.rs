@@ -89,6 +89,7 @@ pub struct Store {
     alerts: sled::Tree,
     meta: sled::Tree,
     credentials: sled::Tree,
+    releases: sled::Tree,
 }
 
 fn press_key(terminal: &str, id: PressId) -> Vec<u8> {
@@ -117,6 +118,7 @@ impl Store {
         let alerts = db.open_tree("alerts")?;
         let meta = db.open_tree("meta")?;
         let credentials = db.open_tree("credentials")?;
+        let releases = db.open_tree("releases")?;
         Ok(Store {
             db,
             presses,
@@ -125,6 +127,7 @@ impl Store {
             alerts,
             meta,
             credentials,
+            releases,
         })
     }
 
@@ -274,6 +277,18 @@ impl Store {
 
     pub fn load_credentials<T: serde::de::DeserializeOwned>(&self) -> Vec<T> {
         load_all(&self.credentials, "credential")
+    }
+
+    /// Saves an uploaded firmware release's description (flushed: an
+    /// acknowledged upload must survive a crash).
+    pub fn save_release<T: Serialize>(&self, key: &str, value: &T) -> Result<(), StoreError> {
+        self.releases
+            .insert(key.as_bytes(), serde_json::to_vec(value).map_err(json_err)?)?;
+        self.flush()
+    }
+
+    pub fn load_releases<T: serde::de::DeserializeOwned>(&self) -> Vec<T> {
+        load_all(&self.releases, "release")
     }
 
     /// Adds `n` to the presses stored on UTC day `day` and returns the total.

@@ -10,6 +10,7 @@
 //! - [`button`]: the four smiley buttons and their scores.
 //! - [`envelope`]: version byte + postcard framing shared by native payloads.
 //! - [`ident`]: terminal and site identifiers (the characters topics allow).
+//! - [`ota`]: signed firmware artifacts (parse and verify; no_std).
 //! - [`press`]: a press as a native terminal sends it (version byte + postcard).
 //! - [`ack`]: the gateway's durable application ack (version byte + postcard).
 //! - [`heartbeat`]: terminal health reports and the terminal's last will.
@@ -32,6 +33,7 @@ pub mod button;
 pub mod envelope;
 pub mod heartbeat;
 pub mod ident;
+pub mod ota;
 pub mod press;
 pub mod provisioning;
 pub mod topic;

@@ -3,6 +3,7 @@
 pub mod alerts;
 pub mod batch;
 pub mod health;
+pub mod ota;
 pub mod probe;
 pub mod provision;
 pub mod site;

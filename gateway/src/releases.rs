@@ -1,0 +1,183 @@
+//! Firmware releases uploaded to the gateway for over-the-air updates.
+//!
+//! An upload is accepted only if it is a Pressline artifact whose image
+//! matches its manifest, signed by a key this gateway trusts, for a board it
+//! knows, and (unless explicitly allowed) not older than the newest release
+//! for that board. Accepted artifacts are kept in `<data-dir>/ota/` and
+//! listed in sled. (Rolling them out to terminals is a later layer.)
+
+use std::path::{Path, PathBuf};
+
+use pressline_protocol::ota::{key_id, Artifact, OtaError, BOARDS};
+use pressline_protocol::FirmwareVersion;
+use serde::{Deserialize, Serialize};
+
+use crate::store::Store;
+
+/// `[ota]` in the config.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OtaConfig {
+    /// Public keys (files of 64 hex characters, from `fleet keys generate`)
+    /// whose signatures this gateway accepts.
+    pub trusted_keys: Vec<PathBuf>,
+    /// Accept releases older than the newest one for their board.
+    pub allow_downgrade: bool,
+}
+
+/// A stored release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    pub version: String,
+    pub board: String,
+    pub size: u32,
+    pub sha256: String,
+    pub key_id: String,
+    pub uploaded_at: String,
+}
+
+/// Why an upload was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UploadError {
+    #[error("{0}")]
+    Artifact(String),
+    #[error("board {0:?} is not one this gateway serves (known: pico-w)")]
+    UnknownBoard(String),
+    #[error("version {new} is older than {newest}, the newest {board} release here: upload with allow_downgrade to roll back on purpose")]
+    Downgrade {
+        new: String,
+        newest: String,
+        board: String,
+    },
+    #[error("release {board} {version} exists with different contents: give the new build a new version")]
+    Conflict { board: String, version: String },
+    #[error("cannot store the release: {0}")]
+    Storage(String),
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Reads a public key file (64 hex characters).
+pub fn read_public_key(path: &Path) -> anyhow::Result<[u8; 32]> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read trusted key {}: {e}", path.display()))?;
+    let text = text.trim();
+    let mut key = [0u8; 32];
+    if text.len() != 64 {
+        anyhow::bail!("trusted key {} is not 64 hex characters (use the signing.pub written by `fleet keys generate`)", path.display());
+    }
+    for (i, b) in key.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&text[2 * i..2 * i + 2], 16)
+            .map_err(|_| anyhow::anyhow!("trusted key {} is not hex", path.display()))?;
+    }
+    Ok(key)
+}
+
+#[derive(Clone)]
+pub struct Releases {
+    store: Store,
+    dir: PathBuf,
+    trusted: Vec<[u8; 32]>,
+    allow_downgrade: bool,
+}
+
+impl Releases {
+    pub fn new(
+        store: Store,
+        data_dir: &Path,
+        trusted: Vec<[u8; 32]>,
+        allow_downgrade: bool,
+    ) -> Releases {
+        Releases {
+            store,
+            dir: data_dir.join("ota"),
+            trusted,
+            allow_downgrade,
+        }
+    }
+
+    pub fn trusted_key_ids(&self) -> Vec<String> {
+        self.trusted.iter().map(|k| hex(&key_id(k))).collect()
+    }
+
+    pub fn list(&self) -> Vec<Release> {
+        let mut releases: Vec<Release> = self.store.load_releases();
+        releases.sort_by(|a, b| {
+            (a.board.as_str(), version_key(&a.version))
+                .cmp(&(b.board.as_str(), version_key(&b.version)))
+        });
+        releases
+    }
+
+    /// Verifies and stores an uploaded artifact.
+    pub fn upload(
+        &self,
+        bytes: &[u8],
+        allow_downgrade: bool,
+        now: String,
+    ) -> Result<(Release, bool), UploadError> {
+        let artifact = Artifact::parse(bytes).map_err(|e| UploadError::Artifact(e.to_string()))?;
+        artifact.verify(&self.trusted).map_err(|e| match e {
+            OtaError::UntrustedKey if self.trusted.is_empty() => UploadError::Artifact(
+                "this gateway trusts no signing key yet: add one with [ota] trusted_keys or --trusted-key".into(),
+            ),
+            e => UploadError::Artifact(e.to_string()),
+        })?;
+        let m = &artifact.manifest;
+        if !BOARDS.contains(&m.board) {
+            return Err(UploadError::UnknownBoard(m.board.to_string()));
+        }
+        let release = Release {
+            version: m.version.to_string(),
+            board: m.board.to_string(),
+            size: m.size,
+            sha256: hex(&m.sha256),
+            key_id: hex(&m.key_id),
+            uploaded_at: now,
+        };
+        let existing = self.list();
+        if let Some(same) = existing
+            .iter()
+            .find(|r| r.board == release.board && r.version == release.version)
+        {
+            return if same.sha256 == release.sha256 {
+                Ok((same.clone(), false))
+            } else {
+                Err(UploadError::Conflict {
+                    board: release.board,
+                    version: release.version,
+                })
+            };
+        }
+        if !(allow_downgrade || self.allow_downgrade) {
+            if let Some(newest) = existing
+                .iter()
+                .filter(|r| r.board == release.board)
+                .max_by_key(|r| version_key(&r.version))
+            {
+                if version_key(&release.version) < version_key(&newest.version) {
+                    return Err(UploadError::Downgrade {
+                        new: release.version,
+                        newest: newest.version.clone(),
+                        board: release.board,
+                    });
+                }
+            }
+        }
+        std::fs::create_dir_all(&self.dir).map_err(|e| UploadError::Storage(e.to_string()))?;
+        let file = self
+            .dir
+            .join(format!("{}-{}.pota", release.board, release.version));
+        std::fs::write(&file, bytes).map_err(|e| UploadError::Storage(e.to_string()))?;
+        self.store
+            .save_release(&format!("{}/{}", release.board, release.version), &release)
+            .map_err(|e| UploadError::Storage(e.to_string()))?;
+        Ok((release, true))
+    }
+}
+
+fn version_key(v: &str) -> Option<FirmwareVersion> {
+    FirmwareVersion::parse(v)
+}
