@@ -47,6 +47,13 @@ pub struct GatewayStats {
     pub storage_full: bool,
 }
 
+/// A request body.
+enum Body<'b> {
+    None,
+    Json(serde_json::Value),
+    Bytes(&'b [u8]),
+}
+
 pub struct Gateway<'a> {
     site: &'a Site,
     agent: ureq::Agent,
@@ -61,14 +68,27 @@ impl<'a> Gateway<'a> {
         Gateway { site, agent }
     }
 
-    fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+    /// One API call: the token, the error mapping and the JSON answer in
+    /// one place.
+    fn call<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Body<'_>,
+    ) -> Result<T, ClientError> {
         let url = format!("{}{path}", self.site.url);
         let site = self.site.name.clone();
-        let response = self
+        let request = self
             .agent
-            .get(&url)
-            .set("Authorization", &format!("Bearer {}", self.site.token))
-            .call();
+            .request(method, &url)
+            .set("Authorization", &format!("Bearer {}", self.site.token));
+        let response = match body {
+            Body::None => request.call(),
+            Body::Json(value) => request.send_json(value),
+            Body::Bytes(bytes) => request
+                .set("Content-Type", "application/octet-stream")
+                .send_bytes(bytes),
+        };
         let response = match response {
             Ok(r) => r,
             Err(ureq::Error::Status(status, r)) => {
@@ -102,6 +122,10 @@ impl<'a> Gateway<'a> {
         })
     }
 
+    fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.call("GET", path, Body::None)
+    }
+
     pub fn stats(&self) -> Result<GatewayStats, ClientError> {
         self.get("/api/v1/stats")
     }
@@ -114,44 +138,6 @@ impl<'a> Gateway<'a> {
         self.get(&format!("/api/v1/terminals/{id}"))
     }
 
-    fn post(&self, path: &str, body: serde_json::Value) -> Result<serde_json::Value, ClientError> {
-        let url = format!("{}{path}", self.site.url);
-        let site = self.site.name.clone();
-        match self
-            .agent
-            .post(&url)
-            .set("Authorization", &format!("Bearer {}", self.site.token))
-            .send_json(body)
-        {
-            Ok(r) => r.into_json().map_err(|e| ClientError::BadResponse {
-                site,
-                url: self.site.url.clone(),
-                detail: e.to_string(),
-            }),
-            Err(ureq::Error::Status(status, r)) => {
-                let detail = r
-                    .into_json::<serde_json::Value>()
-                    .ok()
-                    .and_then(|v| v["error"].as_str().map(str::to_string))
-                    .unwrap_or_else(|| "no details".into());
-                Err(match status {
-                    401 | 403 => ClientError::Unauthorized { site, detail },
-                    404 => ClientError::NotFound { site, detail },
-                    _ => ClientError::Http {
-                        site,
-                        status,
-                        detail,
-                    },
-                })
-            }
-            Err(ureq::Error::Transport(t)) => Err(ClientError::Unreachable {
-                site,
-                url: self.site.url.clone(),
-                detail: t.to_string(),
-            }),
-        }
-    }
-
     /// Registers a provisioned terminal; returns whether it was new.
     pub fn register(
         &self,
@@ -159,9 +145,10 @@ impl<'a> Gateway<'a> {
         secret_hex: &str,
         zone: Option<&str>,
     ) -> Result<bool, ClientError> {
-        let answer = self.post(
+        let answer: serde_json::Value = self.call(
+            "POST",
             "/api/v1/terminals",
-            serde_json::json!({ "id": id, "secret": secret_hex, "zone": zone }),
+            Body::Json(serde_json::json!({ "id": id, "secret": secret_hex, "zone": zone })),
         )?;
         Ok(answer["new"].as_bool().unwrap_or(false))
     }
@@ -172,54 +159,15 @@ impl<'a> Gateway<'a> {
         bytes: &[u8],
         allow_downgrade: bool,
     ) -> Result<crate::commands::ota::Release, ClientError> {
-        let url = format!(
-            "{}/api/v1/ota/releases{}",
-            self.site.url,
-            if allow_downgrade {
-                "?allow_downgrade=true"
-            } else {
-                ""
-            }
-        );
-        let site = self.site.name.clone();
-        let response = self
-            .agent
-            .post(&url)
-            .set("Authorization", &format!("Bearer {}", self.site.token))
-            .set("Content-Type", "application/octet-stream")
-            .send_bytes(bytes);
-        match response {
-            Ok(r) => {
-                let mut release: crate::commands::ota::Release =
-                    r.into_json().map_err(|e| ClientError::BadResponse {
-                        site: site.clone(),
-                        url: self.site.url.clone(),
-                        detail: e.to_string(),
-                    })?;
-                release.site = site;
-                Ok(release)
-            }
-            Err(ureq::Error::Status(status, r)) => {
-                let detail = r
-                    .into_json::<serde_json::Value>()
-                    .ok()
-                    .and_then(|v| v["error"].as_str().map(str::to_string))
-                    .unwrap_or_else(|| "no details".into());
-                Err(match status {
-                    401 | 403 => ClientError::Unauthorized { site, detail },
-                    _ => ClientError::Http {
-                        site,
-                        status,
-                        detail,
-                    },
-                })
-            }
-            Err(ureq::Error::Transport(t)) => Err(ClientError::Unreachable {
-                site,
-                url: self.site.url.clone(),
-                detail: t.to_string(),
-            }),
-        }
+        let path = if allow_downgrade {
+            "/api/v1/ota/releases?allow_downgrade=true"
+        } else {
+            "/api/v1/ota/releases"
+        };
+        let mut release: crate::commands::ota::Release =
+            self.call("POST", path, Body::Bytes(bytes))?;
+        release.site = self.site.name.clone();
+        Ok(release)
     }
 
     /// The releases uploaded to this gateway.
@@ -233,9 +181,10 @@ impl<'a> Gateway<'a> {
 
     /// Revokes a terminal.
     pub fn revoke(&self, id: &str) -> Result<(), ClientError> {
-        self.post(
+        self.call::<serde_json::Value>(
+            "POST",
             &format!("/api/v1/terminals/{id}/revoke"),
-            serde_json::json!({}),
+            Body::Json(serde_json::json!({})),
         )
         .map(|_| ())
     }

@@ -407,42 +407,69 @@ impl Fleet {
         detail: String,
         events: &mut Vec<FleetEvent>,
     ) {
-        let Some(t) = self.terminals.get_mut(terminal) else {
+        let Some(open) = self
+            .terminals
+            .get(terminal)
+            .map(|t| t.open_alerts.get(kind).copied())
+        else {
             return;
         };
-        match (t.open_alerts.get(kind).copied(), active) {
+        let changed = match (open, active) {
             (None, true) => {
-                let id = self.next_alert_id;
-                self.next_alert_id += 1;
-                t.open_alerts.insert(kind.to_string(), id);
-                let alert = Alert {
-                    schema: ALERT_SCHEMA.into(),
-                    id,
-                    site: self.site.clone(),
-                    terminal: terminal.to_string(),
-                    kind: kind.to_string(),
-                    severity: severity(kind).into(),
-                    state: "raised".into(),
-                    raised_at: rfc3339_ms(now_ms),
-                    cleared_at: None,
-                    detail,
-                    zone: None,
-                };
-                self.alerts.insert(id, alert.clone());
-                events.push(FleetEvent::Alert(alert));
-                events.push(FleetEvent::Health(terminal.to_string()));
+                let alert = self.raise(terminal, None, kind, now_ms, detail);
+                if let Some(t) = self.terminals.get_mut(terminal) {
+                    t.open_alerts.insert(kind.to_string(), alert.id);
+                }
+                Some(alert)
             }
             (Some(id), false) => {
-                t.open_alerts.remove(kind);
-                if let Some(alert) = self.alerts.get_mut(&id) {
-                    alert.state = "cleared".into();
-                    alert.cleared_at = Some(rfc3339_ms(now_ms));
-                    events.push(FleetEvent::Alert(alert.clone()));
+                if let Some(t) = self.terminals.get_mut(terminal) {
+                    t.open_alerts.remove(kind);
                 }
-                events.push(FleetEvent::Health(terminal.to_string()));
+                self.clear(id, now_ms)
             }
-            _ => {}
+            _ => return,
+        };
+        if let Some(alert) = changed {
+            events.push(FleetEvent::Alert(alert));
         }
+        events.push(FleetEvent::Health(terminal.to_string()));
+    }
+
+    /// Creates and stores a raised alert.
+    fn raise(
+        &mut self,
+        terminal: &str,
+        zone: Option<&str>,
+        kind: &str,
+        now_ms: i64,
+        detail: String,
+    ) -> Alert {
+        let id = self.next_alert_id;
+        self.next_alert_id += 1;
+        let alert = Alert {
+            schema: ALERT_SCHEMA.into(),
+            id,
+            site: self.site.clone(),
+            terminal: terminal.to_string(),
+            kind: kind.to_string(),
+            severity: severity(kind).into(),
+            state: "raised".into(),
+            raised_at: rfc3339_ms(now_ms),
+            cleared_at: None,
+            detail,
+            zone: zone.map(str::to_string),
+        };
+        self.alerts.insert(id, alert.clone());
+        alert
+    }
+
+    /// Marks a stored alert cleared.
+    fn clear(&mut self, id: u64, now_ms: i64) -> Option<Alert> {
+        let alert = self.alerts.get_mut(&id)?;
+        alert.state = "cleared".into();
+        alert.cleared_at = Some(rfc3339_ms(now_ms));
+        Some(alert.clone())
     }
 
     /// Raises or clears a zone's `zone_unhappy` alert; returns the alert if
@@ -457,31 +484,19 @@ impl Fleet {
     ) -> Option<Alert> {
         match (self.open_zone_alerts.get(zone).copied(), unhappy) {
             (None, true) => {
-                let id = self.next_alert_id;
-                self.next_alert_id += 1;
-                self.open_zone_alerts.insert(zone.to_string(), id);
-                let alert = Alert {
-                    schema: ALERT_SCHEMA.into(),
-                    id,
-                    site: self.site.clone(),
-                    terminal: String::new(),
-                    kind: ZONE_UNHAPPY.into(),
-                    severity: severity(ZONE_UNHAPPY).into(),
-                    state: "raised".into(),
-                    raised_at: rfc3339_ms(now_ms),
-                    cleared_at: None,
-                    detail: format!("{zone_name}: {detail}"),
-                    zone: Some(zone.to_string()),
-                };
-                self.alerts.insert(id, alert.clone());
+                let alert = self.raise(
+                    "",
+                    Some(zone),
+                    ZONE_UNHAPPY,
+                    now_ms,
+                    format!("{zone_name}: {detail}"),
+                );
+                self.open_zone_alerts.insert(zone.to_string(), alert.id);
                 Some(alert)
             }
             (Some(id), false) => {
                 self.open_zone_alerts.remove(zone);
-                let alert = self.alerts.get_mut(&id)?;
-                alert.state = "cleared".into();
-                alert.cleared_at = Some(rfc3339_ms(now_ms));
-                Some(alert.clone())
+                self.clear(id, now_ms)
             }
             _ => None,
         }

@@ -5,25 +5,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::*;
 use serde_json::Value;
-
-/// Runs `fleet --config CONFIG ARGS`; returns (exit code, stdout, stderr).
-fn fleet(config: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(bin("fleet"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
-}
 
 fn fleet_json(config: &Path, args: &[&str]) -> (i32, Value) {
     let (code, stdout, stderr) = fleet(config, args);

@@ -5,7 +5,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -13,20 +12,6 @@ use pressline_protocol::auth::{mqtt_password, press_mac};
 use pressline_protocol::provisioning::ProvisioningRecord;
 use pressline_protocol::{Button, Press, PressId};
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
-
-fn fleet(config: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(bin("fleet"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
 
 /// Whether the broker lets `client_id` in with these credentials.
 fn can_connect(port: u16, client_id: &str, login: Option<(&str, &str)>) -> bool {

@@ -3,24 +3,7 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
 use common::*;
-
-fn fleet(config: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(bin("fleet"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
 
 #[test]
 fn only_intact_releases_signed_by_a_trusted_key_are_accepted() {

@@ -490,3 +490,18 @@ pub fn expected_ids(
         .flat_map(|t| (0..presses).map(move |seq| format!("{site}:{prefix}{t:03}:{boot}:{seq}")))
         .collect()
 }
+
+/// Runs `fleet --config CONFIG ARGS`; returns (exit code, stdout, stderr).
+pub fn fleet(config: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin("fleet"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
