@@ -36,6 +36,8 @@ pub struct Committer {
     pub forward_wake: Arc<Notify>,
     /// Decides which new presses count as opinions.
     pub misuse: MisuseFilter,
+    /// (terminal, boot) → highest sequence number stored as new since start.
+    pub high_water: std::collections::HashMap<(String, u32), u32>,
     /// Newly stored presses, for the terminal registry's rules.
     pub to_fleet: tokio::sync::mpsc::Sender<FleetInput>,
     pub shutdown: watch::Receiver<bool>,
@@ -90,11 +92,16 @@ impl Committer {
         let mut offered_from = Vec::with_capacity(batch.len());
         let mut in_batch = std::collections::HashSet::with_capacity(batch.len());
         for (i, incoming) in batch.iter().enumerate() {
-            let known = !in_batch.insert((incoming.terminal.as_str(), incoming.press.id))
-                || matches!(
-                    self.store.press(&incoming.terminal, incoming.press.id),
-                    Ok(Some(_))
-                );
+            let fresh_in_batch = in_batch.insert((incoming.terminal.as_str(), incoming.press.id));
+            // Terminals number presses in order: past the highest new press
+            // seen for this terminal and boot, a press cannot be stored yet,
+            // so the lookup is only needed for resends and after a restart.
+            let above_high_water = self
+                .high_water
+                .get(&(incoming.terminal.clone(), incoming.press.id.boot))
+                .is_some_and(|&hw| incoming.press.id.seq > hw);
+            let known = !fresh_in_batch
+                || (!above_high_water && matches!(self.store.press(&incoming.terminal, incoming.press.id), Ok(Some(_))));
             if storage_full && !known {
                 // Only presses we already have may be acked now.
                 self.stats
@@ -144,6 +151,8 @@ impl Committer {
             }
             for (offer, outcome) in offers.iter().zip(&outcomes) {
                 if *outcome == StoreOutcome::Stored {
+                    let hw = self.high_water.entry((offer.terminal.clone(), offer.id.boot)).or_insert(offer.id.seq);
+                    *hw = (*hw).max(offer.id.seq);
                     let _ = self.to_fleet.try_send(FleetInput::Press {
                         terminal: offer.terminal.clone(),
                         button: offer.button,

@@ -114,6 +114,7 @@ pub async fn run(mut config: Config, demo_terminals: Option<usize>) -> anyhow::R
         max_disk_bytes: config.storage.max_disk_mb << 20,
         forward_wake: forward_wake.clone(),
         misuse: crate::misuse::MisuseFilter::new(config.misuse.clone()),
+        high_water: std::collections::HashMap::new(),
         to_fleet,
         shutdown: shutdown.clone(),
     };

@@ -86,7 +86,11 @@ impl MisuseFilter {
     pub fn classify(&mut self, terminal: &str, pressed_at_ms: i64) -> Option<NotCounted> {
         let interval_ms = (self.config.response_interval_secs * 1000.0) as i64;
         let window_ms = self.config.burst_window_secs as i64 * 1000;
-        let recent = self.terminals.entry(terminal.to_string()).or_default();
+        // No allocation on the hot path once a terminal is known.
+        if !self.terminals.contains_key(terminal) {
+            self.terminals.insert(terminal.to_string(), Recent::default());
+        }
+        let recent = self.terminals.get_mut(terminal).expect("inserted above");
         let repeated = recent
             .last_ms
             .is_some_and(|last| (pressed_at_ms - last).abs() < interval_ms);

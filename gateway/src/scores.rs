@@ -207,6 +207,7 @@ pub struct Scores {
     /// (zone, button, counted) → presses since start, for metrics.
     totals: BTreeMap<(Arc<str>, Button, bool), u64>,
     unhappy_zones: BTreeMap<String, bool>,
+    names: HashMap<String, Arc<str>>,
 }
 
 impl Scores {
@@ -227,6 +228,7 @@ impl Scores {
             hourly: vec![Figures::default(); 7 * 24],
             totals: BTreeMap::new(),
             unhappy_zones: BTreeMap::new(),
+            names: HashMap::new(),
         }
     }
 
@@ -291,7 +293,7 @@ impl Scores {
         self.hourly[weekday * 24 + hour].add(button, counted);
         let event = Event {
             at_ms: pressed_at_ms,
-            terminal: Arc::from(terminal),
+            terminal: self.intern(terminal),
             zone,
             button,
             counted,
@@ -299,6 +301,16 @@ impl Scores {
         // Presses mostly arrive in time order; late ones are inserted in place.
         let at = self.recent.partition_point(|e| e.at_ms <= pressed_at_ms);
         self.recent.insert(at, event);
+    }
+
+    /// One shared name per terminal, so recording a press does not allocate.
+    fn intern(&mut self, terminal: &str) -> Arc<str> {
+        if let Some(name) = self.names.get(terminal) {
+            return name.clone();
+        }
+        let name: Arc<str> = Arc::from(terminal);
+        self.names.insert(terminal.to_string(), name.clone());
+        name
     }
 
     /// Forgets events older than needed for "today" and the timeline.
