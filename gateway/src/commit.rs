@@ -101,7 +101,11 @@ impl Committer {
                 .get(&(incoming.terminal.clone(), incoming.press.id.boot))
                 .is_some_and(|&hw| incoming.press.id.seq > hw);
             let known = !fresh_in_batch
-                || (!above_high_water && matches!(self.store.press(&incoming.terminal, incoming.press.id), Ok(Some(_))));
+                || (!above_high_water
+                    && matches!(
+                        self.store.press(&incoming.terminal, incoming.press.id),
+                        Ok(Some(_))
+                    ));
             if storage_full && !known {
                 // Only presses we already have may be acked now.
                 self.stats
@@ -151,7 +155,10 @@ impl Committer {
             }
             for (offer, outcome) in offers.iter().zip(&outcomes) {
                 if *outcome == StoreOutcome::Stored {
-                    let hw = self.high_water.entry((offer.terminal.clone(), offer.id.boot)).or_insert(offer.id.seq);
+                    let hw = self
+                        .high_water
+                        .entry((offer.terminal.clone(), offer.id.boot))
+                        .or_insert(offer.id.seq);
                     *hw = (*hw).max(offer.id.seq);
                     let _ = self.to_fleet.try_send(FleetInput::Press {
                         terminal: offer.terminal.clone(),

@@ -88,7 +88,8 @@ impl MisuseFilter {
         let window_ms = self.config.burst_window_secs as i64 * 1000;
         // No allocation on the hot path once a terminal is known.
         if !self.terminals.contains_key(terminal) {
-            self.terminals.insert(terminal.to_string(), Recent::default());
+            self.terminals
+                .insert(terminal.to_string(), Recent::default());
         }
         let recent = self.terminals.get_mut(terminal).expect("inserted above");
         let repeated = recent
