@@ -342,7 +342,12 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("fleet: {e:#}");
-            ExitCode::from(exit::USAGE)
+            // A gateway or probe that fails is a problem on site (1), not a
+            // mistake on the command line (2).
+            let on_site = e
+                .chain()
+                .any(|cause| cause.is::<client::ClientError>() || cause.is::<probe::ProbeError>());
+            ExitCode::from(if on_site { exit::PROBLEM } else { exit::USAGE })
         }
     }
 }

@@ -68,7 +68,8 @@ pub struct Outcome {
 pub mod exit {
     /// Everything reachable and nothing critical.
     pub const OK: u8 = 0;
-    /// A site was unreachable, or (for `status`) a critical alert is open.
+    /// A site was unreachable or refused, a debug probe or terminal failed,
+    /// or (for `status`) a critical alert is open.
     pub const PROBLEM: u8 = 1;
     /// Bad usage or configuration (unknown site, bad flags, bad file).
     pub const USAGE: u8 = 2;
