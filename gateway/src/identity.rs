@@ -190,19 +190,42 @@ impl Identities {
     /// Whether a press claiming to be from `terminal` may be stored; the
     /// error is the reject reason.
     pub fn check_press(&self, terminal: &str, press: &Press) -> Result<(), &'static str> {
+        self.check_signed(terminal, press.mac, |secret| {
+            press_mac(secret, terminal, press.id, press.button)
+        })
+    }
+
+    /// Whether a heartbeat claiming to be from `terminal` may be used.
+    pub fn check_heartbeat(
+        &self,
+        terminal: &str,
+        heartbeat: &pressline_protocol::Heartbeat,
+        mac: Option<[u8; pressline_protocol::auth::MAC_LEN]>,
+    ) -> Result<(), &'static str> {
+        let mut body = [0u8; pressline_protocol::heartbeat::HEARTBEAT_BUF_LEN];
+        let Ok(body) = heartbeat.body(&mut body) else {
+            return Err("malformed");
+        };
+        self.check_signed(terminal, mac, |secret| {
+            pressline_protocol::auth::heartbeat_mac(secret, terminal, body)
+        })
+    }
+
+    /// The rule for any signed message: registered terminals must sign with
+    /// their secret, revoked ones are refused, and unregistered ones only
+    /// pass in open mode.
+    fn check_signed(
+        &self,
+        terminal: &str,
+        mac: Option<[u8; pressline_protocol::auth::MAC_LEN]>,
+        expected: impl FnOnce(&Secret) -> [u8; pressline_protocol::auth::MAC_LEN],
+    ) -> Result<(), &'static str> {
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
         match entries.get(terminal) {
             Some(e) if e.revoked => Err("revoked"),
-            Some(e) => match press.mac {
+            Some(e) => match mac {
                 None => Err("missing_mac"),
-                Some(mac)
-                    if same_mac(
-                        &mac,
-                        &press_mac(&e.secret, terminal, press.id, press.button),
-                    ) =>
-                {
-                    Ok(())
-                }
+                Some(mac) if same_mac(&mac, &expected(&e.secret)) => Ok(()),
                 Some(_) => Err("bad_mac"),
             },
             None if self.mode == SecurityMode::Closed => Err("unknown_terminal"),

@@ -45,6 +45,8 @@ pub enum TerminalMessage {
     Heartbeat {
         terminal: String,
         heartbeat: Heartbeat,
+        /// Signature of a provisioned terminal's heartbeat.
+        mac: Option<[u8; pressline_protocol::auth::MAC_LEN]>,
     },
     /// The terminal's last will: it is gone.
     Offline { terminal: String },
@@ -91,10 +93,11 @@ pub fn decode_message(topic: &[u8], payload: &[u8]) -> Result<TerminalMessage, R
         TerminalTopic::Press(t) => (t, Form::Native, Press::decode(payload)),
         TerminalTopic::PressJson(t) => (t, Form::Json, json::decode_press(t, payload)),
         TerminalTopic::Heartbeat(t) => {
-            let heartbeat = Heartbeat::decode(payload).map_err(|e| reject(t, e))?;
+            let (heartbeat, mac) = Heartbeat::decode(payload).map_err(|e| reject(t, e))?;
             return Ok(TerminalMessage::Heartbeat {
                 terminal: t.to_string(),
                 heartbeat,
+                mac,
             });
         }
         TerminalTopic::Status(t) => {
@@ -197,7 +200,16 @@ pub fn run(
             Ok(TerminalMessage::Heartbeat {
                 terminal,
                 heartbeat,
+                mac,
             }) => {
+                // A forged heartbeat could fake another terminal's health.
+                if let Err(reason) = identities.check_heartbeat(&terminal, &heartbeat, mac) {
+                    stats.reject(reason);
+                    if let Some(suppressed) = log.admit(reason, Instant::now()) {
+                        tracing::warn!(reason, suppressed, terminal = %terminal, "rejected a heartbeat that does not prove its terminal");
+                    }
+                    continue;
+                }
                 stats
                     .heartbeats_received
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -59,6 +59,22 @@ pub fn press_mac(secret: &Secret, terminal: &str, id: PressId, button: Button) -
     mac
 }
 
+/// The MAC of a heartbeat (its postcard `body`) from `terminal`.
+pub fn heartbeat_mac(secret: &Secret, terminal: &str, body: &[u8]) -> [u8; MAC_LEN] {
+    let digest = hmac(
+        secret,
+        &[
+            b"pressline heartbeat v1\0",
+            terminal.as_bytes(),
+            b"\0",
+            body,
+        ],
+    );
+    let mut mac = [0u8; MAC_LEN];
+    mac.copy_from_slice(&digest[..MAC_LEN]);
+    mac
+}
+
 /// Constant-time comparison of two MACs.
 pub fn same_mac(a: &[u8; MAC_LEN], b: &[u8; MAC_LEN]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0

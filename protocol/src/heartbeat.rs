@@ -106,13 +106,59 @@ pub struct Heartbeat {
 /// Room for any encoded heartbeat.
 pub const HEARTBEAT_BUF_LEN: usize = 64;
 
+/// Version byte of a heartbeat signed by a provisioned terminal.
+pub const HEARTBEAT_WITH_MAC_VERSION: u8 = 2;
+
+/// The postcard body of a version-2 heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatWireV2 {
+    pub heartbeat: Heartbeat,
+    /// [`crate::auth::heartbeat_mac`] over the heartbeat's postcard body.
+    pub mac: [u8; crate::auth::MAC_LEN],
+}
+
 impl Heartbeat {
+    /// Version 1: unsigned (open-mode terminals without a secret).
     pub fn encode<'b>(&self, buf: &'b mut [u8]) -> Result<&'b mut [u8], postcard::Error> {
         crate::envelope::encode(self, buf)
     }
 
-    pub fn decode(payload: &[u8]) -> Result<Heartbeat, DecodeError> {
-        crate::envelope::decode(payload)
+    /// The postcard body the signature covers.
+    pub fn body<'b>(&self, buf: &'b mut [u8]) -> Result<&'b [u8], postcard::Error> {
+        Ok(postcard::to_slice(self, buf)?)
+    }
+
+    /// Version 2: signed with the terminal's secret.
+    pub fn encode_signed<'b>(
+        &self,
+        secret: &crate::auth::Secret,
+        terminal: &str,
+        buf: &'b mut [u8],
+    ) -> Result<&'b mut [u8], postcard::Error> {
+        let mut body = [0u8; HEARTBEAT_BUF_LEN];
+        let mac = crate::auth::heartbeat_mac(secret, terminal, self.body(&mut body)?);
+        crate::envelope::encode_as(
+            HEARTBEAT_WITH_MAC_VERSION,
+            &HeartbeatWireV2 {
+                heartbeat: *self,
+                mac,
+            },
+            buf,
+        )
+    }
+
+    /// Decodes version 1 or 2; returns the MAC of a signed heartbeat.
+    pub fn decode(
+        payload: &[u8],
+    ) -> Result<(Heartbeat, Option<[u8; crate::auth::MAC_LEN]>), DecodeError> {
+        match crate::envelope::version(payload)? {
+            HEARTBEAT_WITH_MAC_VERSION => {
+                let w: HeartbeatWireV2 =
+                    crate::envelope::decode_as(HEARTBEAT_WITH_MAC_VERSION, payload)?;
+                Ok((w.heartbeat, Some(w.mac)))
+            }
+            _ => Ok((crate::envelope::decode(payload)?, None)),
+        }
     }
 }
 
@@ -140,11 +186,33 @@ mod tests {
         };
         let mut buf = [0u8; HEARTBEAT_BUF_LEN];
         let bytes = hb.encode(&mut buf).unwrap();
-        assert_eq!(Heartbeat::decode(bytes), Ok(hb));
+        assert_eq!(Heartbeat::decode(bytes), Ok((hb, None)));
+        let secret = [3u8; 32];
+        let signed = hb.encode_signed(&secret, "t1", &mut buf).unwrap();
+        assert_eq!(signed[0], HEARTBEAT_WITH_MAC_VERSION);
+        let (back, mac) = Heartbeat::decode(signed).unwrap();
+        assert_eq!(back, hb);
+        let mut body = [0u8; HEARTBEAT_BUF_LEN];
+        assert_eq!(
+            mac,
+            Some(crate::auth::heartbeat_mac(
+                &secret,
+                "t1",
+                hb.body(&mut body).unwrap()
+            ))
+        );
+        assert_ne!(
+            mac,
+            Some(crate::auth::heartbeat_mac(
+                &secret,
+                "t2",
+                hb.body(&mut body).unwrap()
+            ))
+        );
         assert_eq!(Heartbeat::decode(&[]), Err(DecodeError::Empty));
         assert_eq!(
-            Heartbeat::decode(&[2, 0]),
-            Err(DecodeError::UnknownVersion(2))
+            Heartbeat::decode(&[9, 0]),
+            Err(DecodeError::UnknownVersion(9))
         );
         assert_eq!(Heartbeat::decode(&[1, 0]), Err(DecodeError::Malformed));
     }

@@ -192,6 +192,28 @@ fn provisioned_terminals_are_the_only_ones_that_get_presses_in() {
     let id = PressId { boot: 77, seq: 0 };
     let signed_by_a = forged(Some(press_mac(&secret_a, "t-b", id, Button::VeryUnhappy)));
     let unsigned = forged(None);
+    let fake_health = {
+        let hb = pressline_protocol::Heartbeat {
+            boot: 1,
+            uptime_ms: 1,
+            firmware: pressline_protocol::FirmwareVersion {
+                major: 9,
+                minor: 9,
+                patch: 9,
+            },
+            battery_mv: Some(1),
+            rssi_dbm: Some(-99),
+            queue_depth: 0,
+            queue_capacity: 1,
+            dropped_presses: 0,
+            reset_reason: 1,
+            unix_time_ms: None,
+        };
+        let mut buf = [0u8; 96];
+        hb.encode_signed(&secret_a, "t-a", &mut buf)
+            .unwrap()
+            .to_vec()
+    };
     let mut sent = 0;
     for event in connection.iter() {
         match event {
@@ -212,10 +234,18 @@ fn provisioned_terminals_are_the_only_ones_that_get_presses_in() {
                         unsigned.clone(),
                     )
                     .unwrap();
+                client
+                    .publish(
+                        "pressline/v1/term/t-b/heartbeat",
+                        QoS::AtLeastOnce,
+                        false,
+                        fake_health.clone(),
+                    )
+                    .unwrap();
             }
             Ok(Event::Incoming(Packet::PubAck(_))) => {
                 sent += 1;
-                if sent == 2 {
+                if sent == 3 {
                     break;
                 }
             }
@@ -225,7 +255,7 @@ fn provisioned_terminals_are_the_only_ones_that_get_presses_in() {
     }
     wait_until("forgeries rejected", || {
         let s = gateway.stats();
-        s["rejected_by_reason"]["bad_mac"] == 1 && s["rejected_by_reason"]["missing_mac"] == 1
+        s["rejected_by_reason"]["bad_mac"] == 2 && s["rejected_by_reason"]["missing_mac"] == 1
     });
     assert_eq!(
         gateway.stat("presses_stored"),

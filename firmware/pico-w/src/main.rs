@@ -400,7 +400,11 @@ async fn run_session(
             };
             let hb = terminal.heartbeat(uptime_ms(), device);
             let mut bytes = [0u8; HEARTBEAT_BUF_LEN];
-            if let Ok(payload) = hb.encode(&mut bytes) {
+            let encoded = match &settings.secret {
+                Some(secret) => hb.encode_signed(secret, id, &mut bytes),
+                None => hb.encode(&mut bytes),
+            };
+            if let Ok(payload) = encoded {
                 let name = TopicName::new(
                     MqttString::try_from(heartbeat_topic.as_str()).map_err(|_| "topic")?,
                 )

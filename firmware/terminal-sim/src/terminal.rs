@@ -300,7 +300,11 @@ async fn run_boot(
         if terminal.is_connected() && next_heartbeat.is_some_and(|t| Instant::now() >= t) {
             let hb = terminal.heartbeat(now(), device(reset_reason));
             let mut buf = [0u8; HEARTBEAT_BUF_LEN];
-            if let Ok(bytes) = hb.encode(&mut buf) {
+            let encoded = match &identity {
+                Some(identity) => hb.encode_signed(&identity.secret, &id, &mut buf),
+                None => hb.encode(&mut buf),
+            };
+            if let Ok(bytes) = encoded {
                 let _ = client.try_publish(
                     heartbeat_topic.as_str(),
                     QoS::AtMostOnce,
