@@ -9,7 +9,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use super::provision::{provision, read_batch, Destination, Request};
-use super::{exit, Outcome};
+use super::Outcome;
 use crate::sites::Site;
 
 #[allow(clippy::too_many_arguments)]
@@ -86,14 +86,5 @@ pub fn run(
         warnings.len(),
         rows.len()
     ));
-    let code = if warnings.is_empty() {
-        exit::OK
-    } else {
-        exit::PROBLEM
-    };
-    Ok(Outcome {
-        stdout,
-        warnings,
-        code,
-    })
+    Ok(Outcome::reporting(stdout, warnings))
 }

@@ -44,16 +44,7 @@ pub fn list_outcome<T: Serialize>(
     } else {
         human(rows)
     };
-    let code = if warnings.is_empty() {
-        exit::OK
-    } else {
-        exit::PROBLEM
-    };
-    Ok(Outcome {
-        stdout,
-        warnings,
-        code,
-    })
+    Ok(Outcome::reporting(stdout, warnings))
 }
 
 /// What a command's run produced: its output and exit code.
@@ -62,6 +53,22 @@ pub struct Outcome {
     /// Problems per site (unreachable, refused token), printed to stderr.
     pub warnings: Vec<String>,
     pub code: u8,
+}
+
+impl Outcome {
+    /// Output plus per-site warnings: exit 1 if anything went wrong.
+    pub fn reporting(stdout: String, warnings: Vec<String>) -> Outcome {
+        let code = if warnings.is_empty() {
+            exit::OK
+        } else {
+            exit::PROBLEM
+        };
+        Outcome {
+            stdout,
+            warnings,
+            code,
+        }
+    }
 }
 
 /// Exit codes scripts can rely on.
