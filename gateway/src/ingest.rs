@@ -50,6 +50,8 @@ pub enum TerminalMessage {
     },
     /// The terminal's last will: it is gone.
     Offline { terminal: String },
+    /// Firmware-update traffic: the OTA service has its own link for it.
+    Ota,
 }
 
 /// Registry input produced by ingest and commit.
@@ -99,6 +101,9 @@ pub fn decode_message(topic: &[u8], payload: &[u8]) -> Result<TerminalMessage, R
                 heartbeat,
                 mac,
             });
+        }
+        TerminalTopic::OtaRequest(_) | TerminalTopic::OtaStatus(_) => {
+            return Ok(TerminalMessage::Ota)
         }
         TerminalTopic::Status(t) => {
             if payload != pressline_protocol::heartbeat::WILL_OFFLINE {
@@ -219,6 +224,7 @@ pub fn run(
                     at_ms: unix_ms_now(),
                 });
             }
+            Ok(TerminalMessage::Ota) => {}
             Ok(TerminalMessage::Offline { terminal }) => {
                 let _ = to_fleet.try_send(FleetInput::Offline {
                     terminal,

@@ -11,6 +11,7 @@
 //! - [`envelope`]: version byte + postcard framing shared by native payloads.
 //! - [`ident`]: terminal and site identifiers (the characters topics allow).
 //! - [`ota`]: signed firmware artifacts (parse and verify; no_std).
+//! - [`ota_transfer`]: offer, chunk and status messages of a firmware update.
 //! - [`press`]: a press as a native terminal sends it (version byte + postcard).
 //! - [`ack`]: the gateway's durable application ack (version byte + postcard).
 //! - [`heartbeat`]: terminal health reports and the terminal's last will.
@@ -34,6 +35,7 @@ pub mod envelope;
 pub mod heartbeat;
 pub mod ident;
 pub mod ota;
+pub mod ota_transfer;
 pub mod press;
 pub mod provisioning;
 pub mod topic;

@@ -1,19 +1,28 @@
 //! Signed firmware artifacts (`.pota`), verified by the gateway on upload
 //! and again by terminals before they switch.
 //!
-//! Layout: `"POTA"`, format version (1), manifest length (u16 LE), the
-//! postcard [`Manifest`], an ed25519 signature (64 bytes) over
-//! `"pressline ota v1\0" ‖ manifest`, then the image. The manifest carries
-//! the image's SHA-256 and size, so the signature covers the image too.
+//! Layout: `"POTA"`, format version (2), manifest length (u16 LE), the
+//! postcard [`Manifest`], the *manifest signature* (ed25519, 64 bytes, over
+//! `"pressline ota v1\0" ‖ manifest`), the *image signature* (ed25519, 64
+//! bytes, over the SHA-512 digest of the image), then the image.
+//!
+//! Two signatures by the same key, because two parties check different
+//! things: the manifest signature lets a gateway, and a terminal before it
+//! downloads anything, trust the version, board and size it is offered; the
+//! image signature is exactly what embassy-boot's `verify_and_mark_updated`
+//! checks over the bytes in the terminal's DFU partition before it lets the
+//! bootloader swap. The manifest also carries the image's SHA-256, so the
+//! manifest signature alone covers the image for the gateway.
+//! (Format 1, with one signature, never left development.)
 
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use sha2::{Digest, Sha256, Sha512};
 
 use crate::FirmwareVersion;
 
 pub const MAGIC: [u8; 4] = *b"POTA";
-pub const FORMAT_VERSION: u8 = 1;
+pub const FORMAT_VERSION: u8 = 2;
 /// What the signature is over, before the manifest bytes.
 pub const SIGNING_CONTEXT: &[u8] = b"pressline ota v1\0";
 /// Boards this build knows.
@@ -35,7 +44,10 @@ pub struct Manifest<'a> {
 pub struct Artifact<'a> {
     pub manifest: Manifest<'a>,
     pub manifest_bytes: &'a [u8],
+    /// Over `SIGNING_CONTEXT ‖ manifest_bytes`.
     pub signature: [u8; 64],
+    /// Over SHA-512 of the image (embassy-boot's form).
+    pub image_signature: [u8; 64],
     pub image: &'a [u8],
 }
 
@@ -52,6 +64,9 @@ pub enum OtaError {
     UntrustedKey,
     /// The signature does not verify: the manifest was altered.
     BadSignature,
+    /// The image signature does not verify: the image was altered after
+    /// signing, or signed by another key than the manifest.
+    BadImageSignature,
 }
 
 impl OtaError {
@@ -65,6 +80,9 @@ impl OtaError {
             }
             OtaError::UntrustedKey => "signed by a key that is not trusted here",
             OtaError::BadSignature => "signature does not verify (manifest altered, or wrong key)",
+            OtaError::BadImageSignature => {
+                "image signature does not verify (image altered, or signed by another key)"
+            }
         }
     }
 }
@@ -88,6 +106,51 @@ pub fn image_sha256(image: &[u8]) -> [u8; 32] {
     Sha256::digest(image).into()
 }
 
+/// SHA-512 of an image: what the image signature signs (embassy-boot hashes
+/// the DFU partition the same way).
+pub fn image_sha512(image: &[u8]) -> [u8; 64] {
+    Sha512::digest(image).into()
+}
+
+/// Checks a manifest's signature against the trusted keys and decodes it.
+/// This is what a terminal does with an offer before downloading anything.
+pub fn verify_manifest<'a>(
+    manifest_bytes: &'a [u8],
+    signature: &[u8; 64],
+    trusted: &[[u8; 32]],
+) -> Result<(Manifest<'a>, [u8; 32]), OtaError> {
+    let manifest: Manifest<'a> =
+        postcard::from_bytes(manifest_bytes).map_err(|_| OtaError::Malformed)?;
+    let key = *trusted
+        .iter()
+        .find(|k| key_id(k) == manifest.key_id)
+        .ok_or(OtaError::UntrustedKey)?;
+    let verifying = VerifyingKey::from_bytes(&key).map_err(|_| OtaError::UntrustedKey)?;
+    // Verify over context ‖ manifest without allocating: ed25519 signs the
+    // message as given, so the signer used the same concatenation.
+    let mut message = [0u8; 256];
+    let total = SIGNING_CONTEXT.len() + manifest_bytes.len();
+    let message = message.get_mut(..total).ok_or(OtaError::Malformed)?;
+    message[..SIGNING_CONTEXT.len()].copy_from_slice(SIGNING_CONTEXT);
+    message[SIGNING_CONTEXT.len()..].copy_from_slice(manifest_bytes);
+    verifying
+        .verify(message, &Signature::from_bytes(signature))
+        .map_err(|_| OtaError::BadSignature)?;
+    Ok((manifest, key))
+}
+
+/// Checks an image signature over a SHA-512 digest (host side; terminals
+/// let embassy-boot do this over their DFU partition).
+pub fn verify_image_digest(
+    digest: &[u8; 64],
+    signature: &[u8; 64],
+    key: &[u8; 32],
+) -> Result<(), OtaError> {
+    let key = VerifyingKey::from_bytes(key).map_err(|_| OtaError::UntrustedKey)?;
+    key.verify(digest, &Signature::from_bytes(signature))
+        .map_err(|_| OtaError::BadImageSignature)
+}
+
 impl<'a> Artifact<'a> {
     /// Splits an artifact into its parts (no trust decided yet).
     pub fn parse(bytes: &'a [u8]) -> Result<Artifact<'a>, OtaError> {
@@ -100,7 +163,8 @@ impl<'a> Artifact<'a> {
         let len = u16::from_le_bytes([bytes[5], bytes[6]]) as usize;
         let manifest_end = 7 + len;
         let signature_end = manifest_end + 64;
-        if bytes.len() < signature_end {
+        let image_signature_end = signature_end + 64;
+        if bytes.len() < image_signature_end {
             return Err(OtaError::Malformed);
         }
         let manifest_bytes = &bytes[7..manifest_end];
@@ -108,11 +172,14 @@ impl<'a> Artifact<'a> {
             postcard::from_bytes(manifest_bytes).map_err(|_| OtaError::Malformed)?;
         let mut signature = [0u8; 64];
         signature.copy_from_slice(&bytes[manifest_end..signature_end]);
+        let mut image_signature = [0u8; 64];
+        image_signature.copy_from_slice(&bytes[signature_end..image_signature_end]);
         Ok(Artifact {
             manifest,
             manifest_bytes,
             signature,
-            image: &bytes[signature_end..],
+            image_signature,
+            image: &bytes[image_signature_end..],
         })
     }
 
@@ -124,21 +191,8 @@ impl<'a> Artifact<'a> {
         {
             return Err(OtaError::ImageMismatch);
         }
-        let key = trusted
-            .iter()
-            .find(|k| key_id(k) == self.manifest.key_id)
-            .ok_or(OtaError::UntrustedKey)?;
-        let key = VerifyingKey::from_bytes(key).map_err(|_| OtaError::UntrustedKey)?;
-        let signature = Signature::from_bytes(&self.signature);
-        // Verify over context ‖ manifest without allocating: ed25519 signs
-        // the message as given, so the signer used the same concatenation.
-        let mut message = [0u8; 256];
-        let total = SIGNING_CONTEXT.len() + self.manifest_bytes.len();
-        let message = message.get_mut(..total).ok_or(OtaError::Malformed)?;
-        message[..SIGNING_CONTEXT.len()].copy_from_slice(SIGNING_CONTEXT);
-        message[SIGNING_CONTEXT.len()..].copy_from_slice(self.manifest_bytes);
-        key.verify(message, &signature)
-            .map_err(|_| OtaError::BadSignature)
+        let (_, key) = verify_manifest(self.manifest_bytes, &self.signature, trusted)?;
+        verify_image_digest(&image_sha512(self.image), &self.image_signature, &key)
     }
 }
 
@@ -167,12 +221,14 @@ pub fn pack(
     let mut message = SIGNING_CONTEXT.to_vec();
     message.extend_from_slice(&manifest_bytes);
     let signature = signing_key.sign(&message);
-    let mut out = std::vec::Vec::with_capacity(7 + manifest_bytes.len() + 64 + image.len());
+    let image_signature = signing_key.sign(&image_sha512(image));
+    let mut out = std::vec::Vec::with_capacity(7 + manifest_bytes.len() + 128 + image.len());
     out.extend_from_slice(&MAGIC);
     out.push(FORMAT_VERSION);
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&manifest_bytes);
     out.extend_from_slice(&signature.to_bytes());
+    out.extend_from_slice(&image_signature.to_bytes());
     out.extend_from_slice(image);
     Ok(out)
 }
@@ -234,6 +290,15 @@ mod tests {
         assert_eq!(
             Artifact::parse(&t).unwrap().verify(&trusted),
             Err(OtaError::BadSignature)
+        );
+        // A swapped image signature (from another build by the same key).
+        let other = pack(v("1.0.0"), "pico-w", &[8u8; 1000], &key(1)).unwrap();
+        let mut t = bytes.clone();
+        let at = t.len() - image.len() - 64;
+        t[at..at + 64].copy_from_slice(&other[at..at + 64]);
+        assert_eq!(
+            Artifact::parse(&t).unwrap().verify(&trusted),
+            Err(OtaError::BadImageSignature)
         );
         // Not an artifact at all.
         assert!(matches!(

@@ -11,6 +11,9 @@
 //! - `pressline/v1/term/{t}/status`: the terminal's last will, `offline`
 //! - `pressline/v1/gw/{t}/ack`: native durable ack (gateway → terminal)
 //! - `pressline/v1/gw/{t}/ack/json`: JSON durable ack (gateway → terminal)
+//! - `pressline/v1/term/{t}/ota/request`, `.../ota/status` (terminal → gateway)
+//!   and `pressline/v1/gw/{t}/ota/command`, `.../ota/chunk` (gateway →
+//!   terminal): firmware transfer ([`crate::ota_transfer`])
 //!
 //! Terminals publish only under `pressline/v1/term/`, the gateway only under
 //! `pressline/v1/gw/`, so the gateway's subscription to the terminal
@@ -22,6 +25,7 @@
 //! - `pressline/v1/{s}/gateway/status`: retained gateway status, last will `offline`
 //! - `pressline/v1/{s}/{t}/health`: retained terminal health
 //! - `pressline/v1/{s}/alert`: alert raised/cleared events
+//! - `pressline/v1/{s}/ota`: rollout events
 
 use core::fmt;
 
@@ -33,6 +37,8 @@ pub const TERMINAL_ROOT: &str = "pressline/v1/term";
 pub const GATEWAY_ROOT: &str = "pressline/v1/gw";
 /// Filter the gateway subscribes to: everything terminals may publish.
 pub const TERMINAL_FILTER: &str = "pressline/v1/term/#";
+/// Filter the gateway's OTA service subscribes to.
+pub const OTA_FILTER: &str = "pressline/v1/term/+/ota/+";
 /// Filter an upstream consumer uses to receive everything from all sites.
 pub const UPSTREAM_FILTER: &str = "pressline/v1/#";
 
@@ -67,6 +73,28 @@ terminal_topic!(
 terminal_topic!(
     /// `pressline/v1/gw/{terminal}/ack/json`
     AckJsonTopic, GATEWAY_ROOT, "ack/json");
+terminal_topic!(
+    /// `pressline/v1/term/{terminal}/ota/request`
+    OtaRequestTopic, TERMINAL_ROOT, "ota/request");
+terminal_topic!(
+    /// `pressline/v1/term/{terminal}/ota/status`
+    OtaStatusTopic, TERMINAL_ROOT, "ota/status");
+terminal_topic!(
+    /// `pressline/v1/gw/{terminal}/ota/command`
+    OtaCommandTopic, GATEWAY_ROOT, "ota/command");
+terminal_topic!(
+    /// `pressline/v1/gw/{terminal}/ota/chunk`
+    OtaChunkTopic, GATEWAY_ROOT, "ota/chunk");
+
+/// `pressline/v1/{site}/ota` on the upstream broker: rollout events.
+#[derive(Debug, Clone, Copy)]
+pub struct OtaEventTopic<'a>(pub &'a str);
+
+impl fmt::Display for OtaEventTopic<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "pressline/v1/{}/ota", self.0)
+    }
+}
 
 /// `pressline/v1/{site}/{terminal}/press` on the upstream broker.
 #[derive(Debug, Clone, Copy)]
@@ -121,6 +149,8 @@ pub enum TerminalTopic<'a> {
     PressJson(&'a str),
     Heartbeat(&'a str),
     Status(&'a str),
+    OtaRequest(&'a str),
+    OtaStatus(&'a str),
 }
 
 /// Why a topic is not a Pressline terminal topic.
@@ -153,6 +183,8 @@ pub fn parse_terminal_topic(topic: &str) -> Result<TerminalTopic<'_>, TopicError
         "press/json" => TerminalTopic::PressJson(terminal),
         "heartbeat" => TerminalTopic::Heartbeat(terminal),
         "status" => TerminalTopic::Status(terminal),
+        "ota/request" => TerminalTopic::OtaRequest(terminal),
+        "ota/status" => TerminalTopic::OtaStatus(terminal),
         _ => return Err(TopicError::UnknownShape),
     };
     validate_id(terminal).map_err(|_| TopicError::BadTerminalId)?;
@@ -229,6 +261,22 @@ mod tests {
             terminal: "t-01",
         });
         assert_eq!(text(&b), "pressline/v1/arena/t-01/press");
+        let b = render(OtaRequestTopic("t-01"));
+        assert_eq!(
+            parse_terminal_topic(text(&b)),
+            Ok(TerminalTopic::OtaRequest("t-01"))
+        );
+        let b = render(OtaStatusTopic("t-01"));
+        assert_eq!(
+            parse_terminal_topic(text(&b)),
+            Ok(TerminalTopic::OtaStatus("t-01"))
+        );
+        let b = render(OtaChunkTopic("t-01"));
+        assert_eq!(text(&b), "pressline/v1/gw/t-01/ota/chunk");
+        let b = render(OtaCommandTopic("t-01"));
+        assert_eq!(text(&b), "pressline/v1/gw/t-01/ota/command");
+        let b = render(OtaEventTopic("arena"));
+        assert_eq!(text(&b), "pressline/v1/arena/ota");
         let b = render(GatewayStatusTopic("arena"));
         assert_eq!(text(&b), "pressline/v1/arena/gateway/status");
     }

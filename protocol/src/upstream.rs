@@ -156,3 +156,34 @@ pub struct Alert {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone: Option<String>,
 }
+
+/// `schema` of [`OtaEvent`].
+pub const OTA_EVENT_SCHEMA: &str = "pressline.ota.v1";
+
+/// One rollout event, on `pressline/v1/{site}/ota`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OtaEvent {
+    pub schema: String,
+    pub site: String,
+    pub rollout: u32,
+    /// The release being rolled out.
+    pub version: String,
+    /// `started`, `wave_started`, `terminal`, `paused`, `resumed`,
+    /// `halted`, `completed`, `aborted`.
+    pub event: String,
+    /// For `terminal` events: which terminal and its new state (`offered`,
+    /// `downloading`, `verifying`, `rebooting`, `confirmed`, `failed`,
+    /// `rolled_back`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminal: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Why (failures, halts), for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Wave number for `wave_started` (0 is the canary).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wave: Option<u32>,
+    /// RFC 3339 UTC.
+    pub at: String,
+}

@@ -13,6 +13,8 @@
 //!   logic (what to publish, when to resend, what an ack releases).
 //! - [`terminal`]: the session with its queue and boot counter in flash
 //!   ([`DurableTerminal`]), so power cuts lose nothing.
+//! - [`ota`]: the firmware-update receiver (offer, chunked download into
+//!   the DFU partition, signature check and trial boot via embassy-boot).
 //! - [`debounce`]: button debouncing.
 //! - [`ram_flash`]: NOR flash in RAM with power-loss injection (tests, QEMU,
 //!   simulator).
@@ -22,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 pub mod debounce;
+pub mod ota;
 pub mod ram_flash;
 pub mod selftest;
 pub mod session;

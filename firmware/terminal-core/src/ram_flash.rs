@@ -118,29 +118,14 @@ impl<const SIZE: usize, const PAGE: usize> RamFlash<SIZE, PAGE> {
     }
 }
 
-impl<const SIZE: usize, const PAGE: usize> ErrorType for RamFlash<SIZE, PAGE> {
-    type Error = RamFlashError;
-}
-
-impl<const SIZE: usize, const PAGE: usize> ReadNorFlash for RamFlash<SIZE, PAGE> {
-    const READ_SIZE: usize = 1;
-
-    async fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), Self::Error> {
+impl<const SIZE: usize, const PAGE: usize> RamFlash<SIZE, PAGE> {
+    fn read_words(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), RamFlashError> {
         let range = self.check(offset, bytes.len(), 1)?;
         bytes.copy_from_slice(&self.bytes[range]);
         Ok(())
     }
 
-    fn capacity(&self) -> usize {
-        SIZE
-    }
-}
-
-impl<const SIZE: usize, const PAGE: usize> NorFlash for RamFlash<SIZE, PAGE> {
-    const WRITE_SIZE: usize = 4;
-    const ERASE_SIZE: usize = PAGE;
-
-    async fn erase(&mut self, from: u32, to: u32) -> Result<(), Self::Error> {
+    fn erase_pages(&mut self, from: u32, to: u32) -> Result<(), RamFlashError> {
         if to < from {
             return Err(RamFlashError::OutOfBounds);
         }
@@ -152,7 +137,7 @@ impl<const SIZE: usize, const PAGE: usize> NorFlash for RamFlash<SIZE, PAGE> {
         Ok(())
     }
 
-    async fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), Self::Error> {
+    fn program(&mut self, offset: u32, bytes: &[u8]) -> Result<(), RamFlashError> {
         let range = self.check(offset, bytes.len(), Self::WORD)?;
         for (i, word) in range.step_by(Self::WORD).enumerate() {
             self.take_op()?;
@@ -168,4 +153,66 @@ impl<const SIZE: usize, const PAGE: usize> NorFlash for RamFlash<SIZE, PAGE> {
     }
 }
 
+impl<const SIZE: usize, const PAGE: usize> ErrorType for RamFlash<SIZE, PAGE> {
+    type Error = RamFlashError;
+}
+
+impl<const SIZE: usize, const PAGE: usize> ReadNorFlash for RamFlash<SIZE, PAGE> {
+    const READ_SIZE: usize = 1;
+
+    async fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), Self::Error> {
+        self.read_words(offset, bytes)
+    }
+
+    fn capacity(&self) -> usize {
+        SIZE
+    }
+}
+
+impl<const SIZE: usize, const PAGE: usize> NorFlash for RamFlash<SIZE, PAGE> {
+    const WRITE_SIZE: usize = 4;
+    const ERASE_SIZE: usize = PAGE;
+
+    async fn erase(&mut self, from: u32, to: u32) -> Result<(), Self::Error> {
+        self.erase_pages(from, to)
+    }
+
+    async fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), Self::Error> {
+        self.program(offset, bytes)
+    }
+}
+
 impl<const SIZE: usize, const PAGE: usize> MultiwriteNorFlash for RamFlash<SIZE, PAGE> {}
+
+/// The blocking traits too: a bootloader (embassy-boot's `BootLoader`) is
+/// blocking, and tests run it over the same RAM flash as the application.
+mod blocking {
+    use embedded_storage::nor_flash::{NorFlash, ReadNorFlash};
+
+    use super::RamFlash;
+
+    impl<const SIZE: usize, const PAGE: usize> ReadNorFlash for RamFlash<SIZE, PAGE> {
+        const READ_SIZE: usize = 1;
+
+        fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), Self::Error> {
+            self.read_words(offset, bytes)
+        }
+
+        fn capacity(&self) -> usize {
+            SIZE
+        }
+    }
+
+    impl<const SIZE: usize, const PAGE: usize> NorFlash for RamFlash<SIZE, PAGE> {
+        const WRITE_SIZE: usize = 4;
+        const ERASE_SIZE: usize = PAGE;
+
+        fn erase(&mut self, from: u32, to: u32) -> Result<(), Self::Error> {
+            self.erase_pages(from, to)
+        }
+
+        fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), Self::Error> {
+            self.program(offset, bytes)
+        }
+    }
+}

@@ -51,7 +51,12 @@ struct StoredPress {
 
 const KEY_BOOT: u8 = 0;
 const KEY_DROPPED: u8 = 1;
+/// The firmware update in progress or last finished ([`crate::ota`]).
+const KEY_OTA: u8 = 2;
 const BUF: usize = 32;
+/// Map operations read every item on the way to the one asked for, so the
+/// buffer must hold the largest item (the OTA record).
+const MAP_BUF: usize = crate::ota::RECORD_BUF_LEN + 16;
 
 /// Storage failure (the flash's own error, or sequential-storage's).
 pub type StorageError<E> = sequential_storage::Error<E>;
@@ -92,7 +97,7 @@ impl<F: MultiwriteNorFlash, const N: usize> DurableTerminal<F, N> {
         layout: FlashLayout,
         config: SessionConfig,
     ) -> Result<Self, StorageError<F::Error>> {
-        let mut buf = [0u8; BUF];
+        let mut buf = [0u8; MAP_BUF];
         let (boot, dropped) = {
             let mut map: MapStorage<u8, &mut F, NoCache<u8>> = MapStorage::new(
                 &mut flash,
@@ -184,7 +189,7 @@ impl<F: MultiwriteNorFlash, const N: usize> DurableTerminal<F, N> {
 
     async fn count_dropped(&mut self) -> Result<PressId, PressError<F::Error>> {
         self.dropped = self.dropped.saturating_add(1);
-        let mut buf = [0u8; BUF];
+        let mut buf = [0u8; MAP_BUF];
         let mut map: MapStorage<u8, &mut F, NoCache<u8>> = MapStorage::new(
             &mut self.flash,
             MapConfig::new(self.layout.state.clone()),
@@ -302,6 +307,14 @@ impl<F: MultiwriteNorFlash, const N: usize> DurableTerminal<F, N> {
     }
 
     /// The flash (tests use it to cut power under a live terminal).
+    fn map(&mut self) -> MapStorage<u8, &mut F, NoCache<u8>> {
+        MapStorage::new(
+            &mut self.flash,
+            MapConfig::new(self.layout.state.clone()),
+            Cache::new_uncached(),
+        )
+    }
+
     pub fn flash_mut(&mut self) -> &mut F {
         &mut self.flash
     }
@@ -309,6 +322,32 @@ impl<F: MultiwriteNorFlash, const N: usize> DurableTerminal<F, N> {
     /// Takes the flash back (for a simulated power cut and reboot).
     pub fn into_flash(self) -> F {
         self.flash
+    }
+}
+
+/// The OTA receiver keeps its record in the same state map as the boot
+/// counter, so one flash region holds everything that must survive a boot.
+impl<F: MultiwriteNorFlash, const N: usize> crate::ota::OtaJournal for DurableTerminal<F, N> {
+    type Error = StorageError<F::Error>;
+
+    async fn load_ota(&mut self) -> Result<Option<crate::ota::OtaRecord>, Self::Error> {
+        let mut buf = [0u8; MAP_BUF];
+        let bytes: Option<&[u8]> = self.map().fetch_item(&mut buf, &KEY_OTA).await?;
+        // A record this build cannot decode is treated as none: the next
+        // offer starts over.
+        Ok(bytes.and_then(|b| postcard::from_bytes(b).ok()))
+    }
+
+    async fn save_ota(&mut self, record: &crate::ota::OtaRecord) -> Result<(), Self::Error> {
+        let mut encoded = [0u8; crate::ota::RECORD_BUF_LEN];
+        let Ok(bytes) = postcard::to_slice(record, &mut encoded) else {
+            return Err(sequential_storage::Error::BufferTooSmall(
+                crate::ota::RECORD_BUF_LEN,
+            ));
+        };
+        let mut buf = [0u8; MAP_BUF];
+        let bytes: &[u8] = bytes;
+        self.map().store_item(&mut buf, &KEY_OTA, &bytes).await
     }
 }
 
@@ -339,6 +378,60 @@ mod tests {
     #[test]
     fn a_full_queue_keeps_the_oldest_and_counts_the_rest() {
         check(|f| block_on(selftest::a_full_queue_keeps_the_oldest(f)));
+    }
+
+    #[test]
+    fn the_ota_record_lives_in_the_state_map_beside_the_boot_counter() {
+        use crate::ota::{OtaJournal, OtaRecord, Phase};
+        use crate::DurableTerminal;
+        use pressline_protocol::{Button, FirmwareVersion};
+        let record = OtaRecord {
+            rollout: 3,
+            attempt: 1,
+            target: FirmwareVersion::parse("1.2.0").unwrap(),
+            previous: FirmwareVersion::parse("1.1.0").unwrap(),
+            size: 123_456,
+            sha256: [7; 32],
+            image_signature: [[8; 32], [9; 32]],
+            written: 4096,
+            phase: Phase::Downloading,
+        };
+        let mut flash = TestFlash::new();
+        block_on(async {
+            let config = pressline_terminal_config();
+            let mut t: DurableTerminal<_, 8> =
+                DurableTerminal::boot(&mut flash, selftest::layout(), config)
+                    .await
+                    .unwrap();
+            assert_eq!(t.load_ota().await.unwrap(), None);
+            t.save_ota(&record).await.unwrap();
+            t.handle_press(0, Button::Happy).await.unwrap();
+            // Many progress updates: the map compacts, nothing is lost.
+            for written in (0..200u32).map(|i| i * 4096) {
+                t.save_ota(&OtaRecord { written, ..record }).await.unwrap();
+            }
+            drop(t);
+            let mut t: DurableTerminal<_, 8> =
+                DurableTerminal::boot(&mut flash, selftest::layout(), config)
+                    .await
+                    .unwrap();
+            assert_eq!(
+                t.load_ota().await.unwrap(),
+                Some(OtaRecord {
+                    written: 199 * 4096,
+                    ..record
+                })
+            );
+            assert_eq!(t.queue_len(), 1);
+            assert_eq!(t.boot_number(), 1);
+        });
+    }
+
+    fn pressline_terminal_config() -> crate::SessionConfig {
+        crate::SessionConfig {
+            ack_timeout_ms: 1_000,
+            max_in_flight: 8,
+        }
     }
 
     #[test]
