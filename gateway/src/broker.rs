@@ -17,6 +17,8 @@ use crate::config::MqttConfig;
 
 /// Client id of the gateway's in-process link.
 pub const LINK_CLIENT_ID: &str = "pressline-gateway";
+/// Client id of the gateway's in-process OTA link.
+pub const OTA_LINK_CLIENT_ID: &str = "pressline-gateway-ota";
 
 /// rumqttd configuration for the site broker.
 pub fn broker_config(mqtt: &MqttConfig) -> BrokerConfig {
@@ -43,8 +45,8 @@ pub fn broker_config(mqtt: &MqttConfig) -> BrokerConfig {
     BrokerConfig {
         id: 0,
         router: RouterConfig {
-            // The local link counts as a connection too.
-            max_connections: mqtt.max_terminals + 1,
+            // The local links count as connections too.
+            max_connections: mqtt.max_terminals + 2,
             max_outgoing_packet_count: 200,
             max_segment_size: mqtt.router_segment_bytes,
             max_segment_count: mqtt.router_segment_count,
@@ -76,6 +78,10 @@ fn check_bindable(addr: SocketAddr) -> std::io::Result<()> {
 pub struct SiteBroker {
     pub link_tx: LinkTx,
     pub link_rx: LinkRx,
+    /// A second link for firmware transfer (OTA topics only), so image
+    /// chunks and presses never wait for each other.
+    pub ota_tx: LinkTx,
+    pub ota_rx: LinkRx,
 }
 
 /// Starts the broker on its own thread and returns the gateway's link,
@@ -122,6 +128,12 @@ pub fn start(
     link_tx
         .subscribe(TERMINAL_FILTER)
         .map_err(|e| anyhow::anyhow!("cannot subscribe to terminal topics: {e:?}"))?;
+    let (mut ota_tx, ota_rx) = broker.link(OTA_LINK_CLIENT_ID).map_err(|e| {
+        anyhow::anyhow!("cannot open the gateway's OTA link to the site broker: {e:?}")
+    })?;
+    ota_tx
+        .subscribe(pressline_protocol::topic::OTA_FILTER)
+        .map_err(|e| anyhow::anyhow!("cannot subscribe to terminal OTA topics: {e:?}"))?;
     std::thread::Builder::new()
         .name("site-broker".into())
         .spawn(move || {
@@ -130,5 +142,10 @@ pub fn start(
             }
         })
         .context("cannot start the site broker thread")?;
-    Ok(SiteBroker { link_tx, link_rx })
+    Ok(SiteBroker {
+        link_tx,
+        link_rx,
+        ota_tx,
+        ota_rx,
+    })
 }

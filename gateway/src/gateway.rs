@@ -105,6 +105,26 @@ pub async fn run(mut config: Config, demo_terminals: Option<usize>) -> anyhow::R
             }
         })
         .context("cannot start the ingest thread")?;
+    let rollouts = crate::rollouts::Rollouts::load(
+        &config.site,
+        store.clone(),
+        releases.clone(),
+        config.ota.limits(),
+        config.scores.utc_offset_minutes,
+        forward_wake.clone(),
+    );
+    let ota_thread = std::thread::Builder::new()
+        .name("ota".into())
+        .spawn({
+            let (rollouts, tx, rx, shutdown) = (
+                rollouts.clone(),
+                site_broker.ota_tx,
+                site_broker.ota_rx,
+                shutdown.clone(),
+            );
+            move || crate::rollouts::run(rollouts, tx, rx, shutdown)
+        })
+        .context("cannot start the OTA thread")?;
     let committer = Committer {
         site: config.site.clone(),
         store: store.clone(),
@@ -168,6 +188,7 @@ pub async fn run(mut config: Config, demo_terminals: Option<usize>) -> anyhow::R
         registry,
         identities: identities.clone(),
         releases,
+        rollouts,
         started,
         upstream_configured: upstream.is_some(),
         token: token.into(),
@@ -231,6 +252,7 @@ pub async fn run(mut config: Config, demo_terminals: Option<usize>) -> anyhow::R
     tracing::info!("shutting down: committing queued presses");
     let _ = shutdown_tx.send(true);
     let _ = tokio::task::spawn_blocking(move || commit_thread.join()).await;
+    let _ = tokio::task::spawn_blocking(move || ota_thread.join()).await;
     if let Some(f) = forwarder {
         f.shutdown(Duration::from_secs(3)).await;
     }

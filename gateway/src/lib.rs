@@ -22,6 +22,8 @@
 //! - [`forwarder`]: upstream store-and-forward with rumqttc.
 //! - [`health`]: terminal registry and health rules (sans-IO).
 //! - [`releases`]: signed firmware releases uploaded for OTA.
+//! - [`rollout`]: the rollout orchestrator (sans-IO state machine).
+//! - [`rollouts`]: its service: OTA link, chunk serving, persistence.
 //! - [`registry`]: the task running them: persistence, upstream health/alerts.
 //! - [`http`]: the HTTP API.
 //! - [`identity`]: registered terminals, broker logins, press MACs.
@@ -45,6 +47,8 @@ pub mod metrics;
 pub mod misuse;
 pub mod registry;
 pub mod releases;
+pub mod rollout;
+pub mod rollouts;
 pub mod scores;
 pub mod stats;
 pub mod store;

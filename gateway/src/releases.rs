@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::store::Store;
 
 /// `[ota]` in the config.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OtaConfig {
     /// Public keys (files of 64 hex characters, from `fleet keys generate`)
@@ -23,6 +23,40 @@ pub struct OtaConfig {
     pub trusted_keys: Vec<PathBuf>,
     /// Accept releases older than the newest one for their board.
     pub allow_downgrade: bool,
+    /// Terminals downloading at once on this site (the venue Wi-Fi is for
+    /// visitors too).
+    pub max_concurrent_downloads: usize,
+    /// An offered or downloading terminal silent this long has failed.
+    pub silent_timeout_secs: u64,
+    /// A terminal that has not confirmed this long after its download
+    /// completed has failed (its bootloader will have rolled it back).
+    pub confirm_timeout_secs: u64,
+    /// An offer not answered is repeated after this long.
+    pub reoffer_secs: u64,
+}
+
+impl Default for OtaConfig {
+    fn default() -> Self {
+        OtaConfig {
+            trusted_keys: Vec::new(),
+            allow_downgrade: false,
+            max_concurrent_downloads: 10,
+            silent_timeout_secs: 600,
+            confirm_timeout_secs: 300,
+            reoffer_secs: 30,
+        }
+    }
+}
+
+impl OtaConfig {
+    pub fn limits(&self) -> crate::rollout::Limits {
+        crate::rollout::Limits {
+            max_concurrent: self.max_concurrent_downloads.max(1),
+            silent_timeout_ms: (self.silent_timeout_secs * 1000) as i64,
+            confirm_timeout_ms: (self.confirm_timeout_secs * 1000) as i64,
+            reoffer_after_ms: (self.reoffer_secs * 1000) as i64,
+        }
+    }
 }
 
 /// A stored release.
@@ -111,6 +145,18 @@ impl Releases {
         releases
     }
 
+    /// The stored artifact of a release (as uploaded, verified then).
+    pub fn load_artifact(&self, board: &str, version: &str) -> anyhow::Result<Vec<u8>> {
+        let file = self.dir.join(format!("{board}-{version}.pota"));
+        let bytes = std::fs::read(&file)
+            .map_err(|e| anyhow::anyhow!("cannot read release {}: {e}", file.display()))?;
+        // Re-checked: the file may have been damaged on disk since upload.
+        Artifact::parse(&bytes)
+            .and_then(|a| a.verify(&self.trusted))
+            .map_err(|e| anyhow::anyhow!("release {} is no longer valid: {e}", file.display()))?;
+        Ok(bytes)
+    }
+
     /// Verifies and stores an uploaded artifact.
     pub fn upload(
         &self,
@@ -170,12 +216,27 @@ impl Releases {
         let file = self
             .dir
             .join(format!("{}-{}.pota", release.board, release.version));
-        std::fs::write(&file, bytes).map_err(|e| UploadError::Storage(e.to_string()))?;
+        write_durably(&file, bytes).map_err(|e| UploadError::Storage(e.to_string()))?;
         self.store
             .save_release(&format!("{}/{}", release.board, release.version), &release)
             .map_err(|e| UploadError::Storage(e.to_string()))?;
         Ok((release, true))
     }
+}
+
+/// Writes a file and fsyncs it before it is listed: a power cut must not
+/// leave a listed release with a truncated file.
+fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("pota.part");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 fn version_key(v: &str) -> Option<FirmwareVersion> {

@@ -10,6 +10,7 @@
 //! - `terminals`: terminal id → registry state (see [`crate::health`]).
 //! - `alerts`: alert id (BE) → alert.
 //! - `meta`: small counters (`stored_day`: presses stored per UTC day).
+//! - `rollouts`: rollout id (BE u32) → the orchestrator state (JSON).
 //! - `outbox`: key = sled-generated monotonic id (BE) → [`OutboxEntry`], the
 //!   upstream message still to be acknowledged by the upstream broker. The
 //!   lowest key is the forward cursor: an entry is removed only when the
@@ -34,6 +35,8 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("stored record does not decode: {0}")]
     Corrupt(#[from] postcard::Error),
+    #[error("record does not encode: {0}")]
+    Encode(String),
 }
 
 /// A press as stored.
@@ -90,6 +93,7 @@ pub struct Store {
     meta: sled::Tree,
     credentials: sled::Tree,
     releases: sled::Tree,
+    rollouts: sled::Tree,
 }
 
 fn press_key(terminal: &str, id: PressId) -> Vec<u8> {
@@ -119,6 +123,7 @@ impl Store {
         let meta = db.open_tree("meta")?;
         let credentials = db.open_tree("credentials")?;
         let releases = db.open_tree("releases")?;
+        let rollouts = db.open_tree("rollouts")?;
         Ok(Store {
             db,
             presses,
@@ -128,6 +133,7 @@ impl Store {
             meta,
             credentials,
             releases,
+            rollouts,
         })
     }
 
@@ -285,6 +291,30 @@ impl Store {
         self.releases
             .insert(key.as_bytes(), serde_json::to_vec(value).map_err(json_err)?)?;
         self.flush()
+    }
+
+    /// Saves a rollout (JSON, key = id BE) durably: a rollout step the
+    /// gateway forgets could offer a terminal twice or skip a halt.
+    pub fn save_rollout<T: Serialize>(&self, id: u32, value: &T) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Encode(e.to_string()))?;
+        self.rollouts.insert(id.to_be_bytes(), bytes)?;
+        self.rollouts.flush()?;
+        Ok(())
+    }
+
+    /// Every stored rollout that decodes (others are logged and skipped).
+    pub fn load_rollouts<T: serde::de::DeserializeOwned>(&self) -> Vec<T> {
+        self.rollouts
+            .iter()
+            .filter_map(|r| r.ok())
+            .filter_map(|(k, v)| match serde_json::from_slice(&v) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    tracing::error!(key = ?k, error = %e, "a stored rollout does not decode; skipped");
+                    None
+                }
+            })
+            .collect()
     }
 
     pub fn load_releases<T: serde::de::DeserializeOwned>(&self) -> Vec<T> {

@@ -201,6 +201,8 @@ impl OtaFailure {
 pub struct OtaStatus {
     /// The rollout this is about (0: none).
     pub rollout: u32,
+    /// The offer's attempt this is about.
+    pub attempt: u32,
     pub state: OtaState,
     /// The firmware running now.
     pub running: FirmwareVersion,
@@ -283,6 +285,7 @@ mod tests {
 
         let status = OtaStatus {
             rollout: 7,
+            attempt: 1,
             state: OtaState::Downloading,
             running: FirmwareVersion {
                 major: 1,

@@ -609,6 +609,7 @@ impl<'d, DFU: NorFlash, STATE: NorFlash> OtaReceiver<'d, DFU, STATE> {
         let Some(r) = self.record else {
             return OtaStatus {
                 rollout: 0,
+                attempt: 0,
                 state: OtaState::Idle,
                 running: self.running,
                 target: None,
@@ -629,6 +630,7 @@ impl<'d, DFU: NorFlash, STATE: NorFlash> OtaReceiver<'d, DFU, STATE> {
         };
         OtaStatus {
             rollout: r.rollout,
+            attempt: r.attempt,
             state,
             running: self.running,
             target: Some(r.target),

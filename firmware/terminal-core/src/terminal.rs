@@ -347,7 +347,9 @@ impl<F: MultiwriteNorFlash, const N: usize> crate::ota::OtaJournal for DurableTe
         };
         let mut buf = [0u8; MAP_BUF];
         let bytes: &[u8] = bytes;
-        self.map().store_item(&mut buf, &KEY_OTA, &bytes).await
+        self.map()
+            .store_item_generic::<&[u8]>(&mut buf, &KEY_OTA, &bytes)
+            .await
     }
 }
 

@@ -69,6 +69,45 @@ pub struct SimConfig {
     /// Power cuts per terminal per second (0 = none): the terminal loses
     /// power mid-operation, its RAM and connection, and boots from flash.
     pub kill_rate: f64,
+    /// Firmware updates: on when the terminals have a release key built in.
+    pub ota: Option<SimOta>,
+}
+
+/// Simulated firmware updates and their faults.
+#[derive(Debug, Clone)]
+pub struct SimOta {
+    /// The release signing key "built into" the simulated firmware.
+    pub public_key: [u8; 32],
+    /// Largest image the simulated partitions take.
+    pub max_image: usize,
+    /// Bytes asked for per chunk request.
+    pub chunk_size: u32,
+    /// Re-ask for a chunk not answered within this many ms.
+    pub request_timeout_ms: u64,
+    /// Probability, per chunk written, that power fails right after it.
+    pub interrupt_rate: f64,
+    /// Probability that a received chunk arrives damaged.
+    pub corrupt_rate: f64,
+    /// The first K terminals' new images fail their trial boot (they crash
+    /// before confirming, so the bootloader reverts them).
+    pub fail_trial_boot: usize,
+    /// The first K terminals vanish for good when offered an update.
+    pub vanish: usize,
+}
+
+impl Default for SimOta {
+    fn default() -> Self {
+        SimOta {
+            public_key: [0; 32],
+            max_image: 2 << 20,
+            chunk_size: 4096,
+            request_timeout_ms: 3_000,
+            interrupt_rate: 0.0,
+            corrupt_rate: 0.0,
+            fail_trial_boot: 0,
+            vanish: 0,
+        }
+    }
 }
 
 impl Default for SimConfig {
@@ -98,6 +137,7 @@ impl Default for SimConfig {
                 },
             ),
             kill_rate: 0.0,
+            ota: None,
             unhappy: 0,
             identities: Vec::new(),
         }

@@ -12,9 +12,11 @@
 //! # Layout
 //! - [`config`]: what to simulate ([`SimConfig`]).
 //! - [`terminal`]: one simulated terminal (core session + MQTT I/O).
+//! - [`device`]: the simulated board's update partitions and bootloader.
 //! - [`report`]: live counters and the final summary ([`SimReport`]).
 
 pub mod config;
+pub mod device;
 pub mod report;
 pub mod terminal;
 
@@ -23,7 +25,7 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 
-pub use config::{AckMode, SimConfig, SimIdentity};
+pub use config::{AckMode, SimConfig, SimIdentity, SimOta};
 pub use report::{SimCounters, SimReport};
 
 /// Runs every simulated terminal until each has had all its presses acked,

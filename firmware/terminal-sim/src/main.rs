@@ -82,6 +82,30 @@ struct Args {
     /// connection, and boots again from flash.
     #[arg(long, default_value_t = 0.0)]
     kill_rate: f64,
+    /// Simulate firmware updates: the release signing public key built into
+    /// the terminals (a `signing.pub` from `fleet keys generate`).
+    #[arg(long, value_name = "FILE")]
+    ota_public_key: Option<std::path::PathBuf>,
+    /// Largest firmware image the simulated update partitions hold.
+    #[arg(long, value_name = "BYTES", default_value_t = 2 << 20)]
+    ota_max_image: usize,
+    /// Bytes per chunk request (at most 8192).
+    #[arg(long, value_name = "BYTES", default_value_t = 4096)]
+    ota_chunk_size: u32,
+    /// Fault injection: probability per downloaded chunk that power fails
+    /// right after it is written (the download must resume, not restart).
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    ota_interrupt_rate: f64,
+    /// Fault injection: probability that a chunk arrives damaged.
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    ota_corrupt_rate: f64,
+    /// Fault injection: the first K terminals' new images crash in their
+    /// trial boot (the bootloader rolls them back).
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    ota_fail_trial_boot: usize,
+    /// Fault injection: the first K terminals vanish when offered an update.
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    ota_vanish: usize,
     /// Give up (exit 1) after this many seconds.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
@@ -142,6 +166,26 @@ fn load_provisioning(
     Ok(out)
 }
 
+/// Reads a public key file (64 hex characters, as `fleet keys generate`
+/// writes `signing.pub`).
+fn read_public_key(path: &std::path::Path) -> anyhow::Result<[u8; 32]> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read --ota-public-key {}", path.display()))?;
+    let text = text.trim();
+    let mut key = [0u8; 32];
+    if text.len() != 64 || !text.is_ascii() {
+        bail!(
+            "--ota-public-key {} is not 64 hex characters (use the signing.pub from `fleet keys generate`)",
+            path.display()
+        );
+    }
+    for (i, b) in key.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&text[2 * i..2 * i + 2], 16)
+            .with_context(|| format!("--ota-public-key {} is not hex", path.display()))?;
+    }
+    Ok(key)
+}
+
 fn validate(args: &Args) -> anyhow::Result<SimConfig> {
     let records = load_provisioning(&args.provisioning)?;
     let broker = match (&args.broker, records.first()) {
@@ -171,6 +215,35 @@ fn validate(args: &Args) -> anyhow::Result<SimConfig> {
     if !(args.rate >= 0.0 && args.rate.is_finite()) {
         bail!("--rate must be 0 (no limit) or a positive number");
     }
+    let ota = match &args.ota_public_key {
+        None => None,
+        Some(path) => {
+            for (name, p) in [
+                ("--ota-interrupt-rate", args.ota_interrupt_rate),
+                ("--ota-corrupt-rate", args.ota_corrupt_rate),
+            ] {
+                if !(0.0..=1.0).contains(&p) {
+                    bail!("{name} must be between 0 and 1");
+                }
+            }
+            if args.ota_chunk_size == 0
+                || args.ota_chunk_size > pressline_protocol::ota_transfer::MAX_CHUNK
+                || 4096 % args.ota_chunk_size != 0 && args.ota_chunk_size % 4096 != 0
+            {
+                bail!("--ota-chunk-size must divide 4096 or be a multiple of it, at most 8192");
+            }
+            Some(pressline_terminal_sim::SimOta {
+                public_key: read_public_key(path)?,
+                max_image: args.ota_max_image.max(4096),
+                chunk_size: args.ota_chunk_size,
+                interrupt_rate: args.ota_interrupt_rate,
+                corrupt_rate: args.ota_corrupt_rate,
+                fail_trial_boot: args.ota_fail_trial_boot,
+                vanish: args.ota_vanish,
+                ..Default::default()
+            })
+        }
+    };
     let sample = format!("{}{:03}", args.id_prefix, terminals - 1);
     pressline_protocol::ident::validate_id(&sample).map_err(|e| {
         anyhow::anyhow!(
@@ -205,6 +278,7 @@ fn validate(args: &Args) -> anyhow::Result<SimConfig> {
             })?,
             None => SimConfig::default().firmware,
         },
+        ota,
         ack_mode: match args.ack_mode {
             AckModeArg::Durable => AckMode::Durable,
             AckModeArg::Puback => AckMode::Puback,

@@ -18,6 +18,14 @@ pub struct SimCounters {
     pub reconnects: AtomicU64,
     pub connected: AtomicU64,
     pub power_cuts: AtomicU64,
+    pub ota_confirmed: AtomicU64,
+    pub ota_rolled_back: AtomicU64,
+    pub ota_failed: AtomicU64,
+    pub ota_bytes: AtomicU64,
+    pub ota_resumes: AtomicU64,
+    pub ota_damaged_chunks: AtomicU64,
+    pub ota_interruptions: AtomicU64,
+    pub ota_vanished: AtomicU64,
 }
 
 /// Summary of a run, printed by `terminal-sim` (as JSON with `--json`).
@@ -41,6 +49,18 @@ pub struct SimReport {
     pub elapsed_ms: u64,
     /// Whether every terminal finished with every press acked.
     pub complete: bool,
+    /// Firmware updates: terminals that confirmed a new image, rolled back,
+    /// or reported a failure; image bytes received; downloads resumed after
+    /// an interruption; damaged chunks asked for again; injected
+    /// interruptions; terminals that vanished.
+    pub ota_confirmed: u64,
+    pub ota_rolled_back: u64,
+    pub ota_failed: u64,
+    pub ota_bytes: u64,
+    pub ota_resumes: u64,
+    pub ota_damaged_chunks: u64,
+    pub ota_interruptions: u64,
+    pub ota_vanished: u64,
 }
 
 impl SimCounters {
@@ -57,6 +77,14 @@ impl SimCounters {
             dropped: self.dropped.load(Relaxed),
             elapsed_ms: elapsed.as_millis() as u64,
             complete,
+            ota_confirmed: self.ota_confirmed.load(Relaxed),
+            ota_rolled_back: self.ota_rolled_back.load(Relaxed),
+            ota_failed: self.ota_failed.load(Relaxed),
+            ota_bytes: self.ota_bytes.load(Relaxed),
+            ota_resumes: self.ota_resumes.load(Relaxed),
+            ota_damaged_chunks: self.ota_damaged_chunks.load(Relaxed),
+            ota_interruptions: self.ota_interruptions.load(Relaxed),
+            ota_vanished: self.ota_vanished.load(Relaxed),
         }
     }
 }
@@ -77,6 +105,19 @@ impl std::fmt::Display for SimReport {
             self.dropped,
             self.elapsed_ms as f64 / 1000.0,
             if self.complete { "" } else { " (INCOMPLETE: not every press was acked)" }
-        )
+        )?;
+        if self.ota_bytes > 0 || self.ota_failed > 0 {
+            write!(
+                f,
+                "; firmware updates: {} confirmed, {} rolled back, {} failed, {} bytes, {} resumes, {} damaged chunks",
+                self.ota_confirmed,
+                self.ota_rolled_back,
+                self.ota_failed,
+                self.ota_bytes,
+                self.ota_resumes,
+                self.ota_damaged_chunks
+            )?;
+        }
+        Ok(())
     }
 }

@@ -9,17 +9,28 @@
 //! is armed inside its next flash operations, its connection drops without
 //! an MQTT DISCONNECT (so the broker publishes its last will), its RAM is
 //! gone, and it boots again from what the flash holds.
+//!
+//! With a release key ([`crate::SimOta`]), a terminal also runs the real
+//! OTA receiver over simulated update partitions ([`crate::device`]):
+//! embassy-boot swaps the image in at the next boot, the terminal confirms
+//! once connected (or, when told to fail its trial boot, crashes first and
+//! is reverted), and faults can be injected (power loss after a chunk,
+//! damaged chunks, vanishing).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
+use embassy_boot::{FirmwareUpdater, FirmwareUpdaterConfig};
 use pressline_protocol::heartbeat::{HEARTBEAT_BUF_LEN, WILL_OFFLINE};
+use pressline_protocol::ota_transfer::{self, Chunk, OtaCommand, OtaState, SMALL_BUF_LEN};
 use pressline_protocol::topic::{
-    AckJsonTopic, AckTopic, HeartbeatTopic, PressJsonTopic, PressTopic, TerminalStatusTopic,
+    AckJsonTopic, AckTopic, HeartbeatTopic, OtaChunkTopic, OtaCommandTopic, OtaRequestTopic,
+    OtaStatusTopic, PressJsonTopic, PressTopic, TerminalStatusTopic,
 };
 use pressline_protocol::{json, press::PRESS_BUF_LEN, Ack, Button, PressId, ResetReason};
+use pressline_terminal_core::ota::{OtaConfig, OtaReceiver};
 use pressline_terminal_core::ram_flash::RamFlash;
 use pressline_terminal_core::{
     DeviceStatus, DurableTerminal, FlashLayout, Millis, PressError, SessionCounters,
@@ -30,6 +41,7 @@ use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, Instant};
 
+use crate::device::{BootAction, UpdateHardware};
 use crate::{AckMode, SimConfig, SimCounters};
 
 /// Queue capacity of a simulated terminal (in RAM; the flash holds more).
@@ -66,6 +78,12 @@ enum BootEnd {
     Finished(bool),
     /// Power was cut: boot again from flash.
     PowerCut,
+    /// A deliberate reset (to install an update): disconnect cleanly first.
+    Reboot,
+    /// A crash (a new image failing its trial): no clean disconnect.
+    Crash,
+    /// Gone for good (fault injection).
+    Vanished,
 }
 
 /// Runs terminal `index` to completion. Returns whether every press it made
@@ -83,10 +101,30 @@ pub async fn run(
             .wrapping_add(index as u64),
     );
     let mut flash = Box::new(SimFlash::new());
+    let mut hardware = config
+        .ota
+        .as_ref()
+        .map(|o| UpdateHardware::new(o.max_image, config.firmware));
     let mut remaining = config.presses;
     let started = Instant::now();
     let mut reset_reason = ResetReason::PowerOn;
     loop {
+        if let Some(hw) = hardware.as_mut() {
+            match hw.run_bootloader() {
+                Ok(BootAction::Swapped) => {
+                    tracing::info!(terminal = %config.terminal_id(index), version = %hw.active_version, "bootloader: swapped in the new image for a trial boot");
+                    reset_reason = ResetReason::FirmwareUpdate;
+                }
+                Ok(BootAction::Reverted) => {
+                    tracing::warn!(terminal = %config.terminal_id(index), version = %hw.active_version, "bootloader: trial not confirmed, previous image restored");
+                }
+                Ok(BootAction::None) => {}
+                Err(e) => {
+                    tracing::error!(terminal = %config.terminal_id(index), error = ?e, "bootloader failed");
+                    return false;
+                }
+            }
+        }
         let end = run_boot(
             index,
             &config,
@@ -97,15 +135,19 @@ pub async fn run(
             &mut rng,
             started,
             reset_reason,
+            hardware.as_mut(),
         )
         .await;
         match end {
             BootEnd::Finished(done) => return done,
+            BootEnd::Vanished => return false,
             BootEnd::PowerCut => {
                 counters.power_cuts.fetch_add(1, Relaxed);
                 flash.power_cycle();
                 reset_reason = ResetReason::Brownout;
             }
+            BootEnd::Reboot => reset_reason = ResetReason::Software,
+            BootEnd::Crash => reset_reason = ResetReason::Watchdog,
         }
     }
 }
@@ -121,6 +163,7 @@ async fn run_boot(
     rng: &mut SmallRng,
     started: Instant,
     reset_reason: ResetReason,
+    hardware: Option<&mut UpdateHardware>,
 ) -> BootEnd {
     let id = config.terminal_id(index);
     let speaks_json = index < config.json_terminals;
@@ -134,6 +177,56 @@ async fn run_boot(
         };
     let booted = Instant::now();
     let now = move || -> Millis { booted.elapsed().as_millis() as Millis };
+
+    // The OTA receiver over the board's update partitions (when simulated).
+    let mut aligned = [0u8; 4];
+    let mut dfu_version = None;
+    let (mut ota, dfu_version_slot) = match (hardware, config.ota.as_ref()) {
+        (Some(hw), Some(o)) => {
+            let updater = FirmwareUpdater::new(
+                FirmwareUpdaterConfig {
+                    dfu: &mut hw.dfu,
+                    state: &mut hw.boot_state,
+                },
+                &mut aligned,
+            );
+            let ota_config = OtaConfig {
+                public_key: o.public_key,
+                board: "pico-w",
+                max_image: o.max_image as u32,
+                chunk_size: o.chunk_size,
+                request_timeout_ms: o.request_timeout_ms,
+                progress_step: 5,
+            };
+            match OtaReceiver::boot(updater, ota_config, hw.active_version, &mut terminal).await {
+                Ok(rx) => (Some(rx), Some(&mut hw.dfu_version)),
+                Err(e) => {
+                    tracing::error!(terminal = %id, error = ?e, "OTA receiver does not start");
+                    (None, Some(&mut hw.dfu_version))
+                }
+            }
+        }
+        _ => (None, None),
+    };
+    let firmware = ota.as_ref().map_or(config.firmware, |o| o.running());
+    if let Some(rx) = &ota {
+        match rx.status().state {
+            OtaState::RolledBack => {
+                counters.ota_rolled_back.fetch_add(1, Relaxed);
+            }
+            OtaState::Rebooting if rx.is_trial() => {
+                tracing::info!(terminal = %id, version = %firmware, "trial boot of the new image");
+            }
+            _ => {}
+        }
+    }
+    let fails_trial = config
+        .ota
+        .as_ref()
+        .is_some_and(|o| index < o.fail_trial_boot);
+    let vanishes = config.ota.as_ref().is_some_and(|o| index < o.vanish);
+    let mut trial_crash_at: Option<Instant> = None;
+    let mut counted_resumes = 0;
 
     let mut options = MqttOptions::new(&id, &config.broker_host, config.broker_port);
     options.set_keep_alive(Duration::from_secs(5));
@@ -175,6 +268,10 @@ async fn run_boot(
         PressTopic(&id).to_string()
     };
     let heartbeat_topic = HeartbeatTopic(&id).to_string();
+    let ota_command_topic = OtaCommandTopic(&id).to_string();
+    let ota_chunk_topic = OtaChunkTopic(&id).to_string();
+    let ota_request_topic = OtaRequestTopic(&id).to_string();
+    let ota_status_topic = OtaStatusTopic(&id).to_string();
 
     let stuck = config.has_stuck_button(index);
     let press_interval = if stuck {
@@ -204,7 +301,7 @@ async fn run_boot(
     let mut dead_at: Option<Instant> = None;
     let mut reported = terminal.counters();
     let device = |reset_reason| DeviceStatus {
-        firmware: config.firmware,
+        firmware,
         battery_mv: Some(battery_mv),
         rssi_dbm: Some(rssi_dbm),
         reset_reason,
@@ -314,6 +411,70 @@ async fn run_boot(
             }
             next_heartbeat = Some(Instant::now() + config.heartbeat);
         }
+        if let Some(rx) = ota.as_mut() {
+            let t = now();
+            while let Some(request) = rx.poll_request(t) {
+                let mut buf = [0u8; SMALL_BUF_LEN];
+                if let Ok(bytes) = ota_transfer::encode(&request, &mut buf) {
+                    let _ = client.try_publish(
+                        ota_request_topic.as_str(),
+                        QoS::AtMostOnce,
+                        false,
+                        bytes.to_vec(),
+                    );
+                }
+            }
+            // Say "verifying" before the (slow) check, then the outcome.
+            for pass in 0..2 {
+                while let Some(status) = rx.poll_status() {
+                    match status.state {
+                        OtaState::Failed => {
+                            counters.ota_failed.fetch_add(1, Relaxed);
+                            tracing::warn!(terminal = %id, failure = ?status.failure, "update failed");
+                        }
+                        _ => {}
+                    }
+                    let mut buf = [0u8; SMALL_BUF_LEN];
+                    if let Ok(bytes) = ota_transfer::encode(&status, &mut buf) {
+                        let _ = client.try_publish(
+                            ota_status_topic.as_str(),
+                            QoS::AtLeastOnce,
+                            false,
+                            bytes.to_vec(),
+                        );
+                    }
+                }
+                if pass == 0 && rx.needs_verify() && rx.verify(&mut terminal).await.is_err() {
+                    break 'boot BootEnd::PowerCut;
+                }
+            }
+            let resumes = rx.counters().resumes;
+            if resumes > counted_resumes {
+                counters
+                    .ota_resumes
+                    .fetch_add(resumes - counted_resumes, Relaxed);
+                counted_resumes = resumes;
+            }
+            if rx.wants_reboot() {
+                // What the DFU partition now holds, for the bootloader model.
+                dfu_version = rx.record().map(|r| r.target);
+                break BootEnd::Reboot;
+            }
+            if rx.is_trial() && terminal.is_connected() {
+                if fails_trial {
+                    // The new image crashes before it is healthy.
+                    let at =
+                        *trial_crash_at.get_or_insert(Instant::now() + Duration::from_millis(300));
+                    if Instant::now() >= at {
+                        break BootEnd::Crash;
+                    }
+                } else if rx.confirm(&mut terminal).await.is_ok() {
+                    counters.ota_confirmed.fetch_add(1, Relaxed);
+                    tracing::info!(terminal = %id, version = %rx.running(), "new firmware confirmed");
+                    continue;
+                }
+            }
+        }
         if *remaining == Some(0) && terminal.queue_len() == 0 && Instant::now() >= run_until {
             break BootEnd::Finished(true);
         }
@@ -334,13 +495,25 @@ async fn run_boot(
         if let Some(t) = power_cut_at.or(dead_at) {
             at(t);
         }
+        if let Some(ms) = ota.as_ref().and_then(|o| o.poll_timeout()) {
+            at(booted + Duration::from_millis(ms));
+        }
+        if let Some(t) = trial_crash_at {
+            at(t);
+        }
         let wake = wake.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
 
         tokio::select! {
             event = events.recv() => match event {
                 None => break BootEnd::Finished(false),
                 Some(LinkEvent::ConnAck) => {
-                    let _ = client.try_subscribe(ack_topic.as_str(), QoS::AtLeastOnce);
+                    // One SUBSCRIBE (so one SUBACK) for everything.
+                    let mut filters = vec![rumqttc::SubscribeFilter::new(ack_topic.clone(), QoS::AtLeastOnce)];
+                    if ota.is_some() {
+                        filters.push(rumqttc::SubscribeFilter::new(ota_command_topic.clone(), QoS::AtLeastOnce));
+                        filters.push(rumqttc::SubscribeFilter::new(ota_chunk_topic.clone(), QoS::AtLeastOnce));
+                    }
+                    let _ = client.try_subscribe_many(filters);
                 }
                 Some(LinkEvent::SubAck) => {
                     if ever_connected {
@@ -350,6 +523,9 @@ async fn run_boot(
                     }
                     ever_connected = true;
                     terminal.handle_connected(now());
+                    if let Some(rx) = ota.as_mut() {
+                        rx.handle_connected(now());
+                    }
                     // Say hello at once, then periodically.
                     next_heartbeat = Some(Instant::now());
                 }
@@ -362,6 +538,56 @@ async fn run_boot(
                             }
                         }
                         Err(e) => tracing::warn!(terminal = %id, error = %e, "undecodable ack"),
+                    }
+                }
+                Some(LinkEvent::Publish { topic, payload }) if topic == ota_command_topic => {
+                    let Some(rx) = ota.as_mut() else { continue };
+                    match ota_transfer::decode::<OtaCommand>(&payload) {
+                        Ok(OtaCommand::Offer(offer)) => {
+                            if vanishes {
+                                counters.ota_vanished.fetch_add(1, Relaxed);
+                                tracing::warn!(terminal = %id, "vanishing (fault injection)");
+                                break BootEnd::Vanished;
+                            }
+                            if rx.handle_offer(now(), &offer, &mut terminal).await.is_err() {
+                                break BootEnd::PowerCut;
+                            }
+                        }
+                        Ok(OtaCommand::Cancel { rollout }) => rx.handle_cancel(rollout),
+                        Err(e) => tracing::warn!(terminal = %id, error = %e, "undecodable OTA command"),
+                    }
+                }
+                Some(LinkEvent::Publish { topic, payload }) if topic == ota_chunk_topic => {
+                    let Some(rx) = ota.as_mut() else { continue };
+                    let o = config.ota.as_ref().expect("an OTA receiver implies OTA config");
+                    match ota_transfer::decode::<Chunk>(&payload) {
+                        Ok(chunk) => {
+                            let written_before = rx.record().map(|r| r.written);
+                            let damaged;
+                            let chunk = if o.corrupt_rate > 0.0 && rng.gen::<f64>() < o.corrupt_rate && !chunk.data.is_empty() {
+                                let mut data = chunk.data.to_vec();
+                                let at = rng.gen_range(0..data.len());
+                                data[at] ^= 0x5A;
+                                damaged = data;
+                                Chunk { data: &damaged, ..chunk }
+                            } else {
+                                chunk
+                            };
+                            if rx.handle_chunk(now(), &chunk, &mut terminal).await.is_err() {
+                                break BootEnd::PowerCut;
+                            }
+                            let written_after = rx.record().map(|r| r.written);
+                            if written_after > written_before {
+                                counters.ota_bytes.fetch_add(chunk.data.len() as u64, Relaxed);
+                                if o.interrupt_rate > 0.0 && rng.gen::<f64>() < o.interrupt_rate {
+                                    counters.ota_interruptions.fetch_add(1, Relaxed);
+                                    break BootEnd::PowerCut;
+                                }
+                            } else if !chunk.is_intact() {
+                                counters.ota_damaged_chunks.fetch_add(1, Relaxed);
+                            }
+                        }
+                        Err(e) => tracing::warn!(terminal = %id, error = %e, "undecodable OTA chunk"),
                     }
                 }
                 Some(LinkEvent::Publish { .. }) => {}
@@ -382,6 +608,9 @@ async fn run_boot(
                     handed_over.clear();
                     awaiting_puback.clear();
                     terminal.handle_disconnected(now());
+                    if let Some(rx) = ota.as_mut() {
+                        rx.handle_disconnected(now());
+                    }
                 }
             },
             _ = sleep_until(wake) => {}
@@ -389,13 +618,17 @@ async fn run_boot(
         }
     };
     publish_counters(counters, &mut reported, terminal.counters());
+    drop(ota);
+    if let (Some(slot), Some(version)) = (dfu_version_slot, dfu_version) {
+        *slot = Some(version);
+    }
     match end {
-        BootEnd::PowerCut => {
+        BootEnd::PowerCut | BootEnd::Crash | BootEnd::Vanished => {
             // No DISCONNECT: the socket just dies, as when power goes.
             poller.abort();
             drop(client);
         }
-        BootEnd::Finished(_) => {
+        BootEnd::Finished(_) | BootEnd::Reboot => {
             let _ = client.try_disconnect();
             // Give the disconnect a moment to go out, then stop the event loop.
             let _ = tokio::time::timeout(Duration::from_millis(500), poller).await;
