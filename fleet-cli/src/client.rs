@@ -179,6 +179,38 @@ impl<'a> Gateway<'a> {
         Ok(releases)
     }
 
+    pub fn start_rollout(
+        &self,
+        body: &serde_json::Value,
+    ) -> Result<crate::commands::rollout::Rollout, ClientError> {
+        let mut r: crate::commands::rollout::Rollout =
+            self.call("POST", "/api/v1/ota/rollouts", Body::Json(body.clone()))?;
+        r.site = self.site.name.clone();
+        Ok(r)
+    }
+
+    pub fn rollout(&self, id: u32) -> Result<crate::commands::rollout::Rollout, ClientError> {
+        let mut r: crate::commands::rollout::Rollout =
+            self.get(&format!("/api/v1/ota/rollouts/{id}"))?;
+        r.site = self.site.name.clone();
+        Ok(r)
+    }
+
+    /// `pause`, `resume`, `abort` or `retry-failed`.
+    pub fn rollout_command(
+        &self,
+        id: u32,
+        action: &str,
+    ) -> Result<crate::commands::rollout::Rollout, ClientError> {
+        let mut r: crate::commands::rollout::Rollout = self.call(
+            "POST",
+            &format!("/api/v1/ota/rollouts/{id}/{action}"),
+            Body::Json(serde_json::json!({})),
+        )?;
+        r.site = self.site.name.clone();
+        Ok(r)
+    }
+
     /// Revokes a terminal.
     pub fn revoke(&self, id: &str) -> Result<(), ClientError> {
         self.call::<serde_json::Value>(

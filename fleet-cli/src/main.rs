@@ -218,6 +218,76 @@ enum OtaCommand {
     },
     /// Releases uploaded to the gateways.
     Releases(SiteSelection),
+    /// Roll a release out to a site's terminals (canary, waves, halts).
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum RolloutCommand {
+    /// Start a rollout: canary terminals first, then waves; it halts by
+    /// itself past the failure rate. Prints the rollout id.
+    Start {
+        #[arg(long)]
+        site: String,
+        /// Release version (uploaded with `fleet ota upload`).
+        #[arg(long)]
+        version: String,
+        /// Board, if the version exists for several.
+        #[arg(long)]
+        board: Option<String>,
+        /// These terminals (comma-separated ids).
+        #[arg(long, value_delimiter = ',', conflicts_with_all = ["zone", "all"])]
+        terminals: Option<Vec<String>>,
+        /// Every terminal in this zone.
+        #[arg(long, conflicts_with = "all")]
+        zone: Option<String>,
+        /// Every terminal that has reported to the gateway.
+        #[arg(long)]
+        all: bool,
+        /// Terminals updated first, alone.
+        #[arg(long, default_value_t = 2)]
+        canary: usize,
+        /// Cumulative waves after the canary, e.g. 25%,100%.
+        #[arg(long, default_value = "25%,100%")]
+        waves: String,
+        /// Halt when this share of the terminals so far failed.
+        #[arg(long, default_value = "10%")]
+        max_failure_rate: String,
+        /// Only start downloads in this daily window (site local time), e.g. 22:00-06:00.
+        #[arg(long)]
+        window: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Where a rollout is, per terminal; --watch follows it to the end.
+    Status {
+        id: u32,
+        #[arg(long)]
+        site: String,
+        /// Show per-terminal progress bars until the rollout is over or paused.
+        #[arg(long)]
+        watch: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop offering the update (downloads in progress are withdrawn).
+    Pause(RolloutTarget),
+    /// Continue a paused rollout.
+    Resume(RolloutTarget),
+    /// End a rollout for good.
+    Abort(RolloutTarget),
+    /// Give failed and rolled-back terminals another attempt (also restarts a halted rollout).
+    RetryFailed(RolloutTarget),
+}
+
+#[derive(Debug, clap::Args)]
+struct RolloutTarget {
+    id: u32,
+    #[arg(long)]
+    site: String,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -311,6 +381,61 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         }
         Command::Ota(OtaCommand::Releases(sel)) => {
             commands::ota::releases(&select(&sel)?, sel.json)
+        }
+        Command::Ota(OtaCommand::Rollout(command)) => {
+            let one_site = |name: &str| -> anyhow::Result<sites::Site> {
+                Ok(sites::SitesFile::load(&path)?
+                    .select(Some(name), &path)?
+                    .remove(0))
+            };
+            use commands::rollout;
+            match command {
+                RolloutCommand::Start {
+                    site,
+                    version,
+                    board,
+                    terminals,
+                    zone,
+                    all,
+                    canary,
+                    waves,
+                    max_failure_rate,
+                    window,
+                    json,
+                } => rollout::start(
+                    &one_site(&site)?,
+                    rollout::StartArgs {
+                        version,
+                        board,
+                        terminals,
+                        zone,
+                        all,
+                        canary,
+                        waves,
+                        max_failure_rate,
+                        window,
+                    },
+                    json,
+                ),
+                RolloutCommand::Status {
+                    id,
+                    site,
+                    watch,
+                    json,
+                } => rollout::status(&one_site(&site)?, id, watch, json),
+                RolloutCommand::Pause(t) => {
+                    rollout::command(&one_site(&t.site)?, t.id, "pause", t.json)
+                }
+                RolloutCommand::Resume(t) => {
+                    rollout::command(&one_site(&t.site)?, t.id, "resume", t.json)
+                }
+                RolloutCommand::Abort(t) => {
+                    rollout::command(&one_site(&t.site)?, t.id, "abort", t.json)
+                }
+                RolloutCommand::RetryFailed(t) => {
+                    rollout::command(&one_site(&t.site)?, t.id, "retry-failed", t.json)
+                }
+            }
         }
         Command::Probe(ProbeCommand::List { json }) => commands::probe::list(json),
         Command::Logs {

@@ -168,6 +168,17 @@ impl<'d, DFU: NorFlash, STATE: NorFlash> OtaReceiver<'d, DFU, STATE> {
             }
             _ => {}
         }
+        // A download cut short by a reset continues from flash, from the
+        // start of the sector holding its last byte: that sector is erased
+        // again before it is rewritten, since the updater no longer knows
+        // it was erased.
+        let mut resumes = 0;
+        if let Some(r) = record.as_mut().filter(|r| r.phase == Phase::Downloading) {
+            r.written -= r.written % DFU::ERASE_SIZE as u32;
+            if r.written > 0 {
+                resumes = 1;
+            }
+        }
         if state == State::Revert {
             // Back to a normal boot state, so the next update starts clean.
             updater
@@ -189,7 +200,10 @@ impl<'d, DFU: NorFlash, STATE: NorFlash> OtaReceiver<'d, DFU, STATE> {
             wrote_this_boot: false,
             status_dirty: true,
             reported_percent: 0,
-            counters: OtaCounters::default(),
+            counters: OtaCounters {
+                resumes,
+                ..OtaCounters::default()
+            },
         })
     }
 
@@ -322,23 +336,13 @@ impl<'d, DFU: NorFlash, STATE: NorFlash> OtaReceiver<'d, DFU, STATE> {
             .as_ref()
             .filter(|r| r.sha256 == sha256 && r.size == size && r.phase == Phase::Downloading)
             .map(|r| {
-                if self.wrote_this_boot {
-                    // Same boot: the updater knows which sector it erased
-                    // last, so carrying on at the exact byte is safe.
-                    r.written
-                } else {
-                    // After a reboot the sector holding the last byte is
-                    // erased again before it is written: start at its start.
-                    r.written - r.written % DFU::ERASE_SIZE as u32
-                }
+                // In this boot the updater knows which sector it erased
+                // last, so carrying on at the exact byte is safe; after a
+                // reboot `boot` already went back to the sector start.
+                r.written
             });
         let written = match resume_from {
-            Some(offset) => {
-                if offset > 0 {
-                    self.counters.resumes += 1;
-                }
-                offset
-            }
+            Some(offset) => offset,
             None => {
                 if self.wrote_this_boot {
                     // The updater may think sector 0 is already erased from

@@ -244,7 +244,12 @@ async fn run_boot(
         QoS::AtLeastOnce,
         false,
     ));
-    let (client, eventloop) = AsyncClient::new(options, 1024);
+    let (client, mut eventloop) = AsyncClient::new(options, 1024);
+    // Small request/response messages (acks, OTA chunk requests): without
+    // TCP_NODELAY each can wait for the broker's delayed ACK (~40 ms).
+    let mut network = rumqttc::NetworkOptions::new();
+    network.set_tcp_nodelay(true);
+    eventloop.set_network_options(network);
     let (events_tx, mut events) = mpsc::channel(1024);
     let puback_mode = config.ack_mode == AckMode::Puback;
     let poller = tokio::spawn(drive_eventloop(

@@ -366,6 +366,24 @@ impl Sim {
     }
 }
 
+impl Sim {
+    /// Stops the simulator as Ctrl-C does and returns its JSON report
+    /// (whatever its exit status: stopping early is not a failure here).
+    pub fn stop_and_report(mut self) -> Value {
+        signal(&self.child, "INT");
+        wait_exit(&mut self.child, "terminal-sim");
+        let mut out = String::new();
+        use std::io::Read;
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        serde_json::from_str(out.trim()).expect("terminal-sim --json report")
+    }
+}
+
 /// An analytics consumer on the upstream broker: a persistent QoS 1
 /// subscription to everything Pressline publishes.
 pub struct Consumer {
