@@ -8,6 +8,7 @@ fn main() {
     println!("cargo:rustc-link-search={}", out.display());
     println!("cargo:rerun-if-changed=memory.x");
     println!("cargo:rerun-if-env-changed=CYW43_FIRMWARE_DIR");
+    println!("cargo:rerun-if-env-changed=PRESSLINE_OTA_PUBLIC_KEY");
     for var in [
         "PRESSLINE_TERMINAL",
         "PRESSLINE_SITE",

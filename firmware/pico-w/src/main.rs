@@ -8,6 +8,13 @@
 //! names them. Heartbeats every 30 s; an MQTT last will announces the
 //! terminal's disappearance.
 //!
+//! Firmware updates: the terminal-core OTA receiver pulls an offered release
+//! into the DFU partition in 1 KiB chunks, embassy-boot checks its signature
+//! with the release key built in at compile time (`PRESSLINE_OTA_PUBLIC_KEY`,
+//! the hex `signing.pub`) and marks it; after the reboot the bootloader runs
+//! it as a trial, and the firmware confirms it once it is back on the
+//! gateway. A trial that never gets there is reverted at the next reset.
+//!
 //! # Layout
 //! - [`flash_map`]: where everything lives in flash.
 //! - [`settings`]: provisioning record (or build-time fallback).
@@ -27,6 +34,8 @@ use core::num::NonZero;
 use cyw43::JoinOptions;
 use cyw43_pio::{PioSpi, DEFAULT_CLOCK_DIVIDER};
 use defmt::{error, info, warn, Display2Format};
+use embassy_boot_rp::{FirmwareUpdater, FirmwareUpdaterConfig};
+use embassy_embedded_hal::flash::partition::Partition;
 use embassy_executor::Spawner;
 use embassy_futures::select::{select3, Either3};
 use embassy_net::dns::DnsQueryType;
@@ -38,14 +47,20 @@ use embassy_rp::peripherals::{DMA_CH0, DMA_CH1, FLASH, PIO0};
 use embassy_rp::pio::{InterruptHandler as PioInterruptHandler, Pio};
 use embassy_rp::watchdog::{ResetReason as RpResetReason, Watchdog};
 use embassy_rp::{bind_interrupts, dma};
-use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
+use embassy_sync::blocking_mutex::raw::{CriticalSectionRawMutex, NoopRawMutex};
 use embassy_sync::channel::Channel;
+use embassy_sync::mutex::Mutex;
 use embassy_time::{Duration, Instant, Timer};
 use heapless::String;
 use pressline_protocol::heartbeat::{HEARTBEAT_BUF_LEN, WILL_OFFLINE};
+use pressline_protocol::ota_transfer::{self, Chunk, OtaCommand, SMALL_BUF_LEN};
 use pressline_protocol::press::PRESS_BUF_LEN;
-use pressline_protocol::topic::{AckTopic, HeartbeatTopic, PressTopic, TerminalStatusTopic};
+use pressline_protocol::topic::{
+    AckTopic, HeartbeatTopic, OtaChunkTopic, OtaCommandTopic, OtaRequestTopic, OtaStatusTopic,
+    PressTopic, TerminalStatusTopic,
+};
 use pressline_protocol::{Ack, Button, FirmwareVersion, ResetReason};
+use pressline_terminal_core::ota::{OtaConfig, OtaReceiver};
 use pressline_terminal_core::{
     Debouncer, DeviceStatus, DurableTerminal, FlashLayout, PressError, SessionConfig,
 };
@@ -74,7 +89,61 @@ const QUEUE_CAPACITY: usize = 512;
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(30);
 
 type TerminalFlash = Flash<'static, FLASH, Async, FLASH_SIZE>;
-type Terminal = DurableTerminal<TerminalFlash, QUEUE_CAPACITY>;
+/// The flash shared by the press queue and the update partitions.
+type SharedFlash = Partition<'static, NoopRawMutex, TerminalFlash>;
+type Terminal = DurableTerminal<SharedFlash, QUEUE_CAPACITY>;
+type Ota = OtaReceiver<'static, SharedFlash, SharedFlash>;
+
+/// The bootloader state buffer: the flash's write and read sizes.
+const STATE_ALIGN: usize = {
+    let w = <SharedFlash as embedded_storage_async::nor_flash::NorFlash>::WRITE_SIZE;
+    let r = <SharedFlash as embedded_storage_async::nor_flash::ReadNorFlash>::READ_SIZE;
+    if w > r {
+        w
+    } else {
+        r
+    }
+};
+
+/// Chunks asked for at a time: fits the MQTT receive buffer.
+const OTA_CHUNK: u32 = 1024;
+
+/// The release signing key built in at compile time (all zeros when none
+/// was given: every offer is then refused as untrusted, and says so).
+const OTA_PUBLIC_KEY: [u8; 32] = match option_env!("PRESSLINE_OTA_PUBLIC_KEY") {
+    Some(hex) => parse_key(hex.as_bytes()),
+    None => [0; 32],
+};
+
+const fn parse_key(hex: &[u8]) -> [u8; 32] {
+    assert!(
+        hex.len() >= 64,
+        "PRESSLINE_OTA_PUBLIC_KEY: 64 hex characters"
+    );
+    const fn nibble(c: u8) -> u8 {
+        match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            b'A'..=b'F' => c - b'A' + 10,
+            _ => panic!("PRESSLINE_OTA_PUBLIC_KEY: not hex"),
+        }
+    }
+    let mut key = [0u8; 32];
+    let mut i = 0;
+    while i < 32 {
+        key[i] = nibble(hex[2 * i]) << 4 | nibble(hex[2 * i + 1]);
+        i += 1;
+    }
+    key
+}
+
+fn firmware_version() -> FirmwareVersion {
+    FirmwareVersion::parse(env!("CARGO_PKG_VERSION")).unwrap_or(FirmwareVersion {
+        major: 0,
+        minor: 0,
+        patch: 0,
+    })
+}
 
 /// Debounced presses from the button task to the session loop.
 static PRESSES: Channel<CriticalSectionRawMutex, Button, 32> = Channel::new();
@@ -150,6 +219,10 @@ async fn main(spawner: Spawner) {
     let mut uid = [0u8; 8];
     let _ = flash.blocking_unique_id(&mut uid);
 
+    static SHARED: StaticCell<Mutex<NoopRawMutex, TerminalFlash>> = StaticCell::new();
+    let shared: &'static Mutex<NoopRawMutex, TerminalFlash> = SHARED.init(Mutex::new(flash));
+    // The whole chip, so the press queue keeps its absolute offsets.
+    let flash = Partition::new(shared, 0, FLASH_SIZE as u32);
     let layout = FlashLayout {
         state: TERMINAL_STATE,
         queue: PRESS_QUEUE,
@@ -173,6 +246,34 @@ async fn main(spawner: Spawner) {
         terminal.boot_number(),
         terminal.restored()
     );
+    static ALIGNED: StaticCell<[u8; STATE_ALIGN]> = StaticCell::new();
+    let updater = FirmwareUpdater::new(
+        FirmwareUpdaterConfig::from_linkerfile(shared, shared),
+        ALIGNED.init([0; STATE_ALIGN]),
+    );
+    let ota_config = OtaConfig {
+        public_key: OTA_PUBLIC_KEY,
+        board: "pico-w",
+        max_image: flash_map::ACTIVE.end - flash_map::ACTIVE.start,
+        chunk_size: OTA_CHUNK,
+        request_timeout_ms: 5_000,
+        progress_step: 10,
+    };
+    static OTA: StaticCell<Ota> = StaticCell::new();
+    let ota: &'static mut Ota =
+        match OtaReceiver::boot(updater, ota_config, firmware_version(), terminal).await {
+            Ok(o) => OTA.init(o),
+            Err(e) => {
+                error!("update state unreadable: {}", defmt::Debug2Format(&e));
+                halt("flash storage failed").await
+            }
+        };
+    if ota.is_trial() {
+        info!(
+            "trial boot of {}: confirming once back on the gateway",
+            env!("CARGO_PKG_VERSION")
+        );
+    }
 
     let blobs = match wifi_firmware::load() {
         Ok(b) => b,
@@ -242,11 +343,17 @@ async fn main(spawner: Spawner) {
             info!("Wi-Fi joined; waiting for DHCP");
         }
         stack.wait_config_up().await;
-        match run_session(terminal, &mut control, stack, &settings, reset_reason).await {
+        match run_session(terminal, ota, &mut control, stack, &settings, reset_reason).await {
             Ok(()) => backoff = Duration::from_secs(1),
             Err(why) => warn!("gateway session ended: {}", why),
         }
         terminal.handle_disconnected(uptime_ms());
+        ota.handle_disconnected(uptime_ms());
+        if ota.wants_reboot() {
+            info!("rebooting into the new firmware");
+            Timer::after_millis(200).await;
+            cortex_m::peripheral::SCB::sys_reset();
+        }
         // Presses keep being queued meanwhile by the button task's channel.
         Timer::after(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(30));
@@ -264,6 +371,39 @@ async fn resolve(stack: Stack<'static>, host: &str) -> Result<IpAddress, &'stati
     found.first().copied().ok_or("gateway name has no address")
 }
 
+/// `pressline/v1/gw/{terminal}/#`: everything the gateway sends a terminal.
+struct GatewayFilter<'a>(&'a str);
+
+impl core::fmt::Display for GatewayFilter<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "{}/{}/#",
+            pressline_protocol::topic::GATEWAY_ROOT,
+            self.0
+        )
+    }
+}
+
+/// Publishes `$payload` on `$topic` (QoS 1 when `$reliable`, else QoS 0).
+/// A macro: the client's type has too many parameters to spell out twice.
+macro_rules! publish {
+    ($client:expr, $topic:expr, $payload:expr, $reliable:expr) => {{
+        let name = TopicName::new(MqttString::try_from($topic.as_str()).map_err(|_| "topic")?)
+            .ok_or("topic")?;
+        let options = PublicationOptions::new(TopicReference::Name(name));
+        let options = if $reliable {
+            options.at_least_once()
+        } else {
+            options
+        };
+        $client
+            .publish(&options, (&$payload[..]).into())
+            .await
+            .map_err(|_| "publish failed")?;
+    }};
+}
+
 fn topic<const N: usize>(t: impl core::fmt::Display) -> String<N> {
     let mut s = String::new();
     let _ = write!(s, "{t}");
@@ -274,6 +414,7 @@ fn topic<const N: usize>(t: impl core::fmt::Display) -> String<N> {
 /// queue presses, publish what the core wants out, apply acks, heartbeat.
 async fn run_session(
     terminal: &mut Terminal,
+    ota: &mut Ota,
     control: &mut cyw43::Control<'static>,
     stack: Stack<'static>,
     settings: &Settings,
@@ -284,6 +425,9 @@ async fn run_session(
     let mut tx = [0u8; 1536];
     let mut socket = TcpSocket::new(stack, &mut rx, &mut tx);
     socket.set_timeout(Some(Duration::from_secs(90)));
+    // Small request/response messages (acks, chunk requests) must not wait
+    // for the gateway's delayed ACK.
+    socket.set_nagle_enabled(false);
     socket
         .connect((address, settings.gateway_port))
         .await
@@ -294,6 +438,12 @@ async fn run_session(
     let ack_topic: String<64> = topic(AckTopic(id));
     let press_topic: String<64> = topic(PressTopic(id));
     let heartbeat_topic: String<64> = topic(HeartbeatTopic(id));
+    let ota_command_topic: String<64> = topic(OtaCommandTopic(id));
+    let ota_chunk_topic: String<64> = topic(OtaChunkTopic(id));
+    let ota_request_topic: String<64> = topic(OtaRequestTopic(id));
+    let ota_status_topic: String<64> = topic(OtaStatusTopic(id));
+    // Everything the gateway sends this terminal: acks and OTA messages.
+    let gateway_filter: String<64> = topic(GatewayFilter(id));
 
     let mut buffer = [0u8; 2048];
     let mut bump = BumpBuffer::new(&mut buffer);
@@ -330,8 +480,9 @@ async fn run_session(
         .await
         .map_err(|_| "MQTT connect refused")?;
 
-    let filter = TopicFilter::new(MqttString::try_from(ack_topic.as_str()).map_err(|_| "topic")?)
-        .ok_or("topic")?;
+    let filter =
+        TopicFilter::new(MqttString::try_from(gateway_filter.as_str()).map_err(|_| "topic")?)
+            .ok_or("topic")?;
     client
         .subscribe(filter, &SubscriptionOptions::new().at_least_once())
         .await
@@ -354,6 +505,17 @@ async fn run_session(
         settings.gateway_port
     );
     terminal.handle_connected(uptime_ms());
+    ota.handle_connected(uptime_ms());
+    if ota.is_trial() {
+        // Back on the gateway with the new image: keep it.
+        match ota.confirm(terminal).await {
+            Ok(()) => info!("new firmware {} confirmed", env!("CARGO_PKG_VERSION")),
+            Err(e) => error!(
+                "cannot confirm the new firmware: {}",
+                defmt::Debug2Format(&e)
+            ),
+        }
+    }
     let mut next_heartbeat = Instant::now();
 
     loop {
@@ -382,15 +544,33 @@ async fn run_session(
                 .await
                 .map_err(|_| "publish failed")?;
         }
+        // Firmware update traffic: chunk requests, then status (a
+        // "verifying" status goes out before the slow signature check).
+        while let Some(request) = ota.poll_request(uptime_ms()) {
+            let mut bytes = [0u8; SMALL_BUF_LEN];
+            if let Ok(payload) = ota_transfer::encode(&request, &mut bytes) {
+                publish!(client, ota_request_topic, payload, false);
+            }
+        }
+        for pass in 0..2 {
+            while let Some(status) = ota.poll_status() {
+                let mut bytes = [0u8; SMALL_BUF_LEN];
+                if let Ok(payload) = ota_transfer::encode(&status, &mut bytes) {
+                    publish!(client, ota_status_topic, payload, true);
+                }
+            }
+            if pass == 0 && ota.needs_verify() {
+                ota.verify(terminal)
+                    .await
+                    .map_err(|_| "flash error while verifying the update")?;
+            }
+        }
+        if ota.wants_reboot() {
+            return Ok(()); // the caller reboots into the new image
+        }
         if Instant::now() >= next_heartbeat {
             let device = DeviceStatus {
-                firmware: FirmwareVersion::parse(env!("CARGO_PKG_VERSION")).unwrap_or(
-                    FirmwareVersion {
-                        major: 0,
-                        minor: 0,
-                        patch: 0,
-                    },
-                ),
+                firmware: ota.running(),
                 // VSYS sensing shares GP29 with the Wi-Fi chip's clock; this
                 // board revision reports mains power.
                 battery_mv: None,
@@ -424,17 +604,44 @@ async fn run_session(
         if let Some(ms) = terminal.poll_timeout() {
             wake = wake.min(Instant::from_millis(ms));
         }
+        if let Some(ms) = ota.poll_timeout() {
+            wake = wake.min(Instant::from_millis(ms));
+        }
         match select3(client.poll_header(), PRESSES.receive(), Timer::at(wake)).await {
             Either3::First(header) => {
                 let header = header.map_err(|_| "connection lost")?;
-                let ack = match client
+                let mut ack = None;
+                if let Event::Publish(publish) = client
                     .poll_body(header)
                     .await
                     .map_err(|_| "connection lost")?
                 {
-                    Event::Publish(publish) => Ack::decode(publish.message.as_ref()).ok(),
-                    _ => None,
-                };
+                    let name: &str = match &publish.topic {
+                        TopicReference::Name(n) => n.as_ref().as_ref(),
+                        _ => "",
+                    };
+                    let message = publish.message.as_ref();
+                    if name == ack_topic.as_str() {
+                        ack = Ack::decode(message).ok();
+                    } else if name == ota_command_topic.as_str() {
+                        match ota_transfer::decode::<OtaCommand>(message) {
+                            Ok(OtaCommand::Offer(offer)) => ota
+                                .handle_offer(uptime_ms(), &offer, terminal)
+                                .await
+                                .map_err(|_| "flash error while accepting an update")?,
+                            Ok(OtaCommand::Cancel { rollout }) => ota.handle_cancel(rollout),
+                            Err(_) => warn!("undecodable OTA command"),
+                        }
+                    } else if name == ota_chunk_topic.as_str() {
+                        match ota_transfer::decode::<Chunk>(message) {
+                            Ok(chunk) => ota
+                                .handle_chunk(uptime_ms(), &chunk, terminal)
+                                .await
+                                .map_err(|_| "flash error while writing the update")?,
+                            Err(_) => warn!("undecodable OTA chunk"),
+                        }
+                    }
+                }
                 // SAFETY: the event (which borrowed the buffer) is dropped.
                 unsafe { client.buffer_mut().reset() };
                 if let Some(ack) = ack {
