@@ -4,7 +4,7 @@
 //! matches its manifest, signed by a key this gateway trusts, for a board it
 //! knows, and (unless explicitly allowed) not older than the newest release
 //! for that board. Accepted artifacts are kept in `<data-dir>/ota/` and
-//! listed in sled. (Rolling them out to terminals is a later layer.)
+//! listed in sled; [`crate::rollouts`] serves them to terminals.
 
 use std::path::{Path, PathBuf};
 
