@@ -25,6 +25,7 @@ struct Device {
     state: BootState,
     journal: MemJournal,
     running: FirmwareVersion,
+    chunk_size: u32,
 }
 
 #[derive(Default)]
@@ -80,6 +81,7 @@ impl Device {
             state: BootState::new(),
             journal: MemJournal::default(),
             running: v("1.0.0"),
+            chunk_size: 4096,
         };
         // The factory image.
         block_on(async {
@@ -103,8 +105,12 @@ impl Device {
             &mut aligned,
         );
         let journal = &mut self.journal;
+        let config = OtaConfig {
+            chunk_size: self.chunk_size,
+            ..config()
+        };
         block_on(async {
-            let mut rx = OtaReceiver::boot(updater, config(), self.running, journal)
+            let mut rx = OtaReceiver::boot(updater, config, self.running, journal)
                 .await
                 .unwrap();
             rx.handle_connected(0);
@@ -491,4 +497,43 @@ fn a_second_download_in_the_same_boot_starts_from_a_clean_partition() {
     });
     d.reboot();
     assert!(d.active_starts_with(&second));
+}
+
+#[test]
+fn small_chunks_resume_from_the_start_of_the_sector_after_a_reset() {
+    // 1 KiB chunks (as the Pico W asks for) in 4 KiB sectors: a reset in the
+    // middle of a sector must not leave that sector half erased.
+    let img = image(12_345, 8);
+    let artifact = pack(v("1.1.0"), "pico-w", &img, &key(1)).unwrap();
+    let parts = offer_of(&artifact);
+    let mut d = Device::new();
+    d.chunk_size = 1024;
+    d.boot(async |rx, j| {
+        rx.handle_offer(0, &offer(&parts, 3, 1), j).await.unwrap();
+        for _ in 0..6 {
+            let req = rx.poll_request(0).unwrap();
+            assert_eq!(req.len, 1024);
+            let data = &img[req.offset as usize..(req.offset + req.len) as usize];
+            let chunk = Chunk {
+                rollout: 3,
+                offset: req.offset,
+                crc32: chunk_crc(data),
+                data,
+            };
+            rx.handle_chunk(0, &chunk, j).await.unwrap();
+        }
+    });
+    assert_eq!(d.journal.0.unwrap().written, 6 * 1024);
+    let first = d.boot(async |rx, j| {
+        let first = rx.poll_request(0).unwrap().offset;
+        rx.handle_disconnected(1);
+        rx.handle_connected(2);
+        serve(rx, j, &img, 3, 2).await;
+        rx.verify(j).await.unwrap();
+        assert!(rx.wants_reboot(), "{:?}", rx.status());
+        first
+    });
+    assert_eq!(first, 4096, "back to the start of the sector");
+    d.reboot();
+    assert!(d.active_starts_with(&img));
 }
