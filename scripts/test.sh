@@ -4,9 +4,16 @@
 #
 #   ./scripts/test.sh
 #
+# Then the fault campaigns (gateway kill -9 cycles, upstream flapping,
+# terminal power cuts, a garbage flood; each prints a one-line verdict),
+# bounded fuzzing of every decoder (cargo-fuzz, installed if missing), the
+# firmware core on QEMU, and the Pico W bootloader and firmware images.
+#
 # Environment:
 #   CARGO_TARGET_DIR  build cache (default: ~/.cache/pressline/target, outside
 #                     the clone so repeated runs and fresh clones reuse it)
+#   PRESSLINE_SOAK=1  the long fault campaigns (e.g. 100 gateway kills)
+#   PRESSLINE_FUZZ_SECONDS  fuzzing time per decoder (default 10)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,7 +61,16 @@ step "build (debug)"
 cargo build --workspace --all-targets --locked
 
 step "unit, property and end-to-end tests"
-cargo test --workspace --locked 2>&1 | tee "$CARGO_TARGET_DIR/test-output.txt"
+# The fault campaigns run next, on their own, so their verdicts are shown.
+cargo test --workspace --locked -- --skip campaign --skip flooding 2>&1 | tee "$CARGO_TARGET_DIR/test-output.txt"
+
+step "fault campaigns (PRESSLINE_SOAK=1 for the long version)"
+cargo test -p pressline-e2e --locked --test campaigns -- --nocapture 2>&1 | tee "$CARGO_TARGET_DIR/campaign-output.txt"
+grep -E '^test result:' "$CARGO_TARGET_DIR/campaign-output.txt" >>"$CARGO_TARGET_DIR/test-output.txt"
+grep -E 'campaign:|flood:' "$CARGO_TARGET_DIR/campaign-output.txt"
+
+step "fuzzing every decoder (bounded)"
+./scripts/fuzz.sh "${PRESSLINE_FUZZ_SECONDS:-10}"
 
 step "terminal core on an emulated Cortex-M3 (QEMU)"
 # Its own workspace and target directory: a different toolchain (Debian's
