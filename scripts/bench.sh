@@ -1,73 +1,247 @@
 #!/usr/bin/env bash
-# Press-ingest benchmark: the Pressline gateway against Mosquitto (Debian's) on
-# the same machine, same load, same run. Prints a Markdown table for
-# BENCHMARKS.md.
+# The Pressline benchmark suite, with Debian's Mosquitto as the peer in the
+# same run on the same machine. Writes Markdown for BENCHMARKS.md to stdout
+# (progress to stderr).
 #
-#   ./scripts/bench.sh [TERMINALS] [PRESSES_PER_TERMINAL] [RUNS]
+#   ./scripts/bench.sh [RUNS]          (default 3; each figure is a median)
 #
-# Load: terminal-sim, TERMINALS terminals each publishing PRESSES presses as
-# fast as their session allows (32 awaiting an ack per terminal), QoS 1.
-# Scenarios:
-#   gateway, durable ack  - what real terminals get: released only after the
-#                           press is committed to sled and fsynced
-#   gateway, PUBACK       - released on the embedded broker's PUBACK (the
-#                           gateway still stores everything)
-#   mosquitto, PUBACK     - Debian's Mosquitto as the broker (stores nothing)
-# Reported: median wall time over RUNS, presses/s, broker CPU seconds and peak
-# RSS (VmHWM) of the broker process.
+# Environment (defaults in brackets):
+#   BENCH_TERMINALS [100] BENCH_PRESSES [2000]   ingest load
+#   BENCH_CONNECTIONS [10000]                    concurrent terminals
+#   BENCH_BACKLOG [1000000]                      presses stored before the drain
+#
+# 1. Ingest ceiling: BENCH_TERMINALS x BENCH_PRESSES presses, QoS 1, through
+#    (a) the gateway (dedup, durable sled commit, application ack),
+#    (b) bare rumqttd with the gateway's broker settings relaying to one
+#        subscriber, (c) Mosquitto relaying to one subscriber.
+# 2. Latency at 1,000 presses/s: press -> durable ack (simulator), and
+#    press -> arrival at a subscriber of the upstream Mosquitto.
+# 3. Connections: gateway RSS idle and with BENCH_CONNECTIONS terminals
+#    connected and heartbeating.
+# 4. Backlog drain: BENCH_BACKLOG stored presses forwarded to a freshly
+#    started Mosquitto, with live presses (100/s) timed during the drain.
+# 5. Storage: bytes on disk per stored press.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-TERMINALS=${1:-50}
-PRESSES=${2:-400}
-RUNS=${3:-3}
+RUNS=${1:-3}
+TERMINALS=${BENCH_TERMINALS:-100}
+PRESSES=${BENCH_PRESSES:-2000}
+CONNECTIONS=${BENCH_CONNECTIONS:-10000}
+BACKLOG=${BENCH_BACKLOG:-1000000}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pressline/target}"
-cargo build --release --locked --bin gateway --bin terminal-sim >&2
+cargo build --release --locked --bin gateway --bin terminal-sim --bin bench-relay --bin bench-subscriber >&2
 BIN="$CARGO_TARGET_DIR/release"
 WORK=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
 TICKS=$(getconf CLK_TCK)
+# Thousands of simulated terminals need thousands of sockets.
+ulimit -n "$(ulimit -Hn)"
 
+log() { echo "bench: $*" >&2; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+wait_port() { for _ in $(seq 1 400); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+wait_file() { for _ in $(seq 1 400); do [ -s "$1" ] && return 0; sleep 0.05; done; echo "$1 never appeared" >&2; exit 1; }
 cpu_secs() { awk -v t="$TICKS" '{ printf "%.2f", ($14 + $15) / t }' "/proc/$1/stat"; }
-peak_rss_mb() { awk '/VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
+rss_mb() { awk -v k="$2" '$1 == k":" { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
+now_us() { python3 -c 'import time; print(int(time.time() * 1e6))'; }
+median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+json() { python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(eval(sys.argv[2], {}, {"r": r}))' "$1" "$2"; }
+stat_of() { curl -s -H "Authorization: Bearer $(cat "$1/api-token")" "http://127.0.0.1:$2/api/v1/stats" | python3 -c "import json,sys; print(json.load(sys.stdin)['$3'])"; }
 
-# run_one NAME MODE -> "wall_ms cpu_s rss_mb"
-run_one() {
-    local kind=$1 mode=$2 port pid
+start_gateway() { # DATA_DIR MQTT_PORT HTTP_PORT [UPSTREAM_URL] [CONFIG] -> pid in $GW_PID
+    local args=(run --site bench --data-dir "$1" --mqtt-listen "127.0.0.1:$2" --http-listen "127.0.0.1:$3")
+    [ -n "${4:-}" ] && args+=(--upstream "$4")
+    [ -n "${5:-}" ] && args+=(--config "$5")
+    RUST_LOG=warn "$BIN/gateway" "${args[@]}" >>"$WORK/gateway.log" 2>&1 &
+    GW_PID=$!
+    wait_port "$2"; wait_port "$3"
+}
+start_mosquitto() { # PORT -> pid in $MQ_PID
+    printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nmax_inflight_messages 0\n' "$1" >"$WORK/m-$1.conf"
+    mosquitto -c "$WORK/m-$1.conf" >"$WORK/m-$1.log" 2>&1 &
+    MQ_PID=$!
+    wait_port "$1"
+}
+stop() { kill -TERM "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+
+# ---------------------------------------------------------------- 1. ingest
+TOTAL=$((TERMINALS * PRESSES))
+ingest_run() { # KIND -> "rate cpu rss delivered"
+    local kind=$1 port pid start report end delivered sub_out
     port=$(free_port)
-    if [ "$kind" = gateway ]; then
-        RUST_LOG=warn "$BIN/gateway" run --site bench --data-dir "$WORK/data-$RANDOM" \
-            --mqtt-listen "127.0.0.1:$port" --http-listen "127.0.0.1:$(free_port)" >"$WORK/gw.log" 2>&1 &
-    else
-        printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n' "$port" >"$WORK/m.conf"
-        mosquitto -c "$WORK/m.conf" >"$WORK/m.log" 2>&1 &
+    case $kind in
+        gateway) start_gateway "$WORK/ingest-$RANDOM" "$port" "$(free_port)"; pid=$GW_PID ;;
+        rumqttd) "$BIN/bench-relay" --listen "127.0.0.1:$port" >"$WORK/relay.log" 2>&1 & pid=$!; wait_port "$port" ;;
+        mosquitto) start_mosquitto "$port"; pid=$MQ_PID ;;
+    esac
+    local mode=durable sub_pid=""
+    if [ "$kind" != gateway ]; then
+        mode=puback
+        rm -f "$WORK/ready" "$WORK/sub.json"
+        "$BIN/bench-subscriber" --broker "127.0.0.1:$port" --topic 'pressline/v1/term/+/press' \
+            --count "$TOTAL" --idle-secs 5 --ready-file "$WORK/ready" >"$WORK/sub.json" &
+        sub_pid=$!
+        wait_file "$WORK/ready"
     fi
-    pid=$!
-    wait_port "$port"
-    local report
+    start=$(now_us)
     report=$("$BIN/terminal-sim" --broker "127.0.0.1:$port" --terminals "$TERMINALS" --presses "$PRESSES" \
-        --rate 0 --ack-mode "$mode" --timeout 600 --json)
-    local wall cpu rss
-    wall=$(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); assert r["complete"], r; print(r["elapsed_ms"])' "$report")
-    cpu=$(cpu_secs "$pid"); rss=$(peak_rss_mb "$pid")
-    kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
-    echo "$wall $cpu $rss"
+        --rate 0 --ack-mode "$mode" --timeout 900 --json)
+    [ "$(json "$report" 'r["complete"]')" = True ] || { echo "incomplete run: $report" >&2; exit 1; }
+    if [ -n "$sub_pid" ]; then
+        wait "$sub_pid"
+        sub_out=$(cat "$WORK/sub.json")
+        delivered=$(json "$sub_out" 'r["count"]')
+        end=$(json "$sub_out" 'max(r["last_us"], 0)')
+    else
+        delivered=$TOTAL # every press durably acked is stored (the gateway's own count says so)
+        end=$(( start + $(json "$report" 'r["elapsed_ms"]') * 1000 ))
+    fi
+    local cpu rss
+    cpu=$(cpu_secs "$pid"); rss=$(rss_mb "$pid" VmHWM)
+    stop "$pid"
+    python3 -c "print(round($delivered / (($end - $start) / 1e6)), '$cpu', '$rss', $delivered)"
 }
 
-median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
-
-total=$((TERMINALS * PRESSES))
-echo "| scenario | presses | wall (median of $RUNS) | presses/s | broker CPU s | broker peak RSS MiB |"
-echo "|---|---:|---:|---:|---:|---:|"
-for scenario in "gateway durable" "gateway puback" "mosquitto puback"; do
-    set -- $scenario
+declare -A RATE
+echo "## 1. Ingest ceiling: $TERMINALS terminals x $PRESSES presses, QoS 1 (median of $RUNS)"
+echo
+echo "| path | presses/s | delivered | broker CPU s | broker peak RSS MiB |"
+echo "|---|---:|---:|---:|---:|"
+for kind in gateway rumqttd mosquitto; do
     : >"$WORK/res"
-    for _ in $(seq 1 "$RUNS"); do run_one "$1" "$2" >>"$WORK/res"; done
-    wall=$(cut -d' ' -f1 "$WORK/res" | median)
-    cpu=$(cut -d' ' -f2 "$WORK/res" | median)
-    rss=$(cut -d' ' -f3 "$WORK/res" | median)
-    label="$1, $( [ "$2" = durable ] && echo 'durable ack (fsynced)' || echo 'PUBACK (in memory)')"
-    rate=$(python3 -c "print(round($total / ($wall / 1000)))")
-    echo "| $label | $total | $(python3 -c "print(f'{$wall/1000:.2f} s')") | $rate | $cpu | $rss |"
+    for run in $(seq 1 "$RUNS"); do log "ingest $kind run $run"; ingest_run "$kind" >>"$WORK/res"; done
+    rate=$(cut -d' ' -f1 "$WORK/res" | median)
+    RATE[$kind]=$rate
+    label=$(case $kind in
+        gateway) echo "(a) gateway: dedup + durable sled commit + application ack" ;;
+        rumqttd) echo "(b) bare rumqttd (gateway's settings) relaying to 1 subscriber" ;;
+        mosquitto) echo "(c) Mosquitto relaying to 1 subscriber" ;;
+    esac)
+    echo "| $label | $rate | $(cut -d' ' -f4 "$WORK/res" | median) of $TOTAL | $(cut -d' ' -f2 "$WORK/res" | median) | $(cut -d' ' -f3 "$WORK/res" | median) |"
 done
+echo
+python3 -c "a,b,c=${RATE[gateway]},${RATE[rumqttd]},${RATE[mosquitto]}; print(f'(a)/(b) = {a/b:.2f} (target >= 0.5), (a)/(c) = {a/c:.2f} (target >= 3)')"
+echo
+
+# --------------------------------------------------------------- 2. latency
+latency_run() { # -> "ack_p50 ack_p99 ack_max up_p50 up_p99 up_max" in ms
+    local mq gw http report
+    mq=$(free_port); gw=$(free_port); http=$(free_port)
+    start_mosquitto "$mq"; local mq_pid=$MQ_PID
+    start_gateway "$WORK/lat-$RANDOM" "$gw" "$http" "mqtt://127.0.0.1:$mq"; local gw_pid=$GW_PID
+    rm -f "$WORK/ready"
+    "$BIN/bench-subscriber" --broker "127.0.0.1:$mq" --topic 'pressline/v1/bench/+/press' \
+        --count 10000 --idle-secs 5 --ready-file "$WORK/ready" --ids-out "$WORK/arrivals" >/dev/null &
+    local sub_pid=$!
+    wait_file "$WORK/ready"
+    report=$("$BIN/terminal-sim" --broker "127.0.0.1:$gw" --terminals 100 --presses 100 --rate 1000 \
+        --press-log "$WORK/presses" --timeout 300 --json)
+    wait "$sub_pid"
+    stop "$gw_pid"; stop "$mq_pid"
+    python3 - "$report" "$WORK/presses" "$WORK/arrivals" <<'PY'
+import json, sys
+r = json.loads(sys.argv[1])
+made = {}
+for line in open(sys.argv[2]):
+    t, boot, seq, us = line.split()
+    made[f"bench:{t}:{boot}:{seq}"] = int(us)
+lat = []
+for line in open(sys.argv[3]):
+    pid, us = line.split()
+    if pid in made:
+        lat.append(int(us) - made.pop(pid))
+lat.sort()
+q = lambda p: lat[round((len(lat) - 1) * p)] / 1000
+a = r["ack_latency"]
+assert len(lat) == 10000, f"{len(lat)} of 10000 presses arrived upstream"
+print(a["p50_us"] / 1000, a["p99_us"] / 1000, a["max_us"] / 1000, q(0.5), q(0.99), q(1.0))
+PY
+}
+echo "## 2. Latency at 1,000 presses/s (100 terminals, 10,000 presses; median of $RUNS runs)"
+echo
+: >"$WORK/res"
+for run in $(seq 1 "$RUNS"); do log "latency run $run"; latency_run >>"$WORK/res"; done
+col() { cut -d' ' -f"$1" "$WORK/res" | median; }
+echo "| path | p50 ms | p99 ms | max ms | target p99 |"
+echo "|---|---:|---:|---:|---:|"
+echo "| press -> durable application ack | $(col 1) | $(col 2) | $(col 3) | 10 ms |"
+echo "| press -> upstream subscriber | $(col 4) | $(col 5) | $(col 6) | 25 ms |"
+echo
+
+# ----------------------------------------------------------- 3. connections
+echo "## 3. Connections: $CONNECTIONS terminals with heartbeats"
+echo
+gw=$(free_port); http=$(free_port)
+printf '[mqtt]\nmax_terminals = %s\n' "$((CONNECTIONS + 100))" >"$WORK/conn.toml"
+start_gateway "$WORK/conn-data" "$gw" "$http" "" "$WORK/conn.toml"; conn_pid=$GW_PID
+sleep 2 # settle after start-up before reading the idle figure (a reading, not synchronisation)
+idle=$(rss_mb "$conn_pid" VmRSS)
+"$BIN/terminal-sim" --broker "127.0.0.1:$gw" --terminals "$CONNECTIONS" --presses 0 --duration 3600 \
+    --heartbeat-secs 30 --timeout 3600 --json >/dev/null 2>"$WORK/conn-sim.log" &
+conn_sim=$!
+connect_start=$(date +%s.%N)
+for _ in $(seq 1 1200); do
+    [ "$(stat_of "$WORK/conn-data" "$http" heartbeats_received)" -ge "$CONNECTIONS" ] && break
+    sleep 0.5
+done
+connected=$(stat_of "$WORK/conn-data" "$http" heartbeats_received)
+connect_secs=$(python3 -c "import time; print(round(time.time() - $connect_start, 1))")
+at_n=$(rss_mb "$conn_pid" VmRSS); peak=$(rss_mb "$conn_pid" VmHWM)
+stop "$conn_sim"; stop "$conn_pid"
+echo "| gateway RSS idle | RSS with $connected terminals connected | peak RSS | connect time | target |"
+echo "|---:|---:|---:|---:|---|"
+echo "| $idle MiB | $at_n MiB | $peak MiB | $connect_secs s | <= 30 MB idle, <= 200 MB at 10k |"
+echo
+
+# ---------------------------------------------------- 4 and 5. drain, storage
+echo "## 4. Backlog drain: $BACKLOG stored presses to a freshly started Mosquitto"
+echo
+gw=$(free_port); http=$(free_port); mq=$(free_port)
+start_gateway "$WORK/drain-data" "$gw" "$http" "mqtt://127.0.0.1:$mq"; drain_pid=$GW_PID
+log "storing $BACKLOG presses with upstream down"
+"$BIN/terminal-sim" --broker "127.0.0.1:$gw" --terminals 100 --presses "$((BACKLOG / 100))" --rate 0 \
+    --id-prefix backlog --timeout 1800 --json >/dev/null
+stored=$(stat_of "$WORK/drain-data" "$http" presses_stored)
+disk=$(du -sb "$WORK/drain-data" | cut -f1)
+rm -f "$WORK/ready"
+start_mosquitto "$mq"; drain_mq=$MQ_PID
+"$BIN/bench-subscriber" --broker "127.0.0.1:$mq" --topic 'pressline/v1/bench/+/press' \
+    --count "$((BACKLOG + 3000))" --idle-secs 10 --ready-file "$WORK/ready" --ids-out "$WORK/drain-arrivals" >/dev/null &
+drain_sub=$!
+wait_file "$WORK/ready"
+drain_start=$(date +%s.%N)
+"$BIN/terminal-sim" --broker "127.0.0.1:$gw" --terminals 10 --presses 300 --rate 100 --id-prefix live \
+    --press-log "$WORK/live-presses" --timeout 600 --json >/dev/null &
+live_sim=$!
+for _ in $(seq 1 3600); do
+    [ "$(stat_of "$WORK/drain-data" "$http" forward_pending)" -eq 0 ] && break
+    sleep 0.2
+done
+drain_secs=$(python3 -c "import time; print(time.time() - $drain_start)")
+wait "$live_sim" || true
+wait "$drain_sub" || true
+stop "$drain_pid"; stop "$drain_mq"
+python3 - "$WORK/live-presses" "$WORK/drain-arrivals" "$stored" "$drain_secs" <<'PY'
+import sys
+made = {}
+for line in open(sys.argv[1]):
+    t, boot, seq, us = line.split()
+    made[f"bench:{t}:{boot}:{seq}"] = int(us)
+lat = []
+for line in open(sys.argv[2]):
+    pid, us = line.split()
+    if pid in made:
+        lat.append((int(us) - made.pop(pid)) / 1000)
+lat.sort()
+q = lambda p: lat[round((len(lat) - 1) * p)] if lat else float("nan")
+stored, secs = int(sys.argv[3]), float(sys.argv[4])
+print("| drained | drain time | presses/s | live presses timed | live p50 ms | live p99 ms | live max ms | target |")
+print("|---:|---:|---:|---:|---:|---:|---:|---|")
+print(f"| {stored} | {secs:.1f} s | {round(stored / secs)} | {len(lat)} | {q(0.5):.1f} | {q(0.99):.1f} | {q(1.0):.1f} | >= 50k/s, live p99 <= 100 ms |")
+PY
+echo
+echo "## 5. Storage"
+echo
+python3 -c "print(f'{$disk} bytes on disk for {$stored} stored presses (sled, presses + outbox + counters): {$disk / $stored:.0f} bytes per press')"
+echo
+echo "Machine: $(nproc) vCPU $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/Mem:/ {print $2}') GiB RAM, Linux $(uname -r); $(mosquitto -h 2>/dev/null | head -1 | sed 's/ is an MQTT.*//'); $(date -u +%Y-%m-%d); command: ./scripts/bench.sh $RUNS"

@@ -16,6 +16,14 @@
 //! entries to rumqttc while the in-flight window has room, and the *poller*
 //! drives the event loop (never raced in a `select!`: cancelling
 //! `EventLoop::poll` mid-write would corrupt the stream).
+//!
+//! Live first: at each CONNACK the outbox's newest key splits it into the
+//! *backlog* (everything stored while upstream was away) and what arrives
+//! *live* from then on. The feeder always hands over live entries first and
+//! fills the rest of the window from the backlog, oldest first, so a press
+//! made during hours of catch-up still reaches analytics within
+//! milliseconds. Upstream order is therefore not storage order during a
+//! drain; every document carries its own timestamps and id.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
@@ -52,8 +60,12 @@ struct Window {
     handed_over: VecDeque<Option<Handed>>,
     /// Packet id → outbox entry, awaiting PUBACK.
     awaiting_ack: HashMap<u16, Option<Handed>>,
-    /// Last outbox key handed over on this connection.
-    cursor: Option<u64>,
+    /// The newest outbox key at CONNACK: the end of the backlog.
+    backlog_end: Option<u64>,
+    /// Last backlog key handed over on this connection.
+    backlog_cursor: Option<u64>,
+    /// Last live key (after `backlog_end`) handed over on this connection.
+    live_cursor: Option<u64>,
 }
 
 /// An outbox entry in flight.
@@ -68,11 +80,21 @@ impl Window {
         self.handed_over.len() + self.awaiting_ack.len()
     }
 
-    fn reset(&mut self, connected: bool) {
+    fn reset(&mut self, connected: bool, backlog_end: Option<u64>) {
         self.connected = connected;
         self.handed_over.clear();
         self.awaiting_ack.clear();
-        self.cursor = None;
+        self.backlog_end = backlog_end;
+        self.backlog_cursor = None;
+        self.live_cursor = backlog_end;
+    }
+
+    fn backlog_done(&self) -> bool {
+        match (self.backlog_end, self.backlog_cursor) {
+            (None, _) => true,
+            (Some(end), Some(cursor)) => cursor >= end,
+            (Some(_), None) => false,
+        }
     }
 }
 
@@ -195,27 +217,56 @@ impl Forwarder {
     }
 }
 
-/// Hands outbox entries to rumqttc while connected and the window has room.
+/// Hands outbox entries to rumqttc while connected and the window has room:
+/// live entries first, then the backlog.
 async fn feed(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let window_size = shared.config.max_inflight as usize;
     loop {
         loop {
             let mut window = shared.window();
             let room = window_size.saturating_sub(window.in_flight());
-            if !window.connected || room == 0 {
+            // Refill in batches of a quarter window (one outbox read per
+            // batch, not per PUBACK) unless the window is nearly empty.
+            if !window.connected || room == 0 || (room < window_size / 4 && window.in_flight() > 8)
+            {
                 break;
             }
-            let entries = match shared.store.outbox_after(window.cursor, room) {
+            let live = match shared.store.outbox_after(window.live_cursor, room) {
                 Ok(e) => e,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read the upstream outbox");
                     break;
                 }
             };
-            if entries.is_empty() {
+            let backlog_room = room - live.len();
+            let backlog = match window.backlog_end {
+                Some(end) if backlog_room > 0 && !window.backlog_done() => {
+                    match shared
+                        .store
+                        .outbox_between(window.backlog_cursor, end, backlog_room)
+                    {
+                        Ok(e) => e,
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot read the upstream outbox");
+                            break;
+                        }
+                    }
+                }
+                _ => Vec::new(),
+            };
+            if live.is_empty() && backlog.is_empty() {
+                if let Some(end) = window.backlog_end {
+                    // Nothing left up to `end` (acked earlier): backlog done.
+                    window.backlog_cursor = Some(end);
+                }
                 break;
             }
-            for (key, entry) in entries {
+            let mut full = false;
+            for (is_live, (key, entry)) in live
+                .into_iter()
+                .map(|e| (true, e))
+                .chain(backlog.into_iter().map(|e| (false, e)))
+            {
                 window.handed_over.push_back(Some(Handed {
                     key,
                     is_press: entry.is_press,
@@ -226,9 +277,17 @@ async fn feed(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
                     .is_err()
                 {
                     window.handed_over.pop_back();
+                    full = true;
                     break;
                 }
-                window.cursor = Some(key);
+                if is_live {
+                    window.live_cursor = Some(key);
+                } else {
+                    window.backlog_cursor = Some(key);
+                }
+            }
+            if full {
+                break;
             }
         }
         tokio::select! {
@@ -258,8 +317,15 @@ async fn poll(shared: Arc<Shared>, mut eventloop: EventLoop) {
                         tracing::info!(upstream = %addr, session_present = ack.session_present, pending, "upstream connected")
                     }
                 }
+                let backlog_end = match shared.store.outbox_last_key() {
+                    Ok(k) => k,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot read the upstream outbox");
+                        None
+                    }
+                };
                 let mut window = shared.window();
-                window.reset(true);
+                window.reset(true, backlog_end);
                 shared.publish_status(&mut window, "online");
                 shared.stats.upstream_connected.store(true, Relaxed);
                 drop(window);
@@ -302,7 +368,7 @@ async fn poll(shared: Arc<Shared>, mut eventloop: EventLoop) {
                     eventloop.clean();
                     eventloop.pending.clear();
                     eventloop.state.events.clear();
-                    window.reset(false);
+                    window.reset(false, None);
                 }
                 shared.stats.upstream_connected.store(false, Relaxed);
                 if down_since.is_none() {

@@ -198,6 +198,41 @@ impl Store {
         Ok(out)
     }
 
+    /// Up to `limit` outbox entries with keys in `(after, upto]`, oldest
+    /// first (the backlog part of a live-first drain).
+    pub fn outbox_between(
+        &self,
+        after: Option<u64>,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, OutboxEntry)>, StoreError> {
+        let start = after.map_or(0, |k| k + 1);
+        if start > upto {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for item in self
+            .outbox
+            .range(start.to_be_bytes()..=upto.to_be_bytes())
+            .take(limit)
+        {
+            let (key, value) = item?;
+            let key = u64::from_be_bytes(key.as_ref().try_into().map_err(|_| {
+                StoreError::Sled(sled::Error::Unsupported("outbox key is not 8 bytes".into()))
+            })?);
+            out.push((key, postcard::from_bytes(&value)?));
+        }
+        Ok(out)
+    }
+
+    /// The newest outbox key, if any.
+    pub fn outbox_last_key(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .outbox
+            .last()?
+            .and_then(|(k, _)| k.as_ref().try_into().ok().map(u64::from_be_bytes)))
+    }
+
     /// The upstream broker has the message: drop it from the outbox.
     pub fn outbox_remove(&self, key: u64) -> Result<(), StoreError> {
         self.outbox.remove(key.to_be_bytes())?;

@@ -560,3 +560,73 @@ fn an_mqtt5_terminal_like_the_pico_w_firmware_gets_durable_acks() {
     }
     assert_eq!(gateway.stat("presses_stored"), 1);
 }
+
+#[test]
+fn fresh_presses_overtake_a_backlog_while_it_drains() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut mosquitto = Mosquitto::start(dir.path());
+    mosquitto.stop();
+    // A narrow upstream window, so the drain takes a while.
+    let gateway = Gateway::start(
+        dir.path(),
+        GatewayOptions {
+            site: "arena".into(),
+            upstream: Some(mosquitto.url()),
+            config_toml: Some("[upstream]\nmax_inflight = 10\n".into()),
+        },
+    );
+    // A backlog builds up while upstream is down.
+    Sim::spawn(
+        &gateway.broker(),
+        &[
+            "--terminals",
+            "20",
+            "--presses",
+            "1000",
+            "--rate",
+            "0",
+            "--id-prefix",
+            "old",
+        ],
+    )
+    .expect_all_acked();
+    assert_eq!(gateway.stat("forward_pending"), 20_000);
+    mosquitto.restart();
+    let consumer = Consumer::start(mosquitto.port, "analytics-live-first");
+    wait_until("gateway back upstream", || {
+        gateway.stats()["upstream_connected"] == true
+    });
+    assert!(gateway.stat("forward_pending") > 10_000, "still draining");
+    // Visitors keep pressing while the backlog drains.
+    let live = Sim::spawn(
+        &gateway.broker(),
+        &[
+            "--terminals",
+            "2",
+            "--presses",
+            "5",
+            "--rate",
+            "20",
+            "--id-prefix",
+            "new",
+        ],
+    );
+    live.expect_all_acked();
+    wait_until("the backlog and the live presses upstream", || {
+        consumer.ids().len() == 20_010
+    });
+    let order: Vec<String> = consumer
+        .presses
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|p| p.terminal.clone())
+        .collect();
+    let first_live = order.iter().position(|t| t.starts_with("new")).unwrap();
+    let last_old = order.iter().rposition(|t| t.starts_with("old")).unwrap();
+    assert!(
+        first_live < last_old,
+        "a fresh press waited behind the whole backlog (position {first_live} of {})",
+        order.len()
+    );
+}

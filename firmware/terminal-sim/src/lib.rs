@@ -26,7 +26,7 @@ use std::time::Instant;
 use tokio::sync::watch;
 
 pub use config::{AckMode, SimConfig, SimIdentity, SimOta};
-pub use report::{SimCounters, SimReport};
+pub use report::{Latency, SimCounters, SimReport};
 
 /// Runs every simulated terminal until each has had all its presses acked,
 /// or until `stop` turns true. The report says which.
@@ -56,5 +56,6 @@ pub async fn run(
             }
         }
     }
+    counters.flush_log();
     counters.report(config.terminals, started.elapsed(), complete)
 }

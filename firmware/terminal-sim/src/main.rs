@@ -106,6 +106,10 @@ struct Args {
     /// Fault injection: the first K terminals vanish when offered an update.
     #[arg(long, value_name = "K", default_value_t = 0)]
     ota_vanish: usize,
+    /// Write one line per press made (`terminal boot seq unix_us`) to this
+    /// file, to measure press-to-upstream latency against what arrives.
+    #[arg(long, value_name = "FILE")]
+    press_log: Option<std::path::PathBuf>,
     /// Give up (exit 1) after this many seconds.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
@@ -303,7 +307,23 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let counters = Arc::new(SimCounters::default());
+    let press_log = match &args.press_log {
+        Some(path) => match std::fs::File::create(path) {
+            Ok(f) => Some(std::sync::Mutex::new(std::io::BufWriter::new(f))),
+            Err(e) => {
+                eprintln!(
+                    "terminal-sim: cannot write --press-log {}: {e}",
+                    path.display()
+                );
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
+    let counters = Arc::new(SimCounters {
+        press_log,
+        ..SimCounters::default()
+    });
     let (stop_tx, stop) = watch::channel(false);
     let run = tokio::spawn(pressline_terminal_sim::run(config, counters, stop));
     let timeout = tokio::time::sleep(Duration::from_secs(args.timeout));

@@ -1,7 +1,11 @@
 //! Live counters shared by all simulated terminals, and the final summary.
 
+use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use pressline_protocol::PressId;
 
 use serde::Serialize;
 
@@ -26,6 +30,35 @@ pub struct SimCounters {
     pub ota_damaged_chunks: AtomicU64,
     pub ota_interruptions: AtomicU64,
     pub ota_vanished: AtomicU64,
+    /// Press-to-release times in µs (durable ack, or PUBACK in that mode).
+    pub ack_latencies_us: Mutex<Vec<u32>>,
+    /// `--press-log`: one line per press made, `terminal boot seq unix_us`.
+    pub press_log: Option<Mutex<std::io::BufWriter<std::fs::File>>>,
+}
+
+/// Latency percentiles of a run.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
+pub struct Latency {
+    pub samples: u64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
+}
+
+impl Latency {
+    pub fn of(mut samples: Vec<u32>) -> Latency {
+        if samples.is_empty() {
+            return Latency::default();
+        }
+        samples.sort_unstable();
+        let at = |q: f64| u64::from(samples[((samples.len() - 1) as f64 * q).round() as usize]);
+        Latency {
+            samples: samples.len() as u64,
+            p50_us: at(0.50),
+            p99_us: at(0.99),
+            max_us: at(1.0),
+        }
+    }
 }
 
 /// Summary of a run, printed by `terminal-sim` (as JSON with `--json`).
@@ -61,9 +94,39 @@ pub struct SimReport {
     pub ota_damaged_chunks: u64,
     pub ota_interruptions: u64,
     pub ota_vanished: u64,
+    /// Press made → released by the ack that counts (durable ack, or
+    /// PUBACK in that mode).
+    pub ack_latency: Latency,
 }
 
 impl SimCounters {
+    pub fn record_ack_latency(&self, latency: Duration) {
+        if let Ok(mut v) = self.ack_latencies_us.lock() {
+            v.push(latency.as_micros().min(u128::from(u32::MAX)) as u32);
+        }
+    }
+
+    /// Appends a press to the press log, if one is kept.
+    pub fn log_press(&self, terminal: &str, id: PressId) {
+        let Some(log) = &self.press_log else { return };
+        let unix_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros())
+            .unwrap_or(0);
+        if let Ok(mut w) = log.lock() {
+            let _ = writeln!(w, "{terminal} {} {} {unix_us}", id.boot, id.seq);
+        }
+    }
+
+    /// Flushes the press log.
+    pub fn flush_log(&self) {
+        if let Some(log) = &self.press_log {
+            if let Ok(mut w) = log.lock() {
+                let _ = w.flush();
+            }
+        }
+    }
+
     pub fn report(&self, terminals: usize, elapsed: Duration, complete: bool) -> SimReport {
         SimReport {
             terminals,
@@ -85,6 +148,12 @@ impl SimCounters {
             ota_damaged_chunks: self.ota_damaged_chunks.load(Relaxed),
             ota_interruptions: self.ota_interruptions.load(Relaxed),
             ota_vanished: self.ota_vanished.load(Relaxed),
+            ack_latency: Latency::of(
+                self.ack_latencies_us
+                    .lock()
+                    .map(|v| v.clone())
+                    .unwrap_or_default(),
+            ),
         }
     }
 }

@@ -304,6 +304,8 @@ async fn run_boot(
             + Duration::from_secs_f64(-rng.gen::<f64>().max(1e-9).ln() / config.kill_rate)
     });
     let mut dead_at: Option<Instant> = None;
+    // When each unacked press of this boot was made (for ack latency).
+    let mut pressed_at: HashMap<PressId, Instant> = HashMap::new();
     let mut reported = terminal.counters();
     let device = |reset_reason| DeviceStatus {
         firmware,
@@ -344,9 +346,11 @@ async fn run_boot(
                 pick_button(rng, &weights, total_weight)
             };
             match terminal.handle_press(now(), button).await {
-                Ok(_) => {
+                Ok(press) => {
                     counters.presses.fetch_add(1, Relaxed);
                     *remaining = remaining.map(|r| r - 1);
+                    pressed_at.insert(press, Instant::now());
+                    counters.log_press(&id, press);
                 }
                 Err(PressError::Full) => {}
                 // Power died under the press: it was never confirmed.
@@ -538,6 +542,7 @@ async fn run_boot(
                     let ack = if speaks_json { json::decode_ack(&payload) } else { Ack::decode(&payload) };
                     match ack {
                         Ok(ack) => {
+                            release_latencies(&mut pressed_at, &ack, counters);
                             if terminal.handle_ack(now(), &ack).await.is_err() {
                                 break BootEnd::PowerCut;
                             }
@@ -604,6 +609,7 @@ async fn run_boot(
                 Some(LinkEvent::PubAck(pkid)) => {
                     if let Some(id) = awaiting_puback.remove(&pkid) {
                         let ack = Ack { boot: id.boot, first_seq: id.seq, last_seq: id.seq };
+                        release_latencies(&mut pressed_at, &ack, counters);
                         if terminal.handle_ack(now(), &ack).await.is_err() {
                             break BootEnd::PowerCut;
                         }
@@ -640,6 +646,38 @@ async fn run_boot(
         }
     }
     end
+}
+
+/// Records press-to-release latency for the presses an ack covers (each
+/// once: a repeated ack finds nothing left to time).
+fn release_latencies(
+    pressed_at: &mut HashMap<PressId, Instant>,
+    ack: &Ack,
+    counters: &SimCounters,
+) {
+    if ack.last_seq < ack.first_seq {
+        return;
+    }
+    let now = Instant::now();
+    let span = u64::from(ack.last_seq - ack.first_seq) + 1;
+    if span as usize > pressed_at.len() {
+        pressed_at.retain(|id, at| {
+            let covered = ack.covers(*id);
+            if covered {
+                counters.record_ack_latency(now - *at);
+            }
+            !covered
+        });
+    } else {
+        for seq in ack.first_seq..=ack.last_seq {
+            if let Some(at) = pressed_at.remove(&PressId {
+                boot: ack.boot,
+                seq,
+            }) {
+                counters.record_ack_latency(now - at);
+            }
+        }
+    }
 }
 
 /// Adds what changed since the last report to the shared counters.
