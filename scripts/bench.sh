@@ -57,7 +57,8 @@ start_gateway() { # DATA_DIR MQTT_PORT HTTP_PORT [UPSTREAM_URL] [CONFIG] -> pid 
     wait_port "$2"; wait_port "$3"
 }
 start_mosquitto() { # PORT -> pid in $MQ_PID
-    printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nmax_inflight_messages 0\n' "$1" >"$WORK/m-$1.conf"
+    # As deploy/mosquitto-central.conf recommends: TCP_NODELAY, unlimited queues.
+    printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nmax_inflight_messages 0\nset_tcp_nodelay true\n' "$1" >"$WORK/m-$1.conf"
     mosquitto -c "$WORK/m-$1.conf" >"$WORK/m-$1.log" 2>&1 &
     MQ_PID=$!
     wait_port "$1"
@@ -209,6 +210,13 @@ start_mosquitto "$mq"; drain_mq=$MQ_PID
     --count "$((BACKLOG + 3000))" --idle-secs 10 --ready-file "$WORK/ready" --ids-out "$WORK/drain-arrivals" >/dev/null &
 drain_sub=$!
 wait_file "$WORK/ready"
+# Live presses start once the gateway is back upstream (its reconnect
+# backoff is not what this measures; presses made before the reconnect are
+# backlog by definition).
+for _ in $(seq 1 600); do
+    [ "$(stat_of "$WORK/drain-data" "$http" upstream_connected)" = True ] && break
+    sleep 0.1
+done
 drain_start=$(date +%s.%N)
 "$BIN/terminal-sim" --broker "127.0.0.1:$gw" --terminals 10 --presses 300 --rate 100 --id-prefix live \
     --press-log "$WORK/live-presses" --timeout 600 --json >/dev/null &

@@ -70,6 +70,9 @@ pub struct StorageConfig {
     pub cache_mb: u64,
     pub max_disk_mb: u64,
     pub commit_batch_max: usize,
+    /// Presses older than this many days are deleted (hourly); 0 keeps
+    /// them forever. Their upstream documents were sent long before.
+    pub retention_days: u32,
 }
 
 impl Default for Config {
@@ -121,7 +124,7 @@ impl Default for UpstreamConfig {
             username: None,
             password_file: None,
             keep_alive_secs: 30,
-            max_inflight: 100,
+            max_inflight: 1000,
         }
     }
 }
@@ -132,6 +135,7 @@ impl Default for StorageConfig {
             cache_mb: 64,
             max_disk_mb: 4096,
             commit_batch_max: 4096,
+            retention_days: 90,
         }
     }
 }

@@ -138,6 +138,12 @@ pub async fn run(mut config: Config, demo_terminals: Option<usize>) -> anyhow::R
         to_fleet,
         shutdown: shutdown.clone(),
     };
+    tokio::spawn(crate::retention::run(
+        store.clone(),
+        stats.clone(),
+        config.storage.retention_days,
+        shutdown.clone(),
+    ));
     tokio::spawn(crate::registry::run(
         registry.clone(),
         config.site.clone(),

@@ -21,6 +21,7 @@
 //! - [`store`]: the sled layout (presses, outbox) behind one interface.
 //! - [`forwarder`]: upstream store-and-forward with rumqttc.
 //! - [`health`]: terminal registry and health rules (sans-IO).
+//! - [`retention`]: hourly deletion of presses past the retention period.
 //! - [`releases`]: signed firmware releases uploaded for OTA.
 //! - [`rollout`]: the rollout orchestrator (sans-IO state machine).
 //! - [`rollouts`]: its service: OTA link, chunk serving, persistence.
@@ -47,6 +48,7 @@ pub mod metrics;
 pub mod misuse;
 pub mod registry;
 pub mod releases;
+pub mod retention;
 pub mod rollout;
 pub mod rollouts;
 pub mod scores;

@@ -233,6 +233,16 @@ impl Store {
             .and_then(|(k, _)| k.as_ref().try_into().ok().map(u64::from_be_bytes)))
     }
 
+    /// The upstream broker has these messages: drop them in one batch.
+    pub fn outbox_remove_all(&self, keys: &[u64]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for key in keys {
+            batch.remove(&key.to_be_bytes());
+        }
+        self.outbox.apply_batch(batch)?;
+        Ok(())
+    }
+
     /// The upstream broker has the message: drop it from the outbox.
     pub fn outbox_remove(&self, key: u64) -> Result<(), StoreError> {
         self.outbox.remove(key.to_be_bytes())?;
@@ -376,6 +386,40 @@ impl Store {
         }
     }
 
+    /// Deletes presses the gateway first stored before `cutoff_ms` (Unix
+    /// ms), in batches so the tree is never locked for long; returns how
+    /// many went. A terminal resending such an old press would have it
+    /// stored again, but terminals resend only unacked presses, and those
+    /// are minutes old at most.
+    pub fn prune_presses_before(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
+        let mut pruned = 0u64;
+        let mut batch = sled::Batch::default();
+        let mut in_batch = 0;
+        for item in self.presses.iter() {
+            let (key, value) = item?;
+            let old = postcard::from_bytes::<StoredPress>(&value)
+                .map(|p| p.received_at_ms < cutoff_ms)
+                .unwrap_or(false);
+            if old {
+                batch.remove(key);
+                in_batch += 1;
+                if in_batch == 10_000 {
+                    self.presses.apply_batch(std::mem::take(&mut batch))?;
+                    pruned += in_batch;
+                    in_batch = 0;
+                }
+            }
+        }
+        if in_batch > 0 {
+            self.presses.apply_batch(batch)?;
+            pruned += in_batch;
+        }
+        if pruned > 0 {
+            self.db.flush()?;
+        }
+        Ok(pruned)
+    }
+
     /// Every stored press, for rebuilding in-memory figures at start-up.
     /// Undecodable records are skipped and counted in the returned number.
     pub fn for_each_press(&self, mut f: impl FnMut(&str, &StoredPress)) -> usize {
@@ -503,6 +547,33 @@ mod tests {
         assert_eq!(store.commit(&[offer("a", 0, 1)]).unwrap(), vec![Duplicate]);
         assert_eq!(store.press_count(), 3);
         assert_eq!(store.outbox_len(), 3);
+    }
+
+    #[test]
+    fn retention_deletes_only_presses_older_than_the_cutoff() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let at = |terminal: &str, seq: u32, ms: i64| PressToStore {
+            received_at_ms: ms,
+            ..offer(terminal, 0, seq)
+        };
+        store
+            .commit(&[
+                at("a", 1, 1_000),
+                at("a", 2, 2_000),
+                at("b", 1, 3_000),
+                at("b", 2, 1_500),
+            ])
+            .unwrap();
+        assert_eq!(store.prune_presses_before(2_000).unwrap(), 2);
+        assert_eq!(store.press_count(), 2);
+        assert_eq!(store.prune_presses_before(2_000).unwrap(), 0);
+        // The kept ones still deduplicate; the upstream outbox is untouched.
+        assert_eq!(
+            store.commit(&[at("a", 2, 9_000)]).unwrap(),
+            vec![StoreOutcome::Duplicate]
+        );
+        assert_eq!(store.outbox_len(), 4);
     }
 
     #[test]

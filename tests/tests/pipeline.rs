@@ -565,6 +565,9 @@ fn an_mqtt5_terminal_like_the_pico_w_firmware_gets_durable_acks() {
 fn fresh_presses_overtake_a_backlog_while_it_drains() {
     let dir = tempfile::tempdir().unwrap();
     let mut mosquitto = Mosquitto::start(dir.path());
+    // Subscribed first: its persistent session queues everything published
+    // after the restart, however early the gateway reconnects.
+    let consumer = Consumer::start(mosquitto.port, "analytics-live-first");
     mosquitto.stop();
     // A narrow upstream window, so the drain takes a while.
     let gateway = Gateway::start(
@@ -572,7 +575,7 @@ fn fresh_presses_overtake_a_backlog_while_it_drains() {
         GatewayOptions {
             site: "arena".into(),
             upstream: Some(mosquitto.url()),
-            config_toml: Some("[upstream]\nmax_inflight = 10\n".into()),
+            config_toml: Some("[upstream]\nmax_inflight = 20\n".into()),
         },
     );
     // A backlog builds up while upstream is down.
@@ -592,7 +595,6 @@ fn fresh_presses_overtake_a_backlog_while_it_drains() {
     .expect_all_acked();
     assert_eq!(gateway.stat("forward_pending"), 20_000);
     mosquitto.restart();
-    let consumer = Consumer::start(mosquitto.port, "analytics-live-first");
     wait_until("gateway back upstream", || {
         gateway.stats()["upstream_connected"] == true
     });

@@ -106,12 +106,13 @@ impl Mosquitto {
     fn spawn(&mut self) {
         let conf = self.dir.join("mosquitto.conf");
         // Persistence keeps the consumer's session and queued messages across
-        // a restart, like a production central broker would.
+        // a restart, like a production central broker would; TCP_NODELAY as
+        // deploy/mosquitto-central.conf recommends.
         fs::write(
             &conf,
             format!(
                 "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {dir}/\n\
-                 max_queued_messages 0\nmax_inflight_messages 0\nlog_dest file {dir}/mosquitto.log\n",
+                 max_queued_messages 0\nmax_inflight_messages 0\nset_tcp_nodelay true\nlog_dest file {dir}/mosquitto.log\n",
                 port = self.port,
                 dir = self.dir.display()
             ),
