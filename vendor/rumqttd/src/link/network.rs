@@ -51,9 +51,11 @@ impl<P: Protocol> Network<P> {
     ) -> Network<P> {
         Network {
             socket,
-            // Pressline patch: start small and grow (BytesMut reserves as
-            // reads need); was 10 KiB each for every connection.
-            read: BytesMut::with_capacity(1024),
+            // Pressline patch: smaller buffers per connection (was 10 KiB
+            // each). The read buffer stays large enough for one read to
+            // take a burst of presses: at 1 KiB the gateway spent ~20 %
+            // more CPU on reads under load. Writes grow as needed.
+            read: BytesMut::with_capacity(4 * 1024),
             write: BytesMut::with_capacity(1024),
             max_incoming_size,
             max_connection_buffer_len,
