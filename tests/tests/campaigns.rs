@@ -24,17 +24,6 @@ fn upstream_counts(consumer: &Consumer) -> BTreeMap<String, usize> {
     counts
 }
 
-fn upstream_gateway(dir: &std::path::Path, site: &str, mosquitto: &Mosquitto) -> Gateway {
-    Gateway::start(
-        dir,
-        GatewayOptions {
-            site: site.into(),
-            upstream: Some(mosquitto.url()),
-            ..Default::default()
-        },
-    )
-}
-
 #[test]
 fn crash_campaign_repeated_kill_9_under_load_loses_and_duplicates_nothing() {
     let kills = if soak() { 100 } else { 10 };

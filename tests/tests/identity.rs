@@ -46,23 +46,7 @@ fn provisioned_terminals_are_the_only_ones_that_get_presses_in() {
         },
     );
     let config = dir.path().join("sites.toml");
-    let token = gateway.data_dir.join("api-token");
-    assert_eq!(
-        fleet(
-            &config,
-            &[
-                "site",
-                "add",
-                "arena",
-                "--url",
-                &gateway.url(),
-                "--token-file",
-                token.to_str().unwrap()
-            ]
-        )
-        .0,
-        0
-    );
+    add_site(&config, "arena", &gateway);
 
     // Provision two terminals into record files; each is registered.
     let records = dir.path().join("records");
@@ -301,23 +285,7 @@ fn a_batch_of_terminals_from_a_csv_is_provisioned_and_registered() {
         },
     );
     let config = dir.path().join("sites.toml");
-    let token = gateway.data_dir.join("api-token");
-    assert_eq!(
-        fleet(
-            &config,
-            &[
-                "site",
-                "add",
-                "stadium",
-                "--url",
-                &gateway.url(),
-                "--token-file",
-                token.to_str().unwrap()
-            ]
-        )
-        .0,
-        0
-    );
+    add_site(&config, "stadium", &gateway);
     let csv = dir.path().join("terminals.csv");
     std::fs::write(
         &csv,

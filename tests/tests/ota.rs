@@ -34,23 +34,7 @@ fn only_intact_releases_signed_by_a_trusted_key_are_accepted() {
             ..Default::default()
         },
     );
-    let token = gateway.data_dir.join("api-token");
-    assert_eq!(
-        fleet(
-            &config,
-            &[
-                "site",
-                "add",
-                "arena",
-                "--url",
-                &gateway.url(),
-                "--token-file",
-                token.to_str().unwrap()
-            ]
-        )
-        .0,
-        0
-    );
+    add_site(&config, "arena", &gateway);
 
     // A 1 MiB image.
     let image: Vec<u8> = (0..1024 * 1024u32)

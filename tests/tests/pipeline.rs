@@ -7,17 +7,6 @@ use std::collections::BTreeSet;
 
 use common::*;
 
-fn upstream_gateway(dir: &std::path::Path, site: &str, mosquitto: &Mosquitto) -> Gateway {
-    Gateway::start(
-        dir,
-        GatewayOptions {
-            site: site.into(),
-            upstream: Some(mosquitto.url()),
-            ..Default::default()
-        },
-    )
-}
-
 #[test]
 fn every_unique_press_is_stored_once_and_arrives_upstream() {
     let dir = tempfile::tempdir().unwrap();

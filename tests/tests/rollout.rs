@@ -51,23 +51,7 @@ impl Site {
                 )),
             },
         );
-        let token = gateway.data_dir.join("api-token");
-        assert_eq!(
-            fleet(
-                &config,
-                &[
-                    "site",
-                    "add",
-                    "arena",
-                    "--url",
-                    &gateway.url(),
-                    "--token-file",
-                    token.to_str().unwrap()
-                ]
-            )
-            .0,
-            0
-        );
+        add_site(&config, "arena", &gateway);
         Site {
             dir,
             config,

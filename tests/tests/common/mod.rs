@@ -191,11 +191,34 @@ impl Gateway {
             child: None,
             starts: 0,
         };
-        g.spawn();
+        g.spawn_first();
         g
     }
 
     fn spawn(&mut self) {
+        if let Err(log) = self.try_spawn() {
+            panic!("gateway exited early; log:\n{log}");
+        }
+    }
+
+    /// First start: free ports are picked before the gateway binds them,
+    /// so a parallel test can take one in between; pick again then.
+    fn spawn_first(&mut self) {
+        for _ in 0..4 {
+            match self.try_spawn() {
+                Ok(()) => return,
+                Err(log) if log.contains("cannot listen") => {
+                    self.mqtt_port = free_port();
+                    self.mqtt_v5_port = free_port();
+                    self.http_port = free_port();
+                }
+                Err(log) => panic!("gateway exited early; log:\n{log}"),
+            }
+        }
+        panic!("gateway found no free ports; log:\n{}", self.log());
+    }
+
+    fn try_spawn(&mut self) -> Result<(), String> {
         self.starts += 1;
         let mut cmd = Command::new(bin("gateway"));
         cmd.arg("run")
@@ -229,18 +252,27 @@ impl Gateway {
         let url = format!("http://127.0.0.1:{}/healthz", self.http_port);
         let log_path = self.log.clone();
         let child = self.child.as_mut().unwrap();
+        let mut exited = None;
         wait_until("gateway /healthz", || {
             if let Some(status) = child.try_wait().unwrap() {
-                panic!(
-                    "gateway exited early ({status}); log:\n{}",
-                    fs::read_to_string(&log_path).unwrap_or_default()
-                );
+                exited = Some(status);
+                return true;
             }
             ureq::get(&url)
                 .timeout(Duration::from_secs(2))
                 .call()
                 .is_ok()
         });
+        match exited {
+            None => Ok(()),
+            Some(status) => {
+                self.child = None;
+                Err(format!(
+                    "({status})\n{}",
+                    fs::read_to_string(&log_path).unwrap_or_default()
+                ))
+            }
+        }
     }
 
     pub fn broker(&self) -> String {
@@ -522,5 +554,36 @@ pub fn fleet(config: &Path, args: &[&str]) -> (i32, String, String) {
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into(),
         String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+/// `fleet site add NAME` for a running gateway (its token from the data
+/// directory); asserts it worked.
+pub fn add_site(config: &Path, name: &str, gateway: &Gateway) {
+    let token = gateway.data_dir.join("api-token");
+    let (code, out, err) = fleet(
+        config,
+        &[
+            "site",
+            "add",
+            name,
+            "--url",
+            &gateway.url(),
+            "--token-file",
+            token.to_str().expect("UTF-8 temp path"),
+        ],
+    );
+    assert_eq!(code, 0, "fleet site add {name}: {out}{err}");
+}
+
+/// A gateway for `site` forwarding to `mosquitto`.
+pub fn upstream_gateway(dir: &Path, site: &str, mosquitto: &Mosquitto) -> Gateway {
+    Gateway::start(
+        dir,
+        GatewayOptions {
+            site: site.into(),
+            upstream: Some(mosquitto.url()),
+            ..Default::default()
+        },
     )
 }

@@ -151,8 +151,23 @@ async fn serve<D: NorFlash, S: NorFlash>(
     rollout: u32,
     now: Millis,
 ) -> usize {
+    serve_chunks(rx, journal, image, rollout, now, usize::MAX).await
+}
+
+/// Answers at most `chunks` requests from `image`; returns bytes sent.
+async fn serve_chunks<D: NorFlash, S: NorFlash>(
+    rx: &mut OtaReceiver<'_, D, S>,
+    journal: &mut MemJournal,
+    image: &[u8],
+    rollout: u32,
+    now: Millis,
+    chunks: usize,
+) -> usize {
     let mut sent = 0;
-    while let Some(req) = rx.poll_request(now) {
+    for _ in 0..chunks {
+        let Some(req) = rx.poll_request(now) else {
+            break;
+        };
         assert_eq!(req.rollout, rollout);
         let data = &image[req.offset as usize..(req.offset + req.len) as usize];
         sent += data.len();
@@ -379,17 +394,7 @@ fn a_download_interrupted_by_a_power_cut_resumes_where_flash_says() {
     // Two chunks land, then power dies inside the third chunk's write.
     d.boot(async |rx, j| {
         rx.handle_offer(0, &offer(&parts, 6, 1), j).await.unwrap();
-        for _ in 0..2 {
-            let req = rx.poll_request(0).unwrap();
-            let data = &img[req.offset as usize..(req.offset + req.len) as usize];
-            let chunk = Chunk {
-                rollout: 6,
-                offset: req.offset,
-                crc32: chunk_crc(data),
-                data,
-            };
-            rx.handle_chunk(0, &chunk, j).await.unwrap();
-        }
+        serve_chunks(rx, j, &img, 6, 0, 2).await;
     });
     assert_eq!(d.journal.0.unwrap().written, 8192);
     d.dfu.cut_power_after(700);
@@ -431,17 +436,7 @@ fn a_download_interrupted_by_a_power_cut_resumes_where_flash_says() {
     let mut d = Device::new();
     d.boot(async |rx, j| {
         rx.handle_offer(0, &offer(&parts2, 8, 1), j).await.unwrap();
-        for _ in 0..2 {
-            let req = rx.poll_request(0).unwrap();
-            let data = &img2[req.offset as usize..(req.offset + req.len) as usize];
-            let chunk = Chunk {
-                rollout: 8,
-                offset: req.offset,
-                crc32: chunk_crc(data),
-                data,
-            };
-            rx.handle_chunk(0, &chunk, j).await.unwrap();
-        }
+        serve_chunks(rx, j, &img2, 8, 0, 2).await;
     });
     let sent = d.boot(async |rx, j| {
         // No new offer needed: the record says what to continue.
@@ -481,15 +476,7 @@ fn a_second_download_in_the_same_boot_starts_from_a_clean_partition() {
     d.boot(async |rx, j| {
         rx.handle_offer(0, &offer(&p1, 1, 1), j).await.unwrap();
         // One chunk of the first, then the rollout is replaced.
-        let req = rx.poll_request(0).unwrap();
-        let data = &first[..req.len as usize];
-        let chunk = Chunk {
-            rollout: 1,
-            offset: 0,
-            crc32: chunk_crc(data),
-            data,
-        };
-        rx.handle_chunk(0, &chunk, j).await.unwrap();
+        serve_chunks(rx, j, &first, 1, 0, 1).await;
         rx.handle_offer(1, &offer(&p2, 2, 1), j).await.unwrap();
         serve(rx, j, &second, 2, 1).await;
         rx.verify(j).await.unwrap();
@@ -510,18 +497,7 @@ fn small_chunks_resume_from_the_start_of_the_sector_after_a_reset() {
     d.chunk_size = 1024;
     d.boot(async |rx, j| {
         rx.handle_offer(0, &offer(&parts, 3, 1), j).await.unwrap();
-        for _ in 0..6 {
-            let req = rx.poll_request(0).unwrap();
-            assert_eq!(req.len, 1024);
-            let data = &img[req.offset as usize..(req.offset + req.len) as usize];
-            let chunk = Chunk {
-                rollout: 3,
-                offset: req.offset,
-                crc32: chunk_crc(data),
-                data,
-            };
-            rx.handle_chunk(0, &chunk, j).await.unwrap();
-        }
+        serve_chunks(rx, j, &img, 3, 0, 6).await;
     });
     assert_eq!(d.journal.0.unwrap().written, 6 * 1024);
     let first = d.boot(async |rx, j| {
