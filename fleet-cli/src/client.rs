@@ -1,7 +1,5 @@
 //! Talking to a site gateway's HTTP API, with errors that say what to do.
 
-use std::time::Duration;
-
 use pressline_protocol::upstream::{Alert, TerminalHealth};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -17,6 +15,14 @@ pub enum ClientError {
         url: String,
         detail: String,
     },
+    #[error("site {site}: cannot reach the gateway at {url} securely: {detail}")]
+    Certificate {
+        site: String,
+        url: String,
+        detail: String,
+    },
+    #[error("site {site}: {detail}; fix the site with `fleet site add {site} --url URL --token-file FILE --ca CA.pem`")]
+    TlsSetup { site: String, detail: String },
     #[error("site {site}: the gateway refused the API token ({detail}); update it with `fleet site add {site} --url URL --token-file <data-dir>/api-token`")]
     Unauthorized { site: String, detail: String },
     #[error("site {site}: {detail}")]
@@ -56,15 +62,14 @@ enum Body<'b> {
 
 pub struct Gateway<'a> {
     site: &'a Site,
-    agent: ureq::Agent,
+    /// The agent, or why one could not be made (a missing CA file): the
+    /// error is reported by the first call, per site, like any other.
+    agent: Result<ureq::Agent, String>,
 }
 
 impl<'a> Gateway<'a> {
     pub fn new(site: &'a Site) -> Self {
-        let agent = ureq::AgentBuilder::new()
-            .timeout_connect(Duration::from_secs(5))
-            .timeout(Duration::from_secs(15))
-            .build();
+        let agent = crate::tls::agent_for(site).map_err(|e| format!("{e:#}"));
         Gateway { site, agent }
     }
 
@@ -78,8 +83,14 @@ impl<'a> Gateway<'a> {
     ) -> Result<T, ClientError> {
         let url = format!("{}{path}", self.site.url);
         let site = self.site.name.clone();
-        let request = self
+        let agent = self
             .agent
+            .as_ref()
+            .map_err(|detail| ClientError::TlsSetup {
+                site: site.clone(),
+                detail: detail.clone(),
+            })?;
+        let request = agent
             .request(method, &url)
             .set("Authorization", &format!("Bearer {}", self.site.token));
         let response = match body {
@@ -108,11 +119,18 @@ impl<'a> Gateway<'a> {
                 });
             }
             Err(ureq::Error::Transport(t)) => {
+                if let Some(detail) = crate::tls::explain(&t, self.site) {
+                    return Err(ClientError::Certificate {
+                        site,
+                        url: self.site.url.clone(),
+                        detail,
+                    });
+                }
                 return Err(ClientError::Unreachable {
                     site,
                     url: self.site.url.clone(),
                     detail: t.to_string(),
-                })
+                });
             }
         };
         response.into_json().map_err(|e| ClientError::BadResponse {

@@ -12,6 +12,7 @@ mod commands;
 mod probe;
 mod render;
 mod sites;
+mod tls;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -304,7 +305,8 @@ enum SiteCommand {
     /// Add (or update) a site.
     Add {
         name: String,
-        /// Gateway HTTP address, e.g. http://10.20.0.2:8080.
+        /// Gateway address, e.g. https://10.20.0.2:8080 (or http:// when the
+        /// gateway serves plain HTTP).
         #[arg(long)]
         url: String,
         /// API token (visible in shell history: prefer --token-file).
@@ -313,6 +315,10 @@ enum SiteCommand {
         /// File holding the API token (the gateway's <data-dir>/api-token).
         #[arg(long)]
         token_file: Option<PathBuf>,
+        /// CA certificate (PEM) that issued the gateway's HTTPS certificate,
+        /// for a gateway with a certificate from your own CA.
+        #[arg(long, value_name = "FILE")]
+        ca: Option<PathBuf>,
     },
     /// List sites (tokens are never shown).
     List {
@@ -338,7 +344,15 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
             url,
             token,
             token_file,
-        }) => commands::site::add(&path, &name, &url, token.as_deref(), token_file.as_deref()),
+            ca,
+        }) => commands::site::add(
+            &path,
+            &name,
+            &url,
+            token.as_deref(),
+            token_file.as_deref(),
+            ca.as_deref(),
+        ),
         Command::Site(SiteCommand::List { json }) => commands::site::list(&path, json),
         Command::Site(SiteCommand::Remove { name }) => commands::site::remove(&path, &name),
         Command::Status(sel) => commands::status::run(&select(&sel)?, sel.json, now),

@@ -7,8 +7,9 @@
 //! ```toml
 //! [[site]]
 //! name = "arena"
-//! url = "http://10.20.0.2:8080"
+//! url = "https://10.20.0.2:8080"
 //! token = "..."
+//! ca_file = "/home/me/.config/pressline/arena-ca.pem"  # optional: a private CA
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -19,9 +20,13 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Site {
     pub name: String,
-    /// Gateway base URL, e.g. `http://10.20.0.2:8080`.
+    /// Gateway base URL, e.g. `https://10.20.0.2:8080`.
     pub url: String,
     pub token: String,
+    /// CA certificate(s) the gateway's HTTPS certificate is checked
+    /// against; public roots when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,10 +126,13 @@ pub fn validate_url(url: &str) -> anyhow::Result<String> {
         }
         return Ok(trimmed.to_string());
     }
-    if trimmed.starts_with("https://") {
-        bail!("--url {url:?}: the gateway serves plain HTTP; reach it over a VPN or an SSH tunnel and use http://");
+    if let Some(rest) = trimmed.strip_prefix("https://") {
+        if rest.is_empty() {
+            bail!("--url {url:?} has no host");
+        }
+        return Ok(trimmed.to_string());
     }
-    bail!("--url {url:?}: expected http://HOST:PORT, e.g. http://10.20.0.2:8080")
+    bail!("--url {url:?}: expected https://HOST:PORT or http://HOST:PORT, e.g. https://10.20.0.2:8080")
 }
 
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
@@ -154,17 +162,20 @@ mod tests {
         assert!(!f.upsert(Site {
             name: "arena".into(),
             url: "http://a:8080".into(),
-            token: "t1".into()
+            token: "t1".into(),
+            ca_file: None,
         }));
         assert!(f.upsert(Site {
             name: "arena".into(),
             url: "http://a:9090".into(),
-            token: "t2".into()
+            token: "t2".into(),
+            ca_file: None,
         }));
         f.upsert(Site {
             name: "mall".into(),
             url: "http://m:8080".into(),
             token: "t3".into(),
+            ca_file: None,
         });
         f.save(&path).unwrap();
         let g = SitesFile::load(&path).unwrap();
@@ -196,6 +207,7 @@ mod tests {
             name: "arena".into(),
             url: "http://a".into(),
             token: "t".into(),
+            ca_file: None,
         });
         let err = f.select(Some("mal"), p).unwrap_err().to_string();
         assert!(err.contains("\"mal\"") && err.contains("arena"), "{err}");
@@ -208,13 +220,11 @@ mod tests {
             validate_url("http://10.0.0.2:8080/").unwrap(),
             "http://10.0.0.2:8080"
         );
-        assert!(validate_url("https://x")
-            .unwrap_err()
-            .to_string()
-            .contains("plain HTTP"));
+        assert_eq!(validate_url("https://x/").unwrap(), "https://x");
+        assert!(validate_url("https://").is_err());
         assert!(validate_url("10.0.0.2:8080")
             .unwrap_err()
             .to_string()
-            .contains("expected http://"));
+            .contains("expected https://"));
     }
 }

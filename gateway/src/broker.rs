@@ -11,7 +11,9 @@ use std::net::SocketAddr;
 use anyhow::Context;
 use pressline_protocol::topic::TERMINAL_FILTER;
 use rumqttd::local::{LinkRx, LinkTx};
-use rumqttd::{Broker, Config as BrokerConfig, ConnectionSettings, RouterConfig, ServerSettings};
+use rumqttd::{
+    Broker, Config as BrokerConfig, ConnectionSettings, RouterConfig, ServerSettings, TlsConfig,
+};
 
 use crate::config::MqttConfig;
 
@@ -36,12 +38,30 @@ pub fn broker_config(mqtt: &MqttConfig) -> BrokerConfig {
             dynamic_filters: true,
         },
     };
-    let v5 = mqtt.listen_v5.map(|listen| {
+    let mut v4 = HashMap::new();
+    let mut v5 = None;
+    if let (Some(listen), Some(cert), Some(key)) =
+        (mqtt.tls_listen, &mqtt.tls_cert_file, &mqtt.tls_key_file)
+    {
         let mut settings = server.clone();
-        settings.name = "terminals-v5".into();
+        settings.name = "terminals-tls".into();
         settings.listen = listen;
-        HashMap::from([("terminals-v5".to_string(), settings)])
-    });
+        settings.tls = Some(TlsConfig::Rustls {
+            capath: None,
+            certpath: cert.display().to_string(),
+            keypath: key.display().to_string(),
+        });
+        v4.insert("terminals-tls".to_string(), settings);
+    }
+    if !mqtt.tls_only {
+        v5 = mqtt.listen_v5.map(|listen| {
+            let mut settings = server.clone();
+            settings.name = "terminals-v5".into();
+            settings.listen = listen;
+            HashMap::from([("terminals-v5".to_string(), settings)])
+        });
+        v4.insert("terminals".to_string(), server);
+    }
     BrokerConfig {
         id: 0,
         router: RouterConfig {
@@ -54,7 +74,7 @@ pub fn broker_config(mqtt: &MqttConfig) -> BrokerConfig {
             initialized_filters: None,
             shared_subscriptions_strategy: Default::default(),
         },
-        v4: Some(HashMap::from([("terminals".to_string(), server)])),
+        v4: Some(v4),
         v5,
         ..Default::default()
     }
@@ -92,16 +112,30 @@ pub fn start(
 ) -> anyhow::Result<SiteBroker> {
     // rumqttd only logs a failed bind from its server thread; check first so
     // the operator gets a clear error and a non-zero exit.
-    check_bindable(mqtt.listen).with_context(|| {
-        format!(
-            "cannot listen for terminals on {} (is another broker or gateway running? choose another with --mqtt-listen)",
-            mqtt.listen
-        )
-    })?;
-    if let Some(v5) = mqtt.listen_v5 {
-        check_bindable(v5).with_context(|| {
-            format!("cannot listen for MQTT 5 terminals on {v5} (choose another with --mqtt-v5-listen, or remove mqtt.listen_v5)")
+    if !mqtt.tls_only {
+        check_bindable(mqtt.listen).with_context(|| {
+            format!(
+                "cannot listen for terminals on {} (is another broker or gateway running? choose another with --mqtt-listen)",
+                mqtt.listen
+            )
         })?;
+        if let Some(v5) = mqtt.listen_v5 {
+            check_bindable(v5).with_context(|| {
+                format!("cannot listen for MQTT 5 terminals on {v5} (choose another with --mqtt-v5-listen, or remove mqtt.listen_v5)")
+            })?;
+        }
+    }
+    if let Some(tls) = mqtt.tls_listen {
+        check_bindable(tls).with_context(|| {
+            format!(
+                "cannot listen for TLS terminals on {tls} (choose another with --mqtt-tls-listen)"
+            )
+        })?;
+        // rumqttd reads the files in its own thread and would only log a
+        // problem there: load them here first, for a clear error and exit.
+        if let (Some(cert), Some(key)) = (&mqtt.tls_cert_file, &mqtt.tls_key_file) {
+            crate::tls::server_config(cert, key, "terminal TLS listener")?;
+        }
     }
     let mut config = broker_config(mqtt);
     if identities.mode() == crate::identity::SecurityMode::Closed {

@@ -42,6 +42,12 @@ pub struct MqttConfig {
     pub max_payload_bytes: usize,
     pub router_segment_bytes: usize,
     pub router_segment_count: usize,
+    /// MQTT 3.1.1 over TLS for terminals; `None` disables it.
+    pub tls_listen: Option<SocketAddr>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// Accept terminals only over TLS: the plain listeners are not opened.
+    pub tls_only: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,6 +57,9 @@ pub struct HttpConfig {
     /// Bearer token for the API; when unset, one is generated on first start
     /// into `<data_dir>/api-token`.
     pub api_token: Option<String>,
+    /// Serve HTTPS with this certificate chain and key (both or neither).
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,6 +69,11 @@ pub struct UpstreamConfig {
     pub client_id: Option<String>,
     pub username: Option<String>,
     pub password_file: Option<PathBuf>,
+    /// CA bundle for an `mqtts://` broker; the system roots when unset.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate chain and key for mutual TLS (both or neither).
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
     pub keep_alive_secs: u64,
     pub max_inflight: u16,
 }
@@ -103,6 +117,10 @@ impl Default for MqttConfig {
             max_payload_bytes: 65536,
             router_segment_bytes: 256 * 1024,
             router_segment_count: 4,
+            tls_listen: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_only: false,
         }
     }
 }
@@ -112,6 +130,8 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: "0.0.0.0:8080".parse().expect("literal address"),
             api_token: None,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -123,6 +143,9 @@ impl Default for UpstreamConfig {
             client_id: None,
             username: None,
             password_file: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
             keep_alive_secs: 30,
             max_inflight: 1000,
         }
@@ -140,11 +163,24 @@ impl Default for StorageConfig {
     }
 }
 
-/// A parsed `mqtt://HOST:PORT` upstream address.
+/// A parsed `mqtt://HOST:PORT` or `mqtts://HOST:PORT` upstream address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamAddr {
     pub host: String,
     pub port: u16,
+    /// `mqtts://`: TLS, with the host name checked against the certificate.
+    pub tls: bool,
+}
+
+impl std::fmt::Display for UpstreamAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        if self.host.contains(':') {
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
+        }
+    }
 }
 
 impl Config {
@@ -221,8 +257,35 @@ impl Config {
         if self.upstream.max_inflight == 0 {
             bail!("upstream.max_inflight must be at least 1");
         }
-        self.upstream_addr()?;
+        let upstream = self.upstream_addr()?;
+        let tls_files = self.upstream.ca_file.is_some()
+            || self.upstream.cert_file.is_some()
+            || self.upstream.key_file.is_some();
+        if tls_files && !upstream.as_ref().is_some_and(|u| u.tls) {
+            bail!("upstream.ca_file, cert_file and key_file only apply to a TLS upstream: use an mqtts:// url");
+        }
+        if self.upstream.cert_file.is_some() != self.upstream.key_file.is_some() {
+            bail!("upstream.cert_file and upstream.key_file go together: set both for mutual TLS, or neither");
+        }
+        if self.http.tls_cert_file.is_some() != self.http.tls_key_file.is_some() {
+            bail!("http.tls_cert_file and http.tls_key_file go together: set both to serve HTTPS, or neither");
+        }
+        let mqtt_tls_files = self.mqtt.tls_cert_file.is_some() && self.mqtt.tls_key_file.is_some();
+        match self.mqtt.tls_listen {
+            Some(_) if !mqtt_tls_files => bail!(
+                "mqtt.tls_listen needs mqtt.tls_cert_file and mqtt.tls_key_file (the certificate terminals will see)"
+            ),
+            None if self.mqtt.tls_only => {
+                bail!("mqtt.tls_only needs mqtt.tls_listen: terminals would have nowhere to connect")
+            }
+            _ => {}
+        }
         Ok(())
+    }
+
+    /// Whether the HTTP API is served over TLS.
+    pub fn https(&self) -> bool {
+        self.http.tls_cert_file.is_some()
     }
 
     /// The upstream broker, if one is configured.
@@ -231,16 +294,17 @@ impl Config {
             return Ok(None);
         };
         let url = url::Url::parse(raw).with_context(|| {
-            format!("upstream url {raw:?} is not a URL; expected mqtt://HOST:PORT")
+            format!(
+                "upstream url {raw:?} is not a URL; expected mqtts://HOST:PORT or mqtt://HOST:PORT"
+            )
         })?;
-        match url.scheme() {
-            "mqtt" | "tcp" => {}
-            "mqtts" | "ssl" | "tls" => bail!(
-                "upstream url {raw:?}: TLS upstream connections are not supported by this build yet; \
-                 use mqtt:// over a trusted network or a TLS tunnel (e.g. stunnel, WireGuard)"
+        let tls = match url.scheme() {
+            "mqtt" | "tcp" => false,
+            "mqtts" | "ssl" | "tls" => true,
+            other => bail!(
+                "upstream url {raw:?}: unknown scheme {other:?}; expected mqtts://HOST:PORT (TLS) or mqtt://HOST:PORT"
             ),
-            other => bail!("upstream url {raw:?}: unknown scheme {other:?}; expected mqtt://HOST:PORT"),
-        }
+        };
         let host = url
             .host_str()
             .filter(|h| !h.is_empty())
@@ -249,7 +313,8 @@ impl Config {
             .to_string();
         Ok(Some(UpstreamAddr {
             host,
-            port: url.port().unwrap_or(1883),
+            port: url.port().unwrap_or(if tls { 8883 } else { 1883 }),
+            tls,
         }))
     }
 
@@ -280,8 +345,26 @@ mod tests {
         c.site = "north stand".into();
         assert!(c.validate().unwrap_err().to_string().contains("site"));
         let mut c = Config::default();
-        c.upstream.url = Some("mqtts://x:8883".into());
-        assert!(c.validate().unwrap_err().to_string().contains("TLS"));
+        c.upstream.url = Some("mqtt://x:1883".into());
+        c.upstream.ca_file = Some("ca.pem".into());
+        assert!(c.validate().unwrap_err().to_string().contains("mqtts://"));
+        c.upstream.url = Some("mqtts://x".into());
+        c.upstream.cert_file = Some("gw.pem".into());
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("go together"));
+        c.upstream.key_file = Some("gw.key".into());
+        c.validate().unwrap();
+        c.mqtt.tls_only = true;
+        assert!(c.validate().unwrap_err().to_string().contains("tls_listen"));
+        c.mqtt.tls_listen = Some("0.0.0.0:8883".parse().unwrap());
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("tls_cert_file"));
         c.upstream.url = Some("http://x".into());
         assert!(c.validate().unwrap_err().to_string().contains("scheme"));
     }
@@ -311,9 +394,14 @@ mod tests {
             c.upstream_addr().unwrap(),
             Some(UpstreamAddr {
                 host: "broker.local".into(),
-                port: 1883
+                port: 1883,
+                tls: false,
             })
         );
+        c.upstream.url = Some("mqtts://central.example.com".into());
+        let tls = c.upstream_addr().unwrap().unwrap();
+        assert_eq!((tls.port, tls.tls), (8883, true));
+        assert_eq!(tls.to_string(), "mqtts://central.example.com:8883");
         c.upstream.url = Some("mqtt://127.0.0.1:18830".into());
         assert_eq!(c.upstream_addr().unwrap().unwrap().port, 18830);
         assert_eq!(c.upstream_client_id(), "pressline-gateway-demo-site");

@@ -32,7 +32,10 @@ use std::time::Duration;
 
 use pressline_protocol::topic::GatewayStatusTopic;
 use pressline_protocol::upstream::{GatewayStatus, GATEWAY_STATUS_SCHEMA};
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
+    TlsConfiguration, Transport,
+};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
@@ -47,6 +50,9 @@ pub struct ForwarderConfig {
     pub addr: UpstreamAddr,
     pub client_id: String,
     pub credentials: Option<(String, String)>,
+    /// For an `mqtts://` broker: trust roots and, for mutual TLS, the
+    /// gateway's certificate (see [`crate::tls::client_config`]).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     pub keep_alive: Duration,
     pub max_inflight: u16,
 }
@@ -165,6 +171,11 @@ impl Forwarder {
         options.set_max_packet_size(1 << 20, 1 << 20);
         if let Some((user, pass)) = &config.credentials {
             options.set_credentials(user, pass);
+        }
+        if let Some(tls) = &config.tls {
+            options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+                tls.clone(),
+            )));
         }
         let will_payload = serde_json::to_vec(&GatewayStatus {
             schema: GATEWAY_STATUS_SCHEMA.into(),
@@ -329,7 +340,8 @@ fn remove_acked(shared: &Shared, acked: &mut Vec<Handed>) {
 /// Drives the rumqttc event loop: connection state, packet-id mapping,
 /// PUBACKs, reconnect backoff.
 async fn poll(shared: Arc<Shared>, mut eventloop: EventLoop) {
-    let addr = format!("{}:{}", shared.config.addr.host, shared.config.addr.port);
+    let addr = shared.config.addr.to_string();
+    let mut last_error = String::new();
     let mut backoff = Duration::from_millis(500);
     let mut down_since: Option<std::time::Instant> = None;
     let mut last_down_log = std::time::Instant::now();
@@ -344,6 +356,8 @@ async fn poll(shared: Arc<Shared>, mut eventloop: EventLoop) {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 backoff = Duration::from_millis(500);
+                last_error.clear();
+                shared.stats.set_upstream_error(None);
                 let pending = shared.stats.forward_pending.load(Relaxed);
                 match down_since.take() {
                     Some(t) => {
@@ -402,15 +416,21 @@ async fn poll(shared: Arc<Shared>, mut eventloop: EventLoop) {
                     window.reset(false, None);
                 }
                 shared.stats.upstream_connected.store(false, Relaxed);
-                if down_since.is_none() {
-                    down_since = Some(std::time::Instant::now());
+                let error = describe_error(&e, &addr);
+                let changed = error != last_error;
+                if changed {
+                    shared.stats.set_upstream_error(Some(error.clone()));
+                    last_error = error.clone();
+                }
+                if down_since.is_none() || changed {
+                    down_since.get_or_insert_with(std::time::Instant::now);
                     last_down_log = std::time::Instant::now();
-                    tracing::warn!(upstream = %addr, error = %e, "upstream unreachable; presses are kept and forwarded when it is back");
+                    tracing::warn!(upstream = %addr, %error, "upstream unreachable; presses are kept and forwarded when it is back");
                 } else if last_down_log.elapsed() >= Duration::from_secs(60) {
                     last_down_log = std::time::Instant::now();
                     tracing::warn!(
                         upstream = %addr,
-                        error = %e,
+                        %error,
                         down_secs = down_since.map_or(0, |t| t.elapsed().as_secs()),
                         pending = shared.stats.forward_pending.load(Relaxed),
                         "upstream still unreachable"
@@ -421,5 +441,27 @@ async fn poll(shared: Arc<Shared>, mut eventloop: EventLoop) {
                 backoff = (backoff * 2).min(Duration::from_secs(15));
             }
         }
+    }
+}
+
+/// What went wrong with the upstream connection, in words that say what to
+/// fix: certificate problems and refused logins are named as such, not
+/// left as a nested error chain.
+fn describe_error(error: &ConnectionError, addr: &str) -> String {
+    let peer = format!("upstream broker {addr}");
+    if let Some(text) = crate::tls::explain(error, &peer) {
+        return text;
+    }
+    match error {
+        ConnectionError::ConnectionRefused(code) => {
+            use rumqttc::ConnectReturnCode::*;
+            match code {
+                BadUserNamePassword | NotAuthorized => format!(
+                    "{peer} refused the login ({code:?}); check upstream.username and upstream.password_file, or the client certificate the broker expects"
+                ),
+                other => format!("{peer} refused the connection ({other:?})"),
+            }
+        }
+        other => format!("{peer}: {other}"),
     }
 }

@@ -28,9 +28,41 @@ pub async fn run(mut config: Config, demo_terminals: Option<usize>) -> anyhow::R
     config.validate()?;
     let upstream = config.upstream_addr()?;
     let started = Instant::now();
+    if demo_terminals.is_some() && config.mqtt.tls_only {
+        anyhow::bail!("--demo needs the plain terminal listener: unset mqtt.tls_only");
+    }
+    // Every certificate, key and password file is read and checked before
+    // anything starts, so a mistake is one clear error, not a half-started
+    // gateway.
+    let upstream_tls = match &upstream {
+        Some(addr) if addr.tls => Some(Arc::new(
+            crate::tls::client_config(&crate::tls::ClientTls {
+                ca_file: config.upstream.ca_file.as_deref(),
+                cert_file: config.upstream.cert_file.as_deref(),
+                key_file: config.upstream.key_file.as_deref(),
+            })
+            .context("upstream TLS")?,
+        )),
+        _ => None,
+    };
+    let upstream_credentials = match (&config.upstream.username, &config.upstream.password_file) {
+        (Some(user), Some(file)) => {
+            crate::secret_files::refuse_world_readable(file, "upstream.password_file")?;
+            let pass = std::fs::read_to_string(file).with_context(|| {
+                format!("cannot read upstream.password_file {}", file.display())
+            })?;
+            Some((user.clone(), pass.trim_end().to_string()))
+        }
+        (Some(user), None) => Some((user.clone(), String::new())),
+        (None, Some(_)) => anyhow::bail!("upstream.password_file needs upstream.username"),
+        (None, None) => None,
+    };
+    let https = match (&config.http.tls_cert_file, &config.http.tls_key_file) {
+        (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key, "HTTPS")?),
+        _ => None,
+    };
 
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    crate::secret_files::prepare_data_dir(&config.data_dir)?;
     let store =
         Store::open(&config.data_dir, config.storage.cache_mb << 20).with_context(|| {
             format!(
@@ -158,32 +190,21 @@ pub async fn run(mut config: Config, demo_terminals: Option<usize>) -> anyhow::R
         .context("cannot start the commit thread")?;
 
     let forwarder = match &upstream {
-        Some(addr) => {
-            let credentials = match (&config.upstream.username, &config.upstream.password_file) {
-                (Some(user), Some(file)) => {
-                    let pass = std::fs::read_to_string(file).with_context(|| {
-                        format!("cannot read upstream.password_file {}", file.display())
-                    })?;
-                    Some((user.clone(), pass.trim_end().to_string()))
-                }
-                (Some(user), None) => Some((user.clone(), String::new())),
-                _ => None,
-            };
-            Some(Forwarder::start(
-                ForwarderConfig {
-                    site: config.site.clone(),
-                    addr: addr.clone(),
-                    client_id: config.upstream_client_id(),
-                    credentials,
-                    keep_alive: Duration::from_secs(config.upstream.keep_alive_secs.max(5)),
-                    max_inflight: config.upstream.max_inflight,
-                },
-                store.clone(),
-                stats.clone(),
-                forward_wake.clone(),
-                shutdown.clone(),
-            ))
-        }
+        Some(addr) => Some(Forwarder::start(
+            ForwarderConfig {
+                site: config.site.clone(),
+                addr: addr.clone(),
+                client_id: config.upstream_client_id(),
+                credentials: upstream_credentials,
+                tls: upstream_tls,
+                keep_alive: Duration::from_secs(config.upstream.keep_alive_secs.max(5)),
+                max_inflight: config.upstream.max_inflight,
+            },
+            store.clone(),
+            stats.clone(),
+            forward_wake.clone(),
+            shutdown.clone(),
+        )),
         None => None,
     };
 
@@ -198,6 +219,13 @@ pub async fn run(mut config: Config, demo_terminals: Option<usize>) -> anyhow::R
         started,
         upstream_configured: upstream.is_some(),
         token: token.into(),
+    };
+    let http_listener = match https {
+        Some(tls) => crate::http::HttpListener::Tls(
+            crate::https::TlsListener::new(http_listener, tls)
+                .context("cannot start the HTTPS listener")?,
+        ),
+        None => crate::http::HttpListener::Plain(http_listener),
     };
     let http = tokio::spawn(crate::http::serve(
         http_listener,
@@ -222,24 +250,33 @@ pub async fn run(mut config: Config, demo_terminals: Option<usize>) -> anyhow::R
             crate::identity::SecurityMode::Closed => "only registered terminals may connect",
         }
     );
-    tracing::info!(
-        "terminals: mqtt://{} (topics pressline/v1/term/{{terminal}}/press[/json])",
-        config.mqtt.listen
-    );
-    if let Some(v5) = config.mqtt.listen_v5 {
-        tracing::info!("terminals speaking MQTT 5: mqtt://{v5}");
+    if !config.mqtt.tls_only {
+        tracing::info!(
+            "terminals: mqtt://{} (topics pressline/v1/term/{{terminal}}/press[/json])",
+            config.mqtt.listen
+        );
+        if let Some(v5) = config.mqtt.listen_v5 {
+            tracing::info!("terminals speaking MQTT 5: mqtt://{v5}");
+        }
+    }
+    if let Some(tls) = config.mqtt.tls_listen {
+        tracing::info!("terminals over TLS: mqtts://{tls}");
     }
     tracing::info!(
-        "HTTP API: http://{}/api/v1/ (bearer token from {token_source})",
+        "HTTP API: {}://{}/api/v1/ (bearer token from {token_source})",
+        if config.https() { "https" } else { "http" },
         config.http.listen
     );
     match &upstream {
         Some(a) => tracing::info!(
-            "upstream: mqtt://{}:{} as {:?} (topics pressline/v1/{}/#)",
-            a.host,
-            a.port,
+            "upstream: {a} as {:?} (topics pressline/v1/{}/#){}",
             config.upstream_client_id(),
-            config.site
+            config.site,
+            match (a.tls, config.upstream.cert_file.is_some()) {
+                (true, true) => ", mutual TLS with a client certificate",
+                (true, false) => ", TLS",
+                (false, _) => ", plain TCP: use mqtts:// across any network you do not control",
+            }
         ),
         None => tracing::warn!("no upstream broker configured: presses are stored only (set --upstream mqtt://HOST:PORT to forward; the backlog is sent then)"),
     }

@@ -76,6 +76,9 @@ pub fn api_token(configured: Option<&str>, data_dir: &Path) -> anyhow::Result<(S
         return Ok((t.to_string(), "the config (http.api_token)".into()));
     }
     let path = data_dir.join("api-token");
+    if path.exists() {
+        crate::secret_files::refuse_world_readable(&path, "API token file")?;
+    }
     match std::fs::read_to_string(&path) {
         Ok(t) if t.trim().len() >= 16 => {
             return Ok((t.trim().to_string(), path.display().to_string()))
@@ -91,23 +94,9 @@ pub fn api_token(configured: Option<&str>, data_dir: &Path) -> anyhow::Result<(S
     let mut bytes = [0u8; 24];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    write_private(&path, &token).with_context(|| format!("cannot write {}", path.display()))?;
+    crate::secret_files::write_new_private(&path, &token)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok((token, format!("{} (generated)", path.display())))
-}
-
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut f = options.open(path)?;
-    f.write_all(text.as_bytes())?;
-    f.write_all(b"\n")?;
-    f.sync_all()
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -660,16 +649,29 @@ async fn metrics(State(state): State<ApiState>) -> Response {
 }
 
 /// Serves until shutdown.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: ApiState,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let result = axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.wait_for(|stop| *stop).await;
-        })
-        .await;
+/// Where the API is served: plain HTTP, or HTTPS when a certificate is
+/// configured.
+pub enum HttpListener {
+    Plain(tokio::net::TcpListener),
+    Tls(crate::https::TlsListener),
+}
+
+pub async fn serve(listener: HttpListener, state: ApiState, mut shutdown: watch::Receiver<bool>) {
+    let stop = async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    };
+    let result = match listener {
+        HttpListener::Plain(l) => {
+            axum::serve(l, router(state))
+                .with_graceful_shutdown(stop)
+                .await
+        }
+        HttpListener::Tls(l) => {
+            axum::serve(l, router(state))
+                .with_graceful_shutdown(stop)
+                .await
+        }
+    };
     if let Err(e) = result {
         tracing::error!(error = %e, "HTTP server failed");
     }

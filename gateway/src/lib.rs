@@ -27,7 +27,11 @@
 //! - [`rollouts`]: its service: OTA link, chunk serving, persistence.
 //! - [`registry`]: the task running them: persistence, upstream health/alerts.
 //! - [`http`]: the HTTP API.
+//! - [`https`]: the TLS listener the API is served from when HTTPS is on.
 //! - [`identity`]: registered terminals, broker logins, press MACs.
+//! - [`tls`]: rustls for the upstream client, the terminal listener and
+//!   HTTPS; certificate errors in plain words.
+//! - [`secret_files`]: owner-only secrets on disk; world-readable keys refused.
 //! - [`stats`]: counters and rate-limited logging.
 //! - [`demo`]: in-process simulated terminals for the demo.
 //! - [`gateway`]: wiring it all together, start-up and graceful shutdown.
@@ -42,6 +46,7 @@ pub mod forwarder;
 pub mod gateway;
 pub mod health;
 pub mod http;
+pub mod https;
 pub mod identity;
 pub mod ingest;
 pub mod metrics;
@@ -52,8 +57,10 @@ pub mod retention;
 pub mod rollout;
 pub mod rollouts;
 pub mod scores;
+pub mod secret_files;
 pub mod stats;
 pub mod store;
 pub mod time;
+pub mod tls;
 
 pub use config::Config;

@@ -54,9 +54,24 @@ struct RunArgs {
     /// Data directory (presses, outbox).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Upstream broker, mqtt://HOST:PORT. Without one, presses are stored only.
+    /// Upstream broker: mqtts://HOST:PORT (TLS) or mqtt://HOST:PORT. Without
+    /// one, presses are stored only.
     #[arg(long)]
     upstream: Option<String>,
+    /// CA bundle (PEM) that issued the upstream broker's certificate; the
+    /// system roots when not given.
+    #[arg(long, value_name = "FILE")]
+    upstream_ca: Option<PathBuf>,
+    /// Client certificate (PEM chain) for mutual TLS with the upstream broker.
+    #[arg(long, value_name = "FILE", requires = "upstream_key")]
+    upstream_cert: Option<PathBuf>,
+    /// Private key (PEM) of --upstream-cert; must not be world-readable.
+    #[arg(long, value_name = "FILE", requires = "upstream_cert")]
+    upstream_key: Option<PathBuf>,
+    /// Address for terminals connecting over TLS, e.g. 0.0.0.0:8883 (needs
+    /// mqtt.tls_cert_file and mqtt.tls_key_file in the config).
+    #[arg(long)]
+    mqtt_tls_listen: Option<SocketAddr>,
     /// Trust firmware releases signed with this public key (repeatable).
     #[arg(long = "trusted-key", value_name = "FILE")]
     trusted_keys: Vec<PathBuf>,
@@ -89,6 +104,16 @@ impl RunArgs {
         config.ota.trusted_keys.extend(self.trusted_keys);
         if let Some(u) = self.upstream {
             config.upstream.url = Some(u);
+        }
+        if let Some(f) = self.upstream_ca {
+            config.upstream.ca_file = Some(f);
+        }
+        if let (Some(cert), Some(key)) = (self.upstream_cert, self.upstream_key) {
+            config.upstream.cert_file = Some(cert);
+            config.upstream.key_file = Some(key);
+        }
+        if let Some(a) = self.mqtt_tls_listen {
+            config.mqtt.tls_listen = Some(a);
         }
         Ok((config, self.demo))
     }

@@ -28,6 +28,8 @@ pub struct Stats {
     pub storage_full: AtomicBool,
     pub upstream_connected: AtomicBool,
     rejected_by_reason: Mutex<BTreeMap<&'static str, u64>>,
+    /// Why the upstream connection last failed; cleared on connect.
+    upstream_error: Mutex<Option<String>>,
     today: AtomicI64,
     stored_today: AtomicU64,
 }
@@ -55,6 +57,10 @@ pub struct StatsSnapshot {
     pub commit_batches: u64,
     /// `null` when no upstream broker is configured.
     pub upstream_connected: Option<bool>,
+    /// Why the last upstream connection attempt failed (`null` once
+    /// connected): a certificate problem, a refused login, a refused TCP
+    /// connection.
+    pub upstream_error: Option<String>,
     pub disk_bytes: u64,
 }
 
@@ -72,6 +78,14 @@ impl Stats {
         } else {
             0
         }
+    }
+
+    /// Records why the upstream connection failed (`None`: connected).
+    pub fn set_upstream_error(&self, error: Option<String>) {
+        *self
+            .upstream_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = error;
     }
 
     /// Counts a rejected payload under `reason`.
@@ -114,6 +128,11 @@ impl Stats {
             presses_today: self.presses_today(),
             commit_batches: self.commit_batches.load(Relaxed),
             upstream_connected: upstream_configured.then(|| self.upstream_connected.load(Relaxed)),
+            upstream_error: self
+                .upstream_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
             disk_bytes,
         }
     }

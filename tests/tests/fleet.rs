@@ -30,6 +30,7 @@ fn fleet_reports_terminals_batteries_stuck_buttons_and_outages_across_two_sites(
                 site: name.into(),
                 upstream: Some(mosquitto.url()),
                 config_toml: Some(FAST_HEALTH.into()),
+                ..Default::default()
             },
         )
     };

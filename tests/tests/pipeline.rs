@@ -565,6 +565,7 @@ fn fresh_presses_overtake_a_backlog_while_it_drains() {
             site: "arena".into(),
             upstream: Some(mosquitto.url()),
             config_toml: Some("[upstream]\nmax_inflight = 20\n".into()),
+            ..Default::default()
         },
     );
     // A backlog builds up while upstream is down.

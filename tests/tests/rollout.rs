@@ -49,6 +49,7 @@ impl Site {
                     keys.join("signing.pub").display(),
                     stranger.join("signing.pub").display(),
                 )),
+                ..Default::default()
             },
         );
         add_site(&config, "arena", &gateway);

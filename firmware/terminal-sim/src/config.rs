@@ -29,6 +29,9 @@ pub struct SimConfig {
     /// Site broker host (the gateway's MQTT listener).
     pub broker_host: String,
     pub broker_port: u16,
+    /// Connect over TLS with this configuration (trust roots for the
+    /// gateway's terminal listener); plain TCP when `None`.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     /// How many terminals to run.
     pub terminals: usize,
     /// Presses per terminal; `None` presses forever (demo mode).
@@ -115,6 +118,7 @@ impl Default for SimConfig {
         SimConfig {
             broker_host: "127.0.0.1".into(),
             broker_port: 1883,
+            tls: None,
             terminals: 4,
             presses: Some(10),
             rate: 10.0,

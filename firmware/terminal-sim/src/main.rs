@@ -21,6 +21,10 @@ struct Args {
     /// the provisioning records' gateway, else 127.0.0.1:1883].
     #[arg(long)]
     broker: Option<String>,
+    /// Connect to the broker over TLS, trusting the CA certificate(s) in
+    /// this PEM file (the gateway's mqtt.tls_listen).
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<std::path::PathBuf>,
     /// Run the terminals described by these provisioning records (files
     /// written by `fleet provision --to-file`, or directories of them):
     /// their ids, logins and press signatures. Overrides --terminals.
@@ -190,6 +194,29 @@ fn read_public_key(path: &std::path::Path) -> anyhow::Result<[u8; 32]> {
     Ok(key)
 }
 
+/// TLS trusting only the CA certificates in `ca_file`.
+fn tls_config(ca_file: &std::path::Path) -> anyhow::Result<std::sync::Arc<rustls::ClientConfig>> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let pem = std::fs::read(ca_file)
+        .with_context(|| format!("cannot read --tls-ca {}", ca_file.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.with_context(|| format!("--tls-ca {} is not PEM", ca_file.display()))?;
+        roots
+            .add(cert)
+            .with_context(|| format!("--tls-ca {}: invalid CA certificate", ca_file.display()))?;
+    }
+    if roots.is_empty() {
+        bail!("--tls-ca {} holds no certificate", ca_file.display());
+    }
+    Ok(std::sync::Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    ))
+}
+
 fn validate(args: &Args) -> anyhow::Result<SimConfig> {
     let records = load_provisioning(&args.provisioning)?;
     let broker = match (&args.broker, records.first()) {
@@ -198,6 +225,7 @@ fn validate(args: &Args) -> anyhow::Result<SimConfig> {
         (None, None) => "127.0.0.1:1883".to_string(),
     };
     let (broker_host, broker_port) = parse_broker(&broker)?;
+    let tls = args.tls_ca.as_deref().map(tls_config).transpose()?;
     let identities: Vec<_> = records.into_iter().map(|(identity, _)| identity).collect();
     let terminals = if identities.is_empty() {
         args.terminals
@@ -258,6 +286,7 @@ fn validate(args: &Args) -> anyhow::Result<SimConfig> {
     Ok(SimConfig {
         broker_host,
         broker_port,
+        tls,
         terminals,
         identities,
         presses: Some(args.presses),

@@ -244,6 +244,11 @@ async fn run_boot(
         QoS::AtLeastOnce,
         false,
     ));
+    if let Some(tls) = &config.tls {
+        options.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(tls.clone()),
+        ));
+    }
     let (client, mut eventloop) = AsyncClient::new(options, 1024);
     // Small request/response messages (acks, OTA chunk requests): without
     // TCP_NODELAY each can wait for the broker's delayed ACK (~40 ms).

@@ -15,6 +15,7 @@ pub fn add(
     url: &str,
     token: Option<&str>,
     token_file: Option<&Path>,
+    ca_file: Option<&Path>,
 ) -> anyhow::Result<Outcome> {
     pressline_protocol::ident::validate_id(name)
         .map_err(|e| anyhow::anyhow!("site name {name:?}: {e}"))?;
@@ -30,11 +31,26 @@ pub fn add(
     if token.is_empty() {
         bail!("the token is empty");
     }
+    let ca_file = match ca_file {
+        Some(ca) => {
+            if !url.starts_with("https://") {
+                bail!("--ca only applies to an https:// gateway URL");
+            }
+            crate::tls::load_ca(ca)?;
+            // Absolute, so the profile works from any directory.
+            Some(
+                std::fs::canonicalize(ca)
+                    .with_context(|| format!("cannot resolve --ca {}", ca.display()))?,
+            )
+        }
+        None => None,
+    };
     let mut file = SitesFile::load(path)?;
     let replaced = file.upsert(Site {
         name: name.into(),
         url: url.clone(),
         token,
+        ca_file,
     });
     file.save(path)?;
     Ok(Outcome {
@@ -112,11 +128,13 @@ mod tests {
                 name: "arena".into(),
                 url: "http://10.20.0.2:8080".into(),
                 token: "secret-1".into(),
+                ca_file: None,
             },
             Site {
                 name: "airport-t2".into(),
                 url: "http://10.30.0.2:8080".into(),
                 token: "secret-2".into(),
+                ca_file: None,
             },
         ];
         let out = render(&sites);

@@ -6,6 +6,8 @@
 //! timeout, and says what it was waiting for when it gives up.
 #![allow(dead_code)]
 
+pub mod pki;
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -83,19 +85,41 @@ fn wait_exit(child: &mut Child, what: &str) -> ExitStatus {
     }
 }
 
+/// A TLS listener for Mosquitto, as a central broker authenticating site
+/// gateways by client certificate is configured.
+#[derive(Debug, Clone)]
+pub struct MosquittoTls {
+    pub ca_file: PathBuf,
+    pub server: pki::Issued,
+    /// `require_certificate true`: mutual TLS.
+    pub require_certificate: bool,
+}
+
 /// A real Mosquitto broker standing in for the central upstream broker.
 pub struct Mosquitto {
+    /// Plain listener (analytics consumers in the tests use it).
     pub port: u16,
+    /// TLS listener, when started with one.
+    pub tls_port: u16,
+    /// Change and `restart()` to serve another certificate.
+    pub tls: Option<MosquittoTls>,
     dir: PathBuf,
     child: Option<Child>,
 }
 
 impl Mosquitto {
     pub fn start(dir: &Path) -> Mosquitto {
+        Mosquitto::start_with(dir, None)
+    }
+
+    /// Mosquitto with a TLS listener next to the plain one.
+    pub fn start_with(dir: &Path, tls: Option<MosquittoTls>) -> Mosquitto {
         let dir = dir.join("mosquitto");
         fs::create_dir_all(&dir).unwrap();
         let mut m = Mosquitto {
             port: free_port(),
+            tls_port: free_port(),
+            tls,
             dir,
             child: None,
         };
@@ -103,21 +127,36 @@ impl Mosquitto {
         m
     }
 
+    /// `mqtts://HOST:TLS_PORT` for the gateway.
+    pub fn tls_url(&self, host: &str) -> String {
+        format!("mqtts://{host}:{}", self.tls_port)
+    }
+
     fn spawn(&mut self) {
         let conf = self.dir.join("mosquitto.conf");
         // Persistence keeps the consumer's session and queued messages across
         // a restart, like a production central broker would; TCP_NODELAY as
         // deploy/mosquitto-central.conf recommends.
-        fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {dir}/\n\
-                 max_queued_messages 0\nmax_inflight_messages 0\nset_tcp_nodelay true\nlog_dest file {dir}/mosquitto.log\n",
-                port = self.port,
-                dir = self.dir.display()
-            ),
-        )
-        .unwrap();
+        // `user root`: when the tests run as root, Mosquitto would drop to
+        // its own user before loading the (owner-only) TLS key.
+        let mut text = format!(
+            "user root\nallow_anonymous true\npersistence true\npersistence_location {dir}/\n\
+             max_queued_messages 0\nmax_inflight_messages 0\nset_tcp_nodelay true\nlog_dest file {dir}/mosquitto.log\n\
+             listener {port} 127.0.0.1\n",
+            port = self.port,
+            dir = self.dir.display()
+        );
+        if let Some(tls) = &self.tls {
+            text += &format!(
+                "listener {port} 127.0.0.1\ncafile {ca}\ncertfile {cert}\nkeyfile {key}\nrequire_certificate {req}\n",
+                port = self.tls_port,
+                ca = tls.ca_file.display(),
+                cert = tls.server.cert.display(),
+                key = tls.server.key.display(),
+                req = tls.require_certificate,
+            );
+        }
+        fs::write(&conf, text).unwrap();
         let child = Command::new("mosquitto")
             .arg("-c")
             .arg(&conf)
@@ -126,7 +165,21 @@ impl Mosquitto {
             .spawn()
             .expect("mosquitto is installed (the test command installs it)");
         self.child = Some(child);
-        wait_for_port(self.port, "mosquitto to listen");
+        let ports = [Some(self.port), self.tls.as_ref().map(|_| self.tls_port)];
+        for port in ports.into_iter().flatten() {
+            let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+            let child = self.child.as_mut().unwrap();
+            let mut exited = false;
+            wait_until("mosquitto to listen", || {
+                exited = child.try_wait().unwrap().is_some();
+                exited || TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+            });
+            assert!(
+                !exited,
+                "mosquitto exited at start; its log:\n{}",
+                fs::read_to_string(self.dir.join("mosquitto.log")).unwrap_or_default()
+            );
+        }
     }
 
     /// Graceful stop (SIGTERM), as an operator restarting the central broker.
@@ -163,6 +216,28 @@ pub struct GatewayOptions {
     pub upstream: Option<String>,
     /// Extra TOML written to a config file passed with --config.
     pub config_toml: Option<String>,
+    /// Extra command-line arguments (e.g. --upstream-ca FILE).
+    pub args: Vec<String>,
+    /// The gateway serves HTTPS with a certificate from this CA.
+    pub https_ca: Option<PathBuf>,
+}
+
+/// An HTTP agent trusting `ca` (HTTPS) or none (plain HTTP).
+pub fn http_agent(ca: Option<&Path>) -> ureq::Agent {
+    let mut builder = ureq::AgentBuilder::new().timeout(Duration::from_secs(5));
+    if let Some(ca) = ca {
+        use rustls::pki_types::{pem::PemObject, CertificateDer};
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let config = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        builder = builder.tls_config(Arc::new(config));
+    }
+    builder.build()
 }
 
 /// A real `gateway run` process.
@@ -173,6 +248,7 @@ pub struct Gateway {
     pub data_dir: PathBuf,
     log: PathBuf,
     options: GatewayOptions,
+    agent: ureq::Agent,
     dir: PathBuf,
     child: Option<Child>,
     starts: u32,
@@ -186,6 +262,7 @@ impl Gateway {
             http_port: free_port(),
             data_dir: dir.join(format!("data-{}", options.site)),
             log: dir.join(format!("gateway-{}.log", options.site)),
+            agent: http_agent(options.https_ca.as_deref()),
             options,
             dir: dir.to_path_buf(),
             child: None,
@@ -240,6 +317,7 @@ impl Gateway {
             fs::write(&path, toml).unwrap();
             cmd.arg("--config").arg(path);
         }
+        cmd.args(&self.options.args);
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -249,7 +327,8 @@ impl Gateway {
             .env("NO_COLOR", "1");
         cmd.stdout(log.try_clone().unwrap()).stderr(log);
         self.child = Some(cmd.spawn().expect("gateway starts"));
-        let url = format!("http://127.0.0.1:{}/healthz", self.http_port);
+        let url = format!("{}/healthz", self.url());
+        let agent = self.agent.clone();
         let log_path = self.log.clone();
         let child = self.child.as_mut().unwrap();
         let mut exited = None;
@@ -258,7 +337,8 @@ impl Gateway {
                 exited = Some(status);
                 return true;
             }
-            ureq::get(&url)
+            agent
+                .get(&url)
                 .timeout(Duration::from_secs(2))
                 .call()
                 .is_ok()
@@ -288,12 +368,18 @@ impl Gateway {
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.http_port)
+        let scheme = if self.options.https_ca.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.http_port)
     }
 
     /// GET an API path with the token; returns the JSON body.
     pub fn get(&self, path: &str) -> Value {
-        ureq::get(&format!("{}{path}", self.url()))
+        self.agent
+            .get(&format!("{}{path}", self.url()))
             .set("Authorization", &format!("Bearer {}", self.token()))
             .timeout(Duration::from_secs(5))
             .call()
@@ -323,6 +409,38 @@ impl Gateway {
     pub fn restart_after_crash(&mut self) {
         self.kill9();
         self.spawn();
+    }
+
+    /// Stops the gateway (SIGTERM) and starts it again on the same data
+    /// and ports with other options, as an operator fixing its config.
+    pub fn restart_with(&mut self, options: GatewayOptions) {
+        if self.child.is_some() {
+            self.terminate();
+        }
+        self.agent = http_agent(options.https_ca.as_deref());
+        self.options = options;
+        self.spawn();
+    }
+
+    /// Starts a gateway that is expected to refuse to start; returns its
+    /// exit status and log.
+    pub fn start_refused(dir: &Path, options: GatewayOptions) -> String {
+        let mut g = Gateway {
+            mqtt_port: free_port(),
+            mqtt_v5_port: free_port(),
+            http_port: free_port(),
+            data_dir: dir.join(format!("data-{}", options.site)),
+            log: dir.join(format!("gateway-{}.log", options.site)),
+            agent: http_agent(options.https_ca.as_deref()),
+            options,
+            dir: dir.to_path_buf(),
+            child: None,
+            starts: 0,
+        };
+        match g.try_spawn() {
+            Ok(()) => panic!("the gateway started; log:\n{}", g.log()),
+            Err(status_and_log) => status_and_log,
+        }
     }
 
     /// SIGTERM and wait; returns the exit status.

@@ -380,6 +380,17 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
     }
 
     pub async fn start(&mut self, link_type: LinkType) -> Result<(), Error> {
+        // Pressline patch: the TLS acceptor is built once (not per
+        // connection), and the handshake of a remote link runs on the
+        // link's own task under the connection timeout, so a client that
+        // never completes it cannot stop others from connecting.
+        #[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
+        let acceptor = match &self.config.tls {
+            Some(c) => Some(Arc::new(TLSAcceptor::new(c)?)),
+            None => None,
+        };
+        let handshake_timeout =
+            Duration::from_millis(self.config.connections.connection_timeout_ms.into());
         let listener = TcpListener::bind(&self.config.listen).await?;
         let delay = Duration::from_millis(self.config.next_connection_delay_ms);
         let mut count: usize = 0;
@@ -406,6 +417,7 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
                 }
             };
 
+            #[cfg(feature = "websocket")]
             let (network, tenant_id) = match self.tls_accept(stream).await {
                 Ok(o) => o,
                 Err(e) => {
@@ -413,6 +425,8 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
                     continue;
                 }
             };
+            #[cfg(not(feature = "websocket"))]
+            let tenant_id: Option<String> = None;
 
             info!(
                 name=?self.config.name, ?addr, count, tenant=?tenant_id, "accept"
@@ -449,22 +463,48 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
                         )),
                     )
                 }
-                LinkType::Remote => task::spawn(
-                    remote(
-                        config,
-                        tenant_id.clone(),
-                        router_tx,
-                        network,
-                        protocol,
-                        self.awaiting_will_handler.clone(),
-                    )
-                    .instrument(tracing::error_span!(
-                        "remote_link",
-                        ?tenant_id,
-                        client_id = field::Empty,
-                        connection_id = field::Empty,
-                    )),
-                ),
+                LinkType::Remote => {
+                    #[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
+                    let acceptor = acceptor.clone();
+                    let will_handlers = self.awaiting_will_handler.clone();
+                    task::spawn(async move {
+                        #[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
+                        let (tenant_id, network): (Option<String>, Box<dyn N>) = match acceptor {
+                            Some(acceptor) => {
+                                match time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                                    Ok(Ok(accepted)) => accepted,
+                                    Ok(Err(e)) => {
+                                        warn!(error=%e, ?addr, "TLS handshake failed");
+                                        return;
+                                    }
+                                    Err(_) => {
+                                        warn!(?addr, "TLS handshake timed out");
+                                        return;
+                                    }
+                                }
+                            }
+                            None => (None, Box::new(stream)),
+                        };
+                        #[cfg(not(any(feature = "use-rustls", feature = "use-native-tls")))]
+                        let (tenant_id, network): (Option<String>, Box<dyn N>) =
+                            (None, Box::new(stream));
+                        remote(
+                            config,
+                            tenant_id.clone(),
+                            router_tx,
+                            network,
+                            protocol,
+                            will_handlers,
+                        )
+                        .instrument(tracing::error_span!(
+                            "remote_link",
+                            ?tenant_id,
+                            client_id = field::Empty,
+                            connection_id = field::Empty,
+                        ))
+                        .await
+                    })
+                }
             };
 
             time::sleep(delay).await;

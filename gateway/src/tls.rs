@@ -1,0 +1,274 @@
+//! TLS for what the gateway connects to and what it serves: the upstream
+//! broker (client, optionally with a client certificate for mutual TLS),
+//! the terminal listener and the HTTP API (servers).
+//!
+//! One crypto provider for the whole process (rustls with *ring*), loaded
+//! PEM files with errors that name the file and say what was expected, and
+//! plain-language explanations of certificate failures: an operator reading
+//! "the upstream broker's certificate expired on …" knows what to do; one
+//! reading `InvalidCertificate(Expired)` has to search for it.
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{AlertDescription, CertificateError, ClientConfig, RootCertStore, ServerConfig};
+
+use crate::secret_files;
+
+/// Installs *ring* as the process-wide rustls provider. Idempotent; every
+/// TLS configuration below calls it, so no caller has to remember.
+pub fn install_crypto_provider() {
+    // Err means one is installed already (by an earlier call): fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Reads every certificate in a PEM file (a chain: leaf first).
+pub fn load_certs(path: &Path, what: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("cannot read {what} {}", path.display()))?;
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("{what} {} is not a valid PEM file", path.display()))?;
+    if certs.is_empty() {
+        bail!(
+            "{what} {} holds no certificate (expected PEM blocks starting with \"-----BEGIN CERTIFICATE-----\")",
+            path.display()
+        );
+    }
+    Ok(certs)
+}
+
+/// Reads the private key from a PEM file (PKCS#8, PKCS#1 or SEC1), after
+/// refusing it when other users can read it.
+pub fn load_key(path: &Path, what: &str) -> anyhow::Result<PrivateKeyDer<'static>> {
+    secret_files::refuse_world_readable(path, what)?;
+    let bytes =
+        std::fs::read(path).with_context(|| format!("cannot read {what} {}", path.display()))?;
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{what} {} holds no usable private key ({e}); expected a PEM \"PRIVATE KEY\" block",
+            path.display()
+        )
+    })
+}
+
+/// When a certificate is not yet valid or no longer valid, says so (and
+/// when), so a wrong clock or a forgotten renewal shows up at start-up.
+pub fn validity_problem(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let validity = parsed.validity();
+    let now = x509_parser::time::ASN1Time::now();
+    if now > validity.not_after {
+        Some(format!("expired on {}", validity.not_after))
+    } else if now < validity.not_before {
+        Some(format!(
+            "is not valid before {} (is this machine's clock right?)",
+            validity.not_before
+        ))
+    } else {
+        None
+    }
+}
+
+/// Where the upstream connection's trust and identity come from.
+#[derive(Debug, Clone, Default)]
+pub struct ClientTls<'a> {
+    /// CA bundle; `None` uses the system's roots.
+    pub ca_file: Option<&'a Path>,
+    /// Client certificate chain and key, for mutual TLS.
+    pub cert_file: Option<&'a Path>,
+    pub key_file: Option<&'a Path>,
+}
+
+/// Builds the rustls client configuration for the upstream broker.
+pub fn client_config(tls: &ClientTls<'_>) -> anyhow::Result<ClientConfig> {
+    install_crypto_provider();
+    let mut roots = RootCertStore::empty();
+    match tls.ca_file {
+        Some(path) => {
+            for cert in load_certs(path, "upstream CA file")? {
+                roots.add(cert).with_context(|| {
+                    format!(
+                        "upstream CA file {} holds an invalid CA certificate",
+                        path.display()
+                    )
+                })?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            for cert in found.certs {
+                // Skip the odd broken system certificate rather than failing.
+                let _ = roots.add(cert);
+            }
+            if roots.is_empty() {
+                bail!(
+                    "no system CA certificates found (install Debian's ca-certificates, or set upstream.ca_file / --upstream-ca)"
+                );
+            }
+        }
+    }
+    let builder = ClientConfig::builder().with_root_certificates(roots);
+    let config = match (tls.cert_file, tls.key_file) {
+        (Some(cert), Some(key_path)) => {
+            let chain = load_certs(cert, "upstream client certificate")?;
+            if let Some(problem) = validity_problem(&chain[0]) {
+                tracing::error!(
+                    file = %cert.display(),
+                    "the upstream client certificate {problem}: the broker will refuse it; presses are kept until a valid one is configured"
+                );
+            }
+            let key = load_key(key_path, "upstream client key")?;
+            builder.with_client_auth_cert(chain, key).with_context(|| {
+                format!(
+                    "upstream client key {} does not match certificate {}",
+                    key_path.display(),
+                    cert.display()
+                )
+            })?
+        }
+        (None, None) => builder.with_no_client_auth(),
+        _ => bail!("upstream.cert_file and upstream.key_file go together: set both for mutual TLS, or neither"),
+    };
+    Ok(config)
+}
+
+/// Builds a rustls server configuration from a certificate chain and key
+/// (the terminal listener and the HTTPS API).
+pub fn server_config(
+    cert_file: &Path,
+    key_file: &Path,
+    what: &str,
+) -> anyhow::Result<ServerConfig> {
+    install_crypto_provider();
+    let chain = load_certs(cert_file, &format!("{what} certificate"))?;
+    if let Some(problem) = validity_problem(&chain[0]) {
+        tracing::error!(file = %cert_file.display(), "the {what} certificate {problem}: clients will refuse it");
+    }
+    let key = load_key(key_file, &format!("{what} key"))?;
+    ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .with_context(|| {
+            format!(
+                "{what} key {} does not match certificate {}",
+                key_file.display(),
+                cert_file.display()
+            )
+        })
+}
+
+/// The rustls error inside a connection error, however deeply wrapped
+/// (rumqttc wraps it in its own error, tokio-rustls in `io::Error`).
+pub fn find_rustls_error<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a rustls::Error> {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(found) = e.downcast_ref::<rustls::Error>() {
+            return Some(found);
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if let Some(inner) = io.get_ref() {
+                if let Some(found) = find_rustls_error(inner) {
+                    return Some(found);
+                }
+            }
+        }
+        current = e.source();
+    }
+    None
+}
+
+/// Explains a TLS failure talking to `peer` in words an operator can act
+/// on; `None` when the error is not about TLS.
+pub fn explain(error: &(dyn std::error::Error + 'static), peer: &str) -> Option<String> {
+    let tls = find_rustls_error(error)?;
+    let text = match tls {
+        rustls::Error::InvalidCertificate(cert) => match cert {
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => format!(
+                "the certificate of {peer} has expired ({tls}); it must be renewed on the broker"
+            ),
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => format!(
+                "the certificate of {peer} is not valid yet ({tls}); check this machine's clock"
+            ),
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                format!(
+                    "the certificate of {peer} is not valid for that host name ({tls}); connect with the name the certificate was issued for"
+                )
+            }
+            CertificateError::UnknownIssuer | CertificateError::BadSignature => format!(
+                "the certificate of {peer} is not signed by a trusted CA ({tls}); set upstream.ca_file (--upstream-ca) to the CA that issued it"
+            ),
+            CertificateError::Revoked => format!("the certificate of {peer} is revoked ({tls})"),
+            _ => format!("the certificate of {peer} was refused: {tls}"),
+        },
+        rustls::Error::AlertReceived(alert) => match alert {
+            AlertDescription::CertificateRequired => format!(
+                "{peer} requires a client certificate ({tls}); set upstream.cert_file and upstream.key_file (--upstream-cert, --upstream-key)"
+            ),
+            AlertDescription::CertificateExpired => format!(
+                "{peer} refused our client certificate because it has expired ({tls}); renew it"
+            ),
+            AlertDescription::UnknownCA
+            | AlertDescription::BadCertificate
+            | AlertDescription::UnsupportedCertificate
+            | AlertDescription::CertificateUnknown
+            | AlertDescription::AccessDenied
+            | AlertDescription::DecryptError => format!(
+                "{peer} refused our client certificate ({tls}); it must be issued by a CA the broker trusts, be current, and match the key"
+            ),
+            AlertDescription::ProtocolVersion | AlertDescription::HandshakeFailure => format!(
+                "{peer} and the gateway share no TLS version or cipher suite ({tls}); the gateway needs TLS 1.2 or 1.3"
+            ),
+            _ => format!("{peer} ended the TLS handshake: {tls}"),
+        },
+        rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateHandshakeMessage { .. } => format!(
+            "{peer} does not speak TLS on that port ({tls}); use mqtt:// for a plain port, or the broker's TLS port (usually 8883)"
+        ),
+        other => format!("TLS with {peer} failed: {other}"),
+    };
+    Some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrapped_certificate_errors_are_explained() {
+        let inner = rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer);
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, inner);
+        let text = explain(&io, "upstream broker x:8883").unwrap();
+        assert!(text.contains("not signed by a trusted CA"), "{text}");
+        assert!(text.contains("--upstream-ca"), "{text}");
+        let plain = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert!(explain(&plain, "x").is_none());
+        let alert = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(AlertDescription::CertificateRequired),
+        );
+        assert!(explain(&alert, "x").unwrap().contains("--upstream-cert"));
+    }
+
+    #[test]
+    fn missing_and_malformed_files_say_which_file_and_what_was_expected() {
+        let dir = tempfile::tempdir().unwrap();
+        let none = dir.path().join("nope.pem");
+        let err = load_certs(&none, "upstream CA file")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cannot read upstream CA file") && err.contains("nope.pem"),
+            "{err}"
+        );
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "hello\n").unwrap();
+        let err = load_certs(&empty, "upstream CA file")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("holds no certificate"), "{err}");
+    }
+}

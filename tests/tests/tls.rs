@@ -1,0 +1,388 @@
+//! Transport security, end to end: a gateway forwarding to a real Mosquitto
+//! over mutual TLS, certificate mistakes named clearly with nothing lost,
+//! terminals over TLS, the API over HTTPS with `fleet` trusting a private
+//! CA, and secrets on disk kept private.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use common::pki::{Ca, Validity};
+use common::*;
+
+fn mode(path: &std::path::Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// Upstream options for the gateway: `mqtts://` plus CA and client cert.
+fn upstream_args(url: String, ca: &std::path::Path, client: Option<&pki::Issued>) -> Vec<String> {
+    let mut args = vec![
+        "--upstream".to_string(),
+        url,
+        "--upstream-ca".to_string(),
+        ca.display().to_string(),
+    ];
+    if let Some(c) = client {
+        args.extend([
+            "--upstream-cert".to_string(),
+            c.cert.display().to_string(),
+            "--upstream-key".to_string(),
+            c.key.display().to_string(),
+        ]);
+    }
+    args
+}
+
+fn upstream_error(gateway: &Gateway) -> String {
+    gateway.stats()["upstream_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Waits until the gateway reports an upstream error containing `needle`.
+fn wait_for_upstream_error(gateway: &Gateway, needle: &str) -> String {
+    let mut last = String::new();
+    wait_until(&format!("upstream error mentioning {needle:?}"), || {
+        last = upstream_error(gateway);
+        last.contains(needle)
+    });
+    eprintln!("upstream_error: {last}");
+    last
+}
+
+#[test]
+fn presses_reach_a_mosquitto_that_requires_client_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(&dir.path().join("pki"), "central");
+    let mosquitto = Mosquitto::start_with(
+        dir.path(),
+        Some(MosquittoTls {
+            ca_file: ca.cert_file.clone(),
+            server: ca.server("broker", &["localhost", "127.0.0.1"], Validity::Current),
+            require_certificate: true,
+        }),
+    );
+    let consumer = Consumer::start(mosquitto.port, "analytics-tls");
+    let client = ca.client("gateway-arena", Validity::Current);
+    let gateway = Gateway::start(
+        dir.path(),
+        GatewayOptions {
+            site: "arena".into(),
+            args: upstream_args(mosquitto.tls_url("localhost"), &ca.cert_file, Some(&client)),
+            ..Default::default()
+        },
+    );
+    Sim::spawn(
+        &gateway.broker(),
+        &[
+            "--terminals",
+            "4",
+            "--presses",
+            "50",
+            "--rate",
+            "0",
+            "--id-prefix",
+            "t",
+        ],
+    )
+    .expect_all_acked();
+    let expected = expected_ids("arena", "t", 4, 50, 0);
+    wait_until("every press upstream over mutual TLS", || {
+        consumer.ids() == expected
+    });
+    let stats = gateway.stats();
+    assert_eq!(stats["upstream_connected"], true, "{stats}");
+    assert_eq!(stats["upstream_error"], serde_json::Value::Null, "{stats}");
+    assert!(
+        gateway
+            .log()
+            .contains("mutual TLS with a client certificate"),
+        "{}",
+        gateway.log()
+    );
+}
+
+#[test]
+fn certificate_mistakes_are_named_and_nothing_is_lost_until_they_are_fixed() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(&dir.path().join("pki"), "central");
+    let stranger = Ca::new(&dir.path().join("pki"), "stranger");
+    let mut mosquitto = Mosquitto::start_with(
+        dir.path(),
+        Some(MosquittoTls {
+            ca_file: ca.cert_file.clone(),
+            server: ca.server("broker", &["localhost"], Validity::Current),
+            require_certificate: true,
+        }),
+    );
+    let consumer = Consumer::start(mosquitto.port, "analytics-mistakes");
+    let good_client = ca.client("gateway-mall", Validity::Current);
+    let options = |args: Vec<String>| GatewayOptions {
+        site: "mall".into(),
+        args,
+        ..Default::default()
+    };
+
+    // 1. The broker's certificate comes from a CA the gateway was not told
+    //    to trust. Presses are still acked and kept.
+    let mut gateway = Gateway::start(
+        dir.path(),
+        options(upstream_args(
+            mosquitto.tls_url("localhost"),
+            &stranger.cert_file,
+            Some(&good_client),
+        )),
+    );
+    Sim::spawn(
+        &gateway.broker(),
+        &[
+            "--terminals",
+            "3",
+            "--presses",
+            "40",
+            "--rate",
+            "0",
+            "--id-prefix",
+            "a",
+        ],
+    )
+    .expect_all_acked();
+    let error = wait_for_upstream_error(&gateway, "not signed by a trusted CA");
+    assert!(error.contains("--upstream-ca"), "{error}");
+    assert!(gateway.log().contains("not signed by a trusted CA"));
+    assert_eq!(gateway.stat("forward_pending"), 120);
+
+    // 2. Right CA, but no client certificate: the broker demands one.
+    gateway.restart_with(options(upstream_args(
+        mosquitto.tls_url("localhost"),
+        &ca.cert_file,
+        None,
+    )));
+    let error = wait_for_upstream_error(&gateway, "client certificate");
+    assert!(error.contains("--upstream-cert"), "{error}");
+
+    // 3. An expired client certificate: named at start-up and refused by
+    //    the broker.
+    let expired_client = ca.client("gateway-mall-2020", Validity::Expired);
+    gateway.restart_with(options(upstream_args(
+        mosquitto.tls_url("localhost"),
+        &ca.cert_file,
+        Some(&expired_client),
+    )));
+    wait_for_upstream_error(&gateway, "refused our client certificate");
+    assert!(
+        gateway
+            .log()
+            .contains("the upstream client certificate expired on"),
+        "{}",
+        gateway.log()
+    );
+
+    // 4. The right certificates, but an address the broker's certificate is
+    //    not issued for.
+    gateway.restart_with(options(upstream_args(
+        mosquitto.tls_url("127.0.0.1"),
+        &ca.cert_file,
+        Some(&good_client),
+    )));
+    wait_for_upstream_error(&gateway, "not valid for that host name");
+
+    // 5. The broker serves an expired certificate.
+    mosquitto.tls = Some(MosquittoTls {
+        ca_file: ca.cert_file.clone(),
+        server: ca.server("broker-2020", &["localhost"], Validity::Expired),
+        require_certificate: true,
+    });
+    mosquitto.restart();
+    gateway.restart_with(options(upstream_args(
+        mosquitto.tls_url("localhost"),
+        &ca.cert_file,
+        Some(&good_client),
+    )));
+    wait_for_upstream_error(&gateway, "has expired");
+    Sim::spawn(
+        &gateway.broker(),
+        &[
+            "--terminals",
+            "2",
+            "--presses",
+            "30",
+            "--rate",
+            "0",
+            "--id-prefix",
+            "b",
+        ],
+    )
+    .expect_all_acked();
+    assert_eq!(gateway.stat("forward_pending"), 180);
+    assert_eq!(
+        consumer.ids().len(),
+        0,
+        "nothing got through a bad certificate"
+    );
+
+    // Fixed: a renewed broker certificate. Everything kept is delivered.
+    mosquitto.tls = Some(MosquittoTls {
+        ca_file: ca.cert_file.clone(),
+        server: ca.server("broker-renewed", &["localhost"], Validity::Current),
+        require_certificate: true,
+    });
+    mosquitto.restart();
+    let mut expected = expected_ids("mall", "a", 3, 40, 0);
+    expected.extend(expected_ids("mall", "b", 2, 30, 0));
+    wait_until("every kept press upstream once TLS is right", || {
+        consumer.ids() == expected
+    });
+    wait_until("outbox empty", || gateway.stat("forward_pending") == 0);
+    assert_eq!(gateway.stats()["upstream_error"], serde_json::Value::Null);
+    assert_eq!(gateway.stat("presses_stored"), 180);
+}
+
+#[test]
+fn terminals_can_be_required_to_use_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(&dir.path().join("pki"), "site");
+    let listener = ca.server("terminals", &["localhost", "127.0.0.1"], Validity::Current);
+    let tls_port = free_port();
+    let gateway = Gateway::start(
+        dir.path(),
+        GatewayOptions {
+            site: "airport".into(),
+            config_toml: Some(format!(
+                "[mqtt]\ntls_listen = \"127.0.0.1:{tls_port}\"\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\ntls_only = true\n",
+                listener.cert.display(),
+                listener.key.display()
+            )),
+            ..Default::default()
+        },
+    );
+    let report = Sim::spawn(
+        &format!("localhost:{tls_port}"),
+        &[
+            "--tls-ca",
+            ca.cert_file.to_str().unwrap(),
+            "--terminals",
+            "5",
+            "--presses",
+            "40",
+            "--rate",
+            "0",
+            "--id-prefix",
+            "gate",
+        ],
+    )
+    .expect_all_acked();
+    assert_eq!(report["acked"], 200);
+    assert_eq!(gateway.stat("presses_stored"), 200);
+    // TLS only: the plain listener is not open.
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", gateway.mqtt_port)).is_err(),
+        "plain MQTT must be closed with mqtt.tls_only"
+    );
+    assert!(gateway.log().contains("terminals over TLS: mqtts://"));
+}
+
+#[test]
+fn fleet_reaches_an_https_gateway_through_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(&dir.path().join("pki"), "ops");
+    let http = ca.server(
+        "gateway-http",
+        &["localhost", "127.0.0.1"],
+        Validity::Current,
+    );
+    let gateway = Gateway::start(
+        dir.path(),
+        GatewayOptions {
+            site: "museum".into(),
+            config_toml: Some(format!(
+                "[http]\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+                http.cert.display(),
+                http.key.display()
+            )),
+            https_ca: Some(ca.cert_file.clone()),
+            ..Default::default()
+        },
+    );
+    assert!(gateway.url().starts_with("https://"));
+    // The generated token and the data directory are owner-only.
+    assert_eq!(mode(&gateway.data_dir.join("api-token")), 0o600);
+    assert_eq!(mode(&gateway.data_dir), 0o700);
+    // Plain HTTP to the HTTPS port gets nowhere, and nothing is served.
+    assert!(
+        ureq::get(&format!("http://127.0.0.1:{}/healthz", gateway.http_port))
+            .timeout(std::time::Duration::from_secs(5))
+            .call()
+            .is_err()
+    );
+
+    let config = dir.path().join("sites.toml");
+    let token = gateway.data_dir.join("api-token");
+    let add = |ca_file: Option<&std::path::Path>| {
+        let mut args = vec![
+            "site".to_string(),
+            "add".into(),
+            "museum".into(),
+            "--url".into(),
+            gateway.url(),
+            "--token-file".into(),
+            token.display().to_string(),
+        ];
+        if let Some(ca) = ca_file {
+            args.extend(["--ca".to_string(), ca.display().to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, out, err) = fleet(&config, &args);
+        assert_eq!(code, 0, "{out}{err}");
+    };
+
+    // Without the CA: a clear certificate error and the command to fix it.
+    add(None);
+    let (code, out, err) = fleet(&config, &["status", "--site", "museum"]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("not signed by a public CA") && err.contains("--ca CA.pem"),
+        "{err}"
+    );
+
+    // With the CA: it works, and the token never shows.
+    add(Some(&ca.cert_file));
+    let (code, out, err) = fleet(&config, &["status", "--site", "museum", "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("museum"), "{out}");
+    let secret = gateway.token();
+    assert!(!out.contains(&secret) && !err.contains(&secret));
+    let (_, list, _) = fleet(&config, &["site", "list", "--json"]);
+    assert!(!list.contains(&secret), "{list}");
+    assert!(
+        !gateway.log().contains(&secret),
+        "the token is never logged"
+    );
+    assert_eq!(mode(&config), 0o600);
+}
+
+#[test]
+fn world_readable_keys_are_refused_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(&dir.path().join("pki"), "central");
+    let client = ca.client("gateway-careless", Validity::Current);
+    std::fs::set_permissions(&client.key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let refused = Gateway::start_refused(
+        dir.path(),
+        GatewayOptions {
+            site: "careless".into(),
+            args: upstream_args(
+                "mqtts://localhost:8883".into(),
+                &ca.cert_file,
+                Some(&client),
+            ),
+            ..Default::default()
+        },
+    );
+    assert!(
+        refused.contains("readable by every user")
+            && refused.contains(&format!("chmod 600 {}", client.key.display())),
+        "{refused}"
+    );
+}
