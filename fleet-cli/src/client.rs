@@ -50,6 +50,10 @@ pub struct GatewayStats {
     pub presses_stored: u64,
     pub forward_pending: u64,
     pub upstream_connected: Option<bool>,
+    /// Why the upstream connection is failing (a certificate problem, a
+    /// refused login); absent from older gateways.
+    #[serde(default)]
+    pub upstream_error: Option<String>,
     pub storage_full: bool,
 }
 

@@ -55,16 +55,26 @@ fn wait_for_upstream_error(gateway: &Gateway, needle: &str) -> String {
 fn presses_reach_a_mosquitto_that_requires_client_certificates() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new(&dir.path().join("pki"), "central");
+    // The ACL of deploy/mosquitto-central.acl: a gateway, named by its
+    // certificate's common name, may write only its own site's topics.
+    let acl = dir.path().join("central.acl");
+    std::fs::write(
+        &acl,
+        "topic read pressline/v1/#\npattern write pressline/v1/%u/#\n",
+    )
+    .unwrap();
     let mosquitto = Mosquitto::start_with(
         dir.path(),
         Some(MosquittoTls {
             ca_file: ca.cert_file.clone(),
             server: ca.server("broker", &["localhost", "127.0.0.1"], Validity::Current),
             require_certificate: true,
+            acl_file: Some(acl),
         }),
     );
     let consumer = Consumer::start(mosquitto.port, "analytics-tls");
-    let client = ca.client("gateway-arena", Validity::Current);
+    // Common name = site id.
+    let client = ca.client("arena", Validity::Current);
     let gateway = Gateway::start(
         dir.path(),
         GatewayOptions {
@@ -114,6 +124,7 @@ fn certificate_mistakes_are_named_and_nothing_is_lost_until_they_are_fixed() {
             ca_file: ca.cert_file.clone(),
             server: ca.server("broker", &["localhost"], Validity::Current),
             require_certificate: true,
+            acl_file: None,
         }),
     );
     let consumer = Consumer::start(mosquitto.port, "analytics-mistakes");
@@ -152,6 +163,14 @@ fn certificate_mistakes_are_named_and_nothing_is_lost_until_they_are_fixed() {
     assert!(error.contains("--upstream-ca"), "{error}");
     assert!(gateway.log().contains("not signed by a trusted CA"));
     assert_eq!(gateway.stat("forward_pending"), 120);
+    // An engineer sees it from anywhere with `fleet status`.
+    let sites = dir.path().join("sites.toml");
+    add_site(&sites, "mall", &gateway);
+    let (_, _, err) = fleet(&sites, &["status"]);
+    assert!(
+        err.contains("site mall: upstream down") && err.contains("not signed by a trusted CA"),
+        "{err}"
+    );
 
     // 2. Right CA, but no client certificate: the broker demands one.
     gateway.restart_with(options(upstream_args(
@@ -193,6 +212,7 @@ fn certificate_mistakes_are_named_and_nothing_is_lost_until_they_are_fixed() {
         ca_file: ca.cert_file.clone(),
         server: ca.server("broker-2020", &["localhost"], Validity::Expired),
         require_certificate: true,
+        acl_file: None,
     });
     mosquitto.restart();
     gateway.restart_with(options(upstream_args(
@@ -227,6 +247,7 @@ fn certificate_mistakes_are_named_and_nothing_is_lost_until_they_are_fixed() {
         ca_file: ca.cert_file.clone(),
         server: ca.server("broker-renewed", &["localhost"], Validity::Current),
         require_certificate: true,
+        acl_file: None,
     });
     mosquitto.restart();
     let mut expected = expected_ids("mall", "a", 3, 40, 0);

@@ -25,6 +25,9 @@ pub struct SiteStatus {
     pub forward_pending: u64,
     /// `null` when the gateway has no upstream configured.
     pub upstream_connected: Option<bool>,
+    /// Why the upstream connection fails, while it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_error: Option<String>,
     pub storage_full: bool,
 }
 
@@ -51,6 +54,9 @@ pub fn collect(sites: &[Site]) -> Vec<SiteStatus> {
             presses_today: stats.presses_today,
             forward_pending: stats.forward_pending,
             upstream_connected: stats.upstream_connected,
+            upstream_error: stats
+                .upstream_error
+                .filter(|_| stats.upstream_connected == Some(false)),
             storage_full: stats.storage_full,
         },
         Err(e) => SiteStatus {
@@ -67,6 +73,7 @@ pub fn collect(sites: &[Site]) -> Vec<SiteStatus> {
             presses_today: 0,
             forward_pending: 0,
             upstream_connected: None,
+            upstream_error: None,
             storage_full: false,
         },
     })
@@ -132,7 +139,16 @@ pub fn exit_code(rows: &[SiteStatus]) -> u8 {
 
 pub fn run(sites: &[Site], json: bool, now: OffsetDateTime) -> anyhow::Result<Outcome> {
     let rows = collect(sites);
-    let warnings = rows.iter().filter_map(|r| r.error.clone()).collect();
+    let warnings = rows
+        .iter()
+        .filter_map(|r| {
+            r.error.clone().or_else(|| {
+                r.upstream_error
+                    .as_ref()
+                    .map(|e| format!("site {}: upstream down: {e}", r.site))
+            })
+        })
+        .collect();
     let stdout = if json {
         format!("{}\n", serde_json::to_string_pretty(&rows)?)
     } else {
@@ -164,6 +180,7 @@ mod tests {
             presses_today: 1532,
             forward_pending: 0,
             upstream_connected: Some(true),
+            upstream_error: None,
             storage_full: false,
         }
     }

@@ -93,6 +93,9 @@ pub struct MosquittoTls {
     pub server: pki::Issued,
     /// `require_certificate true`: mutual TLS.
     pub require_certificate: bool,
+    /// The client certificate's common name is the MQTT username, and this
+    /// ACL file applies (as in deploy/mosquitto-central.conf).
+    pub acl_file: Option<PathBuf>,
 }
 
 /// A real Mosquitto broker standing in for the central upstream broker.
@@ -155,6 +158,12 @@ impl Mosquitto {
                 key = tls.server.key.display(),
                 req = tls.require_certificate,
             );
+            if let Some(acl) = &tls.acl_file {
+                text += &format!(
+                    "use_identity_as_username true\nacl_file {}\n",
+                    acl.display()
+                );
+            }
         }
         fs::write(&conf, text).unwrap();
         let child = Command::new("mosquitto")
