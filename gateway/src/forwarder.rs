@@ -51,10 +51,34 @@ pub struct ForwarderConfig {
     pub client_id: String,
     pub credentials: Option<(String, String)>,
     /// For an `mqtts://` broker: trust roots and, for mutual TLS, the
-    /// gateway's certificate (see [`crate::tls::client_config`]).
-    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// gateway's certificate.
+    pub tls: Option<UpstreamTls>,
     pub keep_alive: Duration,
     pub max_inflight: u16,
+}
+
+/// TLS to the upstream broker: the files, and the configuration last
+/// loaded from them.
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    pub files: crate::tls::ClientTls,
+    pub config: Arc<rustls::ClientConfig>,
+}
+
+impl UpstreamTls {
+    fn transport(&self) -> Transport {
+        Transport::tls_with_config(TlsConfiguration::Rustls(self.config.clone()))
+    }
+
+    /// Reads the files again after a failed attempt, so a renewed
+    /// certificate or a corrected CA bundle is used without a restart.
+    /// Keeps the previous configuration when the files cannot be used now
+    /// (say, half-written by a renewal).
+    fn reload(&mut self) -> Result<(), String> {
+        let config = crate::tls::client_config(&self.files).map_err(|e| format!("{e:#}"))?;
+        self.config = Arc::new(config);
+        Ok(())
+    }
 }
 
 /// What is in flight on the current connection.
@@ -173,9 +197,7 @@ impl Forwarder {
             options.set_credentials(user, pass);
         }
         if let Some(tls) = &config.tls {
-            options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-                tls.clone(),
-            )));
+            options.set_transport(tls.transport());
         }
         let will_payload = serde_json::to_vec(&GatewayStatus {
             schema: GATEWAY_STATUS_SCHEMA.into(),
@@ -342,6 +364,8 @@ fn remove_acked(shared: &Shared, acked: &mut Vec<Handed>) {
 async fn poll(shared: Arc<Shared>, mut eventloop: EventLoop) {
     let addr = shared.config.addr.to_string();
     let mut last_error = String::new();
+    let mut tls = shared.config.tls.clone();
+    let mut last_reload_error = String::new();
     let mut backoff = Duration::from_millis(500);
     let mut down_since: Option<std::time::Instant> = None;
     let mut last_down_log = std::time::Instant::now();
@@ -416,6 +440,19 @@ async fn poll(shared: Arc<Shared>, mut eventloop: EventLoop) {
                     window.reset(false, None);
                 }
                 shared.stats.upstream_connected.store(false, Relaxed);
+                if let Some(tls) = tls.as_mut() {
+                    match tls.reload() {
+                        Ok(()) => {
+                            last_reload_error.clear();
+                            eventloop.mqtt_options.set_transport(tls.transport());
+                        }
+                        Err(reload) if reload != last_reload_error => {
+                            tracing::error!(error = %reload, "cannot reload the upstream TLS files; trying with the previous ones");
+                            last_reload_error = reload;
+                        }
+                        Err(_) => {}
+                    }
+                }
                 let error = describe_error(&e, &addr);
                 let changed = error != last_error;
                 if changed {

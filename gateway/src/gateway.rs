@@ -35,14 +35,21 @@ pub async fn run(mut config: Config, demo_terminals: Option<usize>) -> anyhow::R
     // anything starts, so a mistake is one clear error, not a half-started
     // gateway.
     let upstream_tls = match &upstream {
-        Some(addr) if addr.tls => Some(Arc::new(
-            crate::tls::client_config(&crate::tls::ClientTls {
-                ca_file: config.upstream.ca_file.as_deref(),
-                cert_file: config.upstream.cert_file.as_deref(),
-                key_file: config.upstream.key_file.as_deref(),
+        Some(addr) if addr.tls => {
+            let files = crate::tls::ClientTls {
+                ca_file: config.upstream.ca_file.clone(),
+                cert_file: config.upstream.cert_file.clone(),
+                key_file: config.upstream.key_file.clone(),
+            };
+            let client = crate::tls::client_config(&files).context("upstream TLS")?;
+            if let Some(problem) = files.certificate_problem() {
+                tracing::error!("{problem}: the broker will refuse it; presses are kept, and a renewed certificate in its place is used at the next attempt");
+            }
+            Some(crate::forwarder::UpstreamTls {
+                files,
+                config: Arc::new(client),
             })
-            .context("upstream TLS")?,
-        )),
+        }
         _ => None,
     };
     let upstream_credentials = match (&config.upstream.username, &config.upstream.password_file) {

@@ -8,7 +8,7 @@
 //! "the upstream broker's certificate expired on …" knows what to do; one
 //! reading `InvalidCertificate(Expired)` has to search for it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use rustls::pki_types::pem::PemObject;
@@ -72,21 +72,32 @@ pub fn validity_problem(cert: &CertificateDer<'_>) -> Option<String> {
     }
 }
 
-/// Where the upstream connection's trust and identity come from.
-#[derive(Debug, Clone, Default)]
-pub struct ClientTls<'a> {
+/// Where the upstream connection's trust and identity come from. Kept as
+/// paths, so renewed files are picked up at the next reconnect.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientTls {
     /// CA bundle; `None` uses the system's roots.
-    pub ca_file: Option<&'a Path>,
+    pub ca_file: Option<PathBuf>,
     /// Client certificate chain and key, for mutual TLS.
-    pub cert_file: Option<&'a Path>,
-    pub key_file: Option<&'a Path>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+impl ClientTls {
+    /// When the client certificate is expired or not yet valid, says so.
+    pub fn certificate_problem(&self) -> Option<String> {
+        let cert = self.cert_file.as_deref()?;
+        let chain = load_certs(cert, "upstream client certificate").ok()?;
+        validity_problem(&chain[0])
+            .map(|p| format!("the upstream client certificate {} {p}", cert.display()))
+    }
 }
 
 /// Builds the rustls client configuration for the upstream broker.
-pub fn client_config(tls: &ClientTls<'_>) -> anyhow::Result<ClientConfig> {
+pub fn client_config(tls: &ClientTls) -> anyhow::Result<ClientConfig> {
     install_crypto_provider();
     let mut roots = RootCertStore::empty();
-    match tls.ca_file {
+    match tls.ca_file.as_deref() {
         Some(path) => {
             for cert in load_certs(path, "upstream CA file")? {
                 roots.add(cert).with_context(|| {
@@ -111,15 +122,9 @@ pub fn client_config(tls: &ClientTls<'_>) -> anyhow::Result<ClientConfig> {
         }
     }
     let builder = ClientConfig::builder().with_root_certificates(roots);
-    let config = match (tls.cert_file, tls.key_file) {
+    let config = match (tls.cert_file.as_deref(), tls.key_file.as_deref()) {
         (Some(cert), Some(key_path)) => {
             let chain = load_certs(cert, "upstream client certificate")?;
-            if let Some(problem) = validity_problem(&chain[0]) {
-                tracing::error!(
-                    file = %cert.display(),
-                    "the upstream client certificate {problem}: the broker will refuse it; presses are kept until a valid one is configured"
-                );
-            }
             let key = load_key(key_path, "upstream client key")?;
             builder.with_client_auth_cert(chain, key).with_context(|| {
                 format!(

@@ -70,6 +70,7 @@ fn presses_reach_a_mosquitto_that_requires_client_certificates() {
             server: ca.server("broker", &["localhost", "127.0.0.1"], Validity::Current),
             require_certificate: true,
             acl_file: Some(acl),
+            password_file: None,
         }),
     );
     let consumer = Consumer::start(mosquitto.port, "analytics-tls");
@@ -114,6 +115,80 @@ fn presses_reach_a_mosquitto_that_requires_client_certificates() {
 }
 
 #[test]
+fn a_username_and_password_over_tls_work_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(&dir.path().join("pki"), "central");
+    let passwords = dir.path().join("central.passwd");
+    let made = std::process::Command::new("mosquitto_passwd")
+        .args(["-c", "-b"])
+        .arg(&passwords)
+        .args(["depot", "correct horse battery staple"])
+        .status()
+        .expect("mosquitto_passwd is installed with mosquitto");
+    assert!(made.success());
+    let mosquitto = Mosquitto::start_with(
+        dir.path(),
+        Some(MosquittoTls {
+            ca_file: ca.cert_file.clone(),
+            server: ca.server("broker", &["localhost"], Validity::Current),
+            require_certificate: false,
+            acl_file: None,
+            password_file: Some(passwords),
+        }),
+    );
+    let consumer = Consumer::start(mosquitto.port, "analytics-password");
+    let password_file = dir.path().join("upstream-password");
+    pki::write_private_key(&password_file, "wrong password\n");
+    let config = |password_file: &std::path::Path| {
+        format!(
+            "[upstream]\nurl = \"{}\"\nca_file = \"{}\"\nusername = \"depot\"\npassword_file = \"{}\"\n",
+            mosquitto.tls_url("localhost"),
+            ca.cert_file.display(),
+            password_file.display()
+        )
+    };
+    let mut gateway = Gateway::start(
+        dir.path(),
+        GatewayOptions {
+            site: "depot".into(),
+            config_toml: Some(config(&password_file)),
+            ..Default::default()
+        },
+    );
+    Sim::spawn(
+        &gateway.broker(),
+        &[
+            "--terminals",
+            "2",
+            "--presses",
+            "25",
+            "--rate",
+            "0",
+            "--id-prefix",
+            "d",
+        ],
+    )
+    .expect_all_acked();
+    let error = wait_for_upstream_error(&gateway, "refused the login");
+    assert!(error.contains("upstream.password_file"), "{error}");
+    let secret = "correct horse battery staple";
+    pki::write_private_key(&password_file, &format!("{secret}\n"));
+    gateway.restart_with(GatewayOptions {
+        site: "depot".into(),
+        config_toml: Some(config(&password_file)),
+        ..Default::default()
+    });
+    let expected = expected_ids("depot", "d", 2, 25, 0);
+    wait_until("every press upstream with the right password", || {
+        consumer.ids() == expected
+    });
+    assert!(
+        !gateway.log().contains(secret),
+        "the password is never logged"
+    );
+}
+
+#[test]
 fn certificate_mistakes_are_named_and_nothing_is_lost_until_they_are_fixed() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new(&dir.path().join("pki"), "central");
@@ -125,6 +200,7 @@ fn certificate_mistakes_are_named_and_nothing_is_lost_until_they_are_fixed() {
             server: ca.server("broker", &["localhost"], Validity::Current),
             require_certificate: true,
             acl_file: None,
+            password_file: None,
         }),
     );
     let consumer = Consumer::start(mosquitto.port, "analytics-mistakes");
@@ -181,24 +257,7 @@ fn certificate_mistakes_are_named_and_nothing_is_lost_until_they_are_fixed() {
     let error = wait_for_upstream_error(&gateway, "client certificate");
     assert!(error.contains("--upstream-cert"), "{error}");
 
-    // 3. An expired client certificate: named at start-up and refused by
-    //    the broker.
-    let expired_client = ca.client("gateway-mall-2020", Validity::Expired);
-    gateway.restart_with(options(upstream_args(
-        mosquitto.tls_url("localhost"),
-        &ca.cert_file,
-        Some(&expired_client),
-    )));
-    wait_for_upstream_error(&gateway, "refused our client certificate");
-    assert!(
-        gateway
-            .log()
-            .contains("the upstream client certificate expired on"),
-        "{}",
-        gateway.log()
-    );
-
-    // 4. The right certificates, but an address the broker's certificate is
+    // 3. The right certificates, but an address the broker's certificate is
     //    not issued for.
     gateway.restart_with(options(upstream_args(
         mosquitto.tls_url("127.0.0.1"),
@@ -207,20 +266,36 @@ fn certificate_mistakes_are_named_and_nothing_is_lost_until_they_are_fixed() {
     )));
     wait_for_upstream_error(&gateway, "not valid for that host name");
 
-    // 5. The broker serves an expired certificate.
-    mosquitto.tls = Some(MosquittoTls {
+    // 4. Both certificates have expired: the broker's (seen first) and the
+    //    gateway's own (named at start-up). Presses keep being acked.
+    let renewable = ca.client("gateway-mall", Validity::Expired);
+    let broker_tls = |server| MosquittoTls {
         ca_file: ca.cert_file.clone(),
-        server: ca.server("broker-2020", &["localhost"], Validity::Expired),
+        server,
         require_certificate: true,
         acl_file: None,
-    });
+        password_file: None,
+    };
+    mosquitto.tls = Some(broker_tls(ca.server(
+        "broker-2020",
+        &["localhost"],
+        Validity::Expired,
+    )));
     mosquitto.restart();
     gateway.restart_with(options(upstream_args(
         mosquitto.tls_url("localhost"),
         &ca.cert_file,
-        Some(&good_client),
+        Some(&renewable),
     )));
     wait_for_upstream_error(&gateway, "has expired");
+    let log = gateway.log();
+    assert!(
+        log.contains(&format!(
+            "the upstream client certificate {} expired on",
+            renewable.cert.display()
+        )),
+        "{log}"
+    );
     Sim::spawn(
         &gateway.broker(),
         &[
@@ -242,14 +317,22 @@ fn certificate_mistakes_are_named_and_nothing_is_lost_until_they_are_fixed() {
         "nothing got through a bad certificate"
     );
 
-    // Fixed: a renewed broker certificate. Everything kept is delivered.
-    mosquitto.tls = Some(MosquittoTls {
-        ca_file: ca.cert_file.clone(),
-        server: ca.server("broker-renewed", &["localhost"], Validity::Current),
-        require_certificate: true,
-        acl_file: None,
-    });
+    // 5. The broker's certificate is renewed: now the broker refuses the
+    //    gateway's expired one.
+    mosquitto.tls = Some(broker_tls(ca.server(
+        "broker-renewed",
+        &["localhost"],
+        Validity::Current,
+    )));
     mosquitto.restart();
+    let error = wait_for_upstream_error(&gateway, "refused our client certificate");
+    assert!(error.contains("expired"), "{error}");
+
+    // 6. The gateway's certificate is renewed in place (as a renewal job
+    //    does): picked up at the next attempt, no restart. Everything kept
+    //    is delivered.
+    let renewed = ca.client("gateway-mall", Validity::Current);
+    assert_eq!(renewed.cert, renewable.cert);
     let mut expected = expected_ids("mall", "a", 3, 40, 0);
     expected.extend(expected_ids("mall", "b", 2, 30, 0));
     wait_until("every kept press upstream once TLS is right", || {

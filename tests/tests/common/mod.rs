@@ -96,6 +96,8 @@ pub struct MosquittoTls {
     /// The client certificate's common name is the MQTT username, and this
     /// ACL file applies (as in deploy/mosquitto-central.conf).
     pub acl_file: Option<PathBuf>,
+    /// Logins on the TLS listener (made with `mosquitto_passwd`).
+    pub password_file: Option<PathBuf>,
 }
 
 /// A real Mosquitto broker standing in for the central upstream broker.
@@ -142,10 +144,13 @@ impl Mosquitto {
         // deploy/mosquitto-central.conf recommends.
         // `user root`: when the tests run as root, Mosquitto would drop to
         // its own user before loading the (owner-only) TLS key.
+        // A password file on the TLS listener needs per-listener settings,
+        // so the consumer's plain listener stays anonymous.
+        let per_listener = self.tls.as_ref().is_some_and(|t| t.password_file.is_some());
         let mut text = format!(
-            "user root\nallow_anonymous true\npersistence true\npersistence_location {dir}/\n\
+            "user root\nper_listener_settings {per_listener}\npersistence true\npersistence_location {dir}/\n\
              max_queued_messages 0\nmax_inflight_messages 0\nset_tcp_nodelay true\nlog_dest file {dir}/mosquitto.log\n\
-             listener {port} 127.0.0.1\n",
+             listener {port} 127.0.0.1\nallow_anonymous true\n",
             port = self.port,
             dir = self.dir.display()
         );
@@ -158,6 +163,12 @@ impl Mosquitto {
                 key = tls.server.key.display(),
                 req = tls.require_certificate,
             );
+            if let Some(passwords) = &tls.password_file {
+                text += &format!(
+                    "allow_anonymous false\npassword_file {}\n",
+                    passwords.display()
+                );
+            }
             if let Some(acl) = &tls.acl_file {
                 text += &format!(
                     "use_identity_as_username true\nacl_file {}\n",
