@@ -131,11 +131,6 @@ pub fn start(
                 "cannot listen for TLS terminals on {tls} (choose another with --mqtt-tls-listen)"
             )
         })?;
-        // rumqttd reads the files in its own thread and would only log a
-        // problem there: load them here first, for a clear error and exit.
-        if let (Some(cert), Some(key)) = (&mqtt.tls_cert_file, &mqtt.tls_key_file) {
-            crate::tls::server_config(cert, key, "terminal TLS listener")?;
-        }
     }
     let mut config = broker_config(mqtt);
     if identities.mode() == crate::identity::SecurityMode::Closed {

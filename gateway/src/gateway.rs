@@ -20,8 +20,74 @@ use crate::store::Store;
 /// absorbs the burst.
 const INGEST_QUEUE: usize = 65_536;
 
+/// Everything secret or certificate-bearing the configuration points to,
+/// read and checked before anything starts: a mistake there is one clear
+/// configuration error (exit code 2), not a half-started gateway.
+pub struct Credentials {
+    upstream_tls: Option<crate::forwarder::UpstreamTls>,
+    upstream_login: Option<(String, String)>,
+    https: Option<rustls::ServerConfig>,
+}
+
+impl Credentials {
+    pub fn load(config: &Config) -> anyhow::Result<Credentials> {
+        let upstream_tls = match config.upstream_addr()? {
+            Some(addr) if addr.tls => {
+                let files = crate::tls::ClientTls {
+                    ca_file: config.upstream.ca_file.clone(),
+                    cert_file: config.upstream.cert_file.clone(),
+                    key_file: config.upstream.key_file.clone(),
+                };
+                let client = crate::tls::client_config(&files)?;
+                if let Some(problem) = files.certificate_problem() {
+                    tracing::error!("{problem}: the broker will refuse it; presses are kept, and a renewed certificate in its place is used at the next attempt");
+                }
+                Some(crate::forwarder::UpstreamTls {
+                    files,
+                    config: Arc::new(client),
+                })
+            }
+            _ => None,
+        };
+        let upstream_login = match (&config.upstream.username, &config.upstream.password_file) {
+            (Some(user), Some(file)) => {
+                crate::secret_files::refuse_world_readable(file, "upstream.password_file")?;
+                let pass = std::fs::read_to_string(file).with_context(|| {
+                    format!("cannot read upstream.password_file {}", file.display())
+                })?;
+                Some((user.clone(), pass.trim_end().to_string()))
+            }
+            (Some(user), None) => Some((user.clone(), String::new())),
+            (None, Some(_)) => anyhow::bail!("upstream.password_file needs upstream.username"),
+            (None, None) => None,
+        };
+        let https = match (&config.http.tls_cert_file, &config.http.tls_key_file) {
+            (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key, "HTTPS")?),
+            _ => None,
+        };
+        // rumqttd reads the terminal listener's files itself, in its own
+        // thread, and would only log a problem there.
+        if let (Some(_), Some(cert), Some(key)) = (
+            config.mqtt.tls_listen,
+            &config.mqtt.tls_cert_file,
+            &config.mqtt.tls_key_file,
+        ) {
+            crate::tls::server_config(cert, key, "terminal TLS listener")?;
+        }
+        Ok(Credentials {
+            upstream_tls,
+            upstream_login,
+            https,
+        })
+    }
+}
+
 /// Runs the gateway until SIGINT/SIGTERM, then shuts down cleanly.
-pub async fn run(mut config: Config, demo_terminals: Option<usize>) -> anyhow::Result<()> {
+pub async fn run(
+    mut config: Config,
+    credentials: Credentials,
+    demo_terminals: Option<usize>,
+) -> anyhow::Result<()> {
     if let Some(n) = demo_terminals.filter(|_| config.zones.is_empty()) {
         config.zones = crate::demo::zones(n);
     }
@@ -31,43 +97,11 @@ pub async fn run(mut config: Config, demo_terminals: Option<usize>) -> anyhow::R
     if demo_terminals.is_some() && config.mqtt.tls_only {
         anyhow::bail!("--demo needs the plain terminal listener: unset mqtt.tls_only");
     }
-    // Every certificate, key and password file is read and checked before
-    // anything starts, so a mistake is one clear error, not a half-started
-    // gateway.
-    let upstream_tls = match &upstream {
-        Some(addr) if addr.tls => {
-            let files = crate::tls::ClientTls {
-                ca_file: config.upstream.ca_file.clone(),
-                cert_file: config.upstream.cert_file.clone(),
-                key_file: config.upstream.key_file.clone(),
-            };
-            let client = crate::tls::client_config(&files).context("upstream TLS")?;
-            if let Some(problem) = files.certificate_problem() {
-                tracing::error!("{problem}: the broker will refuse it; presses are kept, and a renewed certificate in its place is used at the next attempt");
-            }
-            Some(crate::forwarder::UpstreamTls {
-                files,
-                config: Arc::new(client),
-            })
-        }
-        _ => None,
-    };
-    let upstream_credentials = match (&config.upstream.username, &config.upstream.password_file) {
-        (Some(user), Some(file)) => {
-            crate::secret_files::refuse_world_readable(file, "upstream.password_file")?;
-            let pass = std::fs::read_to_string(file).with_context(|| {
-                format!("cannot read upstream.password_file {}", file.display())
-            })?;
-            Some((user.clone(), pass.trim_end().to_string()))
-        }
-        (Some(user), None) => Some((user.clone(), String::new())),
-        (None, Some(_)) => anyhow::bail!("upstream.password_file needs upstream.username"),
-        (None, None) => None,
-    };
-    let https = match (&config.http.tls_cert_file, &config.http.tls_key_file) {
-        (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key, "HTTPS")?),
-        _ => None,
-    };
+    let Credentials {
+        upstream_tls,
+        upstream_login,
+        https,
+    } = credentials;
 
     crate::secret_files::prepare_data_dir(&config.data_dir)?;
     let store =
@@ -202,7 +236,7 @@ pub async fn run(mut config: Config, demo_terminals: Option<usize>) -> anyhow::R
                 site: config.site.clone(),
                 addr: addr.clone(),
                 client_id: config.upstream_client_id(),
-                credentials: upstream_credentials,
+                credentials: upstream_login,
                 tls: upstream_tls,
                 keep_alive: Duration::from_secs(config.upstream.keep_alive_secs.max(5)),
                 max_inflight: config.upstream.max_inflight,

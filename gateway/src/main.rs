@@ -137,9 +137,10 @@ fn main() -> ExitCode {
     }
     .and_then(|(c, d)| {
         c.validate()?;
-        Ok((c, d))
+        let credentials = pressline_gateway::gateway::Credentials::load(&c)?;
+        Ok((c, credentials, d))
     });
-    let (config, demo) = match parsed {
+    let (config, credentials, demo) = match parsed {
         Ok(c) => c,
         Err(e) => {
             eprintln!("gateway: {e:#}");
@@ -156,7 +157,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(pressline_gateway::gateway::run(config, demo)) {
+    match runtime.block_on(pressline_gateway::gateway::run(config, credentials, demo)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("gateway: {e:#}");

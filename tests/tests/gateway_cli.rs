@@ -57,11 +57,38 @@ fn bad_configuration_is_a_clear_error_and_exit_code_2() {
     );
 
     let out = Command::new(bin("gateway"))
-        .args(["run", "--upstream", "mqtts://central:8883"])
+        .args([
+            "run",
+            "--upstream",
+            "mqtts://central:8883",
+            "--upstream-ca",
+            "/nonexistent/ca.pem",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("TLS"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot read upstream CA file /nonexistent/ca.pem"),
+        "{err}"
+    );
+    // Nothing was started or created before the mistake was found.
+    assert!(!dir.path().join("data").exists());
+
+    let out = Command::new(bin("gateway"))
+        .args([
+            "run",
+            "--upstream",
+            "mqtt://central:1883",
+            "--upstream-ca",
+            "ca.pem",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("use an mqtts:// url"));
 
     let out = Command::new(bin("gateway"))
         .args(["run", "--config", "/nonexistent/gw.toml"])

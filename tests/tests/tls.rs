@@ -115,7 +115,7 @@ fn presses_reach_a_mosquitto_that_requires_client_certificates() {
 }
 
 #[test]
-fn a_username_and_password_over_tls_work_too() {
+fn a_username_and_password_over_tls_and_the_system_roots_work_too() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new(&dir.path().join("pki"), "central");
     let passwords = dir.path().join("central.passwd");
@@ -139,22 +139,20 @@ fn a_username_and_password_over_tls_work_too() {
     let consumer = Consumer::start(mosquitto.port, "analytics-password");
     let password_file = dir.path().join("upstream-password");
     pki::write_private_key(&password_file, "wrong password\n");
-    let config = |password_file: &std::path::Path| {
-        format!(
-            "[upstream]\nurl = \"{}\"\nca_file = \"{}\"\nusername = \"depot\"\npassword_file = \"{}\"\n",
+    // No upstream.ca_file: the system's roots, which here hold the test CA
+    // (SSL_CERT_FILE points the system-roots loader at it, as a machine
+    // with the CA installed in /etc/ssl/certs would).
+    let config = |password_file: &std::path::Path| GatewayOptions {
+        site: "depot".into(),
+        config_toml: Some(format!(
+            "[upstream]\nurl = \"{}\"\nusername = \"depot\"\npassword_file = \"{}\"\n",
             mosquitto.tls_url("localhost"),
-            ca.cert_file.display(),
             password_file.display()
-        )
+        )),
+        env: vec![("SSL_CERT_FILE".into(), ca.cert_file.display().to_string())],
+        ..Default::default()
     };
-    let mut gateway = Gateway::start(
-        dir.path(),
-        GatewayOptions {
-            site: "depot".into(),
-            config_toml: Some(config(&password_file)),
-            ..Default::default()
-        },
-    );
+    let mut gateway = Gateway::start(dir.path(), config(&password_file));
     Sim::spawn(
         &gateway.broker(),
         &[
@@ -173,11 +171,7 @@ fn a_username_and_password_over_tls_work_too() {
     assert!(error.contains("upstream.password_file"), "{error}");
     let secret = "correct horse battery staple";
     pki::write_private_key(&password_file, &format!("{secret}\n"));
-    gateway.restart_with(GatewayOptions {
-        site: "depot".into(),
-        config_toml: Some(config(&password_file)),
-        ..Default::default()
-    });
+    gateway.restart_with(config(&password_file));
     let expected = expected_ids("depot", "d", 2, 25, 0);
     wait_until("every press upstream with the right password", || {
         consumer.ids() == expected
@@ -484,6 +478,7 @@ fn world_readable_keys_are_refused_with_the_fix() {
             ..Default::default()
         },
     );
+    assert!(refused.contains("exit status: 2"), "{refused}");
     assert!(
         refused.contains("readable by every user")
             && refused.contains(&format!("chmod 600 {}", client.key.display())),

@@ -240,6 +240,8 @@ pub struct GatewayOptions {
     pub args: Vec<String>,
     /// The gateway serves HTTPS with a certificate from this CA.
     pub https_ca: Option<PathBuf>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
 }
 
 /// An HTTP agent trusting `ca` (HTTPS) or none (plain HTTP).
@@ -338,6 +340,7 @@ impl Gateway {
             cmd.arg("--config").arg(path);
         }
         cmd.args(&self.options.args);
+        cmd.envs(self.options.env.iter().map(|(k, v)| (k, v)));
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
