@@ -336,7 +336,9 @@ impl LinkRx {
             router_tx,
             router_rx,
             send_buffer: outgoing_data_buffer,
-            cache: VecDeque::with_capacity(100),
+            // Pressline patch: grow on demand (was with_capacity(100):
+            // about 16 KiB per connection).
+            cache: VecDeque::new(),
         }
     }
 

@@ -380,8 +380,10 @@ impl AckLog {
     /// New log
     pub fn new() -> AckLog {
         AckLog {
-            committed: VecDeque::with_capacity(100),
-            recorded: VecDeque::with_capacity(100),
+            // Pressline patch: grow on demand (was with_capacity(100) each:
+            // about 16 KiB per connection).
+            committed: VecDeque::new(),
+            recorded: VecDeque::new(),
         }
     }
 
