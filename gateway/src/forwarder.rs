@@ -363,6 +363,7 @@ fn remove_acked(shared: &Shared, acked: &mut Vec<Handed>) {
 /// PUBACKs, reconnect backoff.
 async fn poll(shared: Arc<Shared>, mut eventloop: EventLoop) {
     let addr = shared.config.addr.to_string();
+    let window_size = shared.config.max_inflight as usize;
     let mut last_error = String::new();
     let mut tls = shared.config.tls.clone();
     let mut last_reload_error = String::new();
@@ -372,9 +373,9 @@ async fn poll(shared: Arc<Shared>, mut eventloop: EventLoop) {
     let mut acked: Vec<Handed> = Vec::new();
     loop {
         // PUBACKs come in bursts: remove a burst from the outbox in one
-        // batch (once no further event is ready right away, or every 64),
+        // batch (once no further event is ready right away, or every 256),
         // not one sled write per message.
-        if !acked.is_empty() && (acked.len() >= 64 || eventloop.state.events.is_empty()) {
+        if !acked.is_empty() && (acked.len() >= 256 || eventloop.state.events.is_empty()) {
             remove_acked(&shared, &mut acked);
         }
         match eventloop.poll().await {
@@ -412,13 +413,18 @@ async fn poll(shared: Arc<Shared>, mut eventloop: EventLoop) {
                 }
             }
             Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                let key = shared.window().awaiting_ack.remove(&ack.pkid);
-                if let Some(Some(handed)) = key {
+                let mut window = shared.window();
+                if let Some(Some(handed)) = window.awaiting_ack.remove(&ack.pkid) {
                     acked.push(handed);
                 }
-                // The window has room again (the outbox removal is
-                // batched below).
-                shared.wake.notify_one();
+                // Wake the feeder only once it would refill (see `feed`):
+                // a wake per PUBACK cost more CPU in thread switches than
+                // the drain itself.
+                let in_flight = window.in_flight();
+                drop(window);
+                if window_size - in_flight.min(window_size) >= window_size / 4 || in_flight <= 8 {
+                    shared.wake.notify_one();
+                }
             }
             Ok(Event::Outgoing(Outgoing::Disconnect)) => {
                 remove_acked(&shared, &mut acked);
