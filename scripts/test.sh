@@ -5,8 +5,8 @@
 #   ./scripts/test.sh
 #
 # Then the fault campaigns (gateway kill -9 cycles, upstream flapping,
-# terminal power cuts, a garbage flood; each prints a one-line verdict),
-# bounded fuzzing of every decoder (cargo-fuzz, installed if missing), the
+# terminal power cuts, a full disk, a garbage flood; each prints a one-line
+# verdict), bounded fuzzing of every decoder (cargo-fuzz, installed if missing), the
 # firmware core on QEMU, and the Pico W bootloader and firmware images.
 #
 # Environment:

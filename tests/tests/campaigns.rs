@@ -2,8 +2,8 @@
 //! a count of what was acked, stored and delivered, and a one-line verdict.
 //!
 //! Bounded by default (they run in `.ci/run`); `PRESSLINE_SOAK=1` runs the
-//! long version (e.g. 100 gateway kills instead of 10). The full-disk and
-//! bad-input cases live in `pipeline.rs`; decoder fuzzing in `protocol/`.
+//! long version (e.g. 100 gateway kills instead of 10). Single bad inputs
+//! live in `pipeline.rs`; decoder fuzzing in `fuzz/`.
 
 mod common;
 
@@ -197,6 +197,85 @@ fn power_cut_campaign_terminals_lose_no_confirmed_press_and_store_none_twice() {
     );
     // The store and upstream agree id for id: no press stored twice.
     assert_eq!(consumer.ids().len() as u64, stored);
+}
+
+#[test]
+fn disk_full_campaign_stops_acking_keeps_health_and_recovers_with_nothing_lost() {
+    let (terminals, per_terminal) = if soak() { (20, 200) } else { (5, 40) };
+    let total = (terminals * per_terminal) as u64;
+    let dir = tempfile::tempdir().unwrap();
+    let mosquitto = Mosquitto::start(dir.path());
+    let consumer = Consumer::start(mosquitto.port, "analytics-disk-full");
+    let capped = |max_disk_mb: u64| GatewayOptions {
+        site: "depot".into(),
+        upstream: Some(mosquitto.url()),
+        config_toml: Some(format!("[storage]\nmax_disk_mb = {max_disk_mb}\n")),
+        ..Default::default()
+    };
+    // The data directory is over its cap from the start.
+    let mut gateway = Gateway::start(dir.path(), capped(0));
+    wait_until("storage reported full", || {
+        gateway.stats()["storage_full"] == true
+    });
+    let (n, per) = (terminals.to_string(), per_terminal.to_string());
+    let sim = Sim::spawn(
+        &gateway.broker(),
+        &[
+            "--terminals",
+            &n,
+            "--presses",
+            &per,
+            "--rate",
+            "0",
+            "--id-prefix",
+            "bay",
+            "--heartbeat-secs",
+            "1",
+            "--ack-timeout-ms",
+            "1000",
+            "--timeout",
+            "600",
+        ],
+    );
+    // While full: every terminal's presses reach the gateway and are
+    // refused, none is acked (the terminals keep them), and health keeps
+    // working: heartbeats are taken and every terminal shows online.
+    wait_until("presses refused and heartbeats taken while full", || {
+        let stats = gateway.stats();
+        stats["presses_refused_storage_full"].as_u64().unwrap() >= 2 * terminals as u64
+            && stats["heartbeats_received"].as_u64().unwrap() >= 3 * terminals as u64
+    });
+    let stats = gateway.stats();
+    assert_eq!(stats["presses_stored"], 0, "{stats}");
+    assert_eq!(
+        stats["acks_sent"], 0,
+        "a refused press is never acked: {stats}"
+    );
+    let online = gateway.get("/api/v1/terminals");
+    let online = online
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["online"] == true)
+        .count();
+    assert_eq!(online, terminals, "health is served while full");
+    let refused = stats["presses_refused_storage_full"].as_u64().unwrap();
+    let heartbeats = stats["heartbeats_received"].as_u64().unwrap();
+
+    // Space returns (the operator raises the cap and restarts): the
+    // terminals' resends are stored, acked and forwarded.
+    gateway.restart_with(capped(4096));
+    let report = sim.expect_all_acked();
+    assert_eq!(report["acked"], total, "{report}");
+    let expected = expected_ids("depot", "bay", terminals, per_terminal as u32, 0);
+    wait_until("every press upstream after space returned", || {
+        consumer.ids() == expected
+    });
+    assert_eq!(gateway.stat("presses_stored"), total);
+    println!(
+        "disk-full campaign: {refused} refusals (0 acked) while full, {heartbeats} heartbeats and health served meanwhile, {total} acked and stored after space returned, {} delivered, 0 lost, 0 duplicated in the store",
+        consumer.ids().len()
+    );
 }
 
 #[test]
