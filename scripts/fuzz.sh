@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Fuzzes every decoder that reads network or file input (cargo-fuzz,
-# libFuzzer), each for a bounded time. Corpora persist in
+# Fuzzes every decoder that reads network or file input, and the
+# terminal's OTA receiver (cargo-fuzz, libFuzzer), each for a bounded time. Corpora persist in
 # ~/.cache/pressline/fuzz-corpus, so each run starts where the last ended.
 #
 #   ./scripts/fuzz.sh [SECONDS_PER_TARGET]     (default 10; .ci/run uses 10)
@@ -21,7 +21,11 @@ cargo fuzz build -s none
 for target in $(cargo fuzz list); do
     corpus="$HOME/.cache/pressline/fuzz-corpus/$target"
     mkdir -p "$corpus"
-    cargo fuzz run "$target" -s none "$corpus" -- -max_total_time="$SECONDS_PER_TARGET" 2>"$CARGO_TARGET_DIR/fuzz-$target.log" \
+    # Committed seeds (fuzz/seeds/TARGET) start the search at inputs that
+    # reach deep states, e.g. a complete signed update for ota_receiver.
+    seeds=()
+    [ -d "seeds/$target" ] && seeds=("seeds/$target")
+    cargo fuzz run "$target" -s none "$corpus" "${seeds[@]}" -- -max_total_time="$SECONDS_PER_TARGET" 2>"$CARGO_TARGET_DIR/fuzz-$target.log" \
         || { tail -40 "$CARGO_TARGET_DIR/fuzz-$target.log"; echo "fuzz: $target crashed (input in fuzz/artifacts/$target/)"; exit 1; }
     runs=$(grep -Eo 'Done [0-9]+ runs' "$CARGO_TARGET_DIR/fuzz-$target.log" | grep -Eo '[0-9]+' || echo 0)
     echo "fuzz: $target: $runs inputs in ${SECONDS_PER_TARGET}s, no crash"
