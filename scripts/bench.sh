@@ -21,6 +21,9 @@
 # 4. Backlog drain: BENCH_BACKLOG stored presses forwarded to a freshly
 #    started Mosquitto, with live presses (100/s) timed during the drain.
 # 5. Storage: bytes on disk per stored press.
+# Sections 1 and 2 also run the production transport: terminals over the
+# gateway's TLS listener (ingest), and upstream over mqtts:// (latency),
+# with a private CA made by openssl for the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-3}
@@ -38,6 +41,16 @@ TICKS=$(getconf CLK_TCK)
 ulimit -n "$(ulimit -Hn)"
 
 log() { echo "bench: $*" >&2; }
+# A private CA and a certificate for localhost/127.0.0.1 (keys owner-only).
+mkdir -p "$WORK/tls"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=bench-ca \
+    -keyout "$WORK/tls/ca.key" -out "$WORK/tls/ca.pem" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
+    -keyout "$WORK/tls/srv.key" -out "$WORK/tls/srv.csr" 2>/dev/null
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$WORK/tls/ext"
+openssl x509 -req -in "$WORK/tls/srv.csr" -CA "$WORK/tls/ca.pem" -CAkey "$WORK/tls/ca.key" -CAcreateserial \
+    -days 2 -extfile "$WORK/tls/ext" -out "$WORK/tls/srv.pem" 2>/dev/null
+chmod 600 "$WORK/tls/"*.key
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 1 400); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
 wait_file() { for _ in $(seq 1 400); do [ -s "$1" ] && return 0; sleep 0.05; done; echo "$1 never appeared" >&2; exit 1; }
@@ -56,9 +69,10 @@ start_gateway() { # DATA_DIR MQTT_PORT HTTP_PORT [UPSTREAM_URL] [CONFIG] -> pid 
     GW_PID=$!
     wait_port "$2"; wait_port "$3"
 }
-start_mosquitto() { # PORT -> pid in $MQ_PID
+start_mosquitto() { # PORT [TLS_PORT] -> pid in $MQ_PID
     # As deploy/mosquitto-central.conf recommends: TCP_NODELAY, unlimited queues.
-    printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nmax_inflight_messages 0\nset_tcp_nodelay true\n' "$1" >"$WORK/m-$1.conf"
+    printf 'user root\nallow_anonymous true\nmax_queued_messages 0\nmax_inflight_messages 0\nset_tcp_nodelay true\nlistener %s 127.0.0.1\n' "$1" >"$WORK/m-$1.conf"
+    [ -n "${2:-}" ] && printf 'listener %s 127.0.0.1\ncertfile %s\nkeyfile %s\n' "$2" "$WORK/tls/srv.pem" "$WORK/tls/srv.key" >>"$WORK/m-$1.conf"
     mosquitto -c "$WORK/m-$1.conf" >"$WORK/m-$1.log" 2>&1 &
     MQ_PID=$!
     wait_port "$1"
@@ -70,13 +84,19 @@ TOTAL=$((TERMINALS * PRESSES))
 ingest_run() { # KIND -> "rate cpu rss delivered"
     local kind=$1 port pid start report end delivered sub_out
     port=$(free_port)
+    local broker="127.0.0.1:$port" tls_args=()
     case $kind in
         gateway) start_gateway "$WORK/ingest-$RANDOM" "$port" "$(free_port)"; pid=$GW_PID ;;
+        gateway-tls)
+            printf '[mqtt]\ntls_listen = "127.0.0.1:%s"\ntls_cert_file = "%s"\ntls_key_file = "%s"\n' \
+                "$port" "$WORK/tls/srv.pem" "$WORK/tls/srv.key" >"$WORK/tls.toml"
+            start_gateway "$WORK/ingest-$RANDOM" "$(free_port)" "$(free_port)" "" "$WORK/tls.toml"; pid=$GW_PID
+            wait_port "$port"; broker="localhost:$port"; tls_args=(--tls-ca "$WORK/tls/ca.pem") ;;
         rumqttd) "$BIN/bench-relay" --listen "127.0.0.1:$port" >"$WORK/relay.log" 2>&1 & pid=$!; wait_port "$port" ;;
         mosquitto) start_mosquitto "$port"; pid=$MQ_PID ;;
     esac
     local mode=durable sub_pid=""
-    if [ "$kind" != gateway ]; then
+    if [ "$kind" != gateway ] && [ "$kind" != gateway-tls ]; then
         mode=puback
         rm -f "$WORK/ready" "$WORK/sub.json"
         "$BIN/bench-subscriber" --broker "127.0.0.1:$port" --topic 'pressline/v1/term/+/press' \
@@ -85,7 +105,7 @@ ingest_run() { # KIND -> "rate cpu rss delivered"
         wait_file "$WORK/ready"
     fi
     start=$(now_us)
-    report=$("$BIN/terminal-sim" --broker "127.0.0.1:$port" --terminals "$TERMINALS" --presses "$PRESSES" \
+    report=$("$BIN/terminal-sim" --broker "$broker" "${tls_args[@]}" --terminals "$TERMINALS" --presses "$PRESSES" \
         --rate 0 --ack-mode "$mode" --timeout 900 --json)
     [ "$(json "$report" 'r["complete"]')" = True ] || { echo "incomplete run: $report" >&2; exit 1; }
     if [ -n "$sub_pid" ]; then
@@ -108,28 +128,35 @@ echo "## 1. Ingest ceiling: $TERMINALS terminals x $PRESSES presses, QoS 1 (medi
 echo
 echo "| path | presses/s | delivered | broker CPU s | broker peak RSS MiB |"
 echo "|---|---:|---:|---:|---:|"
-for kind in gateway rumqttd mosquitto; do
+for kind in gateway gateway-tls rumqttd mosquitto; do
     : >"$WORK/res"
     for run in $(seq 1 "$RUNS"); do log "ingest $kind run $run"; ingest_run "$kind" >>"$WORK/res"; done
     rate=$(cut -d' ' -f1 "$WORK/res" | median)
     RATE[$kind]=$rate
     label=$(case $kind in
         gateway) echo "(a) gateway: dedup + durable sled commit + application ack" ;;
+        gateway-tls) echo "(a') the same, terminals over the gateway's TLS listener" ;;
         rumqttd) echo "(b) bare rumqttd (gateway's settings) relaying to 1 subscriber" ;;
         mosquitto) echo "(c) Mosquitto relaying to 1 subscriber" ;;
     esac)
     echo "| $label | $rate | $(cut -d' ' -f4 "$WORK/res" | median) of $TOTAL | $(cut -d' ' -f2 "$WORK/res" | median) | $(cut -d' ' -f3 "$WORK/res" | median) |"
 done
 echo
-python3 -c "a,b,c=${RATE[gateway]},${RATE[rumqttd]},${RATE[mosquitto]}; print(f'(a)/(b) = {a/b:.2f} (target >= 0.5), (a)/(c) = {a/c:.2f} (target >= 3)')"
+python3 -c "a,t,b,c=${RATE[gateway]},${RATE[gateway-tls]},${RATE[rumqttd]},${RATE[mosquitto]}; print(f'(a)/(b) = {a/b:.2f} (target >= 0.5), (a)/(c) = {a/c:.2f} (target >= 3); TLS terminals: (a\')/(a) = {t/a:.2f}')"
 echo
 
 # --------------------------------------------------------------- 2. latency
-latency_run() { # -> "ack_p50 ack_p99 ack_max up_p50 up_p99 up_max" in ms
-    local mq gw http report
-    mq=$(free_port); gw=$(free_port); http=$(free_port)
-    start_mosquitto "$mq"; local mq_pid=$MQ_PID
-    start_gateway "$WORK/lat-$RANDOM" "$gw" "$http" "mqtt://127.0.0.1:$mq"; local gw_pid=$GW_PID
+latency_run() { # [tls] -> "ack_p50 ack_p99 ack_max up_p50 up_p99 up_max" in ms
+    local mq gw http report mqs upstream conf=""
+    mq=$(free_port); gw=$(free_port); http=$(free_port); mqs=$(free_port)
+    start_mosquitto "$mq" "$mqs"; local mq_pid=$MQ_PID
+    wait_port "$mqs"
+    upstream="mqtt://127.0.0.1:$mq"
+    if [ "${1:-}" = tls ]; then
+        upstream="mqtts://localhost:$mqs"
+        printf '[upstream]\nca_file = "%s"\n' "$WORK/tls/ca.pem" >"$WORK/lat-tls.toml"; conf="$WORK/lat-tls.toml"
+    fi
+    start_gateway "$WORK/lat-$RANDOM" "$gw" "$http" "$upstream" "$conf"; local gw_pid=$GW_PID
     rm -f "$WORK/ready"
     "$BIN/bench-subscriber" --broker "127.0.0.1:$mq" --topic 'pressline/v1/bench/+/press' \
         --count 10000 --idle-secs 5 --ready-file "$WORK/ready" --ids-out "$WORK/arrivals" >/dev/null &
@@ -162,11 +189,14 @@ echo "## 2. Latency at 1,000 presses/s (100 terminals, 10,000 presses; median of
 echo
 : >"$WORK/res"
 for run in $(seq 1 "$RUNS"); do log "latency run $run"; latency_run >>"$WORK/res"; done
-col() { cut -d' ' -f"$1" "$WORK/res" | median; }
+: >"$WORK/res-tls"
+for run in $(seq 1 "$RUNS"); do log "latency run $run, upstream over TLS"; latency_run tls >>"$WORK/res-tls"; done
+col() { cut -d' ' -f"$1" "${2:-$WORK/res}" | median; }
 echo "| path | p50 ms | p99 ms | max ms | target p99 |"
 echo "|---|---:|---:|---:|---:|"
 echo "| press -> durable application ack | $(col 1) | $(col 2) | $(col 3) | 10 ms |"
 echo "| press -> upstream subscriber | $(col 4) | $(col 5) | $(col 6) | 25 ms |"
+echo "| press -> upstream subscriber, upstream over mqtts:// | $(col 4 "$WORK/res-tls") | $(col 5 "$WORK/res-tls") | $(col 6 "$WORK/res-tls") | 25 ms |"
 echo
 
 # ----------------------------------------------------------- 3. connections
