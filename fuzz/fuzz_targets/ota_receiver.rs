@@ -16,7 +16,7 @@ use libfuzzer_sys::fuzz_target;
 use pressline_protocol::ota::{pack, Artifact};
 use pressline_protocol::ota_transfer::{chunk_crc, Chunk, Offer};
 use pressline_protocol::FirmwareVersion;
-use pressline_terminal_core::ota::{OtaConfig, OtaJournal, OtaReceiver, OtaRecord};
+use pressline_terminal_core::ota::{MemJournal, OtaConfig, OtaReceiver};
 use pressline_terminal_core::ram_flash::RamFlash;
 
 type Active = RamFlash<{ 16 * 1024 }, 4096>;
@@ -50,20 +50,6 @@ fn release() -> &'static Release {
             image,
         }
     })
-}
-
-#[derive(Default)]
-struct MemJournal(Option<OtaRecord>);
-
-impl OtaJournal for MemJournal {
-    type Error = ();
-    async fn load_ota(&mut self) -> Result<Option<OtaRecord>, ()> {
-        Ok(self.0)
-    }
-    async fn save_ota(&mut self, record: &OtaRecord) -> Result<(), ()> {
-        self.0 = Some(*record);
-        Ok(())
-    }
 }
 
 /// The fuzz input, read a few bytes at a time; zeros once it runs out.

@@ -92,6 +92,22 @@ pub trait OtaJournal {
     async fn save_ota(&mut self, record: &OtaRecord) -> Result<(), Self::Error>;
 }
 
+/// A journal in RAM: for tests and fuzzing, where the record needs no
+/// flash (like [`crate::ram_flash::RamFlash`] for the partitions).
+#[derive(Debug, Default)]
+pub struct MemJournal(pub Option<OtaRecord>);
+
+impl OtaJournal for MemJournal {
+    type Error = core::convert::Infallible;
+    async fn load_ota(&mut self) -> Result<Option<OtaRecord>, Self::Error> {
+        Ok(self.0)
+    }
+    async fn save_ota(&mut self, record: &OtaRecord) -> Result<(), Self::Error> {
+        self.0 = Some(*record);
+        Ok(())
+    }
+}
+
 /// The receiver could not start: the bootloader state or journal is
 /// unreadable.
 #[derive(Debug)]

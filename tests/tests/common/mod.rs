@@ -278,7 +278,14 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn start(dir: &Path, options: GatewayOptions) -> Gateway {
-        let mut g = Gateway {
+        let mut g = Gateway::unstarted(dir, options);
+        g.spawn_first();
+        g
+    }
+
+    /// A gateway on free ports and its own data directory, not yet running.
+    fn unstarted(dir: &Path, options: GatewayOptions) -> Gateway {
+        Gateway {
             mqtt_port: free_port(),
             mqtt_v5_port: free_port(),
             http_port: free_port(),
@@ -289,9 +296,7 @@ impl Gateway {
             dir: dir.to_path_buf(),
             child: None,
             starts: 0,
-        };
-        g.spawn_first();
-        g
+        }
     }
 
     fn spawn(&mut self) {
@@ -448,18 +453,7 @@ impl Gateway {
     /// Starts a gateway that is expected to refuse to start; returns its
     /// exit status and log.
     pub fn start_refused(dir: &Path, options: GatewayOptions) -> String {
-        let mut g = Gateway {
-            mqtt_port: free_port(),
-            mqtt_v5_port: free_port(),
-            http_port: free_port(),
-            data_dir: dir.join(format!("data-{}", options.site)),
-            log: dir.join(format!("gateway-{}.log", options.site)),
-            agent: http_agent(options.https_ca.as_deref()),
-            options,
-            dir: dir.to_path_buf(),
-            child: None,
-            starts: 0,
-        };
+        let mut g = Gateway::unstarted(dir, options);
         match g.try_spawn() {
             Ok(()) => panic!("the gateway started; log:\n{}", g.log()),
             Err(status_and_log) => status_and_log,

@@ -28,20 +28,6 @@ struct Device {
     chunk_size: u32,
 }
 
-#[derive(Default)]
-struct MemJournal(Option<OtaRecord>);
-
-impl OtaJournal for MemJournal {
-    type Error = ();
-    async fn load_ota(&mut self) -> Result<Option<OtaRecord>, ()> {
-        Ok(self.0)
-    }
-    async fn save_ota(&mut self, record: &OtaRecord) -> Result<(), ()> {
-        self.0 = Some(*record);
-        Ok(())
-    }
-}
-
 fn v(s: &str) -> FirmwareVersion {
     FirmwareVersion::parse(s).unwrap()
 }
