@@ -260,6 +260,10 @@ impl Forwarder {
 /// live entries first, then the backlog.
 async fn feed(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let window_size = shared.config.max_inflight as usize;
+    // The outbox writes acknowledgements in bursts; this writes the last
+    // of a burst when no more PUBACKs come (see `crate::outbox`).
+    let mut persist_acks = tokio::time::interval(Duration::from_secs(1));
+    persist_acks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         loop {
             let mut window = shared.window();
@@ -331,6 +335,11 @@ async fn feed(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         }
         tokio::select! {
             _ = shared.wake.notified() => {}
+            _ = persist_acks.tick() => {
+                if let Err(e) = shared.store.persist_outbox_acks() {
+                    tracing::error!(error = %e, "cannot record upstream acknowledgements (those messages may be sent again after a restart)");
+                }
+            }
             _ = shutdown.changed() => return,
         }
     }

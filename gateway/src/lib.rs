@@ -19,6 +19,8 @@
 //! - [`commit`]: group commit to sled, then durable acks (own thread).
 //! - [`acks`]: coalescing committed presses into ack ranges.
 //! - [`store`]: the sled layout (presses, outbox) behind one interface.
+//! - [`outbox`]: the upstream outbox in segments, acknowledged ranges
+//!   skipped and finished segments dropped whole.
 //! - [`forwarder`]: upstream store-and-forward with rumqttc.
 //! - [`health`]: terminal registry and health rules (sans-IO).
 //! - [`retention`]: hourly deletion of presses past the retention period.
@@ -51,6 +53,7 @@ pub mod identity;
 pub mod ingest;
 pub mod metrics;
 pub mod misuse;
+pub mod outbox;
 pub mod registry;
 pub mod releases;
 pub mod retention;

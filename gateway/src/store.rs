@@ -11,10 +11,12 @@
 //! - `alerts`: alert id (BE) → alert.
 //! - `meta`: small counters (`stored_day`: presses stored per UTC day).
 //! - `rollouts`: rollout id (BE u32) → the orchestrator state (JSON).
-//! - `outbox`: key = sled-generated monotonic id (BE) → [`OutboxEntry`], the
-//!   upstream message still to be acknowledged by the upstream broker. The
-//!   lowest key is the forward cursor: an entry is removed only when the
-//!   upstream broker PUBACKs it, so a restart resends from there.
+//! - `outbox.<segment>`: key = sled-generated increasing id (BE) →
+//!   [`OutboxEntry`], the upstream message still to be acknowledged by the
+//!   upstream broker, in segments of consecutive ids (see [`crate::outbox`]).
+//!   Acknowledged ids are recorded as ranges in `meta` and skipped; a segment
+//!   is dropped whole once every entry in it is acknowledged. A restart
+//!   resends from the oldest unacknowledged entry.
 //!
 //! A press and its outbox entry are written in one transaction, and a batch
 //! is flushed (fsync) once before any of it is acked to terminals: group
@@ -27,6 +29,8 @@ use pressline_protocol::{Button, PressId};
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
+
+use crate::outbox::Outbox;
 
 /// Storage failures. Any of them stops acks (presses stay on terminals).
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +59,7 @@ pub struct StoredPress {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutboxEntry {
     pub topic: String,
+    #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
     /// Publish with the MQTT retain flag (terminal health documents).
     pub retain: bool,
@@ -87,7 +92,7 @@ pub enum StoreOutcome {
 pub struct Store {
     db: sled::Db,
     presses: sled::Tree,
-    outbox: sled::Tree,
+    outbox: std::sync::Arc<Outbox>,
     terminals: sled::Tree,
     alerts: sled::Tree,
     meta: sled::Tree,
@@ -117,10 +122,10 @@ impl Store {
             .flush_every_ms(Some(1000))
             .open()?;
         let presses = db.open_tree("presses")?;
-        let outbox = db.open_tree("outbox")?;
         let terminals = db.open_tree("terminals")?;
         let alerts = db.open_tree("alerts")?;
         let meta = db.open_tree("meta")?;
+        let outbox = std::sync::Arc::new(Outbox::open(&db, &meta, crate::outbox::SEGMENT_KEYS)?);
         let credentials = db.open_tree("credentials")?;
         let releases = db.open_tree("releases")?;
         let rollouts = db.open_tree("rollouts")?;
@@ -142,8 +147,17 @@ impl Store {
     /// input, in order. Nothing may be acked unless this returned `Ok`.
     pub fn commit(&self, batch: &[PressToStore]) -> Result<Vec<StoreOutcome>, StoreError> {
         let keys: Vec<Vec<u8>> = batch.iter().map(|p| press_key(&p.terminal, p.id)).collect();
-        let outcomes = (&self.presses, &self.outbox)
-            .transaction(|(presses, outbox)| {
+        // Ids for the outbox entries, reserved up front so the segment
+        // trees they fall in can join the transaction. Ids left over
+        // (duplicates) are gaps, which the outbox skips.
+        let reservation = self.outbox.reserve(batch.len())?;
+        let mut trees = vec![&self.presses];
+        trees.extend(reservation.trees());
+        let outcomes = trees
+            .as_slice()
+            .transaction(|trees| {
+                let presses = &trees[0];
+                let mut ids = reservation.ids().iter();
                 let mut seen = HashSet::with_capacity(batch.len());
                 let mut outcomes = Vec::with_capacity(batch.len());
                 for (press, key) in batch.iter().zip(&keys) {
@@ -162,8 +176,9 @@ impl Store {
                     presses.insert(key.as_slice(), value)?;
                     let entry = postcard::to_allocvec(&press.upstream)
                         .map_err(ConflictableTransactionError::Abort)?;
-                    let outbox_id = outbox.generate_id()?;
-                    outbox.insert(&outbox_id.to_be_bytes(), entry)?;
+                    let outbox_id = *ids.next().expect("one id reserved per press");
+                    trees[1 + reservation.tree_index(outbox_id)]
+                        .insert(&outbox_id.to_be_bytes(), entry)?;
                     outcomes.push(StoreOutcome::Stored);
                 }
                 Ok(outcomes)
@@ -172,81 +187,55 @@ impl Store {
                 TransactionError::Abort(e) => StoreError::Corrupt(e),
                 TransactionError::Storage(e) => StoreError::Sled(e),
             })?;
+        drop(reservation);
+        self.outbox.persist_acknowledged()?;
         self.db.flush()?;
         Ok(outcomes)
     }
 
-    /// Up to `limit` outbox entries with keys greater than `after` (or from
-    /// the start), oldest first.
+    /// Up to `limit` unacknowledged outbox entries with keys greater than
+    /// `after` (or from the start), oldest first.
     pub fn outbox_after(
         &self,
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<(u64, OutboxEntry)>, StoreError> {
-        let range = match after {
-            Some(k) => self.outbox.range((k + 1).to_be_bytes()..),
-            None => self.outbox.iter(),
-        };
-        let mut out = Vec::with_capacity(limit.min(1024));
-        for item in range.take(limit) {
-            let (key, value) = item?;
-            let key = u64::from_be_bytes(key.as_ref().try_into().map_err(|_| {
-                StoreError::Sled(sled::Error::Unsupported("outbox key is not 8 bytes".into()))
-            })?);
-            out.push((key, postcard::from_bytes(&value)?));
+        match after {
+            Some(u64::MAX) => Ok(Vec::new()),
+            Some(k) => self.outbox.read(k + 1, u64::MAX, limit),
+            None => self.outbox.read(0, u64::MAX, limit),
         }
-        Ok(out)
     }
 
-    /// Up to `limit` outbox entries with keys in `(after, upto]`, oldest
-    /// first (the backlog part of a live-first drain).
+    /// Up to `limit` unacknowledged outbox entries with keys in
+    /// `(after, upto]`, oldest first (the backlog part of a live-first
+    /// drain).
     pub fn outbox_between(
         &self,
         after: Option<u64>,
         upto: u64,
         limit: usize,
     ) -> Result<Vec<(u64, OutboxEntry)>, StoreError> {
-        let start = after.map_or(0, |k| k + 1);
-        if start > upto {
-            return Ok(Vec::new());
+        match after {
+            Some(u64::MAX) => Ok(Vec::new()),
+            Some(k) => self.outbox.read(k + 1, upto, limit),
+            None => self.outbox.read(0, upto, limit),
         }
-        let mut out = Vec::with_capacity(limit.min(1024));
-        for item in self
-            .outbox
-            .range(start.to_be_bytes()..=upto.to_be_bytes())
-            .take(limit)
-        {
-            let (key, value) = item?;
-            let key = u64::from_be_bytes(key.as_ref().try_into().map_err(|_| {
-                StoreError::Sled(sled::Error::Unsupported("outbox key is not 8 bytes".into()))
-            })?);
-            out.push((key, postcard::from_bytes(&value)?));
-        }
-        Ok(out)
     }
 
     /// The newest outbox key, if any.
     pub fn outbox_last_key(&self) -> Result<Option<u64>, StoreError> {
-        Ok(self
-            .outbox
-            .last()?
-            .and_then(|(k, _)| k.as_ref().try_into().ok().map(u64::from_be_bytes)))
+        self.outbox.last_key()
     }
 
-    /// The upstream broker has these messages: drop them in one batch.
+    /// The upstream broker has these messages: they are not sent again.
     pub fn outbox_remove_all(&self, keys: &[u64]) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        for key in keys {
-            batch.remove(&key.to_be_bytes());
-        }
-        self.outbox.apply_batch(batch)?;
-        Ok(())
+        self.outbox.acknowledge(keys)
     }
 
-    /// The upstream broker has the message: drop it from the outbox.
+    /// The upstream broker has the message: it is not sent again.
     pub fn outbox_remove(&self, key: u64) -> Result<(), StoreError> {
-        self.outbox.remove(key.to_be_bytes())?;
-        Ok(())
+        self.outbox.acknowledge(&[key])
     }
 
     /// Number of stored presses (walks the tree: call at start-up only).
@@ -254,18 +243,22 @@ impl Store {
         self.presses.len()
     }
 
-    /// Number of upstream messages not yet acknowledged (walks the tree).
+    /// Number of upstream messages not yet acknowledged (walks them all:
+    /// start-up and tests only).
     pub fn outbox_len(&self) -> usize {
-        self.outbox.len()
+        self.outbox_counts().0
     }
 
     /// Number of presses among them (decodes every entry: start-up only).
     pub fn outbox_presses(&self) -> usize {
-        self.outbox
-            .iter()
-            .filter_map(|item| item.ok())
-            .filter(|(_, v)| postcard::from_bytes::<OutboxEntry>(v).is_ok_and(|e| e.is_press))
-            .count()
+        self.outbox_counts().1
+    }
+
+    fn outbox_counts(&self) -> (usize, usize) {
+        self.outbox.count().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot count the upstream outbox");
+            (0, 0)
+        })
     }
 
     /// Looks a press up.
@@ -280,12 +273,7 @@ impl Store {
     /// Not flushed here: losing them in a crash only loses a status update
     /// that the next change repeats.
     pub fn enqueue_upstream(&self, entries: &[OutboxEntry]) -> Result<(), StoreError> {
-        for entry in entries {
-            let id = self.db.generate_id()?;
-            self.outbox
-                .insert(id.to_be_bytes(), postcard::to_allocvec(entry)?)?;
-        }
-        Ok(())
+        self.outbox.enqueue(entries)
     }
 
     /// Saves a serializable registry record under `key` in `terminals` or
@@ -446,8 +434,15 @@ impl Store {
         self.db.size_on_disk().unwrap_or(0)
     }
 
+    /// Writes the upstream acknowledgements still held in memory (see
+    /// [`crate::outbox`]); the forwarder calls this once a second.
+    pub fn persist_outbox_acks(&self) -> Result<(), StoreError> {
+        self.outbox.persist_acknowledged()
+    }
+
     /// Makes everything written so far durable.
     pub fn flush(&self) -> Result<(), StoreError> {
+        self.outbox.persist_acknowledged()?;
         self.db.flush()?;
         Ok(())
     }
