@@ -17,8 +17,9 @@ use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 struct Args {
     #[arg(long)]
     broker: String,
-    #[arg(long)]
-    topic: String,
+    /// Topic filter; repeat for several.
+    #[arg(long, required = true)]
+    topic: Vec<String>,
     /// Stop after this many messages.
     #[arg(long)]
     count: u64,
@@ -60,6 +61,7 @@ fn main() -> anyhow::Result<()> {
     };
     let (mut count, mut first, mut last) = (0u64, 0u64, 0u64);
     let mut last_seen = Instant::now();
+    let mut subacks = 0;
     loop {
         let event = match connection.recv_timeout(Duration::from_millis(200)) {
             Ok(e) => e,
@@ -72,9 +74,16 @@ fn main() -> anyhow::Result<()> {
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                client.subscribe(args.topic.as_str(), QoS::AtLeastOnce)?;
+                subacks = 0;
+                for topic in &args.topic {
+                    client.subscribe(topic.as_str(), QoS::AtLeastOnce)?;
+                }
             }
             Ok(Event::Incoming(Packet::SubAck(_))) => {
+                subacks += 1;
+                if subacks < args.topic.len() {
+                    continue;
+                }
                 if let Some(f) = &args.ready_file {
                     std::fs::write(f, b"ready\n")?;
                 }
