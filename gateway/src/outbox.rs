@@ -35,6 +35,14 @@
 //! for reading from reserving their ids until their transaction is done;
 //! acknowledging takes it for writing. The same lock keeps a segment from
 //! being dropped while a reader walks it.
+//!
+//! # Why reads stop below ids still being written
+//! Ids are handed out before the entries are written, and commits run
+//! concurrently (presses, health documents). If a reader saw id 111 while
+//! id 100 was still being written, the forwarder's cursor would pass 100
+//! and that press would wait for the next reconnect. So every reservation
+//! is registered while its ids are generated, and reads (and
+//! [`Outbox::last_key`]) stop below the lowest id still being written.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -172,6 +180,20 @@ pub struct Reservation<'a> {
     ids: Vec<u64>,
     trees: Vec<(u64, sled::Tree)>,
     segment_keys: u64,
+    in_flight: &'a Mutex<std::collections::BTreeSet<u64>>,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        // Before the segment guard (fields drop after this body).
+        if let Some(first) = self.ids.first() {
+            lock(self.in_flight).remove(first);
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Reservation<'_> {
@@ -218,6 +240,8 @@ pub struct Outbox {
     unpersisted: Mutex<(usize, std::time::Instant)>,
     persist_every: std::time::Duration,
     persist_after_keys: usize,
+    /// First id of each reservation whose entries are still being written.
+    in_flight: Mutex<std::collections::BTreeSet<u64>>,
 }
 
 fn tree_name(segment: u64) -> String {
@@ -276,6 +300,7 @@ impl Outbox {
             unpersisted: Mutex::new((0, std::time::Instant::now())),
             persist_every: PERSIST_EVERY,
             persist_after_keys: PERSIST_AFTER_KEYS,
+            in_flight: Mutex::new(std::collections::BTreeSet::new()),
         };
         if legacy {
             outbox.migrate_legacy_tree()?;
@@ -361,7 +386,11 @@ impl Outbox {
                     ids,
                     trees,
                     segment_keys: self.segment_keys,
+                    in_flight: &self.in_flight,
                 });
+            }
+            if let Some(first) = ids.first() {
+                lock(&self.in_flight).remove(first);
             }
         }
         // A new segment (the ids above are skipped; gaps are harmless).
@@ -391,13 +420,29 @@ impl Outbox {
             ids,
             trees,
             segment_keys: self.segment_keys,
+            in_flight: &self.in_flight,
         })
     }
 
+    /// `n` fresh ids, registered as being written (see the module
+    /// documentation) until the reservation holding them is dropped.
     fn generate_ids(&self, n: usize) -> Result<Vec<u64>, StoreError> {
-        Ok((0..n)
+        let mut in_flight = lock(&self.in_flight);
+        let ids = (0..n)
             .map(|_| self.db.generate_id())
-            .collect::<Result<Vec<u64>, _>>()?)
+            .collect::<Result<Vec<u64>, _>>()?;
+        if let Some(&first) = ids.first() {
+            in_flight.insert(first);
+        }
+        Ok(ids)
+    }
+
+    /// The highest id below every id still being written: entries up to
+    /// it are all there (or never will be).
+    fn written_through(&self) -> u64 {
+        lock(&self.in_flight)
+            .first()
+            .map_or(u64::MAX, |first| first.saturating_sub(1))
     }
 
     fn segments_of(&self, ids: &[u64]) -> Vec<u64> {
@@ -427,10 +472,11 @@ impl Outbox {
         limit: usize,
     ) -> Result<Vec<(u64, OutboxEntry)>, StoreError> {
         let mut out = Vec::with_capacity(limit.min(1024));
+        let segments = self.read_segments();
+        let to = to.min(self.written_through());
         if from > to || limit == 0 {
             return Ok(out);
         }
-        let segments = self.read_segments();
         let acked = self.acked();
         for (&segment, tree) in segments.range(self.segment(from)..=self.segment(to)) {
             let seg_start = segment * self.segment_keys;
@@ -457,11 +503,14 @@ impl Outbox {
         Ok(out)
     }
 
-    /// The newest key, acknowledged or not.
+    /// The newest key, acknowledged or not, below any id still being
+    /// written (the forwarder's backlog ends there).
     pub fn last_key(&self) -> Result<Option<u64>, StoreError> {
-        for tree in self.read_segments().values().rev() {
-            if let Some((key, _)) = tree.last()? {
-                return Ok(Some(key_of(&key)?));
+        let segments = self.read_segments();
+        let through = self.written_through();
+        for tree in segments.values().rev() {
+            if let Some(item) = tree.range(..=through.to_be_bytes()).next_back() {
+                return Ok(Some(key_of(&item?.0)?));
             }
         }
         Ok(None)
@@ -760,6 +809,35 @@ mod tests {
             .unwrap();
         assert_eq!(all_keys(&outbox).len(), 16);
         assert!(outbox.segment_count() <= 2);
+    }
+
+    #[test]
+    fn reads_stop_below_an_entry_still_being_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_db, outbox) = open(dir.path(), SEGMENT_KEYS);
+        outbox.enqueue(&[entry(1)]).unwrap();
+        let before = all_keys(&outbox);
+        // A commit has its id but has not written yet; a later one is done.
+        let slow = outbox.reserve(1).unwrap();
+        let slow_id = slow.ids()[0];
+        outbox.enqueue(&[entry(2)]).unwrap();
+        assert_eq!(
+            all_keys(&outbox),
+            before,
+            "a cursor must not pass the slow id"
+        );
+        assert_eq!(outbox.last_key().unwrap(), before.last().copied());
+        let tree = slow.trees().next().unwrap().clone();
+        tree.insert(
+            slow_id.to_be_bytes(),
+            postcard::to_allocvec(&entry(3)).unwrap(),
+        )
+        .unwrap();
+        drop(slow);
+        let keys = all_keys(&outbox);
+        assert_eq!(keys.len(), 3);
+        assert!(keys.contains(&slow_id));
+        assert_eq!(outbox.last_key().unwrap(), keys.last().copied());
     }
 
     #[test]
