@@ -1,6 +1,6 @@
 use bytes::BytesMut;
 use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf},
     time::timeout,
 };
 
@@ -51,12 +51,13 @@ impl<P: Protocol> Network<P> {
     ) -> Network<P> {
         Network {
             socket,
-            // Pressline patch: smaller buffers per connection (was 10 KiB
-            // each). The read buffer stays large enough for one read to
-            // take a burst of presses: at 1 KiB the gateway spent ~20 %
-            // more CPU on reads under load. Writes grow as needed.
-            read: BytesMut::with_capacity(4 * 1024),
-            write: BytesMut::with_capacity(1024),
+            // Pressline patch: no buffers held by an idle connection (was
+            // 10 KiB each, allocated up front). Reads go through a stack
+            // buffer (`read_bytes`) and writes are released after each
+            // flush, so a terminal that only sends a heartbeat now and then
+            // costs no buffer memory between its packets.
+            read: BytesMut::new(),
+            write: BytesMut::new(),
             max_incoming_size,
             max_connection_buffer_len,
             // Overwritten by keepalive value in connect packet, otherwise we
@@ -77,7 +78,25 @@ impl<P: Protocol> Network<P> {
         // TODO: Fix this cancellation bug and write unit test
         let mut total_read = 0;
         loop {
-            let read = self.socket.read_buf(&mut self.read).await?;
+            // Pressline patch: read into a buffer on the stack and copy what
+            // arrived, rather than `read_buf` into `self.read`: a pending
+            // read then holds no heap memory, which is where an idle
+            // connection spends its life. The copy is of bytes just read.
+            let socket = &mut self.socket;
+            let read_buffer = &mut self.read;
+            let read = std::future::poll_fn(|cx| {
+                let mut stack = [0u8; READ_CHUNK];
+                let mut chunk = ReadBuf::new(&mut stack);
+                match std::pin::Pin::new(&mut *socket).poll_read(cx, &mut chunk) {
+                    std::task::Poll::Ready(Ok(())) => {
+                        read_buffer.extend_from_slice(chunk.filled());
+                        std::task::Poll::Ready(Ok(chunk.filled().len()))
+                    }
+                    std::task::Poll::Ready(Err(e)) => std::task::Poll::Ready(Err(e)),
+                    std::task::Poll::Pending => std::task::Poll::Pending,
+                }
+            })
+            .await?;
             if 0 == read {
                 let error = if self.read.is_empty() {
                     io::Error::new(ErrorKind::ConnectionAborted, "connection closed by peer")
@@ -138,7 +157,7 @@ impl<P: Protocol> Network<P> {
     pub async fn write(&mut self, packet: Packet) -> Result<(), Error> {
         Protocol::write(&self.protocol, packet, &mut self.write)?;
         self.socket.write_all(&self.write).await?;
-        self.write.clear();
+        self.release_write_buffer();
         Ok(())
     }
 
@@ -147,10 +166,21 @@ impl<P: Protocol> Network<P> {
             Protocol::write(&self.protocol, packet, &mut self.write)?;
         }
         self.socket.write_all(&self.write).await?;
-        self.write.clear();
+        self.release_write_buffer();
         Ok(())
     }
 }
+
+impl<P> Network<P> {
+    /// Pressline patch: drops the write buffer once flushed (was `clear`,
+    /// which kept its capacity for the life of the connection).
+    fn release_write_buffer(&mut self) {
+        self.write = BytesMut::new();
+    }
+}
+
+/// Pressline patch: bytes taken from the socket per read call.
+const READ_CHUNK: usize = 8 * 1024;
 
 pub trait N: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T> N for T where T: AsyncRead + AsyncWrite + Unpin + Send {}

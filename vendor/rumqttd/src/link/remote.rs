@@ -152,7 +152,11 @@ impl<P: Protocol> RemoteLink<P> {
                     let mut packets = VecDeque::new();
                     let mut unscheduled = false;
 
-                    for notif in self.notifications.drain(..) {
+                    // Pressline patch: take the deque rather than drain it, so
+                    // its memory is freed here and the router's next exchange
+                    // starts from an empty, unallocated one: an idle
+                    // connection holds no notification buffer.
+                    for notif in std::mem::take(&mut self.notifications) {
                         if let Some(packet) = notif.into() {
                             packets.push_back(packet);
                         } else {

@@ -880,7 +880,12 @@ impl Router {
             }
         }
 
-        self.cache = Some(packets);
+        // Pressline patch: the drained deque is dropped and the router keeps
+        // an unallocated one for the next exchange, which hands it to the
+        // connection's incoming buffer. Kept, the largest batch any
+        // connection ever sent stayed allocated in some idle connection.
+        drop(packets);
+        self.cache = Some(VecDeque::new());
 
         // Prepare AcksRequest in tracker if router is operating in a
         // single node mode or force ack request for subscriptions
@@ -1381,7 +1386,9 @@ fn ack_device_data(ackslog: &mut AckLog, outgoing: &mut Outgoing) -> bool {
 
     // Unlike forwards, we are reading all the pending acks for a given connection.
     // At any given point of time, there can be a max of connection's buffer size
-    for ack in acks.drain(..) {
+    // Pressline patch: take the acks rather than drain them, so an idle
+    // connection's ack log holds no memory (it kept its largest size).
+    for ack in std::mem::take(acks) {
         let pkid = packetid(&ack);
         trace!(pkid, "Ack added for pkid {}", pkid);
         let message = Notification::DeviceAck(ack);
