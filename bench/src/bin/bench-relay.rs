@@ -3,6 +3,10 @@
 
 use clap::Parser;
 
+/// The gateway's allocator, so this relay is the broker exactly as embedded.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "bench-relay")]
 struct Args {
