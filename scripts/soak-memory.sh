@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Gateway memory over time under reconnect churn: the soak that section 3
+# of BENCHMARKS.md quotes. Writes Markdown to stdout (progress to stderr).
+#
+#   ./scripts/soak-memory.sh [SECONDS] [SAMPLE_EVERY]     (default 1200 60)
+#
+# Environment (defaults in brackets):
+#   SOAK_TERMINALS [500]   simulated terminals
+#   SOAK_RATE [50]         presses per second, all terminals together
+#   SOAK_KILL_RATE [0.2]   power cuts per terminal per second (0: no churn);
+#                          each one drops the connection, and the terminal
+#                          reboots from its flash and reconnects
+#
+# The gateway's RSS is sampled every SAMPLE_EVERY seconds. What matters is
+# whether it levels off: sled's page cache (64 MB by default) and the day's
+# scores fill up first, so compare a run with SOAK_KILL_RATE=0 of the same
+# length to tell churn from those.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${1:-1200}
+EVERY=${2:-60}
+TERMINALS=${SOAK_TERMINALS:-500}
+RATE=${SOAK_RATE:-50}
+KILL_RATE=${SOAK_KILL_RATE:-0.2}
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pressline/target}"
+cargo build --release --locked --bin gateway --bin terminal-sim >&2
+BIN="$CARGO_TARGET_DIR/release"
+WORK=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
+ulimit -n "$(ulimit -Hn)"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 1 400); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+rss_mb() { awk '$1 == "VmRSS:" { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
+
+mqtt=$(free_port); http=$(free_port)
+RUST_LOG=warn "$BIN/gateway" run --site soak --data-dir "$WORK/data" \
+    --mqtt-listen "127.0.0.1:$mqtt" --http-listen "127.0.0.1:$http" >"$WORK/gateway.log" 2>&1 &
+gw=$!
+wait_port "$mqtt"; wait_port "$http"
+idle=$(rss_mb "$gw")
+"$BIN/terminal-sim" --broker "127.0.0.1:$mqtt" --terminals "$TERMINALS" --presses 10000000 \
+    --rate "$RATE" --kill-rate "$KILL_RATE" --heartbeat-secs 5 --duration "$SECS" --timeout "$SECS" \
+    --json >"$WORK/sim.json" 2>"$WORK/sim.log" &
+sim=$!
+
+echo "## Gateway memory under reconnect churn"
+echo
+echo "$TERMINALS terminals, $RATE presses/s in all, $KILL_RATE power cuts per terminal per second, $SECS s."
+echo
+echo "| elapsed | gateway RSS MiB |"
+echo "|---:|---:|"
+echo "| 0 s (idle) | $idle |"
+elapsed=0
+while [ "$elapsed" -lt "$SECS" ] && kill -0 "$sim" 2>/dev/null; do
+    sleep "$EVERY"
+    elapsed=$((elapsed + EVERY))
+    kill -0 "$gw" 2>/dev/null || { echo "the gateway stopped: $(tail -3 "$WORK/gateway.log")" >&2; exit 1; }
+    echo "| $elapsed s | $(rss_mb "$gw") |"
+    echo "soak: ${elapsed}s" >&2
+done
+wait "$sim" || true
+echo
+python3 - "$WORK/sim.json" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(f"Simulator: {r['presses']} presses, {r['acked']} acked, {r['power_cuts']} power cuts, "
+      f"{r['reconnects']} reconnects.")
+EOF
+echo
+echo "Machine: $(nproc) vCPU, $(uname -sr); $(date -u +%F); command: ./scripts/soak-memory.sh $SECS $EVERY" \
+    "(SOAK_TERMINALS=$TERMINALS SOAK_RATE=$RATE SOAK_KILL_RATE=$KILL_RATE)"
