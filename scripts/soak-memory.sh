@@ -11,6 +11,9 @@
 #                          each one drops the connection, and the terminal
 #                          reboots from its flash and reconnects
 #
+# The gateway forwards to a Mosquitto (Debian's) started for the run, as
+# deployed: without an upstream, every press and health document would stay
+# in the outbox and the figure would be the outbox growing, not churn.
 # The gateway's RSS is sampled every SAMPLE_EVERY seconds. What matters is
 # whether it levels off: sled's page cache (64 MB by default) and the day's
 # scores fill up first, so compare a run with SOAK_KILL_RATE=0 of the same
@@ -30,14 +33,19 @@ trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WO
 ulimit -n "$(ulimit -Hn)"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 1 400); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+wait_port() { for _ in $(seq 1 400); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
 rss_mb() { awk '$1 == "VmRSS:" { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
 
-mqtt=$(free_port); http=$(free_port)
-RUST_LOG=warn "$BIN/gateway" run --site soak --data-dir "$WORK/data" \
-    --mqtt-listen "127.0.0.1:$mqtt" --http-listen "127.0.0.1:$http" >"$WORK/gateway.log" 2>&1 &
+mqtt=$(free_port); mqtt_v5=$(free_port); http=$(free_port); upstream=$(free_port)
+printf 'user root\nallow_anonymous true\nmax_queued_messages 0\nset_tcp_nodelay true\nlistener %s 127.0.0.1\n' \
+    "$upstream" >"$WORK/mosquitto.conf"
+mosquitto -c "$WORK/mosquitto.conf" >"$WORK/mosquitto.log" 2>&1 &
+wait_port "$upstream" || { tail -3 "$WORK/mosquitto.log" >&2; exit 1; }
+RUST_LOG=warn "$BIN/gateway" run --site soak --data-dir "$WORK/data" --upstream "mqtt://127.0.0.1:$upstream" \
+    --mqtt-listen "127.0.0.1:$mqtt" --mqtt-v5-listen "127.0.0.1:$mqtt_v5" --http-listen "127.0.0.1:$http" \
+    >"$WORK/gateway.log" 2>&1 &
 gw=$!
-wait_port "$mqtt"; wait_port "$http"
+{ wait_port "$mqtt" && wait_port "$http"; } || { tail -3 "$WORK/gateway.log" >&2; exit 1; }
 idle=$(rss_mb "$gw")
 "$BIN/terminal-sim" --broker "127.0.0.1:$mqtt" --terminals "$TERMINALS" --presses 10000000 \
     --rate "$RATE" --kill-rate "$KILL_RATE" --heartbeat-secs 5 --duration "$SECS" --timeout "$SECS" \
@@ -46,7 +54,8 @@ sim=$!
 
 echo "## Gateway memory under reconnect churn"
 echo
-echo "$TERMINALS terminals, $RATE presses/s in all, $KILL_RATE power cuts per terminal per second, $SECS s."
+echo "$TERMINALS terminals, $RATE presses/s in all, $KILL_RATE power cuts per terminal per second, $SECS s;"
+echo "upstream: a local Mosquitto, no subscribers."
 echo
 echo "| elapsed | gateway RSS MiB |"
 echo "|---:|---:|"
@@ -60,6 +69,10 @@ while [ "$elapsed" -lt "$SECS" ] && kill -0 "$sim" 2>/dev/null; do
     echo "soak: ${elapsed}s" >&2
 done
 wait "$sim" || true
+pending=$(curl -s -H "Authorization: Bearer $(cat "$WORK/data/api-token")" "http://127.0.0.1:$http/api/v1/stats" |
+    python3 -c "import json,sys; print(json.load(sys.stdin)['forward_pending'])")
+echo
+echo "Outbox entries still waiting for the upstream at the end: $pending."
 echo
 python3 - "$WORK/sim.json" <<'EOF'
 import json, sys

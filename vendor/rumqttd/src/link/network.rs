@@ -85,8 +85,8 @@ impl<P: Protocol> Network<P> {
             let socket = &mut self.socket;
             let read_buffer = &mut self.read;
             let read = std::future::poll_fn(|cx| {
-                let mut stack = [0u8; READ_CHUNK];
-                let mut chunk = ReadBuf::new(&mut stack);
+                let mut stack = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK];
+                let mut chunk = ReadBuf::uninit(&mut stack);
                 match std::pin::Pin::new(&mut *socket).poll_read(cx, &mut chunk) {
                     std::task::Poll::Ready(Ok(())) => {
                         read_buffer.extend_from_slice(chunk.filled());
