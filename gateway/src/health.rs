@@ -12,7 +12,7 @@
 //! - `low_battery`: battery below `low_battery_mv`.
 //! - `weak_wifi`: RSSI below `weak_rssi_dbm`.
 //! - `stuck_button`: presses faster than a person can press, or one button
-//!   only for a long run.
+//!   only for a long run; cleared by the first press at a human pace.
 //! - `queue_filling`: the terminal's press queue is filling up (the gateway
 //!   is not acking, or the terminal cannot reach it often enough).
 //! - `clock_skew`: the terminal's clock is far from the gateway's.
@@ -339,10 +339,13 @@ impl Fleet {
         let stuck_fast = fast_run >= c.stuck_fast_run;
         let stuck_same = same_run >= c.stuck_same_button_run;
         let open = self.is_open(terminal, STUCK_BUTTON);
-        // Once raised, it clears only on a normal press of another button
-        // or at a human pace.
+        // Once raised, it stays raised while presses keep coming faster
+        // than a person presses (whichever button) or the one-button run
+        // goes on; the first press at a human pace clears it. Clearing on a
+        // fast press of another button made it flap, raised and cleared on
+        // every press of someone drumming on all four buttons.
         let stuck = if open {
-            fast_run > 0 && same_run > 1 || stuck_same
+            fast_run > 0 || stuck_same
         } else {
             stuck_fast || stuck_same
         };
@@ -702,6 +705,41 @@ mod tests {
         assert_eq!(all, pair(STUCK_BUTTON, "raised"));
         // A human-paced press of another button clears it.
         let ev = f.handle_press(T0 + 10_000, "t1", Button::VeryHappy, T0 + 10_000);
+        assert_eq!(raised(&ev), pair(STUCK_BUTTON, "cleared"));
+    }
+
+    #[test]
+    fn mashing_every_button_raises_stuck_once_and_clears_once_at_a_human_pace() {
+        // Hysteresis: once raised, a fast press of another button does not
+        // clear it (which re-raised it on the next press, an alert upstream
+        // and a log line per press while someone drums on the buttons).
+        let mut f = Fleet::new(
+            "arena",
+            HealthConfig {
+                stuck_fast_run: 5,
+                stuck_min_interval_ms: 100,
+                ..Default::default()
+            },
+        );
+        let buttons = [
+            Button::VeryUnhappy,
+            Button::Unhappy,
+            Button::Happy,
+            Button::VeryHappy,
+        ];
+        let mut all = Vec::new();
+        for i in 0..200i64 {
+            let at = T0 + i * 20;
+            all.extend(raised(&f.handle_press(
+                at,
+                "t1",
+                buttons[(i * 7 % 4) as usize],
+                at,
+            )));
+        }
+        assert_eq!(all, pair(STUCK_BUTTON, "raised"));
+        let at = T0 + 200 * 20 + 5_000;
+        let ev = f.handle_press(at, "t1", Button::Happy, at);
         assert_eq!(raised(&ev), pair(STUCK_BUTTON, "cleared"));
     }
 
