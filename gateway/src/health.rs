@@ -12,7 +12,8 @@
 //! - `low_battery`: battery below `low_battery_mv`.
 //! - `weak_wifi`: RSSI below `weak_rssi_dbm`.
 //! - `stuck_button`: presses faster than a person can press, or one button
-//!   only for a long run; cleared by the first press at a human pace.
+//!   only for a long run; cleared by the first press at a human pace that
+//!   does not continue a one-button run.
 //! - `queue_filling`: the terminal's press queue is filling up (the gateway
 //!   is not acking, or the terminal cannot reach it often enough).
 //! - `clock_skew`: the terminal's clock is far from the gateway's.
