@@ -14,10 +14,10 @@
 # The gateway forwards to a Mosquitto (Debian's) started for the run, as
 # deployed: without an upstream, every press and health document would stay
 # in the outbox and the figure would be the outbox growing, not churn.
-# The gateway's RSS is sampled every SAMPLE_EVERY seconds. What matters is
-# whether it levels off: sled's page cache (64 MB by default) and the day's
-# scores fill up first, so compare a run with SOAK_KILL_RATE=0 of the same
-# length to tell churn from those.
+# The gateway's RSS is sampled every SAMPLE_EVERY seconds. It also grows
+# with the presses stored (the last 26 hours of scores, sled's bookkeeping:
+# BENCHMARKS.md, section 3), so compare a run with SOAK_KILL_RATE=0 of the
+# same length to tell churn from that.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-1200}
