@@ -683,16 +683,22 @@ mod tests {
         );
     }
 
-    #[test]
-    fn presses_faster_than_a_person_can_press_look_stuck() {
-        let mut f = Fleet::new(
+    /// A fleet whose `stuck_button` rule trips after 5 presses in a row
+    /// less than 100 ms apart.
+    fn fleet_stuck_after_5_presses_under_100_ms() -> Fleet {
+        Fleet::new(
             "arena",
             HealthConfig {
                 stuck_fast_run: 5,
                 stuck_min_interval_ms: 100,
                 ..Default::default()
             },
-        );
+        )
+    }
+
+    #[test]
+    fn presses_faster_than_a_person_can_press_look_stuck() {
+        let mut f = fleet_stuck_after_5_presses_under_100_ms();
         let buttons = [Button::Happy, Button::Unhappy];
         let mut all = Vec::new();
         for i in 0..6i64 {
@@ -714,14 +720,7 @@ mod tests {
         // Hysteresis: once raised, a fast press of another button does not
         // clear it (which re-raised it on the next press, an alert upstream
         // and a log line per press while someone drums on the buttons).
-        let mut f = Fleet::new(
-            "arena",
-            HealthConfig {
-                stuck_fast_run: 5,
-                stuck_min_interval_ms: 100,
-                ..Default::default()
-            },
-        );
+        let mut f = fleet_stuck_after_5_presses_under_100_ms();
         let buttons = [
             Button::VeryUnhappy,
             Button::Unhappy,
