@@ -108,7 +108,7 @@ pub struct SiteBroker {
 /// already subscribed to everything terminals publish.
 pub fn start(
     mqtt: &MqttConfig,
-    identities: &crate::identity::Identities,
+    identities: &crate::terminals::identity::Identities,
 ) -> anyhow::Result<SiteBroker> {
     // rumqttd only logs a failed bind from its server thread; check first so
     // the operator gets a clear error and a non-zero exit.
@@ -133,7 +133,7 @@ pub fn start(
         })?;
     }
     let mut config = broker_config(mqtt);
-    if identities.mode() == crate::identity::SecurityMode::Closed {
+    if identities.mode() == crate::terminals::identity::SecurityMode::Closed {
         // Closed mode: every connection must log in as a registered terminal.
         for servers in [config.v4.as_mut(), config.v5.as_mut()]
             .into_iter()

@@ -22,13 +22,13 @@ pub struct Config {
     pub http: HttpConfig,
     pub upstream: UpstreamConfig,
     pub storage: StorageConfig,
-    pub health: crate::health::HealthConfig,
-    pub misuse: crate::misuse::MisuseConfig,
-    pub scores: crate::scores::ScoresConfig,
+    pub health: crate::terminals::health::HealthConfig,
+    pub misuse: crate::insight::misuse::MisuseConfig,
+    pub scores: crate::insight::scores::ScoresConfig,
     /// Zones by id: a display name and the terminals in it.
-    pub zones: std::collections::BTreeMap<String, crate::scores::ZoneConfig>,
-    pub security: crate::identity::SecurityConfig,
-    pub ota: crate::releases::OtaConfig,
+    pub zones: std::collections::BTreeMap<String, crate::insight::scores::ZoneConfig>,
+    pub security: crate::terminals::identity::SecurityConfig,
+    pub ota: crate::ota::releases::OtaConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -98,12 +98,12 @@ impl Default for Config {
             http: HttpConfig::default(),
             upstream: UpstreamConfig::default(),
             storage: StorageConfig::default(),
-            health: crate::health::HealthConfig::default(),
-            misuse: crate::misuse::MisuseConfig::default(),
-            scores: crate::scores::ScoresConfig::default(),
+            health: crate::terminals::health::HealthConfig::default(),
+            misuse: crate::insight::misuse::MisuseConfig::default(),
+            scores: crate::insight::scores::ScoresConfig::default(),
             zones: std::collections::BTreeMap::new(),
-            security: crate::identity::SecurityConfig::default(),
-            ota: crate::releases::OtaConfig::default(),
+            security: crate::terminals::identity::SecurityConfig::default(),
+            ota: crate::ota::releases::OtaConfig::default(),
         }
     }
 }
@@ -242,7 +242,7 @@ impl Config {
         for (id, zone) in &self.zones {
             pressline_protocol::ident::validate_id(id)
                 .map_err(|e| anyhow::anyhow!("zone id {id:?}: {e}"))?;
-            if id == crate::scores::UNASSIGNED {
+            if id == crate::insight::scores::UNASSIGNED {
                 bail!("zone id {id:?} is reserved for terminals without a zone");
             }
             for t in &zone.terminals {

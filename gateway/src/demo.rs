@@ -14,10 +14,10 @@ use std::collections::BTreeMap;
 
 use pressline_terminal_sim::{SimConfig, SimCounters};
 
-use crate::scores::ZoneConfig;
+use crate::insight::scores::ZoneConfig;
 use tokio::sync::watch;
 
-use crate::http::ApiState;
+use crate::api::state::ApiState;
 
 fn zone_size(terminals: usize) -> usize {
     terminals.div_ceil(3).max(1)

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::sync::{watch, Notify};
 
-use crate::commit::Committer;
+use crate::api::state::ApiState;
 use crate::config::Config;
-use crate::forwarder::{Forwarder, ForwarderConfig};
-use crate::http::ApiState;
+use crate::pipeline::commit::Committer;
+use crate::pipeline::forwarder::{Forwarder, ForwarderConfig};
 use crate::stats::Stats;
 use crate::store::Store;
 
@@ -24,7 +24,7 @@ const INGEST_QUEUE: usize = 65_536;
 /// read and checked before anything starts: a mistake there is one clear
 /// configuration error (exit code 2), not a half-started gateway.
 pub struct Credentials {
-    upstream_tls: Option<crate::forwarder::UpstreamTls>,
+    upstream_tls: Option<crate::pipeline::forwarder::UpstreamTls>,
     upstream_login: Option<(String, String)>,
     https: Option<rustls::ServerConfig>,
 }
@@ -33,16 +33,16 @@ impl Credentials {
     pub fn load(config: &Config) -> anyhow::Result<Credentials> {
         let upstream_tls = match config.upstream_addr()? {
             Some(addr) if addr.tls => {
-                let files = crate::tls::ClientTls {
+                let files = crate::security::tls::ClientTls {
                     ca_file: config.upstream.ca_file.clone(),
                     cert_file: config.upstream.cert_file.clone(),
                     key_file: config.upstream.key_file.clone(),
                 };
-                let client = crate::tls::client_config(&files)?;
+                let client = crate::security::tls::client_config(&files)?;
                 if let Some(problem) = files.certificate_problem() {
                     tracing::error!("{problem}: the broker will refuse it; presses are kept, and a renewed certificate in its place is used at the next attempt");
                 }
-                Some(crate::forwarder::UpstreamTls {
+                Some(crate::pipeline::forwarder::UpstreamTls {
                     files,
                     config: Arc::new(client),
                 })
@@ -51,7 +51,10 @@ impl Credentials {
         };
         let upstream_login = match (&config.upstream.username, &config.upstream.password_file) {
             (Some(user), Some(file)) => {
-                crate::secret_files::refuse_world_readable(file, "upstream.password_file")?;
+                crate::security::secret_files::refuse_world_readable(
+                    file,
+                    "upstream.password_file",
+                )?;
                 let pass = std::fs::read_to_string(file).with_context(|| {
                     format!("cannot read upstream.password_file {}", file.display())
                 })?;
@@ -62,7 +65,9 @@ impl Credentials {
             (None, None) => None,
         };
         let https = match (&config.http.tls_cert_file, &config.http.tls_key_file) {
-            (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key, "HTTPS")?),
+            (Some(cert), Some(key)) => {
+                Some(crate::security::tls::server_config(cert, key, "HTTPS")?)
+            }
             _ => None,
         };
         // rumqttd reads the terminal listener's files itself, in its own
@@ -72,7 +77,7 @@ impl Credentials {
             &config.mqtt.tls_cert_file,
             &config.mqtt.tls_key_file,
         ) {
-            crate::tls::server_config(cert, key, "terminal TLS listener")?;
+            crate::security::tls::server_config(cert, key, "terminal TLS listener")?;
         }
         Ok(Credentials {
             upstream_tls,
@@ -103,7 +108,7 @@ pub async fn run(
         https,
     } = credentials;
 
-    crate::secret_files::prepare_data_dir(&config.data_dir)?;
+    crate::security::secret_files::prepare_data_dir(&config.data_dir)?;
     let store =
         Store::open(&config.data_dir, config.storage.cache_mb << 20).with_context(|| {
             format!(
@@ -127,12 +132,13 @@ pub async fn run(
                 config.http.listen
             )
         })?;
-    let identities = crate::identity::Identities::load(config.security.mode, store.clone());
+    let identities =
+        crate::terminals::identity::Identities::load(config.security.mode, store.clone());
     let mut trusted = Vec::new();
     for path in &config.ota.trusted_keys {
-        trusted.push(crate::releases::read_public_key(path)?);
+        trusted.push(crate::ota::releases::read_public_key(path)?);
     }
-    let releases = crate::releases::Releases::new(
+    let releases = crate::ota::releases::Releases::new(
         store.clone(),
         &config.data_dir,
         trusted,
@@ -143,11 +149,11 @@ pub async fn run(
     }
     let site_broker = crate::broker::start(&config.mqtt, &identities)?;
 
-    let today = crate::stats::utc_day(crate::ingest::unix_ms_now());
+    let today = crate::clock::utc_day(crate::clock::unix_ms_now());
     stats.set_today(today, store.stored_on(today));
     let (token, token_source) =
-        crate::http::api_token(config.http.api_token.as_deref(), &config.data_dir)?;
-    let registry = crate::registry::Registry::load(
+        crate::api::token::api_token(config.http.api_token.as_deref(), &config.data_dir)?;
+    let registry = crate::terminals::registry::Registry::load(
         &config.site,
         config.health.clone(),
         config.scores.clone(),
@@ -173,12 +179,18 @@ pub async fn run(
             {
                 let identities = identities.clone();
                 move || {
-                    crate::ingest::run(link_rx, to_committer, to_fleet, identities, ingest_stats)
+                    crate::pipeline::ingest::run(
+                        link_rx,
+                        to_committer,
+                        to_fleet,
+                        identities,
+                        ingest_stats,
+                    )
                 }
             }
         })
         .context("cannot start the ingest thread")?;
-    let rollouts = crate::rollouts::Rollouts::load(
+    let rollouts = crate::ota::rollouts::Rollouts::load(
         &config.site,
         store.clone(),
         releases.clone(),
@@ -195,7 +207,7 @@ pub async fn run(
                 site_broker.ota_rx,
                 shutdown.clone(),
             );
-            move || crate::rollouts::run(rollouts, tx, rx, shutdown)
+            move || crate::ota::rollouts::run(rollouts, tx, rx, shutdown)
         })
         .context("cannot start the OTA thread")?;
     let committer = Committer {
@@ -206,18 +218,18 @@ pub async fn run(
         batch_max: config.storage.commit_batch_max,
         max_disk_bytes: config.storage.max_disk_mb << 20,
         forward_wake: forward_wake.clone(),
-        misuse: crate::misuse::MisuseFilter::new(config.misuse.clone()),
+        misuse: crate::insight::misuse::MisuseFilter::new(config.misuse.clone()),
         high_water: std::collections::HashMap::new(),
         to_fleet,
         shutdown: shutdown.clone(),
     };
-    tokio::spawn(crate::retention::run(
+    tokio::spawn(crate::pipeline::retention::run(
         store.clone(),
         stats.clone(),
         config.storage.retention_days,
         shutdown.clone(),
     ));
-    tokio::spawn(crate::registry::run(
+    tokio::spawn(crate::terminals::registry::run(
         registry.clone(),
         config.site.clone(),
         store.clone(),
@@ -262,13 +274,13 @@ pub async fn run(
         token: token.into(),
     };
     let http_listener = match https {
-        Some(tls) => crate::http::HttpListener::Tls(
-            crate::https::TlsListener::new(http_listener, tls)
+        Some(tls) => crate::api::server::HttpListener::Tls(
+            crate::api::https::TlsListener::new(http_listener, tls)
                 .context("cannot start the HTTPS listener")?,
         ),
-        None => crate::http::HttpListener::Plain(http_listener),
+        None => crate::api::server::HttpListener::Plain(http_listener),
     };
-    let http = tokio::spawn(crate::http::serve(
+    let http = tokio::spawn(crate::api::server::serve(
         http_listener,
         api.clone(),
         shutdown.clone(),
@@ -286,9 +298,10 @@ pub async fn run(
         "security mode: {:?} ({})",
         identities.mode(),
         match identities.mode() {
-            crate::identity::SecurityMode::Open =>
+            crate::terminals::identity::SecurityMode::Open =>
                 "anyone may connect; registered terminals must sign presses",
-            crate::identity::SecurityMode::Closed => "only registered terminals may connect",
+            crate::terminals::identity::SecurityMode::Closed =>
+                "only registered terminals may connect",
         }
     );
     if !config.mqtt.tls_only {
@@ -385,7 +398,7 @@ async fn wait_for_signal() {
 /// (terminal, zone) of registered terminals that were given a zone.
 fn registry_zones_from_registrations(store: &Store) -> Vec<(String, String)> {
     store
-        .load_credentials::<crate::identity::Credential>()
+        .load_credentials::<crate::terminals::identity::Credential>()
         .into_iter()
         .filter(|c| !c.revoked)
         .filter_map(|c| c.zone.map(|z| (c.terminal, z)))

@@ -6,64 +6,44 @@
 //! upstream outages, crashes and power cuts.
 //!
 //! ```text
-//! terminals ──MQTT──▶ rumqttd ──local link──▶ ingest ──▶ commit ──▶ sled
-//!     ▲                                                   │  (presses, outbox)
-//!     └──────────── durable ack (after fsync) ◀───────────┘        │
-//!                                                       forwarder ◀┘──MQTT──▶ upstream
+//! terminals ──MQTT──▶ broker ──local link──▶ pipeline::ingest ──▶ pipeline::commit ──▶ store
+//!     ▲                                                                 │       (presses, outbox)
+//!     └──────────── durable ack (after fsync) ◀─────────────────────────┘              │
+//!                                                   pipeline::forwarder ◀──────────────┘──MQTT──▶ upstream
 //! ```
 //!
 //! # Layout
-//! - [`config`]: typed configuration and its documented defaults.
+//! Folders are subsystems; each has its own map. Floors, from the bottom:
+//! nothing below depends on anything above it.
+//!
+//! - [`clock`], [`stats`]: the time, and the counters every part updates.
+//! - [`store`]: everything persisted, behind one interface (sled): presses,
+//!   the upstream outbox in segments, terminal and OTA records.
+//! - [`security`]: TLS and secrets on disk.
+//! - [`insight`]: which presses count as opinions, and the satisfaction
+//!   figures built on them (pure logic).
+//! - [`terminals`]: identity, health rules and the registry task.
+//! - [`ota`]: firmware releases and rollouts.
 //! - [`broker`]: the embedded rumqttd site broker.
-//! - [`ingest`]: decoding and validating terminal publishes (own thread).
-//! - [`commit`]: group commit to sled, then durable acks (own thread).
-//! - [`acks`]: coalescing committed presses into ack ranges.
-//! - [`store`]: the sled layout (presses, outbox) behind one interface.
-//! - [`outbox`]: the upstream outbox in segments, acknowledged ranges
-//!   skipped and finished segments dropped whole.
-//! - [`forwarder`]: upstream store-and-forward with rumqttc.
-//! - [`health`]: terminal registry and health rules (sans-IO).
-//! - [`retention`]: hourly deletion of presses past the retention period.
-//! - [`releases`]: signed firmware releases uploaded for OTA.
-//! - [`rollout`]: the rollout orchestrator (sans-IO state machine).
-//! - [`rollouts`]: its service: OTA link, chunk serving, persistence.
-//! - [`registry`]: the task running them: persistence, upstream health/alerts.
-//! - [`http`]: the HTTP API.
-//! - [`https`]: the TLS listener the API is served from when HTTPS is on.
-//! - [`identity`]: registered terminals, broker logins, press MACs.
-//! - [`tls`]: rustls for the upstream client, the terminal listener and
-//!   HTTPS; certificate errors in plain words.
-//! - [`secret_files`]: owner-only secrets on disk; world-readable keys refused.
-//! - [`stats`]: counters and rate-limited logging.
-//! - [`demo`]: in-process simulated terminals for the demo.
+//! - [`pipeline`]: the press path: ingest → commit → store → forwarder,
+//!   durable acks, retention.
+//! - [`api`]: the HTTP API, dashboard and metrics.
+//! - [`config`]: typed configuration and its documented defaults.
+//! - [`demo`]: in-process simulated terminals for `gateway demo`.
 //! - [`gateway`]: wiring it all together, start-up and graceful shutdown.
 
-pub mod acks;
+pub mod api;
 pub mod broker;
-pub mod commit;
+pub mod clock;
 pub mod config;
-pub mod dashboard;
 pub mod demo;
-pub mod forwarder;
 pub mod gateway;
-pub mod health;
-pub mod http;
-pub mod https;
-pub mod identity;
-pub mod ingest;
-pub mod metrics;
-pub mod misuse;
-pub mod outbox;
-pub mod registry;
-pub mod releases;
-pub mod retention;
-pub mod rollout;
-pub mod rollouts;
-pub mod scores;
-pub mod secret_files;
+pub mod insight;
+pub mod ota;
+pub mod pipeline;
+pub mod security;
 pub mod stats;
 pub mod store;
-pub mod time;
-pub mod tls;
+pub mod terminals;
 
 pub use config::Config;

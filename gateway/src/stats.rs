@@ -72,7 +72,7 @@ impl Stats {
     }
 
     fn presses_today(&self) -> u64 {
-        let day = utc_day(crate::ingest::unix_ms_now());
+        let day = crate::clock::utc_day(crate::clock::unix_ms_now());
         if self.today.load(Relaxed) == day {
             self.stored_today.load(Relaxed)
         } else {
@@ -136,11 +136,6 @@ impl Stats {
             disk_bytes,
         }
     }
-}
-
-/// The UTC day number of a Unix time in ms.
-pub fn utc_day(unix_ms: i64) -> i64 {
-    unix_ms.div_euclid(86_400_000)
 }
 
 /// Logs at most one line per reason per interval, saying how many were

@@ -4,7 +4,7 @@
 //! matches its manifest, signed by a key this gateway trusts, for a board it
 //! knows, and (unless explicitly allowed) not older than the newest release
 //! for that board. Accepted artifacts are kept in `<data-dir>/ota/` and
-//! listed in sled; [`crate::rollouts`] serves them to terminals.
+//! listed in sled; the rollout service serves them to terminals.
 
 use std::path::{Path, PathBuf};
 
@@ -49,8 +49,8 @@ impl Default for OtaConfig {
 }
 
 impl OtaConfig {
-    pub fn limits(&self) -> crate::rollout::Limits {
-        crate::rollout::Limits {
+    pub fn limits(&self) -> crate::ota::rollout::Limits {
+        crate::ota::rollout::Limits {
             max_concurrent: self.max_concurrent_downloads.max(1),
             silent_timeout_ms: (self.silent_timeout_secs * 1000) as i64,
             confirm_timeout_ms: (self.confirm_timeout_secs * 1000) as i64,

@@ -7,13 +7,14 @@
 //! Trees:
 //! - `presses`: key `terminal \0 boot(BE) seq(BE)` → [`StoredPress`]. The key
 //!   *is* the dedup identity, so a press can only ever be stored once.
-//! - `terminals`: terminal id → registry state (see [`crate::health`]).
+//! - `terminals`: terminal id → registry state (JSON, owned by the terminal
+//!   registry).
 //! - `alerts`: alert id (BE) → alert.
 //! - `meta`: small counters (`stored_day`: presses stored per UTC day).
 //! - `rollouts`: rollout id (BE u32) → the orchestrator state (JSON).
 //! - `outbox.<segment>`: key = sled-generated increasing id (BE) →
 //!   [`OutboxEntry`], the upstream message still to be acknowledged by the
-//!   upstream broker, in segments of consecutive ids (see [`crate::outbox`]).
+//!   upstream broker, in segments of consecutive ids (see [`outbox`]).
 //!   Acknowledged ids are recorded as ranges in `meta` and skipped; a segment
 //!   is dropped whole once every entry in it is acknowledged. A restart
 //!   resends from the oldest unacknowledged entry.
@@ -25,67 +26,17 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use pressline_protocol::{Button, PressId};
-use serde::{Deserialize, Serialize};
+use pressline_protocol::PressId;
+use serde::Serialize;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
-use crate::outbox::Outbox;
+pub mod outbox;
+mod records;
 
-/// Storage failures. Any of them stops acks (presses stay on terminals).
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("storage error: {0}")]
-    Sled(#[from] sled::Error),
-    #[error("stored record does not decode: {0}")]
-    Corrupt(#[from] postcard::Error),
-    #[error("record does not encode: {0}")]
-    Encode(String),
-}
+pub use records::{OutboxEntry, PressToStore, StoreError, StoreOutcome, StoredPress};
 
-/// A press as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredPress {
-    pub button: u8,
-    /// Unix milliseconds when the gateway first stored it.
-    pub received_at_ms: i64,
-    /// Unix milliseconds of the press itself, when the terminal said.
-    pub pressed_at_ms: Option<i64>,
-    /// The misuse filter's verdict: counted as an opinion.
-    pub counted: bool,
-}
-
-/// An upstream message awaiting the upstream broker's PUBACK.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OutboxEntry {
-    pub topic: String,
-    #[serde(with = "serde_bytes")]
-    pub payload: Vec<u8>,
-    /// Publish with the MQTT retain flag (terminal health documents).
-    pub retain: bool,
-    /// A press (counted in `presses_forwarded`), not a status document.
-    pub is_press: bool,
-}
-
-/// One press offered for storage.
-#[derive(Debug, Clone)]
-pub struct PressToStore {
-    pub terminal: String,
-    pub id: PressId,
-    pub button: Button,
-    pub received_at_ms: i64,
-    pub pressed_at_ms: Option<i64>,
-    pub counted: bool,
-    /// Upstream message to enqueue if the press is new.
-    pub upstream: OutboxEntry,
-}
-
-/// What happened to one offered press.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreOutcome {
-    Stored,
-    Duplicate,
-}
+use outbox::Outbox;
 
 /// The gateway's durable store.
 #[derive(Clone)]
@@ -125,7 +76,7 @@ impl Store {
         let terminals = db.open_tree("terminals")?;
         let alerts = db.open_tree("alerts")?;
         let meta = db.open_tree("meta")?;
-        let outbox = std::sync::Arc::new(Outbox::open(&db, &meta, crate::outbox::SEGMENT_KEYS)?);
+        let outbox = std::sync::Arc::new(Outbox::open(&db, &meta, outbox::SEGMENT_KEYS)?);
         let credentials = db.open_tree("credentials")?;
         let releases = db.open_tree("releases")?;
         let rollouts = db.open_tree("rollouts")?;
@@ -301,7 +252,8 @@ impl Store {
         load_all(&self.alerts, "alert")
     }
 
-    /// Saves a registered terminal's credential (see [`crate::identity`]).
+    /// Saves a registered terminal's credential (JSON, owned by the terminal
+    /// identities).
     pub fn save_credential<T: Serialize>(
         &self,
         terminal: &str,
@@ -435,7 +387,7 @@ impl Store {
     }
 
     /// Writes the upstream acknowledgements still held in memory (see
-    /// [`crate::outbox`]); the forwarder calls this once a second.
+    /// [`outbox`]); the forwarder calls this once a second.
     pub fn persist_outbox_acks(&self) -> Result<(), StoreError> {
         self.outbox.persist_acknowledged()
     }
@@ -490,6 +442,7 @@ fn encode_day(day: i64, count: u64) -> [u8; 16] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pressline_protocol::Button;
 
     /// Reopens a store in the same process. sled's background flusher holds
     /// the file lock for a moment after the last handle is dropped, so wait

@@ -17,12 +17,13 @@ use pressline_protocol::{ack::ACK_BUF_LEN, json};
 use rumqttd::local::LinkTx;
 use tokio::sync::{watch, Notify};
 
-use crate::acks::{coalesce, Form};
-use crate::ingest::{FleetInput, IncomingPress};
-use crate::misuse::{MisuseFilter, NotCounted};
+use crate::clock::rfc3339_ms;
+use crate::insight::misuse::{MisuseFilter, NotCounted};
+use crate::pipeline::acks::{coalesce, Form};
+use crate::pipeline::ingest::IncomingPress;
 use crate::stats::Stats;
 use crate::store::{OutboxEntry, PressToStore, Store, StoreOutcome};
-use crate::time::rfc3339_ms;
+use crate::terminals::registry::FleetInput;
 
 /// What the committer needs.
 pub struct Committer {
@@ -147,8 +148,8 @@ impl Committer {
         if stored > 0 {
             self.stats.forward_pending.fetch_add(stored as i64, Relaxed);
             self.forward_wake.notify_one();
-            let now = crate::ingest::unix_ms_now();
-            let day = crate::stats::utc_day(now);
+            let now = crate::clock::unix_ms_now();
+            let day = crate::clock::utc_day(now);
             match self.store.count_stored_on(day, stored) {
                 Ok(total) => self.stats.set_today(day, total),
                 Err(e) => tracing::warn!(error = %e, "cannot update the daily press count"),

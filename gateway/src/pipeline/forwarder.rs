@@ -12,7 +12,7 @@
 //!   entry from the outbox. A crash before that removal reaches disk only
 //!   causes a resend, and upstream consumers deduplicate on the press `id`.
 //!
-//! Two tasks share [`Window`] under a mutex: the *feeder* hands outbox
+//! Two tasks share `Window` under a mutex: the *feeder* hands outbox
 //! entries to rumqttc while the in-flight window has room, and the *poller*
 //! drives the event loop (never raced in a `select!`: cancelling
 //! `EventLoop::poll` mid-write would corrupt the stream).
@@ -61,7 +61,7 @@ pub struct ForwarderConfig {
 /// loaded from them.
 #[derive(Debug, Clone)]
 pub struct UpstreamTls {
-    pub files: crate::tls::ClientTls,
+    pub files: crate::security::tls::ClientTls,
     pub config: Arc<rustls::ClientConfig>,
 }
 
@@ -75,7 +75,8 @@ impl UpstreamTls {
     /// Keeps the previous configuration when the files cannot be used now
     /// (say, half-written by a renewal).
     fn reload(&mut self) -> Result<(), String> {
-        let config = crate::tls::client_config(&self.files).map_err(|e| format!("{e:#}"))?;
+        let config =
+            crate::security::tls::client_config(&self.files).map_err(|e| format!("{e:#}"))?;
         self.config = Arc::new(config);
         Ok(())
     }
@@ -159,7 +160,7 @@ impl Shared {
         let topic = GatewayStatusTopic(&self.config.site).to_string();
         let payload = self.status_payload(
             state,
-            Some(crate::time::rfc3339_ms(crate::ingest::unix_ms_now())),
+            Some(crate::clock::rfc3339_ms(crate::clock::unix_ms_now())),
         );
         window.handed_over.push_back(None);
         if self
@@ -261,7 +262,7 @@ impl Forwarder {
 async fn feed(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let window_size = shared.config.max_inflight as usize;
     // The outbox writes acknowledgements in bursts; this writes the last
-    // of a burst when no more PUBACKs come (see `crate::outbox`).
+    // of a burst when no more PUBACKs come (see `crate::store::outbox`).
     let mut persist_acks = tokio::time::interval(Duration::from_secs(1));
     persist_acks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -501,7 +502,7 @@ async fn poll(shared: Arc<Shared>, mut eventloop: EventLoop) {
 /// left as a nested error chain.
 fn describe_error(error: &ConnectionError, addr: &str) -> String {
     let peer = format!("upstream broker {addr}");
-    if let Some(text) = crate::tls::explain(error, &peer) {
+    if let Some(text) = crate::security::tls::explain(error, &peer) {
         return text;
     }
     match error {

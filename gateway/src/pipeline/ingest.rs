@@ -8,15 +8,17 @@
 
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use pressline_protocol::topic::{parse_terminal_topic, TerminalTopic};
 use pressline_protocol::{json, Heartbeat, Press};
 use rumqttd::local::LinkRx;
 use rumqttd::Notification;
 
-use crate::acks::Form;
+use crate::clock::unix_ms_now;
+use crate::pipeline::acks::Form;
 use crate::stats::{RateLimitedLog, Stats};
+use crate::terminals::registry::FleetInput;
 
 /// A decoded press on its way to the committer.
 #[derive(Debug, Clone)]
@@ -52,29 +54,6 @@ pub enum TerminalMessage {
     Offline { terminal: String },
     /// Firmware-update traffic: the OTA service has its own link for it.
     Ota,
-}
-
-/// Registry input produced by ingest and commit.
-#[derive(Debug, Clone)]
-pub enum FleetInput {
-    Heartbeat {
-        terminal: String,
-        heartbeat: Heartbeat,
-        at_ms: i64,
-    },
-    Offline {
-        terminal: String,
-        at_ms: i64,
-    },
-    /// A newly stored (not duplicate) press.
-    Press {
-        terminal: String,
-        button: pressline_protocol::Button,
-        at_ms: i64,
-        pressed_at_ms: i64,
-        /// Counted as an opinion (the misuse filter's verdict).
-        counted: bool,
-    },
 }
 
 /// Decodes one publish from the terminal namespace.
@@ -137,19 +116,12 @@ pub fn decode(topic: &[u8], payload: &[u8]) -> Result<(String, Form, Press), Rej
     }
 }
 
-pub fn unix_ms_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// Consumes the link until the broker or the committer goes away.
 pub fn run(
     mut link: LinkRx,
     to_committer: SyncSender<IncomingPress>,
     to_fleet: tokio::sync::mpsc::Sender<FleetInput>,
-    identities: crate::identity::Identities,
+    identities: crate::terminals::identity::Identities,
     stats: Arc<Stats>,
 ) {
     let mut log = RateLimitedLog::new(Duration::from_secs(10));

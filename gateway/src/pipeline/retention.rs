@@ -22,7 +22,7 @@ pub async fn run(store: Store, stats: Arc<Stats>, days: u32, mut shutdown: watch
         return;
     }
     loop {
-        let cutoff = crate::ingest::unix_ms_now() - i64::from(days) * DAY_MS;
+        let cutoff = crate::clock::unix_ms_now() - i64::from(days) * DAY_MS;
         let s = store.clone();
         match tokio::task::spawn_blocking(move || s.prune_presses_before(cutoff)).await {
             Ok(Ok(0)) => {}

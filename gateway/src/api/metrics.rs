@@ -3,8 +3,8 @@
 
 use std::fmt::Write as _;
 
-use crate::health;
-use crate::http::ApiState;
+use crate::api::state::ApiState;
+use crate::terminals::health;
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");

@@ -24,7 +24,7 @@ use pressline_protocol::upstream::{Alert, TerminalHealth, ALERT_SCHEMA, HEALTH_S
 use pressline_protocol::{Button, Heartbeat, ResetReason};
 use serde::{Deserialize, Serialize};
 
-use crate::time::rfc3339_ms;
+use crate::clock::rfc3339_ms;
 
 /// Thresholds of the health rules (`[health]` in the config).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -9,10 +9,10 @@
 use pressline_protocol::upstream::{Alert, TerminalHealth};
 use serde::Serialize;
 
-use crate::http::ApiState;
-use crate::ingest::unix_ms_now;
-use crate::scores::{HourCell, TimelinePoint, Window, WindowView};
-use crate::time::rfc3339_ms;
+use crate::api::state::ApiState;
+use crate::clock::rfc3339_ms;
+use crate::clock::unix_ms_now;
+use crate::insight::scores::{HourCell, TimelinePoint, Window, WindowView};
 
 /// The page.
 pub const PAGE: &str = include_str!("dashboard.html");

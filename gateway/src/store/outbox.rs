@@ -31,7 +31,7 @@
 //! Two acknowledged ranges are merged across ids that have no entry (ids
 //! sled handed out to duplicates, or skipped at a restart). That is only
 //! right if no entry can appear there later, that is, if no commit that
-//! reserved such an id is still writing. Commits hold [`Outbox::segments`]
+//! reserved such an id is still writing. Commits hold `Outbox::segments`
 //! for reading from reserving their ids until their transaction is done;
 //! acknowledging takes it for writing. The same lock keeps a segment from
 //! being dropped while a reader walks it.
@@ -47,7 +47,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::store::{OutboxEntry, StoreError};
+use super::records::{OutboxEntry, StoreError};
 
 /// Ids per segment. A drain drops a segment about every 16k messages; an
 /// idle site keeps at most one segment of acknowledged entries (~2 MB).

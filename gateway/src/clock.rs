@@ -1,7 +1,25 @@
-//! Wall-clock formatting for upstream documents.
+//! The wall clock: now as Unix milliseconds, UTC days, RFC 3339 text.
+//!
+//! One place for it, at the bottom floor of the crate, so every subsystem
+//! can tell the time without depending on the press path.
+
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
+
+/// Now, as Unix milliseconds (0 if the clock is before 1970).
+pub fn unix_ms_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The UTC day number of a Unix time in ms.
+pub fn utc_day(unix_ms: i64) -> i64 {
+    unix_ms.div_euclid(86_400_000)
+}
 
 /// Unix milliseconds as RFC 3339 UTC with millisecond precision,
 /// e.g. `2026-11-22T11:07:04.123Z`.

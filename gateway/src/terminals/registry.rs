@@ -1,6 +1,6 @@
 //! The terminal registry task: feeds heartbeats, last wills and stored
-//! presses into the health rules ([`crate::health::Fleet`]) and the live
-//! scores ([`crate::scores::Scores`]), raises zone unhappiness alerts,
+//! presses into the health rules ([`crate::terminals::health::Fleet`]) and the live
+//! scores ([`crate::insight::scores::Scores`]), raises zone unhappiness alerts,
 //! persists what changed, and publishes health documents and alert events
 //! upstream through the durable outbox.
 
@@ -11,10 +11,34 @@ use std::time::Duration;
 use pressline_protocol::topic::{AlertTopic, TerminalHealthTopic};
 use tokio::sync::{mpsc, watch, Notify};
 
-use crate::health::{Fleet, FleetEvent, HealthConfig, TerminalState};
-use crate::ingest::{unix_ms_now, FleetInput};
-use crate::scores::{Scores, ScoresConfig, ZoneConfig};
+use crate::clock::unix_ms_now;
+use crate::insight::scores::{Scores, ScoresConfig, ZoneConfig};
 use crate::store::{OutboxEntry, Store};
+use crate::terminals::health::{Fleet, FleetEvent, HealthConfig, TerminalState};
+
+/// What the registry learns from the press path: heartbeats and last wills
+/// (from ingest), and newly stored presses (from commit).
+#[derive(Debug, Clone)]
+pub enum FleetInput {
+    Heartbeat {
+        terminal: String,
+        heartbeat: pressline_protocol::Heartbeat,
+        at_ms: i64,
+    },
+    Offline {
+        terminal: String,
+        at_ms: i64,
+    },
+    /// A newly stored (not duplicate) press.
+    Press {
+        terminal: String,
+        button: pressline_protocol::Button,
+        at_ms: i64,
+        pressed_at_ms: i64,
+        /// Counted as an opinion (the misuse filter's verdict).
+        counted: bool,
+    },
+}
 
 /// Shared handle to the registry (the HTTP API reads it).
 #[derive(Clone)]

@@ -15,7 +15,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{AlertDescription, CertificateError, ClientConfig, RootCertStore, ServerConfig};
 
-use crate::secret_files;
+use crate::security::secret_files;
 
 /// Installs *ring* as the process-wide rustls provider. Idempotent; every
 /// TLS configuration below calls it, so no caller has to remember.

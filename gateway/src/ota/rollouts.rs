@@ -1,4 +1,4 @@
-//! The rollout service: runs the [`crate::rollout`] state machines against
+//! The rollout service: runs the [`crate::ota::rollout`] state machines against
 //! the site broker, the release files and sled.
 //!
 //! A thread of its own owns a second rumqttd link, subscribed only to the
@@ -26,8 +26,8 @@ use rumqttd::local::{LinkError, LinkRx, LinkTx};
 use rumqttd::Notification;
 use tokio::sync::Notify;
 
-use crate::releases::Releases;
-use crate::rollout::{CommandError, Effect, Limits, Plan, Rollout, RolloutState};
+use crate::ota::releases::Releases;
+use crate::ota::rollout::{CommandError, Effect, Limits, Plan, Rollout, RolloutState};
 use crate::stats::RateLimitedLog;
 use crate::store::{OutboxEntry, Store};
 
@@ -339,7 +339,7 @@ impl Outgoing {
 }
 
 fn now_ms() -> i64 {
-    crate::ingest::unix_ms_now()
+    crate::clock::unix_ms_now()
 }
 
 fn tick(inner: &mut Inner, out: &mut Outgoing) {
@@ -427,7 +427,7 @@ fn apply(inner: &mut Inner, id: u32, effect: Effect, out: &mut Outgoing) {
                 state: event.state.map(str::to_string),
                 detail: event.detail.clone(),
                 wave: event.wave,
-                at: crate::time::rfc3339_ms(now_ms()),
+                at: crate::clock::rfc3339_ms(now_ms()),
             };
             match event.kind {
                 "halted" => tracing::warn!(rollout = id, detail = ?event.detail, "rollout halted"),

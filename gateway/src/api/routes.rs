@@ -1,0 +1,283 @@
+//! The API's routes, and its handlers for stats, terminals, alerts, scores
+//! and the dashboard (axum); the OTA handlers are in [`super::ota`].
+//!
+//! - `GET /healthz`: `ok` while the gateway runs (no token).
+//! - `GET /api/v1/stats`: counters ([`crate::stats::StatsSnapshot`]).
+//! - `GET /api/v1/terminals`: every known terminal's health.
+//! - `GET /api/v1/terminals/{id}`: one terminal's health.
+//! - `POST /api/v1/terminals` `{"id", "secret" (64 hex), "zone"?}`: register
+//!   a provisioned terminal (201 new, 200 re-registered).
+//! - `POST /api/v1/terminals/{id}/revoke`: refuse its login and presses.
+//! - `GET /api/v1/alerts[?open=true]`: alerts, newest first.
+//! - `GET /api/v1/ota/releases`, `POST /api/v1/ota/releases[?allow_downgrade=true]`
+//!   (body: a `.pota` artifact): firmware releases.
+//! - `GET|POST /api/v1/ota/rollouts`: list, or start a rollout
+//!   ([`super::ota::RolloutRequest`]); `GET /api/v1/ota/rollouts/{id}`: one rollout with
+//!   per-terminal progress; `POST /api/v1/ota/rollouts/{id}/{pause|resume|abort|retry-failed}`.
+//! - `GET /api/v1/scores?window=5m|1h|today`: satisfaction per zone and terminal.
+//! - `GET /api/v1/report/hourly`: weekday × hour-of-day table (site local time).
+//! - `GET /api/v1/dashboard`: everything the dashboard shows, in one document.
+//! - `GET /api/v1/events`: the same document as server-sent events, every 2 s.
+//! - `GET /metrics`: Prometheus text exposition.
+//! - `GET /`: the dashboard page (its data comes from the API).
+//!
+//! Everything except `/healthz` and the (data-free) dashboard page needs
+//! `Authorization: Bearer TOKEN`.
+
+use axum::extract::{Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use pressline_protocol::upstream::{Alert, TerminalHealth};
+use serde::Deserialize;
+
+use super::ota;
+use super::state::ApiState;
+use super::token::same;
+use crate::clock::unix_ms_now;
+use crate::insight::scores::Window;
+use crate::stats::StatsSnapshot;
+
+pub fn router(state: ApiState) -> Router {
+    let api = Router::new()
+        .route("/api/v1/stats", get(stats))
+        .route("/api/v1/terminals", get(terminals).post(register))
+        .route("/api/v1/terminals/{id}/revoke", axum::routing::post(revoke))
+        .route("/api/v1/terminals/{id}", get(terminal))
+        .route("/api/v1/alerts", get(alerts))
+        .route(
+            "/api/v1/ota/releases",
+            get(ota::list_releases)
+                .post(ota::upload_release)
+                .layer(axum::extract::DefaultBodyLimit::max(4 << 20)),
+        )
+        .route(
+            "/api/v1/ota/rollouts",
+            get(ota::list_rollouts).post(ota::start_rollout),
+        )
+        .route("/api/v1/ota/rollouts/{id}", get(ota::get_rollout))
+        .route(
+            "/api/v1/ota/rollouts/{id}/{command}",
+            axum::routing::post(ota::rollout_command),
+        )
+        .route("/api/v1/scores", get(scores))
+        .route("/api/v1/report/hourly", get(hourly))
+        .route("/api/v1/dashboard", get(dashboard))
+        .route("/api/v1/events", get(events))
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/",
+            get(|| async { axum::response::Html(crate::api::dashboard::PAGE) }),
+        )
+        .merge(api)
+        .with_state(state)
+}
+
+async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(t) if same(t.trim().as_bytes(), state.token.as_bytes()) => next.run(request).await,
+        Some(_) => error(StatusCode::UNAUTHORIZED, "invalid API token"),
+        None => error(
+            StatusCode::UNAUTHORIZED,
+            "missing API token: send 'Authorization: Bearer TOKEN'",
+        ),
+    }
+}
+
+pub(super) fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+async fn stats(State(state): State<ApiState>) -> Json<StatsSnapshot> {
+    Json(state.snapshot())
+}
+
+async fn terminals(State(state): State<ApiState>) -> Json<Vec<TerminalHealth>> {
+    let fleet = state.registry.fleet();
+    Json(
+        fleet
+            .terminals()
+            .filter_map(|t| fleet.health(&t.id))
+            .collect(),
+    )
+}
+
+async fn terminal(
+    State(state): State<ApiState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    match state.registry.fleet().health(&id) {
+        Some(h) => Json(h).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            &format!("unknown terminal {id:?} at site {}", state.site),
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+struct Registration {
+    id: String,
+    secret: String,
+    #[serde(default)]
+    zone: Option<String>,
+}
+
+async fn register(
+    State(state): State<ApiState>,
+    body: Result<Json<Registration>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Ok(Json(r)) = body else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "expected JSON {\"id\": ..., \"secret\": 64 hex characters, \"zone\": optional}",
+        );
+    };
+    if let Err(e) = pressline_protocol::ident::validate_id(&r.id) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!("terminal id {:?}: {e}", r.id),
+        );
+    }
+    if let Some(z) = &r.zone {
+        if let Err(e) = pressline_protocol::ident::validate_id(z) {
+            return error(StatusCode::BAD_REQUEST, &format!("zone {z:?}: {e}"));
+        }
+    }
+    let Some(secret) = crate::terminals::identity::parse_secret(&r.secret) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "secret must be 64 hex characters (32 bytes)",
+        );
+    };
+    match state.identities.register(
+        &r.id,
+        secret,
+        r.zone.clone(),
+        crate::clock::rfc3339_ms(unix_ms_now()),
+    ) {
+        Ok(new) => {
+            if let Some(zone) = &r.zone {
+                state.registry.scores().assign(&r.id, zone);
+            }
+            tracing::info!(terminal = %r.id, zone = ?r.zone, new, "terminal registered");
+            let status = if new {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            (
+                status,
+                Json(serde_json::json!({ "id": r.id, "registered": true, "new": new })),
+            )
+                .into_response()
+        }
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("cannot store the registration: {e}"),
+        ),
+    }
+}
+
+async fn revoke(
+    State(state): State<ApiState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    match state.identities.revoke(&id) {
+        Ok(true) => {
+            tracing::warn!(terminal = %id, "terminal revoked: its login and presses are refused from now on");
+            Json(serde_json::json!({ "id": id, "revoked": true })).into_response()
+        }
+        Ok(false) => error(
+            StatusCode::NOT_FOUND,
+            &format!("terminal {id:?} is not registered at site {}", state.site),
+        ),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("cannot store the revocation: {e}"),
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+struct AlertQuery {
+    #[serde(default)]
+    open: bool,
+}
+
+async fn alerts(State(state): State<ApiState>, Query(q): Query<AlertQuery>) -> Json<Vec<Alert>> {
+    let fleet = state.registry.fleet();
+    Json(
+        fleet
+            .alerts()
+            .filter(|a| !q.open || a.state == "raised")
+            .cloned()
+            .collect(),
+    )
+}
+
+#[derive(Deserialize)]
+struct ScoresQuery {
+    window: Option<String>,
+}
+
+async fn scores(State(state): State<ApiState>, Query(q): Query<ScoresQuery>) -> Response {
+    let name = q.window.as_deref().unwrap_or("1h");
+    match Window::parse(name) {
+        Some(window) => Json(state.registry.scores().window(unix_ms_now(), window)).into_response(),
+        None => error(
+            StatusCode::BAD_REQUEST,
+            &format!("unknown window {name:?}: use 5m, 1h or today"),
+        ),
+    }
+}
+
+async fn hourly(State(state): State<ApiState>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "site": state.site, "cells": state.registry.scores().hourly() }))
+}
+
+async fn dashboard(State(state): State<ApiState>) -> Json<crate::api::dashboard::Snapshot> {
+    Json(crate::api::dashboard::snapshot(&state))
+}
+
+/// Server-sent events: a dashboard snapshot now and every 2 seconds.
+async fn events(
+    State(state): State<ApiState>,
+) -> axum::response::Sse<
+    impl tokio_stream::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+> {
+    use tokio_stream::StreamExt;
+    let ticks = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(
+        std::time::Duration::from_secs(2),
+    ));
+    let stream = ticks.map(move |_| {
+        let snapshot = crate::api::dashboard::snapshot(&state);
+        Ok(axum::response::sse::Event::default()
+            .event("snapshot")
+            .json_data(snapshot)
+            .unwrap_or_default())
+    });
+    axum::response::Sse::new(stream).keep_alive(axum::response::sse::KeepAlive::default())
+}
+
+async fn metrics(State(state): State<ApiState>) -> Response {
+    let body = crate::api::metrics::render(&state);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
