@@ -22,6 +22,12 @@ pub const LINK_CLIENT_ID: &str = "pressline-gateway";
 /// Client id of the gateway's in-process OTA link.
 pub const OTA_LINK_CLIENT_ID: &str = "pressline-gateway-ota";
 
+/// Every filter a terminal subscribes to (its acks, its OTA traffic).
+const GATEWAY_TO_TERMINAL: &str = "pressline/v1/gw/#";
+/// Segment size of those filters' logs: one OTA chunk (at most 8 KiB of
+/// payload) and its topic.
+const TERMINAL_LOG_SEGMENT: usize = pressline_protocol::ota_transfer::MAX_OTA_PAYLOAD + 256;
+
 /// rumqttd configuration for the site broker.
 pub fn broker_config(mqtt: &MqttConfig) -> BrokerConfig {
     let server = ServerSettings {
@@ -70,7 +76,20 @@ pub fn broker_config(mqtt: &MqttConfig) -> BrokerConfig {
             max_outgoing_packet_count: 200,
             max_segment_size: mqtt.router_segment_bytes,
             max_segment_count: mqtt.router_segment_count,
-            custom_segment: None,
+            // What the gateway publishes to a terminal (its acks, an OTA
+            // offer or chunk) is delivered at once and never needed again,
+            // but rumqttd keeps every publish in its filter's log until the
+            // log's segments rotate: with the default segments each
+            // terminal's log filled up to a megabyte of old acks, and RSS
+            // followed the presses stored. Two segments the size of the
+            // largest OTA chunk hold what is in flight.
+            custom_segment: Some(HashMap::from([(
+                GATEWAY_TO_TERMINAL.to_string(),
+                rumqttd::SegmentConfig {
+                    max_segment_size: TERMINAL_LOG_SEGMENT,
+                    max_segment_count: 2,
+                },
+            )])),
             initialized_filters: None,
             shared_subscriptions_strategy: Default::default(),
         },

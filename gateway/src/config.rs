@@ -84,9 +84,13 @@ pub struct StorageConfig {
     pub cache_mb: u64,
     pub max_disk_mb: u64,
     pub commit_batch_max: usize,
-    /// Presses older than this many days are deleted (hourly); 0 keeps
-    /// them forever. Their upstream documents were sent long before.
+    /// Raw presses older than this many days are dropped (hourly, a day at
+    /// a time); 0 keeps them forever. Their upstream documents were sent
+    /// long before.
     pub retention_days: u32,
+    /// Days of satisfaction aggregates (the hour table, daily figures per
+    /// terminal) kept; at least 2.
+    pub aggregate_retention_days: u32,
 }
 
 impl Default for Config {
@@ -155,10 +159,11 @@ impl Default for UpstreamConfig {
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
-            cache_mb: 64,
+            cache_mb: 8,
             max_disk_mb: 4096,
             commit_batch_max: 4096,
             retention_days: 90,
+            aggregate_retention_days: 400,
         }
     }
 }
@@ -211,6 +216,9 @@ impl Config {
         }
         if self.mqtt.router_segment_bytes < 1024 || self.mqtt.router_segment_count < 2 {
             bail!("mqtt.router_segment_bytes must be >= 1024 and mqtt.router_segment_count >= 2");
+        }
+        if self.storage.aggregate_retention_days < 2 {
+            bail!("storage.aggregate_retention_days must be at least 2 (today and yesterday)");
         }
         if self.storage.commit_batch_max == 0 {
             bail!("storage.commit_batch_max must be at least 1");

@@ -16,7 +16,8 @@
 //! Folders are subsystems; each has its own map. Floors, from the bottom:
 //! nothing below depends on anything above it.
 //!
-//! - [`clock`], [`stats`]: the time, and the counters every part updates.
+//! - [`clock`], [`stats`]: the time, and the counters every part updates;
+//!   [`allocator`]: the memory allocator's settings.
 //! - [`store`]: everything persisted, behind one interface (sled): presses,
 //!   the upstream outbox in segments, terminal and OTA records.
 //! - [`security`]: TLS and secrets on disk.
@@ -32,6 +33,7 @@
 //! - [`demo`]: in-process simulated terminals for `gateway demo`.
 //! - [`gateway`]: wiring it all together, start-up and graceful shutdown.
 
+pub mod allocator;
 pub mod api;
 pub mod broker;
 pub mod clock;

@@ -10,6 +10,7 @@ use pressline_gateway::config::{Config, DEFAULT_TOML};
 /// mimalloc instead of glibc's malloc: sled copies and frees a leaf node
 /// per insert, and under ingest glibc's `malloc`/`free` were about 30 % of
 /// the gateway's CPU (BENCHMARKS.md, "allocator").
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -126,6 +127,9 @@ impl RunArgs {
 }
 
 fn main() -> ExitCode {
+    #[cfg(not(feature = "system-allocator"))]
+    pressline_gateway::allocator::purge_freed_memory_at_once();
+    exit_on_panic();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -170,4 +174,18 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A panic on any thread ends the process (exit code 101), so its
+/// supervisor restarts it (`Restart=always` in the systemd unit): a
+/// gateway whose committer or broker thread died would otherwise keep
+/// answering `/healthz` while acking nothing. Terminals keep their presses
+/// and resend them to the restarted gateway.
+fn exit_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        eprintln!("gateway: a thread panicked; exiting so the supervisor restarts the gateway");
+        std::process::exit(101);
+    }));
 }

@@ -50,6 +50,11 @@ pub struct StatsSnapshot {
     pub presses_refused_storage_full: u64,
     pub storage_full: bool,
     pub storage_errors: u64,
+    /// Why the press store is unavailable (`null` while it works): a full
+    /// disk or an I/O error, and that the gateway is reopening it.
+    pub storage_fault: Option<String>,
+    /// `no_space`, `io_error`, `corruption` or `bug` while unavailable.
+    pub storage_fault_reason: Option<&'static str>,
     pub acks_sent: u64,
     pub heartbeats_received: u64,
     /// Presses stored today (UTC day).
@@ -104,6 +109,7 @@ impl Stats {
         started: Instant,
         upstream_configured: bool,
         disk_bytes: u64,
+        storage_fault: Option<crate::store::Fault>,
     ) -> StatsSnapshot {
         StatsSnapshot {
             site: site.to_string(),
@@ -123,6 +129,8 @@ impl Stats {
             presses_refused_storage_full: self.presses_refused_storage_full.load(Relaxed),
             storage_full: self.storage_full.load(Relaxed),
             storage_errors: self.storage_errors.load(Relaxed),
+            storage_fault_reason: storage_fault.as_ref().map(|f| f.reason),
+            storage_fault: storage_fault.map(|f| f.to_string()),
             acks_sent: self.acks_sent.load(Relaxed),
             heartbeats_received: self.heartbeats_received.load(Relaxed),
             presses_today: self.presses_today(),
@@ -199,7 +207,7 @@ mod tests {
         s.reject("malformed");
         s.reject("malformed");
         s.reject("wrong_topic");
-        let snap = s.snapshot("x", Instant::now(), false, 0);
+        let snap = s.snapshot("x", Instant::now(), false, 0, None);
         assert_eq!(snap.payloads_rejected, 3);
         assert_eq!(snap.rejected_by_reason["malformed"], 2);
         assert_eq!(snap.upstream_connected, None);

@@ -57,6 +57,35 @@ fn counted_by_default() -> bool {
     true
 }
 
+/// Why a press is kept but not counted as an opinion: its
+/// `not_counted_reason` in [`UpstreamPress`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotCounted {
+    /// Within the terminal's response interval of the previous press.
+    ResponseInterval,
+    /// Past the terminal's burst limit.
+    Burst,
+}
+
+impl NotCounted {
+    /// The wire value (`response_interval`, `burst`).
+    pub const fn reason(self) -> &'static str {
+        match self {
+            NotCounted::ResponseInterval => "response_interval",
+            NotCounted::Burst => "burst",
+        }
+    }
+
+    pub fn from_reason(reason: &str) -> Option<NotCounted> {
+        match reason {
+            "response_interval" => Some(NotCounted::ResponseInterval),
+            "burst" => Some(NotCounted::Burst),
+            _ => None,
+        }
+    }
+}
+
 /// Gateway liveness, retained at `pressline/v1/{site}/gateway/status`. The
 /// gateway's MQTT last will replaces it with `state: "offline"`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

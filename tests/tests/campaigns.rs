@@ -278,6 +278,109 @@ fn disk_full_campaign_stops_acking_keeps_health_and_recovers_with_nothing_lost()
     );
 }
 
+/// The data directory on a real filesystem that fills up (not the
+/// configured cap): sled fails with ENOSPC, the gateway stops acking and
+/// says why (`/healthz`, stats, metrics), and once space returns it reopens
+/// its store by itself. Terminals keep and resend; in the end every press
+/// is stored once and delivered upstream by id. Nobody touches the gateway.
+#[test]
+fn storage_fault_campaign_a_full_filesystem_heals_without_anyone_touching_the_gateway() {
+    let (terminals, per_terminal) = if soak() {
+        (40usize, 6000u32)
+    } else {
+        (20, 3000)
+    };
+    let total = terminals as u64 * u64::from(per_terminal);
+    let dir = tempfile::tempdir().unwrap();
+    let site = "quay";
+    // Small enough that the load fills it: the press log, the outbox and
+    // sled's own segments.
+    let Some(fs) = Tmpfs::mount(&dir.path().join(format!("data-{site}")), 3 * 1024) else {
+        println!("storage-fault campaign: skipped (mounting a tmpfs needs root; CI runs as root)");
+        return;
+    };
+    let mosquitto = Mosquitto::start(dir.path());
+    let consumer = Consumer::start(mosquitto.port, "analytics-storage-fault");
+    let gateway = Gateway::start(
+        dir.path(),
+        GatewayOptions {
+            site: site.into(),
+            upstream: Some(mosquitto.url()),
+            // The configured cap is not what stops it here: the disk is.
+            config_toml: Some("[storage]\ncache_mb = 2\nmax_disk_mb = 1000000\n".into()),
+            ..Default::default()
+        },
+    );
+    let (n, per) = (terminals.to_string(), per_terminal.to_string());
+    let sim = Sim::spawn(
+        &gateway.broker(),
+        &[
+            "--terminals",
+            &n,
+            "--presses",
+            &per,
+            "--rate",
+            "2000",
+            "--id-prefix",
+            "crane",
+            "--ack-timeout-ms",
+            "1000",
+            "--timeout",
+            "900",
+        ],
+    );
+    wait_until(
+        "the filesystem full and the store reported unavailable",
+        || gateway.stats()["storage_fault_reason"] == "no_space",
+    );
+    let (code, body) = gateway.healthz();
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("no space left"), "{body}");
+    assert!(
+        gateway
+            .metrics()
+            .contains("pressline_storage_available{site=\"quay\"} 0"),
+        "metrics name the fault"
+    );
+    // While it lasts, commits fail and nothing new is acked.
+    let (stored_when_full, acks_when_full) =
+        (gateway.stat("presses_stored"), gateway.stat("acks_sent"));
+    let errors = gateway.stat("storage_errors");
+    wait_until("terminals' presses refused while the disk is full", || {
+        gateway.stat("storage_errors") >= errors + 20
+    });
+    let stats = gateway.stats();
+    assert_eq!(
+        stats["acks_sent"], acks_when_full,
+        "nothing acked while full: {stats}"
+    );
+    assert_eq!(stats["presses_stored"], stored_when_full, "{stats}");
+    assert!(
+        stored_when_full < total,
+        "the disk filled before the load was done"
+    );
+    let refused = stats["storage_errors"].as_u64().unwrap();
+
+    // Space returns: nobody restarts anything.
+    fs.resize(64 * 1024);
+    wait_until("the store reopened by itself", || {
+        gateway.healthz().0 == 200 && gateway.stats()["storage_fault"].is_null()
+    });
+    let report = sim.expect_all_acked();
+    assert_eq!(report["acked"], total, "{report}");
+    let expected = expected_ids(site, "crane", terminals, per_terminal, 0);
+    wait_until("every press upstream after space returned", || {
+        consumer.ids() == expected
+    });
+    assert_eq!(gateway.stat("presses_stored"), total, "stored once each");
+    let counts = upstream_counts(&consumer);
+    let redelivered: usize = counts.values().map(|n| n - 1).sum();
+    println!(
+        "storage-fault campaign: filesystem full after {stored_when_full} presses, {refused} failed commits meanwhile (0 acked), store reopened by itself when space returned; {total} acked, {total} stored, {} delivered, 0 lost, 0 duplicated in the store, {redelivered} redelivered (same id)",
+        counts.len()
+    );
+}
+
 #[test]
 fn a_client_flooding_garbage_does_not_stop_other_terminals() {
     use std::io::Write;

@@ -3,7 +3,8 @@
 
 use clap::Parser;
 
-/// The gateway's allocator, so this relay is the broker exactly as embedded.
+/// The gateway's allocator and its settings, so this relay is the broker
+/// exactly as embedded.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -19,6 +20,7 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
+    pressline_gateway::allocator::purge_freed_memory_at_once();
     let args = Args::parse();
     let mut mqtt = pressline_gateway::config::Config::default().mqtt;
     mqtt.listen = args.listen;

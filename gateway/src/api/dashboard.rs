@@ -45,7 +45,7 @@ pub fn snapshot(state: &ApiState) -> Snapshot {
         (
             scores.window(now, Window::FiveMinutes),
             scores.window(now, Window::Today),
-            scores.timeline(now, 15 * 60_000, 24),
+            scores.timeline(now, 24),
             scores.hourly(),
         )
     };

@@ -53,6 +53,11 @@ pub fn render(state: &ApiState) -> String {
             "Terminal heartbeats received.",
             s.heartbeats_received,
         ),
+        (
+            "pressline_storage_errors_total",
+            "Commits that failed on a storage error (nothing acked; terminals resend).",
+            s.storage_errors,
+        ),
     ];
     for (name, help, value) in counters {
         family(&mut out, name, "counter", help);
@@ -92,6 +97,12 @@ pub fn render(state: &ApiState) -> String {
             s.disk_bytes as f64,
         ),
         (
+            "pressline_storage_available",
+            "0 while the press store is unavailable (a full disk, an I/O error) and being reopened.",
+            s.storage_fault.is_none() as u8 as f64,
+        ),
+
+        (
             "pressline_upstream_connected",
             "1 while connected to the upstream broker (absent without one).",
             -1.0,
@@ -107,6 +118,18 @@ pub fn render(state: &ApiState) -> String {
         }
         family(&mut out, name, "gauge", help);
         let _ = writeln!(out, "{name}{{site=\"{site}\"}} {value}");
+    }
+    if let Some(reason) = s.storage_fault_reason {
+        family(
+            &mut out,
+            "pressline_storage_fault",
+            "gauge",
+            "1 with the reason while the press store is unavailable.",
+        );
+        let _ = writeln!(
+            out,
+            "pressline_storage_fault{{site=\"{site}\",reason=\"{reason}\"}} 1"
+        );
     }
     let fleet = state.registry.fleet();
     let (online, offline) = fleet.terminals().fold((0, 0), |(on, off), t| {

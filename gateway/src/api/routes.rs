@@ -1,7 +1,8 @@
 //! The API's routes, and its handlers for stats, terminals, alerts, scores
 //! and the dashboard (axum); the OTA handlers are in [`super::ota`].
 //!
-//! - `GET /healthz`: `ok` while the gateway runs (no token).
+//! - `GET /healthz`: `ok` while the gateway runs and its store works; 503
+//!   naming the fault while the store is being reopened (no token).
 //! - `GET /api/v1/stats`: counters ([`crate::stats::StatsSnapshot`]).
 //! - `GET /api/v1/terminals`: every known terminal's health.
 //! - `GET /api/v1/terminals/{id}`: one terminal's health.
@@ -69,13 +70,27 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route(
             "/",
             get(|| async { axum::response::Html(crate::api::dashboard::PAGE) }),
         )
         .merge(api)
         .with_state(state)
+}
+
+/// `ok`, or 503 with the reason while the press store is unavailable
+/// (terminals' presses are then not acked: a supervisor or load balancer
+/// should know).
+async fn healthz(State(state): State<ApiState>) -> Response {
+    match state.store.fault() {
+        None => "ok\n".into_response(),
+        Some(fault) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("unhealthy: {fault}\n"),
+        )
+            .into_response(),
+    }
 }
 
 async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {

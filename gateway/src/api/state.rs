@@ -34,6 +34,7 @@ impl ApiState {
             self.started,
             self.upstream_configured,
             self.store.size_on_disk(),
+            self.store.fault(),
         )
     }
 }

@@ -34,31 +34,8 @@ impl Default for MisuseConfig {
     }
 }
 
-/// Why a press is not counted as an opinion.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum NotCounted {
-    /// Within the response interval of the previous press.
-    ResponseInterval,
-    /// Past the burst limit.
-    Burst,
-}
-
-impl NotCounted {
-    pub const fn reason(self) -> &'static str {
-        match self {
-            NotCounted::ResponseInterval => "response_interval",
-            NotCounted::Burst => "burst",
-        }
-    }
-
-    pub fn from_reason(reason: &str) -> Option<NotCounted> {
-        match reason {
-            "response_interval" => Some(NotCounted::ResponseInterval),
-            "burst" => Some(NotCounted::Burst),
-            _ => None,
-        }
-    }
-}
+/// Why a press is not counted (the wire vocabulary of upstream documents).
+pub use pressline_protocol::upstream::NotCounted;
 
 #[derive(Debug, Default)]
 struct Recent {
@@ -108,6 +85,12 @@ impl MisuseFilter {
             recent.window.pop_front();
         }
         recent.window.push_back(pressed_at_ms);
+        // Deciding "more than burst_max" needs no more than burst_max + 1
+        // of them: a stuck button or a flood would otherwise hold every
+        // press of the window.
+        while recent.window.len() > self.config.burst_max as usize + 1 {
+            recent.window.pop_front();
+        }
         if repeated {
             Some(NotCounted::ResponseInterval)
         } else if recent.window.len() as u32 > self.config.burst_max {
@@ -168,6 +151,24 @@ mod tests {
         assert_eq!(r[5], Some(NotCounted::Burst));
         // A minute later the window has passed.
         assert_eq!(f.classify("t1", 120_000), None);
+    }
+
+    #[test]
+    fn a_stuck_button_holds_no_more_than_the_burst_limit() {
+        let mut f = MisuseFilter::new(MisuseConfig::default());
+        for i in 0..100_000 {
+            f.classify("t1", i * 5);
+        }
+        let held = f.terminals["t1"].window.len();
+        assert!(held <= 13, "{held} press times held");
+        assert_eq!(
+            f.classify("t1", 500_001),
+            Some(NotCounted::ResponseInterval)
+        );
+        // Past the burst limit still, at a human pace: 13 presses 4.5 s apart.
+        let mut g = MisuseFilter::new(MisuseConfig::default());
+        let verdicts: Vec<_> = (0..13).map(|i| g.classify("t1", i * 4_500)).collect();
+        assert_eq!(verdicts[12], Some(NotCounted::Burst));
     }
 
     #[test]

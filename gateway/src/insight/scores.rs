@@ -1,22 +1,38 @@
-//! Live satisfaction figures, as a sans-IO engine fed with stored presses.
+//! Live satisfaction figures and the aggregates reports read, as a sans-IO
+//! engine fed with stored presses (time comes in as `now_ms`).
 //!
-//! - Per terminal and per zone, over a sliding window (5 min, 1 h, today):
-//!   counted presses per button, presses not counted (misuse filter), and the
-//!   satisfaction index (share of happy + very happy among counted presses).
-//! - An hour-of-day × weekday table of counted presses, for staffing.
-//! - A timeline of satisfaction in buckets, for the dashboard's chart.
-//! - Zone unhappiness: when the unhappy share (very unhappy + unhappy) over
-//!   the alert window reaches a zone's threshold with enough presses, the
-//!   zone turns unhappy; it clears only below threshold minus a margin.
+//! What it keeps is bounded by configuration, not by history:
+//! - per terminal and minute, the last hour ([`LIVE_MINUTES`]): the
+//!   5-minute and 1-hour windows;
+//! - per zone and second, the alert window: the unhappiness rule (when the
+//!   unhappy share reaches a zone's threshold with enough presses, the zone
+//!   turns unhappy; it clears only below threshold minus a margin);
+//! - per terminal and per site, each local day in quarters of an hour
+//!   ([`DaySlots`]): today's figures, the timeline and daily reports. Today
+//!   and yesterday are in memory; every day is checkpointed to the store
+//!   and kept there for the aggregate retention;
+//! - the weekday × hour table: the site's days within aggregate retention.
 //!
-//! Times are the site's local time (`utc_offset_minutes`) for "today" and
-//! the hour table, so staffing reports read in the venue's hours.
+//! Presses are folded in once, after their commit is durable. A checkpoint
+//! ([`Scores::take_checkpoint`]) carries what changed since the last one
+//! and the id of the last press-log record folded in; after a restart the
+//! engine loads the checkpointed days and folds in the press log above that
+//! id, and the last hour for the live windows.
+//!
+//! Times are the site's local time (`utc_offset_minutes`) for "today", the
+//! quarters and the hour table, so staffing reports read in the venue's
+//! hours. Windows are whole minutes: the 5-minute window is the current
+//! minute and the five before it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use pressline_protocol::Button;
 use serde::{Deserialize, Serialize};
+
+pub use super::counts::Figures;
+use super::counts::{Counts, DaySlots, SLOT_MS};
+use crate::store::PressBatch;
 
 /// `[scores]` in the config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,6 +80,9 @@ pub struct ZoneConfig {
 /// Zone of terminals that belong to no configured zone.
 pub const UNASSIGNED: &str = "unassigned";
 
+/// Minutes of per-terminal counts kept for the live windows.
+pub const LIVE_MINUTES: i64 = 61;
+
 /// A sliding window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Window {
@@ -88,57 +107,6 @@ impl Window {
             Window::Hour => "1h",
             Window::Today => "today",
         }
-    }
-}
-
-/// Press counts and the satisfaction index.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Figures {
-    pub very_unhappy: u64,
-    pub unhappy: u64,
-    pub happy: u64,
-    pub very_happy: u64,
-    /// Presses counted as opinions (the four above).
-    pub counted: u64,
-    /// Presses the misuse filter did not count.
-    pub not_counted: u64,
-    /// Share (0–1) of happy + very happy among counted presses.
-    pub satisfaction: Option<f64>,
-    /// Share (0–1) of unhappy + very unhappy among counted presses.
-    pub unhappy_share: Option<f64>,
-}
-
-impl Figures {
-    fn add(&mut self, button: Button, counted: bool) {
-        if !counted {
-            self.not_counted += 1;
-            return;
-        }
-        self.counted += 1;
-        match button {
-            Button::VeryUnhappy => self.very_unhappy += 1,
-            Button::Unhappy => self.unhappy += 1,
-            Button::Happy => self.happy += 1,
-            Button::VeryHappy => self.very_happy += 1,
-        }
-    }
-
-    fn merge(&mut self, other: &Figures) {
-        self.very_unhappy += other.very_unhappy;
-        self.unhappy += other.unhappy;
-        self.happy += other.happy;
-        self.very_happy += other.very_happy;
-        self.counted += other.counted;
-        self.not_counted += other.not_counted;
-    }
-
-    fn finish(mut self) -> Self {
-        if self.counted > 0 {
-            let n = self.counted as f64;
-            self.satisfaction = Some((self.happy + self.very_happy) as f64 / n);
-            self.unhappy_share = Some((self.unhappy + self.very_unhappy) as f64 / n);
-        }
-        self
     }
 }
 
@@ -192,44 +160,109 @@ pub struct ZoneTransition {
     pub detail: String,
 }
 
-#[derive(Debug, Clone)]
-struct Event {
-    at_ms: i64,
-    terminal: Arc<str>,
-    zone: Arc<str>,
-    button: Button,
-    counted: bool,
+/// What changed since the last checkpoint: day deltas to add to what the
+/// store holds, and the last press-log id folded in.
+#[derive(Debug, Clone, Default)]
+pub struct ScoresCheckpoint {
+    pub site_days: Vec<(i64, DaySlots)>,
+    pub terminal_days: Vec<((i64, String), DaySlots)>,
+    pub watermark: Option<u64>,
+}
+
+impl ScoresCheckpoint {
+    pub fn is_empty(&self) -> bool {
+        self.site_days.is_empty() && self.terminal_days.is_empty()
+    }
+}
+
+/// Store key of a site day record: `s`, local day (BE).
+pub fn site_day_key(day: i64) -> Vec<u8> {
+    let mut k = vec![b's'];
+    k.extend_from_slice(&(day.clamp(0, u32::MAX.into()) as u32).to_be_bytes());
+    k
+}
+
+/// Store key of a terminal day record: `t`, local day (BE), terminal id.
+pub fn terminal_day_key(day: i64, terminal: &str) -> Vec<u8> {
+    let mut k = vec![b't'];
+    k.extend_from_slice(&(day.clamp(0, u32::MAX.into()) as u32).to_be_bytes());
+    k.extend_from_slice(terminal.as_bytes());
+    k
+}
+
+/// Parses a key of either kind: (day, terminal if any).
+pub fn parse_day_key(key: &[u8]) -> Option<(i64, Option<&str>)> {
+    let (&kind, rest) = key.split_first()?;
+    let day = i64::from(u32::from_be_bytes(rest.get(..4)?.try_into().ok()?));
+    match kind {
+        b's' if rest.len() == 4 => Some((day, None)),
+        b't' => Some((day, Some(std::str::from_utf8(&rest[4..]).ok()?))),
+        _ => None,
+    }
+}
+
+/// Key prefix of all site day records, and of a day's terminal records.
+pub const SITE_DAYS: &[u8] = b"s";
+pub fn terminal_days_of(day: i64) -> Vec<u8> {
+    terminal_day_key(day, "")
 }
 
 const WEEKDAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
-const KEEP_MS: i64 = 26 * 3600 * 1000;
+const DAY_MS: i64 = 86_400_000;
 
 /// The engine.
 #[derive(Debug)]
 pub struct Scores {
     config: ScoresConfig,
+    /// Days of aggregates kept (older days are not folded in).
+    retention_days: u32,
     zones: BTreeMap<String, ZoneConfig>,
     zone_of: HashMap<String, Arc<str>>,
     unassigned: Arc<str>,
-    /// Presses by (time, arrival number): O(log n) to insert in time order
-    /// whatever order they arrive in (a sorted VecDeque spent 30 % of the
-    /// gateway's CPU moving elements, and went quadratic when presses were
-    /// replayed at start-up in key order).
-    recent: BTreeMap<(i64, u64), Event>,
-    arrivals: u64,
-    /// (zone, second) → presses dated in that second, for the alert rule:
-    /// it runs every second, and walking every press in the window cost 7 %
-    /// of the gateway's CPU with a million presses in it.
-    zone_seconds: BTreeMap<(Arc<str>, i64), Figures>,
-    hourly: Vec<Figures>,
+    names: HashMap<String, Arc<str>>,
+    /// (minute, terminal) → counts: the last [`LIVE_MINUTES`].
+    minutes: BTreeMap<(i64, Arc<str>), Counts>,
+    /// (zone, second) → counts, for the alert rule (it runs every second;
+    /// walking every press in the window cost 7 % of the gateway's CPU
+    /// with a million presses in it).
+    zone_seconds: BTreeMap<(Arc<str>, i64), Counts>,
+    /// Today and yesterday (local), complete.
+    terminal_days: BTreeMap<(i64, Arc<str>), DaySlots>,
+    site_days: BTreeMap<i64, DaySlots>,
+    /// Weekday × hour, over the site days within retention.
+    hourly: Vec<Counts>,
+    /// Changes since the last checkpoint.
+    pending_terminal_days: BTreeMap<(i64, Arc<str>), DaySlots>,
+    pending_site_days: BTreeMap<i64, DaySlots>,
+    folded_through: Option<u64>,
+    checkpointed_through: Option<u64>,
+    /// The local day of the latest `now` seen.
+    today: i64,
     /// (zone, button, counted) → presses since start, for metrics.
     totals: BTreeMap<(Arc<str>, Button, bool), u64>,
     unhappy_zones: BTreeMap<String, bool>,
-    names: HashMap<String, Arc<str>>,
+}
+
+/// How a press-log record is folded in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fold {
+    /// Just committed: everything, and the since-start totals.
+    New,
+    /// From the press log at start-up, above the checkpoint: the days and
+    /// the live windows.
+    Replay,
+    /// From the press log at start-up, already in the checkpointed days:
+    /// the live windows only.
+    LiveOnly,
 }
 
 impl Scores {
-    pub fn new(config: ScoresConfig, zones: BTreeMap<String, ZoneConfig>) -> Scores {
+    pub fn new(
+        config: ScoresConfig,
+        zones: BTreeMap<String, ZoneConfig>,
+        retention_days: u32,
+        now_ms: i64,
+    ) -> Scores {
         let mut zone_of = HashMap::new();
         for (id, zone) in &zones {
             let id: Arc<str> = Arc::from(id.as_str());
@@ -237,19 +270,28 @@ impl Scores {
                 zone_of.insert(t.clone(), id.clone());
             }
         }
-        Scores {
+        let mut scores = Scores {
             config,
+            retention_days: retention_days.max(2),
             zones,
             zone_of,
             unassigned: Arc::from(UNASSIGNED),
-            recent: BTreeMap::new(),
-            arrivals: 0,
+            names: HashMap::new(),
+            minutes: BTreeMap::new(),
             zone_seconds: BTreeMap::new(),
-            hourly: vec![Figures::default(); 7 * 24],
+            terminal_days: BTreeMap::new(),
+            site_days: BTreeMap::new(),
+            hourly: vec![Counts::default(); 7 * 24],
+            pending_terminal_days: BTreeMap::new(),
+            pending_site_days: BTreeMap::new(),
+            folded_through: None,
+            checkpointed_through: None,
+            today: 0,
             totals: BTreeMap::new(),
             unhappy_zones: BTreeMap::new(),
-            names: HashMap::new(),
-        }
+        };
+        scores.today = scores.local_day(now_ms);
+        scores
     }
 
     /// Puts a terminal in a zone (registration with a zone). A zone that is
@@ -284,6 +326,13 @@ impl Scores {
         self.zone_of.get(terminal).map_or(UNASSIGNED, |z| z)
     }
 
+    fn zone_arc(&self, terminal: &str) -> Arc<str> {
+        self.zone_of
+            .get(terminal)
+            .cloned()
+            .unwrap_or_else(|| self.unassigned.clone())
+    }
+
     fn zone_name(&self, zone: &str) -> String {
         self.zones
             .get(zone)
@@ -291,42 +340,34 @@ impl Scores {
     }
 
     fn local_ms(&self, unix_ms: i64) -> i64 {
-        unix_ms + self.config.utc_offset_minutes as i64 * 60_000
+        unix_ms + i64::from(self.config.utc_offset_minutes) * 60_000
     }
 
-    /// Records a stored press (`counted` from the misuse filter).
-    pub fn record(&mut self, terminal: &str, button: Button, pressed_at_ms: i64, counted: bool) {
-        let zone = self
-            .zone_of
-            .get(terminal)
-            .cloned()
-            .unwrap_or_else(|| self.unassigned.clone());
-        *self
-            .totals
-            .entry((zone.clone(), button, counted))
-            .or_default() += 1;
-        let local = self.local_ms(pressed_at_ms);
-        let day = local.div_euclid(86_400_000);
+    fn local_day(&self, unix_ms: i64) -> i64 {
+        self.local_ms(unix_ms).div_euclid(DAY_MS)
+    }
+
+    /// (local day, quarter of the day) of a time.
+    fn day_slot(&self, unix_ms: i64) -> (i64, u8) {
+        let local = self.local_ms(unix_ms);
+        (
+            local.div_euclid(DAY_MS),
+            (local.rem_euclid(DAY_MS) / SLOT_MS) as u8,
+        )
+    }
+
+    /// The earliest local day still within aggregate retention.
+    fn first_kept_day(&self) -> i64 {
+        self.today - i64::from(self.retention_days) + 1
+    }
+
+    fn hour_index(day: i64, slot: u8) -> usize {
         // 1970-01-01 was a Thursday (index 3 from Monday).
         let weekday = (day + 3).rem_euclid(7) as usize;
-        let hour = (local.rem_euclid(86_400_000) / 3_600_000) as usize;
-        self.hourly[weekday * 24 + hour].add(button, counted);
-        self.zone_seconds
-            .entry((zone.clone(), pressed_at_ms.div_euclid(1000)))
-            .or_default()
-            .add(button, counted);
-        let event = Event {
-            at_ms: pressed_at_ms,
-            terminal: self.intern(terminal),
-            zone,
-            button,
-            counted,
-        };
-        self.arrivals += 1;
-        self.recent.insert((pressed_at_ms, self.arrivals), event);
+        weekday * 24 + usize::from(slot / 4)
     }
 
-    /// One shared name per terminal, so recording a press does not allocate.
+    /// One shared name per terminal, so folding a press does not allocate.
     fn intern(&mut self, terminal: &str) -> Arc<str> {
         if let Some(name) = self.names.get(terminal) {
             return name.clone();
@@ -336,76 +377,243 @@ impl Scores {
         name
     }
 
-    /// Forgets events older than needed for "today" and the timeline.
-    pub fn prune(&mut self, now_ms: i64) {
-        while self
-            .recent
-            .first_key_value()
-            .is_some_and(|((at, _), _)| *at < now_ms - KEEP_MS)
+    /// Folds in the presses of press-log record `id`.
+    pub fn fold(&mut self, now_ms: i64, id: u64, batch: &PressBatch, how: Fold) {
+        self.today = self.today.max(self.local_day(now_ms));
+        let live_from = now_ms.div_euclid(60_000) - LIVE_MINUTES;
+        let seconds_from =
+            (now_ms - self.config.alert_window_secs as i64 * 1000).div_euclid(1000) - 1;
+        for run in &batch.runs {
+            let terminal = self.intern(&run.terminal);
+            let zone = self.zone_arc(&terminal);
+            for p in &run.presses {
+                let at = p.at_ms();
+                if how == Fold::New {
+                    *self
+                        .totals
+                        .entry((zone.clone(), p.button, p.counted))
+                        .or_default() += 1;
+                }
+                if at.div_euclid(60_000) >= live_from {
+                    self.minutes
+                        .entry((at.div_euclid(60_000), terminal.clone()))
+                        .or_default()
+                        .add(p.button, p.counted);
+                }
+                if at.div_euclid(1000) >= seconds_from {
+                    self.zone_seconds
+                        .entry((zone.clone(), at.div_euclid(1000)))
+                        .or_default()
+                        .add(p.button, p.counted);
+                }
+                if how == Fold::LiveOnly {
+                    continue;
+                }
+                let (day, slot) = self.day_slot(at);
+                if day < self.first_kept_day() {
+                    continue;
+                }
+                self.hourly[Self::hour_index(day, slot)].add(p.button, p.counted);
+                if day >= self.today - 1 {
+                    self.terminal_days
+                        .entry((day, terminal.clone()))
+                        .or_default()
+                        .add(slot, p.button, p.counted);
+                    self.site_days
+                        .entry(day)
+                        .or_default()
+                        .add(slot, p.button, p.counted);
+                }
+                self.pending_terminal_days
+                    .entry((day, terminal.clone()))
+                    .or_default()
+                    .add(slot, p.button, p.counted);
+                self.pending_site_days
+                    .entry(day)
+                    .or_default()
+                    .add(slot, p.button, p.counted);
+            }
+        }
+        if how != Fold::LiveOnly {
+            self.folded_through = self.folded_through.max(Some(id));
+        }
+    }
+
+    /// The last press-log id folded into the days.
+    pub fn folded_through(&self) -> Option<u64> {
+        self.folded_through
+    }
+
+    /// Starts from a checkpoint: its watermark ...
+    pub fn restore_watermark(&mut self, watermark: Option<u64>) {
+        self.folded_through = watermark;
+        self.checkpointed_through = watermark;
+    }
+
+    /// ... its site days (the hour table; today and yesterday for the
+    /// timeline) ...
+    pub fn restore_site_day(&mut self, day: i64, slots: DaySlots) {
+        if day < self.first_kept_day() {
+            return;
+        }
+        for (slot, counts) in slots.slots() {
+            self.hourly[Self::hour_index(day, slot)].merge(counts);
+        }
+        if day >= self.today - 1 {
+            self.site_days.entry(day).or_default().merge(&slots);
+        }
+    }
+
+    /// ... and its terminal days for today and yesterday.
+    pub fn restore_terminal_day(&mut self, day: i64, terminal: &str, slots: DaySlots) {
+        if day >= self.today - 1 {
+            let terminal = self.intern(terminal);
+            self.terminal_days
+                .entry((day, terminal))
+                .or_default()
+                .merge(&slots);
+        }
+    }
+
+    /// The local days whose figures are kept in memory (today and
+    /// yesterday): which terminal records to load at start-up.
+    pub fn days_in_memory(&self) -> [i64; 2] {
+        [self.today - 1, self.today]
+    }
+
+    /// A site day leaves the aggregate retention: out of the hour table.
+    pub fn forget_site_day(&mut self, day: i64, slots: &DaySlots) {
+        for (slot, counts) in slots.slots() {
+            self.hourly[Self::hour_index(day, slot)].subtract(counts);
+        }
+    }
+
+    /// The first local day kept, given `now_ms`: records before it expire.
+    pub fn retention_cutoff(&self, now_ms: i64) -> i64 {
+        self.local_day(now_ms) - i64::from(self.retention_days) + 1
+    }
+
+    /// What changed since the last checkpoint (taken out: hand it back
+    /// with [`Scores::checkpoint_failed`] if it cannot be written). `None`
+    /// when there is nothing to write.
+    pub fn take_checkpoint(&mut self) -> Option<ScoresCheckpoint> {
+        if self.pending_site_days.is_empty()
+            && self.pending_terminal_days.is_empty()
+            && self.folded_through == self.checkpointed_through
         {
-            self.recent.pop_first();
+            return None;
+        }
+        let checkpoint = ScoresCheckpoint {
+            site_days: std::mem::take(&mut self.pending_site_days)
+                .into_iter()
+                .collect(),
+            terminal_days: std::mem::take(&mut self.pending_terminal_days)
+                .into_iter()
+                .map(|((d, t), s)| ((d, t.to_string()), s))
+                .collect(),
+            watermark: self.folded_through,
+        };
+        self.checkpointed_through = self.folded_through;
+        Some(checkpoint)
+    }
+
+    /// The checkpoint could not be written: its changes are pending again.
+    pub fn checkpoint_failed(&mut self, checkpoint: ScoresCheckpoint, previous: Option<u64>) {
+        for (day, slots) in checkpoint.site_days {
+            self.pending_site_days.entry(day).or_default().merge(&slots);
+        }
+        for ((day, terminal), slots) in checkpoint.terminal_days {
+            let terminal = self.intern(&terminal);
+            self.pending_terminal_days
+                .entry((day, terminal))
+                .or_default()
+                .merge(&slots);
+        }
+        self.checkpointed_through = previous;
+    }
+
+    /// The watermark of the last checkpoint written.
+    pub fn checkpointed_through(&self) -> Option<u64> {
+        self.checkpointed_through
+    }
+
+    /// Forgets what is past the live windows and the days in memory.
+    pub fn prune(&mut self, now_ms: i64) {
+        self.today = self.today.max(self.local_day(now_ms));
+        let live_from = now_ms.div_euclid(60_000) - LIVE_MINUTES;
+        while self
+            .minutes
+            .first_key_value()
+            .is_some_and(|((minute, _), _)| *minute < live_from)
+        {
+            self.minutes.pop_first();
         }
         let oldest = (now_ms - self.config.alert_window_secs as i64 * 1000).div_euclid(1000) - 1;
         self.zone_seconds.retain(|(_, second), _| *second >= oldest);
-    }
-
-    fn window_start(&self, now_ms: i64, window: Window) -> i64 {
-        match window {
-            Window::FiveMinutes => now_ms - 5 * 60_000,
-            Window::Hour => now_ms - 3_600_000,
-            Window::Today => {
-                let local = self.local_ms(now_ms);
-                local
-                    - local.rem_euclid(86_400_000)
-                    - self.config.utc_offset_minutes as i64 * 60_000
-            }
-        }
-    }
-
-    /// Events with `from_ms <= at < to_ms` (late-delivered presses can be
-    /// dated in the future of a window that is asked about).
-    fn events_between(&self, from_ms: i64, to_ms: i64) -> impl Iterator<Item = &Event> {
-        let to_ms = to_ms.max(from_ms);
-        self.recent.range((from_ms, 0)..(to_ms, 0)).map(|(_, e)| e)
+        let keep_from = self.today - 1;
+        self.terminal_days.retain(|(day, _), _| *day >= keep_from);
+        self.site_days.retain(|day, _| *day >= keep_from);
     }
 
     /// Figures per site, zone and terminal over `window`.
     pub fn window(&self, now_ms: i64, window: Window) -> WindowView {
-        let from = self.window_start(now_ms, window);
-        let mut site = Figures::default();
-        let mut zones: BTreeMap<&str, Figures> = self
+        let mut site = Counts::default();
+        let mut zones: BTreeMap<&str, Counts> = self
             .zones
             .keys()
-            .map(|z| (z.as_str(), Figures::default()))
+            .map(|z| (z.as_str(), Counts::default()))
             .collect();
-        let mut terminals: BTreeMap<&str, (&str, Figures)> = BTreeMap::new();
-        for e in self.events_between(from, now_ms + 1) {
-            site.add(e.button, e.counted);
-            zones.entry(&e.zone).or_default().add(e.button, e.counted);
-            terminals
-                .entry(&e.terminal)
-                .or_insert((&e.zone, Figures::default()))
-                .1
-                .add(e.button, e.counted);
+        let mut terminals: BTreeMap<&str, Counts> = BTreeMap::new();
+        match window {
+            Window::FiveMinutes | Window::Hour => {
+                let span = if window == Window::Hour { 60 } else { 5 };
+                let now_minute = now_ms.div_euclid(60_000);
+                let from = (now_minute - span, Arc::<str>::from(""));
+                for ((minute, terminal), counts) in self.minutes.range(from..) {
+                    if *minute > now_minute {
+                        break;
+                    }
+                    terminals.entry(terminal).or_default().merge(counts);
+                }
+            }
+            Window::Today => {
+                let today = self.local_day(now_ms);
+                let from = (today, Arc::<str>::from(""));
+                for ((day, terminal), slots) in self.terminal_days.range(from..) {
+                    if *day != today {
+                        break;
+                    }
+                    terminals.entry(terminal).or_default().merge(&slots.total());
+                }
+            }
+        }
+        for counts in terminals.values() {
+            site.merge(counts);
+        }
+        for (terminal, counts) in &terminals {
+            zones
+                .entry(self.zone_of(terminal))
+                .or_default()
+                .merge(counts);
         }
         WindowView {
             window: window.name(),
-            site: site.finish(),
+            site: site.figures(),
             zones: zones
                 .into_iter()
-                .map(|(zone, f)| ZoneFigures {
+                .map(|(zone, c)| ZoneFigures {
                     zone: zone.to_string(),
                     name: self.zone_name(zone),
-                    figures: f.finish(),
+                    figures: c.figures(),
                     unhappy_alert: self.unhappy_zones.get(zone).copied().unwrap_or(false),
                 })
                 .collect(),
             terminals: terminals
                 .into_iter()
-                .map(|(t, (z, f))| TerminalFigures {
+                .map(|(t, c)| TerminalFigures {
                     terminal: t.to_string(),
-                    zone: z.to_string(),
-                    figures: f.finish(),
+                    zone: self.zone_of(t).to_string(),
+                    figures: c.figures(),
                 })
                 .collect(),
         }
@@ -416,36 +624,34 @@ impl Scores {
         self.hourly
             .iter()
             .enumerate()
-            .map(|(i, f)| HourCell {
+            .map(|(i, c)| HourCell {
                 weekday: WEEKDAYS[i / 24],
                 hour: (i % 24) as u8,
-                figures: f.clone().finish(),
+                figures: c.figures(),
             })
             .collect()
     }
 
-    /// Site-wide figures in `buckets` buckets of `bucket_ms`, oldest first,
-    /// ending at `now_ms`.
-    pub fn timeline(&self, now_ms: i64, bucket_ms: i64, buckets: usize) -> Vec<TimelinePoint> {
-        let end = now_ms - now_ms.rem_euclid(bucket_ms) + bucket_ms;
-        let start = end - bucket_ms * buckets as i64;
-        let mut points: Vec<TimelinePoint> = (0..buckets)
-            .map(|i| TimelinePoint {
-                at_ms: start + i as i64 * bucket_ms,
-                figures: Figures::default(),
-            })
-            .collect();
-        for e in self.events_between(start, end) {
-            let i = ((e.at_ms - start) / bucket_ms) as usize;
-            if let Some(p) = points.get_mut(i) {
-                p.figures.add(e.button, e.counted);
-            }
-        }
-        points
-            .into_iter()
-            .map(|p| TimelinePoint {
-                at_ms: p.at_ms,
-                figures: p.figures.finish(),
+    /// Site-wide figures per quarter of an hour, `buckets` of them, oldest
+    /// first, the last one holding `now_ms` (today and yesterday).
+    pub fn timeline(&self, now_ms: i64, buckets: usize) -> Vec<TimelinePoint> {
+        let local_now = self.local_ms(now_ms);
+        let last_start = local_now - local_now.rem_euclid(SLOT_MS);
+        (0..buckets as i64)
+            .rev()
+            .map(|back| {
+                let local_start = last_start - back * SLOT_MS;
+                let day = local_start.div_euclid(DAY_MS);
+                let slot = (local_start.rem_euclid(DAY_MS) / SLOT_MS) as u8;
+                let counts = self
+                    .site_days
+                    .get(&day)
+                    .and_then(|d| d.slots().find(|(s, _)| *s == slot).map(|(_, c)| *c))
+                    .unwrap_or_default();
+                TimelinePoint {
+                    at_ms: local_start - i64::from(self.config.utc_offset_minutes) * 60_000,
+                    figures: counts.figures(),
+                }
             })
             .collect()
     }
@@ -460,14 +666,18 @@ impl Scores {
         // Whole seconds: from the second `alert_window_secs` ago to now.
         let from = (now_ms - self.config.alert_window_secs as i64 * 1000).div_euclid(1000);
         let to = now_ms.div_euclid(1000);
-        let mut figures: HashMap<String, Figures> = HashMap::new();
-        for ((zone, _), f) in self
+        let mut counts: HashMap<&str, Counts> = HashMap::new();
+        for ((zone, _), c) in self
             .zone_seconds
             .iter()
             .filter(|((_, second), _)| (from..=to).contains(second))
         {
-            figures.entry(zone.to_string()).or_default().merge(f);
+            counts.entry(zone).or_default().merge(c);
         }
+        let counts: HashMap<String, Counts> = counts
+            .into_iter()
+            .map(|(z, c)| (z.to_string(), c))
+            .collect();
         let mut changes = Vec::new();
         let zone_ids: Vec<String> = self
             .zones
@@ -476,7 +686,7 @@ impl Scores {
             .chain(std::iter::once(UNASSIGNED.to_string()))
             .collect();
         for zone in zone_ids {
-            let f = figures.get(&zone).cloned().unwrap_or_default().finish();
+            let f = counts.get(&zone).copied().unwrap_or_default().figures();
             let (threshold, min) = match self.zones.get(&zone) {
                 Some(z) => (
                     z.unhappy_percent.unwrap_or(self.config.unhappy_percent),
@@ -514,11 +724,22 @@ impl Scores {
     pub fn restore_unhappy(&mut self, zone: &str) {
         self.unhappy_zones.insert(zone.to_string(), true);
     }
+
+    /// Entries held, by kind (for tests and diagnostics): minutes, zone
+    /// seconds, terminal days.
+    pub fn held(&self) -> (usize, usize, usize) {
+        (
+            self.minutes.len(),
+            self.zone_seconds.len(),
+            self.terminal_days.len(),
+        )
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::LoggedPress;
 
     const T0: i64 = 1_795_000_000_000; // Wednesday 2026-11-18 11:06:40 UTC
 
@@ -545,14 +766,37 @@ mod tests {
         ])
     }
 
+    /// Folds one press, as the committer does after its commit.
+    fn record(s: &mut Scores, now: i64, terminal: &str, button: Button, at: i64, counted: bool) {
+        let mut batch = PressBatch::default();
+        batch.push(
+            terminal,
+            LoggedPress {
+                boot: 0,
+                seq: 0,
+                button,
+                received_at_ms: now.max(at),
+                pressed_at_ms: Some(at),
+                counted,
+                reason: None,
+            },
+        );
+        let id = s.folded_through().map_or(1, |i| i + 1);
+        s.fold(now, id, &batch, Fold::New);
+    }
+
+    fn scores(config: ScoresConfig, now: i64) -> Scores {
+        Scores::new(config, zones(), 400, now)
+    }
+
     #[test]
     fn windows_group_by_zone_and_terminal_and_ignore_uncounted_presses() {
-        let mut s = Scores::new(ScoresConfig::default(), zones());
-        s.record("f1", Button::Happy, T0 - 10 * 60_000, true); // outside 5 min
-        s.record("f1", Button::VeryHappy, T0 - 60_000, true);
-        s.record("f2", Button::Unhappy, T0 - 30_000, true);
-        s.record("f2", Button::Unhappy, T0 - 29_000, false);
-        s.record("x9", Button::Happy, T0 - 1_000, true);
+        let mut s = scores(ScoresConfig::default(), T0);
+        record(&mut s, T0, "f1", Button::Happy, T0 - 10 * 60_000, true); // outside 5 min
+        record(&mut s, T0, "f1", Button::VeryHappy, T0 - 60_000, true);
+        record(&mut s, T0, "f2", Button::Unhappy, T0 - 30_000, true);
+        record(&mut s, T0, "f2", Button::Unhappy, T0 - 29_000, false);
+        record(&mut s, T0, "x9", Button::Happy, T0 - 1_000, true);
         let v = s.window(T0, Window::FiveMinutes);
         assert_eq!(v.site.counted, 3);
         assert_eq!(v.site.not_counted, 1);
@@ -581,6 +825,7 @@ mod tests {
             "configured zones always show"
         );
         assert_eq!(s.window(T0, Window::Hour).site.counted, 4);
+        assert_eq!(s.window(T0, Window::Today).site.counted, 4);
     }
 
     #[test]
@@ -589,10 +834,10 @@ mod tests {
             utc_offset_minutes: 120,
             ..Default::default()
         };
-        let mut s = Scores::new(cfg, zones());
         // 2026-11-18 23:30 UTC is 01:30 local on Thursday the 19th.
         let t = 1_795_044_600_000;
-        s.record("f1", Button::VeryUnhappy, t, true);
+        let mut s = scores(cfg, t);
+        record(&mut s, t, "f1", Button::VeryUnhappy, t, true);
         let cell = s
             .hourly()
             .into_iter()
@@ -606,7 +851,7 @@ mod tests {
 
     #[test]
     fn a_zone_turning_unhappy_raises_once_and_clears_with_hysteresis() {
-        let mut s = Scores::new(ScoresConfig::default(), zones());
+        let mut s = scores(ScoresConfig::default(), T0);
         // 6 unhappy of 10: 60% >= 40% with enough presses.
         for i in 0..10 {
             let b = if i < 6 {
@@ -614,7 +859,7 @@ mod tests {
             } else {
                 Button::Happy
             };
-            s.record("f1", b, T0 + i * 1000, true);
+            record(&mut s, T0 + i * 1000, "f1", b, T0 + i * 1000, true);
         }
         let t = s.evaluate_zones(T0 + 10_000);
         assert_eq!(t.len(), 1);
@@ -623,12 +868,26 @@ mod tests {
         assert!(s.window(T0 + 11_000, Window::FiveMinutes).zones[0].unhappy_alert);
         // 6 of 16 = 37.5%: below 40 but above 30, still unhappy.
         for i in 0..6 {
-            s.record("f2", Button::Happy, T0 + 20_000 + i, true);
+            record(
+                &mut s,
+                T0 + 20_000,
+                "f2",
+                Button::Happy,
+                T0 + 20_000 + i,
+                true,
+            );
         }
         assert!(s.evaluate_zones(T0 + 21_000).is_empty());
         // 6 of 24 = 25%: clears.
         for i in 0..8 {
-            s.record("f2", Button::VeryHappy, T0 + 30_000 + i, true);
+            record(
+                &mut s,
+                T0 + 30_000,
+                "f2",
+                Button::VeryHappy,
+                T0 + 30_000 + i,
+                true,
+            );
         }
         let t = s.evaluate_zones(T0 + 31_000);
         assert_eq!(t.len(), 1);
@@ -637,9 +896,9 @@ mod tests {
 
     #[test]
     fn few_presses_do_not_alarm_and_zone_thresholds_override() {
-        let mut s = Scores::new(ScoresConfig::default(), zones());
+        let mut s = scores(ScoresConfig::default(), T0);
         for i in 0..3 {
-            s.record("f1", Button::VeryUnhappy, T0 + i, true);
+            record(&mut s, T0, "f1", Button::VeryUnhappy, T0 + i, true);
         }
         assert!(
             s.evaluate_zones(T0 + 10).is_empty(),
@@ -655,7 +914,7 @@ mod tests {
         .into_iter()
         .enumerate()
         {
-            s.record("g1", b, T0 + i as i64, true);
+            record(&mut s, T0, "g1", b, T0 + i as i64, true);
         }
         let t = s.evaluate_zones(T0 + 10);
         assert_eq!(
@@ -665,13 +924,123 @@ mod tests {
     }
 
     #[test]
-    fn the_timeline_buckets_presses() {
-        let mut s = Scores::new(ScoresConfig::default(), zones());
-        s.record("f1", Button::Happy, T0 - 25 * 60_000, true);
-        s.record("f1", Button::Unhappy, T0 - 60_000, true);
-        let tl = s.timeline(T0, 10 * 60_000, 6);
+    fn the_timeline_buckets_presses_by_quarter_hour() {
+        let mut s = scores(ScoresConfig::default(), T0);
+        record(&mut s, T0, "f1", Button::Happy, T0 - 25 * 60_000, true);
+        record(&mut s, T0, "f1", Button::Unhappy, T0 - 60_000, true);
+        let tl = s.timeline(T0, 6);
         assert_eq!(tl.len(), 6);
         assert_eq!(tl.iter().map(|p| p.figures.counted).sum::<u64>(), 2);
         assert_eq!(tl.last().unwrap().figures.unhappy, 1);
+        assert!(tl.last().unwrap().at_ms <= T0 && T0 < tl.last().unwrap().at_ms + SLOT_MS);
+        assert!(tl.windows(2).all(|w| w[1].at_ms - w[0].at_ms == SLOT_MS));
+    }
+
+    #[test]
+    fn memory_follows_terminals_and_time_not_presses() {
+        let mut s = scores(ScoresConfig::default(), T0);
+        // A day of a busy site: 50 terminals, a press a second between them.
+        let mut now = T0;
+        for i in 0..86_400 {
+            now = T0 + i * 1000;
+            let terminal = format!("t{}", i % 50);
+            record(&mut s, now, &terminal, Button::Happy, now, true);
+            if i % 60 == 0 {
+                s.prune(now);
+            }
+        }
+        s.prune(now);
+        let (minutes, seconds, days) = s.held();
+        assert!(
+            minutes <= 50 * (LIVE_MINUTES as usize + 1),
+            "{minutes} minute entries"
+        );
+        assert!(seconds <= 2 * 302, "{seconds} zone-second entries");
+        assert!(days <= 2 * 50, "{days} terminal-day entries");
+        // The hour window is the current minute and the 60 before it.
+        let first_minute = now.div_euclid(60_000) - 60;
+        let expected = (0..86_400i64)
+            .filter(|i| (T0 + i * 1000).div_euclid(60_000) >= first_minute)
+            .count() as u64;
+        assert_eq!(s.window(now, Window::Hour).site.counted, expected);
+    }
+
+    #[test]
+    fn a_restart_loads_the_checkpoint_and_folds_only_what_it_missed() {
+        let mut before = scores(ScoresConfig::default(), T0);
+        let batch = |terminal: &str, at: i64, n: usize| {
+            let mut b = PressBatch::default();
+            for i in 0..n {
+                b.push(
+                    terminal,
+                    LoggedPress {
+                        boot: 0,
+                        seq: i as u32,
+                        button: Button::Happy,
+                        received_at_ms: at,
+                        pressed_at_ms: None,
+                        counted: true,
+                        reason: None,
+                    },
+                );
+            }
+            b
+        };
+        let (b1, b2) = (batch("f1", T0 - 60_000, 3), batch("g1", T0, 2));
+        before.fold(T0, 10, &b1, Fold::New);
+        let checkpoint = before.take_checkpoint().unwrap();
+        assert_eq!(checkpoint.watermark, Some(10));
+        before.fold(T0, 20, &b2, Fold::New);
+        // The gateway dies before the next checkpoint. Starting again:
+        let mut after = scores(ScoresConfig::default(), T0 + 1000);
+        after.restore_watermark(checkpoint.watermark);
+        for (day, slots) in &checkpoint.site_days {
+            after.restore_site_day(*day, slots.clone());
+        }
+        for ((day, terminal), slots) in &checkpoint.terminal_days {
+            after.restore_terminal_day(*day, terminal, slots.clone());
+        }
+        // The press log: record 10 is in the checkpoint (live windows
+        // only), record 20 is not.
+        after.fold(T0 + 1000, 10, &b1, Fold::LiveOnly);
+        after.fold(T0 + 1000, 20, &b2, Fold::Replay);
+        for w in [Window::FiveMinutes, Window::Today] {
+            assert_eq!(after.window(T0 + 1000, w).site.counted, 5, "{w:?}");
+        }
+        assert_eq!(
+            after
+                .hourly()
+                .iter()
+                .map(|c| c.figures.counted)
+                .sum::<u64>(),
+            5
+        );
+        let next = after.take_checkpoint().unwrap();
+        assert_eq!(next.watermark, Some(20));
+        assert_eq!(
+            next.site_days
+                .iter()
+                .map(|(_, s)| s.total().counted())
+                .sum::<u64>(),
+            2
+        );
+    }
+
+    #[test]
+    fn days_past_the_aggregate_retention_leave_the_hour_table() {
+        let mut s = Scores::new(ScoresConfig::default(), zones(), 7, T0);
+        let old = T0 - 6 * DAY_MS;
+        record(&mut s, T0, "f1", Button::Happy, old, true);
+        record(&mut s, T0, "f1", Button::Happy, T0 - 10 * DAY_MS, true);
+        assert_eq!(
+            s.hourly().iter().map(|c| c.figures.counted).sum::<u64>(),
+            1,
+            "a press older than the retention is not folded in"
+        );
+        let cp = s.take_checkpoint().unwrap();
+        let (day, slots) = cp.site_days[0].clone();
+        assert!(s.retention_cutoff(T0 + 2 * DAY_MS) > day);
+        s.forget_site_day(day, &slots);
+        assert_eq!(s.hourly().iter().map(|c| c.figures.counted).sum::<u64>(), 0);
     }
 }

@@ -8,26 +8,30 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pressline_protocol::topic::{AckJsonTopic, AckTopic, UpstreamPressTopic};
-use pressline_protocol::upstream::{press_id, UpstreamPress, PRESS_SCHEMA};
+use pressline_protocol::topic::{AckJsonTopic, AckTopic};
 use pressline_protocol::{ack::ACK_BUF_LEN, json};
 use rumqttd::local::LinkTx;
 use tokio::sync::{watch, Notify};
 
-use crate::clock::rfc3339_ms;
+use crate::clock::unix_ms_now;
+use crate::insight::checkpoints;
 use crate::insight::misuse::{MisuseFilter, NotCounted};
+use crate::insight::scores::{Fold, Scores};
 use crate::pipeline::acks::{coalesce, Form};
 use crate::pipeline::ingest::IncomingPress;
 use crate::stats::Stats;
-use crate::store::{OutboxEntry, PressToStore, Store, StoreOutcome};
+use crate::store::{PressToStore, Store, StoreOutcome};
 use crate::terminals::registry::FleetInput;
+
+/// How often the score engine's changes are checkpointed: a crash costs a
+/// restart this much of the press log to fold in again, never a count.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
 
 /// What the committer needs.
 pub struct Committer {
-    pub site: String,
     pub store: Store,
     pub stats: Arc<Stats>,
     pub link: LinkTx,
@@ -37,11 +41,15 @@ pub struct Committer {
     pub forward_wake: Arc<Notify>,
     /// Decides which new presses count as opinions.
     pub misuse: MisuseFilter,
-    /// (terminal, boot) → highest sequence number stored as new since start.
-    pub high_water: std::collections::HashMap<(String, u32), u32>,
-    /// Newly stored presses, for the terminal registry's rules.
+    /// The score engine: every durable batch is folded in here, and its
+    /// checkpoints are written from this thread (the only writer).
+    pub scores: Arc<Mutex<Scores>>,
+    /// Newly stored presses, for the terminal registry's health rules.
     pub to_fleet: tokio::sync::mpsc::Sender<FleetInput>,
     pub shutdown: watch::Receiver<bool>,
+    /// Storage failures are logged at most every 10 s: while the store is
+    /// being reopened every batch fails.
+    pub failures: crate::stats::RateLimitedLog,
 }
 
 impl Committer {
@@ -49,17 +57,43 @@ impl Committer {
     /// before returning.
     pub fn run(mut self, incoming: Receiver<IncomingPress>) {
         let mut last_disk_check = Instant::now() - Duration::from_secs(60);
+        let mut last_checkpoint = Instant::now();
+        let mut last_eviction = Instant::now();
+        let mut generation = self.store.generation();
         loop {
             if last_disk_check.elapsed() >= Duration::from_secs(1) {
                 self.check_disk();
                 last_disk_check = Instant::now();
             }
+            if self.store.generation() != generation {
+                // Reopened after a fault: fold in what reached disk unseen.
+                match checkpoints::catch_up(&self.store, &self.scores, unix_ms_now()) {
+                    Ok(n) => {
+                        generation = self.store.generation();
+                        if n > 0 {
+                            tracing::info!(
+                                presses = n,
+                                "folded presses the store kept through its fault into the scores"
+                            );
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "cannot catch the scores up yet"),
+                }
+            }
+            if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+                self.checkpoint();
+                last_checkpoint = Instant::now();
+            }
+            if last_eviction.elapsed() >= Duration::from_secs(60) {
+                self.store.evict_idle();
+                last_eviction = Instant::now();
+            }
             let stopping = *self.shutdown.borrow();
             let first = match incoming.recv_timeout(Duration::from_millis(200)) {
                 Ok(p) => p,
-                Err(RecvTimeoutError::Timeout) if stopping => return,
+                Err(RecvTimeoutError::Timeout) if stopping => break,
                 Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Disconnected) => break,
             };
             let mut batch = Vec::with_capacity(64);
             batch.push(first);
@@ -70,6 +104,13 @@ impl Committer {
                 }
             }
             self.commit(batch);
+        }
+        self.checkpoint();
+    }
+
+    fn checkpoint(&self) {
+        if let Err(e) = checkpoints::write(&self.store, &self.scores) {
+            tracing::warn!(error = %e, "cannot checkpoint the scores (kept for the next attempt; the press log has every press)");
         }
     }
 
@@ -94,19 +135,17 @@ impl Committer {
         let mut in_batch = std::collections::HashSet::with_capacity(batch.len());
         for (i, incoming) in batch.iter().enumerate() {
             let fresh_in_batch = in_batch.insert((incoming.terminal.as_str(), incoming.press.id));
-            // Terminals number presses in order: past the highest new press
-            // seen for this terminal and boot, a press cannot be stored yet,
-            // so the lookup is only needed for resends and after a restart.
-            let above_high_water = self
-                .high_water
-                .get(&(incoming.terminal.clone(), incoming.press.id.boot))
-                .is_some_and(|&hw| incoming.press.id.seq > hw);
-            let known = !fresh_in_batch
-                || (!above_high_water
-                    && matches!(
-                        self.store.press(&incoming.terminal, incoming.press.id),
-                        Ok(Some(_))
-                    ));
+            let known = if fresh_in_batch {
+                match self.store.is_stored(&incoming.terminal, incoming.press.id) {
+                    Ok(known) => known,
+                    Err(e) => {
+                        self.storage_failed(&e, batch.len());
+                        return;
+                    }
+                }
+            } else {
+                true
+            };
             if storage_full && !known {
                 // Only presses we already have may be acked now.
                 self.stats
@@ -122,53 +161,48 @@ impl Committer {
                 let at = pressed_at(incoming).unwrap_or(incoming.received_at_ms);
                 self.misuse.classify(&incoming.terminal, at)
             };
-            offers.push(self.to_store(incoming, verdict));
+            offers.push(to_store(incoming, verdict));
             offered_from.push(i);
         }
         if offers.is_empty() {
             return;
         }
-        let outcomes = match self.store.commit(&offers) {
-            Ok(o) => o,
+        let committed = match self.store.commit(&offers) {
+            Ok(c) => c,
             Err(e) => {
-                self.stats.storage_errors.fetch_add(1, Relaxed);
-                tracing::error!(error = %e, presses = offers.len(), "commit failed; nothing acked, terminals will resend");
+                self.storage_failed(&e, offers.len());
                 return;
             }
         };
         self.stats.commit_batches.fetch_add(1, Relaxed);
-        let stored = outcomes
+        let stored = committed
+            .outcomes
             .iter()
             .filter(|o| **o == StoreOutcome::Stored)
             .count() as u64;
         self.stats.presses_stored.fetch_add(stored, Relaxed);
         self.stats
             .presses_duplicate
-            .fetch_add(outcomes.len() as u64 - stored, Relaxed);
-        if stored > 0 {
+            .fetch_add(committed.outcomes.len() as u64 - stored, Relaxed);
+        if let Some((first_id, fresh)) = &committed.batch {
             self.stats.forward_pending.fetch_add(stored as i64, Relaxed);
             self.forward_wake.notify_one();
-            let now = crate::clock::unix_ms_now();
+            let now = unix_ms_now();
             let day = crate::clock::utc_day(now);
-            match self.store.count_stored_on(day, stored) {
-                Ok(total) => self.stats.set_today(day, total),
-                Err(e) => tracing::warn!(error = %e, "cannot update the daily press count"),
-            }
-            for (offer, outcome) in offers.iter().zip(&outcomes) {
-                if *outcome == StoreOutcome::Stored {
-                    let hw = self
-                        .high_water
-                        .entry((offer.terminal.clone(), offer.id.boot))
-                        .or_insert(offer.id.seq);
-                    *hw = (*hw).max(offer.id.seq);
-                    let _ = self.to_fleet.try_send(FleetInput::Press {
-                        terminal: offer.terminal.clone(),
-                        button: offer.button,
-                        at_ms: offer.received_at_ms,
-                        pressed_at_ms: offer.pressed_at_ms.unwrap_or(offer.received_at_ms),
-                        counted: offer.counted,
-                    });
-                }
+            self.stats.set_today(day, self.store.stored_on(day));
+            self.scores.lock().unwrap_or_else(|p| p.into_inner()).fold(
+                now,
+                *first_id,
+                fresh,
+                Fold::New,
+            );
+            for (terminal, press) in fresh.iter() {
+                let _ = self.to_fleet.try_send(FleetInput::Press {
+                    terminal: terminal.to_string(),
+                    button: press.button,
+                    at_ms: press.received_at_ms,
+                    pressed_at_ms: press.at_ms(),
+                });
             }
         }
 
@@ -204,40 +238,22 @@ impl Committer {
         }
     }
 
-    fn to_store(&self, incoming: &IncomingPress, not_counted: Option<NotCounted>) -> PressToStore {
-        let pressed_at_ms = pressed_at(incoming);
-        let upstream = UpstreamPress {
-            schema: PRESS_SCHEMA.into(),
-            id: press_id(&self.site, &incoming.terminal, incoming.press.id),
-            site: self.site.clone(),
-            terminal: incoming.terminal.clone(),
-            boot: incoming.press.id.boot,
-            seq: incoming.press.id.seq,
-            button: incoming.press.button.name().into(),
-            score: incoming.press.button.score(),
-            pressed_at: pressed_at_ms.map(rfc3339_ms),
-            received_at: rfc3339_ms(incoming.received_at_ms),
-            counted: not_counted.is_none(),
-            not_counted_reason: not_counted.map(|n| n.reason().to_string()),
-        };
-        PressToStore {
-            terminal: incoming.terminal.clone(),
-            id: incoming.press.id,
-            button: incoming.press.button,
-            received_at_ms: incoming.received_at_ms,
-            pressed_at_ms,
-            counted: not_counted.is_none(),
-            upstream: OutboxEntry {
-                topic: UpstreamPressTopic {
-                    site: &self.site,
-                    terminal: &incoming.terminal,
-                }
-                .to_string(),
-                payload: serde_json::to_vec(&upstream).expect("plain struct serializes"),
-                retain: false,
-                is_press: true,
-            },
+    fn storage_failed(&mut self, error: &crate::store::StoreError, presses: usize) {
+        self.stats.storage_errors.fetch_add(1, Relaxed);
+        if let Some(suppressed) = self.failures.admit("commit", Instant::now()) {
+            tracing::error!(error = %error, presses, suppressed, "commit failed; nothing acked, terminals will resend (similar failures are logged at most every 10 s)");
         }
+    }
+}
+
+fn to_store(incoming: &IncomingPress, not_counted: Option<NotCounted>) -> PressToStore {
+    PressToStore {
+        terminal: incoming.terminal.clone(),
+        id: incoming.press.id,
+        button: incoming.press.button,
+        received_at_ms: incoming.received_at_ms,
+        pressed_at_ms: pressed_at(incoming),
+        not_counted,
     }
 }
 

@@ -30,8 +30,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use pressline_protocol::topic::GatewayStatusTopic;
-use pressline_protocol::upstream::{GatewayStatus, GATEWAY_STATUS_SCHEMA};
+use pressline_protocol::topic::{GatewayStatusTopic, UpstreamPressTopic};
+use pressline_protocol::upstream::{
+    press_id, GatewayStatus, UpstreamPress, GATEWAY_STATUS_SCHEMA, PRESS_SCHEMA,
+};
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
     TlsConfiguration, Transport,
@@ -39,9 +41,10 @@ use rumqttc::{
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
+use crate::clock::rfc3339_ms;
 use crate::config::UpstreamAddr;
 use crate::stats::Stats;
-use crate::store::Store;
+use crate::store::{LoggedPress, OutboxItem, Store};
 
 /// Upstream connection settings.
 #[derive(Debug, Clone)]
@@ -97,6 +100,9 @@ struct Window {
     backlog_cursor: Option<u64>,
     /// Last live key (after `backlog_end`) handed over on this connection.
     live_cursor: Option<u64>,
+    /// The store's generation the cursors belong to (see
+    /// [`Store::generation`]).
+    generation: u64,
 }
 
 /// An outbox entry in flight.
@@ -136,11 +142,26 @@ struct Shared {
     client: AsyncClient,
     window: Mutex<Window>,
     wake: Arc<Notify>,
+    /// Outbox read errors (a store being reopened fails every read),
+    /// logged at most once a minute.
+    read_errors: Mutex<crate::stats::RateLimitedLog>,
 }
 
 impl Shared {
     fn window(&self) -> MutexGuard<'_, Window> {
         self.window.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Logs an outbox error, at most once a minute per kind of failure.
+    fn outbox_error(&self, failed: &'static str, error: &crate::store::StoreError) {
+        let admitted = self
+            .read_errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .admit(failed, std::time::Instant::now());
+        if let Some(suppressed) = admitted {
+            tracing::error!(error = %error, suppressed, "{failed}");
+        }
     }
 
     fn status_payload(&self, state: &str, since: Option<String>) -> Vec<u8> {
@@ -229,6 +250,7 @@ impl Forwarder {
             client,
             window: Mutex::new(Window::default()),
             wake,
+            read_errors: Mutex::new(crate::stats::RateLimitedLog::new(Duration::from_secs(60))),
         });
         let poller = tokio::spawn(poll(shared.clone(), eventloop));
         let feeder = tokio::spawn(feed(shared.clone(), shutdown));
@@ -268,6 +290,24 @@ async fn feed(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     loop {
         loop {
             let mut window = shared.window();
+            let generation = shared.store.generation();
+            if window.connected && window.generation != generation {
+                // The store was reopened after a fault: what it holds is
+                // what is on disk. Split it again as at a reconnect;
+                // messages in flight are resent at worst (same ids).
+                match shared.store.outbox_last_key() {
+                    Ok(end) => {
+                        window.backlog_end = end;
+                        window.backlog_cursor = None;
+                        window.live_cursor = end;
+                        window.generation = generation;
+                    }
+                    Err(e) => {
+                        shared.outbox_error("cannot read the upstream outbox; retrying", &e);
+                        break;
+                    }
+                }
+            }
             let room = window_size.saturating_sub(window.in_flight());
             // Refill in batches of a quarter window (one outbox read per
             // batch, not per PUBACK) unless the window is nearly empty.
@@ -278,7 +318,7 @@ async fn feed(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             let live = match shared.store.outbox_after(window.live_cursor, room) {
                 Ok(e) => e,
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot read the upstream outbox");
+                    shared.outbox_error("cannot read the upstream outbox; retrying", &e);
                     break;
                 }
             };
@@ -291,7 +331,7 @@ async fn feed(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
                     {
                         Ok(e) => e,
                         Err(e) => {
-                            tracing::error!(error = %e, "cannot read the upstream outbox");
+                            shared.outbox_error("cannot read the upstream outbox; retrying", &e);
                             break;
                         }
                     }
@@ -306,18 +346,24 @@ async fn feed(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
                 break;
             }
             let mut full = false;
-            for (is_live, (key, entry)) in live
+            for (is_live, (key, item)) in live
                 .into_iter()
                 .map(|e| (true, e))
                 .chain(backlog.into_iter().map(|e| (false, e)))
             {
-                window.handed_over.push_back(Some(Handed {
-                    key,
-                    is_press: entry.is_press,
-                }));
+                let is_press = item.is_press();
+                let (topic, payload, retain) = match item {
+                    OutboxItem::Press { terminal, press } => {
+                        let (topic, payload) =
+                            press_document(&shared.config.site, &terminal, &press);
+                        (topic, payload, false)
+                    }
+                    OutboxItem::Document(d) => (d.topic, d.payload, d.retain),
+                };
+                window.handed_over.push_back(Some(Handed { key, is_press }));
                 if shared
                     .client
-                    .try_publish(entry.topic, QoS::AtLeastOnce, entry.retain, entry.payload)
+                    .try_publish(topic, QoS::AtLeastOnce, retain, payload)
                     .is_err()
                 {
                     window.handed_over.pop_back();
@@ -338,12 +384,41 @@ async fn feed(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             _ = shared.wake.notified() => {}
             _ = persist_acks.tick() => {
                 if let Err(e) = shared.store.persist_outbox_acks() {
-                    tracing::error!(error = %e, "cannot record upstream acknowledgements (those messages may be sent again after a restart)");
+                    shared.outbox_error(
+                        "cannot record upstream acknowledgements (those messages may be sent again)",
+                        &e,
+                    );
                 }
             }
             _ = shutdown.changed() => return,
         }
     }
+}
+
+/// The `pressline.press.v1` document of a stored press, and its topic:
+/// rendered when it is sent, so the store keeps a dozen bytes a press
+/// rather than the document.
+pub fn press_document(site: &str, terminal: &str, press: &LoggedPress) -> (String, Vec<u8>) {
+    let document = UpstreamPress {
+        schema: PRESS_SCHEMA.into(),
+        id: press_id(site, terminal, press.id()),
+        site: site.to_string(),
+        terminal: terminal.to_string(),
+        boot: press.boot,
+        seq: press.seq,
+        button: press.button.name().into(),
+        score: press.button.score(),
+        pressed_at: press.pressed_at_ms.map(rfc3339_ms),
+        received_at: rfc3339_ms(press.received_at_ms),
+        counted: press.counted,
+        not_counted_reason: press.reason.map(|r| r.reason().to_string()),
+    };
+    let payload = serde_json::to_vec(&document).unwrap_or_else(|e| {
+        // A struct of strings and numbers always serializes.
+        tracing::error!(error = %e, "cannot render a press document");
+        Vec::new()
+    });
+    (UpstreamPressTopic { site, terminal }.to_string(), payload)
 }
 
 /// Drops acknowledged entries from the outbox and counts them. A crash
@@ -362,9 +437,10 @@ fn remove_acked(shared: &Shared, acked: &mut Vec<Handed>) {
                 .forward_pending
                 .fetch_sub(presses as i64, Relaxed);
         }
-        Err(e) => {
-            tracing::error!(error = %e, "cannot update the upstream outbox (those messages will be sent again)")
-        }
+        Err(e) => shared.outbox_error(
+            "cannot record upstream acknowledgements (those messages will be sent again)",
+            &e,
+        ),
     }
     acked.clear();
 }
@@ -402,15 +478,17 @@ async fn poll(shared: Arc<Shared>, mut eventloop: EventLoop) {
                         tracing::info!(upstream = %addr, session_present = ack.session_present, pending, "upstream connected")
                     }
                 }
+                let generation = shared.store.generation();
                 let backlog_end = match shared.store.outbox_last_key() {
                     Ok(k) => k,
                     Err(e) => {
-                        tracing::error!(error = %e, "cannot read the upstream outbox");
+                        shared.outbox_error("cannot read the upstream outbox; retrying", &e);
                         None
                     }
                 };
                 let mut window = shared.window();
                 window.reset(true, backlog_end);
+                window.generation = generation;
                 shared.publish_status(&mut window, "online");
                 shared.stats.upstream_connected.store(true, Relaxed);
                 drop(window);

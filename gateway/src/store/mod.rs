@@ -4,161 +4,440 @@
 //! so everything the gateway persists goes through this one small interface,
 //! and the crash tests (`kill -9` under load) are what prove it.
 //!
-//! Trees:
-//! - `presses`: key `terminal \0 boot(BE) seq(BE)` → [`StoredPress`]. The key
-//!   *is* the dedup identity, so a press can only ever be stored once.
-//! - `terminals`: terminal id → registry state (JSON, owned by the terminal
-//!   registry).
-//! - `alerts`: alert id (BE) → alert.
-//! - `meta`: small counters (`stored_day`: presses stored per UTC day).
-//! - `rollouts`: rollout id (BE u32) → the orchestrator state (JSON).
-//! - `outbox.<segment>`: key = sled-generated increasing id (BE) →
-//!   [`OutboxEntry`], the upstream message still to be acknowledged by the
-//!   upstream broker, in segments of consecutive ids (see [`outbox`]).
-//!   Acknowledged ids are recorded as ranges in `meta` and skipped; a segment
-//!   is dropped whole once every entry in it is acknowledged. A restart
-//!   resends from the oldest unacknowledged entry.
+//! # Layout (store layout 2)
+//! - `presslog.<day>`: the presses of each UTC day, one [`PressBatch`]
+//!   record per group commit ([`press_log`]); dropped whole by retention.
+//! - `dedup`: which sequence numbers of each (terminal, boot) are stored,
+//!   as ranges ([`dedup`]).
+//! - `outbox2.<segment>`: the upstream outbox: press batches and rendered
+//!   documents awaiting the upstream broker's PUBACK ([`outbox`]).
+//! - `aggregates`: checkpoints of the satisfaction aggregates ([`aggregates`]).
+//! - `terminals`, `alerts`, `credentials`, `releases`, `rollouts`: JSON
+//!   records owned by the terminal registry, identities and OTA.
+//! - `meta`: the outbox's acknowledged ranges, the layout number.
 //!
-//! A press and its outbox entry are written in one transaction, and a batch
-//! is flushed (fsync) once before any of it is acked to terminals: group
-//! commit, one fsync per batch rather than per press.
+//! A commit writes its presses' press-log record, outbox record(s) and
+//! dedup ranges in one transaction and flushes (fsync) once before any of
+//! it is acked to terminals: group commit, one fsync and a handful of
+//! records per batch however many presses it holds. What sled holds grows
+//! with commits and (terminal, boot) pairs, not with each press. Layout 1
+//! (one key per press) is migrated in place at open ([`migrate`]).
+//!
+//! # Faults
+//! After an I/O error (a full disk, EIO) sled refuses every later write
+//! until the database is opened again. So the store treats one as a fault:
+//! it closes the database, reports the cause ([`Store::fault`]), refuses
+//! operations meanwhile ([`StoreError::Unavailable`]: nothing is acked, and
+//! terminals keep their presses), and reopens it in the background, again
+//! and again, until it works. [`Store::generation`] then changes, so the
+//! parts that cache positions (the forwarder, the score engine) catch up
+//! from disk.
 
-use std::collections::HashSet;
-use std::path::Path;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
 
 use pressline_protocol::PressId;
 use serde::Serialize;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
+pub mod aggregates;
+pub mod dedup;
+mod migrate;
 pub mod outbox;
+pub mod press_log;
 mod records;
 
-pub use records::{OutboxEntry, PressToStore, StoreError, StoreOutcome, StoredPress};
+pub use aggregates::Checkpoint;
+pub use records::{
+    LoggedPress, OutboxEntry, OutboxItem, OutboxRecord, PressBatch, PressToStore, StoreError,
+    StoreOutcome, TerminalRun,
+};
 
+use dedup::{DedupIndex, DedupRecord};
 use outbox::Outbox;
+use press_log::PressLog;
 
-/// The gateway's durable store.
+/// The store layout this code writes (kept in `meta`).
+pub const LAYOUT: u8 = 2;
+const LAYOUT_KEY: &[u8] = b"layout";
+
+/// What a commit did.
+#[derive(Debug, Default)]
+pub struct Committed {
+    /// One per offered press, in order.
+    pub outcomes: Vec<StoreOutcome>,
+    /// The new presses, with the outbox id of the first (the press-log
+    /// key): what the score engine folds in.
+    pub batch: Option<(u64, PressBatch)>,
+}
+
+/// Why the store is unavailable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fault {
+    /// `no_space`, `io_error`, `corruption` or `bug` (a stable label for
+    /// metrics).
+    pub reason: &'static str,
+    /// sled's error, in words.
+    pub detail: String,
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.reason {
+            "no_space" => write!(f, "no space left for the press store ({}): free disk space; the gateway reopens the store by itself", self.detail),
+            _ => write!(f, "press store {} ({}); the gateway is reopening it", self.reason.replace('_', " "), self.detail),
+        }
+    }
+}
+
+/// The gateway's durable store (cheap to clone: a handle).
 #[derive(Clone)]
 pub struct Store {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    dir: PathBuf,
+    cache_bytes: u64,
+    open: RwLock<Option<Arc<Open>>>,
+    fault: Mutex<Option<Fault>>,
+    generation: AtomicU64,
+    recovering: AtomicBool,
+    /// Last size read, reported while the store is closed.
+    disk_bytes: AtomicU64,
+}
+
+/// The open database and its trees.
+struct Open {
     db: sled::Db,
-    presses: sled::Tree,
-    outbox: std::sync::Arc<Outbox>,
+    press_log: PressLog,
+    dedup_tree: sled::Tree,
+    dedup: Mutex<DedupIndex>,
+    outbox: Outbox,
+    aggregates: sled::Tree,
     terminals: sled::Tree,
     alerts: sled::Tree,
-    meta: sled::Tree,
     credentials: sled::Tree,
     releases: sled::Tree,
     rollouts: sled::Tree,
 }
 
-fn press_key(terminal: &str, id: PressId) -> Vec<u8> {
-    let mut key = Vec::with_capacity(terminal.len() + 9);
-    key.extend_from_slice(terminal.as_bytes());
-    key.push(0);
-    key.extend_from_slice(&id.boot.to_be_bytes());
-    key.extend_from_slice(&id.seq.to_be_bytes());
-    key
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn tx_error(e: TransactionError<StoreError>) -> StoreError {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => StoreError::Sled(e),
+    }
+}
+
+impl Open {
+    fn open(dir: &Path, cache_bytes: u64) -> Result<Open, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            // Commits flush explicitly before acking; this only bounds how
+            // much outbox bookkeeping a crash can roll back (resends).
+            .flush_every_ms(Some(1000))
+            .open()?;
+        let meta = db.open_tree("meta")?;
+        let press_log = PressLog::open(&db)?;
+        let dedup_tree = db.open_tree("dedup")?;
+        migrate::layout1(&db, &meta, &press_log, &dedup_tree)?;
+        let outbox = Outbox::open(&db, &meta, outbox::SEGMENT_KEYS)?;
+        if meta.get(LAYOUT_KEY)?.as_deref() != Some(&[LAYOUT]) {
+            meta.insert(LAYOUT_KEY, &[LAYOUT])?;
+            db.flush()?;
+        }
+        Ok(Open {
+            press_log,
+            dedup_tree,
+            dedup: Mutex::new(DedupIndex::default()),
+            outbox,
+            aggregates: db.open_tree("aggregates")?,
+            terminals: db.open_tree("terminals")?,
+            alerts: db.open_tree("alerts")?,
+            credentials: db.open_tree("credentials")?,
+            releases: db.open_tree("releases")?,
+            rollouts: db.open_tree("rollouts")?,
+            db,
+        })
+    }
+
+    fn commit(&self, batch: &[PressToStore]) -> Result<Committed, StoreError> {
+        let now = Instant::now();
+        let mut dedup = lock(&self.dedup);
+        // Records as they will be if the commit succeeds; the cache is
+        // only updated once the batch is durable.
+        let mut records: HashMap<(&str, u32), DedupRecord> = HashMap::new();
+        let mut changed: HashSet<(&str, u32)> = HashSet::new();
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut fresh = PressBatch::default();
+        let day = batch
+            .first()
+            .map_or(0, |p| crate::clock::utc_day(p.received_at_ms));
+        for p in batch {
+            let k = (p.terminal.as_str(), p.id.boot);
+            if !records.contains_key(&k) {
+                let record = dedup.get(&self.dedup_tree, k.0, k.1, now)?.clone();
+                records.insert(k, record);
+            }
+            let record = records
+                .get_mut(&k)
+                .ok_or(StoreError::Malformed("dedup overlay lost a record"))?;
+            if !record.seqs.insert(p.id.seq) {
+                outcomes.push(StoreOutcome::Duplicate);
+                continue;
+            }
+            record.last_day = record.last_day.max(day);
+            changed.insert(k);
+            outcomes.push(StoreOutcome::Stored);
+            fresh.push(
+                &p.terminal,
+                LoggedPress {
+                    boot: p.id.boot,
+                    seq: p.id.seq,
+                    button: p.button,
+                    received_at_ms: p.received_at_ms,
+                    pressed_at_ms: p.pressed_at_ms.map(|at| at.min(p.received_at_ms)),
+                    counted: p.not_counted.is_none(),
+                    reason: p.not_counted,
+                },
+            );
+        }
+        if fresh.is_empty() {
+            // Only resends: stored and flushed by an earlier commit.
+            return Ok(Committed {
+                outcomes,
+                batch: None,
+            });
+        }
+        let reservation = self.outbox.reserve(fresh.len())?;
+        let first_id = *reservation
+            .ids()
+            .first()
+            .ok_or(StoreError::Malformed("no outbox id reserved"))?;
+        let outbox_records = reservation.press_records(&fresh)?;
+        let log_tree = self.press_log.tree(day)?;
+        let count_after = self.press_log.count_on(day) + fresh.len() as u64;
+        let log_record = fresh.to_bytes();
+        let dedup_writes: Vec<(Vec<u8>, Vec<u8>)> = changed
+            .iter()
+            .map(|k| (dedup::key(k.0, k.1), records[k].encode()))
+            .collect();
+        let mut trees = vec![&log_tree, &self.dedup_tree];
+        trees.extend(reservation.trees());
+        trees
+            .as_slice()
+            .transaction(|t| {
+                PressLog::write(&t[0], first_id, &log_record, count_after)?;
+                for (k, v) in &dedup_writes {
+                    t[1].insert(k.as_slice(), v.as_slice())?;
+                }
+                for (tree, key, record) in &outbox_records {
+                    t[2 + tree].insert(&key.to_be_bytes(), record.as_slice())?;
+                }
+                Ok::<(), ConflictableTransactionError<StoreError>>(())
+            })
+            .map_err(tx_error)?;
+        drop(reservation);
+        self.outbox.persist_acknowledged()?;
+        self.db.flush()?;
+        // Durable: now it is the truth.
+        self.press_log.set_count(day, count_after);
+        for k in changed {
+            if let Some(record) = records.remove(&k) {
+                dedup.put(k.0, k.1, record, now);
+            }
+        }
+        Ok(Committed {
+            outcomes,
+            batch: Some((first_id, fresh)),
+        })
+    }
+
+    fn is_stored(&self, terminal: &str, id: PressId) -> Result<bool, StoreError> {
+        let mut dedup = lock(&self.dedup);
+        Ok(dedup
+            .get(&self.dedup_tree, terminal, id.boot, Instant::now())?
+            .seqs
+            .contains(id.seq))
+    }
+
+    /// Drops press-log days before `cutoff_day` and the dedup records of
+    /// (terminal, boot) pairs with no new press since.
+    fn prune_raw(&self, cutoff_day: i64) -> Result<u64, StoreError> {
+        let dropped = self.press_log.drop_days_before(cutoff_day)?;
+        let mut stale = Vec::new();
+        for item in self.dedup_tree.iter() {
+            let (key, value) = item?;
+            match DedupRecord::decode(&value) {
+                Ok(r) if r.last_day >= cutoff_day => {}
+                _ => stale.push(key),
+            }
+        }
+        if !stale.is_empty() {
+            let mut dedup = lock(&self.dedup);
+            let mut batch = sled::Batch::default();
+            for key in &stale {
+                if let Some((terminal, boot)) = dedup::parse_key(key) {
+                    dedup.forget(terminal, boot);
+                }
+                batch.remove(key.as_ref());
+            }
+            self.dedup_tree.apply_batch(batch)?;
+        }
+        if dropped > 0 || !stale.is_empty() {
+            self.db.flush()?;
+        }
+        Ok(dropped)
+    }
+}
+
+/// sled errors that mean the database must be opened again.
+fn fault_reason(e: &sled::Error) -> Option<&'static str> {
+    match e {
+        sled::Error::Io(io) => Some(
+            if io.raw_os_error() == Some(28) || io.kind() == std::io::ErrorKind::StorageFull {
+                "no_space"
+            } else {
+                "io_error"
+            },
+        ),
+        sled::Error::Corruption { .. } => Some("corruption"),
+        sled::Error::ReportableBug(_) => Some("bug"),
+        _ => None,
+    }
 }
 
 impl Store {
     /// Opens (or creates) the store in `dir`, with a page cache of
-    /// `cache_bytes` (sled's default of 1 GB is far too much for a site box).
+    /// `cache_bytes` (sled's default of 1 GB is far too much for a site
+    /// box), migrating an earlier layout in place.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(cache_bytes)
-            // We flush explicitly before acking; this only bounds how much
-            // outbox bookkeeping a crash can roll back (harmless resends).
-            .flush_every_ms(Some(1000))
-            .open()?;
-        let presses = db.open_tree("presses")?;
-        let terminals = db.open_tree("terminals")?;
-        let alerts = db.open_tree("alerts")?;
-        let meta = db.open_tree("meta")?;
-        let outbox = std::sync::Arc::new(Outbox::open(&db, &meta, outbox::SEGMENT_KEYS)?);
-        let credentials = db.open_tree("credentials")?;
-        let releases = db.open_tree("releases")?;
-        let rollouts = db.open_tree("rollouts")?;
+        let open = Open::open(dir, cache_bytes)?;
         Ok(Store {
-            db,
-            presses,
-            outbox,
-            terminals,
-            alerts,
-            meta,
-            credentials,
-            releases,
-            rollouts,
+            shared: Arc::new(Shared {
+                dir: dir.to_path_buf(),
+                cache_bytes,
+                open: RwLock::new(Some(Arc::new(open))),
+                fault: Mutex::new(None),
+                generation: AtomicU64::new(0),
+                recovering: AtomicBool::new(false),
+                disk_bytes: AtomicU64::new(0),
+            }),
         })
     }
 
-    /// Stores each press that is not stored yet, and enqueues its upstream
-    /// message, atomically; then makes it durable. Returns one outcome per
-    /// input, in order. Nothing may be acked unless this returned `Ok`.
-    pub fn commit(&self, batch: &[PressToStore]) -> Result<Vec<StoreOutcome>, StoreError> {
-        let keys: Vec<Vec<u8>> = batch.iter().map(|p| press_key(&p.terminal, p.id)).collect();
-        // Ids for the outbox entries, reserved up front so the segment
-        // trees they fall in can join the transaction. Ids left over
-        // (duplicates) are gaps, which the outbox skips.
-        let reservation = self.outbox.reserve(batch.len())?;
-        let mut trees = vec![&self.presses];
-        trees.extend(reservation.trees());
-        let outcomes = trees
-            .as_slice()
-            .transaction(|trees| {
-                let presses = &trees[0];
-                let mut ids = reservation.ids().iter();
-                let mut seen = HashSet::with_capacity(batch.len());
-                let mut outcomes = Vec::with_capacity(batch.len());
-                for (press, key) in batch.iter().zip(&keys) {
-                    if !seen.insert(key.as_slice()) || presses.get(key)?.is_some() {
-                        outcomes.push(StoreOutcome::Duplicate);
-                        continue;
-                    }
-                    let record = StoredPress {
-                        button: press.button.score(),
-                        received_at_ms: press.received_at_ms,
-                        pressed_at_ms: press.pressed_at_ms,
-                        counted: press.counted,
-                    };
-                    let value = postcard::to_allocvec(&record)
-                        .map_err(ConflictableTransactionError::Abort)?;
-                    presses.insert(key.as_slice(), value)?;
-                    let entry = postcard::to_allocvec(&press.upstream)
-                        .map_err(ConflictableTransactionError::Abort)?;
-                    let outbox_id = *ids.next().expect("one id reserved per press");
-                    trees[1 + reservation.tree_index(outbox_id)]
-                        .insert(&outbox_id.to_be_bytes(), entry)?;
-                    outcomes.push(StoreOutcome::Stored);
-                }
-                Ok(outcomes)
-            })
-            .map_err(|e| match e {
-                TransactionError::Abort(e) => StoreError::Corrupt(e),
-                TransactionError::Storage(e) => StoreError::Sled(e),
-            })?;
-        drop(reservation);
-        self.outbox.persist_acknowledged()?;
-        self.db.flush()?;
-        Ok(outcomes)
+    fn current(&self) -> Result<Arc<Open>, StoreError> {
+        let open = self
+            .shared
+            .open
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        open.ok_or_else(|| {
+            StoreError::Unavailable(
+                self.fault()
+                    .map_or_else(|| "reopening".to_string(), |f| f.to_string()),
+            )
+        })
     }
 
-    /// Up to `limit` unacknowledged outbox entries with keys greater than
+    /// Runs `op` on the open database; an I/O error closes it and starts
+    /// reopening it (see the module documentation).
+    fn with<T>(&self, op: impl FnOnce(&Open) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let open = self.current()?;
+        let result = op(&open);
+        drop(open);
+        if let Err(StoreError::Sled(e)) = &result {
+            if let Some(reason) = fault_reason(e) {
+                self.start_recovery(reason, e.to_string());
+            }
+        }
+        result
+    }
+
+    fn start_recovery(&self, reason: &'static str, detail: String) {
+        {
+            let mut fault = lock(&self.shared.fault);
+            if fault.is_none() {
+                tracing::error!(reason, error = %detail, "the press store failed: nothing is acked until it is reopened (terminals keep their presses)");
+                *fault = Some(Fault { reason, detail });
+            }
+        }
+        let old = self
+            .shared
+            .open
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(old) = old {
+            if !self.shared.recovering.swap(true, Ordering::SeqCst) {
+                let shared = self.shared.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("store-recovery".into())
+                    .spawn(move || recover(shared, old));
+                if let Err(e) = spawned {
+                    tracing::error!(error = %e, "cannot start reopening the press store");
+                }
+            }
+        }
+    }
+
+    /// Why the store is unavailable, while it is.
+    pub fn fault(&self) -> Option<Fault> {
+        lock(&self.shared.fault).clone()
+    }
+
+    /// Changes each time the store is reopened after a fault.
+    pub fn generation(&self) -> u64 {
+        self.shared.generation.load(Ordering::SeqCst)
+    }
+
+    /// Stores each press that is not stored yet (its press-log record, its
+    /// outbox record, the dedup ranges), atomically; then makes it
+    /// durable. Returns one outcome per input, in order, and the new
+    /// presses. Nothing may be acked unless this returned `Ok`.
+    pub fn commit(&self, batch: &[PressToStore]) -> Result<Committed, StoreError> {
+        self.with(|o| o.commit(batch))
+    }
+
+    /// Whether a press is stored (the committer asks before the misuse
+    /// filter sees a press: a resend is not a new press).
+    pub fn is_stored(&self, terminal: &str, id: PressId) -> Result<bool, StoreError> {
+        self.with(|o| o.is_stored(terminal, id))
+    }
+
+    /// Forgets cached dedup records unused for a while (the committer
+    /// calls this now and then).
+    pub fn evict_idle(&self) {
+        if let Ok(open) = self.current() {
+            lock(&open.dedup).evict_idle(Instant::now());
+        }
+    }
+
+    /// Up to `limit` unacknowledged outbox messages with ids greater than
     /// `after` (or from the start), oldest first.
     pub fn outbox_after(
         &self,
         after: Option<u64>,
         limit: usize,
-    ) -> Result<Vec<(u64, OutboxEntry)>, StoreError> {
+    ) -> Result<Vec<(u64, OutboxItem)>, StoreError> {
         match after {
             Some(u64::MAX) => Ok(Vec::new()),
-            Some(k) => self.outbox.read(k + 1, u64::MAX, limit),
-            None => self.outbox.read(0, u64::MAX, limit),
+            Some(k) => self.with(|o| o.outbox.read(k + 1, u64::MAX, limit)),
+            None => self.with(|o| o.outbox.read(0, u64::MAX, limit)),
         }
     }
 
-    /// Up to `limit` unacknowledged outbox entries with keys in
+    /// Up to `limit` unacknowledged outbox messages with ids in
     /// `(after, upto]`, oldest first (the backlog part of a live-first
     /// drain).
     pub fn outbox_between(
@@ -166,32 +445,32 @@ impl Store {
         after: Option<u64>,
         upto: u64,
         limit: usize,
-    ) -> Result<Vec<(u64, OutboxEntry)>, StoreError> {
+    ) -> Result<Vec<(u64, OutboxItem)>, StoreError> {
         match after {
             Some(u64::MAX) => Ok(Vec::new()),
-            Some(k) => self.outbox.read(k + 1, upto, limit),
-            None => self.outbox.read(0, upto, limit),
+            Some(k) => self.with(|o| o.outbox.read(k + 1, upto, limit)),
+            None => self.with(|o| o.outbox.read(0, upto, limit)),
         }
     }
 
-    /// The newest outbox key, if any.
+    /// The newest outbox id, if any.
     pub fn outbox_last_key(&self) -> Result<Option<u64>, StoreError> {
-        self.outbox.last_key()
+        self.with(|o| o.outbox.last_key())
     }
 
     /// The upstream broker has these messages: they are not sent again.
     pub fn outbox_remove_all(&self, keys: &[u64]) -> Result<(), StoreError> {
-        self.outbox.acknowledge(keys)
+        self.with(|o| o.outbox.acknowledge(keys))
     }
 
     /// The upstream broker has the message: it is not sent again.
     pub fn outbox_remove(&self, key: u64) -> Result<(), StoreError> {
-        self.outbox.acknowledge(&[key])
+        self.outbox_remove_all(&[key])
     }
 
-    /// Number of stored presses (walks the tree: call at start-up only).
-    pub fn press_count(&self) -> usize {
-        self.presses.len()
+    /// Presses in the press log.
+    pub fn press_count(&self) -> u64 {
+        self.current().map_or(0, |o| o.press_log.total())
     }
 
     /// Number of upstream messages not yet acknowledged (walks them all:
@@ -200,210 +479,249 @@ impl Store {
         self.outbox_counts().0
     }
 
-    /// Number of presses among them (decodes every entry: start-up only).
+    /// Number of presses among them (start-up only).
     pub fn outbox_presses(&self) -> usize {
         self.outbox_counts().1
     }
 
     fn outbox_counts(&self) -> (usize, usize) {
-        self.outbox.count().unwrap_or_else(|e| {
+        self.with(|o| o.outbox.count()).unwrap_or_else(|e| {
             tracing::error!(error = %e, "cannot count the upstream outbox");
             (0, 0)
         })
     }
 
-    /// Looks a press up.
-    pub fn press(&self, terminal: &str, id: PressId) -> Result<Option<StoredPress>, StoreError> {
-        match self.presses.get(press_key(terminal, id))? {
-            Some(v) => Ok(Some(postcard::from_bytes(&v)?)),
-            None => Ok(None),
-        }
-    }
-
-    /// Enqueues upstream messages that are not presses (health, alerts).
-    /// Not flushed here: losing them in a crash only loses a status update
-    /// that the next change repeats.
+    /// Enqueues upstream documents (health, alerts, OTA events). Not
+    /// flushed here: losing them in a crash only loses a status update that
+    /// the next change repeats.
     pub fn enqueue_upstream(&self, entries: &[OutboxEntry]) -> Result<(), StoreError> {
-        self.outbox.enqueue(entries)
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.with(|o| o.outbox.enqueue(entries))
     }
 
-    /// Saves a serializable registry record under `key` in `terminals` or
-    /// `alerts` (JSON, so the layout can grow fields).
+    /// Saves a registry record (JSON, so the layout can grow fields).
     pub fn save_terminal<T: Serialize>(&self, id: &str, value: &T) -> Result<(), StoreError> {
-        self.terminals
-            .insert(id.as_bytes(), serde_json::to_vec(value).map_err(json_err)?)?;
-        Ok(())
+        let bytes = serde_json::to_vec(value).map_err(json_err)?;
+        self.with(|o| Ok(o.terminals.insert(id.as_bytes(), bytes).map(drop)?))
     }
 
     pub fn save_alert<T: Serialize>(&self, id: u64, value: &T) -> Result<(), StoreError> {
-        self.alerts.insert(
-            id.to_be_bytes(),
-            serde_json::to_vec(value).map_err(json_err)?,
-        )?;
-        Ok(())
+        let bytes = serde_json::to_vec(value).map_err(json_err)?;
+        self.with(|o| Ok(o.alerts.insert(id.to_be_bytes(), bytes).map(drop)?))
+    }
+
+    /// Deletes alerts dropped from the history.
+    pub fn delete_alerts(&self, ids: &[u64]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for id in ids {
+            batch.remove(&id.to_be_bytes());
+        }
+        self.with(|o| Ok(o.alerts.apply_batch(batch)?))
     }
 
     /// Every saved terminal record; undecodable ones are skipped (and logged).
     pub fn load_terminals<T: serde::de::DeserializeOwned>(&self) -> Vec<T> {
-        load_all(&self.terminals, "terminal")
+        self.current()
+            .map(|o| load_all(&o.terminals, "terminal"))
+            .unwrap_or_default()
     }
 
     pub fn load_alerts<T: serde::de::DeserializeOwned>(&self) -> Vec<T> {
-        load_all(&self.alerts, "alert")
+        self.current()
+            .map(|o| load_all(&o.alerts, "alert"))
+            .unwrap_or_default()
     }
 
-    /// Saves a registered terminal's credential (JSON, owned by the terminal
-    /// identities).
+    /// Saves a registered terminal's credential (JSON, owned by the
+    /// terminal identities).
     pub fn save_credential<T: Serialize>(
         &self,
         terminal: &str,
         value: &T,
     ) -> Result<(), StoreError> {
-        self.credentials.insert(
-            terminal.as_bytes(),
-            serde_json::to_vec(value).map_err(json_err)?,
-        )?;
-        Ok(())
+        let bytes = serde_json::to_vec(value).map_err(json_err)?;
+        self.with(|o| Ok(o.credentials.insert(terminal.as_bytes(), bytes).map(drop)?))
     }
 
     pub fn load_credentials<T: serde::de::DeserializeOwned>(&self) -> Vec<T> {
-        load_all(&self.credentials, "credential")
+        self.current()
+            .map(|o| load_all(&o.credentials, "credential"))
+            .unwrap_or_default()
     }
 
     /// Saves an uploaded firmware release's description (flushed: an
     /// acknowledged upload must survive a crash).
     pub fn save_release<T: Serialize>(&self, key: &str, value: &T) -> Result<(), StoreError> {
-        self.releases
-            .insert(key.as_bytes(), serde_json::to_vec(value).map_err(json_err)?)?;
-        self.flush()
+        let bytes = serde_json::to_vec(value).map_err(json_err)?;
+        self.with(|o| {
+            o.releases.insert(key.as_bytes(), bytes)?;
+            o.db.flush()?;
+            Ok(())
+        })
     }
 
     /// Saves a rollout (JSON, key = id BE) durably: a rollout step the
     /// gateway forgets could offer a terminal twice or skip a halt.
     pub fn save_rollout<T: Serialize>(&self, id: u32, value: &T) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Encode(e.to_string()))?;
-        self.rollouts.insert(id.to_be_bytes(), bytes)?;
-        self.rollouts.flush()?;
-        Ok(())
+        self.with(|o| {
+            o.rollouts.insert(id.to_be_bytes(), bytes)?;
+            o.rollouts.flush()?;
+            Ok(())
+        })
     }
 
     /// Every stored rollout that decodes (others are logged and skipped).
     pub fn load_rollouts<T: serde::de::DeserializeOwned>(&self) -> Vec<T> {
-        self.rollouts
-            .iter()
-            .filter_map(|r| r.ok())
-            .filter_map(|(k, v)| match serde_json::from_slice(&v) {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    tracing::error!(key = ?k, error = %e, "a stored rollout does not decode; skipped");
-                    None
-                }
-            })
-            .collect()
+        self.current()
+            .map(|o| load_all(&o.rollouts, "rollout"))
+            .unwrap_or_default()
     }
 
     pub fn load_releases<T: serde::de::DeserializeOwned>(&self) -> Vec<T> {
-        load_all(&self.releases, "release")
-    }
-
-    /// Adds `n` to the presses stored on UTC day `day` and returns the total.
-    pub fn count_stored_on(&self, day: i64, n: u64) -> Result<u64, StoreError> {
-        let mut total = 0;
-        self.meta.update_and_fetch(b"stored_day", |old| {
-            let (d, c) = decode_day(old);
-            total = if d == day { c + n } else { n };
-            Some(encode_day(day, total).to_vec())
-        })?;
-        Ok(total)
+        self.current()
+            .map(|o| load_all(&o.releases, "release"))
+            .unwrap_or_default()
     }
 
     /// Presses stored on UTC day `day`.
     pub fn stored_on(&self, day: i64) -> u64 {
-        let old = self.meta.get(b"stored_day").ok().flatten();
-        match decode_day(old.as_deref()) {
-            (d, c) if d == day => c,
-            _ => 0,
-        }
+        self.current().map_or(0, |o| o.press_log.count_on(day))
     }
 
-    /// Deletes presses the gateway first stored before `cutoff_ms` (Unix
-    /// ms), in batches so the tree is never locked for long; returns how
-    /// many went. A terminal resending such an old press would have it
-    /// stored again, but terminals resend only unacked presses, and those
-    /// are minutes old at most.
-    pub fn prune_presses_before(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
-        let mut pruned = 0u64;
-        let mut batch = sled::Batch::default();
-        let mut in_batch = 0;
-        for item in self.presses.iter() {
-            let (key, value) = item?;
-            let old = postcard::from_bytes::<StoredPress>(&value)
-                .map(|p| p.received_at_ms < cutoff_ms)
-                .unwrap_or(false);
-            if old {
-                batch.remove(key);
-                in_batch += 1;
-                if in_batch == 10_000 {
-                    self.presses.apply_batch(std::mem::take(&mut batch))?;
-                    pruned += in_batch;
-                    in_batch = 0;
-                }
-            }
-        }
-        if in_batch > 0 {
-            self.presses.apply_batch(batch)?;
-            pruned += in_batch;
-        }
-        if pruned > 0 {
-            self.db.flush()?;
-        }
-        Ok(pruned)
+    /// Raw-press retention: drops the press log's days before `cutoff_day`
+    /// (UTC) whole, and the dedup records of (terminal, boot) pairs with no
+    /// new press since; returns how many presses went. A terminal resending
+    /// such an old press would have it stored again, but terminals resend
+    /// only unacked presses, and those are minutes old at most.
+    pub fn prune_raw_before(&self, cutoff_day: i64) -> Result<u64, StoreError> {
+        self.with(|o| o.prune_raw(cutoff_day))
     }
 
-    /// Every stored press, for rebuilding in-memory figures at start-up.
-    /// Undecodable records are skipped and counted in the returned number.
-    pub fn for_each_press(&self, mut f: impl FnMut(&str, &StoredPress)) -> usize {
-        let mut skipped = 0;
-        for item in self.presses.iter() {
-            let Ok((key, value)) = item else {
-                skipped += 1;
-                continue;
-            };
-            let terminal = key
-                .split(|b| *b == 0)
-                .next()
-                .and_then(|t| std::str::from_utf8(t).ok());
-            match (terminal, postcard::from_bytes::<StoredPress>(&value)) {
-                (Some(t), Ok(record)) => f(t, &record),
-                _ => skipped += 1,
-            }
-        }
-        skipped
+    /// Calls `f` with every press-log record above `after` (all for `None`)
+    /// or whose presses arrived since `since_ms` (see
+    /// [`PressLog::for_each`]).
+    pub fn replay_presses(
+        &self,
+        after: Option<u64>,
+        since_ms: i64,
+        f: impl FnMut(u64, PressBatch) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.with(|o| o.press_log.for_each(after, since_ms, f))
     }
 
-    /// Bytes the database occupies on disk.
+    /// The last checkpoint's watermark (see [`aggregates`]).
+    pub fn aggregates_watermark(&self) -> Result<Option<u64>, StoreError> {
+        self.with(|o| aggregates::watermark(&o.aggregates))
+    }
+
+    /// Checkpointed aggregate records whose key starts with `prefix`.
+    pub fn aggregates(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        self.with(|o| aggregates::scan(&o.aggregates, prefix))
+    }
+
+    /// Keys of checkpointed aggregate records in `from..to`.
+    pub fn aggregate_keys(&self, from: &[u8], to: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.with(|o| {
+            o.aggregates
+                .range(from..to)
+                .keys()
+                .map(|k| Ok(k?.to_vec()))
+                .collect()
+        })
+    }
+
+    /// One checkpointed aggregate record.
+    pub fn aggregate(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.with(|o| Ok(o.aggregates.get(key)?.map(|v| v.to_vec())))
+    }
+
+    /// Writes a checkpoint atomically (not flushed: a lost checkpoint is
+    /// rebuilt from the press log).
+    pub fn save_aggregates(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        self.with(|o| aggregates::save(&o.aggregates, checkpoint))
+    }
+
+    /// Bytes the database occupies on disk (the last figure while the
+    /// store is being reopened).
     pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+        match self.current().map(|o| o.db.size_on_disk()) {
+            Ok(Ok(n)) => {
+                self.shared.disk_bytes.store(n, Ordering::Relaxed);
+                n
+            }
+            _ => self.shared.disk_bytes.load(Ordering::Relaxed),
+        }
     }
 
     /// Writes the upstream acknowledgements still held in memory (see
     /// [`outbox`]); the forwarder calls this once a second.
     pub fn persist_outbox_acks(&self) -> Result<(), StoreError> {
-        self.outbox.persist_acknowledged()
+        self.with(|o| o.outbox.persist_acknowledged())
     }
 
     /// Makes everything written so far durable.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.outbox.persist_acknowledged()?;
-        self.db.flush()?;
-        Ok(())
+        self.with(|o| {
+            o.outbox.persist_acknowledged()?;
+            o.db.flush()?;
+            Ok(())
+        })
+    }
+}
+
+/// Reopens the store after a fault: waits for operations still holding
+/// the failed database, closes it, and opens the directory again until it
+/// works (space may take a while to come back).
+fn recover(shared: Arc<Shared>, old: Arc<Open>) {
+    let waiting_since = Instant::now();
+    while Arc::strong_count(&old) > 1 && waiting_since.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(old);
+    let mut backoff = Duration::from_millis(100);
+    let mut last_logged: Option<Instant> = None;
+    loop {
+        match Open::open(&shared.dir, shared.cache_bytes) {
+            Ok(open) => {
+                *shared.open.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(open));
+                shared.generation.fetch_add(1, Ordering::SeqCst);
+                let fault = lock(&shared.fault).take();
+                shared.recovering.store(false, Ordering::SeqCst);
+                tracing::info!(
+                    after = ?fault.map(|f| f.reason),
+                    "the press store is open again: accepting presses"
+                );
+                return;
+            }
+            Err(e) => {
+                if last_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
+                    tracing::warn!(error = %e, dir = %shared.dir.display(), "cannot reopen the press store yet; retrying");
+                    last_logged = Some(Instant::now());
+                }
+                if let StoreError::Sled(e) = &e {
+                    if let Some(reason) = fault_reason(e) {
+                        let mut fault = lock(&shared.fault);
+                        if let Some(f) = fault.as_mut() {
+                            f.reason = reason;
+                            f.detail = e.to_string();
+                        }
+                    }
+                }
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
     }
 }
 
 fn json_err(e: serde_json::Error) -> StoreError {
-    StoreError::Sled(sled::Error::Unsupported(format!(
-        "record does not serialize: {e}"
-    )))
+    StoreError::Encode(format!("record does not serialize: {e}"))
 }
 
 fn load_all<T: serde::de::DeserializeOwned>(tree: &sled::Tree, what: &str) -> Vec<T> {
@@ -420,23 +738,6 @@ fn load_all<T: serde::de::DeserializeOwned>(tree: &sled::Tree, what: &str) -> Ve
         }
     }
     out
-}
-
-fn decode_day(raw: Option<&[u8]>) -> (i64, u64) {
-    match raw {
-        Some(b) if b.len() == 16 => (
-            i64::from_be_bytes(b[..8].try_into().expect("8 bytes")),
-            u64::from_be_bytes(b[8..].try_into().expect("8 bytes")),
-        ),
-        _ => (i64::MIN, 0),
-    }
-}
-
-fn encode_day(day: i64, count: u64) -> [u8; 16] {
-    let mut b = [0u8; 16];
-    b[..8].copy_from_slice(&day.to_be_bytes());
-    b[8..].copy_from_slice(&count.to_be_bytes());
-    b
 }
 
 #[cfg(test)]
@@ -468,59 +769,68 @@ mod tests {
             button: Button::Happy,
             received_at_ms: 1_700_000_000_000,
             pressed_at_ms: None,
-            counted: true,
-            upstream: OutboxEntry {
-                topic: format!("up/{terminal}/{boot}/{seq}"),
-                payload: vec![seq as u8],
-                retain: false,
-                is_press: true,
-            },
+            not_counted: None,
         }
+    }
+
+    fn outcomes(store: &Store, batch: &[PressToStore]) -> Vec<StoreOutcome> {
+        store.commit(batch).unwrap().outcomes
     }
 
     #[test]
     fn a_press_is_stored_once_however_often_it_is_offered() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 1 << 20).unwrap();
-        let out = store
-            .commit(&[
+        let out = outcomes(
+            &store,
+            &[
                 offer("a", 0, 1),
                 offer("a", 0, 1),
                 offer("b", 0, 1),
                 offer("a", 1, 1),
-            ])
-            .unwrap();
+            ],
+        );
         use StoreOutcome::*;
         assert_eq!(out, vec![Stored, Duplicate, Stored, Stored]);
-        assert_eq!(store.commit(&[offer("a", 0, 1)]).unwrap(), vec![Duplicate]);
+        assert_eq!(outcomes(&store, &[offer("a", 0, 1)]), vec![Duplicate]);
         assert_eq!(store.press_count(), 3);
         assert_eq!(store.outbox_len(), 3);
+        assert!(store.is_stored("a", PressId { boot: 1, seq: 1 }).unwrap());
+        assert!(!store.is_stored("a", PressId { boot: 1, seq: 2 }).unwrap());
     }
 
     #[test]
-    fn retention_deletes_only_presses_older_than_the_cutoff() {
+    fn retention_drops_whole_days_and_forgets_their_dedup_state() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 1 << 20).unwrap();
-        let at = |terminal: &str, seq: u32, ms: i64| PressToStore {
-            received_at_ms: ms,
-            ..offer(terminal, 0, seq)
+        const DAY: i64 = 86_400_000;
+        let at = |terminal: &str, boot: u32, seq: u32, day: i64| PressToStore {
+            received_at_ms: day * DAY + 1_000,
+            ..offer(terminal, boot, seq)
         };
         store
-            .commit(&[
-                at("a", 1, 1_000),
-                at("a", 2, 2_000),
-                at("b", 1, 3_000),
-                at("b", 2, 1_500),
-            ])
+            .commit(&[at("a", 0, 1, 100), at("a", 0, 2, 100)])
             .unwrap();
-        assert_eq!(store.prune_presses_before(2_000).unwrap(), 2);
-        assert_eq!(store.press_count(), 2);
-        assert_eq!(store.prune_presses_before(2_000).unwrap(), 0);
-        // The kept ones still deduplicate; the upstream outbox is untouched.
+        store.commit(&[at("b", 0, 1, 101)]).unwrap();
+        store.commit(&[at("a", 1, 1, 102)]).unwrap();
         assert_eq!(
-            store.commit(&[at("a", 2, 9_000)]).unwrap(),
+            (
+                store.stored_on(100),
+                store.stored_on(101),
+                store.press_count()
+            ),
+            (2, 1, 4)
+        );
+        assert_eq!(store.prune_raw_before(101).unwrap(), 2);
+        assert_eq!(store.press_count(), 2);
+        assert_eq!(store.prune_raw_before(101).unwrap(), 0);
+        // The kept ones still deduplicate; the dropped boot is forgotten.
+        assert_eq!(
+            outcomes(&store, &[at("b", 0, 1, 102)]),
             vec![StoreOutcome::Duplicate]
         );
+        assert!(!store.is_stored("a", PressId { boot: 0, seq: 1 }).unwrap());
+        // The upstream outbox is untouched by retention.
         assert_eq!(store.outbox_len(), 4);
     }
 
@@ -529,9 +839,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 1 << 20).unwrap();
         // "a" boot 0x61000000 must not collide with "aa" boot 0 etc.
-        let out = store
-            .commit(&[offer("a", 0x6100_0000, 0), offer("aa", 0, 0)])
-            .unwrap();
+        let out = outcomes(&store, &[offer("a", 0x6100_0000, 0), offer("aa", 0, 0)]);
         assert_eq!(out, vec![StoreOutcome::Stored, StoreOutcome::Stored]);
     }
 
@@ -549,24 +857,24 @@ mod tests {
             store.outbox_remove(all[0].0).unwrap();
             let rest = store.outbox_after(Some(all[1].0), 10).unwrap();
             assert_eq!(rest.len(), 1);
-            assert_eq!(rest[0].1.payload, vec![2]);
+            assert!(matches!(&rest[0].1, OutboxItem::Press { press, .. } if press.seq == 2));
             store.flush().unwrap();
         }
         let store = reopen(dir.path());
-        let left: Vec<_> = store
+        let left: Vec<u32> = store
             .outbox_after(None, 10)
             .unwrap()
             .into_iter()
-            .map(|(_, e)| e.payload[0])
+            .map(|(_, e)| match e {
+                OutboxItem::Press { press, .. } => press.seq,
+                OutboxItem::Document(_) => u32::MAX,
+            })
             .collect();
         assert_eq!(left, vec![1, 2]);
         assert_eq!(store.press_count(), 3);
-        assert!(store
-            .press("a", PressId { boot: 0, seq: 2 })
-            .unwrap()
-            .is_some());
+        assert!(store.is_stored("a", PressId { boot: 0, seq: 2 }).unwrap());
         assert_eq!(
-            store.commit(&[offer("a", 0, 2)]).unwrap(),
+            outcomes(&store, &[offer("a", 0, 2)]),
             vec![StoreOutcome::Duplicate]
         );
         // New outbox ids keep increasing after a restart.
@@ -581,18 +889,19 @@ mod tests {
     }
 
     #[test]
-    fn the_daily_count_resets_on_a_new_day_and_survives_reopening() {
+    fn the_daily_count_survives_reopening() {
         let dir = tempfile::tempdir().unwrap();
+        let day = crate::clock::utc_day(1_700_000_000_000);
         {
             let store = Store::open(dir.path(), 1 << 20).unwrap();
-            assert_eq!(store.count_stored_on(100, 5).unwrap(), 5);
-            assert_eq!(store.count_stored_on(100, 2).unwrap(), 7);
+            store.commit(&[offer("a", 0, 0), offer("a", 0, 1)]).unwrap();
+            store.commit(&[offer("a", 0, 1), offer("a", 0, 2)]).unwrap();
+            assert_eq!(store.stored_on(day), 3);
             store.flush().unwrap();
         }
         let store = reopen(dir.path());
-        assert_eq!(store.stored_on(100), 7);
-        assert_eq!(store.stored_on(101), 0);
-        assert_eq!(store.count_stored_on(101, 1).unwrap(), 1);
+        assert_eq!(store.stored_on(day), 3);
+        assert_eq!(store.stored_on(day + 1), 0);
     }
 
     #[test]
@@ -610,5 +919,72 @@ mod tests {
             .unwrap();
         assert_eq!(store.outbox_len(), 2);
         assert_eq!(store.outbox_presses(), 1);
+    }
+
+    #[test]
+    fn the_press_log_replays_what_a_checkpoint_missed_and_the_last_hour() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let now = crate::clock::unix_ms_now();
+        let at = |seq: u32, ms: i64| PressToStore {
+            received_at_ms: ms,
+            ..offer("a", 0, seq)
+        };
+        let old = store
+            .commit(&[at(1, now - 3 * 3_600_000)])
+            .unwrap()
+            .batch
+            .unwrap()
+            .0;
+        let recent = store
+            .commit(&[at(2, now - 60_000), at(3, now - 60_000)])
+            .unwrap()
+            .batch
+            .unwrap()
+            .0;
+        let mut seen = Vec::new();
+        store
+            .replay_presses(Some(old), now - 3_600_000, |id, b| {
+                seen.push((id, b.len()));
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(seen, vec![(recent, 2)]);
+        seen.clear();
+        store
+            .replay_presses(None, now, |id, b| {
+                seen.push((id, b.len()));
+                Ok(())
+            })
+            .unwrap();
+        seen.sort();
+        assert_eq!(seen, vec![(old, 1), (recent, 2)]);
+    }
+
+    #[test]
+    fn a_checkpoint_is_written_whole_with_its_watermark() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(store.aggregates_watermark().unwrap(), None);
+        store
+            .save_aggregates(&Checkpoint {
+                put: vec![
+                    (b"s1".to_vec(), b"x".to_vec()),
+                    (b"t1a".to_vec(), b"y".to_vec()),
+                ],
+                delete: vec![],
+                watermark: Some(42),
+            })
+            .unwrap();
+        store
+            .save_aggregates(&Checkpoint {
+                put: vec![],
+                delete: vec![b"s1".to_vec()],
+                watermark: Some(43),
+            })
+            .unwrap();
+        assert_eq!(store.aggregates_watermark().unwrap(), Some(43));
+        assert_eq!(store.aggregates(b"s").unwrap().len(), 0);
+        assert_eq!(store.aggregate(b"t1a").unwrap().as_deref(), Some(&b"y"[..]));
     }
 }

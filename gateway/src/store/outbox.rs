@@ -1,5 +1,13 @@
 //! The upstream outbox: messages waiting for the upstream broker's PUBACK.
 //!
+//! # Ids and records
+//! Every message has an outbox id, increasing, one per press and one per
+//! document. A record holds either one document (health, alerts, OTA
+//! events) under its id, or the presses of one group commit under the id
+//! of the first ([`OutboxRecord::Presses`]): the next presses have the next
+//! ids. So a commit writes one record however many presses it stores,
+//! while acknowledgements stay per message.
+//!
 //! # Why segments
 //! The first outbox was one sled tree from which every acknowledged entry
 //! was removed. Each removal is a page update, and during a drain of a
@@ -7,54 +15,62 @@
 //! removals than the forwarder spent forwarding (drain stuck at 18-30k/s;
 //! the same drain without removals ran at 69k/s).
 //!
-//! So acknowledged entries are not removed one by one. Instead:
-//! - Keys (sled-generated, increasing) are grouped into *segments* of
-//!   [`SEGMENT_KEYS`] consecutive ids, each its own sled tree
-//!   (`outbox.<segment in hex>`).
-//! - Acknowledged keys are recorded as ranges ([`AckedRanges`]), kept in
+//! So acknowledged messages are not removed one by one. Instead:
+//! - Ids are grouped into *segments* of [`SEGMENT_KEYS`] consecutive ids,
+//!   each its own sled tree (`outbox2.<segment in hex>`); a record never
+//!   spans two segments (a commit's presses are split at the boundary).
+//! - Acknowledged ids are recorded as ranges ([`AckedRanges`]), kept in
 //!   memory and written to the `meta` tree as one small record per batch of
 //!   PUBACKs. Reads skip them.
-//! - A segment that can get no new keys (a newer one exists) and whose every
-//!   key is acknowledged is dropped whole: sled frees its pages, not its
+//! - A segment that can get no new ids (a newer one exists) and whose every
+//!   id is acknowledged is dropped whole: sled frees its pages, not its
 //!   keys one at a time.
 //!
-//! # Crash semantics (unchanged from the single tree)
-//! An entry is only ever *skipped* once the upstream broker acknowledged it.
-//! The ranges are written at most every [`PERSIST_EVERY`] (or every
+//! # Crash semantics
+//! A message is only ever *skipped* once the upstream broker acknowledged
+//! it. The ranges are written at most every [`PERSIST_EVERY`] (or every
 //! [`PERSIST_AFTER_KEYS`] acknowledgements) and not flushed with each
 //! PUBACK, so a crash can forget the last second or so of
-//! acknowledgements: those entries are sent again, and upstream consumers
-//! deduplicate on the press id, as before. The forwarder writes what is
-//! left once a second ([`Outbox::persist_acknowledged`]).
+//! acknowledgements: those messages are sent again, and upstream consumers
+//! deduplicate on the press id. The forwarder writes what is left once a
+//! second ([`Outbox::persist_acknowledged`]).
 //!
 //! # Why the lock
-//! Two acknowledged ranges are merged across ids that have no entry (ids
-//! sled handed out to duplicates, or skipped at a restart). That is only
-//! right if no entry can appear there later, that is, if no commit that
+//! Two acknowledged ranges are merged across ids that have no message (ids
+//! handed out and never used, or skipped at a restart). That is only right
+//! if no message can appear there later, that is, if no commit that
 //! reserved such an id is still writing. Commits hold `Outbox::segments`
 //! for reading from reserving their ids until their transaction is done;
 //! acknowledging takes it for writing. The same lock keeps a segment from
 //! being dropped while a reader walks it.
 //!
 //! # Why reads stop below ids still being written
-//! Ids are handed out before the entries are written, and commits run
+//! Ids are handed out before the records are written, and commits run
 //! concurrently (presses, health documents). If a reader saw id 111 while
 //! id 100 was still being written, the forwarder's cursor would pass 100
 //! and that press would wait for the next reconnect. So every reservation
 //! is registered while its ids are generated, and reads (and
 //! [`Outbox::last_key`]) stop below the lowest id still being written.
+//!
+//! # Earlier layouts
+//! Store layout 1 kept one rendered document per message in
+//! `outbox.<segment>` trees (and layout 0 in one `outbox` tree). At open
+//! their entries become document records under the same ids, so the
+//! acknowledged ranges stay valid.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use super::records::{OutboxEntry, StoreError};
+use super::records::{OutboxEntry, OutboxItem, OutboxRecord, PressBatch, StoreError};
 
 /// Ids per segment. A drain drops a segment about every 16k messages; an
 /// idle site keeps at most one segment of acknowledged entries (~2 MB).
 pub const SEGMENT_KEYS: u64 = 1 << 14;
 
-const TREE_PREFIX: &str = "outbox.";
-/// The single tree of earlier versions, migrated at open.
+const TREE_PREFIX: &str = "outbox2.";
+/// Segments of store layout 1 (rendered documents), converted at open.
+const LAYOUT1_PREFIX: &str = "outbox.";
+/// The single tree of layout 0, converted at open.
 const LEGACY_TREE: &str = "outbox";
 const ACKED_KEY: &[u8] = b"outbox_acked";
 /// Acknowledged ranges are written at least this often while PUBACKs come.
@@ -125,6 +141,24 @@ impl AckedRanges {
     /// Whether one range covers every key from `first` to `last`.
     pub fn covers(&self, first: u64, last: u64) -> bool {
         self.end_of_range_with(first).is_some_and(|end| end >= last)
+    }
+
+    /// How many of the ids `first..=last` are acknowledged.
+    pub fn count_within(&self, first: u64, last: u64) -> u64 {
+        let mut n = 0;
+        let start = self
+            .ranges
+            .range(..=first)
+            .next_back()
+            .map_or(first, |(&s, _)| s);
+        for (&s, &e) in self.ranges.range(start..=last) {
+            let lo = s.max(first);
+            let hi = e.min(last);
+            if lo <= hi {
+                n += hi - lo + 1;
+            }
+        }
+        n
     }
 
     /// Forgets the ranges of a dropped segment.
@@ -208,12 +242,47 @@ impl Reservation<'_> {
     }
 
     /// Index into [`Reservation::trees`] of the tree for `id`.
-    pub fn tree_index(&self, id: u64) -> usize {
+    pub fn tree_index(&self, id: u64) -> Result<usize, StoreError> {
         let segment = id / self.segment_keys;
         self.trees
             .iter()
             .position(|(s, _)| *s == segment)
-            .expect("reserved ids fall in reserved segments")
+            .ok_or(StoreError::Malformed(
+                "an outbox id outside its reservation",
+            ))
+    }
+
+    /// The records for `batch`, whose presses take the reserved ids in
+    /// order: (tree index, key, record). Split where the ids cross into
+    /// the next segment, so that no record spans two.
+    pub fn press_records(
+        &self,
+        batch: &PressBatch,
+    ) -> Result<Vec<(usize, u64, Vec<u8>)>, StoreError> {
+        if batch.len() > self.ids.len() {
+            return Err(StoreError::Malformed(
+                "more presses than reserved outbox ids",
+            ));
+        }
+        let mut records = Vec::new();
+        let mut part = PressBatch::default();
+        let mut part_first = None;
+        for (&id, (terminal, press)) in self.ids.iter().zip(batch.iter()) {
+            if let Some(first) = part_first {
+                if id / self.segment_keys != first / self.segment_keys {
+                    let record = OutboxRecord::Presses(std::mem::take(&mut part));
+                    records.push((self.tree_index(first)?, first, record.to_bytes()?));
+                    part_first = None;
+                }
+            }
+            part_first.get_or_insert(id);
+            part.push(terminal, *press);
+        }
+        if let Some(first) = part_first {
+            let record = OutboxRecord::Presses(part);
+            records.push((self.tree_index(first)?, first, record.to_bytes()?));
+        }
+        Ok(records)
     }
 }
 
@@ -251,32 +320,80 @@ fn tree_name(segment: u64) -> String {
 fn key_of(raw: &[u8]) -> Result<u64, StoreError> {
     raw.try_into()
         .map(u64::from_be_bytes)
-        .map_err(|_| StoreError::Sled(sled::Error::Unsupported("outbox key is not 8 bytes".into())))
+        .map_err(|_| StoreError::Malformed("outbox key is not 8 bytes"))
+}
+
+/// Ids a stored record covers (at least 1: a damaged record still holds
+/// its own id, so walks always move on).
+fn span_of(key: u64, value: &[u8]) -> u64 {
+    match OutboxRecord::span(value) {
+        Ok(n) if n > 0 => n,
+        Ok(_) => 1,
+        Err(e) => {
+            tracing::error!(key, error = %e, "an outbox record header does not decode");
+            1
+        }
+    }
+}
+
+/// Whether no message exists, or can appear, strictly between the ids
+/// `lo` and `hi` of `tree` (under the segment write lock, so no commit is
+/// between reserving ids there and writing them).
+fn nothing_between(tree: &sled::Tree, lo: u64, hi: u64) -> bool {
+    if lo.saturating_add(1) >= hi {
+        return true;
+    }
+    let first = lo + 1;
+    // A record that starts at or before `first` and reaches it ...
+    let covered = match tree.range(..=first.to_be_bytes()).next_back() {
+        Some(Ok((raw, value))) => match key_of(&raw) {
+            Ok(key) => key.saturating_add(span_of(key, &value)) > first,
+            Err(_) => true,
+        },
+        Some(Err(_)) => true,
+        None => false,
+    };
+    // ... or one that starts inside the gap.
+    !covered
+        && tree
+            .range(first.to_be_bytes()..hi.to_be_bytes())
+            .next()
+            .is_none()
 }
 
 impl Outbox {
     /// Opens the outbox in `db`: finds its segments, loads the acknowledged
-    /// ranges, migrates the single tree of earlier versions, and drops
-    /// segments a crash left fully acknowledged.
+    /// ranges, converts the outboxes of earlier layouts, and drops segments
+    /// a crash left fully acknowledged.
     pub fn open(db: &sled::Db, meta: &sled::Tree, segment_keys: u64) -> Result<Outbox, StoreError> {
-        assert!(segment_keys > 0, "segments hold at least one key");
+        if segment_keys == 0 {
+            return Err(StoreError::Malformed(
+                "outbox segments must hold at least one id",
+            ));
+        }
         let mut segments = BTreeMap::new();
-        let mut legacy = false;
+        let mut earlier = Vec::new();
         for name in db.tree_names() {
             if name.as_ref() == LEGACY_TREE.as_bytes() {
-                legacy = true;
+                earlier.push(name);
                 continue;
             }
-            let Some(hex) = name.strip_prefix(TREE_PREFIX.as_bytes()) else {
-                continue;
+            let (hex, current) = match (
+                name.strip_prefix(TREE_PREFIX.as_bytes()),
+                name.strip_prefix(LAYOUT1_PREFIX.as_bytes()),
+            ) {
+                (Some(hex), _) => (hex, true),
+                (None, Some(hex)) => (hex, false),
+                (None, None) => continue,
             };
             match std::str::from_utf8(hex)
                 .ok()
                 .and_then(|h| u64::from_str_radix(h, 16).ok())
             {
-                Some(segment) => {
+                Some(segment) if current => {
                     segments.insert(segment, db.open_tree(&name)?);
                 }
+                Some(_) => earlier.push(name),
                 None => tracing::warn!(
                     tree = %String::from_utf8_lossy(&name),
                     "ignoring a sled tree that looks like an outbox segment but is not named like one"
@@ -302,8 +419,8 @@ impl Outbox {
             persist_after_keys: PERSIST_AFTER_KEYS,
             in_flight: Mutex::new(std::collections::BTreeSet::new()),
         };
-        if legacy {
-            outbox.migrate_legacy_tree()?;
+        for name in earlier {
+            outbox.convert_earlier_tree(&name)?;
         }
         {
             let mut segments = outbox.write_segments();
@@ -338,15 +455,17 @@ impl Outbox {
         key / self.segment_keys
     }
 
-    /// Moves the entries of the single-tree outbox into segments, keeping
-    /// their keys (both came from sled's id generator), then drops it. A
+    /// Moves the rendered documents of an earlier layout's tree (layout
+    /// 0's single tree, or a layout-1 segment) into document records of
+    /// the current segments, keeping their ids (both came from sled's id
+    /// generator, so the acknowledged ranges stay right), then drops it. A
     /// crash half-way repeats the copy, which is idempotent.
-    fn migrate_legacy_tree(&self) -> Result<(), StoreError> {
-        let legacy = self.db.open_tree(LEGACY_TREE)?;
+    fn convert_earlier_tree(&self, name: &[u8]) -> Result<(), StoreError> {
+        let earlier = self.db.open_tree(name)?;
         let mut moved = 0u64;
         {
             let mut segments = self.write_segments();
-            for item in legacy.iter() {
+            for item in earlier.iter() {
                 let (key, value) = item?;
                 let segment = self.segment(key_of(&key)?);
                 let tree = match segments.get(&segment) {
@@ -357,16 +476,25 @@ impl Outbox {
                         t
                     }
                 };
-                tree.insert(key, value)?;
+                // The entry's postcard bytes are a document record's body.
+                let entry: OutboxEntry = match postcard::from_bytes(&value) {
+                    Ok(entry) => entry,
+                    Err(e) => {
+                        tracing::error!(key = key_of(&key)?, error = %e, "an outbox entry of an earlier layout does not decode; left out");
+                        continue;
+                    }
+                };
+                tree.insert(key, OutboxRecord::Document(entry).to_bytes()?)?;
                 moved += 1;
             }
         }
         self.db.flush()?;
-        self.db.drop_tree(LEGACY_TREE)?;
+        self.db.drop_tree(name)?;
         if moved > 0 {
             tracing::info!(
                 messages = moved,
-                "moved the upstream outbox to the segmented layout"
+                tree = %String::from_utf8_lossy(name),
+                "moved upstream messages of an earlier store layout into the current outbox"
             );
         }
         Ok(())
@@ -457,20 +585,33 @@ impl Outbox {
         let reservation = self.reserve(entries.len())?;
         let trees: Vec<&sled::Tree> = reservation.trees().collect();
         for (entry, &id) in entries.iter().zip(reservation.ids()) {
-            trees[reservation.tree_index(id)]
-                .insert(id.to_be_bytes(), postcard::to_allocvec(entry)?)?;
+            let record = OutboxRecord::Document(entry.clone()).to_bytes()?;
+            trees[reservation.tree_index(id)?].insert(id.to_be_bytes(), record)?;
         }
         Ok(())
     }
 
-    /// Up to `limit` unacknowledged entries with keys in `from..=to`,
+    /// The key of the record holding `id` if one starts before it, else
+    /// `id`: where a walk that must not miss `id` starts.
+    fn record_start(&self, tree: &sled::Tree, id: u64) -> Result<u64, StoreError> {
+        if let Some(item) = tree.range(..id.to_be_bytes()).next_back() {
+            let (raw, value) = item?;
+            let key = key_of(&raw)?;
+            if key.saturating_add(span_of(key, &value)) > id {
+                return Ok(key);
+            }
+        }
+        Ok(id)
+    }
+
+    /// Up to `limit` unacknowledged messages with ids in `from..=to`,
     /// oldest first.
     pub fn read(
         &self,
         from: u64,
         to: u64,
         limit: usize,
-    ) -> Result<Vec<(u64, OutboxEntry)>, StoreError> {
+    ) -> Result<Vec<(u64, OutboxItem)>, StoreError> {
         let mut out = Vec::with_capacity(limit.min(1024));
         let segments = self.read_segments();
         let to = to.min(self.written_through());
@@ -481,21 +622,68 @@ impl Outbox {
         for (&segment, tree) in segments.range(self.segment(from)..=self.segment(to)) {
             let seg_start = segment * self.segment_keys;
             let seg_end = seg_start.saturating_add(self.segment_keys - 1);
+            // The first id still of interest.
             let mut next = from.max(seg_start);
             let last = to.min(seg_end);
             'seek: while next <= last {
-                for item in tree.range(next.to_be_bytes()..=last.to_be_bytes()) {
+                let start = self.record_start(tree, next)?;
+                for item in tree.range(start.to_be_bytes()..=last.to_be_bytes()) {
                     let (raw, value) = item?;
                     let key = key_of(&raw)?;
-                    if let Some(end) = acked.end_of_range_with(key) {
-                        // Jump over the whole acknowledged range.
-                        next = end.saturating_add(1);
-                        continue 'seek;
+                    let record_last = key.saturating_add(span_of(key, &value) - 1);
+                    if record_last < next {
+                        continue;
                     }
-                    out.push((key, postcard::from_bytes(&value)?));
-                    if out.len() == limit {
-                        return Ok(out);
+                    let first = key.max(next);
+                    if let Some(end) = acked.end_of_range_with(first) {
+                        if end > record_last {
+                            // Jump over the whole acknowledged range.
+                            next = end.saturating_add(1);
+                            continue 'seek;
+                        }
+                        if end == record_last {
+                            next = record_last.saturating_add(1);
+                            continue;
+                        }
                     }
+                    let record = match OutboxRecord::decode(&value) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            // Never block the rest behind a damaged record.
+                            tracing::error!(key, error = %e, "an outbox record does not decode; skipped");
+                            next = record_last.saturating_add(1);
+                            continue;
+                        }
+                    };
+                    match record {
+                        OutboxRecord::Document(entry) => {
+                            out.push((key, OutboxItem::Document(entry)));
+                            if out.len() == limit {
+                                return Ok(out);
+                            }
+                        }
+                        OutboxRecord::Presses(batch) => {
+                            for (id, (terminal, press)) in (key..).zip(batch.iter()) {
+                                if id < first || acked.contains(id) {
+                                    continue;
+                                }
+                                if id > last {
+                                    break;
+                                }
+                                out.push((
+                                    id,
+                                    OutboxItem::Press {
+                                        terminal: terminal.clone(),
+                                        press: *press,
+                                    },
+                                ));
+                                if out.len() == limit {
+                                    return Ok(out);
+                                }
+                            }
+                        }
+                    }
+                    next = record_last.saturating_add(1);
                 }
                 break;
             }
@@ -503,14 +691,16 @@ impl Outbox {
         Ok(out)
     }
 
-    /// The newest key, acknowledged or not, below any id still being
+    /// The newest id, acknowledged or not, below any id still being
     /// written (the forwarder's backlog ends there).
     pub fn last_key(&self) -> Result<Option<u64>, StoreError> {
         let segments = self.read_segments();
         let through = self.written_through();
         for tree in segments.values().rev() {
             if let Some(item) = tree.range(..=through.to_be_bytes()).next_back() {
-                return Ok(Some(key_of(&item?.0)?));
+                let (raw, value) = item?;
+                let key = key_of(&raw)?;
+                return Ok(Some(key.saturating_add(span_of(key, &value) - 1)));
             }
         }
         Ok(None)
@@ -535,13 +725,7 @@ impl Outbox {
             let Some(tree) = segments.get(&segment) else {
                 continue; // already dropped: acknowledged twice
             };
-            acked.insert(key, |lo, hi| {
-                lo + 1 >= hi
-                    || tree
-                        .range((lo + 1).to_be_bytes()..hi.to_be_bytes())
-                        .next()
-                        .is_none()
-            });
+            acked.insert(key, |lo, hi| nothing_between(tree, lo, hi));
             if touched.last() != Some(&segment) {
                 touched.push(segment);
             }
@@ -600,8 +784,12 @@ impl Outbox {
                 Some(bounds) => *bounds,
                 None => {
                     let bounds = match (tree.first()?, tree.last()?) {
-                        (Some((first, _)), Some((last, _))) => {
-                            Some((key_of(&first)?, key_of(&last)?))
+                        (Some((first, _)), Some((last, value))) => {
+                            let last = key_of(&last)?;
+                            Some((
+                                key_of(&first)?,
+                                last.saturating_add(span_of(last, &value) - 1),
+                            ))
                         }
                         _ => None,
                     };
@@ -621,24 +809,26 @@ impl Outbox {
         Ok(dropped)
     }
 
-    /// Unacknowledged entries, and how many of them are presses (walks
-    /// every entry: start-up only).
+    /// Unacknowledged messages, and how many of them are presses (walks
+    /// every record: start-up only).
     pub fn count(&self) -> Result<(usize, usize), StoreError> {
-        let mut all = 0;
-        let mut presses = 0;
-        let mut from = 0;
-        loop {
-            let batch = self.read(from, u64::MAX, 4096)?;
-            let Some(&(last, _)) = batch.last() else {
-                return Ok((all, presses));
-            };
-            all += batch.len();
-            presses += batch.iter().filter(|(_, e)| e.is_press).count();
-            if last == u64::MAX {
-                return Ok((all, presses));
+        let segments = self.read_segments();
+        let acked = self.acked();
+        let through = self.written_through();
+        let (mut all, mut presses) = (0u64, 0u64);
+        for tree in segments.values() {
+            for item in tree.range(..=through.to_be_bytes()) {
+                let (raw, value) = item?;
+                let key = key_of(&raw)?;
+                let span = span_of(key, &value);
+                let pending = span - acked.count_within(key, key.saturating_add(span - 1));
+                all += pending;
+                if pending > 0 && OutboxRecord::holds_presses(&value) {
+                    presses += pending;
+                }
             }
-            from = last + 1;
         }
+        Ok((all as usize, presses as usize))
     }
 
     /// Writes acknowledgements only when told to or when a segment is
@@ -667,6 +857,33 @@ mod tests {
             retain: false,
             is_press: !n.is_multiple_of(5),
         }
+    }
+
+    fn press(seq: u32) -> crate::store::records::LoggedPress {
+        crate::store::records::LoggedPress {
+            boot: 0,
+            seq,
+            button: pressline_protocol::Button::Happy,
+            received_at_ms: 1_700_000_000_000 + i64::from(seq),
+            pressed_at_ms: None,
+            counted: true,
+            reason: None,
+        }
+    }
+
+    /// Writes `n` presses as one commit does: one reservation, records
+    /// split at segment boundaries. Returns their ids.
+    fn enqueue_presses(outbox: &Outbox, terminals: &[&str], n: usize) -> Vec<u64> {
+        let reservation = outbox.reserve(n).unwrap();
+        let mut batch = PressBatch::default();
+        for i in 0..n {
+            batch.push(terminals[i % terminals.len()], press(i as u32));
+        }
+        let trees: Vec<sled::Tree> = reservation.trees().cloned().collect();
+        for (tree, key, record) in reservation.press_records(&batch).unwrap() {
+            trees[tree].insert(key.to_be_bytes(), record).unwrap();
+        }
+        reservation.ids().to_vec()
     }
 
     fn open(dir: &std::path::Path, segment_keys: u64) -> (sled::Db, Outbox) {
@@ -830,7 +1047,7 @@ mod tests {
         let tree = slow.trees().next().unwrap().clone();
         tree.insert(
             slow_id.to_be_bytes(),
-            postcard::to_allocvec(&entry(3)).unwrap(),
+            OutboxRecord::Document(entry(3)).to_bytes().unwrap(),
         )
         .unwrap();
         drop(slow);
@@ -855,11 +1072,103 @@ mod tests {
         }
         let (db, outbox) = open(dir.path(), SEGMENT_KEYS);
         assert_eq!(all_keys(&outbox), vec![5, 6, 70_000]);
-        assert_eq!(outbox.read(6, 6, 10).unwrap()[0].1, entry(6));
+        assert_eq!(
+            outbox.read(6, 6, 10).unwrap()[0].1,
+            OutboxItem::Document(entry(6))
+        );
         assert!(!db
             .tree_names()
             .iter()
             .any(|n| n.as_ref() == LEGACY_TREE.as_bytes()));
+    }
+
+    #[test]
+    fn layout_1_segments_become_document_records_under_the_same_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let meta = db.open_tree("meta").unwrap();
+            let segment = db.open_tree(format!("{LAYOUT1_PREFIX}{:016x}", 0)).unwrap();
+            for k in 1u64..=4 {
+                segment
+                    .insert(k.to_be_bytes(), postcard::to_allocvec(&entry(k)).unwrap())
+                    .unwrap();
+            }
+            // Layout 1 had acknowledged id 2.
+            let mut acked = AckedRanges::new(SEGMENT_KEYS);
+            acked.insert(2, never_anything_between);
+            meta.insert(ACKED_KEY, acked.encode().unwrap()).unwrap();
+            db.flush().unwrap();
+        }
+        let (db, outbox) = open(dir.path(), SEGMENT_KEYS);
+        assert_eq!(all_keys(&outbox), vec![1, 3, 4]);
+        assert_eq!(
+            outbox.count().unwrap(),
+            (3, 3),
+            "layout-1 press documents still count as presses"
+        );
+        assert!(db
+            .tree_names()
+            .iter()
+            .all(|n| !n.starts_with(LAYOUT1_PREFIX.as_bytes())));
+    }
+
+    #[test]
+    fn a_commit_is_one_record_and_its_presses_are_acknowledged_one_by_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_db, outbox) = open(dir.path(), 64);
+        let ids = enqueue_presses(&outbox, &["a", "b"], 10);
+        assert_eq!(outbox.segment_count(), 1);
+        assert_eq!(all_keys(&outbox), ids);
+        assert_eq!(outbox.last_key().unwrap(), ids.last().copied());
+        let items = outbox.read(ids[0], u64::MAX, 100).unwrap();
+        let terminals: Vec<&str> = items
+            .iter()
+            .map(|(_, item)| match item {
+                OutboxItem::Press { terminal, .. } => &**terminal,
+                OutboxItem::Document(_) => "doc",
+            })
+            .collect();
+        assert_eq!(
+            terminals,
+            ["a", "b", "a", "b", "a", "b", "a", "b", "a", "b"]
+        );
+        // PUBACKs out of order, some missing: only those are resent.
+        outbox
+            .acknowledge(&[ids[0], ids[2], ids[3], ids[9], ids[5]])
+            .unwrap();
+        let left: Vec<u64> = [1, 4, 6, 7, 8].iter().map(|&i| ids[i]).collect();
+        assert_eq!(all_keys(&outbox), left);
+        // A read starting inside the record finds the rest of it.
+        assert_eq!(
+            outbox
+                .read(ids[5], ids[7], 10)
+                .unwrap()
+                .iter()
+                .map(|(k, _)| *k)
+                .collect::<Vec<_>>(),
+            vec![ids[6], ids[7]]
+        );
+        assert_eq!(outbox.count().unwrap(), (5, 5));
+        outbox.acknowledge(&left).unwrap();
+        assert!(all_keys(&outbox).is_empty());
+    }
+
+    #[test]
+    fn a_commit_crossing_a_segment_boundary_is_split_and_both_parts_drop_when_delivered() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_db, outbox) = open(dir.path(), 16);
+        let mut ids = Vec::new();
+        for _ in 0..5 {
+            ids.extend(enqueue_presses(&outbox, &["t"], 7));
+        }
+        assert_eq!(all_keys(&outbox), ids);
+        assert!(outbox.segment_count() >= 3);
+        outbox.acknowledge(&ids[..30]).unwrap();
+        assert_eq!(all_keys(&outbox), ids[30..].to_vec());
+        outbox.acknowledge(&ids[30..]).unwrap();
+        assert!(all_keys(&outbox).is_empty());
+        assert_eq!(outbox.segment_count(), 1, "only the newest segment stays");
     }
 
     /// A model check: random enqueues, acknowledgements (in any order,
@@ -881,9 +1190,13 @@ mod tests {
             match next() % 10 {
                 0..=3 => {
                     let n = (next() % 20) as usize;
-                    outbox
-                        .enqueue(&(0..n as u64).map(entry).collect::<Vec<_>>())
-                        .unwrap();
+                    if next() % 2 == 0 {
+                        outbox
+                            .enqueue(&(0..n as u64).map(entry).collect::<Vec<_>>())
+                            .unwrap();
+                    } else if n > 0 {
+                        enqueue_presses(&outbox, &["x", "y", "z"], n);
+                    }
                     let fresh: Vec<u64> = all_keys(&outbox)
                         .into_iter()
                         .filter(|&k| newest.is_none_or(|m| k > m))

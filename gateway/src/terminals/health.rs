@@ -45,6 +45,10 @@ pub struct HealthConfig {
     pub queue_filling_percent: u8,
     /// Clock difference that raises `clock_skew`.
     pub clock_skew_secs: u64,
+    /// Cleared alerts kept (newest first) besides every open one; older
+    /// ones are forgotten, so a flapping rule cannot grow memory and disk
+    /// (upstream has every alert event).
+    pub alert_history: usize,
 }
 
 impl Default for HealthConfig {
@@ -58,6 +62,7 @@ impl Default for HealthConfig {
             stuck_same_button_run: 60,
             queue_filling_percent: 50,
             clock_skew_secs: 120,
+            alert_history: 1000,
         }
     }
 }
@@ -145,6 +150,8 @@ pub struct Fleet {
     next_alert_id: u64,
     /// zone → id of its open `zone_unhappy` alert.
     open_zone_alerts: BTreeMap<String, u64>,
+    /// Cleared alerts past `alert_history`, to delete from the store.
+    forgotten: Vec<u64>,
 }
 
 impl Fleet {
@@ -156,6 +163,7 @@ impl Fleet {
             alerts: BTreeMap::new(),
             next_alert_id: 1,
             open_zone_alerts: BTreeMap::new(),
+            forgotten: Vec::new(),
         }
     }
 
@@ -175,7 +183,34 @@ impl Fleet {
             .collect();
         fleet.alerts = alerts.into_iter().map(|a| (a.id, a)).collect();
         fleet.terminals = terminals.into_iter().map(|t| (t.id.clone(), t)).collect();
+        fleet.forget_old_alerts();
         fleet
+    }
+
+    /// Drops the oldest cleared alerts past `alert_history`.
+    fn forget_old_alerts(&mut self) {
+        let cleared = self.alerts.values().filter(|a| a.state != "raised").count();
+        let excess = cleared.saturating_sub(self.config.alert_history);
+        if excess == 0 {
+            return;
+        }
+        let old: Vec<u64> = self
+            .alerts
+            .values()
+            .filter(|a| a.state != "raised")
+            .take(excess)
+            .map(|a| a.id)
+            .collect();
+        for id in &old {
+            self.alerts.remove(id);
+        }
+        self.forgotten.extend(old);
+    }
+
+    /// Ids of alerts dropped from the history since the last call (to
+    /// delete from the store).
+    pub fn take_forgotten(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.forgotten)
     }
 
     pub fn terminal(&self, id: &str) -> Option<&TerminalState> {
@@ -473,7 +508,9 @@ impl Fleet {
         let alert = self.alerts.get_mut(&id)?;
         alert.state = "cleared".into();
         alert.cleared_at = Some(rfc3339_ms(now_ms));
-        Some(alert.clone())
+        let cleared = alert.clone();
+        self.forget_old_alerts();
+        Some(cleared)
     }
 
     /// Raises or clears a zone's `zone_unhappy` alert; returns the alert if
@@ -580,6 +617,51 @@ mod tests {
 
     fn pair(kind: &str, state: &str) -> Vec<(String, String)> {
         vec![(kind.to_string(), state.to_string())]
+    }
+
+    #[test]
+    fn the_alert_history_keeps_every_open_alert_and_the_newest_cleared_ones() {
+        let config = HealthConfig {
+            alert_history: 3,
+            ..HealthConfig::default()
+        };
+        let mut f = Fleet::new("s", config.clone());
+        // Ten zones turn unhappy and back; one stays unhappy.
+        for i in 0..10 {
+            f.set_zone_unhappy(i * 1000, &format!("z{i}"), "Z", true, String::new());
+        }
+        for i in 1..10 {
+            f.set_zone_unhappy(
+                20_000 + i * 1000,
+                &format!("z{i}"),
+                "Z",
+                false,
+                String::new(),
+            );
+        }
+        let kept: Vec<(u64, &str)> = f.alerts().map(|a| (a.id, a.state.as_str())).collect();
+        assert_eq!(
+            kept,
+            vec![
+                (10, "cleared"),
+                (9, "cleared"),
+                (8, "cleared"),
+                (1, "raised")
+            ]
+        );
+        assert_eq!(f.take_forgotten(), vec![2, 3, 4, 5, 6, 7]);
+        assert!(f.take_forgotten().is_empty());
+        // A store that kept more (an older gateway) is trimmed at restore.
+        let all: Vec<Alert> = (1..=6)
+            .map(|id| {
+                let mut a = f.alerts().next().unwrap().clone();
+                a.id = id;
+                a
+            })
+            .collect();
+        let mut g = Fleet::restore("s", config, Vec::new(), all);
+        assert_eq!(g.alerts().count(), 3);
+        assert_eq!(g.take_forgotten(), vec![1, 2, 3]);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The terminal registry task: feeds heartbeats, last wills and stored
-//! presses into the health rules ([`crate::terminals::health::Fleet`]) and the live
-//! scores ([`crate::insight::scores::Scores`]), raises zone unhappiness alerts,
+//! presses into the health rules ([`crate::terminals::health::Fleet`]),
+//! runs the zone unhappiness rule of the score engine
+//! ([`crate::insight::scores::Scores`], fed by the committer) every second,
 //! persists what changed, and publishes health documents and alert events
 //! upstream through the durable outbox.
 
@@ -12,7 +13,7 @@ use pressline_protocol::topic::{AlertTopic, TerminalHealthTopic};
 use tokio::sync::{mpsc, watch, Notify};
 
 use crate::clock::unix_ms_now;
-use crate::insight::scores::{Scores, ScoresConfig, ZoneConfig};
+use crate::insight::scores::Scores;
 use crate::store::{OutboxEntry, Store};
 use crate::terminals::health::{Fleet, FleetEvent, HealthConfig, TerminalState};
 
@@ -35,8 +36,6 @@ pub enum FleetInput {
         button: pressline_protocol::Button,
         at_ms: i64,
         pressed_at_ms: i64,
-        /// Counted as an opinion (the misuse filter's verdict).
-        counted: bool,
     },
 }
 
@@ -48,36 +47,12 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Loads the persisted registry and rebuilds the scores from the stored
-    /// presses.
-    pub fn load(
-        site: &str,
-        health: HealthConfig,
-        scores: ScoresConfig,
-        zones: std::collections::BTreeMap<String, ZoneConfig>,
-        store: &Store,
-    ) -> Registry {
+    /// Loads the persisted registry around a score engine already
+    /// restored from its checkpoint (see [`crate::insight::checkpoints`]).
+    pub fn load(site: &str, health: HealthConfig, mut scores: Scores, store: &Store) -> Registry {
         let terminals: Vec<TerminalState> = store.load_terminals();
         let alerts = store.load_alerts();
         let fleet = Fleet::restore(site, health, terminals, alerts);
-        let mut scores = Scores::new(scores, zones);
-        let skipped = store.for_each_press(|terminal, p| {
-            if let Some(button) = pressline_protocol::Button::from_score(p.button) {
-                scores.record(
-                    terminal,
-                    button,
-                    p.pressed_at_ms.unwrap_or(p.received_at_ms),
-                    p.counted,
-                );
-            }
-        });
-        if skipped > 0 {
-            tracing::warn!(
-                skipped,
-                "stored presses that could not be read were left out of the scores"
-            );
-        }
-        scores.prune(unix_ms_now());
         for zone in fleet.unhappy_zones() {
             scores.restore_unhappy(zone);
         }
@@ -85,6 +60,12 @@ impl Registry {
             fleet: Arc::new(Mutex::new(fleet)),
             scores: Arc::new(Mutex::new(scores)),
         }
+    }
+
+    /// The score engine, shared with the committer (which folds presses
+    /// in) and the API.
+    pub fn scores_handle(&self) -> Arc<Mutex<Scores>> {
+        self.scores.clone()
     }
 
     pub fn fleet(&self) -> MutexGuard<'_, Fleet> {
@@ -115,14 +96,12 @@ pub async fn run(
             input = inputs.recv() => {
                 let Some(input) = input else { return };
                 let mut fleet = registry.fleet();
-                let mut scores = registry.scores();
                 let mut touched = BTreeSet::new();
-                let mut events = apply(&mut fleet, &mut scores, input, &mut touched);
-                // Take whatever else is queued under the same locks.
+                let mut events = apply(&mut fleet, input, &mut touched);
+                // Take whatever else is queued under the same lock.
                 while let Ok(more) = inputs.try_recv() {
-                    events.extend(apply(&mut fleet, &mut scores, more, &mut touched));
+                    events.extend(apply(&mut fleet, more, &mut touched));
                 }
-                drop(scores);
                 drop(fleet);
                 if events.is_empty() {
                     // Presses only: save with the next tick.
@@ -166,12 +145,7 @@ fn tick_rules(registry: &Registry, now_ms: i64) -> Vec<FleetEvent> {
 }
 
 /// Applies one input; records the terminal as touched (to persist).
-fn apply(
-    fleet: &mut Fleet,
-    scores: &mut Scores,
-    input: FleetInput,
-    touched: &mut BTreeSet<String>,
-) -> Vec<FleetEvent> {
+fn apply(fleet: &mut Fleet, input: FleetInput, touched: &mut BTreeSet<String>) -> Vec<FleetEvent> {
     match input {
         FleetInput::Heartbeat {
             terminal,
@@ -191,9 +165,7 @@ fn apply(
             button,
             at_ms,
             pressed_at_ms,
-            counted,
         } => {
-            scores.record(&terminal, button, pressed_at_ms, counted);
             let events = fleet.handle_press(at_ms, &terminal, button, pressed_at_ms);
             touched.insert(terminal);
             events
@@ -208,7 +180,10 @@ fn persist_and_publish(
     events: Vec<FleetEvent>,
     mut persist: BTreeSet<String>,
 ) {
-    let fleet = registry.fleet();
+    let mut fleet = registry.fleet();
+    // Deleted after the events below are saved: an alert raised and
+    // forgotten in one batch must not come back.
+    let forgotten = fleet.take_forgotten();
     let mut publish = BTreeSet::new();
     let mut upstream = Vec::new();
     for event in events {
@@ -259,5 +234,8 @@ fn persist_and_publish(
     }
     if let Err(e) = store.enqueue_upstream(&upstream) {
         tracing::error!(error = %e, "cannot queue health updates for upstream");
+    }
+    if let Err(e) = store.delete_alerts(&forgotten) {
+        tracing::warn!(error = %e, "cannot delete alerts past the history limit");
     }
 }

@@ -420,6 +420,32 @@ impl Gateway {
         self.get("/api/v1/stats")
     }
 
+    /// `/healthz`: its status code and body (no token needed).
+    pub fn healthz(&self) -> (u16, String) {
+        match self
+            .agent
+            .get(&format!("{}/healthz", self.url()))
+            .timeout(Duration::from_secs(5))
+            .call()
+        {
+            Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+            Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+            Err(e) => panic!("GET /healthz: {e}"),
+        }
+    }
+
+    /// `/metrics` as text.
+    pub fn metrics(&self) -> String {
+        self.agent
+            .get(&format!("{}/metrics", self.url()))
+            .set("Authorization", &format!("Bearer {}", self.token()))
+            .timeout(Duration::from_secs(5))
+            .call()
+            .unwrap_or_else(|e| panic!("GET /metrics: {e}"))
+            .into_string()
+            .expect("text")
+    }
+
     pub fn stat(&self, name: &str) -> u64 {
         self.stats()[name]
             .as_u64()
@@ -481,6 +507,75 @@ impl Drop for Gateway {
         if std::thread::panicking() {
             eprintln!("---- gateway log ----\n{}", self.log());
         }
+    }
+}
+
+/// Publishes one QoS 1 message with Mosquitto's own client, as a script
+/// or another vendor's terminal would.
+pub fn mosquitto_pub(port: u16, topic: &str, message: &str) {
+    let status = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
+        .args(["-t", topic, "-m", message])
+        .status()
+        .expect("mosquitto_pub runs");
+    assert!(status.success(), "mosquitto_pub to {topic} failed");
+}
+
+/// A tmpfs the test mounts: a real, small filesystem that fills up. Needs
+/// root (CI runs as root); unmounted when dropped.
+pub struct Tmpfs {
+    path: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts `size_kib` KiB at `path` (created); `None` when not root.
+    pub fn mount(path: &Path, size_kib: u64) -> Option<Tmpfs> {
+        let uid = Command::new("id").arg("-u").output().ok()?;
+        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+            return None;
+        }
+        fs::create_dir_all(path).unwrap();
+        let status = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size_kib}k,mode=0700"),
+                "tmpfs",
+            ])
+            .arg(path)
+            .status()
+            .expect("mount runs");
+        assert!(
+            status.success(),
+            "mount -t tmpfs at {} failed",
+            path.display()
+        );
+        Some(Tmpfs {
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Grows (or shrinks) the filesystem in place, as an operator freeing
+    /// or adding space.
+    pub fn resize(&self, size_kib: u64) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,size={size_kib}k")])
+            .arg(&self.path)
+            .status()
+            .expect("mount runs");
+        assert!(
+            status.success(),
+            "remount of {} failed",
+            self.path.display()
+        );
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazy: a gateway being killed may still hold files open.
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
 }
 

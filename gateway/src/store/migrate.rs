@@ -1,0 +1,163 @@
+//! Store layout 1 → 2, in place, at open.
+//!
+//! Layout 1 kept one `presses` key per press (`terminal \0 boot seq` →
+//! postcard `{button, received_at_ms, pressed_at_ms, counted}`), which was
+//! both the record and the dedup index. Layout 2 keeps the same presses
+//! as batch records in the day trees of the press log, and the dedup
+//! state as ranges per (terminal, boot). The outbox converts its own trees
+//! ([`super::outbox`]); the satisfaction aggregates are rebuilt from the
+//! press log by the score engine on its first start (no checkpoint yet).
+//!
+//! Crash-safe: a marker in `meta` says a migration is under way. A start
+//! that finds it clears what the interrupted attempt wrote and begins
+//! again; `presses` is dropped only once everything is written and
+//! flushed.
+
+use std::collections::{BTreeMap, HashMap};
+
+use pressline_protocol::Button;
+use serde::Deserialize;
+
+use super::dedup::{self, DedupRecord};
+use super::press_log::PressLog;
+use super::records::{LoggedPress, PressBatch, StoreError};
+
+const LAYOUT1_PRESSES: &str = "presses";
+const MARKER: &[u8] = b"migrating_from_layout_1";
+/// Layout 1's daily counter, replaced by the press log's day counts.
+const LAYOUT1_STORED_DAY: &[u8] = b"stored_day";
+/// Presses per migrated record.
+const CHUNK: usize = 4096;
+
+/// A press as layout 1 stored it.
+#[derive(Deserialize)]
+struct Layout1Press {
+    button: u8,
+    received_at_ms: i64,
+    pressed_at_ms: Option<i64>,
+    counted: bool,
+}
+
+/// Migrates layout 1's presses if there are any; returns how many.
+pub fn layout1(
+    db: &sled::Db,
+    meta: &sled::Tree,
+    press_log: &PressLog,
+    dedup_tree: &sled::Tree,
+) -> Result<u64, StoreError> {
+    let has_presses = db
+        .tree_names()
+        .iter()
+        .any(|n| n.as_ref() == LAYOUT1_PRESSES.as_bytes());
+    if !has_presses {
+        if meta.remove(MARKER)?.is_some() {
+            db.flush()?;
+        }
+        return Ok(0);
+    }
+    if meta.get(MARKER)?.is_some() {
+        tracing::warn!(
+            "an earlier migration of the press store was interrupted; starting it again"
+        );
+        press_log.drop_days_before(i64::MAX)?;
+        dedup_tree.clear()?;
+    }
+    meta.insert(MARKER, &[1])?;
+    db.flush()?;
+
+    let legacy = db.open_tree(LAYOUT1_PRESSES)?;
+    let mut chunks: BTreeMap<i64, PressBatch> = BTreeMap::new();
+    let mut counts: BTreeMap<i64, u64> = BTreeMap::new();
+    let mut dedup: HashMap<(String, u32), DedupRecord> = HashMap::new();
+    let mut migrated = 0u64;
+    let mut skipped = 0u64;
+    let flush_chunk = |day: i64, batch: PressBatch, count: u64| -> Result<(), StoreError> {
+        let tree = press_log.tree(day)?;
+        let id = db.generate_id()?;
+        tree.transaction(|t| {
+            PressLog::write(t, id, &batch.to_bytes(), count)?;
+            Ok::<(), sled::transaction::ConflictableTransactionError<StoreError>>(())
+        })
+        .map_err(|e| match e {
+            sled::transaction::TransactionError::Abort(e) => e,
+            sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
+        })?;
+        press_log.set_count(day, count);
+        Ok(())
+    };
+    for item in legacy.iter() {
+        let (key, value) = item?;
+        let parsed = parse_key(&key).and_then(|(terminal, boot, seq)| {
+            let p: Layout1Press = postcard::from_bytes(&value).ok()?;
+            let button = Button::from_score(p.button)?;
+            Some((terminal, boot, seq, button, p))
+        });
+        let Some((terminal, boot, seq, button, p)) = parsed else {
+            skipped += 1;
+            continue;
+        };
+        let day = crate::clock::utc_day(p.received_at_ms);
+        let batch = chunks.entry(day).or_default();
+        batch.push(
+            terminal,
+            LoggedPress {
+                boot,
+                seq,
+                button,
+                received_at_ms: p.received_at_ms,
+                pressed_at_ms: p.pressed_at_ms.map(|at| at.min(p.received_at_ms)),
+                counted: p.counted,
+                reason: None,
+            },
+        );
+        let count = counts.entry(day).or_default();
+        *count += 1;
+        let record = dedup.entry((terminal.to_string(), boot)).or_default();
+        record.seqs.insert(seq);
+        record.last_day = record.last_day.max(day);
+        migrated += 1;
+        if batch.len() >= CHUNK {
+            let full = std::mem::take(batch);
+            flush_chunk(day, full, *count)?;
+        }
+    }
+    for (day, batch) in std::mem::take(&mut chunks) {
+        if !batch.is_empty() {
+            flush_chunk(day, batch, counts[&day])?;
+        }
+    }
+    let mut writes = sled::Batch::default();
+    for ((terminal, boot), record) in &dedup {
+        writes.insert(dedup::key(terminal, *boot), record.encode());
+    }
+    dedup_tree.apply_batch(writes)?;
+    meta.remove(LAYOUT1_STORED_DAY)?;
+    db.flush()?;
+    db.drop_tree(LAYOUT1_PRESSES)?;
+    meta.remove(MARKER)?;
+    db.flush()?;
+    if skipped > 0 {
+        tracing::warn!(
+            skipped,
+            "stored presses of layout 1 that did not decode were left out"
+        );
+    }
+    tracing::info!(
+        presses = migrated,
+        terminals_and_boots = dedup.len(),
+        "migrated the press store to layout 2 (press log in day trees, dedup ranges)"
+    );
+    Ok(migrated)
+}
+
+/// `terminal \0 boot(BE) seq(BE)`.
+fn parse_key(key: &[u8]) -> Option<(&str, u32, u32)> {
+    let split = key.len().checked_sub(9)?;
+    let (terminal, rest) = key.split_at(split);
+    if rest[0] != 0 {
+        return None;
+    }
+    let boot = u32::from_be_bytes(rest[1..5].try_into().ok()?);
+    let seq = u32::from_be_bytes(rest[5..9].try_into().ok()?);
+    Some((std::str::from_utf8(terminal).ok()?, boot, seq))
+}
