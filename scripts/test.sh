@@ -4,10 +4,15 @@
 #
 #   ./scripts/test.sh
 #
-# Then the fault campaigns (gateway kill -9 cycles, upstream flapping,
-# terminal power cuts, a full disk, a garbage flood; each prints a one-line
-# verdict), bounded fuzzing of every decoder (cargo-fuzz, installed if missing), the
-# firmware core on QEMU, and the Pico W bootloader and firmware images.
+# The unit and end-to-end tests include the firmware's own application code
+# running as `terminal-host` on TAP devices against the real gateway, in a
+# network namespace each test creates (needs root, as CI runs; skipped
+# otherwise). Then the fault campaigns (gateway kill -9 cycles, upstream
+# flapping, terminal power cuts, a full disk: the configured cap and a
+# real filesystem filling up, a garbage flood; each prints a one-line
+# verdict), bounded fuzzing of every decoder (cargo-fuzz, installed if
+# missing), the firmware core on QEMU, and the Pico W bootloader and
+# firmware images.
 #
 # Environment:
 #   CARGO_TARGET_DIR  build cache (default: ~/.cache/pressline/target, outside
@@ -42,6 +47,15 @@ if ! command -v mosquitto >/dev/null 2>&1 || ! command -v mosquitto_sub >/dev/nu
     # The Debian package starts a system broker on port 1883; the tests run
     # their own on free ports and do not need it.
     as_root systemctl disable --now mosquitto >/dev/null 2>&1 || true
+fi
+# Host terminals (the firmware's application on Linux) run on TAP devices in
+# a network namespace each test creates: iproute2 and /dev/net/tun.
+if ! command -v ip >/dev/null 2>&1; then
+    echo "installing iproute2 (network namespaces and TAP devices for the host-terminal tests)"
+    apt_install iproute2
+fi
+if [ ! -c /dev/net/tun ] && [ "$(id -u)" -eq 0 ]; then
+    mkdir -p /dev/net && mknod /dev/net/tun c 10 200 && chmod 0666 /dev/net/tun
 fi
 missing=()
 for tool in /usr/bin/rustc:rustc-web /usr/bin/cargo:cargo-web /usr/lib/rustlib/src/rust/library:rust-web-src \

@@ -26,7 +26,7 @@ pub const FORMAT_VERSION: u8 = 2;
 /// What the signature is over, before the manifest bytes.
 pub const SIGNING_CONTEXT: &[u8] = b"pressline ota v1\0";
 /// Boards this build knows.
-pub const BOARDS: &[&str] = &["pico-w"];
+pub const BOARDS: &[&str] = &["pico-w", "host"];
 
 /// What an artifact claims to be.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,6 +91,20 @@ impl core::fmt::Display for OtaError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str(self.describe())
     }
+}
+
+/// A release public key as `fleet keys generate` writes it (`signing.pub`:
+/// 64 hex characters, surrounding white space ignored).
+pub fn parse_public_key(text: &str) -> Result<[u8; 32], &'static str> {
+    let text = text.trim();
+    if text.len() != 64 || !text.is_ascii() {
+        return Err("not 64 hex characters (use the signing.pub from `fleet keys generate`)");
+    }
+    let mut key = [0u8; 32];
+    for (i, b) in key.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| "not hex")?;
+    }
+    Ok(key)
 }
 
 /// The key id of a public key.

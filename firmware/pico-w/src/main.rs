@@ -1,26 +1,28 @@
-//! Pressline terminal firmware for the Raspberry Pi Pico W.
+//! Pressline terminal firmware for the Raspberry Pi Pico W: the board
+//! shell around the terminal application (`pressline-terminal-app`, the
+//! same code `terminal-host` runs on Linux).
 //!
 //! Four buttons on GP2–GP5 (very unhappy … very happy, to ground, internal
 //! pull-ups). Presses go through the shared terminal core
 //! ([`pressline_terminal_core::DurableTerminal`]): numbered, queued in flash
-//! before anything else happens, published at QoS 1 over MQTT 5 (rust-mqtt)
-//! to the site gateway, and forgotten only when the gateway's durable ack
-//! names them. Heartbeats every 30 s; an MQTT last will announces the
-//! terminal's disappearance.
+//! before anything else happens, published at QoS 1 over MQTT 5 to the
+//! site gateway, and forgotten only when the gateway's durable ack names
+//! them. The RP2040 watchdog (8 s) is fed while the application's main
+//! loop checks in, so a hung task resets the terminal; the queue survives.
 //!
 //! Firmware updates: the terminal-core OTA receiver pulls an offered release
-//! into the DFU partition in 1 KiB chunks, embassy-boot checks its signature
-//! with the release key built in at compile time (`PRESSLINE_OTA_PUBLIC_KEY`,
-//! the hex `signing.pub`) and marks it; after the reboot the bootloader runs
-//! it as a trial, and the firmware confirms it once it is back on the
+//! into the DFU partition, embassy-boot checks its signature with the
+//! release key built in at compile time (`PRESSLINE_OTA_PUBLIC_KEY`, the hex
+//! `signing.pub`) and marks it; after the reboot the bootloader runs it as
+//! a trial, and the application confirms it once it is back on the
 //! gateway. A trial that never gets there is reverted at the next reset.
 //!
 //! # Layout
 //! - [`flash_map`]: where everything lives in flash.
 //! - [`settings`]: provisioning record (or build-time fallback).
 //! - [`wifi_firmware`]: the CYW43439 blobs.
-//! - this file: tasks (Wi-Fi driver, network stack, buttons) and the MQTT
-//!   session loop.
+//! - this file: bring-up, the board ([`PicoBoard`]), and the tasks (Wi-Fi
+//!   driver, network stack, buttons, watchdog).
 #![no_std]
 #![no_main]
 
@@ -28,19 +30,13 @@ mod flash_map;
 mod settings;
 mod wifi_firmware;
 
-use core::fmt::Write as _;
-use core::num::NonZero;
-
 use cyw43::JoinOptions;
 use cyw43_pio::{PioSpi, DEFAULT_CLOCK_DIVIDER};
 use defmt::{error, info, warn, Display2Format};
 use embassy_boot_rp::{FirmwareUpdater, FirmwareUpdaterConfig};
 use embassy_embedded_hal::flash::partition::Partition;
 use embassy_executor::Spawner;
-use embassy_futures::select::{select3, Either3};
-use embassy_net::dns::DnsQueryType;
-use embassy_net::tcp::TcpSocket;
-use embassy_net::{Config as NetConfig, IpAddress, Stack, StackResources};
+use embassy_net::{Config as NetConfig, Stack, StackResources};
 use embassy_rp::flash::{Async, Flash};
 use embassy_rp::gpio::{Input, Level, Output, Pull};
 use embassy_rp::peripherals::{DMA_CH0, DMA_CH1, FLASH, PIO0};
@@ -50,33 +46,15 @@ use embassy_rp::{bind_interrupts, dma};
 use embassy_sync::blocking_mutex::raw::{CriticalSectionRawMutex, NoopRawMutex};
 use embassy_sync::channel::Channel;
 use embassy_sync::mutex::Mutex;
-use embassy_time::{Duration, Instant, Timer};
-use heapless::String;
-use pressline_protocol::heartbeat::{HEARTBEAT_BUF_LEN, WILL_OFFLINE};
-use pressline_protocol::ota_transfer::{self, Chunk, OtaCommand, SMALL_BUF_LEN};
-use pressline_protocol::press::PRESS_BUF_LEN;
-use pressline_protocol::topic::{
-    AckTopic, HeartbeatTopic, OtaChunkTopic, OtaCommandTopic, OtaRequestTopic, OtaStatusTopic,
-    PressTopic, TerminalStatusTopic,
-};
-use pressline_protocol::{Ack, Button, FirmwareVersion, ResetReason};
+use embassy_time::{with_timeout, Duration, Timer};
+use pressline_protocol::{Button, FirmwareVersion, ResetReason};
+use pressline_terminal_app::{Board, Liveness};
 use pressline_terminal_core::ota::{OtaConfig, OtaReceiver};
-use pressline_terminal_core::{
-    Debouncer, DeviceStatus, DurableTerminal, FlashLayout, PressError, SessionConfig,
-};
-use rust_mqtt::buffer::BumpBuffer;
-use rust_mqtt::client::event::Event;
-use rust_mqtt::client::options::{
-    ConnectOptions, PublicationOptions, SubscriptionOptions, TopicReference, WillOptions,
-};
-use rust_mqtt::client::Client;
-use rust_mqtt::config::KeepAlive;
-use rust_mqtt::types::{MqttBinary, MqttString, TopicFilter, TopicName};
+use pressline_terminal_core::{Debouncer, DurableTerminal, FlashLayout, SessionConfig};
 use static_cell::StaticCell;
 use {defmt_rtt as _, panic_probe as _};
 
 use crate::flash_map::{FLASH_SIZE, PRESS_QUEUE, PROVISIONING, TERMINAL_STATE};
-use crate::settings::Settings;
 
 bind_interrupts!(struct Irqs {
     PIO0_IRQ_0 => PioInterruptHandler<PIO0>;
@@ -86,7 +64,6 @@ bind_interrupts!(struct Irqs {
 /// Presses the queue holds (RAM mirror of the flash queue, 32 bytes each;
 /// the 64 KiB flash queue itself has room for more).
 const QUEUE_CAPACITY: usize = 512;
-const HEARTBEAT_EVERY: Duration = Duration::from_secs(30);
 
 type TerminalFlash = Flash<'static, FLASH, Async, FLASH_SIZE>;
 /// The flash shared by the press queue and the update partitions.
@@ -107,6 +84,9 @@ const STATE_ALIGN: usize = {
 
 /// Chunks asked for at a time: fits the MQTT receive buffer.
 const OTA_CHUNK: u32 = 1024;
+
+/// The RP2040 watchdog's period (its counter allows at most 8.3 s).
+const WATCHDOG_PERIOD: Duration = Duration::from_secs(8);
 
 /// The release signing key built in at compile time (all zeros when none
 /// was given: every offer is then refused as untrusted, and says so).
@@ -145,12 +125,10 @@ fn firmware_version() -> FirmwareVersion {
     })
 }
 
-/// Debounced presses from the button task to the session loop.
+/// Debounced presses from the button task to the application.
 static PRESSES: Channel<CriticalSectionRawMutex, Button, 32> = Channel::new();
-
-fn uptime_ms() -> u64 {
-    Instant::now().as_millis()
-}
+/// The application's check-ins (see `pressline_terminal_app::liveness`).
+static LIVENESS: Liveness = Liveness::new();
 
 #[embassy_executor::task]
 async fn wifi_task(
@@ -169,13 +147,28 @@ async fn net_task(mut runner: embassy_net::Runner<'static, cyw43::NetDriver<'sta
 async fn buttons_task(pins: [Input<'static>; 4]) -> ! {
     let mut debouncers = [Debouncer::default(); 4];
     loop {
-        let now = uptime_ms();
+        let now = pressline_terminal_app::uptime_ms();
         for ((pin, debouncer), button) in pins.iter().zip(debouncers.iter_mut()).zip(Button::ALL) {
             if debouncer.handle_level(now, pin.is_low()) && PRESSES.try_send(button).is_err() {
                 warn!("press channel full; press dropped before queueing");
             }
         }
         Timer::after_millis(5).await;
+    }
+}
+
+/// Feeds the RP2040 watchdog while the application checks in. A task that
+/// spins stops the executor and this task with it; one that waits forever
+/// stops the check-ins: either way the watchdog resets the chip.
+#[embassy_executor::task]
+async fn watchdog_task(mut watchdog: Watchdog) -> ! {
+    watchdog.pause_on_debug(true);
+    watchdog.start(WATCHDOG_PERIOD);
+    loop {
+        if LIVENESS.should_feed(pressline_terminal_app::uptime_ms()) {
+            watchdog.feed(WATCHDOG_PERIOD);
+        }
+        Timer::after_millis(pressline_terminal_app::liveness::FEED_EVERY_MS).await;
     }
 }
 
@@ -187,21 +180,76 @@ async fn halt(why: &str) -> ! {
     }
 }
 
+/// The Pico W as the application sees it.
+struct PicoBoard {
+    control: cyw43::Control<'static>,
+    stack: Stack<'static>,
+    wifi_ssid: heapless::String<32>,
+    wifi_password: heapless::String<64>,
+    reset_reason: ResetReason,
+}
+
+impl Board for PicoBoard {
+    async fn connect_network(&mut self) -> Result<(), &'static str> {
+        if self.stack.is_link_up() {
+            return Ok(());
+        }
+        let options = if self.wifi_password.is_empty() {
+            JoinOptions::new_open()
+        } else {
+            JoinOptions::new(self.wifi_password.as_bytes())
+        };
+        match with_timeout(Duration::from_secs(20), self.control.join(&self.wifi_ssid, options)).await {
+            Ok(Ok(())) => {
+                info!("Wi-Fi joined; waiting for DHCP");
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                warn!("Wi-Fi join failed: {}", defmt::Debug2Format(&e));
+                Err("Wi-Fi join failed")
+            }
+            Err(_) => Err("Wi-Fi join timed out"),
+        }
+    }
+
+    async fn rssi_dbm(&mut self) -> Option<i8> {
+        Some(self.control.get_rssi().await.clamp(-128, 0) as i8)
+    }
+
+    fn battery_mv(&mut self) -> Option<u16> {
+        // VSYS sensing shares GP29 with the Wi-Fi chip's clock; this board
+        // revision reports mains power.
+        None
+    }
+
+    fn reset_reason(&self) -> ResetReason {
+        self.reset_reason
+    }
+
+    fn reboot(&mut self) -> ! {
+        cortex_m::peripheral::SCB::sys_reset()
+    }
+}
+
 #[embassy_executor::main]
 async fn main(spawner: Spawner) {
     let p = embassy_rp::init(Default::default());
-    let reset_reason = match Watchdog::new(p.WATCHDOG).reset_reason() {
+    let watchdog = Watchdog::new(p.WATCHDOG);
+    let reset_reason = match watchdog.reset_reason() {
         Some(RpResetReason::TimedOut) => ResetReason::Watchdog,
         Some(RpResetReason::Forced) => ResetReason::Software,
         None => ResetReason::PowerOn,
     };
+    // Armed before anything that could hang (flash, Wi-Fi bring-up).
+    LIVENESS.check_in(pressline_terminal_app::uptime_ms());
+    spawner.spawn(watchdog_task(watchdog).expect("watchdog task"));
     let mut flash: TerminalFlash = Flash::new(p.FLASH, p.DMA_CH1, Irqs);
 
     let mut sector = [0u8; 512];
     if flash.read(PROVISIONING, &mut sector).await.is_err() {
         halt("cannot read the provisioning sector").await;
     }
-    let settings = match Settings::load(&sector) {
+    let settings = match settings::load(&sector) {
         Ok((settings, source)) => {
             info!(
                 "terminal {} at site {} ({})",
@@ -326,337 +374,21 @@ async fn main(spawner: Spawner) {
         .expect("buttons task"),
     );
 
-    let mut backoff = Duration::from_secs(1);
-    loop {
-        if !stack.is_link_up() {
-            let options = if settings.wifi_password.is_empty() {
-                JoinOptions::new_open()
-            } else {
-                JoinOptions::new(settings.wifi_password.as_bytes())
-            };
-            if let Err(e) = control.join(&settings.wifi_ssid, options).await {
-                warn!("Wi-Fi join failed ({}); retrying", defmt::Debug2Format(&e));
-                Timer::after(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-                continue;
-            }
-            info!("Wi-Fi joined; waiting for DHCP");
-        }
-        stack.wait_config_up().await;
-        match run_session(terminal, ota, &mut control, stack, &settings, reset_reason).await {
-            Ok(()) => backoff = Duration::from_secs(1),
-            Err(why) => warn!("gateway session ended: {}", why),
-        }
-        terminal.handle_disconnected(uptime_ms());
-        ota.handle_disconnected(uptime_ms());
-        if ota.wants_reboot() {
-            info!("rebooting into the new firmware");
-            Timer::after_millis(200).await;
-            cortex_m::peripheral::SCB::sys_reset();
-        }
-        // Presses keep being queued meanwhile by the button task's channel.
-        Timer::after(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(30));
-    }
-}
-
-async fn resolve(stack: Stack<'static>, host: &str) -> Result<IpAddress, &'static str> {
-    if let Ok(ip) = host.parse::<core::net::Ipv4Addr>() {
-        return Ok(IpAddress::Ipv4(ip));
-    }
-    let found = stack
-        .dns_query(host, DnsQueryType::A)
-        .await
-        .map_err(|_| "gateway name does not resolve")?;
-    found.first().copied().ok_or("gateway name has no address")
-}
-
-/// `pressline/v1/gw/{terminal}/#`: everything the gateway sends a terminal.
-struct GatewayFilter<'a>(&'a str);
-
-impl core::fmt::Display for GatewayFilter<'_> {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(
-            f,
-            "{}/{}/#",
-            pressline_protocol::topic::GATEWAY_ROOT,
-            self.0
-        )
-    }
-}
-
-/// Publishes `$payload` on `$topic` (QoS 1 when `$reliable`, else QoS 0).
-/// A macro: the client's type has too many parameters to spell out twice.
-macro_rules! publish {
-    ($client:expr, $topic:expr, $payload:expr, $reliable:expr) => {{
-        let name = TopicName::new(MqttString::try_from($topic.as_str()).map_err(|_| "topic")?)
-            .ok_or("topic")?;
-        let options = PublicationOptions::new(TopicReference::Name(name));
-        let options = if $reliable {
-            options.at_least_once()
-        } else {
-            options
-        };
-        $client
-            .publish(&options, (&$payload[..]).into())
-            .await
-            .map_err(|_| "publish failed")?;
-    }};
-}
-
-fn topic<const N: usize>(t: impl core::fmt::Display) -> String<N> {
-    let mut s = String::new();
-    let _ = write!(s, "{t}");
-    s
-}
-
-/// One MQTT session with the gateway: connect, subscribe to acks, then
-/// queue presses, publish what the core wants out, apply acks, heartbeat.
-async fn run_session(
-    terminal: &mut Terminal,
-    ota: &mut Ota,
-    control: &mut cyw43::Control<'static>,
-    stack: Stack<'static>,
-    settings: &Settings,
-    reset_reason: ResetReason,
-) -> Result<(), &'static str> {
-    let address = resolve(stack, &settings.gateway_host).await?;
-    let mut rx = [0u8; 1536];
-    let mut tx = [0u8; 1536];
-    let mut socket = TcpSocket::new(stack, &mut rx, &mut tx);
-    socket.set_timeout(Some(Duration::from_secs(90)));
-    // Small request/response messages (acks, chunk requests) must not wait
-    // for the gateway's delayed ACK.
-    socket.set_nagle_enabled(false);
-    socket
-        .connect((address, settings.gateway_port))
-        .await
-        .map_err(|_| "cannot reach the gateway")?;
-
-    let id = settings.terminal.as_str();
-    let status_topic: String<64> = topic(TerminalStatusTopic(id));
-    let ack_topic: String<64> = topic(AckTopic(id));
-    let press_topic: String<64> = topic(PressTopic(id));
-    let heartbeat_topic: String<64> = topic(HeartbeatTopic(id));
-    let ota_command_topic: String<64> = topic(OtaCommandTopic(id));
-    let ota_chunk_topic: String<64> = topic(OtaChunkTopic(id));
-    let ota_request_topic: String<64> = topic(OtaRequestTopic(id));
-    let ota_status_topic: String<64> = topic(OtaStatusTopic(id));
-    // Everything the gateway sends this terminal: acks and OTA messages.
-    let gateway_filter: String<64> = topic(GatewayFilter(id));
-
-    let mut buffer = [0u8; 2048];
-    let mut bump = BumpBuffer::new(&mut buffer);
-    let mut client: Client<'_, '_, TcpSocket<'_>, BumpBuffer<'_>, 1, 8, 16, 0, 0, 0, 0> =
-        Client::new(&mut bump);
-
-    let name = |s: &'static str| s;
-    let _ = name;
-    let will_topic =
-        TopicName::new(MqttString::try_from(status_topic.as_str()).map_err(|_| "topic")?)
-            .ok_or("topic")?;
-    let will = WillOptions::new(
-        will_topic,
-        MqttBinary::from_slice(WILL_OFFLINE).map_err(|_| "will")?,
+    let mut board = PicoBoard {
+        control,
+        stack,
+        wifi_ssid: settings.wifi_ssid.clone(),
+        wifi_password: settings.wifi_password.clone(),
+        reset_reason,
+    };
+    pressline_terminal_app::run(
+        &mut board,
+        stack,
+        terminal,
+        ota,
+        &settings,
+        PRESSES.receiver(),
+        &LIVENESS,
     )
-    .at_least_once();
-    let password = settings
-        .secret
-        .as_ref()
-        .map(pressline_protocol::auth::mqtt_password);
-    let mut options = ConnectOptions::new()
-        .clean_start()
-        .keep_alive(KeepAlive::Seconds(NonZero::new(30).ok_or("keep alive")?))
-        .will(will);
-    if let Some(password) = &password {
-        // Closed-mode gateways admit registered terminals logging in as themselves.
-        options = options
-            .user_name(MqttString::try_from(id).map_err(|_| "user name")?)
-            .password(MqttBinary::from_slice(password.as_bytes()).map_err(|_| "password")?);
-    }
-    let client_id = MqttString::try_from(id).map_err(|_| "client id")?;
-    client
-        .connect(socket, &options, Some(client_id))
-        .await
-        .map_err(|_| "MQTT connect refused")?;
-
-    let filter =
-        TopicFilter::new(MqttString::try_from(gateway_filter.as_str()).map_err(|_| "topic")?)
-            .ok_or("topic")?;
-    client
-        .subscribe(filter, &SubscriptionOptions::new().at_least_once())
-        .await
-        .map_err(|_| "subscribe failed")?;
-    loop {
-        match client
-            .poll()
-            .await
-            .map_err(|_| "connection lost before SUBACK")?
-        {
-            Event::Suback(_) => break,
-            _ => continue,
-        }
-    }
-    // SAFETY: no event borrowing the buffer is alive any more.
-    unsafe { client.buffer_mut().reset() };
-    info!(
-        "connected to the gateway at {}:{}",
-        settings.gateway_host.as_str(),
-        settings.gateway_port
-    );
-    terminal.handle_connected(uptime_ms());
-    ota.handle_connected(uptime_ms());
-    if ota.is_trial() {
-        // Back on the gateway with the new image: keep it.
-        match ota.confirm(terminal).await {
-            Ok(()) => info!("new firmware {} confirmed", env!("CARGO_PKG_VERSION")),
-            Err(e) => error!(
-                "cannot confirm the new firmware: {}",
-                defmt::Debug2Format(&e)
-            ),
-        }
-    }
-    let mut next_heartbeat = Instant::now();
-
-    loop {
-        // Publish what the core wants out (QoS 1; only its durable ack counts).
-        while let Some(mut press) = terminal.poll_transmit(uptime_ms()) {
-            if let Some(secret) = &settings.secret {
-                press.mac = Some(pressline_protocol::auth::press_mac(
-                    secret,
-                    id,
-                    press.id,
-                    press.button,
-                ));
-            }
-            let mut bytes = [0u8; PRESS_BUF_LEN];
-            let Ok(payload) = press.encode(&mut bytes) else {
-                continue;
-            };
-            let name =
-                TopicName::new(MqttString::try_from(press_topic.as_str()).map_err(|_| "topic")?)
-                    .ok_or("topic")?;
-            client
-                .publish(
-                    &PublicationOptions::new(TopicReference::Name(name)).at_least_once(),
-                    (&payload[..]).into(),
-                )
-                .await
-                .map_err(|_| "publish failed")?;
-        }
-        // Firmware update traffic: chunk requests, then status (a
-        // "verifying" status goes out before the slow signature check).
-        while let Some(request) = ota.poll_request(uptime_ms()) {
-            let mut bytes = [0u8; SMALL_BUF_LEN];
-            if let Ok(payload) = ota_transfer::encode(&request, &mut bytes) {
-                publish!(client, ota_request_topic, payload, false);
-            }
-        }
-        for pass in 0..2 {
-            while let Some(status) = ota.poll_status() {
-                let mut bytes = [0u8; SMALL_BUF_LEN];
-                if let Ok(payload) = ota_transfer::encode(&status, &mut bytes) {
-                    publish!(client, ota_status_topic, payload, true);
-                }
-            }
-            if pass == 0 && ota.needs_verify() {
-                ota.verify(terminal)
-                    .await
-                    .map_err(|_| "flash error while verifying the update")?;
-            }
-        }
-        if ota.wants_reboot() {
-            return Ok(()); // the caller reboots into the new image
-        }
-        if Instant::now() >= next_heartbeat {
-            let device = DeviceStatus {
-                firmware: ota.running(),
-                // VSYS sensing shares GP29 with the Wi-Fi chip's clock; this
-                // board revision reports mains power.
-                battery_mv: None,
-                rssi_dbm: Some(control.get_rssi().await.clamp(-128, 0) as i8),
-                reset_reason,
-                unix_time_ms: None,
-            };
-            let hb = terminal.heartbeat(uptime_ms(), device);
-            let mut bytes = [0u8; HEARTBEAT_BUF_LEN];
-            let encoded = match &settings.secret {
-                Some(secret) => hb.encode_signed(secret, id, &mut bytes),
-                None => hb.encode(&mut bytes),
-            };
-            if let Ok(payload) = encoded {
-                let name = TopicName::new(
-                    MqttString::try_from(heartbeat_topic.as_str()).map_err(|_| "topic")?,
-                )
-                .ok_or("topic")?;
-                client
-                    .publish(
-                        &PublicationOptions::new(TopicReference::Name(name)),
-                        (&payload[..]).into(),
-                    )
-                    .await
-                    .map_err(|_| "heartbeat failed")?;
-            }
-            next_heartbeat = Instant::now() + HEARTBEAT_EVERY;
-        }
-
-        let mut wake = next_heartbeat;
-        if let Some(ms) = terminal.poll_timeout() {
-            wake = wake.min(Instant::from_millis(ms));
-        }
-        if let Some(ms) = ota.poll_timeout() {
-            wake = wake.min(Instant::from_millis(ms));
-        }
-        match select3(client.poll_header(), PRESSES.receive(), Timer::at(wake)).await {
-            Either3::First(header) => {
-                let header = header.map_err(|_| "connection lost")?;
-                let mut ack = None;
-                if let Event::Publish(publish) = client
-                    .poll_body(header)
-                    .await
-                    .map_err(|_| "connection lost")?
-                {
-                    let name: &str = match &publish.topic {
-                        TopicReference::Name(n) => n.as_ref().as_ref(),
-                        _ => "",
-                    };
-                    let message = publish.message.as_ref();
-                    if name == ack_topic.as_str() {
-                        ack = Ack::decode(message).ok();
-                    } else if name == ota_command_topic.as_str() {
-                        match ota_transfer::decode::<OtaCommand>(message) {
-                            Ok(OtaCommand::Offer(offer)) => ota
-                                .handle_offer(uptime_ms(), &offer, terminal)
-                                .await
-                                .map_err(|_| "flash error while accepting an update")?,
-                            Ok(OtaCommand::Cancel { rollout }) => ota.handle_cancel(rollout),
-                            Err(_) => warn!("undecodable OTA command"),
-                        }
-                    } else if name == ota_chunk_topic.as_str() {
-                        match ota_transfer::decode::<Chunk>(message) {
-                            Ok(chunk) => ota
-                                .handle_chunk(uptime_ms(), &chunk, terminal)
-                                .await
-                                .map_err(|_| "flash error while writing the update")?,
-                            Err(_) => warn!("undecodable OTA chunk"),
-                        }
-                    }
-                }
-                // SAFETY: the event (which borrowed the buffer) is dropped.
-                unsafe { client.buffer_mut().reset() };
-                if let Some(ack) = ack {
-                    terminal
-                        .handle_ack(uptime_ms(), &ack)
-                        .await
-                        .map_err(|_| "flash error while releasing acked presses")?;
-                }
-            }
-            Either3::Second(button) => match terminal.handle_press(uptime_ms(), button).await {
-                Ok(id) => info!("press {} queued as {}/{}", button.name(), id.boot, id.seq),
-                Err(PressError::Full) => warn!("press queue full: press dropped (counted)"),
-                Err(PressError::Storage(_)) => error!("flash error: press not queued"),
-            },
-            Either3::Third(()) => {}
-        }
-    }
+    .await
 }

@@ -179,19 +179,8 @@ fn load_provisioning(
 fn read_public_key(path: &std::path::Path) -> anyhow::Result<[u8; 32]> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read --ota-public-key {}", path.display()))?;
-    let text = text.trim();
-    let mut key = [0u8; 32];
-    if text.len() != 64 || !text.is_ascii() {
-        bail!(
-            "--ota-public-key {} is not 64 hex characters (use the signing.pub from `fleet keys generate`)",
-            path.display()
-        );
-    }
-    for (i, b) in key.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&text[2 * i..2 * i + 2], 16)
-            .with_context(|| format!("--ota-public-key {} is not hex", path.display()))?;
-    }
-    Ok(key)
+    pressline_protocol::ota::parse_public_key(&text)
+        .map_err(|e| anyhow::anyhow!("--ota-public-key {}: {e}", path.display()))
 }
 
 /// TLS trusting only the CA certificates in `ca_file`.

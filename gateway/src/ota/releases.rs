@@ -97,16 +97,8 @@ fn hex(bytes: &[u8]) -> String {
 pub fn read_public_key(path: &Path) -> anyhow::Result<[u8; 32]> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("cannot read trusted key {}: {e}", path.display()))?;
-    let text = text.trim();
-    let mut key = [0u8; 32];
-    if text.len() != 64 {
-        anyhow::bail!("trusted key {} is not 64 hex characters (use the signing.pub written by `fleet keys generate`)", path.display());
-    }
-    for (i, b) in key.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&text[2 * i..2 * i + 2], 16)
-            .map_err(|_| anyhow::anyhow!("trusted key {} is not hex", path.display()))?;
-    }
-    Ok(key)
+    pressline_protocol::ota::parse_public_key(&text)
+        .map_err(|e| anyhow::anyhow!("trusted key {}: {e}", path.display()))
 }
 
 #[derive(Clone)]

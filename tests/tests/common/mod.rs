@@ -6,6 +6,7 @@
 //! timeout, and says what it was waiting for when it gives up.
 #![allow(dead_code)]
 
+pub mod host;
 pub mod pki;
 
 use std::collections::BTreeSet;
@@ -242,6 +243,9 @@ pub struct GatewayOptions {
     pub https_ca: Option<PathBuf>,
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
+    /// Where the MQTT listeners bind (default loopback): the lab
+    /// network's address for host terminals.
+    pub mqtt_bind: Option<std::net::Ipv4Addr>,
 }
 
 /// An HTTP agent trusting `ca` (HTTPS) or none (plain HTTP).
@@ -331,9 +335,9 @@ impl Gateway {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--mqtt-listen")
-            .arg(format!("127.0.0.1:{}", self.mqtt_port))
+            .arg(format!("{}:{}", self.mqtt_host(), self.mqtt_port))
             .arg("--mqtt-v5-listen")
-            .arg(format!("127.0.0.1:{}", self.mqtt_v5_port))
+            .arg(format!("{}:{}", self.mqtt_host(), self.mqtt_v5_port))
             .arg("--http-listen")
             .arg(format!("127.0.0.1:{}", self.http_port));
         if let Some(up) = &self.options.upstream {
@@ -383,8 +387,19 @@ impl Gateway {
         }
     }
 
+    fn mqtt_host(&self) -> std::net::Ipv4Addr {
+        self.options
+            .mqtt_bind
+            .unwrap_or(std::net::Ipv4Addr::LOCALHOST)
+    }
+
     pub fn broker(&self) -> String {
-        format!("127.0.0.1:{}", self.mqtt_port)
+        format!("{}:{}", self.mqtt_host(), self.mqtt_port)
+    }
+
+    /// The MQTT 5 listener (the firmware's protocol).
+    pub fn broker_v5(&self) -> String {
+        format!("{}:{}", self.mqtt_host(), self.mqtt_v5_port)
     }
 
     /// The API token the gateway generated on first start.

@@ -1,0 +1,36 @@
+//! What the application needs from the board it runs on.
+
+use pressline_protocol::{Ack, PressId, ResetReason};
+
+/// A board: the Pico W (CYW43439 Wi-Fi, RP2040 watchdog, ADC) or a Linux
+/// host (a TAP device, a flash file, re-exec as reboot).
+#[allow(async_fn_in_trait)]
+pub trait Board {
+    /// Brings the network link up if it is down (a Wi-Fi join); `Ok` when
+    /// packets can flow. Must return within a few seconds either way.
+    async fn connect_network(&mut self) -> Result<(), &'static str>;
+
+    /// Signal strength now, when the board has a radio.
+    async fn rssi_dbm(&mut self) -> Option<i8>;
+
+    /// Battery voltage, when the board can measure it.
+    fn battery_mv(&mut self) -> Option<u16>;
+
+    /// Why this boot happened (watchdog, software reset, power-on).
+    fn reset_reason(&self) -> ResetReason;
+
+    /// Restarts the terminal through its bootloader (which swaps in a
+    /// verified update). Does not return.
+    fn reboot(&mut self) -> !;
+
+    /// A press is in the flash queue; `queued` presses are there now.
+    fn press_queued(&mut self, _id: PressId, _queued: usize) {}
+
+    /// A press could not be queued (the queue is full, or the flash
+    /// failed); it is counted as dropped.
+    fn press_not_queued(&mut self) {}
+
+    /// The gateway's durable ack released presses from the queue; `queued`
+    /// presses are left.
+    fn presses_released(&mut self, _ack: &Ack, _queued: usize) {}
+}

@@ -1,0 +1,58 @@
+//! Who the terminal is and how it reaches its gateway: an owned copy of
+//! the provisioning record (`fleet provision`), however the board got it
+//! (a reserved flash sector on the Pico W, a file for terminal-host).
+
+use heapless::String;
+use pressline_protocol::provisioning::ProvisioningRecord;
+
+/// What the application needs from the record.
+pub struct Settings {
+    pub terminal: String<32>,
+    pub site: String<32>,
+    pub wifi_ssid: String<32>,
+    pub wifi_password: String<64>,
+    pub gateway_host: String<64>,
+    pub gateway_port: u16,
+    /// The terminal's secret (MQTT login and press signatures); `None` for
+    /// a terminal that was never provisioned (open-mode gateways accept
+    /// its presses unsigned).
+    pub secret: Option<[u8; 32]>,
+}
+
+fn owned<const N: usize>(s: &str) -> Option<String<N>> {
+    let mut out = String::new();
+    out.push_str(s).ok()?;
+    Some(out)
+}
+
+impl Settings {
+    /// The record's fields; `None` if one is longer than the settings hold.
+    pub fn from_record(r: &ProvisioningRecord<'_>) -> Option<Settings> {
+        Some(Settings {
+            terminal: owned(r.terminal)?,
+            site: owned(r.site)?,
+            wifi_ssid: owned(r.wifi_ssid)?,
+            wifi_password: owned(r.wifi_password)?,
+            gateway_host: owned(r.gateway_host)?,
+            gateway_port: r.gateway_port,
+            secret: Some(r.secret),
+        })
+    }
+
+    /// An unprovisioned terminal `terminal` at `site`, reaching the gateway
+    /// at `host:port` (development boards, terminal-host in open mode).
+    pub fn unprovisioned(terminal: &str, site: &str, host: &str, port: u16) -> Option<Settings> {
+        let record = ProvisioningRecord {
+            terminal,
+            site,
+            zone: "",
+            wifi_ssid: "-",
+            wifi_password: "",
+            gateway_host: host,
+            gateway_port: port,
+            secret: [0; 32],
+        };
+        record.validate().ok()?;
+        Settings::from_record(&record).map(|s| Settings { secret: None, ..s })
+    }
+}
