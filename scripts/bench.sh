@@ -10,6 +10,8 @@
 #   BENCH_CONNECTIONS [10000]                    concurrent terminals
 #   BENCH_BACKLOG [1000000]                      presses stored before the drain
 #   BENCH_HISTORY [1000000] BENCH_HISTORY_RATE [20000]   memory as history grows
+#   PRESSLINE_BIN [built here]                directory of prebuilt release binaries
+#   BENCH_SECTIONS ["1 2 3 4"]                   which sections to run (5 needs 3 and 4)
 #
 # 1. Ingest ceiling: BENCH_TERMINALS x BENCH_PRESSES presses, QoS 1, through
 #    (a) the gateway (dedup, durable sled commit, application ack),
@@ -40,8 +42,12 @@ BACKLOG=${BENCH_BACKLOG:-1000000}
 HISTORY=${BENCH_HISTORY:-1000000}
 HISTORY_RATE=${BENCH_HISTORY_RATE:-20000}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pressline/target}"
-cargo build --release --locked --bin gateway --bin terminal-sim --bin bench-relay --bin bench-subscriber >&2
-BIN="$CARGO_TARGET_DIR/release"
+if [ -n "${PRESSLINE_BIN:-}" ]; then
+    BIN=$PRESSLINE_BIN # prebuilt release binaries, e.g. a copy kept while the tree changes
+else
+    cargo build --release --locked --bin gateway --bin terminal-sim --bin bench-relay --bin bench-subscriber >&2
+    BIN="$CARGO_TARGET_DIR/release"
+fi
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
 TICKS=$(getconf CLK_TCK)
@@ -49,6 +55,8 @@ TICKS=$(getconf CLK_TCK)
 ulimit -n "$(ulimit -Hn)"
 
 log() { echo "bench: $*" >&2; }
+SECTIONS=" ${BENCH_SECTIONS:-1 2 3 4} "
+want() { [[ "$SECTIONS" == *" $1 "* ]]; }
 # A private CA and a certificate for localhost/127.0.0.1 (keys owner-only).
 mkdir -p "$WORK/tls"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=bench-ca \
@@ -89,6 +97,7 @@ start_mosquitto() { # PORT [TLS_PORT] -> pid in $MQ_PID
 stop() { kill -TERM "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
 # ---------------------------------------------------------------- 1. ingest
+if want 1; then
 TOTAL=$((TERMINALS * PRESSES))
 ingest_run() { # KIND -> "rate cpu rss delivered"
     local kind=$1 port pid start report end delivered sub_out
@@ -156,7 +165,10 @@ python3 -c "a,t,b,c=${RATE[gateway]},${RATE[gateway-tls]},${RATE[rumqttd]},${RAT
 python3 -c "g,m=${CPU[gateway]},${CPU[mosquitto]}; print(f'CPU: gateway {g / $TOTAL * 1e6:.1f} us per durable press, Mosquitto {m / $TOTAL * 1e6:.1f} us per relayed message (target: gateway <= Mosquitto)')"
 echo
 
+fi
+
 # --------------------------------------------------------------- 2. latency
+if want 2; then
 latency_run() { # [tls] -> "ack_p50 ack_p99 ack_max up_p50 up_p99 up_max" in ms
     local mq gw http report mqs upstream conf=""
     mq=$(free_port); gw=$(free_port); http=$(free_port); mqs=$(free_port)
@@ -173,7 +185,7 @@ latency_run() { # [tls] -> "ack_p50 ack_p99 ack_max up_p50 up_p99 up_max" in ms
         --count 10000 --idle-secs 5 --ready-file "$WORK/ready" --ids-out "$WORK/arrivals" >/dev/null &
     local sub_pid=$!
     wait_file "$WORK/ready"
-    report=$("$BIN/terminal-sim" --broker "127.0.0.1:$gw" --terminals 100 --presses 100 --rate 1000 \
+    report=$("$BIN/terminal-sim" --broker "127.0.0.1:$gw" --terminals 100 --presses 100 --rate 1000 --press-once-connected \
         --press-log "$WORK/presses" --timeout 300 --json)
     wait "$sub_pid"
     stop "$gw_pid"; stop "$mq_pid"
@@ -210,7 +222,10 @@ echo "| press -> upstream subscriber | $(col 4) | $(col 5) | $(col 6) | 25 ms |"
 echo "| press -> upstream subscriber, upstream over mqtts:// | $(col 4 "$WORK/res-tls") | $(col 5 "$WORK/res-tls") | $(col 6 "$WORK/res-tls") | 25 ms |"
 echo
 
+fi
+
 # ----------------------------------------------------------- 3. connections
+if want 3; then
 echo "## 3. Connections: $CONNECTIONS terminals with heartbeats"
 echo
 gw=$(free_port); http=$(free_port)
@@ -273,7 +288,10 @@ echo
 echo "After all $HISTORY delivered: RSS $hist_rss MiB (target <= 96 MiB, within 15 % of the 100,000 row); idle after a restart on that data: $hist_idle MiB (target <= 48 MiB); disk $hist_disk bytes, $((hist_disk / HISTORY)) bytes per stored, delivered press (target <= 120)."
 echo
 
+fi
+
 # ---------------------------------------------------- 4 and 5. drain, storage
+if want 4; then
 # Two drains. (4a) what the gateway forwards: the upstream Mosquitto PUBACKs
 # every press (forward_pending reaches 0) and a subscriber takes only the
 # live presses, to time them. (4b) the same with a consumer subscribed to
@@ -350,8 +368,11 @@ PY
     echo "|  | RSS with all $stored waiting upstream: $waiting_rss MiB (target <= 128 MiB); peak RSS over store and drain: $drain_peak MiB |  |  |  |  |  |  |  |  |  |"
 done
 echo
+fi
+if want 3 && want 4; then
 echo "## 5. Storage"
 echo
 python3 -c "print(f'{$disk} bytes on disk for {$stored} stored presses all waiting upstream (press log + outbox): {$disk / $stored:.0f} bytes per press; delivered: {$hist_disk / $HISTORY:.0f} bytes per press (section 3b)')"
 echo
-echo "Machine: $(nproc) vCPU $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/Mem:/ {print $2}') GiB RAM, Linux $(uname -r); $(mosquitto -h 2>/dev/null | head -1 | sed 's/ is an MQTT.*//'); $(date -u +%Y-%m-%d); command: ./scripts/bench.sh $RUNS"
+fi
+echo "Machine: $(nproc) vCPU $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/Mem:/ {print $2}') GiB RAM, Linux $(uname -r); $(mosquitto -h 2>/dev/null | head -1 | sed 's/ is an MQTT.*//'); $(date -u +%Y-%m-%d); command: ${BENCH_SECTIONS:+BENCH_SECTIONS=\"$BENCH_SECTIONS\" }./scripts/bench.sh $RUNS"

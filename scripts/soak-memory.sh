@@ -7,6 +7,7 @@
 # Environment (defaults in brackets):
 #   SOAK_TERMINALS [500]   simulated terminals
 #   SOAK_RATE [50]         presses per second, all terminals together
+#   PRESSLINE_BIN [built here]  directory of prebuilt release binaries
 #   SOAK_KILL_RATE [0.2]   power cuts per terminal per second (0: no churn);
 #                          each one drops the connection, and the terminal
 #                          reboots from its flash and reconnects
@@ -14,10 +15,9 @@
 # The gateway forwards to a Mosquitto (Debian's) started for the run, as
 # deployed: without an upstream, every press and health document would stay
 # in the outbox and the figure would be the outbox growing, not churn.
-# The gateway's RSS is sampled every SAMPLE_EVERY seconds. It also grows
-# with the presses stored (the last 26 hours of scores, sled's bookkeeping:
-# BENCHMARKS.md, section 3), so compare a run with SOAK_KILL_RATE=0 of the
-# same length to tell churn from that.
+# The gateway's RSS is sampled every SAMPLE_EVERY seconds. Compare a run
+# with SOAK_KILL_RATE=0 of the same length to tell churn from what the
+# stored presses cost (BENCHMARKS.md, section 3b).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-1200}
@@ -26,8 +26,12 @@ TERMINALS=${SOAK_TERMINALS:-500}
 RATE=${SOAK_RATE:-50}
 KILL_RATE=${SOAK_KILL_RATE:-0.2}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pressline/target}"
-cargo build --release --locked --bin gateway --bin terminal-sim >&2
-BIN="$CARGO_TARGET_DIR/release"
+if [ -n "${PRESSLINE_BIN:-}" ]; then
+    BIN=$PRESSLINE_BIN # prebuilt release binaries, e.g. a copy kept while the tree changes
+else
+    cargo build --release --locked --bin gateway --bin terminal-sim >&2
+    BIN="$CARGO_TARGET_DIR/release"
+fi
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
 ulimit -n "$(ulimit -Hn)"

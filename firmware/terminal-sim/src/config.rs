@@ -39,6 +39,9 @@ pub struct SimConfig {
     /// Total presses per second across all terminals; `0` = as fast as each
     /// terminal's queue accepts them.
     pub rate: f64,
+    /// Each terminal starts pressing only once its first session is up, so
+    /// latency figures measure steady state rather than a connection storm.
+    pub press_once_connected: bool,
     /// Fraction (0–1) of transmissions deliberately published twice.
     pub dup_rate: f64,
     /// Seed for button choice, timing jitter and duplicates.
@@ -122,6 +125,7 @@ impl Default for SimConfig {
             terminals: 4,
             presses: Some(10),
             rate: 10.0,
+            press_once_connected: false,
             dup_rate: 0.0,
             seed: 1,
             id_prefix: "sim-".into(),

@@ -39,6 +39,10 @@ struct Args {
     /// Total presses per second across all terminals; 0 = no limit.
     #[arg(long, default_value_t = 10.0)]
     rate: f64,
+    /// Each terminal starts pressing once connected (steady-state latency);
+    /// by default presses start at once and queue while connecting.
+    #[arg(long)]
+    press_once_connected: bool,
     /// Fraction (0-1) of presses deliberately published twice.
     #[arg(long, default_value_t = 0.0)]
     dup_rate: f64,
@@ -280,6 +284,7 @@ fn validate(args: &Args) -> anyhow::Result<SimConfig> {
         identities,
         presses: Some(args.presses),
         rate: args.rate,
+        press_once_connected: args.press_once_connected,
         dup_rate: args.dup_rate,
         seed: args.seed,
         id_prefix: args.id_prefix.clone(),

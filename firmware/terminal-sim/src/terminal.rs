@@ -342,6 +342,7 @@ async fn run_boot(
         // Press whatever is due (all at once when unthrottled, as long as the
         // queue has room: the simulator models visitors, not overflow).
         while *remaining != Some(0)
+            && (ever_connected || !config.press_once_connected)
             && Instant::now() >= next_press
             && terminal.queue_len() < terminal.queue_capacity()
         {
@@ -534,6 +535,10 @@ async fn run_boot(
                         counters.reconnects.fetch_add(1, Relaxed);
                     } else {
                         counters.connected.fetch_add(1, Relaxed);
+                        if config.press_once_connected {
+                            next_press = Instant::now()
+                                + press_interval.map_or(Duration::ZERO, |i| i.mul_f64(rng.gen::<f64>()));
+                        }
                     }
                     ever_connected = true;
                     terminal.handle_connected(now());
