@@ -78,7 +78,7 @@ json() { python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(eval(sys.
 stat_of() { curl -s -H "Authorization: Bearer $(cat "$1/api-token")" "http://127.0.0.1:$2/api/v1/stats" | python3 -c "import json,sys; print(json.load(sys.stdin)['$3'])"; }
 
 start_gateway() { # DATA_DIR MQTT_PORT HTTP_PORT [UPSTREAM_URL] [CONFIG] -> pid in $GW_PID
-    local args=(run --site bench --data-dir "$1" --mqtt-listen "127.0.0.1:$2" --http-listen "127.0.0.1:$3"
+    local args=(run --open --site bench --data-dir "$1" --mqtt-listen "127.0.0.1:$2" --http-listen "127.0.0.1:$3"
         --mqtt-v5-listen "127.0.0.1:$(free_port)")
     [ -n "${4:-}" ] && args+=(--upstream "$4")
     [ -n "${5:-}" ] && args+=(--config "$5")

@@ -45,7 +45,7 @@ printf 'user root\nallow_anonymous true\nmax_queued_messages 0\nset_tcp_nodelay 
     "$upstream" >"$WORK/mosquitto.conf"
 mosquitto -c "$WORK/mosquitto.conf" >"$WORK/mosquitto.log" 2>&1 &
 wait_port "$upstream" || { tail -3 "$WORK/mosquitto.log" >&2; exit 1; }
-RUST_LOG=warn "$BIN/gateway" run --site soak --data-dir "$WORK/data" --upstream "mqtt://127.0.0.1:$upstream" \
+RUST_LOG=warn "$BIN/gateway" run --open --site soak --data-dir "$WORK/data" --upstream "mqtt://127.0.0.1:$upstream" \
     --mqtt-listen "127.0.0.1:$mqtt" --mqtt-v5-listen "127.0.0.1:$mqtt_v5" --http-listen "127.0.0.1:$http" \
     >"$WORK/gateway.log" 2>&1 &
 gw=$!

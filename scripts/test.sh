@@ -67,6 +67,16 @@ if [ "${#missing[@]}" -gt 0 ]; then
     echo "installing what the tests need (firmware toolchain, QEMU, headless Chromium): ${missing[*]}"
     apt_install "${missing[@]}"
 fi
+# Third-party MQTT clients for the conformance tests (tests/clients/): the
+# paho-mqtt package from PyPI, in a virtual environment outside the clone.
+export PRESSLINE_PYTHON="${PRESSLINE_PYTHON:-$HOME/.cache/pressline/venv/bin/python}"
+if ! "$PRESSLINE_PYTHON" -c 'import paho.mqtt' >/dev/null 2>&1; then
+    command -v python3 >/dev/null 2>&1 && python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || apt_install python3 python3-venv
+    echo "installing paho-mqtt (PyPI) in $(dirname "$(dirname "$PRESSLINE_PYTHON")")"
+    python3 -m venv "$(dirname "$(dirname "$PRESSLINE_PYTHON")")"
+    "$PRESSLINE_PYTHON" -m pip install --quiet 'paho-mqtt>=2,<3'
+fi
+"$PRESSLINE_PYTHON" -c 'import paho.mqtt; print("paho-mqtt", paho.mqtt.__version__)'
 mosquitto -h 2>/dev/null | head -n 1 || true
 cargo --version
 /usr/bin/rustc --version

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::Context;
 use pressline_protocol::topic::TERMINAL_FILTER;
@@ -16,6 +17,7 @@ use rumqttd::{
 };
 
 use crate::config::MqttConfig;
+use crate::security::mqtt_access::MqttAccess;
 
 /// Client id of the gateway's in-process link.
 pub const LINK_CLIENT_ID: &str = "pressline-gateway";
@@ -42,6 +44,9 @@ pub fn broker_config(mqtt: &MqttConfig) -> BrokerConfig {
             auth: None,
             external_auth: None,
             dynamic_filters: true,
+            on_refusal: None,
+            publish_authorizer: None,
+            reserved_client_ids: vec![LINK_CLIENT_ID.into(), OTA_LINK_CLIENT_ID.into()],
         },
     };
     let mut v4 = HashMap::new();
@@ -92,6 +97,7 @@ pub fn broker_config(mqtt: &MqttConfig) -> BrokerConfig {
             )])),
             initialized_filters: None,
             shared_subscriptions_strategy: Default::default(),
+            publish_authorizer: None,
         },
         v4: Some(v4),
         v5,
@@ -128,6 +134,7 @@ pub struct SiteBroker {
 pub fn start(
     mqtt: &MqttConfig,
     identities: &crate::terminals::identity::Identities,
+    access: Arc<MqttAccess>,
 ) -> anyhow::Result<SiteBroker> {
     // rumqttd only logs a failed bind from its server thread; check first so
     // the operator gets a clear error and a non-zero exit.
@@ -152,13 +159,34 @@ pub fn start(
         })?;
     }
     let mut config = broker_config(mqtt);
-    if identities.mode() == crate::terminals::identity::SecurityMode::Closed {
-        // Closed mode: every connection must log in as a registered terminal.
-        for servers in [config.v4.as_mut(), config.v5.as_mut()]
-            .into_iter()
-            .flatten()
-        {
-            for settings in servers.values_mut() {
+    let closed = identities.mode() == crate::terminals::identity::SecurityMode::Closed;
+    // Publishes: checked, counted and logged on the router thread. Wills:
+    // checked at CONNECT, where a refusal is counted as a refused connection.
+    config.router.publish_authorizer = closed.then(|| {
+        let access = access.clone();
+        rumqttd::PublishAuthorizer(Arc::new(move |client_id: &str, topic: &str| {
+            access.authorize_publish(client_id, topic)
+        }))
+    });
+    let will_authorizer = closed.then(|| {
+        rumqttd::PublishAuthorizer(Arc::new(
+            crate::security::mqtt_access::closed_mode_may_publish,
+        ))
+    });
+    let refusals =
+        rumqttd::RefusalHandler(Arc::new(move |refusal, client_id: Option<&str>, peer| {
+            access.connection_refused(refusal, client_id, peer)
+        }));
+    for servers in [config.v4.as_mut(), config.v5.as_mut()]
+        .into_iter()
+        .flatten()
+    {
+        for settings in servers.values_mut() {
+            settings.connections.on_refusal = Some(refusals.clone());
+            settings.connections.publish_authorizer = will_authorizer.clone();
+            if closed {
+                // Closed mode: every connection must log in as a registered
+                // terminal.
                 let ids = identities.clone();
                 settings.set_auth_handler(
                     move |client_id: String, user: String, password: String| {

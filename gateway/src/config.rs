@@ -198,7 +198,12 @@ impl Config {
     }
 
     pub fn from_toml(text: &str) -> anyhow::Result<Config> {
-        Ok(toml::from_str(text)?)
+        let mut config: Config = toml::from_str(text)?;
+        let table: toml::Table = toml::from_str(text)?;
+        if table.get("security").and_then(|s| s.get("mode")).is_some() {
+            config.security.mode_source = crate::terminals::identity::ModeSource::ConfigFile;
+        }
+        Ok(config)
     }
 
     /// Checks everything that can be checked before starting.
@@ -341,7 +346,9 @@ mod tests {
 
     #[test]
     fn the_documented_defaults_are_the_defaults() {
-        assert_eq!(Config::from_toml(DEFAULT_TOML).unwrap(), Config::default());
+        let mut from_file = Config::from_toml(DEFAULT_TOML).unwrap();
+        from_file.security.mode_source = Default::default();
+        assert_eq!(from_file, Config::default());
         Config::default().validate().unwrap();
     }
 

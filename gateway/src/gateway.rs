@@ -146,7 +146,8 @@ pub async fn run(
     if !config.ota.trusted_keys.is_empty() {
         tracing::info!(keys = ?releases.trusted_key_ids(), "firmware releases signed by these keys are accepted");
     }
-    let site_broker = crate::broker::start(&config.mqtt, &identities)?;
+    let access = crate::security::mqtt_access::MqttAccess::new(stats.clone());
+    let site_broker = crate::broker::start(&config.mqtt, &identities, access)?;
 
     let today = crate::clock::utc_day(crate::clock::unix_ms_now());
     stats.set_today(today, store.stored_on(today));
@@ -313,16 +314,14 @@ pub async fn run(
         "Pressline gateway {} started",
         env!("CARGO_PKG_VERSION")
     );
-    tracing::info!(
-        "security mode: {:?} ({})",
-        identities.mode(),
-        match identities.mode() {
-            crate::terminals::identity::SecurityMode::Open =>
-                "anyone may connect; registered terminals must sign presses",
-            crate::terminals::identity::SecurityMode::Closed =>
-                "only registered terminals may connect",
+    match config.security.mode {
+        crate::terminals::identity::SecurityMode::Closed => {
+            tracing::info!("{}", config.security.describe())
         }
-    );
+        crate::terminals::identity::SecurityMode::Open => {
+            tracing::warn!("{}", config.security.describe())
+        }
+    }
     if !config.mqtt.tls_only {
         tracing::info!(
             "terminals: mqtt://{} (topics pressline/v1/term/{{terminal}}/press[/json])",

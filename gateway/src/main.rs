@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use pressline_gateway::config::{Config, DEFAULT_TOML};
+use pressline_gateway::terminals::identity::{ModeSource, SecurityMode};
 
 /// mimalloc instead of glibc's malloc: sled copies and frees a leaf node
 /// per insert, and under ingest glibc's `malloc`/`free` were about 30 % of
@@ -85,6 +86,10 @@ struct RunArgs {
     /// Also run N simulated terminals in-process (demo mode).
     #[arg(long, value_name = "N")]
     demo: Option<usize>,
+    /// Let any MQTT client connect and publish (overrides `[security] mode`);
+    /// for trials and third-party buttons. Closed is the default.
+    #[arg(long)]
+    open: bool,
 }
 
 impl RunArgs {
@@ -122,6 +127,13 @@ impl RunArgs {
         if let Some(a) = self.mqtt_tls_listen {
             config.mqtt.tls_listen = Some(a);
         }
+        if self.open {
+            config.security.mode = SecurityMode::Open;
+            config.security.mode_source = ModeSource::CommandLine;
+        }
+        if self.demo.is_some() {
+            open_for_demo(&mut config);
+        }
         Ok((config, self.demo))
     }
 }
@@ -143,7 +155,10 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Command::Run(args) => args.into_config(),
-        Command::Demo { terminals, run } => run.into_config().map(|(c, _)| (c, Some(terminals))),
+        Command::Demo { terminals, run } => run.into_config().map(|(mut c, _)| {
+            open_for_demo(&mut c);
+            (c, Some(terminals))
+        }),
     }
     .and_then(|(c, d)| {
         c.validate()?;
@@ -174,6 +189,13 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The demo's simulated terminals are not registered: the demo runs open,
+/// and says so at start.
+fn open_for_demo(config: &mut Config) {
+    config.security.mode = SecurityMode::Open;
+    config.security.mode_source = ModeSource::Demo;
 }
 
 /// A panic on any thread ends the process (exit code 101), so its

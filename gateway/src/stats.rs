@@ -28,6 +28,8 @@ pub struct Stats {
     pub storage_full: AtomicBool,
     pub upstream_connected: AtomicBool,
     rejected_by_reason: Mutex<BTreeMap<&'static str, u64>>,
+    connections_refused: Mutex<BTreeMap<&'static str, u64>>,
+    publishes_refused: AtomicU64,
     /// Why the upstream connection last failed; cleared on connect.
     upstream_error: Mutex<Option<String>>,
     today: AtomicI64,
@@ -47,6 +49,12 @@ pub struct StatsSnapshot {
     pub forward_pending: u64,
     pub payloads_rejected: u64,
     pub rejected_by_reason: BTreeMap<&'static str, u64>,
+    /// MQTT connections the site broker refused, by reason
+    /// (`bad_credentials`, `not_authorized`, `protocol_version`, …).
+    pub connections_refused: BTreeMap<&'static str, u64>,
+    /// Publishes refused in closed mode: a terminal publishing on another
+    /// terminal's topics or outside its own.
+    pub publishes_refused: u64,
     pub presses_refused_storage_full: u64,
     pub storage_full: bool,
     pub storage_errors: u64,
@@ -103,6 +111,20 @@ impl Stats {
         *map.entry(reason).or_default() += 1;
     }
 
+    /// Counts a refused MQTT connection under `reason`.
+    pub fn refuse_connection(&self, reason: &'static str) {
+        let mut map = self
+            .connections_refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *map.entry(reason).or_default() += 1;
+    }
+
+    /// Counts a publish refused by closed mode's topic rule.
+    pub fn refuse_publish(&self) {
+        self.publishes_refused.fetch_add(1, Relaxed);
+    }
+
     pub fn snapshot(
         &self,
         site: &str,
@@ -126,6 +148,12 @@ impl Stats {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
+            connections_refused: self
+                .connections_refused
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            publishes_refused: self.publishes_refused.load(Relaxed),
             presses_refused_storage_full: self.presses_refused_storage_full.load(Relaxed),
             storage_full: self.storage_full.load(Relaxed),
             storage_errors: self.storage_errors.load(Relaxed),

@@ -268,7 +268,7 @@ fn a_provisioned_terminal_logs_in_and_signs_and_a_wrong_secret_is_refused() {
         dir.path(),
         "lab",
         GatewayOptions {
-            config_toml: Some("[security]\nmode = \"closed\"\n".into()),
+            closed: true,
             ..Default::default()
         },
     );

@@ -485,3 +485,130 @@ fn world_readable_keys_are_refused_with_the_fix() {
         "{refused}"
     );
 }
+
+/// Runs `openssl` in `dir`, as an operator following a guide would.
+fn openssl(dir: &std::path::Path, args: &str) {
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("openssl {args}"))
+        .current_dir(dir)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The X.509 version line of a certificate, as `openssl x509 -text` shows it.
+fn x509_version(cert: &std::path::Path) -> String {
+    let out = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in"])
+        .arg(cert)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.lines()
+        .find(|l| l.trim_start().starts_with("Version:"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn x509_v1_certificates_from_mosquittos_guide_are_named_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    // Mosquitto's TLS guide: a CA from `req -x509`, then certificates signed
+    // with `openssl x509 -req` and no extensions. OpenSSL 3.0 (Debian 12)
+    // makes those X.509 v1.
+    openssl(&pki, "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj /CN=guide-ca -keyout ca.key -out ca.crt");
+    for name in ["server", "client"] {
+        let cn = if name == "server" {
+            "localhost"
+        } else {
+            "gw-guide"
+        };
+        openssl(&pki, &format!("req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN={cn} -keyout {name}.key -out {name}.csr"));
+        openssl(&pki, &format!("x509 -req -in {name}.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 30 -out {name}.crt"));
+        std::fs::set_permissions(
+            pki.join(format!("{name}.key")),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+    }
+    let v1_client = pki::Issued {
+        cert: pki.join("client.crt"),
+        key: pki.join("client.key"),
+    };
+    let guide_version = x509_version(&v1_client.cert);
+
+    // deploy/README.md's recipe (with -extfile) makes v3 on the same OpenSSL.
+    openssl(&pki, "req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=gw-readme -keyout readme.key -out readme.csr");
+    openssl(&pki, "x509 -req -in readme.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 30 -extfile <(printf \"basicConstraints=CA:FALSE\\nextendedKeyUsage=clientAuth\") -out readme.crt");
+    assert!(x509_version(&pki.join("readme.crt")).starts_with("Version: 3"));
+
+    if guide_version.starts_with("Version: 1") {
+        // 1. A v1 client certificate: refused at start, named, with the fix.
+        let refused = Gateway::start_refused(
+            dir.path(),
+            GatewayOptions {
+                site: "guide".into(),
+                args: upstream_args(
+                    "mqtts://localhost:8883".into(),
+                    &pki.join("ca.crt"),
+                    Some(&v1_client),
+                ),
+                ..Default::default()
+            },
+        );
+        assert!(refused.contains("exit status: 2"), "{refused}");
+        assert!(
+            refused.contains("X.509 v1")
+                && refused.contains("-extfile")
+                && refused.contains("client.crt"),
+            "{refused}"
+        );
+        assert!(!refused.contains("does not match"), "{refused}");
+    } else {
+        eprintln!("this OpenSSL issues {guide_version} without -extfile; the v1 client case needs OpenSSL 3.0");
+    }
+
+    // 2. A broker (real Mosquitto) serving a v1 certificate: the gateway's
+    //    upstream error says so and how to fix it; presses are kept.
+    let server = pki::Issued {
+        cert: pki.join("server.crt"),
+        key: pki.join("server.key"),
+    };
+    let server_is_v1 = x509_version(&server.cert).starts_with("Version: 1");
+    let mosquitto = Mosquitto::start_with(
+        dir.path(),
+        Some(MosquittoTls {
+            ca_file: pki.join("ca.crt"),
+            server,
+            require_certificate: false,
+            acl_file: None,
+            password_file: None,
+        }),
+    );
+    let gateway = Gateway::start(
+        dir.path(),
+        GatewayOptions {
+            site: "guide".into(),
+            args: upstream_args(mosquitto.tls_url("localhost"), &pki.join("ca.crt"), None),
+            ..Default::default()
+        },
+    );
+    Sim::spawn(
+        &gateway.broker(),
+        &["--terminals", "1", "--presses", "5", "--rate", "0"],
+    )
+    .expect_all_acked();
+    if server_is_v1 {
+        let error = wait_for_upstream_error(&gateway, "X.509 v1");
+        assert!(error.contains("-extfile"), "{error}");
+        assert_eq!(gateway.stat("forward_pending"), 5);
+    }
+}

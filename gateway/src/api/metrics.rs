@@ -59,21 +59,32 @@ pub fn render(state: &ApiState) -> String {
             s.storage_errors,
         ),
     ];
+    let counters = counters.into_iter().chain([(
+        "pressline_mqtt_publishes_refused_total",
+        "Publishes refused in closed mode (a terminal outside its own topics).",
+        s.publishes_refused,
+    )]);
     for (name, help, value) in counters {
         family(&mut out, name, "counter", help);
         let _ = writeln!(out, "{name}{{site=\"{site}\"}} {value}");
     }
-    family(
-        &mut out,
-        "pressline_payloads_rejected_total",
-        "counter",
-        "Publishes rejected as bad input, by reason.",
-    );
-    for (reason, n) in &s.rejected_by_reason {
-        let _ = writeln!(
-            out,
-            "pressline_payloads_rejected_total{{site=\"{site}\",reason=\"{reason}\"}} {n}"
-        );
+    let by_reason = [
+        (
+            "pressline_payloads_rejected_total",
+            "Publishes rejected as bad input, by reason.",
+            &s.rejected_by_reason,
+        ),
+        (
+            "pressline_mqtt_connections_refused_total",
+            "MQTT connections the site broker refused, by reason.",
+            &s.connections_refused,
+        ),
+    ];
+    for (name, help, counts) in by_reason {
+        family(&mut out, name, "counter", help);
+        for (reason, n) in counts {
+            let _ = writeln!(out, "{name}{{site=\"{site}\",reason=\"{reason}\"}} {n}");
+        }
     }
     let gauges = [
         (

@@ -54,6 +54,44 @@ pub fn load_key(path: &Path, what: &str) -> anyhow::Result<PrivateKeyDer<'static
     })
 }
 
+/// How to reissue an X.509 v1 certificate as v3 (said wherever one is met).
+pub const REISSUE_AS_V3: &str = "reissue it as X.509 v3: sign the request with `openssl x509 -req ... -extfile v3.ext`, where v3.ext holds `basicConstraints=CA:FALSE` and `subjectAltName=DNS:<host name>` (deploy/README.md, \"Certificates\")";
+
+/// Refuses an X.509 v1 certificate in a chain the gateway presents (its
+/// client certificate, its server certificate). OpenSSL 3.0 (Debian 12)
+/// issues v1 from `openssl x509 -req` without `-extfile`, as Mosquitto's
+/// TLS guide shows; rustls and most TLS stacks refuse v1 for anything but
+/// a trust anchor, with an error (`UnsupportedCertVersion`) that sends
+/// people looking at the key. A v1 CA in a CA file works and is allowed.
+pub fn refuse_v1_chain(
+    chain: &[CertificateDer<'_>],
+    path: &Path,
+    what: &str,
+) -> anyhow::Result<()> {
+    for (i, cert) in chain.iter().enumerate() {
+        let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
+            bail!(
+                "{what} {}: certificate {} of the file is not valid DER",
+                path.display(),
+                i + 1
+            );
+        };
+        if parsed.version() == x509_parser::x509::X509Version::V1 {
+            let which = if i == 0 {
+                String::new()
+            } else {
+                format!(" (certificate {} of the chain)", i + 1)
+            };
+            bail!(
+                "{what} {}{which} is an X.509 v1 certificate ({}), which TLS refuses for anything but a CA: {REISSUE_AS_V3}",
+                path.display(),
+                parsed.subject()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// When a certificate is not yet valid or no longer valid, says so (and
 /// when), so a wrong clock or a forgotten renewal shows up at start-up.
 pub fn validity_problem(cert: &CertificateDer<'_>) -> Option<String> {
@@ -125,6 +163,7 @@ pub fn client_config(tls: &ClientTls) -> anyhow::Result<ClientConfig> {
     let config = match (tls.cert_file.as_deref(), tls.key_file.as_deref()) {
         (Some(cert), Some(key_path)) => {
             let chain = load_certs(cert, "upstream client certificate")?;
+            refuse_v1_chain(&chain, cert, "upstream client certificate")?;
             let key = load_key(key_path, "upstream client key")?;
             builder.with_client_auth_cert(chain, key).with_context(|| {
                 format!(
@@ -149,6 +188,7 @@ pub fn server_config(
 ) -> anyhow::Result<ServerConfig> {
     install_crypto_provider();
     let chain = load_certs(cert_file, &format!("{what} certificate"))?;
+    refuse_v1_chain(&chain, cert_file, &format!("{what} certificate"))?;
     if let Some(problem) = validity_problem(&chain[0]) {
         tracing::error!(file = %cert_file.display(), "the {what} certificate {problem}: clients will refuse it");
     }
@@ -208,6 +248,9 @@ pub fn explain(error: &(dyn std::error::Error + 'static), peer: &str) -> Option<
                 "the certificate of {peer} is not signed by a trusted CA ({tls}); set upstream.ca_file (--upstream-ca) to the CA that issued it"
             ),
             CertificateError::Revoked => format!("the certificate of {peer} is revoked ({tls})"),
+            _ if tls.to_string().contains("UnsupportedCertVersion") => format!(
+                "the certificate of {peer} is an X.509 v1 certificate ({tls}), which TLS refuses for anything but a CA; on the broker, {REISSUE_AS_V3}"
+            ),
             _ => format!("the certificate of {peer} was refused: {tls}"),
         },
         rustls::Error::AlertReceived(alert) => match alert {

@@ -4,11 +4,12 @@
 //! done by `fleet provision`). Then:
 //! - in **closed** mode the site broker accepts only registered, unrevoked
 //!   terminals logging in as themselves (user = client id = terminal id,
-//!   password derived from the secret, [`pressline_protocol::auth`]);
-//!   a refused login is closed by rumqttd without a CONNACK code;
+//!   password derived from the secret, [`pressline_protocol::auth`]),
+//!   refused logins get a CONNACK saying why, and each terminal publishes
+//!   only on its own topics ([`crate::security::mqtt_access`]);
 //! - in either mode, a press from a registered terminal must carry a valid
-//!   MAC made with that terminal's secret, so a device with some valid login
-//!   cannot publish as another terminal (rumqttd has no per-topic ACLs);
+//!   MAC made with that terminal's secret, so in open mode a device cannot
+//!   publish presses as a registered terminal;
 //! - presses claiming to come from a revoked terminal are rejected.
 //! In **open** mode (demos, third-party buttons) unregistered terminals are
 //! accepted without a login or MAC.
@@ -27,10 +28,21 @@ use crate::store::{Store, StoreError};
 #[serde(rename_all = "lowercase")]
 pub enum SecurityMode {
     /// Anyone may connect; registered terminals must still prove presses.
-    #[default]
     Open,
-    /// Only registered terminals, logged in as themselves.
+    /// Only registered terminals, logged in as themselves: the default, so
+    /// a gateway started without a config is not open to the venue Wi-Fi.
+    #[default]
     Closed,
+}
+
+/// Where the security mode came from, for the start-up line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ModeSource {
+    #[default]
+    Default,
+    ConfigFile,
+    CommandLine,
+    Demo,
 }
 
 /// `[security]` in the config.
@@ -38,6 +50,28 @@ pub enum SecurityMode {
 #[serde(default, deny_unknown_fields)]
 pub struct SecurityConfig {
     pub mode: SecurityMode,
+    #[serde(skip)]
+    pub mode_source: ModeSource,
+}
+
+impl SecurityConfig {
+    /// The start-up line: which mode, why, and what it means.
+    pub fn describe(&self) -> String {
+        let why = match self.mode_source {
+            ModeSource::Default => "the default",
+            ModeSource::ConfigFile => "[security] mode in the config file",
+            ModeSource::CommandLine => "--open on the command line",
+            ModeSource::Demo => "gateway demo",
+        };
+        match self.mode {
+            SecurityMode::Closed => format!(
+                "security mode: closed ({why}): only terminals registered with `fleet provision` may connect, each on its own topics; --open or [security] mode = \"open\" admits any client"
+            ),
+            SecurityMode::Open => format!(
+                "security mode: OPEN ({why}): any MQTT client may connect and publish; registered terminals must still sign presses; use closed mode in production"
+            ),
+        }
+    }
 }
 
 /// A registered terminal (persisted).

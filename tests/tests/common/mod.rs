@@ -246,6 +246,10 @@ pub struct GatewayOptions {
     /// Where the MQTT listeners bind (default loopback): the lab
     /// network's address for host terminals.
     pub mqtt_bind: Option<std::net::Ipv4Addr>,
+    /// Run in closed mode, the gateway's default. Otherwise the harness
+    /// passes `--open`, as a trial with unregistered simulated terminals
+    /// would.
+    pub closed: bool,
 }
 
 /// An HTTP agent trusting `ca` (HTTPS) or none (plain HTTP).
@@ -347,6 +351,9 @@ impl Gateway {
             let path = self.dir.join(format!("gateway-{}.toml", self.options.site));
             fs::write(&path, toml).unwrap();
             cmd.arg("--config").arg(path);
+        }
+        if !self.options.closed {
+            cmd.arg("--open");
         }
         cmd.args(&self.options.args);
         cmd.envs(self.options.env.iter().map(|(k, v)| (k, v)));

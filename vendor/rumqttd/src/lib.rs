@@ -153,6 +153,81 @@ pub struct ConnectionSettings {
     pub external_auth: Option<AuthHandler>,
     #[serde(default)]
     pub dynamic_filters: bool,
+    /// Pressline patch: told of every connection refused before it became
+    /// a session (the CONNACK, where the protocol has one, says why).
+    #[serde(skip)]
+    pub on_refusal: Option<RefusalHandler>,
+    /// Pressline patch: checks a CONNECT's will topic (the router checks
+    /// publishes with [`RouterConfig::publish_authorizer`]).
+    #[serde(skip)]
+    pub publish_authorizer: Option<PublishAuthorizer>,
+    /// Pressline patch: client ids remote clients may not use: the
+    /// embedding application's local links. A remote client with one would
+    /// take over the link's session (a duplicate client id ends the older
+    /// connection).
+    #[serde(default)]
+    pub reserved_client_ids: Vec<String>,
+}
+
+/// Pressline patch: why a connection was refused before it became a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Refusal {
+    /// A protocol level this listener does not speak (CONNACK 0x01 / 0x84).
+    ProtocolVersion,
+    /// The CONNECT could not be parsed.
+    MalformedConnect,
+    /// The first packet was not a CONNECT.
+    NotConnect,
+    /// No CONNECT within the connection timeout.
+    ConnectTimeout,
+    /// A login that does not match (CONNACK 0x04 / 0x86).
+    BadCredentials,
+    /// No login where one is required (CONNACK 0x05 / 0x87).
+    NotAuthorized,
+    /// A last will on a topic the client may not publish to (0x05 / 0x87).
+    WillNotAuthorized,
+    /// An invalid client id (CONNACK 0x02 / 0x85).
+    ClientIdNotValid,
+    /// The broker is at its connection limit (CONNACK 0x03 / 0x88).
+    ServerUnavailable,
+}
+
+impl Refusal {
+    /// A stable name for counters and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::ProtocolVersion => "protocol_version",
+            Refusal::MalformedConnect => "malformed_connect",
+            Refusal::NotConnect => "not_connect",
+            Refusal::ConnectTimeout => "connect_timeout",
+            Refusal::BadCredentials => "bad_credentials",
+            Refusal::NotAuthorized => "not_authorized",
+            Refusal::WillNotAuthorized => "will_not_authorized",
+            Refusal::ClientIdNotValid => "client_id_not_valid",
+            Refusal::ServerUnavailable => "server_unavailable",
+        }
+    }
+}
+
+/// Pressline patch: `(refusal, client id if the CONNECT was read, peer address)`.
+#[derive(Clone)]
+pub struct RefusalHandler(pub Arc<dyn Fn(Refusal, Option<&str>, Option<SocketAddr>) + Send + Sync>);
+
+impl fmt::Debug for RefusalHandler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RefusalHandler")
+    }
+}
+
+/// Pressline patch: `(client id, topic) -> may publish`. Called on the
+/// router thread for every publish, so it must be cheap and never block.
+#[derive(Clone)]
+pub struct PublishAuthorizer(pub Arc<dyn Fn(&str, &str) -> bool + Send + Sync>);
+
+impl fmt::Debug for PublishAuthorizer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PublishAuthorizer")
+    }
 }
 
 impl ConnectionSettings {
@@ -178,6 +253,9 @@ impl fmt::Debug for ConnectionSettings {
             .field("auth", &self.auth)
             .field("external_auth", &self.external_auth.is_some())
             .field("dynamic_filters", &self.dynamic_filters)
+            .field("on_refusal", &self.on_refusal.is_some())
+            .field("publish_authorizer", &self.publish_authorizer.is_some())
+            .field("reserved_client_ids", &self.reserved_client_ids)
             .finish()
     }
 }
@@ -203,6 +281,12 @@ pub struct RouterConfig {
     // defaults to Round Robin
     #[serde(default)]
     pub shared_subscriptions_strategy: Strategy,
+    /// Pressline patch: publishes it refuses are dropped; a QoS 1 one is
+    /// still PUBACKed (reason 0x87 on MQTT 5; MQTT 3.1.1 has no negative
+    /// PUBACK, and §3.3.5 allows a positive one), a QoS 2 one ends the
+    /// connection.
+    #[serde(skip)]
+    pub publish_authorizer: Option<PublishAuthorizer>,
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]

@@ -68,7 +68,19 @@ impl<P: Protocol> Network<P> {
         }
     }
 
+    /// Pressline patch: the listener's MQTT version (4 or 5).
+    pub fn version(&self) -> u8 {
+        self.protocol.version()
+    }
+
     pub fn set_keepalive(&mut self, keepalive: u16) {
+        // Pressline patch: 0 turns the keep-alive mechanism off (MQTT 3.1.1
+        // §3.1.2.10, MQTT 5 §3.1.2.10); reads then wait for as long as the
+        // connection lasts.
+        if keepalive == 0 {
+            self.keepalive = Duration::MAX;
+            return;
+        }
         let keepalive = Duration::from_secs(keepalive as u64);
         self.keepalive = keepalive + keepalive.mul_f32(0.5);
     }
@@ -158,6 +170,13 @@ impl<P: Protocol> Network<P> {
         Protocol::write(&self.protocol, packet, &mut self.write)?;
         self.socket.write_all(&self.write).await?;
         self.release_write_buffer();
+        Ok(())
+    }
+
+    /// Pressline patch: bytes already encoded, for a CONNACK in another
+    /// protocol version than the listener's (a refused protocol level).
+    pub async fn write_raw(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        self.socket.write_all(bytes).await?;
         Ok(())
     }
 

@@ -4,7 +4,7 @@ use crate::link::network::Network;
 use crate::local::LinkBuilder;
 use crate::protocol::{ConnAck, Connect, ConnectReturnCode, Login, Packet, Protocol};
 use crate::router::{Event, Notification};
-use crate::{ConnectionId, ConnectionSettings};
+use crate::{ConnectionId, ConnectionSettings, Refusal};
 
 use flume::{RecvError, SendError, Sender, TrySendError};
 use std::cmp::min;
@@ -47,6 +47,40 @@ pub enum Error {
     TrySend(#[from] TrySendError<(ConnectionId, Event)>),
     #[error("Link error = {0}")]
     Link(#[from] LinkError),
+    /// Pressline patch: the CONNECT was refused (with a CONNACK where the
+    /// protocol has one); the client id if it was read.
+    #[error("Connection refused: {}", .0.as_str())]
+    Refused(Refusal, Option<String>),
+}
+
+/// Pressline patch: the CONNACK code for a refusal, in the listener's protocol.
+fn refusal_code(version: u8, refusal: Refusal) -> ConnectReturnCode {
+    match (refusal, version) {
+        (Refusal::BadCredentials, _) => ConnectReturnCode::BadUserNamePassword,
+        (Refusal::NotAuthorized | Refusal::WillNotAuthorized, _) => ConnectReturnCode::NotAuthorized,
+        (Refusal::ClientIdNotValid, _) => ConnectReturnCode::ClientIdentifierNotValid,
+        (Refusal::ProtocolVersion, 5) => ConnectReturnCode::UnsupportedProtocolVersion,
+        (Refusal::ProtocolVersion, _) => ConnectReturnCode::RefusedProtocolVersion,
+        (_, 5) => ConnectReturnCode::ServerUnavailable,
+        (_, _) => ConnectReturnCode::ServiceUnavailable,
+    }
+}
+
+/// Pressline patch: answers a refused CONNECT with its CONNACK, then
+/// returns the error that ends the connection.
+async fn refuse<P: Protocol>(
+    network: &mut Network<P>,
+    refusal: Refusal,
+    client_id: &str,
+) -> Error {
+    let code = refusal_code(network.version(), refusal);
+    let ack = ConnAck {
+        session_present: false,
+        code,
+    };
+    // The client may already be gone; the refusal stands either way.
+    let _ = network.write(Packet::ConnAck(ack, None)).await;
+    Error::Refused(refusal, Some(client_id.to_owned()))
 }
 
 /// Orchestrates between Router and Network.
@@ -93,14 +127,24 @@ impl<P: Protocol> RemoteLink<P> {
         // the Will Delay Interval has passed or the Session ends, whichever happens first
         let will_delay_interval = min(session_expiry, delay_interval);
 
-        let (link_tx, link_rx, notification) = LinkBuilder::new(client_id, router_tx)
+        let built = LinkBuilder::new(client_id, router_tx)
             .tenant_id(tenant_id)
             .clean_session(clean_session)
             .last_will(lastwill)
             .last_will_properties(lastwill_props)
             .dynamic_filters(dynamic_filters)
             .topic_alias_max(topic_alias_max.unwrap_or(0))
-            .build()?;
+            .build();
+        // Pressline patch: the router refuses a connection only when it is
+        // at its connection limit (the client id was checked before); say
+        // so in a CONNACK instead of closing the socket silently.
+        let (link_tx, link_rx, notification) = match built {
+            Ok(built) => built,
+            Err(LinkError::Recv(_)) => {
+                return Err(refuse(&mut network, Refusal::ServerUnavailable, client_id).await)
+            }
+            Err(e) => return Err(e.into()),
+        };
 
         let id = link_rx.id();
         Span::current().record("connection_id", id);
@@ -187,40 +231,63 @@ where
     // DOS attacks by filling total connections that the server can handle with idle open
     // connections which results in server rejecting new connections
     let connection_timeout_ms = config.connection_timeout_ms.into();
-    let packet = time::timeout(Duration::from_millis(connection_timeout_ms), async {
-        let packet = network.read().await?;
-        Ok::<_, network::Error>(packet)
-    })
-    .await??;
+    let read = time::timeout(Duration::from_millis(connection_timeout_ms), network.read()).await;
+    // Pressline patch: every way a CONNECT can fail is a named refusal, with
+    // a CONNACK where the protocol has one (the client can show why).
+    let packet = match read {
+        Ok(Ok(packet)) => packet,
+        Err(_) => return Err(Error::Refused(Refusal::ConnectTimeout, None)),
+        Ok(Err(network::Error::Protocol(crate::protocol::Error::InvalidProtocolLevel(level)))) => {
+            // MQTT 3.1.1 §3.1.2.2: CONNACK 0x01 for a level the server does
+            // not speak. Sent in 3.1.1's encoding, which 3.1, 3.1.1 clients
+            // read; on the MQTT 5 listener a level-5-only answer (0x84)
+            // would be unreadable to the 3.1.1 client that sent it.
+            let _ = network.write_raw(&[0x20, 0x02, 0x00, 0x01]).await;
+            tracing::debug!(level, "unsupported protocol level");
+            return Err(Error::Refused(Refusal::ProtocolVersion, None));
+        }
+        Ok(Err(network::Error::Protocol(_))) => {
+            return Err(Error::Refused(Refusal::MalformedConnect, None))
+        }
+        Ok(Err(e)) => return Err(e.into()),
+    };
 
-    let (connect, _props, login) = match packet {
-        Packet::Connect(ref connect, ref props, _, _, ref login) => (connect, props, login),
-        packet => return Err(Error::NotConnectPacket(packet)),
+    let (connect, _props, login, will) = match packet {
+        Packet::Connect(ref connect, ref props, ref will, _, ref login) => {
+            (connect, props, login, will)
+        }
+        _ => return Err(Error::Refused(Refusal::NotConnect, None)),
     };
 
     Span::current().record("client_id", &connect.client_id);
 
-    handle_auth(config.clone(), login.as_ref(), &connect.client_id).await?;
+    // Pressline patch: keep-alive 0 turns the mechanism off (MQTT 3.1.1
+    // §3.1.2.10); upstream refused such clients without a CONNACK.
 
-    // When keep_alive feature is disabled client can live forever, which is not good in
-    // distributed broker context so currenlty we don't allow it.
-    if connect.keep_alive == 0 {
-        return Err(Error::ZeroKeepAlive);
+    // The router refuses these ids without a word; refuse them here with
+    // CONNACK 0x02 / 0x85 instead.
+    if "+$#/".chars().any(|c| connect.client_id.contains(c))
+        || config.reserved_client_ids.iter().any(|id| *id == connect.client_id)
+    {
+        return Err(refuse(network, Refusal::ClientIdNotValid, &connect.client_id).await);
+    }
+
+    if let Err(refusal) = handle_auth(config.clone(), login.as_ref(), &connect.client_id).await {
+        return Err(refuse(network, refusal, &connect.client_id).await);
+    }
+
+    if let (Some(will), Some(authorize)) = (will, &config.publish_authorizer) {
+        let topic = String::from_utf8_lossy(&will.topic);
+        if !(authorize.0)(&connect.client_id, &topic) {
+            return Err(refuse(network, Refusal::WillNotAuthorized, &connect.client_id).await);
+        }
     }
 
     let empty_client_id = connect.client_id.is_empty();
     let clean_session = connect.clean_session;
 
     if empty_client_id && !clean_session {
-        let ack = ConnAck {
-            session_present: false,
-            code: ConnectReturnCode::ClientIdentifierNotValid,
-        };
-
-        let packet = Packet::ConnAck(ack, None);
-        network.write(packet).await?;
-
-        return Err(Error::InvalidClientId);
+        return Err(refuse(network, Refusal::ClientIdNotValid, "").await);
     }
 
     // Ok((connect, props, lastwill, lastwill_props))
@@ -231,7 +298,7 @@ async fn handle_auth(
     config: Arc<ConnectionSettings>,
     login: Option<&Login>,
     client_id: &str,
-) -> Result<(), Error> {
+) -> Result<(), Refusal> {
     if config.auth.is_none() && config.external_auth.is_none() {
         return Ok(());
     }
@@ -239,7 +306,7 @@ async fn handle_auth(
     // if authentication is configured and connect packet doesn't have login details
     // return an error
     let Some(login) = login else {
-        return Err(Error::InvalidAuth);
+        return Err(Refusal::NotAuthorized);
     };
 
     let username = &login.username;
@@ -253,7 +320,7 @@ async fn handle_auth(
         )
         .await
         {
-            return Err(Error::InvalidAuth);
+            return Err(Refusal::BadCredentials);
         }
 
         return Ok(());
@@ -266,10 +333,10 @@ async fn handle_auth(
             }
         }
 
-        return Err(Error::InvalidAuth);
+        return Err(Refusal::BadCredentials);
     }
 
-    Err(Error::InvalidAuth)
+    Err(Refusal::BadCredentials)
 }
 
 #[cfg(test)]
@@ -288,6 +355,9 @@ mod tests {
             auth: None,
             external_auth: None,
             dynamic_filters: false,
+            on_refusal: None,
+            publish_authorizer: None,
+            reserved_client_ids: Vec::new(),
         }
     }
 

@@ -748,4 +748,7 @@ pub enum Error {
 pub trait Protocol {
     fn read_mut(&mut self, stream: &mut BytesMut, max_size: usize) -> Result<Packet, Error>;
     fn write(&self, packet: Packet, write: &mut BytesMut) -> Result<usize, Error>;
+    /// Pressline patch: 4 (MQTT 3.1.1) or 5, to pick CONNACK codes that
+    /// exist in the protocol.
+    fn version(&self) -> u8;
 }

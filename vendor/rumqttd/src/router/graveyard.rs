@@ -29,6 +29,7 @@ impl Graveyard {
         subscriptions: HashSet<String>,
         metrics: ConnectionEvents,
         unacked_pubrels: VecDeque<u16>,
+        redelivery: crate::router::iobufs::Redelivery,
     ) {
         tracker.pause(PauseReason::Busy);
         let id = tracker.id.clone();
@@ -37,6 +38,7 @@ impl Graveyard {
             tracker,
             subscriptions,
             unacked_pubrels,
+            redelivery,
         };
 
         self.connections.insert(
@@ -72,4 +74,7 @@ pub struct SessionState {
     pub subscriptions: HashSet<String>,
     // used for pubrel in qos2
     pub unacked_pubrels: VecDeque<u16>,
+    /// Pressline patch: the publishes in flight at disconnect, resent with
+    /// DUP and their original packet ids (MQTT 3.1.1 §4.4, MQTT 5 §4.4).
+    pub redelivery: crate::router::iobufs::Redelivery,
 }

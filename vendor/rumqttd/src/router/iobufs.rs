@@ -68,6 +68,21 @@ pub struct Outgoing {
     last_pkid: u16,
     /// Metrics of outgoing messages of this connection
     pub(crate) meter: OutgoingMeter,
+    /// Pressline patch: what was in flight when the session's previous
+    /// connection ended.
+    redelivery: Redelivery,
+}
+
+/// Pressline patch: QoS > 0 publishes in flight when a persistent session's
+/// connection ended. They are read again from the commit log on reconnect
+/// (the cursors are rewound); these say which of them were sent before, so
+/// they go out with DUP set and their original packet ids.
+#[derive(Debug, Clone, Default)]
+pub struct Redelivery {
+    /// Per filter, the cursor of the last publish in flight.
+    until: HashMap<FilterIdx, Cursor>,
+    /// Packet id of the first publish in flight.
+    first_pkid: Option<u16>,
 }
 
 impl Outgoing {
@@ -90,6 +105,7 @@ impl Outgoing {
             handle,
             last_pkid: 0,
             meter: Default::default(),
+            redelivery: Redelivery::default(),
         };
 
         (outgoing, rx)
@@ -137,6 +153,13 @@ impl Outgoing {
             // Index and pkid of current outgoing packet
             self.last_pkid += 1;
             p.publish.pkid = self.last_pkid;
+            if let (Some(cursor), Some(until)) =
+                (p.cursor, self.redelivery.until.get(&filter_idx))
+            {
+                if cursor <= *until {
+                    p.publish.dup = true;
+                }
+            }
 
             self.inflight_buffer
                 .push_back((self.last_pkid, filter_idx, p.cursor));
@@ -202,6 +225,33 @@ impl Outgoing {
 
     // Here we are assuming that the first unique filter_idx we find while iterating will have the
     // least corresponding cursor because of the way we insert into the inflight_buffer
+    /// Pressline patch: what is in flight, for [`Redelivery`].
+    pub(crate) fn redelivery(&self) -> Redelivery {
+        let mut until = HashMap::new();
+        for (_, filter_idx, cursor) in self.inflight_buffer.iter() {
+            if let Some(cursor) = cursor {
+                let last = until.entry(*filter_idx).or_insert(*cursor);
+                if *cursor > *last {
+                    *last = *cursor;
+                }
+            }
+        }
+        Redelivery {
+            until,
+            first_pkid: self.inflight_buffer.front().map(|(pkid, _, _)| *pkid),
+        }
+    }
+
+    /// Pressline patch: continues a persistent session's outgoing state.
+    pub(crate) fn resume(&mut self, redelivery: Redelivery) {
+        if let Some(first) = redelivery.first_pkid {
+            // Publishes are read again in the order they were sent, so
+            // they get their original ids back (pkid 0 is not valid).
+            self.last_pkid = if first <= 1 { 0 } else { first - 1 };
+        }
+        self.redelivery = redelivery;
+    }
+
     pub fn retransmission_map(&self) -> HashMap<FilterIdx, Cursor> {
         let mut o = HashMap::new();
         for (_, filter_idx, cursor) in self.inflight_buffer.iter() {

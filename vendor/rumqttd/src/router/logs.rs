@@ -450,6 +450,7 @@ mod test {
             custom_segment: None,
             initialized_filters: None,
             shared_subscriptions_strategy: Strategy::RoundRobin,
+            publish_authorizer: None,
         };
         let mut data = DataLog::new(config).unwrap();
         data.next_native_offset("topic/a");
@@ -470,6 +471,7 @@ mod test {
             custom_segment: None,
             initialized_filters: None,
             shared_subscriptions_strategy: Strategy::RoundRobin,
+            publish_authorizer: None,
         };
         let mut data = DataLog::new(config).unwrap();
         data.next_native_offset("+/+");

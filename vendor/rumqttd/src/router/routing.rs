@@ -324,6 +324,7 @@ impl Router {
                     // for using in acklog
                     pending_acks.clone_from(&session_state.unacked_pubrels);
                     outgoing.unacked_pubrels = session_state.unacked_pubrels;
+                    outgoing.resume(session_state.redelivery);
                     session_state.tracker
                 },
             )
@@ -465,6 +466,7 @@ impl Router {
 
         let inflight_data_requests = self.datalog.clean(id);
         let retransmissions = outgoing.retransmission_map();
+        let redelivery = outgoing.redelivery();
 
         // Remove connections from all groups and
         // discard empty group ( group with no client )
@@ -520,6 +522,7 @@ impl Router {
                 connection.subscriptions,
                 connection.events,
                 outgoing.unacked_pubrels,
+                redelivery,
             );
         } else {
             tracker.pause(PauseReason::Busy);
@@ -563,6 +566,35 @@ impl Router {
 
                     let qos = publish.qos;
                     let pkid = publish.pkid;
+
+                    // Pressline patch: a publish the embedding application
+                    // does not authorize for this client is dropped. QoS 1 is
+                    // still acked (0x87 on MQTT 5; 3.1.1 §3.3.5 allows a
+                    // positive ack), so the client does not resend it forever;
+                    // QoS 2 ends the connection.
+                    if let Some(authorize) = &self.config.publish_authorizer {
+                        let client_id = &self.connections[id].client_id;
+                        let topic = std::str::from_utf8(&publish.topic).unwrap_or("");
+                        if !(authorize.0)(client_id, topic) {
+                            match qos {
+                                QoS::AtLeastOnce => {
+                                    let ackslog = self.ackslog.get_mut(id).unwrap();
+                                    ackslog.puback(PubAck {
+                                        pkid,
+                                        reason: PubAckReason::NotAuthorized,
+                                    });
+                                    force_ack = true;
+                                }
+                                QoS::AtMostOnce => {}
+                                QoS::ExactlyOnce => {
+                                    disconnect = true;
+                                    disconnect_reason = Some(DisconnectReasonCode::NotAuthorized);
+                                    break;
+                                }
+                            }
+                            continue;
+                        }
+                    }
 
                     // Prepare acks for the above publish
                     // If any of the publish in the batch results in force flush,
@@ -659,10 +691,14 @@ impl Router {
                         let connection = self.connections.get_mut(id).unwrap();
 
                         if let Err(e) = validate_subscription(connection, f) {
-                            warn!(reason = ?e,"Subscription cannot be validated: {}", e);
-
-                            disconnect = true;
-                            break;
+                            // Pressline patch: a filter the broker does not
+                            // serve (`$SYS/#` and other `$` filters) gets a
+                            // failure code in the SUBACK (0x80, MQTT 3.1.1
+                            // §3.9.3; MQTT 5 §3.9.3), not a dropped connection:
+                            // monitoring clients subscribe to `$SYS/#` first.
+                            debug!(reason = ?e, "Subscription refused: {}", e);
+                            return_codes.push(SubscribeReasonCode::Unspecified);
+                            continue;
                         }
 
                         let mut filter = f.path.clone();

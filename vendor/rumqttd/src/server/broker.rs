@@ -9,12 +9,12 @@ use crate::protocol::v5::V5;
 use crate::protocol::{Packet, Protocol};
 #[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
 use crate::server::tls::{self, TLSAcceptor};
-use crate::{meters, ConnectionSettings, Meter};
+use crate::{meters, ConnectionSettings, Meter, Refusal};
 use flume::{RecvError, SendError, Sender};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use tracing::{error, field, info, warn, Instrument};
+use tracing::{debug, error, field, info, warn, Instrument};
 use uuid::Uuid;
 
 #[cfg(feature = "websocket")]
@@ -455,6 +455,7 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
                             stream,
                             protocol,
                             self.awaiting_will_handler.clone(),
+                            Some(addr),
                         )
                         .instrument(tracing::info_span!(
                             "websocket_link",
@@ -499,6 +500,7 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
                                 network,
                                 protocol,
                                 will_handlers,
+                                Some(addr),
                             )
                             .instrument(tracing::error_span!(
                                 "remote_link",
@@ -547,7 +549,13 @@ async fn remote<P: Protocol>(
     stream: Box<dyn N>,
     protocol: P,
     will_handlers: Arc<Mutex<HashMap<String, Sender<AwaitingWill>>>>,
+    peer: Option<SocketAddr>,
 ) {
+    let on_refusal = config.on_refusal.clone();
+    let refused = move |refusal: Refusal, client_id: Option<&str>| match &on_refusal {
+        Some(handler) => (handler.0)(refusal, client_id, peer),
+        None => warn!(reason = refusal.as_str(), ?client_id, ?peer, "connection refused"),
+    };
     let mut network = Network::new(
         stream,
         config.max_payload_size,
@@ -562,8 +570,14 @@ async fn remote<P: Protocol>(
     // room for their state (`remote` was ~3.9 KB per connection).
     let connect_packet = match Box::pin(mqtt_connect(config, &mut network)).await {
         Ok(p) => p,
+        // Pressline patch: refusals go to the handler (counted, logged
+        // once per client by the embedding application), not to ERROR.
+        Err(remote::Error::Refused(refusal, client_id)) => {
+            refused(refusal, client_id.as_deref());
+            return;
+        }
         Err(e) => {
-            error!(error=?e, "Error while handling MQTT connect packet");
+            debug!(error=?e, ?peer, "connection closed before its CONNECT");
             return;
         }
     };
@@ -616,6 +630,10 @@ async fn remote<P: Protocol>(
     .await
     {
         Ok(l) => l,
+        Err(remote::Error::Refused(refusal, client_id)) => {
+            refused(refusal, client_id.as_deref());
+            return;
+        }
         Err(e) => {
             error!(error=?e, "Remote link error");
             return;

@@ -55,6 +55,8 @@ fn connect_code(return_code: ConnectReturnCode) -> u8 {
         ConnectReturnCode::ServiceUnavailable => 3,
         ConnectReturnCode::BadUserNamePassword => 4,
         ConnectReturnCode::NotAuthorized => 5,
-        _ => unreachable!(),
+        // Pressline patch: MQTT 5 codes have no 3.1.1 equivalent; "server
+        // unavailable" rather than a panic on a connection's task.
+        _ => 3,
     }
 }

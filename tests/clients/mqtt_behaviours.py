@@ -1,0 +1,419 @@
+#!/usr/bin/env python3
+"""MQTT behaviours third-party clients rely on, checked with paho-mqtt (PyPI)
+and mosquitto_pub/mosquitto_sub against the gateway's site broker.
+
+    mqtt_behaviours.py --port P --version 4|5 CHECK [--user U --password PW]
+
+Each check prints one line starting with "ok" and exits 0, or prints what
+differed and exits 1. Run by tests/tests/mqtt_clients.rs on both terminal
+listeners (MQTT 3.1.1 and MQTT 5); every wait is on a condition, bounded by
+a generous timeout.
+"""
+
+import argparse
+import json
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+TIMEOUT = 20.0
+HOST = "127.0.0.1"
+
+
+class Failed(Exception):
+    pass
+
+
+def wait_for(what, condition, timeout=TIMEOUT):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.02)
+    raise Failed(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def code(rc):
+    """A reason code as an int, from paho's ReasonCode or a plain int."""
+    return int(getattr(rc, "value", rc))
+
+
+class Broker:
+    def __init__(self, port, version):
+        self.port = port
+        self.version = version
+        self.protocol = mqtt.MQTTv5 if version == 5 else mqtt.MQTTv311
+        self.clients = []
+
+    def client(self, client_id, persistent=False, manual_ack=False):
+        if self.version == 5:
+            c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=self.protocol)
+        else:
+            c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                            protocol=self.protocol, clean_session=not persistent)
+        c.persistent = persistent
+        c.manual_ack_set(manual_ack)
+        c.connack = None
+        c.disconnected = None
+        c.received = []
+        c.subacks = {}
+        c.pubacks = {}
+
+        def on_connect(client, userdata, flags, rc, props=None):
+            client.connack = (code(rc), flags.session_present)
+
+        def on_disconnect(client, userdata, flags, rc, props=None):
+            client.disconnected = code(rc)
+
+        def on_message(client, userdata, msg):
+            client.received.append(msg)
+
+        def on_subscribe(client, userdata, mid, rcs, props=None):
+            client.subacks[mid] = [code(rc) for rc in rcs]
+
+        def on_publish(client, userdata, mid, rc, props=None):
+            client.pubacks[mid] = code(rc)
+
+        c.on_connect = on_connect
+        c.on_disconnect = on_disconnect
+        c.on_message = on_message
+        c.on_subscribe = on_subscribe
+        c.on_publish = on_publish
+        self.clients.append(c)
+        return c
+
+    def connect(self, c, keepalive=60, expect=0):
+        """Connects and waits for the CONNACK; returns its code."""
+        if self.version == 5:
+            props = Properties(PacketTypes.CONNECT)
+            if c.persistent:
+                props.SessionExpiryInterval = 3600
+            c.connect(HOST, self.port, keepalive, clean_start=not c.persistent, properties=props)
+        else:
+            c.connect(HOST, self.port, keepalive)
+        c.loop_start()
+        wait_for("CONNACK", lambda: c.connack is not None or c.disconnected is not None)
+        if c.connack is None:
+            raise Failed(f"connection closed without a CONNACK (code {c.disconnected})")
+        if expect is not None and c.connack[0] != expect:
+            raise Failed(f"CONNACK code {c.connack[0]}, expected {expect}")
+        return c.connack[0]
+
+    def subscribe(self, c, filters):
+        result, mid = c.subscribe(filters)
+        wait_for("SUBACK", lambda: mid in c.subacks)
+        return c.subacks[mid]
+
+    def close(self):
+        for c in self.clients:
+            try:
+                c.loop_stop()
+                c.disconnect()
+            except Exception:
+                pass
+
+
+def check_keepalive_zero(b, args):
+    """MQTT 3.1.1 §3.1.2.10: keep-alive 0 turns the mechanism off. A JSON
+    terminal with keep-alive 0 connects and gets its presses acked."""
+    terminal = f"ka0-v{b.version}-{uuid.uuid4().hex[:6]}"
+    c = b.client(terminal)
+    b.connect(c, keepalive=0)
+    codes = b.subscribe(c, [(f"pressline/v1/gw/{terminal}/ack/json", 1)])
+    if codes[0] >= 0x80:
+        raise Failed(f"ack subscription refused: {codes}")
+    count = 50
+    for seq in range(1, count + 1):
+        press = {"seq": seq, "button": "happy", "boot": 0, "age_ms": 0, "terminal": terminal}
+        c.publish(f"pressline/v1/term/{terminal}/press/json", json.dumps(press), qos=1)
+
+    def acked():
+        seqs = set()
+        for m in c.received:
+            ack = json.loads(m.payload)
+            seqs.update(range(ack["first_seq"], ack["last_seq"] + 1))
+        return seqs
+
+    wait_for(f"durable acks for {count} presses", lambda: len(acked()) >= count)
+    print(f"ok: keep-alive 0 connected, {len(acked())}/{count} presses acked")
+
+
+def check_dollar_topics(b, args):
+    """MQTT 3.1.1 §4.7.2: filters starting with # or + do not match topics
+    starting with $; a $SYS subscription gets a failure code, not a
+    dropped connection."""
+    sub = b.client(f"dollar-sub-{b.version}")
+    b.connect(sub)
+    codes = b.subscribe(sub, [("#", 1), ("+/probe", 1), ("+/+", 1)])
+    if any(c >= 0x80 for c in codes):
+        raise Failed(f"wildcard subscriptions refused: {codes}")
+    pub = b.client(f"dollar-pub-{b.version}")
+    b.connect(pub)
+    pub.publish("$probe/probe", "dollar", qos=1)
+    # Published after the $ one on the same connection: once it arrives, a
+    # wrongly delivered $ topic would have arrived before it.
+    pub.publish("plain/probe", "plain", qos=1)
+    wait_for("plain/probe", lambda: any(m.topic == "plain/probe" for m in sub.received))
+    leaked = [m.topic for m in sub.received if m.topic.startswith("$")]
+    if leaked:
+        raise Failed(f"wildcard filters matched $ topics: {leaked}")
+    codes = b.subscribe(sub, [("$SYS/#", 1)])
+    if codes[0] < 0x80:
+        raise Failed(f"$SYS/# granted ({codes}) though the broker publishes nothing there")
+    if sub.disconnected is not None or not sub.is_connected():
+        raise Failed("the client was disconnected for subscribing to $SYS/#")
+    print(f"ok: # and + did not match $ topics; $SYS/# SUBACK {codes[0]:#x}, still connected")
+
+
+def check_will_on_keepalive_expiry(b, args):
+    """MQTT 3.1.1 §3.1.2.5 and §3.1.2.10: a client silent for 1.5 x its
+    keep-alive is disconnected and its will is published; a client that
+    disconnects cleanly has its will discarded."""
+    tag = uuid.uuid4().hex[:6]
+    watcher = b.client(f"watcher-{tag}")
+    b.connect(watcher)
+    b.subscribe(watcher, [(f"wills/{tag}/#", 1)])
+    polite = b.client(f"polite-{tag}")
+    polite.will_set(f"wills/{tag}/polite", "polite gone", qos=1)
+    b.connect(polite)
+    polite.disconnect()
+    polite.loop_stop()
+    # Keep-alive 1 s, then silence: no PINGREQ is ever sent (the loop is not
+    # started after the CONNACK).
+    dying = b.client(f"dying-{tag}")
+    dying.will_set(f"wills/{tag}/dying", "dying gone", qos=1)
+    if b.version == 5:
+        dying.connect(HOST, b.port, 1, clean_start=True)
+    else:
+        dying.connect(HOST, b.port, 1)
+    wait_for("CONNACK", lambda: dying.loop(timeout=0.1) is not None and dying.connack is not None)
+    started = time.monotonic()
+    wait_for("the silent client's will", lambda: any(m.topic.endswith("/dying") for m in watcher.received))
+    waited = time.monotonic() - started
+    topics = [m.topic for m in watcher.received]
+    if any(t.endswith("/polite") for t in topics):
+        raise Failed(f"the will of a cleanly disconnected client was published: {topics}")
+    print(f"ok: will published {waited:.1f} s after the silent client's last packet; clean disconnect sent none")
+
+
+def check_session_takeover(b, args):
+    """MQTT 3.1.1 §3.1.4: a second connection with the same client id takes
+    the session over; the first is disconnected."""
+    cid = f"takeover-{uuid.uuid4().hex[:6]}"
+    first = b.client(cid)
+    b.connect(first)
+    second = b.client(cid)
+    b.connect(second)
+    wait_for("the first connection to be closed", lambda: first.disconnected is not None)
+    first.loop_stop()
+    b.subscribe(second, [(f"takeover/{cid}", 1)])
+    second.publish(f"takeover/{cid}", "still here", qos=1)
+    wait_for("the second connection to work", lambda: any(m.payload == b"still here" for m in second.received))
+    print("ok: the second connection took the session over; the first was closed")
+
+
+def mosquitto(tool, b, *args):
+    version = "5" if b.version == 5 else "mqttv311"
+    return subprocess.run([tool, "-h", HOST, "-p", str(b.port), "-V", version, *args],
+                          capture_output=True, text=True, timeout=TIMEOUT)
+
+
+def check_retained(b, args):
+    """MQTT 3.1.1 §3.3.1.3, with mosquitto_pub/mosquitto_sub: a retained
+    message reaches later subscribers; an empty retained message clears it."""
+    tag = uuid.uuid4().hex[:6]
+    out = mosquitto("mosquitto_pub", b, "-r", "-q", "1", "-t", f"retained/{tag}/a", "-m", "first")
+    if out.returncode != 0:
+        raise Failed(f"mosquitto_pub: {out.stderr}")
+    out = mosquitto("mosquitto_sub", b, "-t", f"retained/{tag}/#", "-C", "1", "-W", "15", "-v")
+    if out.stdout.strip() != f"retained/{tag}/a first":
+        raise Failed(f"mosquitto_sub got {out.stdout!r} (exit {out.returncode}, {out.stderr.strip()})")
+    # Clear a, retain b: a new subscriber's first message must be b.
+    mosquitto("mosquitto_pub", b, "-r", "-q", "1", "-t", f"retained/{tag}/a", "-n")
+    mosquitto("mosquitto_pub", b, "-r", "-q", "1", "-t", f"retained/{tag}/b", "-m", "second")
+    out = mosquitto("mosquitto_sub", b, "-t", f"retained/{tag}/#", "-C", "1", "-W", "15", "-v")
+    if out.stdout.strip() != f"retained/{tag}/b second":
+        raise Failed(f"after clearing, mosquitto_sub got {out.stdout!r}")
+    print("ok: retained message delivered to a later subscriber, and cleared by an empty one")
+
+
+def check_persistent_session(b, args):
+    """MQTT 3.1.1 §4.4 / MQTT 5 §4.4: on reconnect to a persistent session,
+    QoS 1 messages sent but not acknowledged are resent with DUP set and
+    their original packet ids, and messages published while the client was
+    away are delivered."""
+    tag = uuid.uuid4().hex[:6]
+    cid = f"persist-{tag}"
+    topic = f"persist/{tag}"
+    sub = b.client(cid, persistent=True, manual_ack=True)
+    b.connect(sub)
+    b.subscribe(sub, [(f"{topic}/#", 1)])
+    pub = b.client(f"publisher-{tag}")
+    b.connect(pub)
+    for i in range(5):
+        pub.publish(f"{topic}/x", f"m{i}", qos=1)
+    wait_for("5 messages", lambda: len(sub.received) >= 5)
+    # Acknowledge the first two only; then the connection drops.
+    for m in sub.received[:2]:
+        sub.ack(m.mid, m.qos)
+    wait_for("the acks to be written", lambda: not sub.want_write())
+    unacked = {m.payload: m.mid for m in sub.received[2:]}
+    # The connection drops without a DISCONNECT (a network failure). Then
+    # two more: delivered on reconnect whether the broker had noticed the
+    # drop when they arrived or not.
+    sub.loop_stop()
+    sub.socket().close()
+    for i in range(5, 7):
+        pub.publish(f"{topic}/x", f"m{i}", qos=1)
+    again = b.client(cid, persistent=True)
+    b.connect(again, expect=None)
+    if again.connack[0] != 0 or not again.connack[1]:
+        raise Failed(f"CONNACK {again.connack}: expected success with session present")
+    wait_for("the 3 unacked and 2 new messages", lambda: len(again.received) >= 5)
+    got = {m.payload: m for m in again.received}
+    for payload, mid in unacked.items():
+        m = got.get(payload)
+        if m is None:
+            raise Failed(f"{payload!r} was not resent")
+        if not m.dup:
+            raise Failed(f"{payload!r} was resent without DUP")
+        if m.mid != mid:
+            raise Failed(f"{payload!r} was resent with packet id {m.mid}, originally {mid}")
+    for payload in (b"m5", b"m6"):
+        if payload not in got:
+            raise Failed(f"{payload!r}, published while away, was not delivered")
+    if any(p in got for p in (b"m0", b"m1")):
+        raise Failed("acknowledged messages were delivered again")
+    print("ok: 3 unacked resent with DUP and original ids; 2 sent while away delivered; acked ones not repeated")
+
+
+def raw_connect(port, protocol_level):
+    """A CONNECT with the given protocol level, sent by hand: paho refuses
+    to speak a level it does not know. Returns the CONNACK bytes, or b''."""
+    name = b"MQTT" if protocol_level >= 4 else b"MQIsdp"
+    client_id = b"raw-level"
+    var = len(name).to_bytes(2, "big") + name + bytes([protocol_level, 0x02, 0, 60])
+    if protocol_level == 5:
+        var += b"\x00"
+    payload = len(client_id).to_bytes(2, "big") + client_id
+    body = var + payload
+    packet = bytes([0x10, len(body)]) + body
+    with socket.create_connection((HOST, port), timeout=TIMEOUT) as s:
+        s.sendall(packet)
+        data = b""
+        try:
+            while len(data) < 4:
+                chunk = s.recv(16)
+                if not chunk:
+                    break
+                data += chunk
+        except socket.timeout:
+            pass
+    return data
+
+
+def check_refusals(b, args):
+    """Refused CONNECTs get a CONNACK with the reason (MQTT 3.1.1 §3.2.2.3,
+    MQTT 5 §3.2.2.2). Needs a closed-mode gateway and one registered
+    terminal (--user, --password); --other names another terminal."""
+    # paho 2 reports a 3.1.1 CONNACK code as the MQTT 5 reason code of the
+    # same meaning (5 "not authorized" as 0x87, 4 "bad user name or
+    # password" as 0x86), one to one, so one expectation fits both.
+    no_login, bad_login = 0x87, 0x86
+    anon = b.client(f"anon-{uuid.uuid4().hex[:6]}")
+    got = b.connect(anon, expect=None)
+    if got != no_login:
+        raise Failed(f"no credentials: CONNACK {got:#x}, expected {no_login:#x}")
+    wrong = b.client(args.user)
+    wrong.username_pw_set(args.user, "not-the-password")
+    got = b.connect(wrong, expect=None)
+    if got != bad_login:
+        raise Failed(f"wrong password: CONNACK {got:#x}, expected {bad_login:#x}")
+    # A protocol level the listener does not speak: 3.1.1's CONNACK 0x01.
+    other_level = 5 if b.version == 4 else 4
+    connack = raw_connect(b.port, other_level)
+    if connack[:4] != b"\x20\x02\x00\x01":
+        raise Failed(f"protocol level {other_level}: got {connack!r}, expected CONNACK 0x01")
+    # The gateway's own link id: a client with it would take the link over.
+    hijack = b.client("pressline-gateway")
+    got = b.connect(hijack, expect=None)
+    if got != 0x85:
+        raise Failed(f"client id pressline-gateway: CONNACK {got:#x}, expected 0x85 (client identifier not valid)")
+    # A last will naming another terminal.
+    will = b.client(args.user)
+    will.username_pw_set(args.user, args.password)
+    will.will_set(f"pressline/v1/term/{args.other}/status", "offline", qos=1)
+    got = b.connect(will, expect=None)
+    if got != no_login:
+        raise Failed(f"will naming {args.other}: CONNACK {got:#x}, expected {no_login:#x}")
+    # Logged in properly: its own topics work; another terminal's do not.
+    good = b.client(args.user)
+    good.username_pw_set(args.user, args.password)
+    good.will_set(f"pressline/v1/term/{args.user}/status", "offline", qos=1)
+    b.connect(good)
+    info = good.publish(f"pressline/v1/term/{args.other}/heartbeat", "spoofed", qos=1)
+    wait_for("PUBACK", lambda: info.mid in good.pubacks)
+    expected = 0x87 if b.version == 5 else 0
+    if good.pubacks[info.mid] != expected:
+        raise Failed(f"publish on {args.other}'s topic: PUBACK {good.pubacks[info.mid]:#x}, expected {expected:#x}")
+    if not good.is_connected():
+        raise Failed("disconnected after a refused publish")
+    print(f"ok: CONNACK {no_login:#x} without login, {bad_login:#x} with a wrong one, 0x01 for protocol "
+          f"level {other_level}, 0x85 for the gateway's own client id, {no_login:#x} for another "
+          f"terminal's will; PUBACK {expected:#x} for its topic")
+
+
+def check_connection_limit(b, args):
+    """At its connection limit the broker answers CONNACK 3 / 0x88 (server
+    unavailable) rather than closing the socket. --limit: how many fit."""
+    tag = uuid.uuid4().hex[:6]
+    for i in range(args.limit):
+        b.connect(b.client(f"fits-{tag}-{i}"))
+    got = b.connect(b.client(f"one-too-many-{tag}"), expect=None)
+    # paho 2 reports 3.1.1's 3 as 0x88, its MQTT 5 equivalent.
+    if got != 0x88:
+        raise Failed(f"connection {args.limit + 1}: CONNACK {got:#x}, expected 0x88")
+    print(f"ok: {args.limit} connected; the next got CONNACK server unavailable")
+
+
+CHECKS = {
+    "connection-limit": check_connection_limit,
+    "keepalive-zero": check_keepalive_zero,
+    "dollar-topics": check_dollar_topics,
+    "will-on-keepalive-expiry": check_will_on_keepalive_expiry,
+    "session-takeover": check_session_takeover,
+    "retained": check_retained,
+    "persistent-session": check_persistent_session,
+    "refusals": check_refusals,
+}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("check", choices=sorted(CHECKS))
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--version", type=int, choices=(4, 5), required=True)
+    parser.add_argument("--user")
+    parser.add_argument("--password")
+    parser.add_argument("--other")
+    parser.add_argument("--limit", type=int, default=0)
+    args = parser.parse_args()
+    broker = Broker(args.port, args.version)
+    try:
+        CHECKS[args.check](broker, args)
+    except Failed as e:
+        print(f"FAILED {args.check} (MQTT {'5' if args.version == 5 else '3.1.1'}): {e}")
+        return 1
+    finally:
+        broker.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,317 @@
+//! Standard MQTT clients against the site broker, on both terminal
+//! listeners (MQTT 3.1.1 and MQTT 5): the behaviours third-party clients
+//! rely on, checked with clients no one here wrote, the `paho-mqtt` Python
+//! package and `mosquitto_pub`/`mosquitto_sub`
+//! (`tests/clients/mqtt_behaviours.py` drives them). Also the secure default:
+//! `gateway run` is closed unless told otherwise, and refusals are answered,
+//! counted and logged.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use pressline_protocol::auth::mqtt_password;
+use pressline_protocol::provisioning::ProvisioningRecord;
+
+/// The Python with `paho-mqtt` that `scripts/test.sh` sets up.
+fn python() -> PathBuf {
+    let path = std::env::var_os("PRESSLINE_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/pressline/venv/bin/python")
+        });
+    assert!(
+        path.exists(),
+        "no Python with paho-mqtt at {}: run ./scripts/test.sh once (it makes the virtual environment), or set PRESSLINE_PYTHON",
+        path.display()
+    );
+    path
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/mqtt_behaviours.py")
+}
+
+/// Runs one check against one listener; returns its "ok" line.
+fn check(name: &str, port: u16, version: u8, extra: &[&str]) -> String {
+    let out = Command::new(python())
+        .arg(script())
+        .arg(name)
+        .args([
+            "--port",
+            &port.to_string(),
+            "--version",
+            &version.to_string(),
+        ])
+        .args(extra)
+        .output()
+        .expect("python");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success() && stdout.starts_with("ok"),
+        "{name} on MQTT {version}:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("MQTT {version} {name}: {}", stdout.trim());
+    stdout
+}
+
+/// Runs a check on both listeners of an open gateway (as a trial would run).
+fn on_both_listeners(name: &str) -> (tempfile::TempDir, Gateway) {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = Gateway::start(
+        dir.path(),
+        GatewayOptions {
+            site: "clients".into(),
+            ..Default::default()
+        },
+    );
+    check(name, gateway.mqtt_port, 4, &[]);
+    check(name, gateway.mqtt_v5_port, 5, &[]);
+    (dir, gateway)
+}
+
+#[test]
+fn keep_alive_zero_connects_and_its_presses_are_acked() {
+    let (_dir, gateway) = on_both_listeners("keepalive-zero");
+    assert_eq!(gateway.stat("presses_stored"), 100);
+    let refused = &gateway.stats()["connections_refused"];
+    assert!(
+        refused.as_object().unwrap().is_empty(),
+        "nothing refused: {refused}"
+    );
+}
+
+#[test]
+fn wildcards_do_not_match_dollar_topics_and_sys_subscriptions_are_answered() {
+    on_both_listeners("dollar-topics");
+}
+
+#[test]
+fn the_will_is_published_when_keep_alive_expires_and_not_after_a_clean_disconnect() {
+    on_both_listeners("will-on-keepalive-expiry");
+}
+
+#[test]
+fn a_second_connection_with_the_same_client_id_takes_the_session_over() {
+    on_both_listeners("session-takeover");
+}
+
+#[test]
+fn retained_messages_reach_later_subscribers_with_mosquitto_clients() {
+    on_both_listeners("retained");
+}
+
+#[test]
+fn a_persistent_session_gets_unacked_qos1_messages_again_with_dup_and_their_ids() {
+    on_both_listeners("persistent-session");
+}
+
+#[test]
+fn at_its_connection_limit_the_broker_says_so_in_the_connack() {
+    // A gateway per listener: the limit is the broker's, shared by both.
+    for version in [4, 5] {
+        let dir = tempfile::tempdir().unwrap();
+        let gateway = Gateway::start(
+            dir.path(),
+            GatewayOptions {
+                site: "full".into(),
+                config_toml: Some("[mqtt]\nmax_terminals = 3\n".into()),
+                ..Default::default()
+            },
+        );
+        let port = if version == 4 {
+            gateway.mqtt_port
+        } else {
+            gateway.mqtt_v5_port
+        };
+        check("connection-limit", port, version, &["--limit", "3"]);
+        assert_eq!(
+            gateway.stats()["connections_refused"]["server_unavailable"],
+            1
+        );
+    }
+}
+
+/// Provisions `terminal` at `gateway` (`fleet provision --to-file`) and
+/// returns its MQTT password.
+fn provision(dir: &Path, sites: &Path, site: &str, gateway: &Gateway, terminal: &str) -> String {
+    let file = dir.join(format!("{terminal}.plpr"));
+    let (code, out, err) = fleet(
+        sites,
+        &[
+            "provision",
+            "--site",
+            site,
+            "--terminal",
+            terminal,
+            "--wifi-ssid",
+            "staff",
+            "--gateway",
+            &gateway.broker(),
+            "--to-file",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let bytes = std::fs::read(&file).unwrap();
+    let record = ProvisioningRecord::decode(&bytes).unwrap();
+    mqtt_password(&record.secret).to_string()
+}
+
+#[test]
+fn a_gateway_without_configuration_is_closed_and_refusals_are_answered_counted_and_logged_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // No config file, no --open: the default.
+    let gateway = Gateway::start(
+        dir.path(),
+        GatewayOptions {
+            site: "doors".into(),
+            closed: true,
+            ..Default::default()
+        },
+    );
+    let log = gateway.log();
+    assert!(
+        log.contains("security mode: closed (the default)"),
+        "start-up line: {log}"
+    );
+    let sites = dir.path().join("sites.toml");
+    add_site(&sites, "doors", &gateway);
+    let password = provision(dir.path(), &sites, "doors", &gateway, "door-1");
+    provision(dir.path(), &sites, "doors", &gateway, "door-2");
+    let login = [
+        "--user",
+        "door-1",
+        "--password",
+        &password,
+        "--other",
+        "door-2",
+    ];
+    check("refusals", gateway.mqtt_port, 4, &login);
+    check("refusals", gateway.mqtt_v5_port, 5, &login);
+
+    // Counted by reason, in the stats and in /metrics.
+    let stats = gateway.stats();
+    let refused = &stats["connections_refused"];
+    for reason in [
+        "not_authorized",
+        "bad_credentials",
+        "protocol_version",
+        "will_not_authorized",
+        "client_id_not_valid",
+    ] {
+        assert_eq!(refused[reason], 2, "{reason} once per listener: {refused}");
+    }
+    assert_eq!(stats["publishes_refused"], 2, "{stats}");
+    let metrics = gateway.metrics();
+    assert!(
+        metrics.contains(
+            "pressline_mqtt_connections_refused_total{site=\"doors\",reason=\"bad_credentials\"} 2"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("pressline_mqtt_publishes_refused_total{site=\"doors\"} 2"),
+        "{metrics}"
+    );
+    // Logged at WARN once per client and reason, though it happened twice.
+    let log = gateway.log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("MQTT connection refused") && l.contains("bad_credentials"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(
+        lines[0].contains("WARN") && lines[0].contains("door-1"),
+        "{}",
+        lines[0]
+    );
+    let publish_lines = log
+        .lines()
+        .filter(|l| l.contains("publish refused"))
+        .count();
+    assert_eq!(publish_lines, 1, "{log}");
+    // The spoofed publishes never reached ingest (which would have
+    // rejected "spoofed" as a malformed heartbeat).
+    assert_eq!(gateway.stat("payloads_rejected"), 0, "{}", gateway.stats());
+}
+
+#[test]
+fn open_mode_needs_saying_so_and_the_start_up_line_says_who_said_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = Gateway::start(
+        dir.path(),
+        GatewayOptions {
+            site: "trial".into(),
+            ..Default::default()
+        },
+    );
+    let log = open.log();
+    assert!(
+        log.contains("security mode: OPEN (--open on the command line)"),
+        "{log}"
+    );
+    drop(open);
+    let from_file = Gateway::start(
+        dir.path(),
+        GatewayOptions {
+            site: "trial2".into(),
+            closed: true,
+            config_toml: Some("[security]\nmode = \"open\"\n".into()),
+            ..Default::default()
+        },
+    );
+    let log = from_file.log();
+    assert!(
+        log.contains("security mode: OPEN ([security] mode in the config file)"),
+        "{log}"
+    );
+}
+
+#[test]
+fn gateway_demo_runs_open_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("demo.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let http = free_port();
+    let mut demo = Command::new(common::bin("gateway"))
+        .args(["demo", "--terminals", "2", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .arg("--mqtt-listen")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--mqtt-v5-listen")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--http-listen")
+        .arg(format!("127.0.0.1:{http}"))
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let token_file = dir.path().join("data/api-token");
+    let stored = || -> u64 {
+        let Ok(token) = std::fs::read_to_string(&token_file) else {
+            return 0;
+        };
+        ureq::get(&format!("http://127.0.0.1:{http}/api/v1/stats"))
+            .set("Authorization", &format!("Bearer {}", token.trim()))
+            .call()
+            .ok()
+            .and_then(|r| r.into_json::<serde_json::Value>().ok())
+            .and_then(|v| v["presses_stored"].as_u64())
+            .unwrap_or(0)
+    };
+    wait_until("the demo's simulated terminals to get presses in", || {
+        stored() > 0
+    });
+    let _ = demo.kill();
+    let _ = demo.wait();
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        text.contains("security mode: OPEN (gateway demo)"),
+        "{text}"
+    );
+}
