@@ -54,6 +54,10 @@ pub struct GatewayStats {
     /// refused login); absent from older gateways.
     #[serde(default)]
     pub upstream_error: Option<String>,
+    /// The upstream broker (cluster node) the gateway is on or trying;
+    /// absent from older gateways.
+    #[serde(default)]
+    pub upstream_broker: Option<String>,
     pub storage_full: bool,
 }
 

@@ -188,6 +188,31 @@ impl std::fmt::Display for UpstreamAddr {
     }
 }
 
+/// Parses one `mqtt://HOST:PORT` or `mqtts://HOST:PORT`.
+fn parse_upstream_url(raw: &str) -> anyhow::Result<UpstreamAddr> {
+    let url = url::Url::parse(raw).with_context(|| {
+        format!("upstream url {raw:?} is not a URL; expected mqtts://HOST:PORT or mqtt://HOST:PORT")
+    })?;
+    let tls = match url.scheme() {
+        "mqtt" | "tcp" => false,
+        "mqtts" | "ssl" | "tls" => true,
+        other => bail!(
+            "upstream url {raw:?}: unknown scheme {other:?}; expected mqtts://HOST:PORT (TLS) or mqtt://HOST:PORT"
+        ),
+    };
+    let host = url
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .with_context(|| format!("upstream url {raw:?} has no host"))?
+        .trim_matches(['[', ']'])
+        .to_string();
+    Ok(UpstreamAddr {
+        host,
+        port: url.port().unwrap_or(if tls { 8883 } else { 1883 }),
+        tls,
+    })
+}
+
 impl Config {
     /// Reads a TOML file; unknown keys are errors (a typo must not silently
     /// fall back to a default).
@@ -301,34 +326,30 @@ impl Config {
         self.http.tls_cert_file.is_some()
     }
 
-    /// The upstream broker, if one is configured.
+    /// The first upstream broker, if one is configured.
     pub fn upstream_addr(&self) -> anyhow::Result<Option<UpstreamAddr>> {
+        Ok(self.upstream_addrs()?.into_iter().next())
+    }
+
+    /// The upstream brokers: `upstream.url` holds one URL, or several
+    /// nodes of one cluster separated by commas, tried in turn.
+    pub fn upstream_addrs(&self) -> anyhow::Result<Vec<UpstreamAddr>> {
         let Some(raw) = &self.upstream.url else {
-            return Ok(None);
+            return Ok(Vec::new());
         };
-        let url = url::Url::parse(raw).with_context(|| {
-            format!(
-                "upstream url {raw:?} is not a URL; expected mqtts://HOST:PORT or mqtt://HOST:PORT"
-            )
-        })?;
-        let tls = match url.scheme() {
-            "mqtt" | "tcp" => false,
-            "mqtts" | "ssl" | "tls" => true,
-            other => bail!(
-                "upstream url {raw:?}: unknown scheme {other:?}; expected mqtts://HOST:PORT (TLS) or mqtt://HOST:PORT"
-            ),
-        };
-        let host = url
-            .host_str()
-            .filter(|h| !h.is_empty())
-            .with_context(|| format!("upstream url {raw:?} has no host"))?
-            .trim_matches(['[', ']'])
-            .to_string();
-        Ok(Some(UpstreamAddr {
-            host,
-            port: url.port().unwrap_or(if tls { 8883 } else { 1883 }),
-            tls,
-        }))
+        let addrs = raw
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(parse_upstream_url)
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if addrs.is_empty() {
+            bail!("upstream url {raw:?} names no broker");
+        }
+        if addrs.iter().any(|a| a.tls != addrs[0].tls) {
+            bail!("upstream url {raw:?} mixes mqtt:// and mqtts:// nodes; the nodes of one cluster share one transport");
+        }
+        Ok(addrs)
     }
 
     /// The upstream MQTT client id.
@@ -417,6 +438,18 @@ mod tests {
         let tls = c.upstream_addr().unwrap().unwrap();
         assert_eq!((tls.port, tls.tls), (8883, true));
         assert_eq!(tls.to_string(), "mqtts://central.example.com:8883");
+        c.upstream.url = Some("mqtts://a:8883, mqtts://b".into());
+        let nodes = c.upstream_addrs().unwrap();
+        assert_eq!(
+            nodes.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            ["mqtts://a:8883", "mqtts://b:8883"]
+        );
+        c.upstream.url = Some("mqtts://a:8883,mqtt://b".into());
+        assert!(c
+            .upstream_addrs()
+            .unwrap_err()
+            .to_string()
+            .contains("mixes"));
         c.upstream.url = Some("mqtt://127.0.0.1:18830".into());
         assert_eq!(c.upstream_addr().unwrap().unwrap().port, 18830);
         assert_eq!(c.upstream_client_id(), "pressline-gateway-demo-site");

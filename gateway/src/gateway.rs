@@ -263,10 +263,10 @@ pub async fn run(
         .context("cannot start the commit thread")?;
 
     let forwarder = match &upstream {
-        Some(addr) => Some(Forwarder::start(
+        Some(_) => Some(Forwarder::start(
             ForwarderConfig {
                 site: config.site.clone(),
-                addr: addr.clone(),
+                addrs: config.upstream_addrs()?,
                 client_id: config.upstream_client_id(),
                 credentials: upstream_login,
                 tls: upstream_tls,

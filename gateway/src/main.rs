@@ -62,8 +62,9 @@ struct RunArgs {
     /// Data directory (presses, outbox).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Upstream broker: mqtts://HOST:PORT (TLS) or mqtt://HOST:PORT. Without
-    /// one, presses are stored only.
+    /// Upstream broker: mqtts://HOST:PORT (TLS) or mqtt://HOST:PORT; the
+    /// nodes of a cluster separated by commas, tried in turn. Without one,
+    /// presses are stored only.
     #[arg(long)]
     upstream: Option<String>,
     /// CA bundle (PEM) that issued the upstream broker's certificate; the

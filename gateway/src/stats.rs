@@ -32,6 +32,8 @@ pub struct Stats {
     publishes_refused: AtomicU64,
     /// Why the upstream connection last failed; cleared on connect.
     upstream_error: Mutex<Option<String>>,
+    /// The upstream node connected to, or being tried.
+    upstream_node: Mutex<Option<String>>,
     today: AtomicI64,
     stored_today: AtomicU64,
 }
@@ -74,6 +76,9 @@ pub struct StatsSnapshot {
     /// connected): a certificate problem, a refused login, a refused TCP
     /// connection.
     pub upstream_error: Option<String>,
+    /// The upstream broker (node of a cluster) connected to, or being
+    /// tried while `upstream_connected` is false.
+    pub upstream_broker: Option<String>,
     pub disk_bytes: u64,
 }
 
@@ -99,6 +104,11 @@ impl Stats {
             .upstream_error
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = error;
+    }
+
+    /// Records which upstream node the forwarder is on.
+    pub fn set_upstream_node(&self, node: Option<String>) {
+        *self.upstream_node.lock().unwrap_or_else(|p| p.into_inner()) = node;
     }
 
     /// Counts a rejected payload under `reason`.
@@ -166,6 +176,11 @@ impl Stats {
             upstream_connected: upstream_configured.then(|| self.upstream_connected.load(Relaxed)),
             upstream_error: self
                 .upstream_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            upstream_broker: self
+                .upstream_node
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),

@@ -124,6 +124,75 @@ fn an_upstream_outage_loses_nothing() {
 }
 
 #[test]
+fn with_several_upstream_nodes_the_gateway_moves_on_when_its_node_dies() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node_a = Mosquitto::start(&dir.path().join("a"));
+    let node_b = Mosquitto::start(&dir.path().join("b"));
+    let consumer_a = Consumer::start(node_a.port, "analytics-a");
+    let consumer_b = Consumer::start(node_b.port, "analytics-b");
+    let gateway = Gateway::start(
+        dir.path(),
+        GatewayOptions {
+            site: "harbour".into(),
+            upstream: Some(format!("{},{}", node_a.url(), node_b.url())),
+            ..Default::default()
+        },
+    );
+    let sites = dir.path().join("sites.toml");
+    add_site(&sites, "harbour", &gateway);
+
+    // The first node takes everything while it lives.
+    Sim::spawn(
+        &gateway.broker(),
+        &[
+            "--terminals",
+            "4",
+            "--presses",
+            "50",
+            "--rate",
+            "0",
+            "--id-prefix",
+            "first",
+        ],
+    )
+    .expect_all_acked();
+    let first = expected_ids("harbour", "first", 4, 50, 0);
+    wait_until("the first presses at node a", || consumer_a.ids() == first);
+    wait_until("nothing pending", || gateway.stat("forward_pending") == 0);
+    assert_eq!(gateway.stats()["upstream_broker"], node_a.url());
+
+    // Node a's machine dies; presses keep coming.
+    node_a.kill9();
+    Sim::spawn(
+        &gateway.broker(),
+        &[
+            "--terminals",
+            "4",
+            "--presses",
+            "50",
+            "--rate",
+            "200",
+            "--id-prefix",
+            "second",
+        ],
+    )
+    .expect_all_acked();
+    let second = expected_ids("harbour", "second", 4, 50, 0);
+    wait_until("the later presses at node b", || consumer_b.ids() == second);
+    wait_until("nothing pending", || gateway.stat("forward_pending") == 0);
+    let stats = gateway.stats();
+    assert_eq!(stats["upstream_broker"], node_b.url(), "{stats}");
+    assert_eq!(stats["upstream_connected"], true);
+    assert_eq!(gateway.stat("presses_stored"), 400);
+    let (code, out, err) = fleet(&sites, &["status"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("connected to {}", node_b.url())),
+        "{out}"
+    );
+}
+
+#[test]
 fn a_gateway_crash_loses_no_acked_press_and_stores_none_twice() {
     let dir = tempfile::tempdir().unwrap();
     let mosquitto = Mosquitto::start(dir.path());

@@ -28,6 +28,9 @@ pub struct SiteStatus {
     /// Why the upstream connection fails, while it does.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_error: Option<String>,
+    /// The upstream broker (node of a cluster) it is on, or trying.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_broker: Option<String>,
     pub storage_full: bool,
 }
 
@@ -57,6 +60,7 @@ pub fn collect(sites: &[Site]) -> Vec<SiteStatus> {
             upstream_error: stats
                 .upstream_error
                 .filter(|_| stats.upstream_connected == Some(false)),
+            upstream_broker: stats.upstream_broker,
             storage_full: stats.storage_full,
         },
         Err(e) => SiteStatus {
@@ -74,6 +78,7 @@ pub fn collect(sites: &[Site]) -> Vec<SiteStatus> {
             forward_pending: 0,
             upstream_connected: None,
             upstream_error: None,
+            upstream_broker: None,
             storage_full: false,
         },
     })
@@ -109,7 +114,10 @@ pub fn render(rows: &[SiteStatus], _now: OffsetDateTime) -> String {
         }
         let upstream = match (r.upstream_connected, r.storage_full) {
             (_, true) => "STORAGE FULL".to_string(),
-            (Some(true), _) => "connected".into(),
+            (Some(true), _) => match &r.upstream_broker {
+                Some(broker) => format!("connected to {broker}"),
+                None => "connected".into(),
+            },
             (Some(false), _) => "DOWN".into(),
             (None, _) => "none".into(),
         };
@@ -181,6 +189,7 @@ mod tests {
             forward_pending: 0,
             upstream_connected: Some(true),
             upstream_error: None,
+            upstream_broker: None,
             storage_full: false,
         }
     }

@@ -50,7 +50,9 @@ use crate::store::{LoggedPress, OutboxItem, Store};
 #[derive(Debug, Clone)]
 pub struct ForwarderConfig {
     pub site: String,
-    pub addr: UpstreamAddr,
+    /// The broker, or the nodes of a clustered one, tried in turn: on a
+    /// failed or lost connection the next node is tried.
+    pub addrs: Vec<UpstreamAddr>,
     pub client_id: String,
     pub credentials: Option<(String, String)>,
     /// For an `mqtts://` broker: trust roots and, for mutual TLS, the
@@ -210,7 +212,8 @@ impl Forwarder {
         wake: Arc<Notify>,
         shutdown: watch::Receiver<bool>,
     ) -> Forwarder {
-        let mut options = MqttOptions::new(&config.client_id, &config.addr.host, config.addr.port);
+        let first = &config.addrs[0];
+        let mut options = MqttOptions::new(&config.client_id, &first.host, first.port);
         options.set_clean_session(false);
         options.set_keep_alive(config.keep_alive);
         options.set_inflight(config.max_inflight);
@@ -448,7 +451,10 @@ fn remove_acked(shared: &Shared, acked: &mut Vec<Handed>) {
 /// Drives the rumqttc event loop: connection state, packet-id mapping,
 /// PUBACKs, reconnect backoff.
 async fn poll(shared: Arc<Shared>, mut eventloop: EventLoop) {
-    let addr = shared.config.addr.to_string();
+    let nodes = &shared.config.addrs;
+    let mut node = 0;
+    let mut addr = nodes[node].to_string();
+    shared.stats.set_upstream_node(Some(addr.clone()));
     let window_size = shared.config.max_inflight as usize;
     let mut last_error = String::new();
     let mut tls = shared.config.tls.clone();
@@ -567,9 +573,22 @@ async fn poll(shared: Arc<Shared>, mut eventloop: EventLoop) {
                         "upstream still unreachable"
                     );
                 }
-                // Reconnect backoff (not synchronisation).
+                // Reconnect backoff (not synchronisation), then the next
+                // node of a cluster; the backoff grows once every node has
+                // been tried.
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(15));
+                if nodes.len() > 1 {
+                    node = (node + 1) % nodes.len();
+                    addr = nodes[node].to_string();
+                    eventloop
+                        .mqtt_options
+                        .set_broker_address(nodes[node].host.clone(), nodes[node].port);
+                    shared.stats.set_upstream_node(Some(addr.clone()));
+                    tracing::info!(upstream = %addr, "trying the next upstream node");
+                }
+                if node == 0 {
+                    backoff = (backoff * 2).min(Duration::from_secs(15));
+                }
             }
         }
     }

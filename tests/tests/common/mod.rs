@@ -216,6 +216,14 @@ impl Mosquitto {
         self.spawn();
     }
 
+    /// A crash of the broker's machine (SIGKILL).
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(&child, "KILL");
+            wait_exit(&mut child, "mosquitto");
+        }
+    }
+
     pub fn url(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port)
     }

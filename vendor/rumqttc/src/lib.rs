@@ -581,6 +581,15 @@ impl MqttOptions {
         self
     }
 
+    /// PRESSLINE-PATCH: the broker the next connection goes to, so a
+    /// client can move between the nodes of a cluster without losing its
+    /// event loop (and what the caller keeps in step with it).
+    pub fn set_broker_address<S: Into<String>>(&mut self, host: S, port: u16) -> &mut Self {
+        self.broker_addr = host.into();
+        self.port = port;
+        self
+    }
+
     pub fn set_transport(&mut self, transport: Transport) -> &mut Self {
         self.transport = transport;
         self
