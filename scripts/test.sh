@@ -48,6 +48,13 @@ if ! command -v mosquitto >/dev/null 2>&1 || ! command -v mosquitto_sub >/dev/nu
     # their own on free ports and do not need it.
     as_root systemctl disable --now mosquitto >/dev/null 2>&1 || true
 fi
+# The central side's clustered broker: RabbitMQ with its MQTT plugin. The
+# tests start their own three-node cluster (deploy/rabbitmq-cluster.sh).
+if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
+    echo "installing RabbitMQ (a real three-node cluster for the central-side tests)"
+    apt_install rabbitmq-server
+    as_root systemctl disable --now rabbitmq-server >/dev/null 2>&1 || true
+fi
 # Host terminals (the firmware's application on Linux) run on TAP devices in
 # a network namespace each test creates: iproute2 and /dev/net/tun.
 if ! command -v ip >/dev/null 2>&1; then

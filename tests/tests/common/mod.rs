@@ -8,6 +8,7 @@
 
 pub mod host;
 pub mod pki;
+pub mod rabbitmq;
 
 use std::collections::BTreeSet;
 use std::fs;

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# A three-node RabbitMQ cluster with the MQTT plugin on one machine, for
+# trials and tests: its own node names, ports, data directories and Erlang
+# cookie, listening on loopback only, never through systemd.
+#
+#   deploy/rabbitmq-cluster.sh start DIR BASE_PORT   # nodes pl1..pl3
+#   deploy/rabbitmq-cluster.sh stop DIR
+#
+# Node i (1..3) is pl<i>@<short host name>; its ports, from BASE_PORT:
+#   MQTT BASE_PORT+i, AMQP BASE_PORT+10+i, Erlang distribution BASE_PORT+20+i.
+# Prints one line per node: "pl<i>@host mqtt://127.0.0.1:PORT amqp PORT".
+#
+# Three nodes, never two: client-id tracking and quorum queues need a
+# majority. MQTT subscriptions with a persistent session get quorum queues
+# (mqtt.durable_queue_type, RabbitMQ 3.10+, new clusters only), so a node
+# that dies loses no message a subscriber has not yet taken. For production
+# see deploy/README.md ("Clustered brokers").
+set -euo pipefail
+cmd=${1:?usage: rabbitmq-cluster.sh start DIR BASE_PORT | stop DIR}
+dir=${2:?data directory}
+host=$(hostname -s)
+export HOME="$dir" # the Erlang cookie lives in $HOME/.erlang.cookie
+export ERL_EPMD_ADDRESS=127.0.0.1
+# Debian's /usr/sbin wrappers switch to the rabbitmq user and its home;
+# these nodes run as the caller, with their own data directories.
+bin=${RABBITMQ_BIN:-/usr/lib/rabbitmq/bin}
+PATH="$bin:$PATH"
+
+node_env() { # i
+    local i=$1 base=$dir/pl$i
+    export RABBITMQ_NODENAME="pl$i@$host"
+    export RABBITMQ_MNESIA_BASE="$base/mnesia"
+    export RABBITMQ_LOG_BASE="$base/log"
+    export RABBITMQ_CONFIG_FILE="$base/rabbitmq"
+    export RABBITMQ_ENABLED_PLUGINS_FILE="$base/enabled_plugins"
+    export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
+    export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+}
+
+case $cmd in
+start)
+    base_port=${3:?base port}
+    mkdir -p "$dir"
+    [ -f "$dir/.erlang.cookie" ] || { head -c 32 /dev/urandom | base64 | tr -dc A-Za-z0-9 >"$dir/.erlang.cookie"; }
+    chmod 400 "$dir/.erlang.cookie"
+    for i in 1 2 3; do
+        node_env "$i"
+        mkdir -p "$dir/pl$i/log"
+        cat >"$dir/pl$i/rabbitmq.conf" <<EOF
+listeners.tcp.1 = 127.0.0.1:$((base_port + 10 + i))
+distribution.listener.port_range.min = $((base_port + 20 + i))
+distribution.listener.port_range.max = $((base_port + 20 + i))
+mqtt.listeners.tcp.1 = 127.0.0.1:$((base_port + i))
+mqtt.allow_anonymous = true
+mqtt.durable_queue_type = quorum
+loopback_users = none
+EOF
+        echo '[rabbitmq_mqtt].' >"$dir/pl$i/enabled_plugins"
+        RABBITMQ_NODE_PORT=$((base_port + 10 + i)) RABBITMQ_DIST_PORT=$((base_port + 20 + i)) \
+            rabbitmq-server -detached >"$dir/pl$i/log/start.out" 2>&1
+    done
+    for i in 1 2 3; do
+        node_env "$i"
+        # -detached returns before the node registers with epmd.
+        for _ in $(seq 1 240); do
+            rabbitmqctl -q -n "pl$i@$host" ping >/dev/null 2>&1 && break
+            sleep 0.5
+        done
+        rabbitmqctl -q -n "pl$i@$host" await_startup --timeout 120 >/dev/null
+        # The OS pid, for `stop` (and for tests that kill a node).
+        rabbitmqctl -q -n "pl$i@$host" eval 'list_to_integer(os:getpid()).' >"$dir/pl$i/pid"
+    done
+    for i in 2 3; do
+        node_env "$i"
+        rabbitmqctl -q -n "pl$i@$host" stop_app
+        rabbitmqctl -q -n "pl$i@$host" join_cluster "pl1@$host"
+        rabbitmqctl -q -n "pl$i@$host" start_app
+        rabbitmqctl -q -n "pl$i@$host" await_startup --timeout 120 >/dev/null
+    done
+    for i in 1 2 3; do
+        echo "pl$i@$host mqtt://127.0.0.1:$((base_port + i)) amqp $((base_port + 10 + i))"
+    done
+    ;;
+stop)
+    for i in 1 2 3; do
+        node_env "$i"
+        [ -f "$dir/pl$i/pid" ] || continue
+        pid=$(cat "$dir/pl$i/pid")
+        rabbitmqctl -q -n "pl$i@$host" stop >/dev/null 2>&1 || true
+        for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+        kill -9 "$pid" 2>/dev/null || true
+        rm -f "$dir/pl$i/pid"
+    done
+    ;;
+*)
+    echo "usage: rabbitmq-cluster.sh start DIR BASE_PORT | stop DIR" >&2
+    exit 2
+    ;;
+esac

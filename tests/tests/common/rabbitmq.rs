@@ -1,0 +1,77 @@
+//! A three-node RabbitMQ cluster with the MQTT plugin, started by
+//! `deploy/rabbitmq-cluster.sh` in a directory of the test's own, on
+//! loopback ports, and stopped when dropped.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub struct RabbitCluster {
+    dir: PathBuf,
+    /// MQTT ports of nodes 1, 2 and 3.
+    pub mqtt_ports: [u16; 3],
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/rabbitmq-cluster.sh")
+}
+
+/// A base port whose 23 successors are free (the script's port plan).
+fn free_base_port() -> u16 {
+    for _ in 0..50 {
+        let base = super::free_port().saturating_sub(30).max(20000);
+        if (base + 1..=base + 23).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no run of 23 free loopback ports found for the RabbitMQ cluster");
+}
+
+impl RabbitCluster {
+    pub fn start(dir: &Path) -> RabbitCluster {
+        let dir = dir.join("rabbitmq");
+        let base = free_base_port();
+        let out = Command::new("bash")
+            .arg(script())
+            .arg("start")
+            .arg(&dir)
+            .arg(base.to_string())
+            .output()
+            .expect("deploy/rabbitmq-cluster.sh");
+        assert!(
+            out.status.success(),
+            "the RabbitMQ cluster did not start:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        RabbitCluster {
+            dir,
+            mqtt_ports: [base + 1, base + 2, base + 3],
+        }
+    }
+
+    /// `mqtt://127.0.0.1:PORT` of node `i` (1..=3).
+    pub fn url(&self, i: usize) -> String {
+        format!("mqtt://127.0.0.1:{}", self.mqtt_ports[i - 1])
+    }
+
+    /// Node `i`'s machine dies (SIGKILL to its Erlang VM).
+    pub fn kill9(&self, i: usize) {
+        let pid = std::fs::read_to_string(self.dir.join(format!("pl{i}/pid"))).unwrap();
+        let status = Command::new("kill")
+            .args(["-9", pid.trim()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for RabbitCluster {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(script())
+            .arg("stop")
+            .arg(&self.dir)
+            .output();
+    }
+}
