@@ -269,7 +269,10 @@ while kill -0 "$hist_sim" 2>/dev/null || [ "$next" -le "$HISTORY" ]; do
         echo "| $stored | $(rss_mb "$hist_pid" VmRSS) | $(stat_of "$WORK/hist-data" "$http" forward_pending) |"
         next=$((next + 100000))
     fi
-    kill -0 "$hist_sim" 2>/dev/null || [ "$stored" -ge "$HISTORY" ] || { echo "history run stopped early" >&2; exit 1; }
+    # Read again: the simulator may have finished (every press acked, so
+    # stored) since the reading above.
+    kill -0 "$hist_sim" 2>/dev/null || [ "$(stat_of "$WORK/hist-data" "$http" presses_stored)" -ge "$HISTORY" ] ||
+        { echo "history run stopped early" >&2; exit 1; }
     sleep 0.2
 done
 wait "$hist_sim"

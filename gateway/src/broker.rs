@@ -26,9 +26,15 @@ pub const OTA_LINK_CLIENT_ID: &str = "pressline-gateway-ota";
 
 /// Every filter a terminal subscribes to (its acks, its OTA traffic).
 const GATEWAY_TO_TERMINAL: &str = "pressline/v1/gw/#";
-/// Segment size of those filters' logs: one OTA chunk (at most 8 KiB of
-/// payload) and its topic.
-const TERMINAL_LOG_SEGMENT: usize = pressline_protocol::ota_transfer::MAX_OTA_PAYLOAD + 256;
+/// Segment size of those filters' logs, rumqttd's minimum: about 20 acks
+/// (an ack is some 50 bytes of topic and payload). An OTA chunk (up to
+/// 8 KiB) overflows a segment on its own, which rumqttd allows for the
+/// last entry, so a chunk in flight is kept too. rumqttd holds several
+/// hundred bytes per entry beyond what a segment counts, so these logs are
+/// kept as small as possible: with one-OTA-chunk segments, each terminal's
+/// log held up to about 300 old acks, and RSS grew with them for an hour
+/// (500 terminals: about 1.5 MiB a minute).
+const TERMINAL_LOG_SEGMENT: usize = 1024;
 
 /// rumqttd configuration for the site broker.
 pub fn broker_config(mqtt: &MqttConfig) -> BrokerConfig {
@@ -86,8 +92,8 @@ pub fn broker_config(mqtt: &MqttConfig) -> BrokerConfig {
             // but rumqttd keeps every publish in its filter's log until the
             // log's segments rotate: with the default segments each
             // terminal's log filled up to a megabyte of old acks, and RSS
-            // followed the presses stored. Two segments the size of the
-            // largest OTA chunk hold what is in flight.
+            // followed the presses stored. Two small segments hold what is
+            // in flight ([`TERMINAL_LOG_SEGMENT`]).
             custom_segment: Some(HashMap::from([(
                 GATEWAY_TO_TERMINAL.to_string(),
                 rumqttd::SegmentConfig {
