@@ -141,43 +141,34 @@ fn with_several_upstream_nodes_the_gateway_moves_on_when_its_node_dies() {
     let sites = dir.path().join("sites.toml");
     add_site(&sites, "harbour", &gateway);
 
+    // 4 terminals x 50 presses, all acked; returns their upstream ids.
+    let press = |prefix: &str, rate: &str| {
+        Sim::spawn(
+            &gateway.broker(),
+            &[
+                "--terminals",
+                "4",
+                "--presses",
+                "50",
+                "--rate",
+                rate,
+                "--id-prefix",
+                prefix,
+            ],
+        )
+        .expect_all_acked();
+        expected_ids("harbour", prefix, 4, 50, 0)
+    };
+
     // The first node takes everything while it lives.
-    Sim::spawn(
-        &gateway.broker(),
-        &[
-            "--terminals",
-            "4",
-            "--presses",
-            "50",
-            "--rate",
-            "0",
-            "--id-prefix",
-            "first",
-        ],
-    )
-    .expect_all_acked();
-    let first = expected_ids("harbour", "first", 4, 50, 0);
+    let first = press("first", "0");
     wait_until("the first presses at node a", || consumer_a.ids() == first);
     wait_until("nothing pending", || gateway.stat("forward_pending") == 0);
     assert_eq!(gateway.stats()["upstream_broker"], node_a.url());
 
     // Node a's machine dies; presses keep coming.
     node_a.kill9();
-    Sim::spawn(
-        &gateway.broker(),
-        &[
-            "--terminals",
-            "4",
-            "--presses",
-            "50",
-            "--rate",
-            "200",
-            "--id-prefix",
-            "second",
-        ],
-    )
-    .expect_all_acked();
-    let second = expected_ids("harbour", "second", 4, 50, 0);
+    let second = press("second", "200");
     wait_until("the later presses at node b", || consumer_b.ids() == second);
     wait_until("nothing pending", || gateway.stat("forward_pending") == 0);
     let stats = gateway.stats();
