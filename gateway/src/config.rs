@@ -276,6 +276,15 @@ impl Config {
         if self.scores.utc_offset_minutes.abs() > 14 * 60 {
             bail!("scores.utc_offset_minutes must be within -840..=840");
         }
+        if self.scores.time_zone.is_some() && self.scores.utc_offset_minutes != 0 {
+            bail!(
+                "set scores.time_zone or scores.utc_offset_minutes, not both \
+                 (the zone already knows its offset, daylight saving included)"
+            );
+        }
+        if let Err(e) = self.site_time() {
+            bail!("{e:#}");
+        }
         let mut zone_of = std::collections::BTreeMap::new();
         for (id, zone) in &self.zones {
             pressline_protocol::ident::validate_id(id)
@@ -353,6 +362,14 @@ impl Config {
     }
 
     /// The upstream MQTT client id.
+    /// The site's wall clock: `scores.time_zone`, else the fixed offset.
+    pub fn site_time(&self) -> anyhow::Result<crate::site_time::SiteTime> {
+        crate::site_time::SiteTime::from_config(
+            self.scores.time_zone.as_deref(),
+            self.scores.utc_offset_minutes,
+        )
+    }
+
     pub fn upstream_client_id(&self) -> String {
         self.upstream
             .client_id

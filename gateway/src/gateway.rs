@@ -214,7 +214,7 @@ pub async fn run(
         store.clone(),
         releases.clone(),
         config.ota.limits(),
-        config.scores.utc_offset_minutes,
+        config.site_time()?,
         forward_wake.clone(),
     );
     let ota_thread = std::thread::Builder::new()
@@ -272,6 +272,22 @@ pub async fn run(
                 tls: upstream_tls,
                 keep_alive: Duration::from_secs(config.upstream.keep_alive_secs.max(5)),
                 max_inflight: config.upstream.max_inflight,
+                zone_of: config
+                    .zones
+                    .iter()
+                    .flat_map(|(id, zone)| {
+                        zone.terminals.iter().map(move |t| (t.clone(), id.clone()))
+                    })
+                    .collect(),
+                zones: config
+                    .zones
+                    .iter()
+                    .map(|(id, zone)| pressline_protocol::upstream::ZoneName {
+                        id: id.clone(),
+                        name: zone.name.clone(),
+                    })
+                    .collect(),
+                time_zone: config.scores.time_zone.clone(),
             },
             store.clone(),
             stats.clone(),

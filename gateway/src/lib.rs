@@ -29,6 +29,7 @@
 //! - [`pipeline`]: the press path: ingest → commit → store → forwarder,
 //!   durable acks, retention.
 //! - [`api`]: the HTTP API, dashboard and metrics.
+//! - [`site_time`]: the site's wall clock (IANA zone or fixed offset).
 //! - [`config`]: typed configuration and its documented defaults.
 //! - [`demo`]: in-process simulated terminals for `gateway demo`.
 //! - [`gateway`]: wiring it all together, start-up and graceful shutdown.
@@ -44,6 +45,7 @@ pub mod insight;
 pub mod ota;
 pub mod pipeline;
 pub mod security;
+pub mod site_time;
 pub mod stats;
 pub mod store;
 pub mod terminals;

@@ -51,6 +51,10 @@ pub struct UpstreamPress {
     /// Why not: `response_interval` or `burst`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_counted_reason: Option<String>,
+    /// The zone the terminal is in (the gateway's `[zones]`); absent for a
+    /// terminal in no zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
 }
 
 fn counted_by_default() -> bool {
@@ -100,6 +104,21 @@ pub struct GatewayStatus {
     /// written at connect time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,
+    /// The site's IANA time zone (`Europe/London`), in which its days,
+    /// hours and weekdays are reckoned; absent when only a fixed UTC offset
+    /// is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// The site's zones (id and display name); absent in the last will.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zones: Vec<ZoneName>,
+}
+
+/// A zone's id and display name, in [`GatewayStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZoneName {
+    pub id: String,
+    pub name: String,
 }
 
 #[cfg(test)]

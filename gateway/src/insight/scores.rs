@@ -19,7 +19,7 @@
 //! engine loads the checkpointed days and folds in the press log above that
 //! id, and the last hour for the live windows.
 //!
-//! Times are the site's local time (`utc_offset_minutes`) for "today", the
+//! Times are the site's local time ([`SiteTime`]) for "today", the
 //! quarters and the hour table, so staffing reports read in the venue's
 //! hours. Windows are whole minutes: the 5-minute window is the current
 //! minute and the five before it.
@@ -32,13 +32,18 @@ use serde::{Deserialize, Serialize};
 
 pub use super::counts::Figures;
 use super::counts::{Counts, DaySlots, SLOT_MS};
+use crate::site_time::SiteTime;
 use crate::store::PressBatch;
 
 /// `[scores]` in the config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ScoresConfig {
-    /// The site's offset from UTC (minutes), for "today" and the hour table.
+    /// The site's IANA time zone (`Europe/London`), for "today" and the
+    /// hour table, daylight saving included. Overrides `utc_offset_minutes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// The site's fixed offset from UTC (minutes), when no `time_zone`.
     pub utc_offset_minutes: i32,
     /// Window the unhappiness rule looks at.
     pub alert_window_secs: u64,
@@ -53,6 +58,7 @@ pub struct ScoresConfig {
 impl Default for ScoresConfig {
     fn default() -> Self {
         ScoresConfig {
+            time_zone: None,
             utc_offset_minutes: 0,
             alert_window_secs: 300,
             unhappy_percent: 40,
@@ -214,6 +220,7 @@ const DAY_MS: i64 = 86_400_000;
 #[derive(Debug)]
 pub struct Scores {
     config: ScoresConfig,
+    site_time: SiteTime,
     /// Days of aggregates kept (older days are not folded in).
     retention_days: u32,
     zones: BTreeMap<String, ZoneConfig>,
@@ -270,8 +277,19 @@ impl Scores {
                 zone_of.insert(t.clone(), id.clone());
             }
         }
+        // The configuration was validated at start; a zone that vanished
+        // from the tz database since then falls back to the fixed offset.
+        let site_time =
+            SiteTime::from_config(config.time_zone.as_deref(), config.utc_offset_minutes)
+                .unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "using scores.utc_offset_minutes instead");
+                    SiteTime::Fixed {
+                        offset_ms: i64::from(config.utc_offset_minutes) * 60_000,
+                    }
+                });
         let mut scores = Scores {
             config,
+            site_time,
             retention_days: retention_days.max(2),
             zones,
             zone_of,
@@ -340,7 +358,7 @@ impl Scores {
     }
 
     fn local_ms(&self, unix_ms: i64) -> i64 {
-        unix_ms + i64::from(self.config.utc_offset_minutes) * 60_000
+        self.site_time.local_ms(unix_ms)
     }
 
     fn local_day(&self, unix_ms: i64) -> i64 {
@@ -649,7 +667,7 @@ impl Scores {
                     .and_then(|d| d.slots().find(|(s, _)| *s == slot).map(|(_, c)| *c))
                     .unwrap_or_default();
                 TimelinePoint {
-                    at_ms: local_start - i64::from(self.config.utc_offset_minutes) * 60_000,
+                    at_ms: self.site_time.unix_ms(local_start),
                     figures: counts.figures(),
                 }
             })

@@ -66,7 +66,7 @@ struct Inner {
     store: Store,
     releases: Releases,
     limits: Limits,
-    utc_offset_minutes: i32,
+    site_time: crate::site_time::SiteTime,
     rollouts: BTreeMap<u32, Rollout>,
     images: HashMap<(String, String), Arc<LoadedRelease>>,
     /// Effects decided outside the service thread (HTTP), to apply.
@@ -87,7 +87,7 @@ impl Rollouts {
         store: Store,
         releases: Releases,
         limits: Limits,
-        utc_offset_minutes: i32,
+        site_time: crate::site_time::SiteTime,
         forward_wake: Arc<Notify>,
     ) -> Rollouts {
         let rollouts: BTreeMap<u32, Rollout> = store
@@ -110,7 +110,7 @@ impl Rollouts {
                 store,
                 releases,
                 limits,
-                utc_offset_minutes,
+                site_time,
                 rollouts,
                 images: HashMap::new(),
                 queued: Vec::new(),
@@ -256,7 +256,7 @@ impl Inner {
     }
 
     fn local_minute(&self, now_ms: i64) -> u16 {
-        let local = now_ms + i64::from(self.utc_offset_minutes) * 60_000;
+        let local = self.site_time.local_ms(now_ms);
         (local.rem_euclid(86_400_000) / 60_000) as u16
     }
 

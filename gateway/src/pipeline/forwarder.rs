@@ -60,6 +60,12 @@ pub struct ForwarderConfig {
     pub tls: Option<UpstreamTls>,
     pub keep_alive: Duration,
     pub max_inflight: u16,
+    /// Each zoned terminal's zone, for the press documents' `zone`.
+    pub zone_of: std::collections::HashMap<String, String>,
+    /// The site's zones and IANA time zone, for the gateway status, so
+    /// central reports name zones and reckon local time as the site does.
+    pub zones: Vec<pressline_protocol::upstream::ZoneName>,
+    pub time_zone: Option<String>,
 }
 
 /// TLS to the upstream broker: the files, and the configuration last
@@ -173,6 +179,8 @@ impl Shared {
             state: state.into(),
             version: env!("CARGO_PKG_VERSION").into(),
             since,
+            time_zone: self.config.time_zone.clone(),
+            zones: self.config.zones.clone(),
         })
         .expect("plain struct serializes")
     }
@@ -230,6 +238,8 @@ impl Forwarder {
             state: "offline".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             since: None,
+            time_zone: None,
+            zones: Vec::new(),
         })
         .expect("plain struct serializes");
         options.set_last_will(LastWill::new(
@@ -357,8 +367,12 @@ async fn feed(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
                 let is_press = item.is_press();
                 let (topic, payload, retain) = match item {
                     OutboxItem::Press { terminal, press } => {
-                        let (topic, payload) =
-                            press_document(&shared.config.site, &terminal, &press);
+                        let (topic, payload) = press_document(
+                            &shared.config.site,
+                            &terminal,
+                            shared.config.zone_of.get(&*terminal).map(String::as_str),
+                            &press,
+                        );
                         (topic, payload, false)
                     }
                     OutboxItem::Document(d) => (d.topic, d.payload, d.retain),
@@ -401,7 +415,12 @@ async fn feed(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
 /// The `pressline.press.v1` document of a stored press, and its topic:
 /// rendered when it is sent, so the store keeps a dozen bytes a press
 /// rather than the document.
-pub fn press_document(site: &str, terminal: &str, press: &LoggedPress) -> (String, Vec<u8>) {
+pub fn press_document(
+    site: &str,
+    terminal: &str,
+    zone: Option<&str>,
+    press: &LoggedPress,
+) -> (String, Vec<u8>) {
     let document = UpstreamPress {
         schema: PRESS_SCHEMA.into(),
         id: press_id(site, terminal, press.id()),
@@ -415,6 +434,7 @@ pub fn press_document(site: &str, terminal: &str, press: &LoggedPress) -> (Strin
         received_at: rfc3339_ms(press.received_at_ms),
         counted: press.counted,
         not_counted_reason: press.reason.map(|r| r.reason().to_string()),
+        zone: zone.map(str::to_string),
     };
     let payload = serde_json::to_vec(&document).unwrap_or_else(|e| {
         // A struct of strings and numbers always serializes.
