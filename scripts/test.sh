@@ -55,6 +55,13 @@ if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
     apt_install rabbitmq-server
     as_root systemctl disable --now rabbitmq-server >/dev/null 2>&1 || true
 fi
+# The central side's database: the tests run their own PostgreSQL servers
+# (initdb in a temporary directory, a free loopback port).
+if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+    echo "installing PostgreSQL (the central database for the central-side tests)"
+    apt_install postgresql
+    as_root systemctl disable --now postgresql >/dev/null 2>&1 || true
+fi
 # Host terminals (the firmware's application on Linux) run on TAP devices in
 # a network namespace each test creates: iproute2 and /dev/net/tun.
 if ! command -v ip >/dev/null 2>&1; then

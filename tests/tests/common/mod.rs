@@ -6,7 +6,9 @@
 //! timeout, and says what it was waiting for when it gives up.
 #![allow(dead_code)]
 
+pub mod central;
 pub mod host;
+pub mod pg_server;
 pub mod pki;
 pub mod rabbitmq;
 

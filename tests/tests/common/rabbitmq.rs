@@ -10,6 +10,8 @@ pub struct RabbitCluster {
     dir: PathBuf,
     /// MQTT ports of nodes 1, 2 and 3.
     pub mqtt_ports: [u16; 3],
+    /// AMQP ports of nodes 1, 2 and 3.
+    pub amqp_ports: [u16; 3],
 }
 
 fn script() -> PathBuf {
@@ -47,12 +49,22 @@ impl RabbitCluster {
         RabbitCluster {
             dir,
             mqtt_ports: [base + 1, base + 2, base + 3],
+            amqp_ports: [base + 11, base + 12, base + 13],
         }
     }
 
     /// `mqtt://127.0.0.1:PORT` of node `i` (1..=3).
     pub fn url(&self, i: usize) -> String {
         format!("mqtt://127.0.0.1:{}", self.mqtt_ports[i - 1])
+    }
+
+    /// `amqp://127.0.0.1:PORT/%2f` of node `i` (1..=3), as the default
+    /// `guest` user (allowed on loopback).
+    pub fn amqp_url(&self, i: usize) -> String {
+        format!(
+            "amqp://guest:guest@127.0.0.1:{}/%2f",
+            self.amqp_ports[i - 1]
+        )
     }
 
     /// Node `i`'s machine dies (SIGKILL to its Erlang VM).

@@ -1,0 +1,361 @@
+//! The consume loop: deliveries → batch → one PostgreSQL transaction →
+//! one multiple-ack up to the batch's last delivery tag.
+//!
+//! The ack is sent only after the commit, so a consumer killed at any
+//! point leaves its unacked messages to be redelivered (to itself or
+//! another consumer on the same queue), and the `ON CONFLICT` inserts make
+//! the second delivery harmless: exactly once in the tables. While the
+//! database is down the batch in hand is retried and no more is taken than
+//! the prefetch allows; a lost broker node means the next node in the list.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::database::{CommitError, Committed, Database};
+use crate::documents::{self, Document};
+use crate::metrics::Metrics;
+use crate::queue;
+
+/// How the consumer runs.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// Broker nodes, tried in turn.
+    pub amqp: Vec<String>,
+    pub postgres: String,
+    pub queue: String,
+    /// Most messages in one transaction.
+    pub batch: usize,
+    /// Longest a message waits for its batch to fill.
+    pub batch_wait: Duration,
+    /// Most unacknowledged messages the broker sends ahead.
+    pub prefetch: u16,
+}
+
+/// Backoff between attempts: 250 ms doubling to 10 s.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff(Duration::from_millis(250))
+    }
+    fn next(&mut self) -> Duration {
+        let d = self.0;
+        self.0 = (self.0 * 2).min(Duration::from_secs(10));
+        d
+    }
+}
+
+/// Sleeps, or returns `true` early when shutdown is requested.
+async fn sleep_or_shutdown(d: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => *shutdown.borrow(),
+        _ = shutdown.changed() => true,
+    }
+}
+
+/// A database connection that is made again when lost.
+struct Postgres {
+    url: String,
+    db: Option<Database>,
+    backoff: Backoff,
+    failing_since: Option<Instant>,
+}
+
+impl Postgres {
+    /// The connection, made when missing; `None` on shutdown.
+    async fn get(
+        &mut self,
+        metrics: &Metrics,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Option<&mut Database> {
+        if self.db.as_ref().is_some_and(Database::is_closed) {
+            self.db = None;
+        }
+        while self.db.is_none() {
+            match Database::connect(&self.url).await {
+                Ok(db) => {
+                    if let Some(since) = self.failing_since.take() {
+                        tracing::info!(down_secs = since.elapsed().as_secs(), "PostgreSQL is back");
+                    }
+                    self.backoff = Backoff::new();
+                    self.db = Some(db);
+                }
+                Err(e) => {
+                    metrics.postgres_errors.fetch_add(1, Relaxed);
+                    if self.failing_since.is_none() {
+                        self.failing_since = Some(Instant::now());
+                        tracing::warn!(error = %format!("{e:#}"), "PostgreSQL unavailable; retrying, nothing is acknowledged meanwhile");
+                    }
+                    metrics.postgres_connected.store(false, Relaxed);
+                    if sleep_or_shutdown(self.backoff.next(), shutdown).await {
+                        return None;
+                    }
+                }
+            }
+        }
+        metrics.postgres_connected.store(true, Relaxed);
+        self.db.as_mut()
+    }
+
+    fn lost(&mut self, metrics: &Metrics, error: &CommitError) {
+        metrics.postgres_errors.fetch_add(1, Relaxed);
+        metrics.postgres_connected.store(false, Relaxed);
+        if self.failing_since.is_none() {
+            self.failing_since = Some(Instant::now());
+            tracing::warn!(error = %error, "PostgreSQL unavailable; the batch will be committed when it returns");
+        }
+        self.db = None;
+    }
+}
+
+/// Connects to the database and migrates the schema, retrying until it is
+/// available (or shutdown).
+pub async fn prepare_database(
+    url: &str,
+    metrics: &Metrics,
+    shutdown: &mut watch::Receiver<bool>,
+) -> anyhow::Result<bool> {
+    let mut pg = Postgres {
+        url: url.to_string(),
+        db: None,
+        backoff: Backoff::new(),
+        failing_since: None,
+    };
+    loop {
+        let Some(db) = pg.get(metrics, shutdown).await else {
+            return Ok(false);
+        };
+        match db.migrate().await {
+            Ok(applied) => {
+                for m in applied {
+                    tracing::info!(migration = %m, "schema migrated");
+                }
+                return Ok(true);
+            }
+            Err(e) if db.is_closed() => {
+                tracing::warn!(error = %format!("{e:#}"), "lost PostgreSQL while migrating; retrying");
+                pg.db = None;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Runs until shutdown: consumes, commits, acknowledges.
+pub async fn run(
+    config: ConsumerConfig,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    if !prepare_database(&config.postgres, &metrics, &mut shutdown).await? {
+        return Ok(());
+    }
+    let mut pg = Postgres {
+        url: config.postgres.clone(),
+        db: None,
+        backoff: Backoff::new(),
+        failing_since: None,
+    };
+    let mut node = 0usize;
+    let mut backoff = Backoff::new();
+    loop {
+        let uri = &config.amqp[node % config.amqp.len()];
+        match session(&config, uri, &metrics, &mut pg, &mut shutdown, &mut backoff).await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                metrics.amqp_connected.store(false, Relaxed);
+                tracing::warn!(node = %queue::redact(uri), error = %format!("{e:#}"), "broker connection lost or refused; trying the next node");
+                node += 1;
+                if sleep_or_shutdown(backoff.next(), &mut shutdown).await {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// One connection to one node. `Ok` means shutdown.
+async fn session(
+    config: &ConsumerConfig,
+    uri: &str,
+    metrics: &Arc<Metrics>,
+    pg: &mut Postgres,
+    shutdown: &mut watch::Receiver<bool>,
+    backoff: &mut Backoff,
+) -> anyhow::Result<()> {
+    let connection = queue::connect(uri).await?;
+    let channel = connection.create_channel().await?;
+    queue::declare(&channel, &config.queue).await?;
+    channel
+        .basic_qos(config.prefetch, BasicQosOptions::default())
+        .await?;
+    let tag = format!("pressline-central-{}", std::process::id());
+    let mut consumer = channel
+        .basic_consume(
+            config.queue.as_str().into(),
+            tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    metrics.amqp_connects.fetch_add(1, Relaxed);
+    metrics.amqp_connected.store(true, Relaxed);
+    metrics.set_node(&queue::redact(uri));
+    *backoff = Backoff::new();
+    tracing::info!(node = %queue::redact(uri), queue = %config.queue, "consuming");
+
+    // Queue depth for /metrics, on a channel of its own (a failed passive
+    // declare closes its channel).
+    let sampler = {
+        let channel = connection.create_channel().await?;
+        let (metrics, queue) = (metrics.clone(), config.queue.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            loop {
+                tick.tick().await;
+                match queue::sample(&channel, &queue).await {
+                    Ok((ready, consumers)) => {
+                        metrics.queue_messages.store(i64::from(ready), Relaxed);
+                        metrics.queue_consumers.store(i64::from(consumers), Relaxed);
+                    }
+                    Err(_) => return,
+                }
+            }
+        })
+    };
+    struct AbortOnDrop(tokio::task::JoinHandle<()>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let _sampler = AbortOnDrop(sampler);
+
+    let mut batch: Vec<Delivery> = Vec::with_capacity(config.batch);
+    let mut deadline: Option<Instant> = None;
+    loop {
+        let flush_at = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            delivery = consumer.next() => match delivery {
+                Some(Ok(d)) => {
+                    batch.push(d);
+                    deadline.get_or_insert_with(|| Instant::now() + config.batch_wait);
+                    if batch.len() >= config.batch {
+                        deadline = None;
+                        if !flush(&channel, &mut batch, metrics, pg, shutdown).await? {
+                            return Ok(());
+                        }
+                    }
+                }
+                Some(Err(e)) => return Err(e.into()),
+                None => anyhow::bail!("the broker cancelled the consumer"),
+            },
+            _ = tokio::time::sleep_until(flush_at), if deadline.is_some() => {
+                deadline = None;
+                if !flush(&channel, &mut batch, metrics, pg, shutdown).await? {
+                    return Ok(());
+                }
+            }
+            _ = shutdown.changed() => {
+                // What is in hand is committed and acked; unacked messages
+                // beyond it go back to the queue when the channel closes.
+                flush(&channel, &mut batch, metrics, pg, shutdown).await?;
+                let _ = connection.close(200, "shutting down".into()).await;
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Commits the batch and acknowledges it. `Ok(false)`: shutdown while the
+/// database was away (nothing acked; the broker redelivers).
+async fn flush(
+    channel: &lapin::Channel,
+    batch: &mut Vec<Delivery>,
+    metrics: &Metrics,
+    pg: &mut Postgres,
+    shutdown: &mut watch::Receiver<bool>,
+) -> anyhow::Result<bool> {
+    let Some(last) = batch.last().map(|d| d.delivery_tag) else {
+        return Ok(true);
+    };
+    let documents: Vec<Document> = batch
+        .iter()
+        .map(|d| documents::read(d.routing_key.as_str(), &d.data))
+        .collect();
+    let items: Vec<(&str, &[u8], &Document)> = batch
+        .iter()
+        .zip(&documents)
+        .map(|(d, doc)| (d.routing_key.as_str(), d.data.as_slice(), doc))
+        .collect();
+    let mut conflict_backoff = Backoff::new();
+    let committed: Committed = loop {
+        let stop = *shutdown.borrow();
+        let Some(db) = pg.get(metrics, shutdown).await else {
+            return Ok(false);
+        };
+        let result = match db.commit(&items).await {
+            Err(CommitError::Refused(reason)) => {
+                tracing::warn!(reason = %reason, "a document was refused; committing the batch one by one");
+                db.commit_each(&items).await
+            }
+            other => other,
+        };
+        match result {
+            Ok(c) => break c,
+            Err(e @ CommitError::Conflict(_)) => {
+                metrics.batch_retries.fetch_add(1, Relaxed);
+                tracing::debug!(error = %e, "retrying the batch");
+                tokio::time::sleep(conflict_backoff.next().min(Duration::from_secs(1))).await;
+            }
+            Err(e) => {
+                metrics.batch_retries.fetch_add(1, Relaxed);
+                pg.lost(metrics, &e);
+                if stop {
+                    return Ok(false);
+                }
+            }
+        }
+    };
+    for (position, d) in documents.iter().enumerate() {
+        if committed.refused.contains(&position) {
+            metrics.count("rejected");
+            tracing::warn!(
+                routing_key = items[position].0,
+                "the database refused a message; kept in rejected_messages"
+            );
+        } else {
+            if let Document::Rejected { reason } = d {
+                tracing::warn!(routing_key = items[position].0, reason = %reason, "message kept in rejected_messages");
+            }
+            metrics.count(d.kind());
+        }
+    }
+    metrics
+        .presses_inserted
+        .fetch_add(committed.presses_inserted, Relaxed);
+    metrics
+        .presses_duplicate
+        .fetch_add(committed.presses_duplicate, Relaxed);
+    metrics.batches.fetch_add(1, Relaxed);
+    if let Some(newest) = committed.newest_received_ms {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        metrics.lag_ms.store((now - newest).max(0), Relaxed);
+    }
+    batch.clear();
+    channel
+        .basic_ack(last, BasicAckOptions { multiple: true })
+        .await?;
+    Ok(true)
+}

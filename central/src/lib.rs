@@ -1,0 +1,22 @@
+//! pressline-central: the gateways' upstream documents, from a RabbitMQ
+//! cluster into PostgreSQL, exactly once.
+//!
+//! Gateways publish over MQTT to any node of the cluster; RabbitMQ's MQTT
+//! plugin routes `pressline/v1/...` to `amq.topic` as `pressline.v1...`,
+//! and a durable quorum queue bound there holds everything until a
+//! consumer has committed it. Several consumers may run at once
+//! (competing consumers on the one queue).
+//!
+//! # Layout
+//! - [`documents`]: what a message is (press, status, health, alert, OTA
+//!   event) or why it is rejected. Pure.
+//! - [`database`]: schema migrations and one transaction per batch.
+//! - [`queue`]: the queue, its binding, its depth.
+//! - [`consumer`]: deliveries → batch → commit → ack, with reconnection.
+//! - [`metrics`]: `/metrics`, `/api/v1/stats`, `/healthz`.
+
+pub mod consumer;
+pub mod database;
+pub mod documents;
+pub mod metrics;
+pub mod queue;

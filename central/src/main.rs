@@ -1,0 +1,206 @@
+//! `pressline-central`: see the crate documentation and README ("Central
+//! side").
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicI64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use pressline_central::consumer::{self, ConsumerConfig};
+use pressline_central::metrics::{self, Metrics};
+use pressline_central::{database, queue};
+
+#[derive(Parser)]
+#[command(
+    name = "pressline-central",
+    version,
+    about = "Consumes the Pressline gateways' upstream topics from RabbitMQ into PostgreSQL, exactly once"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Consume until stopped (SIGTERM or Ctrl-C): declare the queue,
+    /// migrate the schema, commit batches, acknowledge after each commit.
+    Run(RunArgs),
+    /// Declare the quorum queue and its binding, then exit. Run this (or
+    /// start a consumer) before gateways publish: RabbitMQ drops messages
+    /// that match no queue.
+    Declare(BrokerArgs),
+    /// Apply the schema migrations, then exit.
+    Migrate(DatabaseArgs),
+}
+
+#[derive(Args, Clone)]
+struct BrokerArgs {
+    /// AMQP URIs of the cluster's nodes, comma-separated, tried in turn
+    /// (`amqp://user:pass@host:5672/%2f`).
+    #[arg(
+        long,
+        env = "PRESSLINE_CENTRAL_AMQP",
+        value_delimiter = ',',
+        required = true
+    )]
+    amqp: Vec<String>,
+    /// The queue every consumer shares.
+    #[arg(long, default_value = queue::DEFAULT_QUEUE)]
+    queue: String,
+}
+
+#[derive(Args, Clone)]
+struct DatabaseArgs {
+    /// PostgreSQL connection (`postgres://user:pass@host:5432/db`, or
+    /// `host=/run/postgresql dbname=pressline`).
+    #[arg(long, env = "PRESSLINE_CENTRAL_POSTGRES")]
+    postgres: String,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    broker: BrokerArgs,
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// Most messages per transaction.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Longest a message waits for its batch to fill (ms).
+    #[arg(long, default_value_t = 100)]
+    batch_wait_ms: u64,
+    /// Unacknowledged messages the broker may send ahead (at least the batch).
+    #[arg(long, default_value_t = 4000)]
+    prefetch: u16,
+    /// Where `/metrics`, `/api/v1/stats` and `/healthz` are served.
+    #[arg(long, default_value = "127.0.0.1:9465")]
+    http: SocketAddr,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,lapin=warn".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Declare(broker) => {
+            let mut last = None;
+            for uri in &broker.amqp {
+                match declare(uri, &broker.queue).await {
+                    Ok(ready) => {
+                        println!(
+                            "queue {} (quorum) bound to {} with {}; {ready} messages ready",
+                            broker.queue,
+                            queue::EXCHANGE,
+                            queue::BINDING
+                        );
+                        return Ok(());
+                    }
+                    Err(e) => last = Some(e.context(format!("node {}", queue::redact(uri)))),
+                }
+            }
+            Err(last.unwrap_or_else(|| anyhow::anyhow!("no --amqp node given")))
+        }
+        Command::Migrate(db) => {
+            let mut database = database::Database::connect(&db.postgres).await?;
+            let applied = database.migrate().await?;
+            if applied.is_empty() {
+                println!("schema up to date");
+            }
+            for m in applied {
+                println!("applied {m}");
+            }
+            Ok(())
+        }
+        Command::Run(args) => {
+            anyhow::ensure!(args.batch >= 1, "--batch must be at least 1");
+            let metrics = Arc::new(Metrics {
+                queue_messages: AtomicI64::new(-1),
+                queue_consumers: AtomicI64::new(-1),
+                lag_ms: AtomicI64::new(-1),
+                ..Default::default()
+            });
+            let listener = tokio::net::TcpListener::bind(args.http)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot listen on {} for /metrics: {e}; pick another with --http",
+                        args.http
+                    )
+                })?;
+            tracing::info!(http = %listener.local_addr()?, "serving /metrics, /api/v1/stats and /healthz");
+            let (stop, shutdown) = tokio::sync::watch::channel(false);
+            tokio::spawn({
+                let router = metrics::router(metrics.clone());
+                async move {
+                    let _ = axum::serve(listener, router).await;
+                }
+            });
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                tracing::info!("stopping: committing what is in hand");
+                let _ = stop.send(true);
+            });
+            let config = ConsumerConfig {
+                amqp: args.broker.amqp,
+                postgres: args.database.postgres,
+                queue: args.broker.queue,
+                batch: args.batch,
+                batch_wait: Duration::from_millis(args.batch_wait_ms),
+                prefetch: args
+                    .prefetch
+                    .max(u16::try_from(args.batch).unwrap_or(u16::MAX)),
+            };
+            consumer::run(config, metrics, shutdown).await
+        }
+    }
+}
+
+async fn declare(uri: &str, queue_name: &str) -> anyhow::Result<u32> {
+    let connection = queue::connect(uri).await?;
+    let channel = connection.create_channel().await?;
+    let ready = queue::declare(&channel, queue_name).await?;
+    let _ = connection.close(200, "declared".into()).await;
+    Ok(ready)
+}
+
+async fn wait_for_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
