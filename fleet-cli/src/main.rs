@@ -107,6 +107,43 @@ enum Command {
         #[command(flatten)]
         sites: SiteSelection,
     },
+    /// Happy Index per site and zone, a ranking, hour × weekday in each
+    /// site's time zone, change against the previous period: from the
+    /// central PostgreSQL that pressline-central fills.
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+struct ReportArgs {
+    /// The central database (`postgres://user:pass@host:5432/db`).
+    #[arg(long, env = "PRESSLINE_POSTGRES")]
+    postgres: String,
+    /// Last day of the period (each site's local date; default: today, UTC).
+    #[arg(long, value_parser = parse_date)]
+    to: Option<time::Date>,
+    /// Days in the period, ending with --to.
+    #[arg(long, default_value_t = 7)]
+    days: u32,
+    /// Weeks of the hour × weekday table, ending with --to.
+    #[arg(long, default_value_t = 4)]
+    weeks: u32,
+    /// Weight of the network average in the ranking, in presses: sites
+    /// with far fewer presses than this rank near the average.
+    #[arg(long, default_value_t = 50)]
+    prior_presses: u32,
+    /// Only these sites (repeatable; default: all).
+    #[arg(long)]
+    site: Vec<String>,
+    #[arg(long, conflicts_with = "csv")]
+    json: bool,
+    /// One long table with a `section` column.
+    #[arg(long)]
+    csv: bool,
+}
+
+fn parse_date(s: &str) -> Result<time::Date, String> {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(s, format).map_err(|e| format!("{s:?} is not a date like 2026-11-29: {e}"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -466,6 +503,21 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Alerts { all, sites } => {
             commands::alerts::run(&select(&sites)?, all, sites.json, now)
         }
+        Command::Report(r) => commands::report::run(commands::report::ReportArgs {
+            postgres: &r.postgres,
+            to: r.to.unwrap_or(now.date()),
+            days: r.days,
+            weeks: r.weeks,
+            prior_presses: r.prior_presses,
+            sites: &r.site,
+            format: if r.json {
+                commands::report::Format::Json
+            } else if r.csv {
+                commands::report::Format::Csv
+            } else {
+                commands::report::Format::Human
+            },
+        }),
     }
 }
 

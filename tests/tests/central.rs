@@ -313,3 +313,179 @@ fn a_rabbitmq_node_killed_under_the_gateway_loses_nothing() {
     assert_eq!(stats["upstream_connected"], true, "{stats}");
     assert_eq!(gateway.stat("presses_stored"), 600);
 }
+
+/// Fixed presses around the end of British Summer Time (Sunday
+/// 2026-10-25, 02:00 BST → 01:00 GMT), at sites in London, New York and
+/// one the database has no time zone for (UTC).
+const REPORT_FIXTURE: &str = "
+INSERT INTO sites (site, time_zone, state, version) VALUES
+  ('london', 'Europe/London', 'online', '0.1.0'),
+  ('ny', 'America/New_York', 'online', '0.1.0');
+INSERT INTO zones VALUES ('london', 'food', 'Food court');
+INSERT INTO presses (id, site, terminal, zone, boot, seq, button, score, pressed_at, received_at, counted) VALUES
+  -- London, in the period (local days 2026-10-19 to 2026-10-25):
+  ('L1', 'london', 't1', 'food', 0, 1, 'very_happy',   4, '2026-10-24T23:30Z', '2026-10-24T23:30Z', true), -- Sun 00:30 BST
+  ('L2', 'london', 't1', 'food', 0, 2, 'very_unhappy', 1, '2026-10-25T00:30Z', '2026-10-25T00:30Z', true), -- Sun 01:30 BST
+  ('L3', 'london', 't2', NULL,   0, 1, 'happy',        3, '2026-10-25T01:30Z', '2026-10-25T01:30Z', true), -- Sun 01:30 GMT
+  ('L4', 'london', 't2', NULL,   0, 2, 'very_happy',   4, '2026-10-25T23:30Z', '2026-10-25T23:30Z', true), -- Sun 23:30 GMT
+  ('L6', 'london', 't1', 'food', 0, 3, 'unhappy',      2, '2026-10-18T23:30Z', '2026-10-18T23:30Z', true), -- Mon 00:30 BST
+  ('L9', 'london', 't2', NULL,   0, 4, 'unhappy',      2, NULL,                '2026-10-20T12:00Z', true), -- Tue 13:00 BST
+  -- London, not in it:
+  ('L5', 'london', 't2', NULL,   0, 3, 'very_unhappy', 1, '2026-10-26T00:30Z', '2026-10-26T00:30Z', true), -- Mon 26th
+  ('L7', 'london', 't1', 'food', 0, 5, 'very_happy',   4, '2026-10-18T22:30Z', '2026-10-18T22:30Z', true), -- previous period
+  ('L8', 'london', 't2', NULL,   0, 5, 'very_happy',   4, '2026-10-20T12:00Z', '2026-10-20T12:00Z', false), -- not counted
+  -- New York (EDT, UTC-4, all period):
+  ('N1', 'ny', 'n1', NULL, 0, 1, 'very_happy',   4, '2026-10-20T03:00Z', '2026-10-20T03:00Z', true), -- Mon 23:00
+  ('N2', 'ny', 'n1', NULL, 0, 2, 'happy',        3, '2026-10-26T03:30Z', '2026-10-26T03:30Z', true), -- Sun 23:30
+  ('N3', 'ny', 'n1', NULL, 0, 3, 'very_unhappy', 1, '2026-10-19T03:00Z', '2026-10-19T03:00Z', true), -- previous period
+  -- A site with no time zone known: UTC.
+  ('W1', 'nowhere', 'w1', NULL, 0, 1, 'very_happy', 4, '2026-10-22T10:00Z', '2026-10-22T10:00Z', true);
+";
+
+#[test]
+fn reports_match_figures_worked_out_by_hand_across_a_daylight_saving_change() {
+    let pg = Postgres::start();
+    let out = std::process::Command::new(bin("pressline-central"))
+        .args(["migrate", "--postgres", &pg.url()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    pg.psql(REPORT_FIXTURE);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("fleet.toml");
+    let url = pg.url();
+    let report = |format: &[&str]| {
+        let mut args = vec![
+            "report",
+            "--postgres",
+            &url,
+            "--to",
+            "2026-10-25",
+            "--days",
+            "7",
+            "--weeks",
+            "1",
+            "--prior-presses",
+            "10",
+        ];
+        args.extend_from_slice(format);
+        let (code, out, err) = fleet(&config, &args);
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let json: serde_json::Value = serde_json::from_str(&report(&["--json"])).unwrap();
+    let site = |name: &str| {
+        json["sites"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["site"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} in {json:#}"))
+    };
+    // London: scores 4, 1, 3, 4, 2, 2 → (3+0+2+3+1+1) / 6 / 3 = 55.6;
+    // before: one very happy → 100.
+    let london = site("london");
+    assert_eq!(london["presses"], 6, "{london:#}");
+    assert_eq!(london["happy_index"], 55.6);
+    assert_eq!(london["previous_happy_index"], 100.0);
+    assert_eq!(london["change"], -44.4);
+    assert_eq!(london["time_zone"], "Europe/London");
+    // New York: 4 and 3 → 83.3 (N2 is Sunday evening there, Monday in UTC).
+    let ny = site("ny");
+    assert_eq!(
+        (ny["presses"].as_u64(), ny["happy_index"].as_f64()),
+        (Some(2), Some(83.3))
+    );
+    assert_eq!(ny["change"], 83.3);
+    // Network: 9 presses, 18 points → 66.7. Shrunk by 10 presses:
+    // nowhere (100 + 10·66.67)/11 = 69.7, ny (166.7 + 666.7)/12 = 69.4,
+    // london (333.3 + 666.7)/16 = 62.5.
+    assert_eq!(json["network"]["happy_index"], 66.7);
+    let ranking: Vec<(String, f64)> = json["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["site"].as_str().unwrap().into(),
+                s["ranking_index"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ranking,
+        [
+            ("nowhere".into(), 69.7),
+            ("ny".into(), 69.4),
+            ("london".into(), 62.5)
+        ]
+    );
+    // Zones: food 4, 1, 2 → 44.4; London's unzoned 3, 4, 2 → 66.7.
+    let zone = |site: &str, zone: &str| {
+        json["zones"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|z| z["site"] == site && z["zone"] == zone)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(zone("london", "food")["happy_index"], 44.4);
+    assert_eq!(zone("london", "food")["name"], "Food court");
+    assert_eq!(zone("london", "")["happy_index"], 66.7);
+    // Hour × weekday in local time: the hour 01:00 happened twice on
+    // 25 October (BST, then GMT) and holds both presses.
+    let cells: Vec<(String, u64, f64)> = json["hours"]["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| {
+            let site = s["site"].as_str().unwrap().to_string();
+            s["cells"].as_array().unwrap().iter().map(move |c| {
+                (
+                    format!(
+                        "{site} {} {:02}",
+                        c["weekday"].as_str().unwrap(),
+                        c["hour"].as_u64().unwrap()
+                    ),
+                    c["presses"].as_u64().unwrap(),
+                    c["happy_index"].as_f64().unwrap(),
+                )
+            })
+        })
+        .collect();
+    assert_eq!(
+        cells,
+        [
+            ("london mon 00".to_string(), 1, 33.3),
+            ("london tue 13".to_string(), 1, 33.3),
+            ("london sun 00".to_string(), 1, 100.0),
+            ("london sun 01".to_string(), 2, 33.3),
+            ("london sun 23".to_string(), 1, 100.0),
+            ("nowhere thu 10".to_string(), 1, 100.0),
+            ("ny mon 23".to_string(), 1, 100.0),
+            ("ny sun 23".to_string(), 1, 66.7),
+        ]
+    );
+    // The same figures for spreadsheets, and for people.
+    let csv = report(&["--csv"]);
+    assert!(
+        csv.starts_with("section,rank,site,zone,name,weekday,hour,presses,happy_index"),
+        "{csv}"
+    );
+    assert!(
+        csv.contains("\nsite,3,london,,,,,6,55.6,62.5,1,100.0,-44.4\n"),
+        "{csv}"
+    );
+    assert!(csv.contains("\nhour,,london,,,sun,1,2,33.3,,,,\n"), "{csv}");
+    let human = report(&[]);
+    assert!(
+        human.contains("Food court") && human.contains("America/New_York"),
+        "{human}"
+    );
+}

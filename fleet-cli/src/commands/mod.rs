@@ -6,6 +6,7 @@ pub mod health;
 pub mod ota;
 pub mod probe;
 pub mod provision;
+pub mod report;
 pub mod rollout;
 pub mod site;
 pub mod status;
