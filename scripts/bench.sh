@@ -11,7 +11,8 @@
 #   BENCH_BACKLOG [1000000]                      presses stored before the drain
 #   BENCH_HISTORY [1000000] BENCH_HISTORY_RATE [20000]   memory as history grows
 #   PRESSLINE_BIN [built here]                directory of prebuilt release binaries
-#   BENCH_SECTIONS ["1 2 3 4"]                   which sections to run (5 needs 3 and 4)
+#   BENCH_CENTRAL [100000]                       press messages for section 6
+#   BENCH_SECTIONS ["1 2 3 4"]                   which sections to run (5 needs 3 and 4; 6 on request)
 #
 # 1. Ingest ceiling: BENCH_TERMINALS x BENCH_PRESSES presses, QoS 1, through
 #    (a) the gateway (dedup, durable sled commit, application ack),
@@ -29,6 +30,12 @@
 #    of every press on the same machine.
 #    RSS with the whole backlog waiting in the outbox.
 # 5. Storage: bytes on disk per stored press, delivered and waiting.
+# 6. Central side (on request: BENCH_SECTIONS="6"): (6a) pressline-central
+#    taking BENCH_CENTRAL press messages from the quorum queue of a
+#    three-node RabbitMQ cluster into PostgreSQL, against a plain `COPY` of
+#    the same rows into a table of the same schema; (6b) presses/s from
+#    terminals through the gateway to the upstream broker's acknowledgement:
+#    the RabbitMQ cluster (quorum queue) against one Mosquitto.
 # Sections 1 and 2 also run the production transport: terminals over the
 # gateway's TLS listener (ingest), and upstream over mqtts:// (latency),
 # with a private CA made by openssl for the run.
@@ -45,7 +52,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pressline/target}"
 if [ -n "${PRESSLINE_BIN:-}" ]; then
     BIN=$PRESSLINE_BIN # prebuilt release binaries, e.g. a copy kept while the tree changes
 else
-    cargo build --release --locked --bin gateway --bin terminal-sim --bin bench-relay --bin bench-subscriber >&2
+    cargo build --release --locked --bin gateway --bin terminal-sim --bin bench-relay --bin bench-subscriber \
+        --bin pressline-central >&2
     BIN="$CARGO_TARGET_DIR/release"
 fi
 WORK=$(mktemp -d)
@@ -370,6 +378,107 @@ PY
     rm -f "$WORK/live-presses" "$WORK/drain-arrivals"
     echo "|  | RSS with all $stored waiting upstream: $waiting_rss MiB (target <= 128 MiB); peak RSS over store and drain: $drain_peak MiB |  |  |  |  |  |  |  |  |  |"
 done
+echo
+fi
+# ---------------------------------------------------------- 6. central side
+if want 6; then
+CENTRAL_N=${BENCH_CENTRAL:-100000}
+as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+mkdir -p "$WORK/pg"; chmod 755 "$WORK"
+[ "$(id -u)" -eq 0 ] && chown postgres: "$WORK/pg"
+as_pg "$PG_BIN/initdb" -D "$WORK/pg" -U pressline --auth=trust -E UTF8 --no-sync >/dev/null
+PG_PORT=$(free_port)
+as_pg "$PG_BIN/pg_ctl" -D "$WORK/pg" -w -l "$WORK/pg/server.log" \
+    -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$WORK/pg" start >/dev/null
+trap 'as_pg "$PG_BIN/pg_ctl" -D "$WORK/pg" -m immediate stop >/dev/null 2>&1 || true; bash deploy/rabbitmq-cluster.sh stop "$WORK/rmq" >/dev/null 2>&1 || true; kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
+PG_URL="postgres://pressline@127.0.0.1:$PG_PORT/postgres"
+psql_q() { "$PG_BIN/psql" -X -q -A -t -v ON_ERROR_STOP=1 "$PG_URL" -c "$1"; }
+RMQ_BASE=$(( $(free_port) % 20000 + 30000 ))
+log "central: starting a three-node RabbitMQ cluster"
+bash deploy/rabbitmq-cluster.sh start "$WORK/rmq" "$RMQ_BASE" >&2
+AMQP="amqp://guest:guest@127.0.0.1:$((RMQ_BASE + 11))/%2f,amqp://guest:guest@127.0.0.1:$((RMQ_BASE + 12))/%2f,amqp://guest:guest@127.0.0.1:$((RMQ_BASE + 13))/%2f"
+"$BIN/pressline-central" migrate --postgres "$PG_URL" >/dev/null
+"$BIN/pressline-central" declare --amqp "$AMQP" >/dev/null
+# The same press documents as MQTT messages (one per line) and as COPY rows.
+python3 - "$CENTRAL_N" "$WORK/central.jsonl" "$WORK/central.tsv" <<'PY'
+import json, sys
+n, docs, rows = int(sys.argv[1]), open(sys.argv[2], "w"), open(sys.argv[3], "w")
+buttons = ["very_unhappy", "unhappy", "happy", "very_happy"]
+for i in range(n):
+    t, seq, score = f"t{i % 100:03d}", i // 100, i % 4 + 1
+    at = f"2026-11-{1 + i % 28:02d}T{i % 24:02d}:{i % 60:02d}:{(i // 60) % 60:02d}.{i % 1000:03d}Z"
+    pid = f"bench:{t}:0:{seq}"
+    docs.write(json.dumps({"schema": "pressline.press.v1", "id": pid, "site": "bench", "terminal": t, "boot": 0,
+        "seq": seq, "button": buttons[score - 1], "score": score, "pressed_at": at, "received_at": at,
+        "zone": "food"}, separators=(",", ":")) + "\n")
+    rows.write(f"{pid}\tbench\t{t}\tfood\t0\t{seq}\t{buttons[score - 1]}\t{score}\t{at}\t{at}\tt\t\\N\n")
+PY
+log "central: filling the quorum queue with $CENTRAL_N messages (mosquitto_pub, QoS 1)"
+mosquitto_pub -h 127.0.0.1 -p "$((RMQ_BASE + 1))" -q 1 -t pressline/v1/bench/t000/press -l <"$WORK/central.jsonl"
+for _ in $(seq 1 600); do
+    ready=$("$BIN/pressline-central" declare --amqp "$AMQP" | sed -E 's/.*; ([0-9]+) messages ready/\1/')
+    [ "$ready" -ge "$CENTRAL_N" ] && break
+    sleep 0.2
+done
+central_http=$(free_port)
+start=$(now_us)
+RUST_LOG=warn "$BIN/pressline-central" run --amqp "$AMQP" --postgres "$PG_URL" --http "127.0.0.1:$central_http" \
+    >>"$WORK/central.log" 2>&1 &
+central_pid=$!
+for _ in $(seq 1 6000); do
+    n=$(curl -s "http://127.0.0.1:$central_http/api/v1/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["presses_inserted"])' 2>/dev/null || echo 0)
+    [ "$n" -ge "$CENTRAL_N" ] && break
+    sleep 0.1
+done
+consumer_secs=$(python3 -c "print(($(now_us) - $start) / 1e6)")
+consumer_cpu=$(cpu_secs "$central_pid"); consumer_rss=$(rss_mb "$central_pid" VmHWM)
+stop "$central_pid"
+stored=$(psql_q "SELECT count(*) FROM presses")
+psql_q "CREATE TABLE presses_copy (LIKE presses INCLUDING ALL)"
+start=$(now_us)
+psql_q "\\copy presses_copy (id, site, terminal, zone, boot, seq, button, score, pressed_at, received_at, counted, not_counted_reason) FROM '$WORK/central.tsv'"
+copy_secs=$(python3 -c "print(($(now_us) - $start) / 1e6)")
+echo "## 6. Central side: RabbitMQ 3-node cluster (quorum queue) and PostgreSQL"
+echo
+echo "| into PostgreSQL | rows | seconds | rows/s | CPU s | peak RSS MiB |"
+echo "|---|---:|---:|---:|---:|---:|"
+python3 -c "print(f'| (6a) pressline-central from the quorum queue (batches of 1,000, ack after commit) | $stored | {$consumer_secs:.1f} | {round($stored / $consumer_secs)} | $consumer_cpu | $consumer_rss |')"
+python3 -c "print(f'| plain COPY of the same rows (psql \\\\copy) | $CENTRAL_N | {$copy_secs:.1f} | {round($CENTRAL_N / $copy_secs)} | | |')"
+python3 -c "c, p = $stored / $consumer_secs, $CENTRAL_N / $copy_secs; print(); print(f'consumer / COPY = {c / p:.2f} (target >= 0.5)')"
+echo
+# 6b: the same terminal load through the gateway to each upstream.
+e2e_run() { # UPSTREAM_URLS -> "presses/s seconds"
+    local gw http data start
+    gw=$(free_port); http=$(free_port); data="$WORK/e2e-$RANDOM"
+    start_gateway "$data" "$gw" "$http" "$1"
+    for _ in $(seq 1 600); do [ "$(stat_of "$data" "$http" upstream_connected)" = True ] && break; sleep 0.1; done
+    start=$(now_us)
+    "$BIN/terminal-sim" --broker "127.0.0.1:$gw" --terminals "$TERMINALS" --presses "$((CENTRAL_N / TERMINALS))" \
+        --rate 0 --timeout 1800 --json >/dev/null
+    for _ in $(seq 1 18000); do
+        [ "$(stat_of "$data" "$http" forward_pending)" -eq 0 ] && break
+        sleep 0.1
+    done
+    python3 -c "s = ($(now_us) - $start) / 1e6; print(round($CENTRAL_N / s), f'{s:.1f}')"
+    stop "$GW_PID"
+}
+log "central: $CENTRAL_N presses through the gateway to the cluster"
+cluster_urls="mqtt://127.0.0.1:$((RMQ_BASE + 1)),mqtt://127.0.0.1:$((RMQ_BASE + 2)),mqtt://127.0.0.1:$((RMQ_BASE + 3))"
+read -r cl_rate cl_secs < <(e2e_run "$cluster_urls")
+mq=$(free_port); start_mosquitto "$mq"; e2e_mq=$MQ_PID
+"$BIN/bench-subscriber" --broker "127.0.0.1:$mq" --topic 'pressline/v1/bench/+/press' --count "$CENTRAL_N" \
+    --idle-secs 10 --ready-file "$WORK/e2e-ready" >/dev/null &
+e2e_sub=$!
+wait_file "$WORK/e2e-ready"
+log "central: $CENTRAL_N presses through the gateway to one Mosquitto"
+read -r mq_rate mq_secs < <(e2e_run "mqtt://127.0.0.1:$mq")
+wait "$e2e_sub" || true
+stop "$e2e_mq"
+echo "| terminals → gateway → upstream acknowledgement | presses | seconds | presses/s |"
+echo "|---|---:|---:|---:|"
+echo "| (6b) RabbitMQ 3-node cluster, quorum queue (PUBACK after a majority has it) | $CENTRAL_N | $cl_secs | $cl_rate |"
+echo "| one Mosquitto with a subscriber | $CENTRAL_N | $mq_secs | $mq_rate |"
 echo
 fi
 if want 3 && want 4; then
