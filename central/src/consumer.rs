@@ -70,6 +70,15 @@ struct Postgres {
 }
 
 impl Postgres {
+    fn new(url: String) -> Postgres {
+        Postgres {
+            url,
+            db: None,
+            backoff: Backoff::new(),
+            failing_since: None,
+        }
+    }
+
     /// The connection, made when missing; `None` on shutdown.
     async fn get(
         &mut self,
@@ -123,12 +132,7 @@ pub async fn prepare_database(
     metrics: &Metrics,
     shutdown: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<bool> {
-    let mut pg = Postgres {
-        url: url.to_string(),
-        db: None,
-        backoff: Backoff::new(),
-        failing_since: None,
-    };
+    let mut pg = Postgres::new(url.to_string());
     loop {
         let Some(db) = pg.get(metrics, shutdown).await else {
             return Ok(false);
@@ -158,17 +162,20 @@ pub async fn run(
     if !prepare_database(&config.postgres, &metrics, &mut shutdown).await? {
         return Ok(());
     }
-    let mut pg = Postgres {
-        url: config.postgres.clone(),
-        db: None,
-        backoff: Backoff::new(),
-        failing_since: None,
-    };
     let mut node = 0usize;
     let mut backoff = Backoff::new();
     loop {
         let uri = &config.amqp[node % config.amqp.len()];
-        match session(&config, uri, &metrics, &mut pg, &mut shutdown, &mut backoff).await {
+        match session(
+            &config,
+            uri,
+            &metrics,
+            &config.postgres,
+            &mut shutdown,
+            &mut backoff,
+        )
+        .await
+        {
             Ok(()) => return Ok(()),
             Err(e) => {
                 metrics.amqp_connected.store(false, Relaxed);
@@ -187,7 +194,7 @@ async fn session(
     config: &ConsumerConfig,
     uri: &str,
     metrics: &Arc<Metrics>,
-    pg: &mut Postgres,
+    postgres: &str,
     shutdown: &mut watch::Receiver<bool>,
     backoff: &mut Backoff,
 ) -> anyhow::Result<()> {
@@ -239,40 +246,71 @@ async fn session(
     }
     let _sampler = AbortOnDrop(sampler);
 
+    // Commits run in a task of their own, so the next batch fills while
+    // the last one is being written; two batches may wait for it (then
+    // receiving waits too, and the prefetch holds the rest at the broker).
+    // One committer keeps acknowledgements in delivery order.
+    let (to_commit, batches) = tokio::sync::mpsc::channel::<Vec<Delivery>>(2);
+    let mut committer = tokio::spawn(commit_batches(
+        channel.clone(),
+        batches,
+        metrics.clone(),
+        postgres.to_string(),
+        shutdown.clone(),
+    ));
     let mut batch: Vec<Delivery> = Vec::with_capacity(config.batch);
     let mut deadline: Option<Instant> = None;
     loop {
         let flush_at = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
-        tokio::select! {
+        let full = tokio::select! {
             delivery = consumer.next() => match delivery {
                 Some(Ok(d)) => {
                     batch.push(d);
                     deadline.get_or_insert_with(|| Instant::now() + config.batch_wait);
-                    if batch.len() >= config.batch {
-                        deadline = None;
-                        if !flush(&channel, &mut batch, metrics, pg, shutdown).await? {
-                            return Ok(());
-                        }
-                    }
+                    batch.len() >= config.batch
                 }
                 Some(Err(e)) => return Err(e.into()),
                 None => anyhow::bail!("the broker cancelled the consumer"),
             },
-            _ = tokio::time::sleep_until(flush_at), if deadline.is_some() => {
-                deadline = None;
-                if !flush(&channel, &mut batch, metrics, pg, shutdown).await? {
-                    return Ok(());
-                }
-            }
+            _ = tokio::time::sleep_until(flush_at), if deadline.is_some() => true,
+            ended = &mut committer => return ended?,
             _ = shutdown.changed() => {
                 // What is in hand is committed and acked; unacked messages
                 // beyond it go back to the queue when the channel closes.
-                flush(&channel, &mut batch, metrics, pg, shutdown).await?;
+                if !batch.is_empty() {
+                    let _ = to_commit.send(std::mem::take(&mut batch)).await;
+                }
+                drop(to_commit);
+                let ended = committer.await;
                 let _ = connection.close(200, "shutting down".into()).await;
-                return Ok(());
+                return ended?;
+            }
+        };
+        if full && !batch.is_empty() {
+            deadline = None;
+            let ready = std::mem::replace(&mut batch, Vec::with_capacity(config.batch));
+            if to_commit.send(ready).await.is_err() {
+                return committer.await?;
             }
         }
     }
+}
+
+/// The committer: batches in, one transaction and one acknowledgement each.
+async fn commit_batches(
+    channel: lapin::Channel,
+    mut batches: tokio::sync::mpsc::Receiver<Vec<Delivery>>,
+    metrics: Arc<Metrics>,
+    postgres: String,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut pg = Postgres::new(postgres);
+    while let Some(mut batch) = batches.recv().await {
+        if !flush(&channel, &mut batch, &metrics, &mut pg, &mut shutdown).await? {
+            return Ok(());
+        }
+    }
+    Ok(())
 }
 
 /// Commits the batch and acknowledges it. `Ok(false)`: shutdown while the
@@ -302,6 +340,7 @@ async fn flush(
         let Some(db) = pg.get(metrics, shutdown).await else {
             return Ok(false);
         };
+        let started = std::time::Instant::now();
         let result = match db.commit(&items).await {
             Err(CommitError::Refused(reason)) => {
                 tracing::warn!(reason = %reason, "a document was refused; committing the batch one by one");
@@ -309,6 +348,9 @@ async fn flush(
             }
             other => other,
         };
+        metrics
+            .commit_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Relaxed);
         match result {
             Ok(c) => break c,
             Err(e @ CommitError::Conflict(_)) => {

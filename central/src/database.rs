@@ -22,6 +22,8 @@ const MIGRATION_LOCK: i64 = 0x7072_6573_736c_696e; // "presslin"
 /// One connection to the database.
 pub struct Database {
     client: Client,
+    /// The session's staging table exists.
+    staging: bool,
 }
 
 /// What one batch did.
@@ -101,7 +103,10 @@ impl Database {
                 tracing::warn!(error = %describe(&e), "PostgreSQL connection closed");
             }
         });
-        Ok(Database { client })
+        Ok(Database {
+            client,
+            staging: false,
+        })
     }
 
     pub fn is_closed(&self) -> bool {
@@ -137,14 +142,26 @@ impl Database {
         &mut self,
         batch: &[(&str, &[u8], &Document)],
     ) -> Result<Committed, CommitError> {
+        if !self.staging {
+            // Presses arrive by binary COPY into this session's own
+            // temporary table, then one INSERT ... ON CONFLICT moves them:
+            // COPY is PostgreSQL's fastest way in, and the conflict rule
+            // still makes a redelivered press a no-op.
+            self.client
+                .batch_execute(
+                    "CREATE TEMPORARY TABLE IF NOT EXISTS incoming_presses \
+                     (LIKE presses INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
+                )
+                .await
+                .map_err(CommitError::from_postgres)?;
+            self.staging = true;
+        }
         let tx = self
             .client
             .transaction()
             .await
             .map_err(CommitError::from_postgres)?;
-        let committed = write(&tx, batch)
-            .await
-            .map_err(CommitError::from_postgres)?;
+        let committed = write(&tx, batch).await?;
         tx.commit().await.map_err(CommitError::from_postgres)?;
         Ok(committed)
     }
@@ -197,7 +214,33 @@ pub fn redact(url: &str) -> String {
 async fn write(
     tx: &tokio_postgres::Transaction<'_>,
     batch: &[(&str, &[u8], &Document)],
-) -> Result<Committed, tokio_postgres::Error> {
+) -> Result<Committed, CommitError> {
+    write_rows(tx, batch).await.map_err(|e| match e {
+        WriteError::Postgres(e) => CommitError::from_postgres(e),
+        WriteError::BadTime(reason) => CommitError::Refused(reason),
+    })
+}
+
+enum WriteError {
+    Postgres(tokio_postgres::Error),
+    BadTime(String),
+}
+
+impl From<tokio_postgres::Error> for WriteError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        WriteError::Postgres(e)
+    }
+}
+
+fn time_of(at: &str) -> Result<time::OffsetDateTime, WriteError> {
+    crate::documents::parse_time(at)
+        .ok_or_else(|| WriteError::BadTime(format!("{at:?} is not an RFC 3339 time")))
+}
+
+async fn write_rows(
+    tx: &tokio_postgres::Transaction<'_>,
+    batch: &[(&str, &[u8], &Document)],
+) -> Result<Committed, WriteError> {
     let mut committed = Committed::default();
     // Sorted, so two consumers' transactions take row locks in one order
     // (no deadlocks between them).
@@ -242,36 +285,64 @@ async fn write(
 
     if !presses.is_empty() {
         let n = presses.len();
-        let mut cols = PressColumns::with_capacity(n);
+        use tokio_postgres::types::Type;
+        let sink = tx
+            .copy_in(
+                "COPY incoming_presses (id, site, terminal, zone, boot, seq, button, score, \
+                 pressed_at, received_at, counted, not_counted_reason) FROM STDIN BINARY",
+            )
+            .await?;
+        let writer = tokio_postgres::binary_copy::BinaryCopyInWriter::new(
+            sink,
+            &[
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::INT8,
+                Type::INT8,
+                Type::TEXT,
+                Type::INT2,
+                Type::TIMESTAMPTZ,
+                Type::TIMESTAMPTZ,
+                Type::BOOL,
+                Type::TEXT,
+            ],
+        );
+        futures_util::pin_mut!(writer);
         for p in presses.values() {
-            cols.push(p);
+            let pressed_at = p.pressed_at.as_deref().map(time_of).transpose()?;
+            let received_at = time_of(&p.received_at)?;
+            writer
+                .as_mut()
+                .write(&[
+                    &p.id,
+                    &p.site,
+                    &p.terminal,
+                    &p.zone,
+                    &i64::from(p.boot),
+                    &i64::from(p.seq),
+                    &p.button,
+                    &i16::from(p.score),
+                    &pressed_at,
+                    &received_at,
+                    &p.counted,
+                    &p.not_counted_reason,
+                ])
+                .await?;
         }
+        writer.finish().await?;
+        // In id order, so two consumers' transactions take row locks in
+        // one order.
         let inserted = tx
             .execute(
                 "INSERT INTO presses (id, site, terminal, zone, boot, seq, button, score, \
                      pressed_at, received_at, counted, not_counted_reason) \
-                 SELECT id, site, terminal, zone, boot, seq, button, score, \
-                     pressed_at::timestamptz, received_at::timestamptz, counted, reason \
-                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], \
-                     $6::int8[], $7::text[], $8::int2[], $9::text[], $10::text[], $11::bool[], \
-                     $12::text[]) \
-                     AS t(id, site, terminal, zone, boot, seq, button, score, pressed_at, \
-                     received_at, counted, reason) \
+                 SELECT id, site, terminal, zone, boot, seq, button, score, pressed_at, \
+                     received_at, counted, not_counted_reason \
+                 FROM incoming_presses ORDER BY id \
                  ON CONFLICT (id) DO NOTHING",
-                &[
-                    &cols.id,
-                    &cols.site,
-                    &cols.terminal,
-                    &cols.zone,
-                    &cols.boot,
-                    &cols.seq,
-                    &cols.button,
-                    &cols.score,
-                    &cols.pressed_at,
-                    &cols.received_at,
-                    &cols.counted,
-                    &cols.reason,
-                ],
+                &[],
             )
             .await?;
         committed.presses_inserted = inserted;
@@ -386,57 +457,6 @@ async fn write(
         committed.rejected += 1;
     }
     Ok(committed)
-}
-
-/// Press documents as column arrays for one `UNNEST` insert: one
-/// statement per batch, whatever its size.
-struct PressColumns<'a> {
-    id: Vec<&'a str>,
-    site: Vec<&'a str>,
-    terminal: Vec<&'a str>,
-    zone: Vec<Option<&'a str>>,
-    boot: Vec<i64>,
-    seq: Vec<i64>,
-    button: Vec<&'a str>,
-    score: Vec<i16>,
-    pressed_at: Vec<Option<&'a str>>,
-    received_at: Vec<&'a str>,
-    counted: Vec<bool>,
-    reason: Vec<Option<&'a str>>,
-}
-
-impl<'a> PressColumns<'a> {
-    fn with_capacity(n: usize) -> Self {
-        PressColumns {
-            id: Vec::with_capacity(n),
-            site: Vec::with_capacity(n),
-            terminal: Vec::with_capacity(n),
-            zone: Vec::with_capacity(n),
-            boot: Vec::with_capacity(n),
-            seq: Vec::with_capacity(n),
-            button: Vec::with_capacity(n),
-            score: Vec::with_capacity(n),
-            pressed_at: Vec::with_capacity(n),
-            received_at: Vec::with_capacity(n),
-            counted: Vec::with_capacity(n),
-            reason: Vec::with_capacity(n),
-        }
-    }
-
-    fn push(&mut self, p: &'a pressline_protocol::upstream::UpstreamPress) {
-        self.id.push(&p.id);
-        self.site.push(&p.site);
-        self.terminal.push(&p.terminal);
-        self.zone.push(p.zone.as_deref());
-        self.boot.push(i64::from(p.boot));
-        self.seq.push(i64::from(p.seq));
-        self.button.push(&p.button);
-        self.score.push(i16::from(p.score));
-        self.pressed_at.push(p.pressed_at.as_deref());
-        self.received_at.push(&p.received_at);
-        self.counted.push(p.counted);
-        self.reason.push(p.not_counted_reason.as_deref());
-    }
 }
 
 #[cfg(test)]

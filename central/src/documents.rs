@@ -85,6 +85,17 @@ fn read_checked(routing_key: &str, body: &[u8]) -> Result<Document, String> {
             if !(1..=4).contains(&press.score) {
                 return Err(format!("score {} outside 1-4", press.score));
             }
+            let times = [
+                ("received_at", Some(&press.received_at)),
+                ("pressed_at", press.pressed_at.as_ref()),
+            ];
+            for (field, at) in times {
+                if let Some(at) = at {
+                    if parse_time(at).is_none() {
+                        return Err(format!("{field} {at:?} is not an RFC 3339 time"));
+                    }
+                }
+            }
             Document::Press(press)
         }
         GATEWAY_STATUS_SCHEMA => Document::Status(typed(&value)?),
@@ -97,9 +108,12 @@ fn read_checked(routing_key: &str, body: &[u8]) -> Result<Document, String> {
 
 /// Unix ms of an RFC 3339 time, if it is one.
 pub fn unix_ms(rfc3339: &str) -> Option<i64> {
-    let t = time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
-        .ok()?;
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+    i64::try_from(parse_time(rfc3339)?.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+/// An RFC 3339 time, if it is one.
+pub fn parse_time(rfc3339: &str) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339).ok()
 }
 
 #[cfg(test)]
@@ -136,6 +150,8 @@ mod tests {
         assert!(reason("pressline.v1.arena.n7.press", &v9).contains("unknown schema"));
         let bad = PRESS.replace("\"score\":2", "\"score\":7");
         assert!(reason("pressline.v1.arena.n7.press", &bad).contains("outside 1-4"));
+        let bad = PRESS.replace("2026-11-22T14:03:12.530Z", "2026-13-45T99:03:12.530Z");
+        assert!(reason("pressline.v1.arena.n7.press", &bad).contains("received_at"));
         let bad = PRESS.replace("\"seq\":1412", "\"seq\":\"x\"");
         assert!(reason("pressline.v1.arena.n7.press", &bad).starts_with("bad UpstreamPress"));
     }

@@ -25,6 +25,8 @@ pub struct Metrics {
     pub presses_duplicate: AtomicU64,
     pub batches: AtomicU64,
     pub batch_retries: AtomicU64,
+    /// Time spent in database transactions (µs).
+    pub commit_micros: AtomicU64,
     pub postgres_errors: AtomicU64,
     pub amqp_connects: AtomicU64,
     pub amqp_connected: AtomicBool,
@@ -47,6 +49,7 @@ struct Snapshot {
     presses_duplicate: u64,
     batches: u64,
     batch_retries: u64,
+    commit_seconds: f64,
     postgres_errors: u64,
     amqp_connects: u64,
     amqp_connected: bool,
@@ -99,6 +102,7 @@ impl Metrics {
             presses_duplicate: self.presses_duplicate.load(Relaxed),
             batches: self.batches.load(Relaxed),
             batch_retries: self.batch_retries.load(Relaxed),
+            commit_seconds: self.commit_micros.load(Relaxed) as f64 / 1e6,
             postgres_errors: self.postgres_errors.load(Relaxed),
             amqp_connects: self.amqp_connects.load(Relaxed),
             amqp_connected: self.amqp_connected.load(Relaxed),
@@ -160,6 +164,12 @@ impl Metrics {
             "counter",
             "Batches tried again after a database failure or conflict.",
             &plain(s.batch_retries.to_string()),
+        );
+        metric(
+            "pressline_central_commit_seconds_total",
+            "counter",
+            "Time spent in database transactions.",
+            &plain(format!("{:.3}", s.commit_seconds)),
         );
         metric(
             "pressline_central_postgres_errors_total",

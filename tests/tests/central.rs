@@ -238,24 +238,29 @@ fn a_message_that_cannot_be_read_is_kept_aside_and_the_rest_flow() {
         "pressline/v1/x/t1/press",
         &good(2).replace("\"score\":3", "\"score\":9"),
     );
-    // The database refuses this one (a time that is no time): found by
-    // committing its batch one by one.
     publish(
         "pressline/v1/x/t1/press",
         &good(3).replace("2026-11-22T14", "2026-13-45T99"),
+    );
+    // The database refuses this one (PostgreSQL text cannot hold NUL):
+    // found by committing its batch one by one.
+    publish(
+        "pressline/v1/x/t1/press",
+        &good(5).replace("\"terminal\":\"t1\"", "\"terminal\":\"t\\u0000\""),
     );
     publish("pressline/v1/x/t1/press", &good(4));
     publish("pressline/v1/x/t1/press", &good(1));
     wait_until("the good presses stored", || press_count(&pg) == 2);
     wait_until("the bad ones kept with their reasons", || {
-        pg.psql("SELECT count(*) FROM rejected_messages") == "3"
+        pg.psql("SELECT count(*) FROM rejected_messages") == "4"
     });
     let reasons =
         pg.psql("SELECT string_agg(reason, ' | ' ORDER BY reason) FROM rejected_messages");
     assert!(reasons.contains("not JSON"), "{reasons}");
     assert!(reasons.contains("outside 1-4"), "{reasons}");
+    assert!(reasons.contains("not an RFC 3339 time"), "{reasons}");
     assert!(reasons.contains("refused by the database"), "{reasons}");
-    wait_until("counted", || consumer.stats()["messages"]["rejected"] == 3);
+    wait_until("counted", || consumer.stats()["messages"]["rejected"] == 4);
     assert_eq!(consumer.stats()["presses_duplicate"], 1);
 }
 
