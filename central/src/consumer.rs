@@ -23,13 +23,15 @@ use crate::database::{CommitError, Committed, Database};
 use crate::documents::{self, Document};
 use crate::metrics::Metrics;
 use crate::queue;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// How the consumer runs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ConsumerConfig {
     /// Broker nodes, tried in turn.
     pub amqp: Vec<String>,
     pub postgres: String,
+    pub postgres_tls: MakeRustlsConnect,
     pub queue: String,
     /// Most messages in one transaction.
     pub batch: usize,
@@ -64,15 +66,17 @@ async fn sleep_or_shutdown(d: Duration, shutdown: &mut watch::Receiver<bool>) ->
 /// A database connection that is made again when lost.
 struct Postgres {
     url: String,
+    tls: MakeRustlsConnect,
     db: Option<Database>,
     backoff: Backoff,
     failing_since: Option<Instant>,
 }
 
 impl Postgres {
-    fn new(url: String) -> Postgres {
+    fn new(url: String, tls: MakeRustlsConnect) -> Postgres {
         Postgres {
             url,
+            tls,
             db: None,
             backoff: Backoff::new(),
             failing_since: None,
@@ -89,7 +93,7 @@ impl Postgres {
             self.db = None;
         }
         while self.db.is_none() {
-            match Database::connect(&self.url).await {
+            match Database::connect(&self.url, &self.tls).await {
                 Ok(db) => {
                     if let Some(since) = self.failing_since.take() {
                         tracing::info!(down_secs = since.elapsed().as_secs(), "PostgreSQL is back");
@@ -129,10 +133,11 @@ impl Postgres {
 /// available (or shutdown).
 pub async fn prepare_database(
     url: &str,
+    tls: &MakeRustlsConnect,
     metrics: &Metrics,
     shutdown: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<bool> {
-    let mut pg = Postgres::new(url.to_string());
+    let mut pg = Postgres::new(url.to_string(), tls.clone());
     loop {
         let Some(db) = pg.get(metrics, shutdown).await else {
             return Ok(false);
@@ -159,7 +164,14 @@ pub async fn run(
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    if !prepare_database(&config.postgres, &metrics, &mut shutdown).await? {
+    if !prepare_database(
+        &config.postgres,
+        &config.postgres_tls,
+        &metrics,
+        &mut shutdown,
+    )
+    .await?
+    {
         return Ok(());
     }
     let mut node = 0usize;
@@ -256,6 +268,7 @@ async fn session(
         batches,
         metrics.clone(),
         postgres.to_string(),
+        config.postgres_tls.clone(),
         shutdown.clone(),
     ));
     let mut batch: Vec<Delivery> = Vec::with_capacity(config.batch);
@@ -302,9 +315,10 @@ async fn commit_batches(
     mut batches: tokio::sync::mpsc::Receiver<Vec<Delivery>>,
     metrics: Arc<Metrics>,
     postgres: String,
+    tls: MakeRustlsConnect,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let mut pg = Postgres::new(postgres);
+    let mut pg = Postgres::new(postgres, tls);
     while let Some(mut batch) = batches.recv().await {
         if !flush(&channel, &mut batch, &metrics, &mut pg, &mut shutdown).await? {
             return Ok(());

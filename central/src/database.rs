@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 
 use anyhow::Context;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::documents::Document;
 
@@ -94,8 +95,8 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
 
 impl Database {
     /// Connects (`postgres://user:pass@host:port/db` or key=value form).
-    pub async fn connect(url: &str) -> anyhow::Result<Database> {
-        let (client, connection) = tokio_postgres::connect(url, NoTls)
+    pub async fn connect(url: &str, tls: &MakeRustlsConnect) -> anyhow::Result<Database> {
+        let (client, connection) = tokio_postgres::connect(url, tls.clone())
             .await
             .with_context(|| format!("cannot connect to PostgreSQL at {}", redact(url)))?;
         tokio::spawn(async move {

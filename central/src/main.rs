@@ -58,6 +58,11 @@ struct DatabaseArgs {
     /// `host=/run/postgresql dbname=pressline`).
     #[arg(long, env = "PRESSLINE_CENTRAL_POSTGRES")]
     postgres: String,
+    /// PEM file of a private CA that signed the database server's
+    /// certificate (the system's trust store is used as well). Add
+    /// `sslmode=require` to the URL to refuse an unencrypted connection.
+    #[arg(long, env = "PRESSLINE_CENTRAL_POSTGRES_CA")]
+    postgres_ca: Option<std::path::PathBuf>,
 }
 
 #[derive(Args)]
@@ -128,7 +133,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Err(last.unwrap_or_else(|| anyhow::anyhow!("no --amqp node given")))
         }
         Command::Migrate(db) => {
-            let mut database = database::Database::connect(&db.postgres).await?;
+            let tls = pressline_central::tls::postgres_tls(db.postgres_ca.as_deref())?;
+            let mut database = database::Database::connect(&db.postgres, &tls).await?;
             let applied = database.migrate().await?;
             if applied.is_empty() {
                 println!("schema up to date");
@@ -169,6 +175,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
             });
             let config = ConsumerConfig {
                 amqp: args.broker.amqp,
+                postgres_tls: pressline_central::tls::postgres_tls(
+                    args.database.postgres_ca.as_deref(),
+                )?,
                 postgres: args.database.postgres,
                 queue: args.broker.queue,
                 batch: args.batch,

@@ -118,6 +118,9 @@ struct ReportArgs {
     /// The central database (`postgres://user:pass@host:5432/db`).
     #[arg(long, env = "PRESSLINE_POSTGRES")]
     postgres: String,
+    /// PEM file of a private CA that signed the database's certificate.
+    #[arg(long, env = "PRESSLINE_POSTGRES_CA")]
+    postgres_ca: Option<PathBuf>,
     /// Last day of the period (each site's local date; default: today, UTC).
     #[arg(long, value_parser = parse_date)]
     to: Option<time::Date>,
@@ -505,6 +508,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         }
         Command::Report(r) => commands::report::run(commands::report::ReportArgs {
             postgres: &r.postgres,
+            postgres_ca: r.postgres_ca.as_deref(),
             to: r.to.unwrap_or(now.date()),
             days: r.days,
             weeks: r.weeks,

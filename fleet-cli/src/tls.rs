@@ -32,6 +32,33 @@ pub fn load_ca(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     Ok(certs)
 }
 
+/// TLS to the central PostgreSQL (`fleet report`): the system's trust
+/// store plus `--postgres-ca`. Used when the server offers TLS, demanded
+/// with `sslmode=require` in the URL.
+pub fn postgres_tls(
+    ca_file: Option<&Path>,
+) -> anyhow::Result<tokio_postgres_rustls::MakeRustlsConnect> {
+    let mut roots = RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(ca) = ca_file {
+        for cert in load_ca(ca)? {
+            roots.add(cert).with_context(|| {
+                format!("CA file {} holds an invalid CA certificate", ca.display())
+            })?;
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("TLS protocol versions")?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
 /// The HTTP agent for one site: its CA when it has one.
 pub fn agent_for(site: &Site) -> anyhow::Result<ureq::Agent> {
     let mut builder = ureq::AgentBuilder::new()

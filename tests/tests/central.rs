@@ -494,3 +494,47 @@ fn reports_match_figures_worked_out_by_hand_across_a_daylight_saving_change() {
         "{human}"
     );
 }
+
+#[test]
+fn the_database_can_be_reached_over_tls_signed_by_a_private_ca() {
+    use common::pki::{Ca, Validity};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(&dir.path().join("pki"), "db");
+    let server = ca.server("db", &["localhost", "127.0.0.1"], Validity::Current);
+    let pg = Postgres::start_tls(&server.cert, &server.key);
+    let url = format!("{}?sslmode=require", pg.url());
+    let migrate = |extra: &[&str], url: &str| {
+        std::process::Command::new(bin("pressline-central"))
+            .args(["migrate", "--postgres", url])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // The server accepts TLS only: a plain connection is turned away.
+    let plain = migrate(&[], &format!("{}?sslmode=disable", pg.url()));
+    assert!(!plain.status.success());
+    // Its certificate is not from a public CA: refused until trusted.
+    let untrusted = migrate(&[], &url);
+    assert!(!untrusted.status.success());
+    let err = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(err.contains("cannot connect to PostgreSQL"), "{err}");
+    let ca_file = ca.cert_file.to_str().unwrap();
+    let trusted = migrate(&["--postgres-ca", ca_file], &url);
+    assert!(
+        trusted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trusted.stderr)
+    );
+    assert!(String::from_utf8_lossy(&trusted.stdout).contains("applied V1__initial"));
+    // fleet report over the same connection.
+    let config = dir.path().join("fleet.toml");
+    let (code, out, err) = fleet(
+        &config,
+        &["report", "--postgres", &url, "--postgres-ca", ca_file],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("no presses in this period"), "{out}");
+    let (code, _, err) = fleet(&config, &["report", "--postgres", &url]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--postgres-ca"), "{err}");
+}

@@ -566,6 +566,7 @@ pub enum Format {
 
 pub struct ReportArgs<'a> {
     pub postgres: &'a str,
+    pub postgres_ca: Option<&'a std::path::Path>,
     pub to: Date,
     pub days: u32,
     pub weeks: u32,
@@ -575,11 +576,14 @@ pub struct ReportArgs<'a> {
 }
 
 pub fn run(args: ReportArgs<'_>) -> anyhow::Result<Outcome> {
-    let mut client = postgres::Client::connect(args.postgres, postgres::NoTls).map_err(|e| {
+    let tls = crate::tls::postgres_tls(args.postgres_ca)?;
+    let mut client = postgres::Client::connect(args.postgres, tls).map_err(|e| {
+        let cause = std::error::Error::source(&e).map_or_else(String::new, |s| format!(": {s}"));
         anyhow::anyhow!(
-            "cannot connect to the central PostgreSQL: {e}\n\
+            "cannot connect to the central PostgreSQL: {e}{cause}\n\
              hint: --postgres (or PRESSLINE_POSTGRES) takes the URL pressline-central writes to, \
-             e.g. postgres://reader@db.example:5432/pressline"
+             e.g. postgres://reader@db.example:5432/pressline?sslmode=require; \
+             --postgres-ca trusts a private CA"
         )
     })?;
     let period = Period::ending(args.to, args.days);

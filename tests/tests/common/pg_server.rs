@@ -32,6 +32,44 @@ fn is_root() -> bool {
 
 impl Postgres {
     pub fn start() -> Postgres {
+        let pg = Postgres::init();
+        pg.start_server();
+        pg
+    }
+
+    /// A server that accepts TLS connections only (`hostssl` in
+    /// pg_hba.conf), with this certificate and key.
+    pub fn start_tls(cert: &Path, key: &Path) -> Postgres {
+        use std::os::unix::fs::PermissionsExt;
+        let pg = Postgres::init();
+        let (server_cert, server_key) = (pg.data.join("server.crt"), pg.data.join("server.key"));
+        std::fs::copy(cert, &server_cert).unwrap();
+        std::fs::copy(key, &server_key).unwrap();
+        std::fs::set_permissions(&server_key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        if is_root() {
+            for f in [&server_cert, &server_key] {
+                let ok = Command::new("chown")
+                    .args(["postgres:", f.to_str().unwrap()])
+                    .status()
+                    .unwrap()
+                    .success();
+                assert!(ok);
+            }
+        }
+        let conf = pg.data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).unwrap();
+        text.push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        std::fs::write(&conf, text).unwrap();
+        std::fs::write(
+            pg.data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+        )
+        .unwrap();
+        pg.start_server();
+        pg
+    }
+
+    fn init() -> Postgres {
         let dir = tempfile::Builder::new()
             .prefix("pressline-pg")
             .tempdir()
@@ -67,7 +105,6 @@ impl Postgres {
                 "--no-sync",
             ],
         );
-        pg.start_server();
         pg
     }
 
