@@ -9,7 +9,9 @@
 # Node i (1..3) is pl<BASE_PORT>n<i>@<short host name> (names unique per
 # cluster, so clusters side by side never meet), its data in DIR/pl<i>; its
 # ports, from BASE_PORT: MQTT BASE_PORT+i, AMQP BASE_PORT+10+i, Erlang
-# distribution BASE_PORT+20+i.
+# distribution BASE_PORT+20+i. With RABBITMQ_CLUSTER_TLS=DIR (holding
+# ca.pem, server.pem, server.key), also AMQP over TLS on BASE_PORT+30+i and
+# MQTT over TLS on BASE_PORT+40+i.
 # Prints one line per node: "NODE mqtt://127.0.0.1:PORT amqp PORT".
 #
 # Three nodes, never two: client-id tracking and quorum queues need a
@@ -65,6 +67,18 @@ mqtt.allow_anonymous = true
 mqtt.durable_queue_type = quorum
 loopback_users = none
 EOF
+        if [ -n "${RABBITMQ_CLUSTER_TLS:-}" ]; then
+            tls=$(cd "$RABBITMQ_CLUSTER_TLS" && pwd)
+            cat >>"$dir/pl$i/rabbitmq.conf" <<EOF
+listeners.ssl.1 = 127.0.0.1:$((base_port + 30 + i))
+mqtt.listeners.ssl.1 = 127.0.0.1:$((base_port + 40 + i))
+ssl_options.cacertfile = $tls/ca.pem
+ssl_options.certfile = $tls/server.pem
+ssl_options.keyfile = $tls/server.key
+ssl_options.verify = verify_none
+ssl_options.fail_if_no_peer_cert = false
+EOF
+        fi
         echo '[rabbitmq_mqtt].' >"$dir/pl$i/enabled_plugins"
         RABBITMQ_NODE_PORT=$((base_port + 10 + i)) RABBITMQ_DIST_PORT=$((base_port + 20 + i)) \
             rabbitmq-server -detached >"$dir/pl$i/log/start.out" 2>&1

@@ -30,6 +30,8 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 pub struct ConsumerConfig {
     /// Broker nodes, tried in turn.
     pub amqp: Vec<String>,
+    /// PEM of a private CA for `amqps://` nodes.
+    pub amqp_ca: Option<String>,
     pub postgres: String,
     pub postgres_tls: MakeRustlsConnect,
     pub queue: String,
@@ -210,7 +212,7 @@ async fn session(
     shutdown: &mut watch::Receiver<bool>,
     backoff: &mut Backoff,
 ) -> anyhow::Result<()> {
-    let connection = queue::connect(uri).await?;
+    let connection = queue::connect(uri, config.amqp_ca.as_deref()).await?;
     let channel = connection.create_channel().await?;
     queue::declare(&channel, &config.queue).await?;
     channel

@@ -47,6 +47,10 @@ struct BrokerArgs {
         required = true
     )]
     amqp: Vec<String>,
+    /// PEM file of a private CA that signed the brokers' certificates, for
+    /// `amqps://` nodes (the system's trust store is used as well).
+    #[arg(long, env = "PRESSLINE_CENTRAL_AMQP_CA")]
+    amqp_ca: Option<std::path::PathBuf>,
     /// The queue every consumer shares.
     #[arg(long, default_value = queue::DEFAULT_QUEUE)]
     queue: String,
@@ -115,9 +119,10 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Declare(broker) => {
+            let ca = read_ca(broker.amqp_ca.as_deref())?;
             let mut last = None;
             for uri in &broker.amqp {
-                match declare(uri, &broker.queue).await {
+                match declare(uri, ca.as_deref(), &broker.queue).await {
                     Ok(ready) => {
                         println!(
                             "queue {} (quorum) bound to {} with {}; {ready} messages ready",
@@ -174,6 +179,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 let _ = stop.send(true);
             });
             let config = ConsumerConfig {
+                amqp_ca: read_ca(args.broker.amqp_ca.as_deref())?,
                 amqp: args.broker.amqp,
                 postgres_tls: pressline_central::tls::postgres_tls(
                     args.database.postgres_ca.as_deref(),
@@ -191,8 +197,21 @@ async fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
-async fn declare(uri: &str, queue_name: &str) -> anyhow::Result<u32> {
-    let connection = queue::connect(uri).await?;
+/// The PEM text of `--amqp-ca`, checked to hold a certificate.
+fn read_ca(path: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
+    let Some(path) = path else { return Ok(None) };
+    let pem = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read --amqp-ca {}: {e}", path.display()))?;
+    anyhow::ensure!(
+        pem.contains("-----BEGIN CERTIFICATE-----"),
+        "--amqp-ca {} holds no certificate (expected \"-----BEGIN CERTIFICATE-----\" blocks)",
+        path.display()
+    );
+    Ok(Some(pem))
+}
+
+async fn declare(uri: &str, ca: Option<&str>, queue_name: &str) -> anyhow::Result<u32> {
+    let connection = queue::connect(uri, ca).await?;
     let channel = connection.create_channel().await?;
     let ready = queue::declare(&channel, queue_name).await?;
     let _ = connection.close(200, "declared".into()).await;

@@ -14,9 +14,20 @@ pub const EXCHANGE: &str = "amq.topic";
 /// The queue's default name.
 pub const DEFAULT_QUEUE: &str = "pressline.v1";
 
-/// Connects to one node.
-pub async fn connect(uri: &str) -> Result<Connection, lapin::Error> {
-    Connection::connect(uri, ConnectionProperties::default()).await
+/// Connects to one node; for `amqps://`, trusting the system's store and
+/// the private CA's PEM when given.
+pub async fn connect(uri: &str, ca_pem: Option<&str>) -> Result<Connection, lapin::Error> {
+    let tls = lapin::tcp::OwnedTLSConfig {
+        identity: None,
+        cert_chain: ca_pem.map(str::to_string),
+    };
+    Connection::connect_with_config(
+        uri,
+        ConnectionProperties::default(),
+        tls,
+        lapin::runtime::default_runtime()?,
+    )
+    .await
 }
 
 /// Declares the quorum queue and its binding (idempotent). Returns the

@@ -538,3 +538,83 @@ fn the_database_can_be_reached_over_tls_signed_by_a_private_ca() {
     assert_ne!(code, 0);
     assert!(err.contains("--postgres-ca"), "{err}");
 }
+
+#[test]
+fn consumers_reach_the_cluster_over_tls_signed_by_a_private_ca() {
+    use common::pki::{Ca, Validity};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(&dir.path().join("pki"), "mq");
+    let server = ca.server("mq", &["localhost", "127.0.0.1"], Validity::Current);
+    let tls = dir.path().join("rabbit-tls");
+    std::fs::create_dir(&tls).unwrap();
+    std::fs::copy(&ca.cert_file, tls.join("ca.pem")).unwrap();
+    std::fs::copy(&server.cert, tls.join("server.pem")).unwrap();
+    std::fs::copy(&server.key, tls.join("server.key")).unwrap();
+    let cluster = RabbitCluster::start_with(dir.path(), Some(&tls));
+    let amqps: Vec<String> = cluster
+        .amqps_ports
+        .iter()
+        .map(|p| format!("amqps://guest:guest@127.0.0.1:{p}/%2f"))
+        .collect();
+    let declare = |extra: &[&str]| {
+        std::process::Command::new(bin("pressline-central"))
+            .args(["declare", "--amqp", &amqps.join(",")])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // A private CA's certificate is refused until trusted.
+    let untrusted = declare(&[]);
+    assert!(!untrusted.status.success());
+    let ca_file = ca.cert_file.to_str().unwrap();
+    let trusted = declare(&["--amqp-ca", ca_file]);
+    assert!(
+        trusted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trusted.stderr)
+    );
+
+    let pg = Postgres::start();
+    let consumer = Central::start(&amqps, &pg.url(), &["--amqp-ca", ca_file]);
+    assert!(consumer.stats()["amqp_node"]
+        .as_str()
+        .unwrap()
+        .starts_with("amqps://"));
+    let press = r#"{"schema":"pressline.press.v1","id":"t:t1:0:1","site":"t","terminal":"t1","boot":0,"seq":1,"button":"happy","score":3,"received_at":"2026-11-22T14:03:12.530Z"}"#;
+    let out = std::process::Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &cluster.mqtt_ports[1].to_string()])
+        .args(["-q", "1", "-t", "pressline/v1/t/t1/press", "-m", press])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    wait_until("the press stored through the TLS consumer", || {
+        press_count(&pg) == 1
+    });
+
+    // A gateway upstream over mqtts:// to the cluster's nodes, trusting the
+    // same private CA.
+    let mqtts: Vec<String> = (1..=3u16)
+        .map(|i| format!("mqtts://127.0.0.1:{}", cluster.mqtt_ports[0] - 1 + 40 + i))
+        .collect();
+    let gateway = Gateway::start(
+        dir.path(),
+        GatewayOptions {
+            site: "vault".into(),
+            config_toml: Some(format!(
+                "[upstream]\nurl = \"{}\"\nca_file = \"{}\"\n",
+                mqtts.join(","),
+                ca.cert_file.display()
+            )),
+            ..Default::default()
+        },
+    );
+    wait_until("the gateway upstream over TLS", || {
+        gateway.stats()["upstream_connected"] == true
+    });
+    sim(&gateway, "v", 2, 50, 0).expect_all_acked();
+    wait_until("every press of the gateway stored", || {
+        press_count(&pg) == 101
+    });
+    let (ids, _) = stored_ids(&pg);
+    assert!(expected_ids("vault", "v", 2, 50, 0).is_subset(&ids));
+}

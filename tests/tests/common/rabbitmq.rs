@@ -12,28 +12,40 @@ pub struct RabbitCluster {
     pub mqtt_ports: [u16; 3],
     /// AMQP ports of nodes 1, 2 and 3.
     pub amqp_ports: [u16; 3],
+    /// AMQP over TLS (clusters started with TLS).
+    pub amqps_ports: [u16; 3],
 }
 
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/rabbitmq-cluster.sh")
 }
 
-/// A base port whose 23 successors are free (the script's port plan).
+/// A base port whose 43 successors are free (the script's port plan).
 fn free_base_port() -> u16 {
     for _ in 0..50 {
-        let base = super::free_port().saturating_sub(30).max(20000);
-        if (base + 1..=base + 23).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+        let base = super::free_port().saturating_sub(50).max(20000);
+        if (base + 1..=base + 43).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
             return base;
         }
     }
-    panic!("no run of 23 free loopback ports found for the RabbitMQ cluster");
+    panic!("no run of 43 free loopback ports found for the RabbitMQ cluster");
 }
 
 impl RabbitCluster {
     pub fn start(dir: &Path) -> RabbitCluster {
+        RabbitCluster::start_with(dir, None)
+    }
+
+    /// With AMQP and MQTT over TLS too, from a directory holding `ca.pem`,
+    /// `server.pem` and `server.key`.
+    pub fn start_with(dir: &Path, tls: Option<&Path>) -> RabbitCluster {
         let dir = dir.join("rabbitmq");
         let base = free_base_port();
-        let out = Command::new("bash")
+        let mut command = Command::new("bash");
+        if let Some(tls) = tls {
+            command.env("RABBITMQ_CLUSTER_TLS", tls);
+        }
+        let out = command
             .arg(script())
             .arg("start")
             .arg(&dir)
@@ -50,6 +62,7 @@ impl RabbitCluster {
             dir,
             mqtt_ports: [base + 1, base + 2, base + 3],
             amqp_ports: [base + 11, base + 12, base + 13],
+            amqps_ports: [base + 31, base + 32, base + 33],
         }
     }
 
