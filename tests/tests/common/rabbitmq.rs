@@ -20,10 +20,13 @@ fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/rabbitmq-cluster.sh")
 }
 
-/// A base port whose 43 successors are free (the script's port plan).
+/// A base port whose 43 successors are free (the script's port plan),
+/// below the kernel's ephemeral range (32768 and up), so no outgoing
+/// connection or `free_port()` of another test can take one meanwhile.
 fn free_base_port() -> u16 {
     for _ in 0..50 {
-        let base = super::free_port().saturating_sub(50).max(20000);
+        // Spread parallel tests' clusters apart (a free port as entropy).
+        let base = 20000 + (u32::from(super::free_port()) * 7919 % 12_000) as u16;
         if (base + 1..=base + 43).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
             return base;
         }
@@ -40,24 +43,37 @@ impl RabbitCluster {
     /// `server.pem` and `server.key`.
     pub fn start_with(dir: &Path, tls: Option<&Path>) -> RabbitCluster {
         let dir = dir.join("rabbitmq");
-        let base = free_base_port();
-        let mut command = Command::new("bash");
-        if let Some(tls) = tls {
-            command.env("RABBITMQ_CLUSTER_TLS", tls);
-        }
-        let out = command
-            .arg(script())
-            .arg("start")
-            .arg(&dir)
-            .arg(base.to_string())
-            .output()
-            .expect("deploy/rabbitmq-cluster.sh");
-        assert!(
-            out.status.success(),
-            "the RabbitMQ cluster did not start:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let mut attempt = 0;
+        let base = loop {
+            let base = free_base_port();
+            let mut command = Command::new("bash");
+            if let Some(tls) = tls {
+                command.env("RABBITMQ_CLUSTER_TLS", tls);
+            }
+            let out = command
+                .arg(script())
+                .arg("start")
+                .arg(&dir)
+                .arg(base.to_string())
+                .output()
+                .expect("deploy/rabbitmq-cluster.sh");
+            if out.status.success() {
+                break base;
+            }
+            let output = format!(
+                "{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            attempt += 1;
+            // Another test's cluster took a port between the check and the
+            // bind: the script has stopped what it started; try elsewhere.
+            assert!(
+                output.contains("eaddrinuse") && attempt < 3,
+                "the RabbitMQ cluster did not start:\n{output}"
+            );
+            let _ = std::fs::remove_dir_all(&dir);
+        };
         RabbitCluster {
             dir,
             mqtt_ports: [base + 1, base + 2, base + 3],
