@@ -252,13 +252,14 @@ async fn session(
             }
         })
     };
-    struct AbortOnDrop(tokio::task::JoinHandle<()>);
+    /// Ends a task with the session (a lost connection, an error).
+    struct AbortOnDrop(tokio::task::AbortHandle);
     impl Drop for AbortOnDrop {
         fn drop(&mut self) {
             self.0.abort();
         }
     }
-    let _sampler = AbortOnDrop(sampler);
+    let _sampler = AbortOnDrop(sampler.abort_handle());
 
     // Commits run in a task of their own, so the next batch fills while
     // the last one is being written; two batches may wait for it (then
@@ -273,6 +274,10 @@ async fn session(
         config.postgres_tls.clone(),
         shutdown.clone(),
     ));
+    // A committer left behind would hold a database connection and retry
+    // a batch whose channel is gone; its unacked messages are redelivered
+    // to the next session anyway.
+    let _committer = AbortOnDrop(committer.abort_handle());
     let mut batch: Vec<Delivery> = Vec::with_capacity(config.batch);
     let mut deadline: Option<Instant> = None;
     loop {
