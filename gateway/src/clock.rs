@@ -23,6 +23,12 @@ pub fn utc_day(unix_ms: i64) -> i64 {
 
 /// Unix milliseconds as RFC 3339 UTC with millisecond precision,
 /// e.g. `2026-11-22T11:07:04.123Z`.
+/// Unix milliseconds of an RFC 3339 time (as written by [`rfc3339_ms`]).
+pub fn parse_rfc3339_ms(text: &str) -> Option<i64> {
+    let t = OffsetDateTime::parse(text, &Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
 pub fn rfc3339_ms(unix_ms: i64) -> String {
     let nanos = (unix_ms as i128) * 1_000_000;
     let t = OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap_or(OffsetDateTime::UNIX_EPOCH);

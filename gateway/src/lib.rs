@@ -24,6 +24,8 @@
 //! - [`insight`]: which presses count as opinions, and the satisfaction
 //!   figures built on them (pure logic).
 //! - [`terminals`]: identity, health rules and the registry task.
+//! - [`alerting`]: alert lifecycle, routing to notification channels
+//!   (webhook, Slack, Teams, ntfy), durable delivery, response figures.
 //! - [`ota`]: firmware releases and rollouts.
 //! - [`broker`]: the embedded rumqttd site broker.
 //! - [`pipeline`]: the press path: ingest → commit → store → forwarder,
@@ -34,6 +36,7 @@
 //! - [`demo`]: in-process simulated terminals for `gateway demo`.
 //! - [`gateway`]: wiring it all together, start-up and graceful shutdown.
 
+pub mod alerting;
 pub mod allocator;
 pub mod api;
 pub mod broker;

@@ -179,12 +179,18 @@ pub struct TerminalHealth {
     pub open_alerts: Vec<String>,
 }
 
-/// A health alert, published at `pressline/v1/{site}/alert` when raised and
-/// again when cleared, and served by `GET /api/v1/alerts`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// An alert (terminal health or zone), published at `pressline/v1/{site}/alert`
+/// on every lifecycle transition, and served by `GET /api/v1/alerts`.
+///
+/// `state` is the condition (`raised` while it holds, `cleared` once it
+/// recovered), as in the first version of this document; `lifecycle`,
+/// `revision` and the fields after them were added without changing the
+/// schema name: every earlier field keeps its meaning, and readers that do
+/// not know the new ones can ignore them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Alert {
     pub schema: String,
-    /// Unique per site; the raised and cleared events of one alert share it.
+    /// Unique per site; every event of one alert shares it.
     pub id: u64,
     pub site: String,
     pub terminal: String,
@@ -193,9 +199,10 @@ pub struct Alert {
     pub kind: String,
     /// `critical` or `warning`.
     pub severity: String,
-    /// `raised` or `cleared`.
+    /// `raised` or `cleared`: whether the condition still holds.
     pub state: String,
     pub raised_at: String,
+    /// When the condition recovered (absent while it holds).
     #[serde(default)]
     pub cleared_at: Option<String>,
     /// Human-readable specifics ("battery 3310 mV < 3500 mV").
@@ -203,6 +210,67 @@ pub struct Alert {
     /// The zone, for zone alerts (`zone_unhappy`); `terminal` is then empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone: Option<String>,
+    /// `raised` → `acknowledged` (someone is on it) → `recovered` (the
+    /// condition cleared) → `closed` ([`lifecycle`] has the rules).
+    #[serde(default)]
+    pub lifecycle: String,
+    /// Grows by one with every transition: a reader keeps the document
+    /// with the highest revision, and `{site}:{id}:{revision}` identifies a
+    /// transition (the notifications' idempotency key).
+    #[serde(default)]
+    pub revision: u32,
+    /// The transition this document announces: `raised`, `escalated`,
+    /// `acknowledged`, `recovered`, `reopened` or `closed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged_at: Option<String>,
+    /// Who acknowledged (a name typed on the dashboard, `fleet --by`, or the
+    /// channel a signed link was sent to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack_note: Option<String>,
+    /// When nobody had acknowledged in time and the escalation channels
+    /// were told.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalated_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_at: Option<String>,
+    /// How often the condition came back while the alert was recovered but
+    /// not yet closed (a flapping condition stays one alert).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reopened: u32,
+    /// Notification channels told about this alert.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notified: Vec<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// Alert lifecycle states and transition names (see [`Alert::lifecycle`]).
+pub mod lifecycle {
+    pub const RAISED: &str = "raised";
+    pub const ACKNOWLEDGED: &str = "acknowledged";
+    pub const RECOVERED: &str = "recovered";
+    pub const CLOSED: &str = "closed";
+    /// Transitions that are not states.
+    pub const ESCALATED: &str = "escalated";
+    pub const REOPENED: &str = "reopened";
+}
+
+impl Alert {
+    /// Still calling for someone (raised or acknowledged, condition holding).
+    pub fn is_open(&self) -> bool {
+        self.state == "raised"
+    }
+
+    /// The notifications' idempotency key of the alert's latest transition.
+    pub fn transition_key(&self) -> String {
+        format!("{}:{}:{}", self.site, self.id, self.revision)
+    }
 }
 
 /// `schema` of [`OtaEvent`].

@@ -14,6 +14,9 @@
 //! - `aggregates`: checkpoints of the satisfaction aggregates ([`aggregates`]).
 //! - `terminals`, `alerts`, `credentials`, `releases`, `rollouts`: JSON
 //!   records owned by the terminal registry, identities and OTA.
+//! - `notifications`: alert notifications awaiting delivery, written in the
+//!   same transaction as the alert transition that caused them
+//!   ([`crate::alerting`]).
 //! - `meta`: the outbox's acknowledged ranges, the layout number.
 //!
 //! A commit writes its presses' press-log record, outbox record(s) and
@@ -124,6 +127,8 @@ struct Open {
     credentials: sled::Tree,
     releases: sled::Tree,
     rollouts: sled::Tree,
+    notifications: sled::Tree,
+    next_notification: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -155,6 +160,14 @@ impl Open {
             meta.insert(LAYOUT_KEY, &[LAYOUT])?;
             db.flush()?;
         }
+        let notifications = db.open_tree("notifications")?;
+        let next_notification = match notifications.last()? {
+            Some((k, _)) => <[u8; 8]>::try_from(k.as_ref())
+                .map(u64::from_be_bytes)
+                .map_err(|_| StoreError::Malformed("notification key"))?
+                .saturating_add(1),
+            None => 0,
+        };
         Ok(Open {
             press_log,
             dedup_tree,
@@ -166,6 +179,8 @@ impl Open {
             credentials: db.open_tree("credentials")?,
             releases: db.open_tree("releases")?,
             rollouts: db.open_tree("rollouts")?,
+            next_notification: AtomicU64::new(next_notification),
+            notifications,
             db,
         })
     }
@@ -522,6 +537,81 @@ impl Store {
             batch.remove(&id.to_be_bytes());
         }
         self.with(|o| Ok(o.alerts.apply_batch(batch)?))
+    }
+
+    /// Saves an alert transition and queues its notifications, in one
+    /// transaction, flushed: a transition the API or a chat message has
+    /// reported is never lost, and never notified twice as two transitions.
+    pub fn save_alert_transition<A: Serialize, N: Serialize>(
+        &self,
+        id: u64,
+        alert: &A,
+        notifications: &[N],
+    ) -> Result<Vec<u64>, StoreError> {
+        let alert = serde_json::to_vec(alert).map_err(json_err)?;
+        let records: Vec<Vec<u8>> = notifications
+            .iter()
+            .map(serde_json::to_vec)
+            .collect::<Result<_, _>>()
+            .map_err(json_err)?;
+        self.with(|o| {
+            let keys: Vec<u64> = records
+                .iter()
+                .map(|_| o.next_notification.fetch_add(1, Ordering::Relaxed))
+                .collect();
+            (&o.alerts, &o.notifications)
+                .transaction(|(alerts, queue)| {
+                    alerts.insert(&id.to_be_bytes(), alert.as_slice())?;
+                    for (key, record) in keys.iter().zip(&records) {
+                        queue.insert(&key.to_be_bytes(), record.as_slice())?;
+                    }
+                    Ok::<(), ConflictableTransactionError<StoreError>>(())
+                })
+                .map_err(tx_error)?;
+            o.db.flush()?;
+            Ok(keys)
+        })
+    }
+
+    /// Queued notifications, oldest first, with their keys (undecodable
+    /// ones are logged and skipped by the caller).
+    pub fn queued_notifications(&self) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        self.with(|o| {
+            o.notifications
+                .iter()
+                .map(|kv| {
+                    let (k, v) = kv?;
+                    let key = <[u8; 8]>::try_from(k.as_ref())
+                        .map(u64::from_be_bytes)
+                        .map_err(|_| StoreError::Malformed("notification key"))?;
+                    Ok((key, v.to_vec()))
+                })
+                .collect()
+        })
+    }
+
+    /// Rewrites a queued notification (attempts, next try, last error).
+    pub fn update_notification<N: Serialize>(&self, key: u64, value: &N) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(value).map_err(json_err)?;
+        // The delivery task is the only writer after the enqueue.
+        self.with(|o| Ok(o.notifications.insert(key.to_be_bytes(), bytes).map(drop)?))
+    }
+
+    /// Removes delivered (or abandoned) notifications, flushed, so a
+    /// restart does not send them again.
+    pub fn remove_notifications(&self, keys: &[u64]) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for k in keys {
+            batch.remove(&k.to_be_bytes());
+        }
+        self.with(|o| {
+            o.notifications.apply_batch(batch)?;
+            o.db.flush()?;
+            Ok(())
+        })
     }
 
     /// Every saved terminal record; undecodable ones are skipped (and logged).

@@ -24,7 +24,9 @@ use pressline_protocol::upstream::{Alert, TerminalHealth, ALERT_SCHEMA, HEALTH_S
 use pressline_protocol::{Button, Heartbeat, ResetReason};
 use serde::{Deserialize, Serialize};
 
+use crate::alerting::lifecycle::{self, AckError};
 use crate::clock::rfc3339_ms;
+use pressline_protocol::upstream::lifecycle::{CLOSED, RECOVERED};
 
 /// Thresholds of the health rules (`[health]` in the config).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -152,7 +154,14 @@ pub struct Fleet {
     open_zone_alerts: BTreeMap<String, u64>,
     /// Cleared alerts past `alert_history`, to delete from the store.
     forgotten: Vec<u64>,
+    /// A recovered alert closes after this long without its condition
+    /// coming back.
+    close_after_ms: i64,
 }
+
+/// How long a recovered alert waits before closing, unless configured
+/// (`alerting.close_after_recovery_secs`).
+pub const DEFAULT_CLOSE_AFTER_SECS: u64 = 900;
 
 impl Fleet {
     pub fn new(site: &str, config: HealthConfig) -> Fleet {
@@ -164,7 +173,13 @@ impl Fleet {
             next_alert_id: 1,
             open_zone_alerts: BTreeMap::new(),
             forgotten: Vec::new(),
+            close_after_ms: DEFAULT_CLOSE_AFTER_SECS as i64 * 1000,
         }
+    }
+
+    /// How long a recovered alert stays reopenable before it closes.
+    pub fn set_close_after(&mut self, secs: u64) {
+        self.close_after_ms = secs.saturating_mul(1000).min(i64::MAX as u64) as i64;
     }
 
     /// Restores persisted state.
@@ -181,15 +196,21 @@ impl Fleet {
             .filter(|a| a.state == "raised")
             .filter_map(|a| a.zone.clone().map(|z| (z, a.id)))
             .collect();
-        fleet.alerts = alerts.into_iter().map(|a| (a.id, a)).collect();
+        fleet.alerts = alerts
+            .into_iter()
+            .map(|mut a| {
+                lifecycle::upgrade(&mut a);
+                (a.id, a)
+            })
+            .collect();
         fleet.terminals = terminals.into_iter().map(|t| (t.id.clone(), t)).collect();
         fleet.forget_old_alerts();
         fleet
     }
 
-    /// Drops the oldest cleared alerts past `alert_history`.
+    /// Drops the oldest closed alerts past `alert_history`.
     fn forget_old_alerts(&mut self) {
-        let cleared = self.alerts.values().filter(|a| a.state != "raised").count();
+        let cleared = self.alerts.values().filter(|a| a.lifecycle == CLOSED).count();
         let excess = cleared.saturating_sub(self.config.alert_history);
         if excess == 0 {
             return;
@@ -197,7 +218,7 @@ impl Fleet {
         let old: Vec<u64> = self
             .alerts
             .values()
-            .filter(|a| a.state != "raised")
+            .filter(|a| a.lifecycle == CLOSED)
             .take(excess)
             .map(|a| a.id)
             .collect();
@@ -427,7 +448,101 @@ impl Fleet {
             let detail = format!("not heard from since {}", rfc3339_ms(last_seen));
             self.set_condition(&id, OFFLINE, true, now_ms, detail, &mut events);
         }
+        self.close_quiet_alerts(now_ms, &mut events);
         events
+    }
+
+    /// Closes recovered alerts whose condition stayed away `close_after`.
+    fn close_quiet_alerts(&mut self, now_ms: i64, events: &mut Vec<FleetEvent>) {
+        let due: Vec<u64> = self
+            .alerts
+            .values()
+            .filter(|a| a.lifecycle == RECOVERED)
+            .filter(|a| {
+                a.cleared_at
+                    .as_deref()
+                    .and_then(crate::clock::parse_rfc3339_ms)
+                    .is_none_or(|at| now_ms - at >= self.close_after_ms)
+            })
+            .map(|a| a.id)
+            .collect();
+        for id in due {
+            if let Some(alert) = self.alerts.get_mut(&id) {
+                lifecycle::close(alert, now_ms);
+                events.push(FleetEvent::Alert(alert.clone()));
+            }
+        }
+        self.forget_old_alerts();
+    }
+
+    /// Someone is on it (dashboard, `fleet alerts ack`, API, signed link).
+    /// `Ok(None)`: it was already acknowledged; nothing changed.
+    pub fn acknowledge(
+        &mut self,
+        now_ms: i64,
+        id: u64,
+        by: &str,
+        note: Option<&str>,
+    ) -> Result<Option<Alert>, AckError> {
+        let alert = self.alerts.get_mut(&id).ok_or(AckError::Unknown(id))?;
+        Ok(lifecycle::acknowledge(alert, now_ms, by, note)?.then(|| alert.clone()))
+    }
+
+    /// Marks an open, unacknowledged alert escalated (the routing rules
+    /// decide when).
+    pub fn escalate(&mut self, now_ms: i64, id: u64) -> Option<Alert> {
+        let alert = self.alerts.get_mut(&id)?;
+        if !alert.is_open() || alert.acknowledged_at.is_some() || alert.escalated_at.is_some() {
+            return None;
+        }
+        lifecycle::escalate(alert, now_ms);
+        Some(alert.clone())
+    }
+
+    /// Records the channels told about an alert (kept with it, so a
+    /// restart neither repeats nor forgets them).
+    pub fn mark_notified(&mut self, id: u64, channels: &[String]) -> Option<Alert> {
+        let alert = self.alerts.get_mut(&id)?;
+        let mut changed = false;
+        for c in channels {
+            if !alert.notified.contains(c) {
+                alert.notified.push(c.clone());
+                changed = true;
+            }
+        }
+        changed.then(|| alert.clone())
+    }
+
+    /// The recovered (not yet closed) alert of this condition, if any.
+    fn recovered(&self, terminal: &str, zone: Option<&str>, kind: &str) -> Option<u64> {
+        self.alerts
+            .values()
+            .rev()
+            .find(|a| {
+                a.lifecycle == RECOVERED
+                    && a.kind == kind
+                    && a.terminal == terminal
+                    && a.zone.as_deref() == zone
+            })
+            .map(|a| a.id)
+    }
+
+    /// Raises `kind`, or reopens its recovered alert.
+    fn raise_or_reopen(
+        &mut self,
+        terminal: &str,
+        zone: Option<&str>,
+        kind: &str,
+        now_ms: i64,
+        detail: String,
+    ) -> Alert {
+        if let Some(id) = self.recovered(terminal, zone, kind) {
+            if let Some(alert) = self.alerts.get_mut(&id) {
+                lifecycle::reopen(alert, detail);
+                return alert.clone();
+            }
+        }
+        self.raise(terminal, zone, kind, now_ms, detail)
     }
 
     fn is_open(&self, terminal: &str, kind: &str) -> bool {
@@ -455,7 +570,7 @@ impl Fleet {
         };
         let changed = match (open, active) {
             (None, true) => {
-                let alert = self.raise(terminal, None, kind, now_ms, detail);
+                let alert = self.raise_or_reopen(terminal, None, kind, now_ms, detail);
                 if let Some(t) = self.terminals.get_mut(terminal) {
                     t.open_alerts.insert(kind.to_string(), alert.id);
                 }
@@ -486,31 +601,28 @@ impl Fleet {
     ) -> Alert {
         let id = self.next_alert_id;
         self.next_alert_id += 1;
-        let alert = Alert {
+        let mut alert = Alert {
             schema: ALERT_SCHEMA.into(),
             id,
             site: self.site.clone(),
             terminal: terminal.to_string(),
             kind: kind.to_string(),
             severity: severity(kind).into(),
-            state: "raised".into(),
             raised_at: rfc3339_ms(now_ms),
-            cleared_at: None,
             detail,
             zone: zone.map(str::to_string),
+            ..Alert::default()
         };
+        lifecycle::start(&mut alert);
         self.alerts.insert(id, alert.clone());
         alert
     }
 
-    /// Marks a stored alert cleared.
+    /// The condition of a stored alert recovered.
     fn clear(&mut self, id: u64, now_ms: i64) -> Option<Alert> {
         let alert = self.alerts.get_mut(&id)?;
-        alert.state = "cleared".into();
-        alert.cleared_at = Some(rfc3339_ms(now_ms));
-        let cleared = alert.clone();
-        self.forget_old_alerts();
-        Some(cleared)
+        lifecycle::recover(alert, now_ms);
+        Some(alert.clone())
     }
 
     /// Raises or clears a zone's `zone_unhappy` alert; returns the alert if
@@ -525,7 +637,7 @@ impl Fleet {
     ) -> Option<Alert> {
         match (self.open_zone_alerts.get(zone).copied(), unhappy) {
             (None, true) => {
-                let alert = self.raise(
+                let alert = self.raise_or_reopen(
                     "",
                     Some(zone),
                     ZONE_UNHAPPY,
@@ -639,6 +751,10 @@ mod tests {
                 String::new(),
             );
         }
+        // Recovered alerts stay (they may reopen) until they close.
+        assert_eq!(f.alerts().count(), 10);
+        let closed = f.poll(30_000 + DEFAULT_CLOSE_AFTER_SECS as i64 * 1000);
+        assert_eq!(closed.len(), 9);
         let kept: Vec<(u64, &str)> = f.alerts().map(|a| (a.id, a.state.as_str())).collect();
         assert_eq!(
             kept,
@@ -662,6 +778,46 @@ mod tests {
         let mut g = Fleet::restore("s", config, Vec::new(), all);
         assert_eq!(g.alerts().count(), 3);
         assert_eq!(g.take_forgotten(), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn a_zone_alert_lives_through_acknowledgement_recovery_a_flap_and_closing() {
+        let mut f = Fleet::new("arena", HealthConfig::default());
+        let raised = f.set_zone_unhappy(T0, "food", "Food court", true, "62%".into()).unwrap();
+        assert_eq!((raised.id, raised.lifecycle.as_str()), (1, "raised"));
+        let acked = f.acknowledge(T0 + 60_000, 1, "Anna", Some("on my way")).unwrap().unwrap();
+        assert_eq!(acked.lifecycle, "acknowledged");
+        assert_eq!(f.acknowledge(T0 + 61_000, 1, "Ben", None), Ok(None), "first one stands");
+        assert_eq!(f.escalate(T0 + 600_000, 1), None, "acknowledged alerts do not escalate");
+        let recovered = f.set_zone_unhappy(T0 + 120_000, "food", "Food court", false, String::new()).unwrap();
+        assert_eq!(recovered.lifecycle, "recovered");
+        // The figures turn bad again before it closes: the same alert.
+        let again = f.set_zone_unhappy(T0 + 180_000, "food", "Food court", true, "58%".into()).unwrap();
+        assert_eq!((again.id, again.event.as_deref(), again.reopened), (1, Some("reopened"), 1));
+        assert_eq!(again.lifecycle, "acknowledged");
+        assert_eq!(again.detail, "Food court: 58%");
+        f.set_zone_unhappy(T0 + 240_000, "food", "Food court", false, String::new()).unwrap();
+        // Quiet for the close delay: closed; the next bad spell is a new alert.
+        assert!(f.poll(T0 + 240_000 + DEFAULT_CLOSE_AFTER_SECS as i64 * 1000 - 1).is_empty());
+        let closed = f.poll(T0 + 240_000 + DEFAULT_CLOSE_AFTER_SECS as i64 * 1000);
+        assert!(matches!(&closed[..], [FleetEvent::Alert(a)] if a.lifecycle == "closed" && a.revision == 6));
+        let next = f.set_zone_unhappy(T0 + 2_000_000, "food", "Food court", true, "70%".into()).unwrap();
+        assert_eq!((next.id, next.revision), (2, 1));
+        assert_eq!(f.acknowledge(T0, 1, "Anna", None), Err(AckError::Closed(1)));
+        assert_eq!(f.acknowledge(T0, 99, "Anna", None), Err(AckError::Unknown(99)));
+    }
+
+    #[test]
+    fn an_unacknowledged_alert_escalates_once() {
+        let mut f = Fleet::new("arena", HealthConfig::default());
+        f.handle_heartbeat(T0, "t1", hb(3300, -60, 0));
+        let id = f.alerts().next().unwrap().id;
+        let e = f.escalate(T0 + 600_000, id).unwrap();
+        assert_eq!((e.event.as_deref(), e.revision), (Some("escalated"), 2));
+        assert!(e.escalated_at.is_some());
+        assert_eq!(f.escalate(T0 + 700_000, id), None);
+        assert_eq!(f.mark_notified(id, &["techs".into()]).unwrap().notified, ["techs"]);
+        assert_eq!(f.mark_notified(id, &["techs".into()]), None, "unchanged");
     }
 
     #[test]

@@ -1,0 +1,382 @@
+//! What a notification looks like on each kind of channel (pure: a
+//! [`Notification`] and its acknowledge link in, an HTTP request out). The
+//! generic webhook's document is the contract (PROTOCOL.md, "Notifications");
+//! Slack, Teams and ntfy get what their incoming webhooks expect.
+
+use pressline_protocol::upstream::lifecycle::*;
+use pressline_protocol::upstream::Alert;
+use serde_json::{json, Value};
+
+use super::config::ChannelKind;
+use super::routing::Notification;
+
+/// `schema` of the generic webhook's document.
+pub const NOTIFICATION_SCHEMA: &str = "pressline.notification.v1";
+
+/// An HTTP `POST` to make.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Post {
+    pub url: String,
+    pub content_type: &'static str,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+/// One notification with its one-click acknowledge link (when the alert
+/// still wants acknowledging and links are configured).
+#[derive(Debug, Clone)]
+pub struct Outgoing<'a> {
+    pub notification: &'a Notification,
+    pub ack_url: Option<String>,
+}
+
+/// The headline and the sentence of a transition, for people.
+pub fn summary(alert: &Alert) -> (String, String) {
+    let subject = match (&alert.zone, alert.terminal.as_str()) {
+        (Some(_), _) => alert.detail.clone(),
+        (None, terminal) => format!(
+            "terminal {terminal}: {} ({})",
+            alert.kind.replace('_', " "),
+            alert.detail
+        ),
+    };
+    let what = if alert.kind == "zone_unhappy" {
+        "Unhappy zone"
+    } else if alert.severity == "critical" {
+        "Critical"
+    } else {
+        "Warning"
+    };
+    let title = match alert.event.as_deref() {
+        Some(RAISED) => format!("{what} at {}", alert.site),
+        Some(REOPENED) => format!("{what} again at {}", alert.site),
+        Some(ESCALATED) => format!("Escalated, nobody has acknowledged: {what} at {}", alert.site),
+        Some(ACKNOWLEDGED) => format!(
+            "Acknowledged by {} at {}",
+            alert.acknowledged_by.as_deref().unwrap_or("someone"),
+            alert.site
+        ),
+        Some(RECOVERED) => format!("Recovered at {}", alert.site),
+        Some(CLOSED) => format!("Closed at {}", alert.site),
+        _ => format!("{what} at {}", alert.site),
+    };
+    let mut text = subject;
+    if let (Some(ACKNOWLEDGED), Some(note)) = (alert.event.as_deref(), &alert.ack_note) {
+        text.push_str(&format!(" (note: {note})"));
+    }
+    (title, text)
+}
+
+fn priority(alert: &Alert) -> u8 {
+    match alert.event.as_deref() {
+        Some(RAISED) | Some(REOPENED) | Some(ESCALATED) if alert.severity == "critical" => 5,
+        Some(RAISED) | Some(REOPENED) | Some(ESCALATED) => 4,
+        _ => 3,
+    }
+}
+
+fn tag(alert: &Alert) -> &'static str {
+    match alert.event.as_deref() {
+        Some(ACKNOWLEDGED) => "eyes",
+        Some(RECOVERED) | Some(CLOSED) => "white_check_mark",
+        _ if alert.severity == "critical" => "rotating_light",
+        _ => "warning",
+    }
+}
+
+/// The request for `items` (one, or a digest of several) on a channel.
+pub fn render(kind: ChannelKind, url: &str, items: &[Outgoing<'_>]) -> Post {
+    let key = items
+        .iter()
+        .map(|i| i.notification.idempotency_key.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
+    let (content_type, body, url) = match kind {
+        ChannelKind::Webhook => ("application/json", webhook(items), url.to_string()),
+        ChannelKind::Slack => ("application/json", slack(items), url.to_string()),
+        ChannelKind::Teams => ("application/json", teams(items), url.to_string()),
+        ChannelKind::Ntfy => {
+            let (base, body) = ntfy(url, items);
+            ("application/json", body, base)
+        }
+    };
+    Post {
+        url,
+        content_type,
+        headers: vec![("Idempotency-Key", key)],
+        body: serde_json::to_vec(&body).unwrap_or_default(),
+    }
+}
+
+fn webhook_item(item: &Outgoing<'_>) -> Value {
+    let n = item.notification;
+    let (title, text) = summary(&n.alert);
+    json!({
+        "schema": NOTIFICATION_SCHEMA,
+        "idempotency_key": n.idempotency_key,
+        "channel": n.channel,
+        "event": n.alert.event,
+        "title": title,
+        "text": text,
+        "ack_url": item.ack_url,
+        "alert": n.alert,
+    })
+}
+
+/// One document per notification; several as `{"notifications": [...]}`
+/// (the generic webhook is never coalesced, but the shape allows it).
+fn webhook(items: &[Outgoing<'_>]) -> Value {
+    match items {
+        [one] => webhook_item(one),
+        many => json!({
+            "schema": NOTIFICATION_SCHEMA,
+            "notifications": many.iter().map(webhook_item).collect::<Vec<_>>(),
+        }),
+    }
+}
+
+fn digest_title(items: &[Outgoing<'_>]) -> String {
+    let site = items
+        .first()
+        .map(|i| i.notification.alert.site.as_str())
+        .unwrap_or("");
+    format!("{} alert updates at {site}", items.len())
+}
+
+fn slack(items: &[Outgoing<'_>]) -> Value {
+    let mut blocks = Vec::new();
+    let mut plain = Vec::new();
+    if items.len() > 1 {
+        let t = digest_title(items);
+        blocks.push(json!({"type": "header", "text": {"type": "plain_text", "text": t}}));
+        plain.push(t);
+    }
+    for item in items {
+        let (title, text) = summary(&item.notification.alert);
+        blocks.push(json!({
+            "type": "section",
+            "text": {"type": "mrkdwn", "text": format!("*{}*\n{}", slack_escape(&title), slack_escape(&text))},
+        }));
+        if let Some(url) = &item.ack_url {
+            blocks.push(json!({
+                "type": "actions",
+                "elements": [{
+                    "type": "button",
+                    "text": {"type": "plain_text", "text": "Acknowledge"},
+                    "style": "primary",
+                    "url": url,
+                }],
+            }));
+        }
+        plain.push(format!("{title}: {text}"));
+    }
+    json!({ "text": plain.join("\n"), "blocks": blocks })
+}
+
+/// Slack's three control characters in mrkdwn.
+fn slack_escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+fn teams(items: &[Outgoing<'_>]) -> Value {
+    let mut body = Vec::new();
+    let mut actions = Vec::new();
+    if items.len() > 1 {
+        body.push(json!({"type": "TextBlock", "size": "Large", "weight": "Bolder", "text": digest_title(items), "wrap": true}));
+    }
+    for item in items {
+        let (title, text) = summary(&item.notification.alert);
+        body.push(json!({"type": "TextBlock", "size": "Medium", "weight": "Bolder", "text": title, "wrap": true}));
+        body.push(json!({"type": "TextBlock", "text": text, "wrap": true}));
+        if let Some(url) = &item.ack_url {
+            let label = if items.len() > 1 {
+                format!("Acknowledge alert {}", item.notification.alert.id)
+            } else {
+                "Acknowledge".to_string()
+            };
+            actions.push(json!({"type": "Action.OpenUrl", "title": label, "url": url}));
+        }
+    }
+    json!({
+        "type": "message",
+        "attachments": [{
+            "contentType": "application/vnd.microsoft.card.adaptive",
+            "contentUrl": null,
+            "content": {
+                "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                "type": "AdaptiveCard",
+                "version": "1.4",
+                "body": body,
+                "actions": actions,
+            },
+        }],
+    })
+}
+
+/// ntfy's JSON publishing: `POST` to the server's root with the topic in
+/// the body (headers cannot carry every character of a zone's name).
+fn ntfy(topic_url: &str, items: &[Outgoing<'_>]) -> (String, Value) {
+    let (base, topic) = match url::Url::parse(topic_url) {
+        Ok(mut u) => {
+            let topic = u
+                .path_segments()
+                .and_then(|mut s| s.next_back().map(str::to_string))
+                .unwrap_or_default();
+            u.set_path("/");
+            u.set_query(None);
+            (u.to_string(), topic)
+        }
+        Err(_) => (topic_url.to_string(), String::new()),
+    };
+    let first = &items[0].notification.alert;
+    let (title, message) = if items.len() == 1 {
+        summary(first)
+    } else {
+        (
+            digest_title(items),
+            items
+                .iter()
+                .map(|i| {
+                    let (t, x) = summary(&i.notification.alert);
+                    format!("{t}: {x}")
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    };
+    let actions: Vec<Value> = items
+        .iter()
+        .filter_map(|i| i.ack_url.as_ref().map(|u| (i, u)))
+        .take(3) // ntfy shows at most three actions
+        .map(|(i, url)| {
+            let label = if items.len() > 1 {
+                format!("Acknowledge {}", i.notification.alert.id)
+            } else {
+                "Acknowledge".into()
+            };
+            json!({"action": "view", "label": label, "url": url, "clear": true})
+        })
+        .collect();
+    let top = items.iter().map(|i| priority(&i.notification.alert)).max().unwrap_or(3);
+    (
+        base,
+        json!({
+            "topic": topic,
+            "title": title,
+            "message": message,
+            "priority": top,
+            "tags": [tag(first)],
+            "actions": actions,
+        }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alerting::lifecycle;
+
+    fn notification(event: &str) -> Notification {
+        let mut alert = Alert {
+            schema: "pressline.alert.v1".into(),
+            id: 7,
+            site: "arena".into(),
+            kind: "zone_unhappy".into(),
+            severity: "critical".into(),
+            zone: Some("food".into()),
+            raised_at: "2026-11-30T12:00:00.000Z".into(),
+            detail: "North stand food court: 62% unhappy of 40 presses in 5 min".into(),
+            ..Alert::default()
+        };
+        lifecycle::start(&mut alert);
+        if event == ACKNOWLEDGED {
+            lifecycle::acknowledge(&mut alert, 1_796_040_060_000, "Anna", Some("on my way")).unwrap();
+        }
+        Notification {
+            channel: "floor".into(),
+            idempotency_key: alert.transition_key(),
+            alert,
+        }
+    }
+
+    fn body(p: &Post) -> Value {
+        serde_json::from_slice(&p.body).unwrap()
+    }
+
+    const LINK: &str = "https://gw.example/ack/7?exp=1&sig=ab";
+
+    #[test]
+    fn the_generic_webhook_carries_the_key_the_text_the_link_and_the_alert() {
+        let n = notification(RAISED);
+        let p = render(ChannelKind::Webhook, "http://127.0.0.1:9/hook", &[Outgoing { notification: &n, ack_url: Some(LINK.into()) }]);
+        assert_eq!(p.url, "http://127.0.0.1:9/hook");
+        assert_eq!(p.headers, [("Idempotency-Key", "arena:7:1".to_string())]);
+        let b = body(&p);
+        assert_eq!(b["schema"], NOTIFICATION_SCHEMA);
+        assert_eq!(b["idempotency_key"], "arena:7:1");
+        assert_eq!(b["event"], "raised");
+        assert_eq!(b["title"], "Unhappy zone at arena");
+        assert_eq!(b["text"], "North stand food court: 62% unhappy of 40 presses in 5 min");
+        assert_eq!(b["ack_url"], LINK);
+        assert_eq!(b["alert"]["zone"], "food");
+        assert_eq!(b["alert"]["lifecycle"], "raised");
+    }
+
+    #[test]
+    fn slack_gets_text_blocks_and_an_acknowledge_button() {
+        let n = notification(RAISED);
+        let b = body(&render(ChannelKind::Slack, "https://hooks.slack.com/x", &[Outgoing { notification: &n, ack_url: Some(LINK.into()) }]));
+        assert!(b["text"].as_str().unwrap().starts_with("Unhappy zone at arena: North stand"));
+        assert_eq!(b["blocks"][1]["elements"][0]["url"], LINK);
+        let ack = notification(ACKNOWLEDGED);
+        let b = body(&render(ChannelKind::Slack, "https://hooks.slack.com/x", &[Outgoing { notification: &ack, ack_url: None }]));
+        assert_eq!(
+            b["text"],
+            "Acknowledged by Anna at arena: North stand food court: 62% unhappy of 40 presses in 5 min (note: on my way)"
+        );
+        assert_eq!(b["blocks"].as_array().unwrap().len(), 1, "no button once acknowledged");
+    }
+
+    #[test]
+    fn teams_gets_an_adaptive_card() {
+        let n = notification(RAISED);
+        let b = body(&render(ChannelKind::Teams, "https://x.webhook.office.com/y", &[Outgoing { notification: &n, ack_url: Some(LINK.into()) }]));
+        let card = &b["attachments"][0];
+        assert_eq!(card["contentType"], "application/vnd.microsoft.card.adaptive");
+        assert_eq!(card["content"]["type"], "AdaptiveCard");
+        assert_eq!(card["content"]["actions"][0]["type"], "Action.OpenUrl");
+        assert_eq!(card["content"]["actions"][0]["url"], LINK);
+    }
+
+    #[test]
+    fn ntfy_publishes_json_to_the_server_root_with_the_topic_inside() {
+        let n = notification(RAISED);
+        let p = render(ChannelKind::Ntfy, "https://ntfy.sh/arena-floor", &[Outgoing { notification: &n, ack_url: Some(LINK.into()) }]);
+        assert_eq!(p.url, "https://ntfy.sh/");
+        let b = body(&p);
+        assert_eq!(b["topic"], "arena-floor");
+        assert_eq!(b["priority"], 5);
+        assert_eq!(b["tags"][0], "rotating_light");
+        assert_eq!(b["actions"][0]["action"], "view");
+        assert_eq!(b["actions"][0]["url"], LINK);
+    }
+
+    #[test]
+    fn a_digest_names_every_alert_and_carries_every_key() {
+        let a = notification(RAISED);
+        let mut b = notification(RAISED);
+        b.alert.id = 8;
+        b.idempotency_key = "arena:8:1".into();
+        let items = [
+            Outgoing { notification: &a, ack_url: None },
+            Outgoing { notification: &b, ack_url: None },
+        ];
+        let p = render(ChannelKind::Ntfy, "https://ntfy.sh/t", &items);
+        assert_eq!(p.headers[0].1, "arena:7:1,arena:8:1");
+        let v = body(&p);
+        assert_eq!(v["title"], "2 alert updates at arena");
+        assert_eq!(v["message"].as_str().unwrap().lines().count(), 2);
+        let s = body(&render(ChannelKind::Slack, "https://hooks.slack.com/x", &items));
+        assert_eq!(s["blocks"][0]["type"], "header");
+    }
+}
