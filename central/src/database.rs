@@ -295,7 +295,9 @@ async fn write_rows(
             }
             Document::Alert(a, doc) => {
                 let slot = alerts.entry((a.site.as_str(), a.id)).or_insert((a, doc));
-                if a.state == "cleared" {
+                // The latest transition wins (revision; before the
+                // lifecycle, cleared over raised).
+                if (a.revision, a.state == "cleared") > (slot.0.revision, slot.0.state == "cleared") {
                     *slot = (a, doc);
                 }
             }
@@ -400,13 +402,20 @@ async fn write_rows(
     for ((site, id), (a, doc)) in alerts {
         tx.execute(
             "INSERT INTO alerts (site, id, terminal, zone, kind, severity, state, raised_at, \
-                 cleared_at, detail, document) \
+                 cleared_at, detail, document, lifecycle, revision, acknowledged_at, \
+                 acknowledged_by, ack_note, escalated_at, closed_at, reopened) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::timestamptz, \
-                 $9::text::timestamptz, $10, $11) \
+                 $9::text::timestamptz, $10, $11, NULLIF($12, ''), $13, $14::text::timestamptz, \
+                 $15, $16, $17::text::timestamptz, $18::text::timestamptz, $19) \
              ON CONFLICT (site, id) DO UPDATE SET state = EXCLUDED.state, \
                  cleared_at = EXCLUDED.cleared_at, detail = EXCLUDED.detail, \
-                 document = EXCLUDED.document \
-             WHERE alerts.state <> 'cleared'",
+                 document = EXCLUDED.document, lifecycle = EXCLUDED.lifecycle, \
+                 revision = EXCLUDED.revision, acknowledged_at = EXCLUDED.acknowledged_at, \
+                 acknowledged_by = EXCLUDED.acknowledged_by, ack_note = EXCLUDED.ack_note, \
+                 escalated_at = EXCLUDED.escalated_at, closed_at = EXCLUDED.closed_at, \
+                 reopened = EXCLUDED.reopened \
+             WHERE alerts.revision < EXCLUDED.revision \
+                OR (EXCLUDED.revision = 0 AND alerts.revision = 0 AND alerts.state <> 'cleared')",
             &[
                 &site,
                 &(id as i64),
@@ -419,6 +428,14 @@ async fn write_rows(
                 &a.cleared_at,
                 &a.detail,
                 doc,
+                &a.lifecycle,
+                &(a.revision.min(i32::MAX as u32) as i32),
+                &a.acknowledged_at,
+                &a.acknowledged_by,
+                &a.ack_note,
+                &a.escalated_at,
+                &a.closed_at,
+                &(a.reopened.min(i32::MAX as u32) as i32),
             ],
         )
         .await?;

@@ -59,6 +59,20 @@ pub struct GatewayStats {
     #[serde(default)]
     pub upstream_broker: Option<String>,
     pub storage_full: bool,
+    /// Alert notification channels; absent from older gateways.
+    #[serde(default)]
+    pub notification_channels: Vec<NotificationChannel>,
+}
+
+/// One alert notification channel's delivery state.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct NotificationChannel {
+    pub channel: String,
+    pub failing: bool,
+    #[serde(default)]
+    pub pending: u64,
+    #[serde(default)]
+    pub last_error: Option<String>,
 }
 
 /// A request body.
@@ -245,6 +259,15 @@ impl<'a> Gateway<'a> {
             Body::Json(serde_json::json!({})),
         )
         .map(|_| ())
+    }
+
+    /// Acknowledges an alert; returns it as the gateway now has it.
+    pub fn acknowledge(&self, id: u64, by: &str, note: Option<&str>) -> Result<Alert, ClientError> {
+        self.call(
+            "POST",
+            &format!("/api/v1/alerts/{id}/ack"),
+            Body::Json(serde_json::json!({ "by": by, "note": note })),
+        )
     }
 
     pub fn alerts(&self, open_only: bool) -> Result<Vec<Alert>, ClientError> {

@@ -99,9 +99,13 @@ enum Command {
         #[command(flatten)]
         sites: SiteSelection,
     },
-    /// Open health alerts (all, including cleared, with --all).
+    /// Open alerts (all, including recovered and closed, with --all);
+    /// `fleet alerts ack ID --site S --by NAME` acknowledges one.
+    #[command(args_conflicts_with_subcommands = true)]
     Alerts {
-        /// Include cleared alerts.
+        #[command(subcommand)]
+        action: Option<AlertsAction>,
+        /// Include recovered and closed alerts.
         #[arg(long)]
         all: bool,
         #[command(flatten)]
@@ -147,6 +151,28 @@ struct ReportArgs {
 fn parse_date(s: &str) -> Result<time::Date, String> {
     let format = time::macros::format_description!("[year]-[month]-[day]");
     time::Date::parse(s, format).map_err(|e| format!("{s:?} is not a date like 2026-11-29: {e}"))
+}
+
+#[derive(Debug, Subcommand)]
+enum AlertsAction {
+    /// Someone is on it: records who (and a note), tells the channels that
+    /// heard of the alert, and stops its escalation.
+    Ack {
+        /// The alert's id (the ID column of `fleet alerts`).
+        id: u64,
+        /// The alert's site.
+        #[arg(long)]
+        site: String,
+        /// Who is acknowledging.
+        #[arg(long)]
+        by: String,
+        /// What is being done about it.
+        #[arg(long)]
+        note: Option<String>,
+        /// The acknowledged alert as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -503,8 +529,27 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Health { terminal, sites } => {
             commands::health::run(&select(&sites)?, &terminal, sites.json, now)
         }
-        Command::Alerts { all, sites } => {
-            commands::alerts::run(&select(&sites)?, all, sites.json, now)
+        Command::Alerts {
+            action: None,
+            all,
+            sites,
+        } => commands::alerts::run(&select(&sites)?, all, sites.json, now),
+        Command::Alerts {
+            action:
+                Some(AlertsAction::Ack {
+                    id,
+                    site,
+                    by,
+                    note,
+                    json,
+                }),
+            ..
+        } => {
+            let site = sites::SitesFile::load(&path)?
+                .select(Some(&site), &path)?
+                .remove(0);
+            let alert = client::Gateway::new(&site).acknowledge(id, &by, note.as_deref())?;
+            commands::alerts::acknowledged(&alert, json)
         }
         Command::Report(r) => commands::report::run(commands::report::ReportArgs {
             postgres: &r.postgres,

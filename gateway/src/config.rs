@@ -29,6 +29,7 @@ pub struct Config {
     pub zones: std::collections::BTreeMap<String, crate::insight::scores::ZoneConfig>,
     pub security: crate::terminals::identity::SecurityConfig,
     pub ota: crate::ota::releases::OtaConfig,
+    pub alerting: crate::alerting::config::AlertingConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -108,6 +109,7 @@ impl Default for Config {
             zones: std::collections::BTreeMap::new(),
             security: crate::terminals::identity::SecurityConfig::default(),
             ota: crate::ota::releases::OtaConfig::default(),
+            alerting: crate::alerting::config::AlertingConfig::default(),
         }
     }
 }
@@ -285,6 +287,7 @@ impl Config {
         if let Err(e) = self.site_time() {
             bail!("{e:#}");
         }
+        self.alerting.validate()?;
         let mut zone_of = std::collections::BTreeMap::new();
         for (id, zone) in &self.zones {
             pressline_protocol::ident::validate_id(id)

@@ -176,16 +176,32 @@ pub async fn run(
         }
         scores.into_inner().unwrap_or_else(|p| p.into_inner())
     };
+    let forward_wake = Arc::new(Notify::new());
+    let link_signer = crate::alerting::links::LinkSigner::load(
+        &config.site,
+        &config.data_dir,
+        config.alerting.public_url.as_deref(),
+        config.alerting.link_valid_hours,
+    )?;
+    let notifier = crate::alerting::delivery::Notifier::new(&config.alerting, link_signer)?;
     let registry = crate::terminals::registry::Registry::load(
         &config.site,
         config.health.clone(),
         scores,
         &store,
+        crate::terminals::registry::AlertOutlets {
+            routing: Arc::new(crate::alerting::routing::Routing::new(
+                &config.alerting,
+                config.site_time()?,
+            )),
+            close_after_secs: config.alerting.close_after_recovery_secs,
+            notify_wake: notifier.wake.clone(),
+            forward_wake: forward_wake.clone(),
+        },
     );
 
     let (shutdown_tx, shutdown) = watch::channel(false);
     let (to_fleet, fleet_inputs) = tokio::sync::mpsc::channel(65_536);
-    let forward_wake = Arc::new(Notify::new());
 
     // Ingest thread → bounded queue → commit thread.
     let (to_committer, from_ingest) = sync_channel(INGEST_QUEUE);
@@ -251,10 +267,12 @@ pub async fn run(
     ));
     tokio::spawn(crate::terminals::registry::run(
         registry.clone(),
-        config.site.clone(),
-        store.clone(),
         fleet_inputs,
-        forward_wake.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(crate::alerting::delivery::run(
+        notifier.clone(),
+        store.clone(),
         shutdown.clone(),
     ));
     let commit_thread = std::thread::Builder::new()
@@ -308,6 +326,8 @@ pub async fn run(
         started,
         upstream_configured: upstream.is_some(),
         token: token.into(),
+        notifier,
+        site_time: config.site_time()?,
     };
     let http_listener = match https {
         Some(tls) => crate::api::server::HttpListener::Tls(

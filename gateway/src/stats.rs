@@ -80,6 +80,8 @@ pub struct StatsSnapshot {
     /// tried while `upstream_connected` is false.
     pub upstream_broker: Option<String>,
     pub disk_bytes: u64,
+    /// Alert notification channels: delivered, failing, pending, last error.
+    pub notification_channels: Vec<crate::alerting::delivery::ChannelStatus>,
 }
 
 impl Stats {
@@ -185,6 +187,7 @@ impl Stats {
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
             disk_bytes,
+            notification_channels: Vec::new(),
         }
     }
 }

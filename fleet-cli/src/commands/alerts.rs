@@ -1,4 +1,5 @@
-//! `fleet alerts`: open alerts (or all with `--all`), newest first.
+//! `fleet alerts`: open alerts (or all with `--all`), newest first;
+//! `fleet alerts ack`: acknowledge one.
 
 use pressline_protocol::upstream::Alert;
 use time::OffsetDateTime;
@@ -12,19 +13,32 @@ pub fn render(rows: &[Alert], now: OffsetDateTime) -> String {
         return "no alerts\n".into();
     }
     let mut t = table(&[
-        "SITE", "TERMINAL", "KIND", "SEVERITY", "STATE", "RAISED", "CLEARED", "DETAIL",
+        "SITE", "ID", "TERMINAL", "KIND", "SEVERITY", "STATE", "RAISED", "ACKNOWLEDGED", "RECOVERED",
+        "DETAIL",
     ]);
     for a in rows {
+        let state = if a.lifecycle.is_empty() {
+            a.state.clone()
+        } else if a.escalated_at.is_some() && a.lifecycle == "raised" {
+            "raised, escalated".into()
+        } else {
+            a.lifecycle.clone()
+        };
         t.add_row(vec![
             a.site.clone(),
+            a.id.to_string(),
             match &a.zone {
                 Some(zone) => format!("zone {zone}"),
                 None => a.terminal.clone(),
             },
             a.kind.clone(),
             a.severity.clone(),
-            a.state.clone(),
+            state,
             ago(&a.raised_at, now),
+            match (&a.acknowledged_by, &a.acknowledged_at) {
+                (Some(by), Some(at)) => format!("{by}, {}", ago(at, now)),
+                _ => "-".into(),
+            },
             a.cleared_at
                 .as_deref()
                 .map_or_else(|| "-".into(), |c| ago(c, now)),
@@ -32,6 +46,30 @@ pub fn render(rows: &[Alert], now: OffsetDateTime) -> String {
         ]);
     }
     finish(t)
+}
+
+/// What `fleet alerts ack` prints.
+pub fn acknowledged(alert: &Alert, json: bool) -> anyhow::Result<Outcome> {
+    let stdout = if json {
+        serde_json::to_string_pretty(alert)? + "\n"
+    } else {
+        format!(
+            "alert {} at {} acknowledged by {} at {}{}\n",
+            alert.id,
+            alert.site,
+            alert.acknowledged_by.as_deref().unwrap_or("?"),
+            alert.acknowledged_at.as_deref().unwrap_or("?"),
+            match alert.lifecycle.as_str() {
+                "recovered" => " (it had already recovered)",
+                _ => "",
+            }
+        )
+    };
+    Ok(Outcome {
+        stdout,
+        warnings: vec![],
+        code: super::exit::OK,
+    })
 }
 
 pub fn run(sites: &[Site], all: bool, json: bool, now: OffsetDateTime) -> anyhow::Result<Outcome> {
@@ -68,7 +106,15 @@ mod tests {
             raised_at: "2026-11-22T11:50:00Z".into(),
             cleared_at: cleared.map(str::to_string),
             detail: detail.into(),
-            zone: None,
+            lifecycle: match (cleared.is_some(), id == 6) {
+                (true, _) => "closed",
+                (false, true) => "acknowledged",
+                (false, false) => "raised",
+            }
+            .into(),
+            acknowledged_by: (id == 6).then(|| "Anna".into()),
+            acknowledged_at: (id == 6).then(|| "2026-11-22T11:55:00Z".into()),
+            ..Alert::default()
         };
         let rows = vec![
             alert(

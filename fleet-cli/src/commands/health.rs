@@ -154,6 +154,7 @@ mod tests {
             cleared_at: None,
             detail: "battery 3310 mV (threshold 3500 mV)".into(),
             zone: None,
+            ..Alert::default()
         }];
         insta::assert_snapshot!(render(&t, &alerts, now));
     }

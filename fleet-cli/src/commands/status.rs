@@ -32,6 +32,18 @@ pub struct SiteStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_broker: Option<String>,
     pub storage_full: bool,
+    /// Alert notification channels configured at the site.
+    pub notification_channels: usize,
+    /// Those whose last delivery failed, with the error.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failing_channels: Vec<FailingChannel>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FailingChannel {
+    pub channel: String,
+    pub pending: u64,
+    pub error: String,
 }
 
 pub fn collect(sites: &[Site]) -> Vec<SiteStatus> {
@@ -62,6 +74,17 @@ pub fn collect(sites: &[Site]) -> Vec<SiteStatus> {
                 .filter(|_| stats.upstream_connected == Some(false)),
             upstream_broker: stats.upstream_broker,
             storage_full: stats.storage_full,
+            notification_channels: stats.notification_channels.len(),
+            failing_channels: stats
+                .notification_channels
+                .iter()
+                .filter(|c| c.failing)
+                .map(|c| FailingChannel {
+                    channel: c.channel.clone(),
+                    pending: c.pending,
+                    error: c.last_error.clone().unwrap_or_default(),
+                })
+                .collect(),
         },
         Err(e) => SiteStatus {
             site: site.name,
@@ -80,6 +103,8 @@ pub fn collect(sites: &[Site]) -> Vec<SiteStatus> {
             upstream_error: None,
             upstream_broker: None,
             storage_full: false,
+            notification_channels: 0,
+            failing_channels: Vec::new(),
         },
     })
     .collect()
@@ -96,12 +121,14 @@ pub fn render(rows: &[SiteStatus], _now: OffsetDateTime) -> String {
         "PRESSES TODAY",
         "BACKLOG",
         "UPSTREAM",
+        "NOTIFICATIONS",
     ]);
     for r in rows {
         if !r.reachable {
             t.add_row(vec![
                 r.site.clone(),
                 "unreachable".into(),
+                "-".into(),
                 "-".into(),
                 "-".into(),
                 "-".into(),
@@ -131,6 +158,14 @@ pub fn render(rows: &[SiteStatus], _now: OffsetDateTime) -> String {
             r.presses_today.to_string(),
             r.forward_pending.to_string(),
             upstream,
+            match (r.notification_channels, r.failing_channels.as_slice()) {
+                (0, _) => "none".into(),
+                (_, []) => "ok".into(),
+                (_, failing) => format!(
+                    "FAILING: {}",
+                    failing.iter().map(|c| c.channel.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            },
         ]);
     }
     finish(t)
@@ -147,7 +182,7 @@ pub fn exit_code(rows: &[SiteStatus]) -> u8 {
 
 pub fn run(sites: &[Site], json: bool, now: OffsetDateTime) -> anyhow::Result<Outcome> {
     let rows = collect(sites);
-    let warnings = rows
+    let mut warnings: Vec<String> = rows
         .iter()
         .filter_map(|r| {
             r.error.clone().or_else(|| {
@@ -157,6 +192,14 @@ pub fn run(sites: &[Site], json: bool, now: OffsetDateTime) -> anyhow::Result<Ou
             })
         })
         .collect();
+    for r in &rows {
+        for c in &r.failing_channels {
+            warnings.push(format!(
+                "site {}: notification channel {:?} failing ({} waiting): {}",
+                r.site, c.channel, c.pending, c.error
+            ));
+        }
+    }
     let stdout = if json {
         format!("{}\n", serde_json::to_string_pretty(&rows)?)
     } else {
@@ -191,6 +234,8 @@ mod tests {
             upstream_error: None,
             upstream_broker: None,
             storage_full: false,
+            notification_channels: 1,
+            failing_channels: Vec::new(),
         }
     }
 
@@ -202,6 +247,11 @@ mod tests {
         let mut up_down = row("airport", 12, 0, 0);
         up_down.upstream_connected = Some(false);
         up_down.forward_pending = 420;
+        up_down.failing_channels = vec![FailingChannel {
+            channel: "floor".into(),
+            pending: 2,
+            error: "HTTP 503 from the receiver".into(),
+        }];
         let rows = vec![row("arena", 23, 1, 1), up_down, down];
         insta::assert_snapshot!(render(&rows, OffsetDateTime::UNIX_EPOCH));
         assert_eq!(exit_code(&rows), exit::PROBLEM);

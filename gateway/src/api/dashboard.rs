@@ -30,8 +30,13 @@ pub struct Snapshot {
     pub timeline: Vec<TimelinePoint>,
     /// Weekday × hour table.
     pub hourly: Vec<HourCell>,
+    /// Alerts not yet closed (open, or recovered within the close delay).
     pub alerts: Vec<Alert>,
     pub terminals: Vec<TerminalHealth>,
+    /// Notification channels and how delivery goes.
+    pub channels: Vec<crate::alerting::delivery::ChannelStatus>,
+    /// Response figures over the last 7 days.
+    pub response: crate::alerting::response::ResponseFigures,
     pub presses_stored: u64,
     pub forward_pending: u64,
     pub upstream_connected: Option<bool>,
@@ -54,7 +59,7 @@ pub fn snapshot(state: &ApiState) -> Snapshot {
         (
             fleet
                 .alerts()
-                .filter(|a| a.state == "raised")
+                .filter(|a| a.lifecycle != pressline_protocol::upstream::lifecycle::CLOSED)
                 .cloned()
                 .collect(),
             fleet
@@ -72,6 +77,8 @@ pub fn snapshot(state: &ApiState) -> Snapshot {
         hourly,
         alerts,
         terminals,
+        channels: stats.notification_channels.clone(),
+        response: crate::api::alerts::response_figures(state, 7),
         presses_stored: stats.presses_stored,
         forward_pending: stats.forward_pending,
         upstream_connected: stats.upstream_connected,

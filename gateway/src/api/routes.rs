@@ -9,7 +9,9 @@
 //! - `POST /api/v1/terminals` `{"id", "secret" (64 hex), "zone"?}`: register
 //!   a provisioned terminal (201 new, 200 re-registered).
 //! - `POST /api/v1/terminals/{id}/revoke`: refuse its login and presses.
-//! - `GET /api/v1/alerts[?open=true]`: alerts, newest first.
+//! - `GET /api/v1/alerts[?open=true]`, `POST /api/v1/alerts/{id}/ack`,
+//!   `GET /api/v1/alerts/response`, and the signed links' `GET|POST
+//!   /ack/{id}`: in [`super::alerts`].
 //! - `GET /api/v1/ota/releases`, `POST /api/v1/ota/releases[?allow_downgrade=true]`
 //!   (body: a `.pota` artifact): firmware releases.
 //! - `GET|POST /api/v1/ota/rollouts`: list, or start a rollout
@@ -31,9 +33,10 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use pressline_protocol::upstream::{Alert, TerminalHealth};
+use pressline_protocol::upstream::TerminalHealth;
 use serde::Deserialize;
 
+use super::alerts;
 use super::ota;
 use super::state::ApiState;
 use super::token::same;
@@ -47,7 +50,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/terminals", get(terminals).post(register))
         .route("/api/v1/terminals/{id}/revoke", axum::routing::post(revoke))
         .route("/api/v1/terminals/{id}", get(terminal))
-        .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/alerts", get(alerts::list))
+        .route("/api/v1/alerts/response", get(alerts::response))
+        .route("/api/v1/alerts/{id}/ack", axum::routing::post(alerts::acknowledge))
         .route(
             "/api/v1/ota/releases",
             get(ota::list_releases)
@@ -71,6 +76,8 @@ pub fn router(state: ApiState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(healthz))
+        // Signed links carry their own permission (see `alerts`).
+        .route("/ack/{id}", get(alerts::link_page).post(alerts::link_acknowledge))
         .route(
             "/",
             get(|| async { axum::response::Html(crate::api::dashboard::PAGE) }),
@@ -222,23 +229,6 @@ async fn revoke(
             &format!("cannot store the revocation: {e}"),
         ),
     }
-}
-
-#[derive(Deserialize)]
-struct AlertQuery {
-    #[serde(default)]
-    open: bool,
-}
-
-async fn alerts(State(state): State<ApiState>, Query(q): Query<AlertQuery>) -> Json<Vec<Alert>> {
-    let fleet = state.registry.fleet();
-    Json(
-        fleet
-            .alerts()
-            .filter(|a| !q.open || a.state == "raised")
-            .cloned()
-            .collect(),
-    )
 }
 
 #[derive(Deserialize)]

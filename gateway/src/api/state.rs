@@ -24,17 +24,22 @@ pub struct ApiState {
     pub started: Instant,
     pub upstream_configured: bool,
     pub token: Arc<str>,
+    /// Notification channels' figures, and the acknowledge link checker.
+    pub notifier: crate::alerting::delivery::Notifier,
+    pub site_time: crate::site_time::SiteTime,
 }
 
 impl ApiState {
     /// The counters, with the database's size on disk.
     pub fn snapshot(&self) -> StatsSnapshot {
-        self.stats.snapshot(
+        let mut snapshot = self.stats.snapshot(
             &self.site,
             self.started,
             self.upstream_configured,
             self.store.size_on_disk(),
             self.store.fault(),
-        )
+        );
+        snapshot.notification_channels = self.notifier.status();
+        snapshot
     }
 }

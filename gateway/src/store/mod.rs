@@ -522,11 +522,6 @@ impl Store {
         self.with(|o| Ok(o.terminals.insert(id.as_bytes(), bytes).map(drop)?))
     }
 
-    pub fn save_alert<T: Serialize>(&self, id: u64, value: &T) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(value).map_err(json_err)?;
-        self.with(|o| Ok(o.alerts.insert(id.to_be_bytes(), bytes).map(drop)?))
-    }
-
     /// Deletes alerts dropped from the history.
     pub fn delete_alerts(&self, ids: &[u64]) -> Result<(), StoreError> {
         if ids.is_empty() {

@@ -3,17 +3,25 @@
 //! runs the zone unhappiness rule of the score engine
 //! ([`crate::insight::scores::Scores`], fed by the committer) every second,
 //! persists what changed, and publishes health documents and alert events
-//! upstream through the durable outbox.
+//! upstream through the durable outbox. Every alert transition (and an
+//! acknowledgement from the API) goes through [`Registry::record`]: the
+//! routing rules pick the channels to notify, and the alert and its
+//! notifications are saved in one store transaction before anyone hears of
+//! it.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use pressline_protocol::topic::{AlertTopic, TerminalHealthTopic};
+use pressline_protocol::upstream::Alert;
 use tokio::sync::{mpsc, watch, Notify};
 
+use crate::alerting::delivery::Queued;
+use crate::alerting::lifecycle::AckError;
+use crate::alerting::routing::{Notification, Routing};
 use crate::clock::unix_ms_now;
-use crate::insight::scores::Scores;
+use crate::insight::scores::{Scores, UNASSIGNED};
 use crate::store::{OutboxEntry, Store};
 use crate::terminals::health::{Fleet, FleetEvent, HealthConfig, TerminalState};
 
@@ -39,27 +47,84 @@ pub enum FleetInput {
     },
 }
 
+/// Where alert transitions go besides the store: notification routing,
+/// and the tasks to wake.
+#[derive(Clone)]
+pub struct AlertOutlets {
+    pub routing: Arc<Routing>,
+    pub close_after_secs: u64,
+    /// The notification sender ([`crate::alerting::delivery`]).
+    pub notify_wake: Arc<Notify>,
+    /// The upstream forwarder.
+    pub forward_wake: Arc<Notify>,
+}
+
 /// Shared handle to the registry (the HTTP API reads it).
 #[derive(Clone)]
 pub struct Registry {
     fleet: Arc<Mutex<Fleet>>,
     scores: Arc<Mutex<Scores>>,
+    site: Arc<str>,
+    store: Store,
+    outlets: AlertOutlets,
 }
 
 impl Registry {
     /// Loads the persisted registry around a score engine already
     /// restored from its checkpoint (see [`crate::insight::checkpoints`]).
-    pub fn load(site: &str, health: HealthConfig, mut scores: Scores, store: &Store) -> Registry {
+    pub fn load(
+        site: &str,
+        health: HealthConfig,
+        mut scores: Scores,
+        store: &Store,
+        outlets: AlertOutlets,
+    ) -> Registry {
         let terminals: Vec<TerminalState> = store.load_terminals();
         let alerts = store.load_alerts();
-        let fleet = Fleet::restore(site, health, terminals, alerts);
+        let mut fleet = Fleet::restore(site, health, terminals, alerts);
+        fleet.set_close_after(outlets.close_after_secs);
         for zone in fleet.unhappy_zones() {
             scores.restore_unhappy(zone);
         }
         Registry {
             fleet: Arc::new(Mutex::new(fleet)),
             scores: Arc::new(Mutex::new(scores)),
+            site: site.into(),
+            store: store.clone(),
+            outlets,
         }
+    }
+
+    /// Acknowledges an alert (API, dashboard, `fleet alerts ack`, signed
+    /// link): saved and notified before this returns. Acknowledging twice
+    /// returns the alert as the first acknowledgement left it.
+    pub fn acknowledge(
+        &self,
+        id: u64,
+        by: &str,
+        note: Option<&str>,
+    ) -> Result<Alert, AckError> {
+        let now = unix_ms_now();
+        let changed = self.fleet().acknowledge(now, id, by, note)?;
+        match changed {
+            Some(alert) => {
+                tracing::info!(alert = id, by = %by.trim(), "alert acknowledged");
+                self.record(vec![FleetEvent::Alert(alert)], BTreeSet::new(), Vec::new());
+            }
+            None => {}
+        }
+        self.fleet().alert(id).cloned().ok_or(AckError::Unknown(id))
+    }
+
+    /// The zone an alert belongs to: its own, or its terminal's.
+    pub fn zone_of(&self, alert: &Alert) -> Option<String> {
+        zone_of(&self.scores(), alert)
+    }
+
+    /// Persists and publishes what changed (see [`persist_and_publish`]).
+    fn record(&self, events: Vec<FleetEvent>, touched: BTreeSet<String>, late: Vec<Notification>) {
+        persist_and_publish(self, events, touched, late);
+        self.outlets.forward_wake.notify_one();
     }
 
     /// The score engine, shared with the committer (which folds presses
@@ -77,13 +142,17 @@ impl Registry {
     }
 }
 
+fn zone_of(scores: &Scores, alert: &Alert) -> Option<String> {
+    alert.zone.clone().or_else(|| {
+        let zone = scores.zone_of(&alert.terminal);
+        (zone != UNASSIGNED).then(|| zone.to_string())
+    })
+}
+
 /// Runs the registry until shutdown.
 pub async fn run(
     registry: Registry,
-    site: String,
-    store: Store,
     mut inputs: mpsc::Receiver<FleetInput>,
-    forward_wake: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -108,24 +177,27 @@ pub async fn run(
                     unsaved.extend(touched);
                     continue;
                 }
-                (events, touched)
+                (events, touched, Vec::new())
             }
-            _ = tick.tick() => (tick_rules(&registry, unix_ms_now()), std::mem::take(&mut unsaved)),
+            _ = tick.tick() => {
+                let (events, late) = tick_rules(&registry, unix_ms_now());
+                (events, std::mem::take(&mut unsaved), late)
+            }
             _ = shutdown.changed() => {
-                persist_and_publish(&registry, &site, &store, Vec::new(), std::mem::take(&mut unsaved));
+                persist_and_publish(&registry, Vec::new(), std::mem::take(&mut unsaved), Vec::new());
                 return;
             }
         };
-        let (events, touched) = events;
-        if !events.is_empty() || !touched.is_empty() {
-            persist_and_publish(&registry, &site, &store, events, touched);
-            forward_wake.notify_one();
+        let (events, touched, late) = events;
+        if !events.is_empty() || !touched.is_empty() || !late.is_empty() {
+            registry.record(events, touched, late);
         }
     }
 }
 
-/// Time-based rules: silent terminals, zone unhappiness.
-fn tick_rules(registry: &Registry, now_ms: i64) -> Vec<FleetEvent> {
+/// Time-based rules: silent terminals, zone unhappiness, closing recovered
+/// alerts; then escalations due and notifications held by quiet hours.
+fn tick_rules(registry: &Registry, now_ms: i64) -> (Vec<FleetEvent>, Vec<Notification>) {
     let mut fleet = registry.fleet();
     let mut events = fleet.poll(now_ms);
     let mut scores = registry.scores();
@@ -141,7 +213,28 @@ fn tick_rules(registry: &Registry, now_ms: i64) -> Vec<FleetEvent> {
             events.push(FleetEvent::Alert(alert));
         }
     }
-    events
+    let routing = &registry.outlets.routing;
+    if routing.is_empty() {
+        return (events, Vec::new());
+    }
+    let zones: Vec<(u64, Option<String>)> = fleet
+        .alerts()
+        .filter(|a| a.is_open())
+        .map(|a| (a.id, zone_of(&scores, a)))
+        .collect();
+    let due = routing.poll(
+        now_ms,
+        zones
+            .iter()
+            .filter_map(|(id, zone)| Some((fleet.alert(*id)?, zone.as_deref()))),
+    );
+    for id in due.escalate {
+        if let Some(alert) = fleet.escalate(now_ms, id) {
+            tracing::warn!(alert = id, kind = %alert.kind, "nobody acknowledged in time: escalated");
+            events.push(FleetEvent::Alert(alert));
+        }
+    }
+    (events, due.notify)
 }
 
 /// Applies one input; records the terminal as touched (to persist).
@@ -173,14 +266,20 @@ fn apply(fleet: &mut Fleet, input: FleetInput, touched: &mut BTreeSet<String>) -
     }
 }
 
+/// Saves each alert transition with the notifications it causes (one
+/// store transaction each, flushed), then terminal states; queues alert
+/// and health documents for upstream. `late`: notifications of open
+/// alerts that are not transitions (a route's quiet hours ended).
 fn persist_and_publish(
     registry: &Registry,
-    site: &str,
-    store: &Store,
     events: Vec<FleetEvent>,
     mut persist: BTreeSet<String>,
+    late: Vec<Notification>,
 ) {
+    let (site, store) = (&*registry.site, &registry.store);
+    let now = unix_ms_now();
     let mut fleet = registry.fleet();
+    let mut notified = false;
     // Deleted after the events below are saved: an alert raised and
     // forgotten in one batch must not come back.
     let forgotten = fleet.take_forgotten();
@@ -189,8 +288,14 @@ fn persist_and_publish(
     for event in events {
         match event {
             FleetEvent::Alert(alert) => {
-                if let Err(e) = store.save_alert(alert.id, &alert) {
-                    tracing::error!(error = %e, "cannot save an alert");
+                let zone = zone_of(&registry.scores(), &alert);
+                let notifications = registry.outlets.routing.handle_transition(now, &alert, zone.as_deref());
+                let channels: Vec<String> = notifications.iter().map(|n| n.channel.clone()).collect();
+                let saved = fleet.mark_notified(alert.id, &channels).unwrap_or_else(|| alert.clone());
+                let queued: Vec<Queued> = notifications.into_iter().map(|n| Queued::new(n, now)).collect();
+                notified |= !queued.is_empty();
+                if let Err(e) = store.save_alert_transition(alert.id, &saved, &queued) {
+                    tracing::error!(error = %e, alert = alert.id, "cannot save an alert transition and its notifications");
                 }
                 let level = if alert.severity == "critical" {
                     tracing::Level::WARN
@@ -237,5 +342,24 @@ fn persist_and_publish(
     }
     if let Err(e) = store.delete_alerts(&forgotten) {
         tracing::warn!(error = %e, "cannot delete alerts past the history limit");
+    }
+    // Held notifications, saved with the alert's new list of channels told.
+    let mut by_alert: std::collections::BTreeMap<u64, Vec<Notification>> = Default::default();
+    for n in late {
+        by_alert.entry(n.alert.id).or_default().push(n);
+    }
+    for (id, notifications) in by_alert {
+        let channels: Vec<String> = notifications.iter().map(|n| n.channel.clone()).collect();
+        let Some(alert) = fleet.mark_notified(id, &channels) else {
+            continue;
+        };
+        let queued: Vec<Queued> = notifications.into_iter().map(|n| Queued::new(n, now)).collect();
+        notified = true;
+        if let Err(e) = store.save_alert_transition(id, &alert, &queued) {
+            tracing::error!(error = %e, alert = id, "cannot queue held notifications");
+        }
+    }
+    if notified {
+        registry.outlets.notify_wake.notify_one();
     }
 }
