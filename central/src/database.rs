@@ -297,7 +297,8 @@ async fn write_rows(
                 let slot = alerts.entry((a.site.as_str(), a.id)).or_insert((a, doc));
                 // The latest transition wins (revision; before the
                 // lifecycle, cleared over raised).
-                if (a.revision, a.state == "cleared") > (slot.0.revision, slot.0.state == "cleared") {
+                if (a.revision, a.state == "cleared") > (slot.0.revision, slot.0.state == "cleared")
+                {
                     *slot = (a, doc);
                 }
             }

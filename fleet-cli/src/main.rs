@@ -51,8 +51,9 @@ enum Command {
     /// Manage the sites profile.
     #[command(subcommand)]
     Site(SiteCommand),
-    /// Per site: terminals online/offline, alerts, presses today, backlog.
-    /// Exits 1 when a site is unreachable or a critical alert is open.
+    /// Per site: terminals online/offline, alerts, presses today, backlog,
+    /// notification channels. Exits 1 when a site is unreachable, a
+    /// critical alert is open or a notification channel is failing.
     Status(SiteSelection),
     /// Every terminal: online, last seen, battery, Wi-Fi, firmware, queue.
     #[command(args_conflicts_with_subcommands = true)]

@@ -13,7 +13,15 @@ pub fn render(rows: &[Alert], now: OffsetDateTime) -> String {
         return "no alerts\n".into();
     }
     let mut t = table(&[
-        "SITE", "ID", "TERMINAL", "KIND", "SEVERITY", "STATE", "RAISED", "ACKNOWLEDGED", "RECOVERED",
+        "SITE",
+        "ID",
+        "TERMINAL",
+        "KIND",
+        "SEVERITY",
+        "STATE",
+        "RAISED",
+        "ACKNOWLEDGED",
+        "RECOVERED",
         "DETAIL",
     ]);
     for a in rows {

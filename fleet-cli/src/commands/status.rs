@@ -163,7 +163,11 @@ pub fn render(rows: &[SiteStatus], _now: OffsetDateTime) -> String {
                 (_, []) => "ok".into(),
                 (_, failing) => format!(
                     "FAILING: {}",
-                    failing.iter().map(|c| c.channel.as_str()).collect::<Vec<_>>().join(", ")
+                    failing
+                        .iter()
+                        .map(|c| c.channel.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             },
         ]);
@@ -171,9 +175,13 @@ pub fn render(rows: &[SiteStatus], _now: OffsetDateTime) -> String {
     finish(t)
 }
 
-/// Exit 1 when any site is unreachable or has a critical alert open.
+/// Exit 1 when any site is unreachable, has a critical alert open, or
+/// cannot deliver alert notifications.
 pub fn exit_code(rows: &[SiteStatus]) -> u8 {
-    if rows.iter().any(|r| !r.reachable || r.alerts_critical > 0) {
+    if rows
+        .iter()
+        .any(|r| !r.reachable || r.alerts_critical > 0 || !r.failing_channels.is_empty())
+    {
         exit::PROBLEM
     } else {
         exit::OK
@@ -255,7 +263,10 @@ mod tests {
         let rows = vec![row("arena", 23, 1, 1), up_down, down];
         insta::assert_snapshot!(render(&rows, OffsetDateTime::UNIX_EPOCH));
         assert_eq!(exit_code(&rows), exit::PROBLEM);
-        assert_eq!(exit_code(&rows[1..2]), exit::OK);
+        assert_eq!(exit_code(&rows[1..2]), exit::PROBLEM, "a failing channel");
+        let mut fine = rows[1].clone();
+        fine.failing_channels.clear();
+        assert_eq!(exit_code(&[fine]), exit::OK);
         assert_eq!(exit_code(&rows[..1]), exit::PROBLEM, "a critical alert");
     }
 }

@@ -50,7 +50,10 @@ pub fn summary(alert: &Alert) -> (String, String) {
     let title = match alert.event.as_deref() {
         Some(RAISED) => format!("{what} at {}", alert.site),
         Some(REOPENED) => format!("{what} again at {}", alert.site),
-        Some(ESCALATED) => format!("Escalated, nobody has acknowledged: {what} at {}", alert.site),
+        Some(ESCALATED) => format!(
+            "Escalated, nobody has acknowledged: {what} at {}",
+            alert.site
+        ),
         Some(ACKNOWLEDGED) => format!(
             "Acknowledged by {} at {}",
             alert.acknowledged_by.as_deref().unwrap_or("someone"),
@@ -175,7 +178,9 @@ fn slack(items: &[Outgoing<'_>]) -> Value {
 
 /// Slack's three control characters in mrkdwn.
 fn slack_escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 fn teams(items: &[Outgoing<'_>]) -> Value {
@@ -257,7 +262,11 @@ fn ntfy(topic_url: &str, items: &[Outgoing<'_>]) -> (String, Value) {
             json!({"action": "view", "label": label, "url": url, "clear": true})
         })
         .collect();
-    let top = items.iter().map(|i| priority(&i.notification.alert)).max().unwrap_or(3);
+    let top = items
+        .iter()
+        .map(|i| priority(&i.notification.alert))
+        .max()
+        .unwrap_or(3);
     (
         base,
         json!({
@@ -290,7 +299,8 @@ mod tests {
         };
         lifecycle::start(&mut alert);
         if event == ACKNOWLEDGED {
-            lifecycle::acknowledge(&mut alert, 1_796_040_060_000, "Anna", Some("on my way")).unwrap();
+            lifecycle::acknowledge(&mut alert, 1_796_040_060_000, "Anna", Some("on my way"))
+                .unwrap();
         }
         Notification {
             channel: "floor".into(),
@@ -308,7 +318,14 @@ mod tests {
     #[test]
     fn the_generic_webhook_carries_the_key_the_text_the_link_and_the_alert() {
         let n = notification(RAISED);
-        let p = render(ChannelKind::Webhook, "http://127.0.0.1:9/hook", &[Outgoing { notification: &n, ack_url: Some(LINK.into()) }]);
+        let p = render(
+            ChannelKind::Webhook,
+            "http://127.0.0.1:9/hook",
+            &[Outgoing {
+                notification: &n,
+                ack_url: Some(LINK.into()),
+            }],
+        );
         assert_eq!(p.url, "http://127.0.0.1:9/hook");
         assert_eq!(p.headers, [("Idempotency-Key", "arena:7:1".to_string())]);
         let b = body(&p);
@@ -316,7 +333,10 @@ mod tests {
         assert_eq!(b["idempotency_key"], "arena:7:1");
         assert_eq!(b["event"], "raised");
         assert_eq!(b["title"], "Unhappy zone at arena");
-        assert_eq!(b["text"], "North stand food court: 62% unhappy of 40 presses in 5 min");
+        assert_eq!(
+            b["text"],
+            "North stand food court: 62% unhappy of 40 presses in 5 min"
+        );
         assert_eq!(b["ack_url"], LINK);
         assert_eq!(b["alert"]["zone"], "food");
         assert_eq!(b["alert"]["lifecycle"], "raised");
@@ -325,24 +345,55 @@ mod tests {
     #[test]
     fn slack_gets_text_blocks_and_an_acknowledge_button() {
         let n = notification(RAISED);
-        let b = body(&render(ChannelKind::Slack, "https://hooks.slack.com/x", &[Outgoing { notification: &n, ack_url: Some(LINK.into()) }]));
-        assert!(b["text"].as_str().unwrap().starts_with("Unhappy zone at arena: North stand"));
+        let b = body(&render(
+            ChannelKind::Slack,
+            "https://hooks.slack.com/x",
+            &[Outgoing {
+                notification: &n,
+                ack_url: Some(LINK.into()),
+            }],
+        ));
+        assert!(b["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("Unhappy zone at arena: North stand"));
         assert_eq!(b["blocks"][1]["elements"][0]["url"], LINK);
         let ack = notification(ACKNOWLEDGED);
-        let b = body(&render(ChannelKind::Slack, "https://hooks.slack.com/x", &[Outgoing { notification: &ack, ack_url: None }]));
+        let b = body(&render(
+            ChannelKind::Slack,
+            "https://hooks.slack.com/x",
+            &[Outgoing {
+                notification: &ack,
+                ack_url: None,
+            }],
+        ));
         assert_eq!(
             b["text"],
             "Acknowledged by Anna at arena: North stand food court: 62% unhappy of 40 presses in 5 min (note: on my way)"
         );
-        assert_eq!(b["blocks"].as_array().unwrap().len(), 1, "no button once acknowledged");
+        assert_eq!(
+            b["blocks"].as_array().unwrap().len(),
+            1,
+            "no button once acknowledged"
+        );
     }
 
     #[test]
     fn teams_gets_an_adaptive_card() {
         let n = notification(RAISED);
-        let b = body(&render(ChannelKind::Teams, "https://x.webhook.office.com/y", &[Outgoing { notification: &n, ack_url: Some(LINK.into()) }]));
+        let b = body(&render(
+            ChannelKind::Teams,
+            "https://x.webhook.office.com/y",
+            &[Outgoing {
+                notification: &n,
+                ack_url: Some(LINK.into()),
+            }],
+        ));
         let card = &b["attachments"][0];
-        assert_eq!(card["contentType"], "application/vnd.microsoft.card.adaptive");
+        assert_eq!(
+            card["contentType"],
+            "application/vnd.microsoft.card.adaptive"
+        );
         assert_eq!(card["content"]["type"], "AdaptiveCard");
         assert_eq!(card["content"]["actions"][0]["type"], "Action.OpenUrl");
         assert_eq!(card["content"]["actions"][0]["url"], LINK);
@@ -351,7 +402,14 @@ mod tests {
     #[test]
     fn ntfy_publishes_json_to_the_server_root_with_the_topic_inside() {
         let n = notification(RAISED);
-        let p = render(ChannelKind::Ntfy, "https://ntfy.sh/arena-floor", &[Outgoing { notification: &n, ack_url: Some(LINK.into()) }]);
+        let p = render(
+            ChannelKind::Ntfy,
+            "https://ntfy.sh/arena-floor",
+            &[Outgoing {
+                notification: &n,
+                ack_url: Some(LINK.into()),
+            }],
+        );
         assert_eq!(p.url, "https://ntfy.sh/");
         let b = body(&p);
         assert_eq!(b["topic"], "arena-floor");
@@ -368,15 +426,25 @@ mod tests {
         b.alert.id = 8;
         b.idempotency_key = "arena:8:1".into();
         let items = [
-            Outgoing { notification: &a, ack_url: None },
-            Outgoing { notification: &b, ack_url: None },
+            Outgoing {
+                notification: &a,
+                ack_url: None,
+            },
+            Outgoing {
+                notification: &b,
+                ack_url: None,
+            },
         ];
         let p = render(ChannelKind::Ntfy, "https://ntfy.sh/t", &items);
         assert_eq!(p.headers[0].1, "arena:7:1,arena:8:1");
         let v = body(&p);
         assert_eq!(v["title"], "2 alert updates at arena");
         assert_eq!(v["message"].as_str().unwrap().lines().count(), 2);
-        let s = body(&render(ChannelKind::Slack, "https://hooks.slack.com/x", &items));
+        let s = body(&render(
+            ChannelKind::Slack,
+            "https://hooks.slack.com/x",
+            &items,
+        ));
         assert_eq!(s["blocks"][0]["type"], "header");
     }
 }

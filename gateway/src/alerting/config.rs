@@ -163,10 +163,7 @@ pub struct QuietHours {
 impl QuietHours {
     pub fn parse(text: &str) -> anyhow::Result<QuietHours> {
         let minute = |hm: &str| -> anyhow::Result<u32> {
-            let (h, m) = hm
-                .trim()
-                .split_once(':')
-                .context("expected HH:MM")?;
+            let (h, m) = hm.trim().split_once(':').context("expected HH:MM")?;
             let (h, m): (u32, u32) = (h.parse()?, m.parse()?);
             if h > 23 || m > 59 {
                 bail!("{hm} is not a time of day");
@@ -238,7 +235,10 @@ impl AlertingConfig {
             }
             for k in &route.kinds {
                 if !KINDS.contains(&k.as_str()) {
-                    bail!("{at}: unknown alert kind {k:?} (kinds: {})", KINDS.join(", "));
+                    bail!(
+                        "{at}: unknown alert kind {k:?} (kinds: {})",
+                        KINDS.join(", ")
+                    );
                 }
             }
             if route.escalate_after_secs.is_some() != !route.escalate_to.is_empty() {
@@ -285,16 +285,28 @@ mod tests {
 
     #[test]
     fn routes_must_name_configured_channels_and_known_kinds() {
-        let base = "[channels.floor]\nkind = \"slack\"\nurl = \"https://hooks.slack.com/services/x\"\n";
-        assert!(config(&format!("{base}[[routes]]\nname = \"r\"\nchannels = [\"floor\"]\n")).is_ok());
-        let e = config(&format!("{base}[[routes]]\nname = \"r\"\nchannels = [\"flor\"]\n"))
-            .unwrap_err();
-        assert!(format!("{e:#}").contains("no channel \"flor\" (configured: floor)"), "{e:#}");
+        let base =
+            "[channels.floor]\nkind = \"slack\"\nurl = \"https://hooks.slack.com/services/x\"\n";
+        assert!(config(&format!(
+            "{base}[[routes]]\nname = \"r\"\nchannels = [\"floor\"]\n"
+        ))
+        .is_ok());
+        let e = config(&format!(
+            "{base}[[routes]]\nname = \"r\"\nchannels = [\"flor\"]\n"
+        ))
+        .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("no channel \"flor\" (configured: floor)"),
+            "{e:#}"
+        );
         let e = config(&format!(
             "{base}[[routes]]\nname = \"r\"\nchannels = [\"floor\"]\nkinds = [\"sad\"]\n"
         ))
         .unwrap_err();
-        assert!(format!("{e:#}").contains("unknown alert kind \"sad\""), "{e:#}");
+        assert!(
+            format!("{e:#}").contains("unknown alert kind \"sad\""),
+            "{e:#}"
+        );
         let e = config(&format!(
             "{base}[[routes]]\nname = \"r\"\nchannels = [\"floor\"]\nescalate_to = [\"floor\"]\n"
         ))

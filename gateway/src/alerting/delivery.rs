@@ -120,7 +120,14 @@ impl Notifier {
                 .as_deref()
                 .map(|f| read_secret(f, &format!("alerting.channels.{name}.token_file")))
                 .transpose()?;
-            channels.insert(name.clone(), Channel { kind: c.kind, url, token });
+            channels.insert(
+                name.clone(),
+                Channel {
+                    kind: c.kind,
+                    url,
+                    token,
+                },
+            );
             status.insert(
                 name.clone(),
                 ChannelStatus {
@@ -150,16 +157,25 @@ impl Notifier {
 
     fn backoff_ms(&self, attempts: u32) -> i64 {
         let min = self.config.retry_min_secs.max(1) as i64 * 1000;
-        let max = self.config.retry_max_secs.max(self.config.retry_min_secs.max(1)) as i64 * 1000;
-        min.saturating_mul(1i64 << attempts.saturating_sub(1).min(20)).min(max)
+        let max = self
+            .config
+            .retry_max_secs
+            .max(self.config.retry_min_secs.max(1)) as i64
+            * 1000;
+        min.saturating_mul(1i64 << attempts.saturating_sub(1).min(20))
+            .min(max)
     }
 
     /// The acknowledge link, while the alert wants acknowledging.
     fn ack_url(&self, n: &Notification, now_ms: i64) -> Option<String> {
         let a = &n.alert;
-        let wants = matches!(a.event.as_deref(), Some(RAISED) | Some(REOPENED) | Some(ESCALATED))
-            && a.acknowledged_at.is_none();
-        wants.then(|| self.signer.link(a.id, &n.channel, now_ms)).flatten()
+        let wants = matches!(
+            a.event.as_deref(),
+            Some(RAISED) | Some(REOPENED) | Some(ESCALATED)
+        ) && a.acknowledged_at.is_none();
+        wants
+            .then(|| self.signer.link(a.id, &n.channel, now_ms))
+            .flatten()
     }
 }
 
@@ -245,7 +261,13 @@ async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(
 
 /// A channel's due notifications, in order; the first failure stops the
 /// round (later ones wait: a recovery never arrives before its alert).
-async fn deliver_channel(notifier: &Notifier, store: &Store, name: &str, queue: Vec<(u64, Queued)>, now: i64) {
+async fn deliver_channel(
+    notifier: &Notifier,
+    store: &Store,
+    name: &str,
+    queue: Vec<(u64, Queued)>,
+    now: i64,
+) {
     let Some(channel) = notifier.channels.get(name).cloned() else {
         return;
     };
@@ -324,9 +346,7 @@ fn post_once(post: &Post, token: Option<&str>, timeout: Duration) -> Result<(), 
         .redirects(0)
         .user_agent(concat!("pressline-gateway/", env!("CARGO_PKG_VERSION")))
         .build();
-    let mut request = agent
-        .post(&post.url)
-        .set("Content-Type", post.content_type);
+    let mut request = agent.post(&post.url).set("Content-Type", post.content_type);
     for (name, value) in &post.headers {
         request = request.set(name, value);
     }

@@ -165,13 +165,19 @@ mod tests {
     #[test]
     fn acknowledge_then_recover_then_close() {
         let mut a = alert();
-        assert_eq!(acknowledge(&mut a, T0 + 60_000, " Anna ", Some("on my way")), Ok(true));
+        assert_eq!(
+            acknowledge(&mut a, T0 + 60_000, " Anna ", Some("on my way")),
+            Ok(true)
+        );
         assert_eq!(a.lifecycle, ACKNOWLEDGED);
         assert_eq!(a.acknowledged_by.as_deref(), Some("Anna"));
         assert_eq!(a.ack_note.as_deref(), Some("on my way"));
         assert!(a.is_open());
         recover(&mut a, T0 + 120_000);
-        assert_eq!((a.state.as_str(), a.lifecycle.as_str()), ("cleared", RECOVERED));
+        assert_eq!(
+            (a.state.as_str(), a.lifecycle.as_str()),
+            ("cleared", RECOVERED)
+        );
         close(&mut a, T0 + 1_000_000);
         assert_eq!(a.lifecycle, CLOSED);
         assert_eq!(a.revision, 4);
@@ -192,16 +198,25 @@ mod tests {
         let mut a = alert();
         recover(&mut a, T0 + 1);
         assert_eq!(acknowledge(&mut a, T0 + 2, "Anna", None), Ok(true));
-        assert_eq!(a.lifecycle, RECOVERED, "still recovered, now with who handled it");
+        assert_eq!(
+            a.lifecycle, RECOVERED,
+            "still recovered, now with who handled it"
+        );
         close(&mut a, T0 + 3);
-        assert_eq!(acknowledge(&mut a, T0 + 4, "Ben", None), Err(AckError::Closed(4)));
+        assert_eq!(
+            acknowledge(&mut a, T0 + 4, "Ben", None),
+            Err(AckError::Closed(4))
+        );
     }
 
     #[test]
     fn acknowledgements_need_a_plain_name_and_a_short_note() {
         let mut a = alert();
         assert_eq!(acknowledge(&mut a, T0, "  ", None), Err(AckError::BadName));
-        assert_eq!(acknowledge(&mut a, T0, "a\nb", None), Err(AckError::BadName));
+        assert_eq!(
+            acknowledge(&mut a, T0, "a\nb", None),
+            Err(AckError::BadName)
+        );
         assert_eq!(
             acknowledge(&mut a, T0, "Anna", Some(&"x".repeat(501))),
             Err(AckError::NoteTooLong)
@@ -215,7 +230,10 @@ mod tests {
         acknowledge(&mut a, T0 + 1, "Anna", None).unwrap();
         recover(&mut a, T0 + 2);
         reopen(&mut a, "again".into());
-        assert_eq!((a.state.as_str(), a.lifecycle.as_str()), ("raised", ACKNOWLEDGED));
+        assert_eq!(
+            (a.state.as_str(), a.lifecycle.as_str()),
+            ("raised", ACKNOWLEDGED)
+        );
         assert_eq!((a.reopened, a.cleared_at.as_deref()), (1, None));
         assert_eq!(a.event.as_deref(), Some(REOPENED));
     }

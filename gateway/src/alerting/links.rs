@@ -112,7 +112,14 @@ impl LinkSigner {
     }
 
     /// Checks a link's signature (constant time) and expiry.
-    pub fn verify(&self, id: u64, exp_secs: i64, by: &str, sig_hex: &str, now_ms: i64) -> Result<(), LinkError> {
+    pub fn verify(
+        &self,
+        id: u64,
+        exp_secs: i64,
+        by: &str,
+        sig_hex: &str,
+        now_ms: i64,
+    ) -> Result<(), LinkError> {
         let sig = decode_hex(sig_hex).ok_or(LinkError::BadSignature)?;
         self.mac(id, exp_secs, by)
             .verify_slice(&sig)
@@ -144,25 +151,61 @@ mod tests {
         let u = url::Url::parse(link).unwrap();
         let id = u.path().rsplit('/').next().unwrap().parse().unwrap();
         let q: std::collections::HashMap<_, _> = u.query_pairs().into_owned().collect();
-        (id, q["exp"].parse().unwrap(), q["by"].clone(), q["sig"].clone())
+        (
+            id,
+            q["exp"].parse().unwrap(),
+            q["by"].clone(),
+            q["sig"].clone(),
+        )
     }
 
     #[test]
     fn a_link_acknowledges_its_alert_until_it_expires() {
-        let s = LinkSigner::new("arena", b"0123456789abcdef0123456789abcdef".to_vec(), Some("https://gw.example:8443/"), 72);
+        let s = LinkSigner::new(
+            "arena",
+            b"0123456789abcdef0123456789abcdef".to_vec(),
+            Some("https://gw.example:8443/"),
+            72,
+        );
         let link = s.link(7, "floor staff", NOW).unwrap();
-        assert!(link.starts_with("https://gw.example:8443/ack/7?exp="), "{link}");
+        assert!(
+            link.starts_with("https://gw.example:8443/ack/7?exp="),
+            "{link}"
+        );
         let (id, exp, by, sig) = parts(&link);
         assert_eq!(by, "floor staff");
         assert_eq!(s.verify(id, exp, &by, &sig, NOW + 3_600_000), Ok(()));
-        assert_eq!(s.verify(id, exp, &by, &sig, NOW + 73 * 3_600_000), Err(LinkError::Expired));
+        assert_eq!(
+            s.verify(id, exp, &by, &sig, NOW + 73 * 3_600_000),
+            Err(LinkError::Expired)
+        );
         // Another alert, a later expiry, another name, another gateway: refused.
-        assert_eq!(s.verify(8, exp, &by, &sig, NOW), Err(LinkError::BadSignature));
-        assert_eq!(s.verify(id, exp + 3600, &by, &sig, NOW), Err(LinkError::BadSignature));
-        assert_eq!(s.verify(id, exp, "boss", &sig, NOW), Err(LinkError::BadSignature));
-        assert_eq!(s.verify(id, exp, &by, "zz", NOW), Err(LinkError::BadSignature));
-        let other = LinkSigner::new("arena", b"another key, also 32 characters!".to_vec(), Some("https://gw.example:8443"), 72);
-        assert_eq!(other.verify(id, exp, &by, &sig, NOW), Err(LinkError::BadSignature));
+        assert_eq!(
+            s.verify(8, exp, &by, &sig, NOW),
+            Err(LinkError::BadSignature)
+        );
+        assert_eq!(
+            s.verify(id, exp + 3600, &by, &sig, NOW),
+            Err(LinkError::BadSignature)
+        );
+        assert_eq!(
+            s.verify(id, exp, "boss", &sig, NOW),
+            Err(LinkError::BadSignature)
+        );
+        assert_eq!(
+            s.verify(id, exp, &by, "zz", NOW),
+            Err(LinkError::BadSignature)
+        );
+        let other = LinkSigner::new(
+            "arena",
+            b"another key, also 32 characters!".to_vec(),
+            Some("https://gw.example:8443"),
+            72,
+        );
+        assert_eq!(
+            other.verify(id, exp, &by, &sig, NOW),
+            Err(LinkError::BadSignature)
+        );
     }
 
     #[test]
@@ -178,7 +221,10 @@ mod tests {
         let b = LinkSigner::load("arena", dir.path(), Some("http://gw"), 1).unwrap();
         assert_eq!(a.key, b.key);
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join("alert-link-key")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join("alert-link-key"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o077, 0);
     }
 }

@@ -137,9 +137,16 @@ mod tests {
             (alert(T0 + 60 * MIN, None, Some(6 * MIN)), Some("bar")),
             (alert(T0 + 61 * MIN, Some(12 * MIN), Some(20 * MIN)), None),
             // Before the period: left out.
-            (alert(T0 - 24 * 60 * MIN, Some(MIN), Some(MIN)), Some("food")),
+            (
+                alert(T0 - 24 * 60 * MIN, Some(MIN), Some(MIN)),
+                Some("food"),
+            ),
         ];
-        let f = figures(alerts.iter().map(|(a, z)| (a, *z)), &SiteTime::utc(), T0 - MIN);
+        let f = figures(
+            alerts.iter().map(|(a, z)| (a, *z)),
+            &SiteTime::utc(),
+            T0 - MIN,
+        );
         assert_eq!(f.overall.alerts, 4);
         assert_eq!(f.overall.acknowledged, 3);
         assert_eq!(f.overall.ack_median_secs, Some(240.0));
@@ -148,7 +155,10 @@ mod tests {
         assert_eq!(f.overall.recover_median_secs, Some(600.0));
         assert_eq!(f.overall.ack_secs_sum, 1080.0);
         let food = &f.zones["food"];
-        assert_eq!((food.alerts, food.ack_median_secs, food.recover_median_secs), (2, Some(120.0), Some(600.0)));
+        assert_eq!(
+            (food.alerts, food.ack_median_secs, food.recover_median_secs),
+            (2, Some(120.0), Some(600.0))
+        );
         assert_eq!(f.zones[""].alerts, 1, "terminals in no zone");
         assert_eq!(f.hours.keys().copied().collect::<Vec<_>>(), [12, 13]);
         assert_eq!(f.hours[&13].alerts, 2);
@@ -159,6 +169,10 @@ mod tests {
         let a = alert(T0, Some(MIN), None);
         let ny = SiteTime::from_config(Some("America/New_York"), 0).unwrap();
         let f = figures(std::iter::once((&a, None)), &ny, 0);
-        assert_eq!(f.hours.keys().copied().collect::<Vec<_>>(), [7], "12:00 UTC is 07:00 EST");
+        assert_eq!(
+            f.hours.keys().copied().collect::<Vec<_>>(),
+            [7],
+            "12:00 UTC is 07:00 EST"
+        );
     }
 }

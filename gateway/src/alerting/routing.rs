@@ -85,7 +85,11 @@ impl Routing {
         self.routes.is_empty()
     }
 
-    fn matching<'a>(&'a self, alert: &'a Alert, zone: Option<&'a str>) -> impl Iterator<Item = &'a Route> {
+    fn matching<'a>(
+        &'a self,
+        alert: &'a Alert,
+        zone: Option<&'a str>,
+    ) -> impl Iterator<Item = &'a Route> {
         self.routes.iter().filter(move |r| {
             (r.kinds.is_empty() || r.kinds.iter().any(|k| *k == alert.kind))
                 && (r.zones.is_empty() || zone.is_some_and(|z| r.zones.iter().any(|rz| rz == z)))
@@ -102,7 +106,10 @@ impl Routing {
     /// Channels of the matching routes outside quiet hours, not yet told.
     fn raise_channels(&self, now_ms: i64, alert: &Alert, zone: Option<&str>) -> Vec<String> {
         let mut channels: Vec<String> = Vec::new();
-        for route in self.matching(alert, zone).filter(|r| !self.quiet(r, now_ms)) {
+        for route in self
+            .matching(alert, zone)
+            .filter(|r| !self.quiet(r, now_ms))
+        {
             for c in &route.channels {
                 if !alert.notified.contains(c) && !channels.contains(c) {
                     channels.push(c.clone());
@@ -114,7 +121,12 @@ impl Routing {
 
     /// The notifications one transition causes. `zone` is the alert's
     /// zone, or its terminal's.
-    pub fn handle_transition(&self, now_ms: i64, alert: &Alert, zone: Option<&str>) -> Vec<Notification> {
+    pub fn handle_transition(
+        &self,
+        now_ms: i64,
+        alert: &Alert,
+        zone: Option<&str>,
+    ) -> Vec<Notification> {
         let channels: Vec<String> = match alert.event.as_deref() {
             Some(RAISED) | Some(REOPENED) => {
                 let mut c = if alert.event.as_deref() == Some(REOPENED) {
@@ -155,7 +167,11 @@ impl Routing {
 
     /// Every second: escalations due and notifications held by quiet hours.
     /// `alerts` with the zone each belongs to.
-    pub fn poll<'a>(&self, now_ms: i64, alerts: impl Iterator<Item = (&'a Alert, Option<&'a str>)>) -> Due {
+    pub fn poll<'a>(
+        &self,
+        now_ms: i64,
+        alerts: impl Iterator<Item = (&'a Alert, Option<&'a str>)>,
+    ) -> Due {
         let mut due = Due::default();
         for (alert, zone) in alerts {
             // Someone is on it, or it recovered: nothing more to chase.
@@ -172,7 +188,8 @@ impl Routing {
             let raised = crate::clock::parse_rfc3339_ms(&alert.raised_at).unwrap_or(now_ms);
             let escalation_due = alert.escalated_at.is_none()
                 && self.matching(alert, zone).any(|r| {
-                    r.escalate_after_ms.is_some_and(|after| now_ms - raised >= after)
+                    r.escalate_after_ms
+                        .is_some_and(|after| now_ms - raised >= after)
                         && !self.quiet(r, now_ms)
                         && r.channels.iter().any(|c| alert.notified.contains(c))
                 });
@@ -269,7 +286,10 @@ quiet_hours = "22:00-07:00"
         // Another zone: no route.
         assert!(r.handle_transition(NOON, &a, Some("bar")).is_empty());
         // Health alerts go to the technicians whatever the zone.
-        assert_eq!(channels(&r.handle_transition(NOON, &battery_alert(NOON), None)), ["techs"]);
+        assert_eq!(
+            channels(&r.handle_transition(NOON, &battery_alert(NOON), None)),
+            ["techs"]
+        );
     }
 
     #[test]
@@ -278,13 +298,18 @@ quiet_hours = "22:00-07:00"
         let mut a = zone_alert(NOON);
         a.notified = vec!["floor".into()];
         lifecycle::acknowledge(&mut a, NOON + MIN, "Anna", None).unwrap();
-        assert_eq!(channels(&r.handle_transition(NOON + MIN, &a, Some("food"))), ["floor"]);
+        assert_eq!(
+            channels(&r.handle_transition(NOON + MIN, &a, Some("food"))),
+            ["floor"]
+        );
         lifecycle::recover(&mut a, NOON + 2 * MIN);
         let n = r.handle_transition(NOON + 2 * MIN, &a, Some("food"));
         assert_eq!(channels(&n), ["floor"]);
         assert_eq!(n[0].idempotency_key, "arena:1:3");
         lifecycle::close(&mut a, NOON + 30 * MIN);
-        assert!(r.handle_transition(NOON + 30 * MIN, &a, Some("food")).is_empty());
+        assert!(r
+            .handle_transition(NOON + 30 * MIN, &a, Some("food"))
+            .is_empty());
         // Nobody told (quiet hours): nobody hears of the recovery either.
         let mut quiet = battery_alert(NOON);
         lifecycle::recover(&mut quiet, NOON + MIN);
@@ -300,7 +325,10 @@ quiet_hours = "22:00-07:00"
         assert!(poll(&a, NOON + 9 * MIN).is_empty());
         assert_eq!(poll(&a, NOON + 10 * MIN), [1]);
         lifecycle::escalate(&mut a, NOON + 10 * MIN);
-        assert_eq!(channels(&r.handle_transition(NOON + 10 * MIN, &a, Some("food"))), ["managers"]);
+        assert_eq!(
+            channels(&r.handle_transition(NOON + 10 * MIN, &a, Some("food"))),
+            ["managers"]
+        );
         assert!(poll(&a, NOON + 20 * MIN).is_empty(), "once");
         // Acknowledged in time: no escalation.
         let mut b = zone_alert(NOON);
@@ -320,7 +348,10 @@ quiet_hours = "22:00-07:00"
         let night = NOON + 11 * 60 * MIN; // 23:00
         let morning = NOON + 19 * 60 * MIN; // 07:00 next day
         let a = battery_alert(night);
-        assert!(r.handle_transition(night, &a, None).is_empty(), "silent at night");
+        assert!(
+            r.handle_transition(night, &a, None).is_empty(),
+            "silent at night"
+        );
         let poll = |at| r.poll(at, std::iter::once((&a, None))).notify;
         assert!(poll(morning - MIN).is_empty());
         let late = poll(morning);
@@ -329,11 +360,17 @@ quiet_hours = "22:00-07:00"
         // Once told, the morning poll does not repeat it.
         let mut told = a.clone();
         told.notified = vec!["techs".into()];
-        assert!(r.poll(morning + MIN, std::iter::once((&told, None))).notify.is_empty());
+        assert!(r
+            .poll(morning + MIN, std::iter::once((&told, None)))
+            .notify
+            .is_empty());
         // Acknowledged during the night: nobody is woken for it later.
         let mut handled = a.clone();
         lifecycle::acknowledge(&mut handled, night + MIN, "night shift", None).unwrap();
-        assert!(r.poll(morning, std::iter::once((&handled, None))).notify.is_empty());
+        assert!(r
+            .poll(morning, std::iter::once((&handled, None)))
+            .notify
+            .is_empty());
     }
 
     #[test]
@@ -343,8 +380,13 @@ quiet_hours = "22:00-07:00"
         let r = Routing::new(&config, london);
         // 2026-07-01 21:30 UTC is 22:30 BST: quiet in London, not in UTC.
         let summer = 1_782_941_400_000;
-        assert!(r.handle_transition(summer, &battery_alert(summer), None).is_empty());
-        assert_eq!(channels(&routing(CONFIG).handle_transition(summer, &battery_alert(summer), None)), ["techs"]);
+        assert!(r
+            .handle_transition(summer, &battery_alert(summer), None)
+            .is_empty());
+        assert_eq!(
+            channels(&routing(CONFIG).handle_transition(summer, &battery_alert(summer), None)),
+            ["techs"]
+        );
     }
 
     #[test]

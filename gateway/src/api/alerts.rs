@@ -153,7 +153,11 @@ fn checked(state: &ApiState, id: u64, exp: i64, by: &str, sig: &str) -> Result<(
         .verify(id, exp, by, sig, unix_ms_now())
         .map_err(|e| {
             tracing::warn!(alert = id, error = %e, "acknowledge link refused");
-            page(StatusCode::FORBIDDEN, "Link not accepted", &format!("<p>{}</p>", esc(&e.to_string())))
+            page(
+                StatusCode::FORBIDDEN,
+                "Link not accepted",
+                &format!("<p>{}</p>", esc(&e.to_string())),
+            )
         })
 }
 
@@ -163,15 +167,27 @@ fn describe(alert: &Alert) -> String {
         .strip_prefix("Escalated, nobody has acknowledged: ")
         .unwrap_or(&title)
         .to_string();
-    format!("<p><strong>{}</strong></p><p>{}</p>", esc(&title), esc(&text))
+    format!(
+        "<p><strong>{}</strong></p><p>{}</p>",
+        esc(&title),
+        esc(&text)
+    )
 }
 
-pub async fn link_page(State(state): State<ApiState>, Path(id): Path<u64>, Query(q): Query<LinkQuery>) -> Response {
+pub async fn link_page(
+    State(state): State<ApiState>,
+    Path(id): Path<u64>,
+    Query(q): Query<LinkQuery>,
+) -> Response {
     if let Err(page) = checked(&state, id, q.exp, &q.by, &q.sig) {
         return page;
     }
     let Some(alert) = state.registry.fleet().alert(id).cloned() else {
-        return page(StatusCode::NOT_FOUND, "Alert not found", "<p>It was closed long ago.</p>");
+        return page(
+            StatusCode::NOT_FOUND,
+            "Alert not found",
+            "<p>It was closed long ago.</p>",
+        );
     };
     if let (Some(by), Some(at)) = (&alert.acknowledged_by, &alert.acknowledged_at) {
         return page(
@@ -208,13 +224,21 @@ pub async fn link_acknowledge(
     form: Result<Form<LinkForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     let Ok(Form(f)) = form else {
-        return page(StatusCode::BAD_REQUEST, "Link not accepted", "<p>The form was incomplete.</p>");
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Link not accepted",
+            "<p>The form was incomplete.</p>",
+        );
     };
     if let Err(page) = checked(&state, id, f.exp, &f.by, &f.sig) {
         return page;
     }
     let name = f.name.trim();
-    let by = if name.is_empty() { f.by.clone() } else { name.to_string() };
+    let by = if name.is_empty() {
+        f.by.clone()
+    } else {
+        name.to_string()
+    };
     let note = format!("acknowledged from the link sent to {}", f.by);
     match state.registry.acknowledge(id, &by, Some(&note)) {
         Ok(alert) => page(
@@ -226,6 +250,10 @@ pub async fn link_acknowledge(
                 esc(alert.acknowledged_by.as_deref().unwrap_or(&by))
             ),
         ),
-        Err(e) => page(StatusCode::CONFLICT, "Not acknowledged", &format!("<p>{}</p>", esc(&e.to_string()))),
+        Err(e) => page(
+            StatusCode::CONFLICT,
+            "Not acknowledged",
+            &format!("<p>{}</p>", esc(&e.to_string())),
+        ),
     }
 }

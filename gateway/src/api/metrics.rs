@@ -198,20 +198,61 @@ pub fn render(state: &ApiState) -> String {
         .alerts()
         .filter(|a| a.is_open() && a.acknowledged_at.is_none())
         .count();
-    let _ = writeln!(out, "pressline_alerts_unacknowledged{{site=\"{site}\"}} {waiting}");
+    let _ = writeln!(
+        out,
+        "pressline_alerts_unacknowledged{{site=\"{site}\"}} {waiting}"
+    );
     drop(fleet);
     notifications(&mut out, site, &s.notification_channels);
-    response(&mut out, site, &crate::api::alerts::response_figures(state, 7));
+    response(
+        &mut out,
+        site,
+        &crate::api::alerts::response_figures(state, 7),
+    );
     out
 }
 
-fn notifications(out: &mut String, site: &str, channels: &[crate::alerting::delivery::ChannelStatus]) {
-    let families: [(&str, &str, &str, fn(&crate::alerting::delivery::ChannelStatus) -> u64); 5] = [
-        ("pressline_notifications_delivered_total", "counter", "Notification requests a channel's receiver answered 2xx (a digest counts once).", |c| c.delivered),
-        ("pressline_notification_failures_total", "counter", "Notification attempts that failed (retried with backoff).", |c| c.failed_attempts),
-        ("pressline_notifications_dropped_total", "counter", "Notifications given up after delivery.give_up_after_hours.", |c| c.dropped),
-        ("pressline_notifications_pending", "gauge", "Notifications waiting for delivery.", |c| c.pending),
-        ("pressline_notification_channel_failing", "gauge", "1 while a channel's last attempt failed.", |c| u64::from(c.failing)),
+fn notifications(
+    out: &mut String,
+    site: &str,
+    channels: &[crate::alerting::delivery::ChannelStatus],
+) {
+    let families: [(
+        &str,
+        &str,
+        &str,
+        fn(&crate::alerting::delivery::ChannelStatus) -> u64,
+    ); 5] = [
+        (
+            "pressline_notifications_delivered_total",
+            "counter",
+            "Notification requests a channel's receiver answered 2xx (a digest counts once).",
+            |c| c.delivered,
+        ),
+        (
+            "pressline_notification_failures_total",
+            "counter",
+            "Notification attempts that failed (retried with backoff).",
+            |c| c.failed_attempts,
+        ),
+        (
+            "pressline_notifications_dropped_total",
+            "counter",
+            "Notifications given up after delivery.give_up_after_hours.",
+            |c| c.dropped,
+        ),
+        (
+            "pressline_notifications_pending",
+            "gauge",
+            "Notifications waiting for delivery.",
+            |c| c.pending,
+        ),
+        (
+            "pressline_notification_channel_failing",
+            "gauge",
+            "1 while a channel's last attempt failed.",
+            |c| u64::from(c.failing),
+        ),
     ];
     for (name, kind, help, value) in families {
         family(out, name, kind, help);
@@ -229,29 +270,73 @@ fn notifications(out: &mut String, site: &str, channels: &[crate::alerting::deli
 
 /// Channel names come from the config file: escaped as label values.
 fn label(text: &str) -> String {
-    text.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    text.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn response(out: &mut String, site: &str, f: &crate::alerting::response::ResponseFigures) {
     use crate::alerting::response::Figures;
-    let summary = |out: &mut String, name: &str, zone: &str, count: u64, sum: f64, q50: Option<f64>, q90: Option<f64>| {
+    let summary = |out: &mut String,
+                   name: &str,
+                   zone: &str,
+                   count: u64,
+                   sum: f64,
+                   q50: Option<f64>,
+                   q90: Option<f64>| {
         for (q, v) in [("0.5", q50), ("0.9", q90)] {
             if let Some(v) = v {
-                let _ = writeln!(out, "{name}{{site=\"{site}\",zone=\"{zone}\",quantile=\"{q}\"}} {v}");
+                let _ = writeln!(
+                    out,
+                    "{name}{{site=\"{site}\",zone=\"{zone}\",quantile=\"{q}\"}} {v}"
+                );
             }
         }
         let _ = writeln!(out, "{name}_sum{{site=\"{site}\",zone=\"{zone}\"}} {sum}");
-        let _ = writeln!(out, "{name}_count{{site=\"{site}\",zone=\"{zone}\"}} {count}");
+        let _ = writeln!(
+            out,
+            "{name}_count{{site=\"{site}\",zone=\"{zone}\"}} {count}"
+        );
     };
     let zones: Vec<(&str, &Figures)> = std::iter::once(("all", &f.overall))
-        .chain(f.zones.iter().map(|(z, fig)| (if z.is_empty() { "unassigned" } else { z.as_str() }, fig)))
+        .chain(f.zones.iter().map(|(z, fig)| {
+            (
+                if z.is_empty() {
+                    "unassigned"
+                } else {
+                    z.as_str()
+                },
+                fig,
+            )
+        }))
         .collect();
     family(out, "pressline_alert_ack_seconds", "summary", "Seconds from raised to acknowledged, alerts raised in the last 7 days, by zone (\"all\": every alert).");
     for (zone, fig) in &zones {
-        summary(out, "pressline_alert_ack_seconds", zone, fig.acknowledged, fig.ack_secs_sum, fig.ack_median_secs, fig.ack_p90_secs);
+        summary(
+            out,
+            "pressline_alert_ack_seconds",
+            zone,
+            fig.acknowledged,
+            fig.ack_secs_sum,
+            fig.ack_median_secs,
+            fig.ack_p90_secs,
+        );
     }
-    family(out, "pressline_alert_recover_seconds", "summary", "Seconds from raised to recovered, alerts raised in the last 7 days, by zone.");
+    family(
+        out,
+        "pressline_alert_recover_seconds",
+        "summary",
+        "Seconds from raised to recovered, alerts raised in the last 7 days, by zone.",
+    );
     for (zone, fig) in &zones {
-        summary(out, "pressline_alert_recover_seconds", zone, fig.recovered, fig.recover_secs_sum, fig.recover_median_secs, fig.recover_p90_secs);
+        summary(
+            out,
+            "pressline_alert_recover_seconds",
+            zone,
+            fig.recovered,
+            fig.recover_secs_sum,
+            fig.recover_median_secs,
+            fig.recover_p90_secs,
+        );
     }
 }

@@ -52,7 +52,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/terminals/{id}", get(terminal))
         .route("/api/v1/alerts", get(alerts::list))
         .route("/api/v1/alerts/response", get(alerts::response))
-        .route("/api/v1/alerts/{id}/ack", axum::routing::post(alerts::acknowledge))
+        .route(
+            "/api/v1/alerts/{id}/ack",
+            axum::routing::post(alerts::acknowledge),
+        )
         .route(
             "/api/v1/ota/releases",
             get(ota::list_releases)
@@ -77,7 +80,10 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         // Signed links carry their own permission (see `alerts`).
-        .route("/ack/{id}", get(alerts::link_page).post(alerts::link_acknowledge))
+        .route(
+            "/ack/{id}",
+            get(alerts::link_page).post(alerts::link_acknowledge),
+        )
         .route(
             "/",
             get(|| async { axum::response::Html(crate::api::dashboard::PAGE) }),

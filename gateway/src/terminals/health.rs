@@ -210,7 +210,11 @@ impl Fleet {
 
     /// Drops the oldest closed alerts past `alert_history`.
     fn forget_old_alerts(&mut self) {
-        let cleared = self.alerts.values().filter(|a| a.lifecycle == CLOSED).count();
+        let cleared = self
+            .alerts
+            .values()
+            .filter(|a| a.lifecycle == CLOSED)
+            .count();
         let excess = cleared.saturating_sub(self.config.alert_history);
         if excess == 0 {
             return;
@@ -783,28 +787,58 @@ mod tests {
     #[test]
     fn a_zone_alert_lives_through_acknowledgement_recovery_a_flap_and_closing() {
         let mut f = Fleet::new("arena", HealthConfig::default());
-        let raised = f.set_zone_unhappy(T0, "food", "Food court", true, "62%".into()).unwrap();
+        let raised = f
+            .set_zone_unhappy(T0, "food", "Food court", true, "62%".into())
+            .unwrap();
         assert_eq!((raised.id, raised.lifecycle.as_str()), (1, "raised"));
-        let acked = f.acknowledge(T0 + 60_000, 1, "Anna", Some("on my way")).unwrap().unwrap();
+        let acked = f
+            .acknowledge(T0 + 60_000, 1, "Anna", Some("on my way"))
+            .unwrap()
+            .unwrap();
         assert_eq!(acked.lifecycle, "acknowledged");
-        assert_eq!(f.acknowledge(T0 + 61_000, 1, "Ben", None), Ok(None), "first one stands");
-        assert_eq!(f.escalate(T0 + 600_000, 1), None, "acknowledged alerts do not escalate");
-        let recovered = f.set_zone_unhappy(T0 + 120_000, "food", "Food court", false, String::new()).unwrap();
+        assert_eq!(
+            f.acknowledge(T0 + 61_000, 1, "Ben", None),
+            Ok(None),
+            "first one stands"
+        );
+        assert_eq!(
+            f.escalate(T0 + 600_000, 1),
+            None,
+            "acknowledged alerts do not escalate"
+        );
+        let recovered = f
+            .set_zone_unhappy(T0 + 120_000, "food", "Food court", false, String::new())
+            .unwrap();
         assert_eq!(recovered.lifecycle, "recovered");
         // The figures turn bad again before it closes: the same alert.
-        let again = f.set_zone_unhappy(T0 + 180_000, "food", "Food court", true, "58%".into()).unwrap();
-        assert_eq!((again.id, again.event.as_deref(), again.reopened), (1, Some("reopened"), 1));
+        let again = f
+            .set_zone_unhappy(T0 + 180_000, "food", "Food court", true, "58%".into())
+            .unwrap();
+        assert_eq!(
+            (again.id, again.event.as_deref(), again.reopened),
+            (1, Some("reopened"), 1)
+        );
         assert_eq!(again.lifecycle, "acknowledged");
         assert_eq!(again.detail, "Food court: 58%");
-        f.set_zone_unhappy(T0 + 240_000, "food", "Food court", false, String::new()).unwrap();
+        f.set_zone_unhappy(T0 + 240_000, "food", "Food court", false, String::new())
+            .unwrap();
         // Quiet for the close delay: closed; the next bad spell is a new alert.
-        assert!(f.poll(T0 + 240_000 + DEFAULT_CLOSE_AFTER_SECS as i64 * 1000 - 1).is_empty());
+        assert!(f
+            .poll(T0 + 240_000 + DEFAULT_CLOSE_AFTER_SECS as i64 * 1000 - 1)
+            .is_empty());
         let closed = f.poll(T0 + 240_000 + DEFAULT_CLOSE_AFTER_SECS as i64 * 1000);
-        assert!(matches!(&closed[..], [FleetEvent::Alert(a)] if a.lifecycle == "closed" && a.revision == 6));
-        let next = f.set_zone_unhappy(T0 + 2_000_000, "food", "Food court", true, "70%".into()).unwrap();
+        assert!(
+            matches!(&closed[..], [FleetEvent::Alert(a)] if a.lifecycle == "closed" && a.revision == 6)
+        );
+        let next = f
+            .set_zone_unhappy(T0 + 2_000_000, "food", "Food court", true, "70%".into())
+            .unwrap();
         assert_eq!((next.id, next.revision), (2, 1));
         assert_eq!(f.acknowledge(T0, 1, "Anna", None), Err(AckError::Closed(1)));
-        assert_eq!(f.acknowledge(T0, 99, "Anna", None), Err(AckError::Unknown(99)));
+        assert_eq!(
+            f.acknowledge(T0, 99, "Anna", None),
+            Err(AckError::Unknown(99))
+        );
     }
 
     #[test]
@@ -816,7 +850,10 @@ mod tests {
         assert_eq!((e.event.as_deref(), e.revision), (Some("escalated"), 2));
         assert!(e.escalated_at.is_some());
         assert_eq!(f.escalate(T0 + 700_000, id), None);
-        assert_eq!(f.mark_notified(id, &["techs".into()]).unwrap().notified, ["techs"]);
+        assert_eq!(
+            f.mark_notified(id, &["techs".into()]).unwrap().notified,
+            ["techs"]
+        );
         assert_eq!(f.mark_notified(id, &["techs".into()]), None, "unchanged");
     }
 

@@ -98,12 +98,7 @@ impl Registry {
     /// Acknowledges an alert (API, dashboard, `fleet alerts ack`, signed
     /// link): saved and notified before this returns. Acknowledging twice
     /// returns the alert as the first acknowledgement left it.
-    pub fn acknowledge(
-        &self,
-        id: u64,
-        by: &str,
-        note: Option<&str>,
-    ) -> Result<Alert, AckError> {
+    pub fn acknowledge(&self, id: u64, by: &str, note: Option<&str>) -> Result<Alert, AckError> {
         let now = unix_ms_now();
         let changed = self.fleet().acknowledge(now, id, by, note)?;
         match changed {
@@ -289,10 +284,20 @@ fn persist_and_publish(
         match event {
             FleetEvent::Alert(alert) => {
                 let zone = zone_of(&registry.scores(), &alert);
-                let notifications = registry.outlets.routing.handle_transition(now, &alert, zone.as_deref());
-                let channels: Vec<String> = notifications.iter().map(|n| n.channel.clone()).collect();
-                let saved = fleet.mark_notified(alert.id, &channels).unwrap_or_else(|| alert.clone());
-                let queued: Vec<Queued> = notifications.into_iter().map(|n| Queued::new(n, now)).collect();
+                let notifications =
+                    registry
+                        .outlets
+                        .routing
+                        .handle_transition(now, &alert, zone.as_deref());
+                let channels: Vec<String> =
+                    notifications.iter().map(|n| n.channel.clone()).collect();
+                let saved = fleet
+                    .mark_notified(alert.id, &channels)
+                    .unwrap_or_else(|| alert.clone());
+                let queued: Vec<Queued> = notifications
+                    .into_iter()
+                    .map(|n| Queued::new(n, now))
+                    .collect();
                 notified |= !queued.is_empty();
                 if let Err(e) = store.save_alert_transition(alert.id, &saved, &queued) {
                     tracing::error!(error = %e, alert = alert.id, "cannot save an alert transition and its notifications");
@@ -302,10 +307,11 @@ fn persist_and_publish(
                 } else {
                     tracing::Level::INFO
                 };
+                let event = alert.event.as_deref().unwrap_or("");
                 if level == tracing::Level::WARN {
-                    tracing::warn!(terminal = %alert.terminal, kind = %alert.kind, state = %alert.state, "alert: {}", alert.detail);
+                    tracing::warn!(alert = alert.id, terminal = %alert.terminal, kind = %alert.kind, event, notified = ?channels, "alert: {}", alert.detail);
                 } else {
-                    tracing::info!(terminal = %alert.terminal, kind = %alert.kind, state = %alert.state, "alert: {}", alert.detail);
+                    tracing::info!(alert = alert.id, terminal = %alert.terminal, kind = %alert.kind, event, notified = ?channels, "alert: {}", alert.detail);
                 }
                 upstream.push(OutboxEntry {
                     topic: AlertTopic(site).to_string(),
@@ -353,7 +359,10 @@ fn persist_and_publish(
         let Some(alert) = fleet.mark_notified(id, &channels) else {
             continue;
         };
-        let queued: Vec<Queued> = notifications.into_iter().map(|n| Queued::new(n, now)).collect();
+        let queued: Vec<Queued> = notifications
+            .into_iter()
+            .map(|n| Queued::new(n, now))
+            .collect();
         notified = true;
         if let Err(e) = store.save_alert_transition(id, &alert, &queued) {
             tracing::error!(error = %e, alert = id, "cannot queue held notifications");

@@ -6,6 +6,7 @@
 //! timeout, and says what it was waiting for when it gives up.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod central;
 pub mod host;
 pub mod pg_server;

@@ -1,0 +1,569 @@
+//! Alerts reaching people: notifications to a real HTTP receiver (the
+//! `deploy/webhook-receiver.py` an operator tries the demo with) in the
+//! generic webhook, Slack, Teams and ntfy shapes; escalation,
+//! acknowledgement from `fleet`, a signed link and the dashboard in a real
+//! Chromium; a receiver that is down; a gateway killed with notifications
+//! pending.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use common::browser::Browser;
+use common::*;
+use serde_json::Value;
+
+/// `deploy/webhook-receiver.py` on a port of its own, logging to a file.
+struct Receiver {
+    port: u16,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Receiver {
+    fn start(dir: &Path) -> Receiver {
+        let mut r = Receiver {
+            port: free_port(),
+            log: dir.join("received.jsonl"),
+            child: None,
+        };
+        r.restart();
+        r
+    }
+
+    fn restart(&mut self) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/webhook-receiver.py");
+        self.child = Some(
+            Command::new("python3")
+                .arg(script)
+                .args(["--port", &self.port.to_string()])
+                .arg("--log")
+                .arg(&self.log)
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("python3 runs"),
+        );
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
+        wait_until("the webhook receiver listens", || {
+            std::net::TcpStream::connect(addr).is_ok()
+        });
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Every request received so far.
+    fn received(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Idempotency keys received on `path`, in order (a digest carries
+    /// several, comma-separated).
+    fn keys(&self, path: &str) -> Vec<String> {
+        self.received()
+            .iter()
+            .filter(|r| r["path"] == path)
+            .flat_map(|r| {
+                r["headers"]["idempotency-key"]
+                    .as_str()
+                    .unwrap_or("")
+                    .split(',')
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    fn bodies(&self, path: &str) -> Vec<Value> {
+        self.received()
+            .into_iter()
+            .filter(|r| r["path"] == path)
+            .map(|r| r["body"].clone())
+            .collect()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn config(receiver: &Receiver, extra: &str) -> String {
+    format!(
+        r#"
+[health]
+offline_after_secs = 2
+[alerting]
+public_url = "https://gateway.arena.example"
+[alerting.delivery]
+retry_min_secs = 1
+retry_max_secs = 2
+timeout_secs = 5
+[alerting.channels.ops]
+kind = "webhook"
+url = "{ops}"
+[alerting.channels.techs]
+kind = "ntfy"
+url = "{techs}"
+[alerting.channels.managers]
+kind = "teams"
+url = "{managers}"
+[alerting.channels.floor]
+kind = "slack"
+url = "{floor}"
+{extra}
+"#,
+        ops = receiver.url("/ops"),
+        techs = receiver.url("/arena-techs"),
+        managers = receiver.url("/managers"),
+        floor = receiver.url("/floor"),
+    )
+}
+
+fn press(gateway: &Gateway, terminal: &str, seq: u32) {
+    mosquitto_pub(
+        gateway.mqtt_port,
+        &format!("pressline/v1/term/{terminal}/press/json"),
+        &format!(r#"{{"seq": {seq}, "button": "happy"}}"#),
+    );
+}
+
+fn alert(gateway: &Gateway, id: u64) -> Value {
+    gateway
+        .get("/api/v1/alerts")
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == id)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+fn channel(gateway: &Gateway, name: &str) -> Value {
+    gateway.stats()["notification_channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["channel"] == name)
+        .cloned()
+        .unwrap()
+}
+
+#[test]
+fn an_alert_is_notified_escalated_acknowledged_and_recovered_and_a_receiver_outage_is_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut receiver = Receiver::start(dir.path());
+    let routes = r#"
+[[alerting.routes]]
+name = "technicians"
+kinds = ["offline"]
+channels = ["ops", "techs"]
+escalate_to = ["managers"]
+escalate_after_secs = 3
+"#;
+    let gateway = Gateway::start(
+        dir.path(),
+        GatewayOptions {
+            site: "arena".into(),
+            config_toml: Some(config(&receiver, routes)),
+            ..Default::default()
+        },
+    );
+
+    // A terminal presses once, then goes silent: offline.
+    press(&gateway, "door-1", 1);
+    wait_until(
+        "the raised notification reaches ops and the technicians",
+        || receiver.keys("/ops") == ["arena:1:1"] && receiver.keys("/") == ["arena:1:1"],
+    );
+    let raised = &receiver.bodies("/ops")[0];
+    assert_eq!(raised["schema"], "pressline.notification.v1");
+    assert_eq!(raised["idempotency_key"], "arena:1:1");
+    assert_eq!(raised["event"], "raised");
+    assert_eq!(raised["channel"], "ops");
+    assert_eq!(raised["title"], "Critical at arena");
+    assert!(
+        raised["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("terminal door-1: offline"),
+        "{raised}"
+    );
+    assert_eq!(raised["alert"]["schema"], "pressline.alert.v1");
+    assert_eq!(raised["alert"]["kind"], "offline");
+    assert_eq!(raised["alert"]["lifecycle"], "raised");
+    let link = raised["ack_url"].as_str().unwrap();
+    assert!(
+        link.starts_with("https://gateway.arena.example/ack/1?exp="),
+        "{link}"
+    );
+    // ntfy: JSON publishing to the server root, the topic inside.
+    let ntfy = &receiver.bodies("/")[0];
+    assert_eq!(ntfy["topic"], "arena-techs");
+    assert_eq!(ntfy["priority"], 5);
+    assert_eq!(ntfy["actions"][0]["label"], "Acknowledge");
+    // Slack's channel is on no route: it hears nothing.
+    assert!(receiver.keys("/floor").is_empty());
+
+    // Nobody acknowledges within 3 s: the managers' Teams channel hears.
+    wait_until("the escalation reaches the managers", || {
+        receiver.keys("/managers") == ["arena:1:2"]
+    });
+    let card = &receiver.bodies("/managers")[0];
+    assert_eq!(
+        card["attachments"][0]["contentType"],
+        "application/vnd.microsoft.card.adaptive"
+    );
+    let texts = card["attachments"][0]["content"]["body"].to_string();
+    assert!(
+        texts.contains("Escalated, nobody has acknowledged"),
+        "{texts}"
+    );
+    assert_eq!(alert(&gateway, 1)["event"], "escalated");
+
+    // Acknowledged from the fleet CLI: everyone told so far hears who.
+    let fleet_config = dir.path().join("fleet.toml");
+    add_site(&fleet_config, "arena", &gateway);
+    let (code, out, err) = fleet(
+        &fleet_config,
+        &[
+            "alerts",
+            "ack",
+            "1",
+            "--site",
+            "arena",
+            "--by",
+            "Anna",
+            "--note",
+            "on my way",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("alert 1 at arena acknowledged by Anna"),
+        "{out}"
+    );
+    wait_until(
+        "the acknowledgement reaches ops, technicians and managers",
+        || {
+            receiver.keys("/ops").contains(&"arena:1:3".to_string())
+                && receiver.keys("/").contains(&"arena:1:3".to_string())
+                && receiver
+                    .keys("/managers")
+                    .contains(&"arena:1:3".to_string())
+        },
+    );
+    let ack = receiver.bodies("/ops").pop().unwrap();
+    assert_eq!(ack["event"], "acknowledged");
+    assert_eq!(ack["title"], "Acknowledged by Anna at arena");
+    assert!(ack["ack_url"].is_null(), "no link once acknowledged");
+    let (_, listed, _) = fleet(&fleet_config, &["alerts"]);
+    assert!(
+        listed.contains("acknowledged") && listed.contains("Anna"),
+        "{listed}"
+    );
+
+    // The receiver goes down; the terminal comes back: the recovery waits.
+    receiver.stop();
+    press(&gateway, "door-1", 2);
+    wait_until("the ops channel reports failing", || {
+        let c = channel(&gateway, "ops");
+        c["failing"] == true && c["pending"].as_u64() == Some(1)
+    });
+    let error = channel(&gateway, "ops")["last_error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("cannot reach the receiver"), "{error}");
+    assert!(gateway.metrics().contains(
+        "pressline_notification_channel_failing{site=\"arena\",channel=\"ops\",kind=\"webhook\"} 1"
+    ));
+    let (code, status, warnings) = fleet(&fleet_config, &["status"]);
+    assert!(status.contains("FAILING: "), "{status}");
+    assert!(
+        warnings.contains("notification channel \"ops\" failing"),
+        "{warnings}"
+    );
+    assert_eq!(code, 1, "a failing channel is a problem for scripts too");
+    assert_eq!(alert(&gateway, 1)["lifecycle"], "recovered");
+
+    // Back up: the retries deliver it, once per channel.
+    receiver.restart();
+    wait_until("the recovery is delivered after the outage", || {
+        ["/ops", "/", "/managers"]
+            .iter()
+            .all(|p| receiver.keys(p).contains(&"arena:1:4".to_string()))
+    });
+    wait_until("the channel is healthy again", || {
+        channel(&gateway, "ops")["failing"] == false
+    });
+    for path in ["/ops", "/", "/managers"] {
+        let keys = receiver.keys(path);
+        let mut unique = keys.clone();
+        unique.dedup();
+        assert_eq!(keys, unique, "{path}: each transition once, in order");
+    }
+    assert_eq!(
+        receiver.keys("/ops"),
+        ["arena:1:1", "arena:1:3", "arena:1:4"]
+    );
+    assert_eq!(
+        receiver.keys("/managers"),
+        ["arena:1:2", "arena:1:3", "arena:1:4"]
+    );
+    let recovered = receiver.bodies("/ops").pop().unwrap();
+    assert_eq!(
+        (
+            recovered["event"].as_str(),
+            recovered["alert"]["lifecycle"].as_str()
+        ),
+        (Some("recovered"), Some("recovered"))
+    );
+
+    // Response figures: acknowledged and recovered, in the API and metrics.
+    let response = gateway.get("/api/v1/alerts/response");
+    assert_eq!(response["overall"]["alerts"], 1);
+    assert_eq!(response["overall"]["acknowledged"], 1);
+    assert_eq!(response["overall"]["recovered"], 1);
+    assert!(response["overall"]["ack_median_secs"].as_f64().unwrap() >= 3.0);
+    assert!(gateway
+        .metrics()
+        .contains("pressline_alert_ack_seconds_count{site=\"arena\",zone=\"all\"} 1"));
+
+    // A second terminal goes offline; its signed link acknowledges it.
+    press(&gateway, "door-2", 1);
+    wait_until("the second alert's notification", || {
+        receiver.keys("/ops").contains(&"arena:2:1".to_string())
+    });
+    let body = receiver
+        .bodies("/ops")
+        .into_iter()
+        .find(|b| b["idempotency_key"] == "arena:2:1")
+        .unwrap();
+    let link = body["ack_url"]
+        .as_str()
+        .unwrap()
+        .replace("https://gateway.arena.example", &gateway.url());
+    let page = ureq::get(&link).call().unwrap().into_string().unwrap();
+    assert!(
+        page.contains("Acknowledge this alert?") && page.contains("door-2"),
+        "{page}"
+    );
+    assert_eq!(
+        alert(&gateway, 2)["lifecycle"],
+        "raised",
+        "opening the link changes nothing"
+    );
+    let url = url_parts(&link);
+    let tampered = ureq::post(&format!("{}/ack/2", gateway.url())).send_form(&[
+        ("exp", &url["exp"]),
+        ("by", "someone else"),
+        ("sig", &url["sig"]),
+        ("name", "Mallory"),
+    ]);
+    assert!(matches!(tampered, Err(ureq::Error::Status(403, _))));
+    let done = ureq::post(&format!("{}/ack/2", gateway.url()))
+        .send_form(&[
+            ("exp", &url["exp"]),
+            ("by", &url["by"]),
+            ("sig", &url["sig"]),
+            ("name", "Ben"),
+        ])
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(
+        done.contains("Acknowledged") && done.contains("By Ben"),
+        "{done}"
+    );
+    let second = alert(&gateway, 2);
+    assert_eq!(second["acknowledged_by"], "Ben");
+    assert_eq!(second["ack_note"], "acknowledged from the link sent to ops");
+    // An API acknowledgement of an unknown alert is a clear 404.
+    let unknown = ureq::post(&format!("{}/api/v1/alerts/99/ack", gateway.url()))
+        .set("Authorization", &format!("Bearer {}", gateway.token()))
+        .send_json(serde_json::json!({"by": "Anna"}));
+    assert!(matches!(unknown, Err(ureq::Error::Status(404, _))));
+}
+
+fn url_parts(link: &str) -> BTreeMap<String, String> {
+    let query = link.split_once('?').unwrap().1;
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| {
+            let v = v.replace('+', " ");
+            // The values here are hex, digits and channel names.
+            let v = v.replace("%20", " ");
+            (k.to_string(), v)
+        })
+        .collect()
+}
+
+#[test]
+fn a_gateway_killed_with_notifications_pending_delivers_each_transition_once_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    // The receiver is down from the start: everything queues.
+    let mut receiver = Receiver::start(dir.path());
+    receiver.stop();
+    let routes = r#"
+[[alerting.routes]]
+name = "ops"
+channels = ["ops", "floor"]
+"#;
+    let mut gateway = Gateway::start(
+        dir.path(),
+        GatewayOptions {
+            site: "arena".into(),
+            config_toml: Some(config(&receiver, routes)),
+            ..Default::default()
+        },
+    );
+    let terminals = ["t-1", "t-2", "t-3"];
+    for t in terminals {
+        press(&gateway, t, 1);
+    }
+    wait_until("three offline alerts", || {
+        gateway
+            .get("/api/v1/alerts?open=true")
+            .as_array()
+            .unwrap()
+            .len()
+            == 3
+    });
+    for t in terminals {
+        press(&gateway, t, 2);
+    }
+    // Raised and recovered, for two channels: twelve notifications queued
+    // (the queue, read from the store, is what `pending` counts).
+    wait_until("twelve notifications pending in the store", || {
+        channel(&gateway, "ops")["pending"] == 6 && channel(&gateway, "floor")["pending"] == 6
+    });
+    gateway.kill9();
+
+    receiver.restart();
+    gateway.restart_after_crash();
+    let expected: Vec<String> = (1..=3)
+        .flat_map(|id| [format!("arena:{id}:1"), format!("arena:{id}:2")])
+        .collect();
+    wait_until(
+        "every pending transition delivered after the restart",
+        || {
+            ["/ops", "/floor"].iter().all(|p| {
+                let keys = receiver.keys(p);
+                expected.iter().all(|k| keys.contains(k))
+            })
+        },
+    );
+    for path in ["/ops", "/floor"] {
+        let keys = receiver.keys(path);
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for k in &keys {
+            *counts.entry(k).or_default() += 1;
+        }
+        assert!(
+            counts.values().all(|&n| n == 1),
+            "{path}: each key once: {keys:?}"
+        );
+    }
+    // Slack got six at once: more than coalesce_above (3), one digest.
+    let slack = receiver.bodies("/floor");
+    assert!(
+        slack.iter().any(|b| b["blocks"][0]["type"] == "header"),
+        "a digest: {slack:?}"
+    );
+    // The generic webhook is never coalesced: one document per transition.
+    assert!(receiver
+        .bodies("/ops")
+        .iter()
+        .all(|b| b["idempotency_key"].is_string()));
+}
+
+#[test]
+fn an_alert_is_acknowledged_from_the_dashboard_in_a_real_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(dir.path());
+    let routes = r#"
+[[alerting.routes]]
+name = "ops"
+channels = ["ops"]
+"#;
+    let gateway = Gateway::start(
+        dir.path(),
+        GatewayOptions {
+            site: "arena".into(),
+            config_toml: Some(config(&receiver, routes)),
+            ..Default::default()
+        },
+    );
+    press(&gateway, "door-1", 1);
+    wait_until("an open alert", || {
+        alert(&gateway, 1)["lifecycle"] == "raised"
+    });
+
+    let mut browser = Browser::open(&format!("{}/?token={}", gateway.url(), gateway.token()));
+    browser.wait_for(
+        "the alert with its Acknowledge button",
+        "!!document.querySelector('[data-alert=\"1\"] button[data-ack=\"1\"]')",
+    );
+    // Without a name the page asks for one and acknowledges nothing.
+    browser.eval("document.querySelector('button[data-ack=\"1\"]').click(); true");
+    browser.wait_for(
+        "the name is asked for",
+        "document.getElementById('ack-error').textContent.includes('name')",
+    );
+    assert_eq!(alert(&gateway, 1)["lifecycle"], "raised");
+    browser.eval(
+        "document.getElementById('ack-name').value = 'Chloe'; \
+         document.querySelector('button[data-ack=\"1\"]').click(); true",
+    );
+    wait_until("the gateway records the acknowledgement", || {
+        alert(&gateway, 1)["acknowledged_by"] == "Chloe"
+    });
+    browser.wait_for(
+        "the page shows who is on it",
+        "document.querySelector('[data-alert=\"1\"]').textContent.includes('acknowledged by Chloe')",
+    );
+    wait_until("the acknowledgement is notified", || {
+        receiver.keys("/ops") == ["arena:1:1", "arena:1:2"]
+    });
+    assert_eq!(
+        browser.eval("localStorage.getItem('pressline-name')"),
+        "Chloe",
+        "remembered"
+    );
+    browser.wait_for(
+        "the channel table",
+        "document.querySelector('#channels [data-channel=\"ops\"]') !== null",
+    );
+    // A later live update from the gateway counts the acknowledgement.
+    browser.wait_for(
+        "the response table counts the acknowledgement",
+        "document.querySelector('#response tr:nth-child(2) td:nth-child(3)').textContent === '1'",
+    );
+
+    let artifact = bin("gateway")
+        .parent()
+        .unwrap()
+        .join("dashboard-acknowledged.png");
+    browser.screenshot(&artifact);
+    assert!(std::fs::metadata(&artifact)
+        .map(|m| m.len() > 10_000)
+        .unwrap_or(false));
+    eprintln!("dashboard screenshot: {}", artifact.display());
+}
