@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use pressline_gateway::alerting::config::{ChannelConfig, ChannelKind, RouteConfig};
 use pressline_gateway::config::{Config, DEFAULT_TOML};
 use pressline_gateway::terminals::identity::{ModeSource, SecurityMode};
 
@@ -35,11 +36,67 @@ enum Command {
         /// Number of simulated terminals.
         #[arg(long, default_value_t = 8)]
         terminals: usize,
+        /// Send every alert to this URL (e.g. `deploy/webhook-receiver.py`
+        /// on http://127.0.0.1:9000/hook, or a Slack, Teams or ntfy URL
+        /// with --webhook-kind).
+        #[arg(long)]
+        webhook: Option<String>,
+        /// What the --webhook URL is.
+        #[arg(long, value_enum, default_value = "webhook")]
+        webhook_kind: WebhookKind,
         #[command(flatten)]
         run: RunArgs,
     },
     /// Print the documented default configuration (TOML).
     GenerateConfig,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum WebhookKind {
+    Webhook,
+    Slack,
+    Teams,
+    Ntfy,
+}
+
+impl From<WebhookKind> for ChannelKind {
+    fn from(k: WebhookKind) -> ChannelKind {
+        match k {
+            WebhookKind::Webhook => ChannelKind::Webhook,
+            WebhookKind::Slack => ChannelKind::Slack,
+            WebhookKind::Teams => ChannelKind::Teams,
+            WebhookKind::Ntfy => ChannelKind::Ntfy,
+        }
+    }
+}
+
+/// `gateway demo --webhook URL`: every alert to that URL, with acknowledge
+/// links back to this gateway's HTTP address.
+fn demo_webhook(config: &mut Config, url: String, kind: WebhookKind) {
+    config.alerting.channels.insert(
+        "demo".into(),
+        ChannelConfig {
+            kind: kind.into(),
+            url: Some(url),
+            url_file: None,
+            token_file: None,
+        },
+    );
+    config.alerting.routes.push(RouteConfig {
+        name: "demo: every alert".into(),
+        channels: vec!["demo".into()],
+        ..RouteConfig::default()
+    });
+    if config.alerting.public_url.is_none() {
+        let http = config.http.listen;
+        let host = if http.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            http.ip().to_string()
+        };
+        let scheme = if config.http.tls_cert_file.is_some() { "https" } else { "http" };
+        config.alerting.public_url = Some(format!("{scheme}://{host}:{}", http.port()));
+    }
 }
 
 #[derive(Debug, Args)]
@@ -156,8 +213,16 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Command::Run(args) => args.into_config(),
-        Command::Demo { terminals, run } => run.into_config().map(|(mut c, _)| {
+        Command::Demo {
+            terminals,
+            webhook,
+            webhook_kind,
+            run,
+        } => run.into_config().map(|(mut c, _)| {
             open_for_demo(&mut c);
+            if let Some(url) = webhook {
+                demo_webhook(&mut c, url, webhook_kind);
+            }
             (c, Some(terminals))
         }),
     }

@@ -567,3 +567,51 @@ channels = ["ops"]
         .unwrap_or(false));
     eprintln!("dashboard screenshot: {}", artifact.display());
 }
+
+#[test]
+fn gateway_demo_posts_alerts_to_a_local_webhook_receiver() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(dir.path());
+    // The README's demo, with a lower bar for the zone rule so the demo's
+    // unhappy food court alarms within seconds.
+    let config = dir.path().join("demo.toml");
+    std::fs::write(&config, "[scores]\nmin_presses = 3\n").unwrap();
+    let http = free_port();
+    let log = std::fs::File::create(dir.path().join("demo.log")).unwrap();
+    let mut demo = Command::new(bin("gateway"))
+        .args(["demo", "--terminals", "6", "--webhook", &receiver.url("/hook")])
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--mqtt-listen")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--mqtt-v5-listen")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--http-listen")
+        .arg(format!("127.0.0.1:{http}"))
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    wait_until("the demo's unhappy zone is posted to the receiver", || {
+        receiver
+            .bodies("/hook")
+            .iter()
+            .any(|b| b["alert"]["kind"] == "zone_unhappy" && b["event"] == "raised")
+    });
+    let raised = receiver
+        .bodies("/hook")
+        .into_iter()
+        .find(|b| b["alert"]["kind"] == "zone_unhappy")
+        .unwrap();
+    assert_eq!(raised["alert"]["zone"], "north-food");
+    assert_eq!(raised["title"], "Unhappy zone at demo-site");
+    // The link points back at the demo's own HTTP address, and works.
+    let link = raised["ack_url"].as_str().unwrap();
+    assert!(link.starts_with(&format!("http://127.0.0.1:{http}/ack/")), "{link}");
+    let page = ureq::get(link).call().unwrap().into_string().unwrap();
+    assert!(page.contains("North stand food court"), "{page}");
+    let _ = demo.kill();
+    let _ = demo.wait();
+}
