@@ -184,6 +184,19 @@ pub async fn run(
         config.alerting.link_valid_hours,
     )?;
     let notifier = crate::alerting::delivery::Notifier::new(&config.alerting, link_signer)?;
+    for route in &config.alerting.routes {
+        for zone in route
+            .zones
+            .iter()
+            .filter(|z| !config.zones.contains_key(*z))
+        {
+            // Zones can also come from terminal registrations, so not an error.
+            tracing::warn!(route = %route.name, %zone, "alerting route names a zone that is not in [zones]: it matches only terminals registered into that zone");
+        }
+    }
+    if !config.alerting.channels.is_empty() && config.alerting.public_url.is_none() {
+        tracing::info!("alerting.public_url is not set: notifications carry no acknowledge links");
+    }
     let registry = crate::terminals::registry::Registry::load(
         &config.site,
         config.health.clone(),

@@ -94,7 +94,11 @@ fn demo_webhook(config: &mut Config, url: String, kind: WebhookKind) {
         } else {
             http.ip().to_string()
         };
-        let scheme = if config.http.tls_cert_file.is_some() { "https" } else { "http" };
+        let scheme = if config.http.tls_cert_file.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         config.alerting.public_url = Some(format!("{scheme}://{host}:{}", http.port()));
     }
 }

@@ -195,9 +195,10 @@ pub struct Alert {
     pub site: String,
     pub terminal: String,
     /// `offline`, `low_battery`, `weak_wifi`, `stuck_button`,
-    /// `queue_filling`, `clock_skew`, or `zone_unhappy` for a zone.
+    /// `queue_filling`, `clock_skew`, or `zone_unhappy` / `zone_happy`
+    /// (praise) for a zone.
     pub kind: String,
-    /// `critical` or `warning`.
+    /// `critical`, `warning` or `info`.
     pub severity: String,
     /// `raised` or `cleared`: whether the condition still holds.
     pub state: String,

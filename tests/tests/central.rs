@@ -618,3 +618,55 @@ fn consumers_reach_the_cluster_over_tls_signed_by_a_private_ca() {
     let (ids, _) = stored_ids(&pg);
     assert!(expected_ids("vault", "v", 2, 50, 0).is_subset(&ids));
 }
+
+#[test]
+fn an_alert_row_keeps_its_latest_lifecycle_revision_whatever_order_documents_arrive_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = RabbitCluster::start(dir.path());
+    let pg = Postgres::start();
+    let consumer = Central::start(&[cluster.amqp_url(1)], &pg.url(), &[]);
+    let publish = |payload: &str| {
+        let out = std::process::Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &cluster.mqtt_ports[2].to_string()])
+            .args(["-q", "1", "-t", "pressline/v1/arena/alert", "-m", payload])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let base = r#""schema":"pressline.alert.v1","site":"arena","terminal":"","zone":"food","kind":"zone_unhappy","severity":"critical","raised_at":"2026-11-30T12:00:00.000Z","detail":"Food court: 62%""#;
+    publish(&format!(
+        r#"{{"id":7,{base},"state":"raised","lifecycle":"raised","revision":1,"event":"raised"}}"#
+    ));
+    publish(&format!(
+        r#"{{"id":7,{base},"state":"raised","lifecycle":"acknowledged","revision":3,"event":"acknowledged","escalated_at":"2026-11-30T12:10:00.000Z","acknowledged_at":"2026-11-30T12:12:30.000Z","acknowledged_by":"Anna","ack_note":"on my way"}}"#
+    ));
+    // The escalation, late (another path through the cluster): ignored.
+    publish(&format!(
+        r#"{{"id":7,{base},"state":"raised","lifecycle":"raised","revision":2,"event":"escalated","escalated_at":"2026-11-30T12:10:00.000Z"}}"#
+    ));
+    // A gateway that predates the lifecycle: raised, then cleared.
+    publish(&format!(r#"{{"id":8,{base},"state":"raised"}}"#));
+    publish(&format!(
+        r#"{{"id":8,{base},"state":"cleared","cleared_at":"2026-11-30T12:20:00.000Z"}}"#
+    ));
+    wait_until("five alert documents consumed", || {
+        consumer.stats()["messages"]["alert"] == 5
+    });
+    wait_until("the rows", || pg.psql("SELECT count(*) FROM alerts") == "2");
+    assert_eq!(
+        pg.psql(
+            "SELECT lifecycle || ' ' || revision || ' ' || acknowledged_by || ' ' || ack_note || ' ' || \
+             extract(epoch FROM acknowledged_at - raised_at) || ' ' || (escalated_at IS NOT NULL) \
+             FROM alerts WHERE id = 7"
+        ),
+        "acknowledged 3 Anna on my way 750.000000 true"
+    );
+    assert_eq!(
+        pg.psql("SELECT state || ' ' || revision || ' ' || coalesce(lifecycle, '-') FROM alerts WHERE id = 8"),
+        "cleared 0 -"
+    );
+}

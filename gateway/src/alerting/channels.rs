@@ -42,6 +42,8 @@ pub fn summary(alert: &Alert) -> (String, String) {
     };
     let what = if alert.kind == "zone_unhappy" {
         "Unhappy zone"
+    } else if alert.kind == "zone_happy" {
+        "Praise: a zone doing very well"
     } else if alert.severity == "critical" {
         "Critical"
     } else {
@@ -73,7 +75,7 @@ pub fn summary(alert: &Alert) -> (String, String) {
 fn priority(alert: &Alert) -> u8 {
     match alert.event.as_deref() {
         Some(RAISED) | Some(REOPENED) | Some(ESCALATED) if alert.severity == "critical" => 5,
-        Some(RAISED) | Some(REOPENED) | Some(ESCALATED) => 4,
+        Some(RAISED) | Some(REOPENED) | Some(ESCALATED) if alert.severity == "warning" => 4,
         _ => 3,
     }
 }
@@ -82,6 +84,7 @@ fn tag(alert: &Alert) -> &'static str {
     match alert.event.as_deref() {
         Some(ACKNOWLEDGED) => "eyes",
         Some(RECOVERED) | Some(CLOSED) => "white_check_mark",
+        _ if alert.kind == "zone_happy" => "tada",
         _ if alert.severity == "critical" => "rotating_light",
         _ => "warning",
     }

@@ -201,11 +201,18 @@ pub const KINDS: &[&str] = &[
     "queue_filling",
     "clock_skew",
     "zone_unhappy",
+    "zone_happy",
 ];
 
 impl AlertingConfig {
     /// Every reference resolves and every value parses.
     pub fn validate(&self) -> anyhow::Result<()> {
+        if self.link_valid_hours == 0 {
+            bail!("alerting.link_valid_hours must be at least 1");
+        }
+        if self.delivery.timeout_secs == 0 || self.delivery.retry_min_secs == 0 {
+            bail!("alerting.delivery.timeout_secs and retry_min_secs must be at least 1");
+        }
         if let Some(url) = &self.public_url {
             let parsed = url::Url::parse(url)
                 .with_context(|| format!("alerting.public_url {url:?} is not a URL"))?;

@@ -178,6 +178,7 @@ pub fn render(state: &ApiState) -> String {
         health::QUEUE_FILLING,
         health::CLOCK_SKEW,
         health::ZONE_UNHAPPY,
+        health::ZONE_HAPPY,
     ] {
         let n = fleet
             .alerts()

@@ -53,6 +53,11 @@ pub struct ScoresConfig {
     pub min_presses: u32,
     /// The alert clears below `unhappy_percent - clear_margin_percent`.
     pub clear_margin_percent: u8,
+    /// Praise: a zone where at least this share (percent) of at least
+    /// `min_presses` counted presses in the window are happy or very happy
+    /// raises an informational `zone_happy` alert (it clears
+    /// `clear_margin_percent` below). 0: off.
+    pub praise_percent: u8,
 }
 
 impl Default for ScoresConfig {
@@ -64,6 +69,7 @@ impl Default for ScoresConfig {
             unhappy_percent: 40,
             min_presses: 10,
             clear_margin_percent: 10,
+            praise_percent: 0,
         }
     }
 }
@@ -162,8 +168,19 @@ pub struct TimelinePoint {
 pub struct ZoneTransition {
     pub zone: String,
     pub name: String,
-    pub unhappy: bool,
+    pub rule: ZoneRule,
+    /// The rule now holds (raise) or no longer does (clear).
+    pub active: bool,
     pub detail: String,
+}
+
+/// The zone rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ZoneRule {
+    /// Visitors turned unhappy.
+    Unhappy,
+    /// Visitors are unusually happy (praise, `praise_percent`).
+    Happy,
 }
 
 /// What changed since the last checkpoint: day deltas to add to what the
@@ -248,6 +265,7 @@ pub struct Scores {
     /// (zone, button, counted) → presses since start, for metrics.
     totals: BTreeMap<(Arc<str>, Button, bool), u64>,
     unhappy_zones: BTreeMap<String, bool>,
+    happy_zones: BTreeMap<String, bool>,
 }
 
 /// How a press-log record is folded in.
@@ -307,6 +325,7 @@ impl Scores {
             today: 0,
             totals: BTreeMap::new(),
             unhappy_zones: BTreeMap::new(),
+            happy_zones: BTreeMap::new(),
         };
         scores.today = scores.local_day(now_ms);
         scores
@@ -730,12 +749,46 @@ impl Scores {
                         self.config.alert_window_secs / 60,
                         threshold
                     ),
+                    zone: zone.clone(),
+                    rule: ZoneRule::Unhappy,
+                    active: now,
+                });
+            }
+            let praise = self.config.praise_percent;
+            if praise == 0 {
+                continue;
+            }
+            let happy = if f.counted > 0 { 100.0 - share } else { 0.0 };
+            let was = self.happy_zones.get(&zone).copied().unwrap_or(false);
+            let now = if was {
+                f.counted > 0
+                    && happy >= praise.saturating_sub(self.config.clear_margin_percent) as f64
+            } else {
+                f.counted >= min as u64 && happy >= praise as f64
+            };
+            if now != was {
+                self.happy_zones.insert(zone.clone(), now);
+                changes.push(ZoneTransition {
+                    name: self.zone_name(&zone),
+                    detail: format!(
+                        "{:.0}% happy of {} counted presses in the last {} min (praise at {}%)",
+                        happy,
+                        f.counted,
+                        self.config.alert_window_secs / 60,
+                        praise
+                    ),
                     zone,
-                    unhappy: now,
+                    rule: ZoneRule::Happy,
+                    active: now,
                 });
             }
         }
         changes
+    }
+
+    /// Marks zones already praised (restored alerts) without a transition.
+    pub fn restore_happy(&mut self, zone: &str) {
+        self.happy_zones.insert(zone.to_string(), true);
     }
 
     /// Marks zones already unhappy (restored alerts) without a transition.
@@ -881,7 +934,7 @@ mod tests {
         }
         let t = s.evaluate_zones(T0 + 10_000);
         assert_eq!(t.len(), 1);
-        assert!(t[0].unhappy && t[0].zone == "food");
+        assert!(t[0].active && t[0].rule == ZoneRule::Unhappy && t[0].zone == "food");
         assert!(s.evaluate_zones(T0 + 11_000).is_empty(), "raised once");
         assert!(s.window(T0 + 11_000, Window::FiveMinutes).zones[0].unhappy_alert);
         // 6 of 16 = 37.5%: below 40 but above 30, still unhappy.
@@ -909,7 +962,74 @@ mod tests {
         }
         let t = s.evaluate_zones(T0 + 31_000);
         assert_eq!(t.len(), 1);
-        assert!(!t[0].unhappy);
+        assert!(!t[0].active);
+    }
+
+    #[test]
+    fn a_zone_doing_very_well_is_praised_when_praise_is_on() {
+        let config = ScoresConfig {
+            praise_percent: 90,
+            ..ScoresConfig::default()
+        };
+        let mut s = scores(config, T0);
+        // 10 of 10 happy: praised once.
+        for i in 0..10 {
+            record(
+                &mut s,
+                T0 + i * 1000,
+                "f1",
+                Button::VeryHappy,
+                T0 + i * 1000,
+                true,
+            );
+        }
+        let t = s.evaluate_zones(T0 + 10_000);
+        assert_eq!(t.len(), 1, "{t:?}");
+        assert!(t[0].active && t[0].rule == ZoneRule::Happy && t[0].zone == "food");
+        assert!(
+            t[0].detail.starts_with("100% happy of 10"),
+            "{}",
+            t[0].detail
+        );
+        assert!(s.evaluate_zones(T0 + 11_000).is_empty());
+        // 2 unhappy of 12: 83% happy, above 80: still praised; 3 of 13 (77%): cleared.
+        for i in 0..2 {
+            record(
+                &mut s,
+                T0 + 12_000,
+                "f2",
+                Button::Unhappy,
+                T0 + 12_000 + i,
+                true,
+            );
+        }
+        assert!(s.evaluate_zones(T0 + 13_000).is_empty());
+        record(
+            &mut s,
+            T0 + 14_000,
+            "f2",
+            Button::Unhappy,
+            T0 + 14_000,
+            true,
+        );
+        let t = s.evaluate_zones(T0 + 15_000);
+        assert!(
+            matches!(&t[..], [z] if z.rule == ZoneRule::Happy && !z.active),
+            "{t:?}"
+        );
+        // Off by default: the same presses praise nobody.
+        let mut off = scores(ScoresConfig::default(), T0);
+        for i in 0..10 {
+            record(
+                &mut off,
+                T0 + i * 1000,
+                "f1",
+                Button::VeryHappy,
+                T0 + i * 1000,
+                true,
+            );
+        }
+        assert!(off.evaluate_zones(T0 + 10_000).is_empty());
     }
 
     #[test]

@@ -82,12 +82,14 @@ pub const QUEUE_FILLING: &str = "queue_filling";
 pub const CLOCK_SKEW: &str = "clock_skew";
 /// A zone's visitors turned unhappy (from the scores engine).
 pub const ZONE_UNHAPPY: &str = "zone_unhappy";
+/// A zone's visitors are unusually happy: praise (`scores.praise_percent`).
+pub const ZONE_HAPPY: &str = "zone_happy";
 
 fn severity(kind: &str) -> &'static str {
-    if kind == OFFLINE || kind == ZONE_UNHAPPY {
-        "critical"
-    } else {
-        "warning"
+    match kind {
+        OFFLINE | ZONE_UNHAPPY => "critical",
+        ZONE_HAPPY => "info",
+        _ => "warning",
     }
 }
 
@@ -150,8 +152,8 @@ pub struct Fleet {
     terminals: BTreeMap<String, TerminalState>,
     alerts: BTreeMap<u64, Alert>,
     next_alert_id: u64,
-    /// zone → id of its open `zone_unhappy` alert.
-    open_zone_alerts: BTreeMap<String, u64>,
+    /// (kind, zone) → id of its open zone alert (`zone_unhappy`, `zone_happy`).
+    open_zone_alerts: BTreeMap<(String, String), u64>,
     /// Cleared alerts past `alert_history`, to delete from the store.
     forgotten: Vec<u64>,
     /// A recovered alert closes after this long without its condition
@@ -194,7 +196,7 @@ impl Fleet {
         fleet.open_zone_alerts = alerts
             .iter()
             .filter(|a| a.state == "raised")
-            .filter_map(|a| a.zone.clone().map(|z| (z, a.id)))
+            .filter_map(|a| a.zone.clone().map(|z| ((a.kind.clone(), z), a.id)))
             .collect();
         fleet.alerts = alerts
             .into_iter()
@@ -639,29 +641,47 @@ impl Fleet {
         unhappy: bool,
         detail: String,
     ) -> Option<Alert> {
-        match (self.open_zone_alerts.get(zone).copied(), unhappy) {
+        self.set_zone_condition(now_ms, ZONE_UNHAPPY, zone, zone_name, unhappy, detail)
+    }
+
+    /// Raises or clears a zone alert of `kind` (`zone_unhappy`,
+    /// `zone_happy`); returns the alert if its state changed.
+    pub fn set_zone_condition(
+        &mut self,
+        now_ms: i64,
+        kind: &str,
+        zone: &str,
+        zone_name: &str,
+        active: bool,
+        detail: String,
+    ) -> Option<Alert> {
+        let key = (kind.to_string(), zone.to_string());
+        match (self.open_zone_alerts.get(&key).copied(), active) {
             (None, true) => {
                 let alert = self.raise_or_reopen(
                     "",
                     Some(zone),
-                    ZONE_UNHAPPY,
+                    kind,
                     now_ms,
                     format!("{zone_name}: {detail}"),
                 );
-                self.open_zone_alerts.insert(zone.to_string(), alert.id);
+                self.open_zone_alerts.insert(key, alert.id);
                 Some(alert)
             }
             (Some(id), false) => {
-                self.open_zone_alerts.remove(zone);
+                self.open_zone_alerts.remove(&key);
                 self.clear(id, now_ms)
             }
             _ => None,
         }
     }
 
-    /// Zones with an open `zone_unhappy` alert.
-    pub fn unhappy_zones(&self) -> impl Iterator<Item = &str> {
-        self.open_zone_alerts.keys().map(String::as_str)
+    /// Zones with an open alert of `kind`.
+    pub fn zones_with<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a str> {
+        self.open_zone_alerts
+            .keys()
+            .filter(move |(k, _)| k == kind)
+            .map(|(_, z)| z.as_str())
     }
 
     /// The health document of a terminal.
@@ -838,6 +858,35 @@ mod tests {
         assert_eq!(
             f.acknowledge(T0, 99, "Anna", None),
             Err(AckError::Unknown(99))
+        );
+    }
+
+    #[test]
+    fn praise_is_its_own_informational_alert_and_survives_a_restart() {
+        let mut f = Fleet::new("arena", HealthConfig::default());
+        let praise = f
+            .set_zone_condition(T0, ZONE_HAPPY, "bar", "South bar", true, "95% happy".into())
+            .unwrap();
+        assert_eq!(
+            (praise.kind.as_str(), praise.severity.as_str()),
+            (ZONE_HAPPY, "info")
+        );
+        assert_eq!(praise.detail, "South bar: 95% happy");
+        // The same zone turning unhappy later is another alert.
+        let unhappy = f
+            .set_zone_unhappy(T0 + 1, "bar", "South bar", true, "50%".into())
+            .unwrap();
+        assert_ne!(unhappy.id, praise.id);
+        let restored = Fleet::restore(
+            "arena",
+            HealthConfig::default(),
+            Vec::new(),
+            f.alerts().cloned().collect(),
+        );
+        assert_eq!(restored.zones_with(ZONE_HAPPY).collect::<Vec<_>>(), ["bar"]);
+        assert_eq!(
+            restored.zones_with(ZONE_UNHAPPY).collect::<Vec<_>>(),
+            ["bar"]
         );
     }
 

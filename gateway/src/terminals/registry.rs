@@ -21,7 +21,7 @@ use crate::alerting::delivery::Queued;
 use crate::alerting::lifecycle::AckError;
 use crate::alerting::routing::{Notification, Routing};
 use crate::clock::unix_ms_now;
-use crate::insight::scores::{Scores, UNASSIGNED};
+use crate::insight::scores::{Scores, ZoneRule, UNASSIGNED};
 use crate::store::{OutboxEntry, Store};
 use crate::terminals::health::{Fleet, FleetEvent, HealthConfig, TerminalState};
 
@@ -83,8 +83,11 @@ impl Registry {
         let alerts = store.load_alerts();
         let mut fleet = Fleet::restore(site, health, terminals, alerts);
         fleet.set_close_after(outlets.close_after_secs);
-        for zone in fleet.unhappy_zones() {
+        for zone in fleet.zones_with(crate::terminals::health::ZONE_UNHAPPY) {
             scores.restore_unhappy(zone);
+        }
+        for zone in fleet.zones_with(crate::terminals::health::ZONE_HAPPY) {
+            scores.restore_happy(zone);
         }
         Registry {
             fleet: Arc::new(Mutex::new(fleet)),
@@ -198,11 +201,16 @@ fn tick_rules(registry: &Registry, now_ms: i64) -> (Vec<FleetEvent>, Vec<Notific
     let mut scores = registry.scores();
     scores.prune(now_ms);
     for change in scores.evaluate_zones(now_ms) {
-        if let Some(alert) = fleet.set_zone_unhappy(
+        let kind = match change.rule {
+            ZoneRule::Unhappy => crate::terminals::health::ZONE_UNHAPPY,
+            ZoneRule::Happy => crate::terminals::health::ZONE_HAPPY,
+        };
+        if let Some(alert) = fleet.set_zone_condition(
             now_ms,
+            kind,
             &change.zone,
             &change.name,
-            change.unhappy,
+            change.active,
             change.detail,
         ) {
             events.push(FleetEvent::Alert(alert));
