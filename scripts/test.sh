@@ -91,6 +91,11 @@ if ! "$PRESSLINE_PYTHON" -c 'import paho.mqtt' >/dev/null 2>&1; then
     "$PRESSLINE_PYTHON" -m pip install --quiet 'paho-mqtt>=2,<3'
 fi
 "$PRESSLINE_PYTHON" -c 'import paho.mqtt; print("paho-mqtt", paho.mqtt.__version__)'
+# An SMTP server no one here wrote, for the alert e-mail channel's tests.
+if ! "$PRESSLINE_PYTHON" -c 'import aiosmtpd' >/dev/null 2>&1; then
+    echo "installing aiosmtpd (PyPI)"
+    "$PRESSLINE_PYTHON" -m pip install --quiet 'aiosmtpd>=1.4,<2'
+fi
 mosquitto -h 2>/dev/null | head -n 1 || true
 cargo --version
 /usr/bin/rustc --version

@@ -80,6 +80,8 @@ fn demo_webhook(config: &mut Config, url: String, kind: WebhookKind) {
             url: Some(url),
             url_file: None,
             token_file: None,
+            from: None,
+            to: Vec::new(),
         },
     );
     config.alerting.routes.push(RouteConfig {

@@ -551,6 +551,10 @@ channels = ["ops"]
         "the channel table",
         "document.querySelector('#channels [data-channel=\"ops\"]') !== null",
     );
+    browser.wait_for(
+        "the by-hour response row",
+        "[...document.querySelectorAll('#response-hours td')].some((td) => td.textContent.endsWith(' s'))",
+    );
     // A later live update from the gateway counts the acknowledgement.
     browser.wait_for(
         "the response table counts the acknowledgement",
@@ -673,4 +677,160 @@ channels = ["floor"]
         (Some("zone_happy"), Some("info"))
     );
     assert_eq!(praise["zone"], "bar");
+}
+
+/// aiosmtpd (PyPI, in the test command's virtual environment) as the
+/// venue's SMTP relay, keeping what it receives in a Maildir.
+struct SmtpServer {
+    port: u16,
+    maildir: PathBuf,
+    child: Option<Child>,
+}
+
+impl SmtpServer {
+    fn python() -> PathBuf {
+        std::env::var_os("PRESSLINE_PYTHON")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                    .join(".cache/pressline/venv/bin/python")
+            })
+    }
+
+    fn start(dir: &Path) -> SmtpServer {
+        let mut s = SmtpServer {
+            port: free_port(),
+            maildir: dir.join("maildir"),
+            child: None,
+        };
+        s.restart();
+        s
+    }
+
+    fn restart(&mut self) {
+        self.child = Some(
+            Command::new(Self::python())
+                .args([
+                    "-m",
+                    "aiosmtpd",
+                    "-n",
+                    "-l",
+                    &format!("127.0.0.1:{}", self.port),
+                ])
+                .args(["-c", "aiosmtpd.handlers.Mailbox"])
+                .arg(&self.maildir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("aiosmtpd runs (./scripts/test.sh installs it)"),
+        );
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
+        wait_until("the SMTP server listens", || {
+            std::net::TcpStream::connect(addr).is_ok()
+        });
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// Every message received, as text.
+    fn messages(&self) -> Vec<String> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.maildir.join("new"))
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        files.sort_by_key(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok());
+        files
+            .iter()
+            .filter_map(|f| std::fs::read_to_string(f).ok())
+            .collect()
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[test]
+fn alerts_are_mailed_through_an_smtp_relay_and_an_outage_of_the_relay_is_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(dir.path());
+    let mut smtp = SmtpServer::start(dir.path());
+    let extra = format!(
+        r#"
+[alerting.channels.duty]
+kind = "email"
+url = "smtp://127.0.0.1:{}"
+from = "Pressline arena <pressline@arena.example>"
+to = ["duty-manager@arena.example", "Ops <ops@arena.example>"]
+[[alerting.routes]]
+name = "duty manager"
+kinds = ["offline"]
+channels = ["duty"]
+"#,
+        smtp.port
+    );
+    let gateway = Gateway::start(
+        dir.path(),
+        GatewayOptions {
+            site: "arena".into(),
+            config_toml: Some(config(&receiver, &extra)),
+            ..Default::default()
+        },
+    );
+    press(&gateway, "door-1", 1);
+    wait_until("the alert e-mail", || !smtp.messages().is_empty());
+    let mail = &smtp.messages()[0];
+    assert!(
+        mail.contains("Subject: Critical at arena: terminal door-1: offline"),
+        "{mail}"
+    );
+    assert!(mail.contains("Message-ID: <arena-1-1@pressline>"), "{mail}");
+    assert!(
+        mail.contains("To: duty-manager@arena.example, Ops <ops@arena.example>"),
+        "{mail}"
+    );
+    assert!(
+        mail.contains("Acknowledge: https://gateway.arena.example/ack/1?exp="),
+        "{mail}"
+    );
+
+    // The relay goes away; the acknowledgement waits for it.
+    smtp.stop();
+    let ack = ureq::post(&format!("{}/api/v1/alerts/1/ack", gateway.url()))
+        .set("Authorization", &format!("Bearer {}", gateway.token()))
+        .send_json(serde_json::json!({"by": "Dana"}))
+        .unwrap()
+        .into_json::<Value>()
+        .unwrap();
+    assert_eq!(ack["lifecycle"], "acknowledged");
+    wait_until("the e-mail channel reports failing", || {
+        channel(&gateway, "duty")["failing"] == true
+    });
+    let error = channel(&gateway, "duty")["last_error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.contains("the SMTP relay did not take the e-mail"),
+        "{error}"
+    );
+    smtp.restart();
+    wait_until("the acknowledgement e-mail after the outage", || {
+        smtp.messages().len() == 2
+    });
+    let second = &smtp.messages()[1];
+    assert!(
+        second.contains("Subject: Acknowledged by Dana at arena"),
+        "{second}"
+    );
+    assert!(
+        second.contains("Message-ID: <arena-1-2@pressline>"),
+        "{second}"
+    );
 }

@@ -22,6 +22,16 @@ pub struct Post {
     pub body: Vec<u8>,
 }
 
+/// An e-mail to send (the e-mail channel).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Email {
+    pub subject: String,
+    pub body: String,
+    /// `<{idempotency keys}@pressline>`: the same on every retry, so mail
+    /// systems that drop repeated Message-IDs keep one copy.
+    pub message_id: String,
+}
+
 /// One notification with its one-click acknowledge link (when the alert
 /// still wants acknowledging and links are configured).
 #[derive(Debug, Clone)]
@@ -98,6 +108,8 @@ pub fn render(kind: ChannelKind, url: &str, items: &[Outgoing<'_>]) -> Post {
         .collect::<Vec<_>>()
         .join(",");
     let (content_type, body, url) = match kind {
+        // Not an HTTP channel: see `email`; the generic document stands in.
+        ChannelKind::Email => ("application/json", webhook(items), url.to_string()),
         ChannelKind::Webhook => ("application/json", webhook(items), url.to_string()),
         ChannelKind::Slack => ("application/json", slack(items), url.to_string()),
         ChannelKind::Teams => ("application/json", teams(items), url.to_string()),
@@ -111,6 +123,50 @@ pub fn render(kind: ChannelKind, url: &str, items: &[Outgoing<'_>]) -> Post {
         content_type,
         headers: vec![("Idempotency-Key", key)],
         body: serde_json::to_vec(&body).unwrap_or_default(),
+    }
+}
+
+/// The e-mail for `items` (one, or a digest).
+pub fn email(items: &[Outgoing<'_>]) -> Email {
+    let keys: Vec<&str> = items
+        .iter()
+        .map(|i| i.notification.idempotency_key.as_str())
+        .collect();
+    let subject = match items {
+        [one] => {
+            let (title, text) = summary(&one.notification.alert);
+            format!("{title}: {text}")
+        }
+        many => digest_title(many),
+    };
+    let mut body = String::new();
+    for item in items {
+        let (title, text) = summary(&item.notification.alert);
+        let a = &item.notification.alert;
+        body.push_str(&format!("{title}\n{text}\n\nRaised {}", a.raised_at));
+        if let (Some(by), Some(at)) = (&a.acknowledged_by, &a.acknowledged_at) {
+            body.push_str(&format!("; acknowledged by {by} at {at}"));
+        }
+        if let Some(at) = &a.cleared_at {
+            body.push_str(&format!("; recovered at {at}"));
+        }
+        body.push_str(".\n");
+        if let Some(url) = &item.ack_url {
+            body.push_str(&format!("Acknowledge: {url}\n"));
+        }
+        body.push_str(&format!(
+            "Idempotency key: {}\n\n",
+            item.notification.idempotency_key
+        ));
+    }
+    Email {
+        subject: subject
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(200)
+            .collect(),
+        body,
+        message_id: format!("<{}@pressline>", keys.join(".").replace(':', "-")),
     }
 }
 
@@ -420,6 +476,26 @@ mod tests {
         assert_eq!(b["tags"][0], "rotating_light");
         assert_eq!(b["actions"][0]["action"], "view");
         assert_eq!(b["actions"][0]["url"], LINK);
+    }
+
+    #[test]
+    fn an_email_has_the_headline_as_subject_the_link_and_a_stable_message_id() {
+        let n = notification(RAISED);
+        let e = email(&[Outgoing {
+            notification: &n,
+            ack_url: Some(LINK.into()),
+        }]);
+        assert_eq!(
+            e.subject,
+            "Unhappy zone at arena: North stand food court: 62% unhappy of 40 presses in 5 min"
+        );
+        assert!(
+            e.body.contains(&format!("Acknowledge: {LINK}\n")),
+            "{}",
+            e.body
+        );
+        assert!(e.body.contains("Idempotency key: arena:7:1"), "{}", e.body);
+        assert_eq!(e.message_id, "<arena-7-1@pressline>");
     }
 
     #[test]

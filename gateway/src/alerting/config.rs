@@ -79,9 +79,14 @@ pub enum ChannelKind {
     Slack,
     /// A Microsoft Teams incoming webhook or Workflows URL (an Adaptive Card).
     Teams,
-    /// An ntfy topic URL (`https://ntfy.sh/my-topic`): title, priority,
-    /// tags and an acknowledge action as headers.
+    /// An ntfy topic URL (`https://ntfy.sh/my-topic`): JSON publishing
+    /// with title, priority, tags and an acknowledge action.
     Ntfy,
+    /// E-mail through an SMTP relay: `url` is `smtp://host:587?tls=required`
+    /// (STARTTLS), `smtps://host:465` (TLS) or `smtp://host:25` (plain, a
+    /// relay on the local network), credentials as `smtp://user:pass@…`
+    /// (then keep it in `url_file`); `from` and `to` name the addresses.
+    Email,
 }
 
 impl ChannelKind {
@@ -91,12 +96,18 @@ impl ChannelKind {
             ChannelKind::Slack => "slack",
             ChannelKind::Teams => "teams",
             ChannelKind::Ntfy => "ntfy",
+            ChannelKind::Email => "email",
         }
     }
 
-    /// Chat channels are read by people: bursts are coalesced.
+    /// Channels read by people: bursts are coalesced.
     pub fn is_chat(self) -> bool {
         !matches!(self, ChannelKind::Webhook)
+    }
+
+    /// Delivered over HTTP (all but e-mail).
+    pub fn is_http(self) -> bool {
+        !matches!(self, ChannelKind::Email)
     }
 }
 
@@ -115,6 +126,12 @@ pub struct ChannelConfig {
     /// (ntfy access tokens, webhook receivers that want one).
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// E-mail: the sender (`Pressline <pressline@arena.example>`).
+    #[serde(default)]
+    pub from: Option<String>,
+    /// E-mail: the recipients.
+    #[serde(default)]
+    pub to: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -222,9 +239,31 @@ impl AlertingConfig {
         }
         for (name, channel) in &self.channels {
             match (&channel.url, &channel.url_file) {
-                (Some(url), None) => check_url(name, url)?,
+                (Some(url), None) => check_channel_url(name, channel.kind, url)?,
                 (None, Some(_)) => {}
                 _ => bail!("alerting.channels.{name}: set exactly one of url and url_file"),
+            }
+            match channel.kind {
+                ChannelKind::Email => {
+                    let from = channel.from.as_deref().with_context(|| {
+                        format!("alerting.channels.{name}: an e-mail channel needs `from`")
+                    })?;
+                    from.parse::<lettre::message::Mailbox>().with_context(|| {
+                        format!("alerting.channels.{name}: from {from:?} is not an e-mail address")
+                    })?;
+                    if channel.to.is_empty() {
+                        bail!("alerting.channels.{name}: an e-mail channel needs `to` (a list of addresses)");
+                    }
+                    for to in &channel.to {
+                        to.parse::<lettre::message::Mailbox>().with_context(|| {
+                            format!("alerting.channels.{name}: to {to:?} is not an e-mail address")
+                        })?;
+                    }
+                }
+                _ if channel.from.is_some() || !channel.to.is_empty() => {
+                    bail!("alerting.channels.{name}: `from` and `to` are for kind = \"email\"")
+                }
+                _ => {}
             }
         }
         for (i, route) in self.routes.iter().enumerate() {
@@ -259,11 +298,25 @@ impl AlertingConfig {
     }
 }
 
-pub fn check_url(channel: &str, url: &str) -> anyhow::Result<()> {
+/// A channel's URL fits its kind (the URL itself is not echoed: it may
+/// hold a secret).
+pub fn check_channel_url(channel: &str, kind: ChannelKind, url: &str) -> anyhow::Result<()> {
     let parsed = url::Url::parse(url.trim())
-        .with_context(|| format!("alerting.channels.{channel}: {url:?} is not a URL"))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        bail!("alerting.channels.{channel}: use an http:// or https:// URL");
+        .map_err(|e| anyhow::anyhow!("alerting.channels.{channel}: the url is not a URL ({e})"))?;
+    match kind {
+        ChannelKind::Email => {
+            if !matches!(parsed.scheme(), "smtp" | "smtps") {
+                bail!("alerting.channels.{channel}: use an smtp:// or smtps:// relay URL");
+            }
+            lettre::SmtpTransport::from_url(url.trim()).map_err(|e| {
+                anyhow::anyhow!("alerting.channels.{channel}: unusable SMTP relay URL ({e})")
+            })?;
+        }
+        _ => {
+            if !matches!(parsed.scheme(), "http" | "https") {
+                bail!("alerting.channels.{channel}: use an http:// or https:// URL");
+            }
+        }
     }
     Ok(())
 }
@@ -321,6 +374,24 @@ mod tests {
         assert!(format!("{e:#}").contains("go together"), "{e:#}");
         let e = config("[channels.x]\nkind = \"ntfy\"\nurl = \"ftp://x\"\n").unwrap_err();
         assert!(format!("{e:#}").contains("http:// or https://"), "{e:#}");
-        assert!(config("[channels.x]\nkind = \"email\"\nurl = \"https://x\"\n").is_err());
+        assert!(config("[channels.x]\nkind = \"sms\"\nurl = \"https://x\"\n").is_err());
+        let mail =
+            "[channels.m]\nkind = \"email\"\nurl = \"smtp://relay.example:587?tls=required\"\n";
+        assert!(config(&format!(
+            "{mail}from = \"Pressline <p@arena.example>\"\nto = [\"duty@arena.example\"]\n"
+        ))
+        .is_ok());
+        let e = config(&format!("{mail}to = [\"duty@arena.example\"]\n")).unwrap_err();
+        assert!(format!("{e:#}").contains("needs `from`"), "{e:#}");
+        let e = config(&format!(
+            "{mail}from = \"p@arena.example\"\nto = [\"not an address\"]\n"
+        ))
+        .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("is not an e-mail address"),
+            "{e:#}"
+        );
+        let e = config("[channels.m]\nkind = \"email\"\nurl = \"https://x\"\nfrom = \"p@a.example\"\nto = [\"d@a.example\"]\n").unwrap_err();
+        assert!(format!("{e:#}").contains("smtp://"), "{e:#}");
     }
 }

@@ -78,6 +78,9 @@ struct Channel {
     kind: ChannelKind,
     url: String,
     token: Option<String>,
+    /// E-mail channels.
+    from: Option<String>,
+    to: Vec<String>,
 }
 
 /// The channels, their figures, and the wake-up for new notifications.
@@ -110,7 +113,7 @@ impl Notifier {
                 (Some(url), _) => url.trim().to_string(),
                 (None, Some(file)) => {
                     let url = read_secret(file, &format!("alerting.channels.{name}.url_file"))?;
-                    super::config::check_url(name, &url)?;
+                    super::config::check_channel_url(name, c.kind, &url)?;
                     url
                 }
                 (None, None) => anyhow::bail!("alerting.channels.{name}: no url"),
@@ -126,6 +129,8 @@ impl Notifier {
                     kind: c.kind,
                     url,
                     token,
+                    from: c.from.clone(),
+                    to: c.to.clone(),
                 },
             );
             status.insert(
@@ -286,7 +291,7 @@ async fn deliver_channel(
             due.into_iter().map(|d| vec![d]).collect()
         };
     for batch in batches {
-        let post = {
+        let message = {
             let items: Vec<Outgoing<'_>> = batch
                 .iter()
                 .map(|(_, q)| Outgoing {
@@ -294,13 +299,20 @@ async fn deliver_channel(
                     ack_url: notifier.ack_url(&q.notification, now),
                 })
                 .collect();
-            render(channel.kind, &channel.url, &items)
+            if channel.kind.is_http() {
+                Ok(render(channel.kind, &channel.url, &items))
+            } else {
+                Err(super::channels::email(&items))
+            }
         };
         let timeout = Duration::from_secs(notifier.config.timeout_secs.max(1));
-        let token = channel.token.clone();
-        let sent = tokio::task::spawn_blocking(move || post_once(&post, token.as_deref(), timeout))
-            .await
-            .unwrap_or_else(|e| Err(format!("delivery thread failed: {e}")));
+        let sending = channel.clone();
+        let sent = tokio::task::spawn_blocking(move || match message {
+            Ok(post) => post_once(&post, sending.token.as_deref(), timeout),
+            Err(mail) => mail_once(&sending, &mail, timeout),
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("delivery thread failed: {e}")));
         let keys: Vec<u64> = batch.iter().map(|(k, _)| *k).collect();
         match sent {
             Ok(()) => {
@@ -337,6 +349,44 @@ async fn deliver_channel(
             }
         }
     }
+}
+
+/// One e-mail through the relay; `Err` says why (never the relay URL: it
+/// may hold credentials).
+fn mail_once(
+    channel: &Channel,
+    mail: &super::channels::Email,
+    timeout: Duration,
+) -> Result<(), String> {
+    use lettre::message::{header::ContentType, Mailbox};
+    use lettre::Transport as _;
+    let from: Mailbox = channel
+        .from
+        .as_deref()
+        .unwrap_or_default()
+        .parse()
+        .map_err(|e| format!("bad sender address: {e}"))?;
+    let mut message = lettre::Message::builder()
+        .from(from)
+        .subject(mail.subject.clone())
+        .message_id(Some(mail.message_id.clone()))
+        .header(ContentType::TEXT_PLAIN);
+    for to in &channel.to {
+        message = message.to(to
+            .parse()
+            .map_err(|e| format!("bad recipient {to:?}: {e}"))?);
+    }
+    let message = message
+        .body(mail.body.clone())
+        .map_err(|e| format!("cannot build the e-mail: {e}"))?;
+    let transport = lettre::SmtpTransport::from_url(&channel.url)
+        .map_err(|e| format!("unusable SMTP relay URL: {e}"))?
+        .timeout(Some(timeout))
+        .build();
+    transport
+        .send(&message)
+        .map(drop)
+        .map_err(|e| format!("the SMTP relay did not take the e-mail: {e}"))
 }
 
 /// One `POST`; `Err` says why in words for stats and logs.
