@@ -230,6 +230,11 @@ fn slack(items: &[Outgoing<'_>]) -> Value {
                 }],
             }));
         }
+        // The idempotency key, small, as a reference to quote.
+        blocks.push(json!({
+            "type": "context",
+            "elements": [{"type": "mrkdwn", "text": format!("ref {}", item.notification.idempotency_key)}],
+        }));
         plain.push(format!("{title}: {text}"));
     }
     json!({ "text": plain.join("\n"), "blocks": blocks })
@@ -252,6 +257,7 @@ fn teams(items: &[Outgoing<'_>]) -> Value {
         let (title, text) = summary(&item.notification.alert);
         body.push(json!({"type": "TextBlock", "size": "Medium", "weight": "Bolder", "text": title, "wrap": true}));
         body.push(json!({"type": "TextBlock", "text": text, "wrap": true}));
+        body.push(json!({"type": "TextBlock", "text": format!("ref {}", item.notification.idempotency_key), "isSubtle": true, "size": "Small", "wrap": true}));
         if let Some(url) = &item.ack_url {
             let label = if items.len() > 1 {
                 format!("Acknowledge alert {}", item.notification.alert.id)
@@ -430,10 +436,14 @@ mod tests {
             b["text"],
             "Acknowledged by Anna at arena: North stand food court: 62% unhappy of 40 presses in 5 min (note: on my way)"
         );
-        assert_eq!(
-            b["blocks"].as_array().unwrap().len(),
-            1,
+        let blocks = b["blocks"].as_array().unwrap();
+        assert!(
+            blocks.iter().all(|b| b["type"] != "actions"),
             "no button once acknowledged"
+        );
+        assert_eq!(
+            blocks.last().unwrap()["elements"][0]["text"],
+            "ref arena:7:2"
         );
     }
 

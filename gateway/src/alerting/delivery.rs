@@ -184,6 +184,9 @@ impl Notifier {
     }
 }
 
+/// Notifications in one digest message at most.
+const DIGEST_MAX: usize = 10;
+
 /// Runs until shutdown.
 pub async fn run(notifier: Notifier, store: Store, mut shutdown: watch::Receiver<bool>) {
     if notifier.channels.is_empty() {
@@ -284,12 +287,7 @@ async fn deliver_channel(
     if due.is_empty() {
         return;
     }
-    let batches: Vec<Vec<(u64, Queued)>> =
-        if channel.kind.is_chat() && due.len() > notifier.config.coalesce_above.max(1) {
-            vec![due]
-        } else {
-            due.into_iter().map(|d| vec![d]).collect()
-        };
+    let batches = batches(channel.kind, due, notifier.config.coalesce_above);
     for batch in batches {
         let message = {
             let items: Vec<Outgoing<'_>> = batch
@@ -348,6 +346,22 @@ async fn deliver_channel(
                 return;
             }
         }
+    }
+}
+
+/// How due notifications go out: one request each, or (a burst on a
+/// channel read by people) digests of at most [`DIGEST_MAX`]: Slack takes
+/// 50 blocks a message, ntfy 4 KiB, Teams about 28 KiB.
+fn batches<T>(kind: ChannelKind, due: Vec<T>, coalesce_above: usize) -> Vec<Vec<T>> {
+    if kind.is_chat() && due.len() > coalesce_above.max(1) {
+        let mut due = due.into_iter().peekable();
+        let mut digests = Vec::new();
+        while due.peek().is_some() {
+            digests.push(due.by_ref().take(DIGEST_MAX).collect());
+        }
+        digests
+    } else {
+        due.into_iter().map(|d| vec![d]).collect()
     }
 }
 
@@ -421,6 +435,34 @@ fn post_once(post: &Post, token: Option<&str>, timeout: Duration) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bursts_on_chat_channels_become_digests_of_at_most_ten() {
+        let sizes = |kind, n: usize| -> Vec<usize> {
+            batches(kind, (0..n).collect(), 3)
+                .iter()
+                .map(Vec::len)
+                .collect()
+        };
+        assert_eq!(
+            sizes(ChannelKind::Slack, 3),
+            [1, 1, 1],
+            "at the limit: one each"
+        );
+        assert_eq!(sizes(ChannelKind::Ntfy, 4), [4]);
+        assert_eq!(sizes(ChannelKind::Teams, 23), [10, 10, 3]);
+        assert_eq!(sizes(ChannelKind::Email, 12), [10, 2]);
+        assert_eq!(
+            sizes(ChannelKind::Webhook, 5),
+            [1, 1, 1, 1, 1],
+            "machines get one each"
+        );
+        assert_eq!(
+            batches(ChannelKind::Slack, (0..12).collect(), 3)[1],
+            [10, 11],
+            "in order"
+        );
+    }
 
     #[test]
     fn retries_back_off_by_doubling_up_to_the_limit() {
