@@ -15,6 +15,28 @@ use common::browser::Browser;
 use common::*;
 use serde_json::Value;
 
+/// Starts a server process and waits until it accepts connections on
+/// `port`.
+fn start_listening(mut cmd: Command, port: u16, what: &str) -> Child {
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what} does not start: {e}"));
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    wait_until(&format!("{what} listens"), || {
+        std::net::TcpStream::connect(addr).is_ok()
+    });
+    child
+}
+
+fn stop(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+}
+
 /// `deploy/webhook-receiver.py` on a port of its own, logging to a file.
 struct Receiver {
     port: u16,
@@ -35,27 +57,16 @@ impl Receiver {
 
     fn restart(&mut self) {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/webhook-receiver.py");
-        self.child = Some(
-            Command::new("python3")
-                .arg(script)
-                .args(["--port", &self.port.to_string()])
-                .arg("--log")
-                .arg(&self.log)
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("python3 runs"),
-        );
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
-        wait_until("the webhook receiver listens", || {
-            std::net::TcpStream::connect(addr).is_ok()
-        });
+        let mut cmd = Command::new("python3");
+        cmd.arg(script)
+            .args(["--port", &self.port.to_string()])
+            .arg("--log")
+            .arg(&self.log);
+        self.child = Some(start_listening(cmd, self.port, "the webhook receiver"));
     }
 
     fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
+        stop(&mut self.child);
     }
 
     fn url(&self, path: &str) -> String {
@@ -708,33 +719,25 @@ impl SmtpServer {
     }
 
     fn restart(&mut self) {
-        self.child = Some(
-            Command::new(Self::python())
-                .args([
-                    "-m",
-                    "aiosmtpd",
-                    "-n",
-                    "-l",
-                    &format!("127.0.0.1:{}", self.port),
-                ])
-                .args(["-c", "aiosmtpd.handlers.Mailbox"])
-                .arg(&self.maildir)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("aiosmtpd runs (./scripts/test.sh installs it)"),
-        );
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
-        wait_until("the SMTP server listens", || {
-            std::net::TcpStream::connect(addr).is_ok()
-        });
+        let mut cmd = Command::new(Self::python());
+        cmd.args([
+            "-m",
+            "aiosmtpd",
+            "-n",
+            "-l",
+            &format!("127.0.0.1:{}", self.port),
+        ])
+        .args(["-c", "aiosmtpd.handlers.Mailbox"])
+        .arg(&self.maildir);
+        self.child = Some(start_listening(
+            cmd,
+            self.port,
+            "the SMTP server (aiosmtpd, installed by ./scripts/test.sh)",
+        ));
     }
 
     fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
+        stop(&mut self.child);
     }
 
     /// Every message received, as text.

@@ -625,18 +625,8 @@ fn an_alert_row_keeps_its_latest_lifecycle_revision_whatever_order_documents_arr
     let cluster = RabbitCluster::start(dir.path());
     let pg = Postgres::start();
     let consumer = Central::start(&[cluster.amqp_url(1)], &pg.url(), &[]);
-    let publish = |payload: &str| {
-        let out = std::process::Command::new("mosquitto_pub")
-            .args(["-h", "127.0.0.1", "-p", &cluster.mqtt_ports[2].to_string()])
-            .args(["-q", "1", "-t", "pressline/v1/arena/alert", "-m", payload])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let publish =
+        |payload: &str| mosquitto_pub(cluster.mqtt_ports[2], "pressline/v1/arena/alert", payload);
     let base = r#""schema":"pressline.alert.v1","site":"arena","terminal":"","zone":"food","kind":"zone_unhappy","severity":"critical","raised_at":"2026-11-30T12:00:00.000Z","detail":"Food court: 62%""#;
     publish(&format!(
         r#"{{"id":7,{base},"state":"raised","lifecycle":"raised","revision":1,"event":"raised"}}"#

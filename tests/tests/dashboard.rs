@@ -22,20 +22,13 @@ fn chromium() -> PathBuf {
 fn render(url: &str, screenshot: Option<&Path>) -> String {
     let profile = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(chromium());
-    cmd.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1280,1000",
-        "--virtual-time-budget=5000",
-        "--timeout=20000",
-    ])
-    .arg(format!("--user-data-dir={}", profile.path().display()));
+    cmd.args(common::browser::HEADLESS)
+        .args([
+            "--window-size=1280,1000",
+            "--virtual-time-budget=5000",
+            "--timeout=20000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()));
     match screenshot {
         Some(path) => cmd.arg(format!("--screenshot={}", path.display())),
         None => cmd.arg("--dump-dom"),

@@ -85,10 +85,12 @@ impl LinkSigner {
         Ok(LinkSigner::new(site, key, public_url, valid_hours))
     }
 
-    fn mac(&self, id: u64, exp_secs: i64, by: &str) -> HmacSha256 {
-        let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC takes keys of any length");
+    /// `None` never happens (HMAC takes keys of any length); kept an
+    /// `Option` so no key can panic the gateway.
+    fn mac(&self, id: u64, exp_secs: i64, by: &str) -> Option<HmacSha256> {
+        let mut mac = HmacSha256::new_from_slice(&self.key).ok()?;
         mac.update(format!("pressline-ack\n{}\n{id}\n{exp_secs}\n{by}", self.site).as_bytes());
-        mac
+        Some(mac)
     }
 
     /// The link for alert `id`, naming `by` (the channel it is sent to) as
@@ -97,7 +99,7 @@ impl LinkSigner {
         let base = self.public_url.as_ref()?;
         let exp = (now_ms + self.valid_ms).div_euclid(1000);
         let sig: String = self
-            .mac(id, exp, by)
+            .mac(id, exp, by)?
             .finalize()
             .into_bytes()
             .iter()
@@ -122,6 +124,7 @@ impl LinkSigner {
     ) -> Result<(), LinkError> {
         let sig = decode_hex(sig_hex).ok_or(LinkError::BadSignature)?;
         self.mac(id, exp_secs, by)
+            .ok_or(LinkError::BadSignature)?
             .verify_slice(&sig)
             .map_err(|_| LinkError::BadSignature)?;
         if now_ms.div_euclid(1000) > exp_secs {

@@ -9,6 +9,18 @@ use serde_json::{json, Value};
 
 use super::{wait_until, TIMEOUT};
 
+/// Headless Chromium on loopback only, nothing fetched in the background.
+pub const HEADLESS: &[&str] = &[
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+];
+
 pub struct Browser {
     child: Child,
     socket: tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>,
@@ -21,15 +33,8 @@ impl Browser {
     pub fn open(url: &str) -> Browser {
         let profile = tempfile::tempdir().unwrap();
         let child = Command::new("/usr/bin/chromium")
+            .args(HEADLESS)
             .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
                 "--window-size=1280,1500",
                 "--remote-debugging-address=127.0.0.1",
                 "--remote-debugging-port=0",
