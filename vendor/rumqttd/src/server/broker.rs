@@ -542,6 +542,22 @@ impl Callback for WSCallback {
 /// waiting for mqtt connect packet. Also this honours connection wait time as per config to prevent
 /// denial of service attacks (rogue clients which only establish network connections without
 /// sending a mqtt connection packet to make the server reach its concurrent connection limit).
+/// Pressline patch: removes this connection's will entry, and only its own:
+/// a newer connection with the same client id may have replaced it.
+fn forget_will(
+    will_handlers: &Mutex<HashMap<String, Sender<AwaitingWill>>>,
+    client_id: &str,
+    own: &Sender<AwaitingWill>,
+) {
+    let mut handlers = will_handlers.lock().unwrap_or_else(|e| e.into_inner());
+    if handlers
+        .get(client_id)
+        .is_some_and(|sender| sender.same_channel(own))
+    {
+        handlers.remove(client_id);
+    }
+}
+
 async fn remote<P: Protocol>(
     config: Arc<ConnectionSettings>,
     tenant_id: Option<String>,
@@ -609,10 +625,13 @@ async fn remote<P: Protocol>(
         } else {
             AwaitingWill::Cancel
         };
-        sender.try_send(awaiting_will).unwrap();
+        // Pressline patch: the earlier connection may be gone already (its
+        // set-up refused, or its will wait over); nothing waits then.
+        let _ = sender.try_send(awaiting_will);
     }
 
     let (will_tx, will_rx) = flume::bounded::<AwaitingWill>(1);
+    let own_will = will_tx.clone();
     will_handlers
         .lock()
         .unwrap()
@@ -630,12 +649,16 @@ async fn remote<P: Protocol>(
     .await
     {
         Ok(l) => l,
-        Err(remote::Error::Refused(refusal, client_id)) => {
-            refused(refusal, client_id.as_deref());
-            return;
-        }
         Err(e) => {
-            error!(error=?e, "Remote link error");
+            // Pressline patch: a link that never started has no will to
+            // wait for; its entry would otherwise outlive it.
+            forget_will(&will_handlers, &client_id, &own_will);
+            match e {
+                remote::Error::Refused(refusal, client_id) => {
+                    refused(refusal, client_id.as_deref())
+                }
+                e => error!(error=?e, "Remote link error"),
+            }
             return;
         }
     };
@@ -683,7 +706,7 @@ async fn remote<P: Protocol>(
         Ok(w) => w.is_ok_and(|k| k == AwaitingWill::Fire),
         Err(_) => {
             // no need to keep the sender after timeout
-            will_handlers.lock().unwrap().remove(&client_id);
+            forget_will(&will_handlers, &client_id, &own_will);
             // as will delay interval has passed, publish the will message
             true
         }
