@@ -3,8 +3,8 @@
 //!
 //! The ack is sent only after the commit, so a consumer killed at any
 //! point leaves its unacked messages to be redelivered (to itself or
-//! another consumer on the same queue), and the `ON CONFLICT` inserts make
-//! the second delivery harmless: exactly once in the tables. While the
+//! another consumer on the same queue), and the press id as primary key
+//! makes the second delivery harmless: exactly once in the tables. While the
 //! database is down the batch in hand is retried and no more is taken than
 //! the prefetch allows; a lost broker node means the next node in the list.
 
@@ -35,7 +35,7 @@ pub struct ConsumerConfig {
     pub postgres: String,
     pub postgres_tls: MakeRustlsConnect,
     pub queue: String,
-    /// Most messages in one transaction.
+    /// Most rows in one transaction.
     pub batch: usize,
     /// Longest a message waits for its batch to fill.
     pub batch_wait: Duration,
@@ -265,7 +265,7 @@ async fn session(
     // the last one is being written; two batches may wait for it (then
     // receiving waits too, and the prefetch holds the rest at the broker).
     // One committer keeps acknowledgements in delivery order.
-    let (to_commit, batches) = tokio::sync::mpsc::channel::<Vec<Delivery>>(2);
+    let (to_commit, batches) = tokio::sync::mpsc::channel::<Vec<(Delivery, Document)>>(2);
     let mut committer = tokio::spawn(commit_batches(
         channel.clone(),
         batches,
@@ -278,16 +278,25 @@ async fn session(
     // a batch whose channel is gone; its unacked messages are redelivered
     // to the next session anyway.
     let _committer = AbortOnDrop(committer.abort_handle());
-    let mut batch: Vec<Delivery> = Vec::with_capacity(config.batch);
+    // Messages are read as they arrive (while the last batch is being
+    // written), and a batch is counted in rows: a message may carry many
+    // presses (`pressline.press_batch.v1`).
+    let mut batch: Vec<(Delivery, Document)> = Vec::new();
+    let mut rows = 0usize;
     let mut deadline: Option<Instant> = None;
     loop {
         let flush_at = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         let full = tokio::select! {
             delivery = consumer.next() => match delivery {
                 Some(Ok(d)) => {
-                    batch.push(d);
+                    let document = documents::read(d.routing_key.as_str(), &d.data);
+                    rows += document.rows();
+                    batch.push((d, document));
                     deadline.get_or_insert_with(|| Instant::now() + config.batch_wait);
-                    batch.len() >= config.batch
+                    // Cut at half the prefetch too: the broker sends no more
+                    // than the prefetch until an ack, and the next batch
+                    // fills while this one commits.
+                    rows >= config.batch || batch.len() >= usize::from(config.prefetch / 2).max(1)
                 }
                 Some(Err(e)) => return Err(e.into()),
                 None => anyhow::bail!("the broker cancelled the consumer"),
@@ -308,7 +317,8 @@ async fn session(
         };
         if full && !batch.is_empty() {
             deadline = None;
-            let ready = std::mem::replace(&mut batch, Vec::with_capacity(config.batch));
+            rows = 0;
+            let ready = std::mem::take(&mut batch);
             if to_commit.send(ready).await.is_err() {
                 return committer.await?;
             }
@@ -319,7 +329,7 @@ async fn session(
 /// The committer: batches in, one transaction and one acknowledgement each.
 async fn commit_batches(
     channel: lapin::Channel,
-    mut batches: tokio::sync::mpsc::Receiver<Vec<Delivery>>,
+    mut batches: tokio::sync::mpsc::Receiver<Vec<(Delivery, Document)>>,
     metrics: Arc<Metrics>,
     postgres: String,
     tls: MakeRustlsConnect,
@@ -338,21 +348,16 @@ async fn commit_batches(
 /// database was away (nothing acked; the broker redelivers).
 async fn flush(
     channel: &lapin::Channel,
-    batch: &mut Vec<Delivery>,
+    batch: &mut Vec<(Delivery, Document)>,
     metrics: &Metrics,
     pg: &mut Postgres,
     shutdown: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<bool> {
-    let Some(last) = batch.last().map(|d| d.delivery_tag) else {
+    let Some(last) = batch.last().map(|(d, _)| d.delivery_tag) else {
         return Ok(true);
     };
-    let documents: Vec<Document> = batch
-        .iter()
-        .map(|d| documents::read(d.routing_key.as_str(), &d.data))
-        .collect();
     let items: Vec<(&str, &[u8], &Document)> = batch
         .iter()
-        .zip(&documents)
         .map(|(d, doc)| (d.routing_key.as_str(), d.data.as_slice(), doc))
         .collect();
     let mut conflict_backoff = Backoff::new();
@@ -388,7 +393,7 @@ async fn flush(
             }
         }
     };
-    for (position, d) in documents.iter().enumerate() {
+    for (position, (_, d)) in batch.iter().enumerate() {
         if committed.refused.contains(&position) {
             metrics.count("rejected");
             tracing::warn!(

@@ -6,8 +6,8 @@
 //! what it is, and its `site` must match the routing key's.
 
 use pressline_protocol::upstream::{
-    Alert, GatewayStatus, OtaEvent, TerminalHealth, UpstreamPress, ALERT_SCHEMA,
-    GATEWAY_STATUS_SCHEMA, HEALTH_SCHEMA, OTA_EVENT_SCHEMA, PRESS_SCHEMA,
+    Alert, GatewayStatus, OtaEvent, PressBatch, TerminalHealth, UpstreamPress, ALERT_SCHEMA,
+    GATEWAY_STATUS_SCHEMA, HEALTH_SCHEMA, OTA_EVENT_SCHEMA, PRESS_BATCH_SCHEMA, PRESS_SCHEMA,
 };
 use serde::Deserialize;
 
@@ -15,6 +15,8 @@ use serde::Deserialize;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Document {
     Press(UpstreamPress),
+    /// A `pressline.press_batch.v1` message: several presses of one site.
+    Presses(Vec<UpstreamPress>),
     Status(GatewayStatus),
     Health(TerminalHealth, serde_json::Value),
     Alert(Alert, serde_json::Value),
@@ -26,10 +28,19 @@ pub enum Document {
 }
 
 impl Document {
+    /// Rows it becomes (what a transaction's size is counted in).
+    pub fn rows(&self) -> usize {
+        match self {
+            Document::Presses(presses) => presses.len().max(1),
+            _ => 1,
+        }
+    }
+
     /// The table a document goes to, for metrics.
     pub fn kind(&self) -> &'static str {
         match self {
             Document::Press(_) => "press",
+            Document::Presses(_) => "press_batch",
             Document::Status(_) => "gateway_status",
             Document::Health(..) => "health",
             Document::Alert(..) => "alert",
@@ -54,9 +65,12 @@ pub fn read(routing_key: &str, body: &[u8]) -> Document {
 }
 
 fn read_checked(routing_key: &str, body: &[u8]) -> Result<Document, String> {
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
-    let envelope = Envelope::deserialize(&value).map_err(|e| format!("no schema and site: {e}"))?;
+    // The envelope first, straight from the bytes: presses (most of the
+    // traffic) then go straight into their type, with no JSON tree between.
+    let envelope: Envelope = serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => format!("no schema and site: {e}"),
+        _ => format!("not JSON: {e}"),
+    })?;
     let mut levels = routing_key.split('.');
     let (prefix, version, site) = (levels.next(), levels.next(), levels.next());
     if prefix != Some("pressline") || version != Some("v1") {
@@ -68,42 +82,79 @@ fn read_checked(routing_key: &str, body: &[u8]) -> Result<Document, String> {
             envelope.site
         ));
     }
-    fn typed<T: serde::de::DeserializeOwned>(value: &serde_json::Value) -> Result<T, String> {
-        T::deserialize(value).map_err(|e| {
-            format!(
-                "bad {}: {e}",
-                std::any::type_name::<T>()
-                    .rsplit("::")
-                    .next()
-                    .unwrap_or("document")
-            )
-        })
+    fn name_of<T>() -> &'static str {
+        std::any::type_name::<T>()
+            .rsplit("::")
+            .next()
+            .unwrap_or("document")
+    }
+    fn typed<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+        serde_json::from_slice(body).map_err(|e| format!("bad {}: {e}", name_of::<T>()))
+    }
+    /// The document, and the JSON it came as (kept whole in `document`
+    /// columns).
+    fn typed_and_value<T: serde::de::DeserializeOwned>(
+        body: &[u8],
+    ) -> Result<(T, serde_json::Value), String> {
+        let value: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+        let typed = T::deserialize(&value).map_err(|e| format!("bad {}: {e}", name_of::<T>()))?;
+        Ok((typed, value))
     }
     Ok(match envelope.schema.as_str() {
         PRESS_SCHEMA => {
-            let press: UpstreamPress = typed(&value)?;
-            if !(1..=4).contains(&press.score) {
-                return Err(format!("score {} outside 1-4", press.score));
-            }
-            let times = [
-                ("received_at", Some(&press.received_at)),
-                ("pressed_at", press.pressed_at.as_ref()),
-            ];
-            for (field, at) in times {
-                if let Some(at) = at {
-                    if parse_time(at).is_none() {
-                        return Err(format!("{field} {at:?} is not an RFC 3339 time"));
-                    }
-                }
-            }
+            let press: UpstreamPress = typed(body)?;
+            check_press(&press)?;
             Document::Press(press)
         }
-        GATEWAY_STATUS_SCHEMA => Document::Status(typed(&value)?),
-        HEALTH_SCHEMA => Document::Health(typed(&value)?, value),
-        ALERT_SCHEMA => Document::Alert(typed(&value)?, value),
-        OTA_EVENT_SCHEMA => Document::Ota(typed(&value)?, value),
+        PRESS_BATCH_SCHEMA => {
+            let batch: PressBatch = typed(body)?;
+            for (i, press) in batch.presses.iter().enumerate() {
+                if press.site != batch.site {
+                    return Err(format!(
+                        "presses[{i}]: site {:?} in a batch of site {:?}",
+                        press.site, batch.site
+                    ));
+                }
+                check_press(press).map_err(|reason| format!("presses[{i}]: {reason}"))?;
+            }
+            Document::Presses(batch.presses)
+        }
+        GATEWAY_STATUS_SCHEMA => Document::Status(typed(body)?),
+        HEALTH_SCHEMA => {
+            let (health, value) = typed_and_value(body)?;
+            Document::Health(health, value)
+        }
+        ALERT_SCHEMA => {
+            let (alert, value) = typed_and_value(body)?;
+            Document::Alert(alert, value)
+        }
+        OTA_EVENT_SCHEMA => {
+            let (ota, value) = typed_and_value(body)?;
+            Document::Ota(ota, value)
+        }
         other => return Err(format!("unknown schema {other:?}")),
     })
+}
+
+/// What a press must be to become a row: the database would refuse the
+/// rest, or worse, take it.
+fn check_press(press: &UpstreamPress) -> Result<(), String> {
+    if !(1..=4).contains(&press.score) {
+        return Err(format!("score {} outside 1-4", press.score));
+    }
+    let times = [
+        ("received_at", Some(&press.received_at)),
+        ("pressed_at", press.pressed_at.as_ref()),
+    ];
+    for (field, at) in times {
+        if let Some(at) = at {
+            if parse_time(at).is_none() {
+                return Err(format!("{field} {at:?} is not an RFC 3339 time"));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Unix ms of an RFC 3339 time, if it is one.
@@ -154,6 +205,37 @@ mod tests {
         assert!(reason("pressline.v1.arena.n7.press", &bad).contains("received_at"));
         let bad = PRESS.replace("\"seq\":1412", "\"seq\":\"x\"");
         assert!(reason("pressline.v1.arena.n7.press", &bad).starts_with("bad UpstreamPress"));
+    }
+
+    #[test]
+    fn a_press_batch_is_read_press_by_press_and_refused_whole_with_the_bad_one_named() {
+        let press = |seq: u32| PRESS.replace("1412", &seq.to_string());
+        let batch = format!(
+            r#"{{"schema":"pressline.press_batch.v1","site":"arena","presses":[{},{}]}}"#,
+            press(1),
+            press(2)
+        );
+        match read("pressline.v1.arena.presses", batch.as_bytes()) {
+            Document::Presses(p) => {
+                let ids: Vec<&str> = p.iter().map(|p| p.id.as_str()).collect();
+                assert_eq!(ids, ["arena:n7:3:1", "arena:n7:3:2"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let reason = |body: String| match read("pressline.v1.arena.presses", body.as_bytes()) {
+            Document::Rejected { reason } => reason,
+            other => panic!("{other:?}"),
+        };
+        let bad = batch.replacen("\"score\":2", "\"score\":0", 2);
+        let bad = bad.replacen("\"score\":0", "\"score\":2", 1);
+        assert_eq!(reason(bad), "presses[1]: score 0 outside 1-4");
+        let elsewhere = batch.replacen("\"site\":\"arena\"", "\"site\":\"dome\"", 2);
+        let elsewhere = elsewhere.replacen("\"site\":\"dome\"", "\"site\":\"arena\"", 1);
+        assert!(reason(elsewhere).starts_with("presses[0]: site \"dome\""));
+        assert!(
+            reason(r#"{"schema":"pressline.press_batch.v1","site":"arena"}"#.into())
+                .starts_with("bad PressBatch")
+        );
     }
 
     #[test]

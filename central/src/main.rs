@@ -75,14 +75,17 @@ struct RunArgs {
     broker: BrokerArgs,
     #[command(flatten)]
     database: DatabaseArgs,
-    /// Most messages per transaction.
-    #[arg(long, default_value_t = 1000)]
+    /// Most rows per transaction (a press, a health document, …; a batch
+    /// message from a gateway counts its presses).
+    #[arg(long, default_value_t = 5000)]
     batch: usize,
     /// Longest a message waits for its batch to fill (ms).
     #[arg(long, default_value_t = 100)]
     batch_wait_ms: u64,
-    /// Unacknowledged messages the broker may send ahead (at least the batch).
-    #[arg(long, default_value_t = 4000)]
+    /// Unacknowledged messages the broker may send ahead: what the consumer
+    /// holds at most (a gateway's batch message is up to ~330 KB). A batch
+    /// is also cut at half of it, so one half fills while the other commits.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u16).range(2..))]
     prefetch: u16,
     /// Where `/metrics`, `/api/v1/stats` and `/healthz` are served.
     #[arg(long, default_value = "127.0.0.1:9465")]
@@ -188,9 +191,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 queue: args.broker.queue,
                 batch: args.batch,
                 batch_wait: Duration::from_millis(args.batch_wait_ms),
-                prefetch: args
-                    .prefetch
-                    .max(u16::try_from(args.batch).unwrap_or(u16::MAX)),
+                prefetch: args.prefetch,
             };
             consumer::run(config, metrics, shutdown).await
         }

@@ -20,6 +20,7 @@ pub struct Metrics {
     pub health: AtomicU64,
     pub alerts: AtomicU64,
     pub ota: AtomicU64,
+    pub press_batches: AtomicU64,
     pub rejected: AtomicU64,
     pub presses_inserted: AtomicU64,
     pub presses_duplicate: AtomicU64,
@@ -63,6 +64,7 @@ struct Snapshot {
 #[derive(Serialize)]
 struct Messages {
     press: u64,
+    press_batch: u64,
     gateway_status: u64,
     health: u64,
     alert: u64,
@@ -74,6 +76,7 @@ impl Metrics {
     pub fn count(&self, kind: &str) {
         let counter = match kind {
             "press" => &self.presses,
+            "press_batch" => &self.press_batches,
             "gateway_status" => &self.statuses,
             "health" => &self.health,
             "alert" => &self.alerts,
@@ -92,6 +95,7 @@ impl Metrics {
         Snapshot {
             messages: Messages {
                 press: self.presses.load(Relaxed),
+                press_batch: self.press_batches.load(Relaxed),
                 gateway_status: self.statuses.load(Relaxed),
                 health: self.health.load(Relaxed),
                 alert: self.alerts.load(Relaxed),
@@ -133,6 +137,7 @@ impl Metrics {
             "Messages taken from the queue and committed, by document kind.",
             &[
                 ("press", m.press),
+                ("press_batch", m.press_batch),
                 ("gateway_status", m.gateway_status),
                 ("health", m.health),
                 ("alert", m.alert),

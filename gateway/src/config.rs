@@ -63,6 +63,10 @@ pub struct HttpConfig {
     pub tls_key_file: Option<PathBuf>,
 }
 
+/// Most presses in one upstream batch: at about 330 bytes a press, well
+/// inside the 1 MiB packet limit the forwarder sets.
+pub const MAX_PRESS_BATCH: u16 = 1000;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct UpstreamConfig {
@@ -77,6 +81,12 @@ pub struct UpstreamConfig {
     pub key_file: Option<PathBuf>,
     pub keep_alive_secs: u64,
     pub max_inflight: u16,
+    /// Most presses in one upstream message. 1 (the default): one
+    /// `pressline.press.v1` message per press on its terminal's topic.
+    /// Above 1: presses ready together go as `pressline.press_batch.v1`
+    /// documents on `pressline/v1/{site}/presses` (for a central broker,
+    /// whose cost is per message).
+    pub press_batch: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -154,6 +164,7 @@ impl Default for UpstreamConfig {
             key_file: None,
             keep_alive_secs: 30,
             max_inflight: 1000,
+            press_batch: 1,
         }
     }
 }
@@ -307,6 +318,9 @@ impl Config {
         if self.upstream.max_inflight == 0 {
             bail!("upstream.max_inflight must be at least 1");
         }
+        if !(1..=MAX_PRESS_BATCH).contains(&self.upstream.press_batch) {
+            bail!("upstream.press_batch must be 1-{MAX_PRESS_BATCH} (1: one message per press)");
+        }
         let upstream = self.upstream_addr()?;
         let tls_files = self.upstream.ca_file.is_some()
             || self.upstream.cert_file.is_some()
@@ -400,6 +414,19 @@ mod tests {
         let mut c = Config::default();
         c.site = "north stand".into();
         assert!(c.validate().unwrap_err().to_string().contains("site"));
+        let mut c = Config::default();
+        c.upstream.press_batch = 0;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("press_batch"));
+        c.upstream.press_batch = 1001;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("press_batch"));
         let mut c = Config::default();
         c.upstream.url = Some("mqtt://x:1883".into());
         c.upstream.ca_file = Some("ca.pem".into());

@@ -303,6 +303,7 @@ pub async fn run(
                 tls: upstream_tls,
                 keep_alive: Duration::from_secs(config.upstream.keep_alive_secs.max(5)),
                 max_inflight: config.upstream.max_inflight,
+                press_batch: config.upstream.press_batch,
                 zone_of: config
                     .zones
                     .iter()

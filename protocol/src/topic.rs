@@ -109,6 +109,17 @@ impl fmt::Display for UpstreamPressTopic<'_> {
     }
 }
 
+/// `pressline/v1/{site}/presses` on the upstream broker: a
+/// `pressline.press_batch.v1` document.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamPressBatchTopic<'a>(pub &'a str);
+
+impl fmt::Display for UpstreamPressBatchTopic<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "pressline/v1/{}/presses", self.0)
+    }
+}
+
 /// `pressline/v1/{site}/{terminal}/health` on the upstream broker (retained).
 #[derive(Debug, Clone, Copy)]
 pub struct TerminalHealthTopic<'a> {

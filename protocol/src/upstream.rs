@@ -57,6 +57,22 @@ pub struct UpstreamPress {
     pub zone: Option<String>,
 }
 
+/// `schema` of [`PressBatch`].
+pub const PRESS_BATCH_SCHEMA: &str = "pressline.press_batch.v1";
+
+/// Several stored presses of one site in one message, published at
+/// `pressline/v1/{site}/presses` when the gateway's `upstream.press_batch`
+/// is above 1: a central broker then carries one message, not one per
+/// press. Each element is a complete [`UpstreamPress`] (its own `schema`
+/// included); delivery is at-least-once, consumers deduplicate on each
+/// press's `id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PressBatch {
+    pub schema: String,
+    pub site: String,
+    pub presses: Vec<UpstreamPress>,
+}
+
 fn counted_by_default() -> bool {
     true
 }

@@ -58,7 +58,10 @@ fn two_gateways_through_the_cluster_reach_postgresql_exactly_once_though_a_consu
     let mut first = Central::start(&amqp([1, 2, 3]), &pg.url(), &slow_batches);
     let second = Central::start(&amqp([2, 3, 1]), &pg.url(), &slow_batches);
 
-    let north_config = "site = \"north\"\n[scores]\ntime_zone = \"Europe/London\"\n\
+    // North sends presses in batch messages, south one message a press:
+    // the consumers take both.
+    let north_config = "site = \"north\"\n[upstream]\npress_batch = 25\n\
+        [scores]\ntime_zone = \"Europe/London\"\n\
         [zones.food]\nname = \"Food court\"\nterminals = [\"nq000\", \"nq001\"]\n";
     let north = Gateway::start(
         dir.path(),
@@ -262,10 +265,42 @@ fn a_message_that_cannot_be_read_is_kept_aside_and_the_rest_flow() {
     assert!(reasons.contains("refused by the database"), "{reasons}");
     wait_until("counted", || consumer.stats()["messages"]["rejected"] == 4);
     assert_eq!(consumer.stats()["presses_duplicate"], 1);
+
+    // A press already in the table, again, next to a new one: the batch's
+    // COPY meets the primary key and the batch goes in again with
+    // ON CONFLICT; the new press is stored, the old one not twice.
+    // One connection, one message per line (`-l`): they arrive together.
+    let mut pub_lines = std::process::Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &cluster.mqtt_ports[0].to_string()])
+        .args(["-q", "1", "-t", "pressline/v1/x/t1/press", "-l"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = pub_lines.stdin.take().unwrap();
+        writeln!(stdin, "{}\n{}", good(1), good(6)).unwrap();
+    }
+    assert!(pub_lines.wait().unwrap().success(), "mosquitto_pub -l");
+    wait_until("the new press stored", || press_count(&pg) == 3);
+    wait_until("the old one counted as a duplicate", || {
+        consumer.stats()["presses_duplicate"] == 2
+    });
+    assert_eq!(
+        pg.psql("SELECT string_agg(seq::text, ',' ORDER BY seq) FROM presses"),
+        "1,4,6"
+    );
 }
 
 #[test]
 fn a_rabbitmq_node_killed_under_the_gateway_loses_nothing() {
+    // One message a press, and presses in batch messages.
+    for press_batch in [1, 20] {
+        node_killed_under_the_gateway(press_batch);
+    }
+}
+
+fn node_killed_under_the_gateway(press_batch: u16) {
     let dir = tempfile::tempdir().unwrap();
     let cluster = RabbitCluster::start(dir.path());
     // Analytics on node 3 with a persistent session: a quorum queue, bound
@@ -275,6 +310,7 @@ fn a_rabbitmq_node_killed_under_the_gateway_loses_nothing() {
         dir.path(),
         GatewayOptions {
             site: "dock".into(),
+            config_toml: Some(format!("[upstream]\npress_batch = {press_batch}\n")),
             upstream: Some(format!(
                 "{},{},{}",
                 cluster.url(1),

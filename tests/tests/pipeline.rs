@@ -682,3 +682,121 @@ fn fresh_presses_overtake_a_backlog_while_it_drains() {
         order.len()
     );
 }
+
+/// `upstream.press_batch`: presses that are ready together go upstream as
+/// one `pressline.press_batch.v1` message, as PROTOCOL.md documents it,
+/// read here by Mosquitto's own subscriber.
+#[test]
+fn batched_presses_reach_a_third_party_subscriber_whole_and_once_each() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut mosquitto = Mosquitto::start(dir.path());
+    let port = mosquitto.port.to_string();
+    let reader = |extra: &[&str]| {
+        let mut c = std::process::Command::new("mosquitto_sub");
+        c.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-q",
+            "1",
+            "-c",
+            "-i",
+            "batch-reader",
+        ])
+        .args(["-t", "pressline/v1/+/presses", "-v"])
+        .args(extra);
+        c
+    };
+    // A persistent session, so what the gateway sends is queued for it.
+    let status = reader(&["-E"]).status().expect("mosquitto_sub runs");
+    assert!(status.success(), "mosquitto_sub -E");
+
+    let gateway = Gateway::start(
+        dir.path(),
+        GatewayOptions {
+            site: "quay".into(),
+            upstream: Some(mosquitto.url()),
+            config_toml: Some("[upstream]\npress_batch = 50\n".into()),
+            ..Default::default()
+        },
+    );
+    wait_until("upstream connected", || {
+        gateway.stats()["upstream_connected"] == true
+    });
+    // A backlog, so presses are ready together when upstream returns.
+    mosquitto.stop();
+    wait_until("gateway notices the outage", || {
+        gateway.stats()["upstream_connected"] == false
+    });
+    let sim = Sim::spawn(
+        &gateway.broker(),
+        &[
+            "--terminals",
+            "4",
+            "--presses",
+            "100",
+            "--rate",
+            "0",
+            "--id-prefix",
+            "b",
+        ],
+    );
+    sim.expect_all_acked();
+    mosquitto.restart();
+    wait_until("backlog delivered", || gateway.stat("forward_pending") == 0);
+    assert_eq!(gateway.stat("presses_forwarded"), 400);
+
+    let mut sub = reader(&[])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub runs");
+    // Lines through a channel, so a missing press fails the test after a
+    // generous wait instead of blocking on the pipe.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = sub.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let expected = expected_ids("quay", "b", 4, 100, 0);
+    let (mut ids, mut messages, mut largest) = (Vec::new(), 0, 0);
+    while ids.len() < expected.len() {
+        let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(60)) else {
+            break;
+        };
+        let (topic, payload) = line.split_once(' ').expect("topic and payload");
+        assert_eq!(topic, "pressline/v1/quay/presses");
+        let batch: serde_json::Value = serde_json::from_str(payload).expect("JSON");
+        assert_eq!(batch["schema"], "pressline.press_batch.v1");
+        assert_eq!(batch["site"], "quay");
+        let presses = batch["presses"].as_array().expect("presses array");
+        assert!(
+            (1..=50).contains(&presses.len()),
+            "{} presses",
+            presses.len()
+        );
+        for p in presses {
+            // Each element is a whole press document.
+            assert_eq!(p["schema"], "pressline.press.v1");
+            assert_eq!(p["site"], "quay");
+            assert!(p["received_at"].is_string() && p["score"].is_u64(), "{p}");
+            ids.push(p["id"].as_str().unwrap().to_string());
+        }
+        messages += 1;
+        largest = largest.max(presses.len());
+    }
+    let _ = sub.kill();
+    let _ = sub.wait();
+    let unique: BTreeSet<String> = ids.iter().cloned().collect();
+    assert_eq!(unique, expected, "every press, in {messages} messages");
+    assert_eq!(ids.len(), unique.len(), "each press once");
+    assert_eq!(largest, 50, "a backlog goes in full batches");
+}

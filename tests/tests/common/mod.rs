@@ -736,6 +736,17 @@ impl Consumer {
                                 format!("pressline/v1/{}/{}/press", press.site, press.terminal)
                             );
                             p.lock().unwrap().push(press);
+                        } else if publish.topic.ends_with("/presses") {
+                            let batch: pressline_protocol::upstream::PressBatch =
+                                serde_json::from_slice(&publish.payload)
+                                    .expect("press batch schema");
+                            assert_eq!(batch.schema, "pressline.press_batch.v1");
+                            assert_eq!(
+                                publish.topic,
+                                format!("pressline/v1/{}/presses", batch.site)
+                            );
+                            assert!(!batch.presses.is_empty());
+                            p.lock().unwrap().extend(batch.presses);
                         } else {
                             let value = serde_json::from_slice(&publish.payload)
                                 .expect("upstream payloads are JSON");
