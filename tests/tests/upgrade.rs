@@ -1,9 +1,10 @@
-//! Upgrading: a data directory written by the previous store layout
-//! (`tests/fixtures/datadir-v1.tar.gz`, made by the previous release with
-//! `tests/fixtures/make-datadir-v1.sh`) opens under the current one,
-//! migrated in place on first start, with nothing lost: every stored press
-//! still deduplicates, what was waiting for upstream is delivered, the
-//! figures are rebuilt, registered terminals still log in and sign.
+//! Upgrading: a data directory written by an earlier store layout
+//! (`tests/fixtures/datadir-v1.tar.gz` and `datadir-v2.tar.gz`, made by
+//! the releases that wrote them with `tests/fixtures/make-datadir.sh`)
+//! opens under the current one, migrated in place on first start, with
+//! nothing lost: every stored press still deduplicates, what was waiting
+//! for upstream is delivered, the figures are rebuilt, registered
+//! terminals still log in and sign.
 
 mod common;
 
@@ -15,12 +16,14 @@ use serde_json::Value;
 
 const SITE: &str = "fixture";
 
-fn manifest() -> Value {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/fixtures/datadir-v1.json"
-    ))
-    .expect("fixture manifest");
+fn fixture(layout: u8, ext: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(format!("datadir-v{layout}.{ext}"))
+}
+
+fn manifest(layout: u8) -> Value {
+    let text = std::fs::read_to_string(fixture(layout, "json")).expect("fixture manifest");
     serde_json::from_str(&text).expect("fixture manifest is JSON")
 }
 
@@ -34,13 +37,10 @@ fn ids(manifest: &Value, key: &str) -> BTreeSet<String> {
 }
 
 /// Unpacks the fixture where the test harness keeps the site's data.
-fn unpack(dir: &std::path::Path) -> std::path::PathBuf {
+fn unpack(layout: u8, dir: &std::path::Path) -> std::path::PathBuf {
     let status = Command::new("tar")
         .arg("-xzf")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/fixtures/datadir-v1.tar.gz"
-        ))
+        .arg(fixture(layout, "tar.gz"))
         .arg("-C")
         .arg(dir)
         .status()
@@ -65,18 +65,27 @@ fn counted_in_hourly(hourly: &Value) -> (u64, u64) {
 }
 
 #[test]
-fn a_data_directory_of_the_previous_layout_opens_with_nothing_lost() {
-    let manifest = manifest();
+fn a_data_directory_of_layout_1_opens_with_nothing_lost() {
+    opens_with_nothing_lost(1, "migrated the press store from layout 1");
+}
+
+#[test]
+fn a_data_directory_of_layout_2_opens_with_nothing_lost() {
+    opens_with_nothing_lost(2, "migrated the press store from layout 2");
+}
+
+fn opens_with_nothing_lost(layout: u8, migrated: &str) {
+    let manifest = manifest(layout);
     let before = &manifest["stats"];
     let stored = before["presses_stored"].as_u64().unwrap();
     let (delivered, pending) = (ids(&manifest, "delivered"), ids(&manifest, "pending"));
     assert_eq!(delivered.len() + pending.len(), stored as usize);
 
     let dir = tempfile::tempdir().unwrap();
-    let data = unpack(dir.path());
+    let data = unpack(layout, dir.path());
     let mosquitto = Mosquitto::start(dir.path());
     let consumer = Consumer::start(mosquitto.port, "analytics-upgrade");
-    let gateway = Gateway::start(
+    let mut gateway = Gateway::start(
         dir.path(),
         GatewayOptions {
             site: SITE.into(),
@@ -92,12 +101,10 @@ fn a_data_directory_of_the_previous_layout_opens_with_nothing_lost() {
             ..Default::default()
         },
     );
+    assert!(gateway.log().contains(migrated), "{}", gateway.log());
     assert!(
-        gateway
-            .log()
-            .contains("migrated the press store to layout 2"),
-        "{}",
-        gateway.log()
+        data.join("presslog").read_dir().unwrap().count() > 0,
+        "the press log is in day files"
     );
 
     // Every press is still there, once.
@@ -219,4 +226,13 @@ fn a_data_directory_of_the_previous_layout_opens_with_nothing_lost() {
     // reg-1's first 12 presses were stored under the old layout; the
     // simulator's 20 start over at seq 0, so 8 are new.
     assert_eq!(gateway.stat("presses_stored"), stored + 8);
+
+    // The migrated store is the store: a crash and restart keep it all.
+    let hourly = counted_in_hourly(&gateway.get("/api/v1/report/hourly"));
+    gateway.restart_after_crash();
+    assert_eq!(gateway.stat("presses_stored"), stored + 8);
+    assert_eq!(
+        counted_in_hourly(&gateway.get("/api/v1/report/hourly")),
+        hourly
+    );
 }

@@ -1,10 +1,11 @@
-//! Store layout 1 → 2, in place, at open.
+//! Earlier store layouts, migrated in place at open.
 //!
+//! # Layout 1 → 3
 //! Layout 1 kept one `presses` key per press (`terminal \0 boot seq` →
 //! postcard `{button, received_at_ms, pressed_at_ms, counted}`), which was
-//! both the record and the dedup index. Layout 2 keeps the same presses
-//! as batch records in the day trees of the press log, and the dedup
-//! state as ranges per (terminal, boot). The outbox converts its own trees
+//! both the record and the dedup index. The same presses become batch
+//! records in the press log's day files, and the dedup state ranges per
+//! (terminal, boot). The outbox converts its own trees
 //! ([`super::outbox`]); the satisfaction aggregates are rebuilt from the
 //! press log by the score engine on its first start (no checkpoint yet).
 //!
@@ -12,6 +13,15 @@
 //! that finds it clears what the interrupted attempt wrote and begins
 //! again; `presses` is dropped only once everything is written and
 //! flushed.
+//!
+//! # Layout 2 → 3
+//! Layout 2 kept the press log in one sled tree per UTC day
+//! (`presslog.<day in hex>`: the same batch records under the same keys,
+//! and the day's count under the empty key). Each day's records are
+//! copied into its day file, committed ([`PressLog::seal`]), and only then
+//! is the tree dropped. Crash-safe per day: a day file not committed yet is
+//! deleted at the next open and copied again; a committed one means its
+//! tree only has to be dropped.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -67,22 +77,11 @@ pub fn layout1(
 
     let legacy = db.open_tree(LAYOUT1_PRESSES)?;
     let mut chunks: BTreeMap<i64, PressBatch> = BTreeMap::new();
-    let mut counts: BTreeMap<i64, u64> = BTreeMap::new();
     let mut dedup: HashMap<(String, u32), DedupRecord> = HashMap::new();
     let mut migrated = 0u64;
     let mut skipped = 0u64;
-    let flush_chunk = |day: i64, batch: PressBatch, count: u64| -> Result<(), StoreError> {
-        let tree = press_log.tree(day)?;
-        let id = db.generate_id()?;
-        tree.transaction(|t| {
-            PressLog::write(t, id, &batch.to_bytes(), count)?;
-            Ok::<(), sled::transaction::ConflictableTransactionError<StoreError>>(())
-        })
-        .map_err(|e| match e {
-            sled::transaction::TransactionError::Abort(e) => e,
-            sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
-        })?;
-        press_log.set_count(day, count);
+    let flush_chunk = |day: i64, batch: PressBatch| -> Result<(), StoreError> {
+        press_log.write(day, db.generate_id()?, &batch)?;
         Ok(())
     };
     for item in legacy.iter() {
@@ -110,22 +109,21 @@ pub fn layout1(
                 reason: None,
             },
         );
-        let count = counts.entry(day).or_default();
-        *count += 1;
         let record = dedup.entry((terminal.to_string(), boot)).or_default();
         record.seqs.insert(seq);
         record.last_day = record.last_day.max(day);
         migrated += 1;
         if batch.len() >= CHUNK {
             let full = std::mem::take(batch);
-            flush_chunk(day, full, *count)?;
+            flush_chunk(day, full)?;
         }
     }
     for (day, batch) in std::mem::take(&mut chunks) {
         if !batch.is_empty() {
-            flush_chunk(day, batch, counts[&day])?;
+            flush_chunk(day, batch)?;
         }
     }
+    press_log.seal(db)?;
     let mut writes = sled::Batch::default();
     for ((terminal, boot), record) in &dedup {
         writes.insert(dedup::key(terminal, *boot), record.encode());
@@ -145,9 +143,65 @@ pub fn layout1(
     tracing::info!(
         presses = migrated,
         terminals_and_boots = dedup.len(),
-        "migrated the press store to layout 2 (press log in day trees, dedup ranges)"
+        "migrated the press store from layout 1 (press log in day files, dedup ranges)"
     );
     Ok(migrated)
+}
+
+const LAYOUT2_DAY_PREFIX: &str = "presslog.";
+
+/// Moves layout 2's press-log day trees into day files; returns how many
+/// presses moved.
+pub fn layout2(db: &sled::Db, press_log: &PressLog) -> Result<u64, StoreError> {
+    let mut days = 0u64;
+    let mut moved = 0u64;
+    let mut skipped = 0u64;
+    for name in db.tree_names() {
+        let Some(hex) = name.strip_prefix(LAYOUT2_DAY_PREFIX.as_bytes()) else {
+            continue;
+        };
+        let Some(day) = std::str::from_utf8(hex)
+            .ok()
+            .and_then(|h| i64::from_str_radix(h, 16).ok())
+        else {
+            tracing::warn!(tree = %String::from_utf8_lossy(&name), "leaving a sled tree named like a layout-2 press-log day but not one");
+            continue;
+        };
+        if !press_log.has_day(day) {
+            let tree = db.open_tree(&name)?;
+            // From the first 8-byte key: the day's count sits under the
+            // empty key, before every record.
+            for item in tree.range(0u64.to_be_bytes()..) {
+                let (key, value) = item?;
+                let batch = <[u8; 8]>::try_from(key.as_ref())
+                    .map_err(|_| StoreError::Malformed("press-log key is not 8 bytes"))
+                    .and_then(|k| Ok((u64::from_be_bytes(k), PressBatch::decode(&value)?)));
+                match batch {
+                    Ok((key, batch)) => {
+                        press_log.write(day, key, &batch)?;
+                        moved += batch.len() as u64;
+                    }
+                    Err(e) => {
+                        tracing::error!(day, error = %e, "a layout-2 press-log record does not decode; left out");
+                        skipped += 1;
+                    }
+                }
+            }
+            press_log.seal(db)?;
+        }
+        db.drop_tree(&name)?;
+        days += 1;
+    }
+    if days > 0 {
+        db.flush()?;
+        tracing::info!(
+            days,
+            presses = moved,
+            skipped,
+            "migrated the press store from layout 2 (press log from sled day trees to day files)"
+        );
+    }
+    Ok(moved)
 }
 
 /// `terminal \0 boot(BE) seq(BE)`.

@@ -4,9 +4,11 @@
 //! so everything the gateway persists goes through this one small interface,
 //! and the crash tests (`kill -9` under load) are what prove it.
 //!
-//! # Layout (store layout 2)
-//! - `presslog.<day>`: the presses of each UTC day, one [`PressBatch`]
-//!   record per group commit ([`press_log`]); dropped whole by retention.
+//! # Layout (store layout 3)
+//! - `presslog/YYYY-MM-DD.log` (files beside the database): the presses of
+//!   each UTC day, one [`PressBatch`] record per group commit, with each
+//!   day's committed length and press count in the `presslog` tree
+//!   ([`press_log`]); deleted whole by retention.
 //! - `dedup`: which sequence numbers of each (terminal, boot) are stored,
 //!   as ranges ([`dedup`]).
 //! - `outbox2.<segment>`: the upstream outbox: press batches and rendered
@@ -19,12 +21,14 @@
 //!   ([`crate::alerting`]).
 //! - `meta`: the outbox's acknowledged ranges, the layout number.
 //!
-//! A commit writes its presses' press-log record, outbox record(s) and
-//! dedup ranges in one transaction and flushes (fsync) once before any of
-//! it is acked to terminals: group commit, one fsync and a handful of
-//! records per batch however many presses it holds. What sled holds grows
-//! with commits and (terminal, boot) pairs, not with each press. Layout 1
-//! (one key per press) is migrated in place at open ([`migrate`]).
+//! A commit appends its presses' press-log record and syncs it, then
+//! writes the record's committed length, the outbox record(s) and dedup
+//! ranges in one transaction and flushes (fsync) before any of it is acked
+//! to terminals: group commit, two syncs and a handful of records per
+//! batch however many presses it holds. What sled holds grows with
+//! undelivered presses and (terminal, boot) pairs, not with history.
+//! Layouts 1 (one key per press) and 2 (the press log in sled trees) are
+//! migrated in place at open ([`migrate`]).
 //!
 //! # Faults
 //! After an I/O error (a full disk, EIO) sled refuses every later write
@@ -65,7 +69,7 @@ use outbox::Outbox;
 use press_log::PressLog;
 
 /// The store layout this code writes (kept in `meta`).
-pub const LAYOUT: u8 = 2;
+pub const LAYOUT: u8 = 3;
 const LAYOUT_KEY: &[u8] = b"layout";
 
 /// What a commit did.
@@ -152,9 +156,10 @@ impl Open {
             .flush_every_ms(Some(1000))
             .open()?;
         let meta = db.open_tree("meta")?;
-        let press_log = PressLog::open(&db)?;
+        let press_log = PressLog::open(&db, dir)?;
         let dedup_tree = db.open_tree("dedup")?;
         migrate::layout1(&db, &meta, &press_log, &dedup_tree)?;
+        migrate::layout2(&db, &press_log)?;
         let outbox = Outbox::open(&db, &meta, outbox::SEGMENT_KEYS)?;
         if meta.get(LAYOUT_KEY)?.as_deref() != Some(&[LAYOUT]) {
             meta.insert(LAYOUT_KEY, &[LAYOUT])?;
@@ -239,33 +244,49 @@ impl Open {
             .first()
             .ok_or(StoreError::Malformed("no outbox id reserved"))?;
         let outbox_records = reservation.press_records(&fresh)?;
-        let log_tree = self.press_log.tree(day)?;
-        let count_after = self.press_log.count_on(day) + fresh.len() as u64;
-        let log_record = fresh.to_bytes();
         let dedup_writes: Vec<(Vec<u8>, Vec<u8>)> = changed
             .iter()
             .map(|k| (dedup::key(k.0, k.1), records[k].encode()))
             .collect();
-        let mut trees = vec![&log_tree, &self.dedup_tree];
-        trees.extend(reservation.trees());
-        trees
-            .as_slice()
-            .transaction(|t| {
-                PressLog::write(&t[0], first_id, &log_record, count_after)?;
-                for (k, v) in &dedup_writes {
-                    t[1].insert(k.as_slice(), v.as_slice())?;
-                }
-                for (tree, key, record) in &outbox_records {
-                    t[2 + tree].insert(&key.to_be_bytes(), record.as_slice())?;
-                }
-                Ok::<(), ConflictableTransactionError<StoreError>>(())
-            })
-            .map_err(tx_error)?;
+        // The press-log record is on disk before the transaction that
+        // records its length (see [`press_log`]).
+        let durable = self
+            .press_log
+            .write(day, first_id, &fresh)
+            .and_then(|written| {
+                self.press_log.sync(day)?;
+                let mut trees = vec![self.press_log.index(), &self.dedup_tree];
+                trees.extend(reservation.trees());
+                trees
+                    .as_slice()
+                    .transaction(|t| {
+                        PressLog::record(&t[0], &written)?;
+                        for (k, v) in &dedup_writes {
+                            t[1].insert(k.as_slice(), v.as_slice())?;
+                        }
+                        for (tree, key, record) in &outbox_records {
+                            t[2 + tree].insert(&key.to_be_bytes(), record.as_slice())?;
+                        }
+                        Ok::<(), ConflictableTransactionError<StoreError>>(())
+                    })
+                    .map_err(tx_error)?;
+                Ok(written)
+            });
         drop(reservation);
-        self.outbox.persist_acknowledged()?;
-        self.db.flush()?;
+        let durable = durable.and_then(|written| {
+            self.outbox.persist_acknowledged()?;
+            self.db.flush()?;
+            Ok(written)
+        });
+        let written = match durable {
+            Ok(w) => w,
+            Err(e) => {
+                self.press_log.rollback(day);
+                return Err(e);
+            }
+        };
         // Durable: now it is the truth.
-        self.press_log.set_count(day, count_after);
+        self.press_log.confirm(&written);
         for k in changed {
             if let Some(record) = records.remove(&k) {
                 dedup.put(k.0, k.1, record, now);
@@ -315,18 +336,21 @@ impl Open {
     }
 }
 
-/// sled errors that mean the database must be opened again.
-fn fault_reason(e: &sled::Error) -> Option<&'static str> {
+/// Errors that mean the store must be opened again.
+fn fault_reason(e: &StoreError) -> Option<&'static str> {
+    let io_reason = |io: &std::io::Error| {
+        if io.raw_os_error() == Some(28) || io.kind() == std::io::ErrorKind::StorageFull {
+            "no_space"
+        } else {
+            "io_error"
+        }
+    };
     match e {
-        sled::Error::Io(io) => Some(
-            if io.raw_os_error() == Some(28) || io.kind() == std::io::ErrorKind::StorageFull {
-                "no_space"
-            } else {
-                "io_error"
-            },
-        ),
-        sled::Error::Corruption { .. } => Some("corruption"),
-        sled::Error::ReportableBug(_) => Some("bug"),
+        StoreError::Sled(sled::Error::Io(io)) | StoreError::Log { source: io, .. } => {
+            Some(io_reason(io))
+        }
+        StoreError::Sled(sled::Error::Corruption { .. }) => Some("corruption"),
+        StoreError::Sled(sled::Error::ReportableBug(_)) => Some("bug"),
         _ => None,
     }
 }
@@ -371,7 +395,7 @@ impl Store {
         let open = self.current()?;
         let result = op(&open);
         drop(open);
-        if let Err(StoreError::Sled(e)) = &result {
+        if let Err(e) = &result {
             if let Some(reason) = fault_reason(e) {
                 self.start_recovery(reason, e.to_string());
             }
@@ -735,7 +759,10 @@ impl Store {
     /// Bytes the database occupies on disk (the last figure while the
     /// store is being reopened).
     pub fn size_on_disk(&self) -> u64 {
-        match self.current().map(|o| o.db.size_on_disk()) {
+        match self
+            .current()
+            .map(|o| o.db.size_on_disk().map(|n| n + o.press_log.disk_bytes()))
+        {
             Ok(Ok(n)) => {
                 self.shared.disk_bytes.store(n, Ordering::Relaxed);
                 n
@@ -789,13 +816,11 @@ fn recover(shared: Arc<Shared>, old: Arc<Open>) {
                     tracing::warn!(error = %e, dir = %shared.dir.display(), "cannot reopen the press store yet; retrying");
                     last_logged = Some(Instant::now());
                 }
-                if let StoreError::Sled(e) = &e {
-                    if let Some(reason) = fault_reason(e) {
-                        let mut fault = lock(&shared.fault);
-                        if let Some(f) = fault.as_mut() {
-                            f.reason = reason;
-                            f.detail = e.to_string();
-                        }
+                if let Some(reason) = fault_reason(&e) {
+                    let mut fault = lock(&shared.fault);
+                    if let Some(f) = fault.as_mut() {
+                        f.reason = reason;
+                        f.detail = e.to_string();
                     }
                 }
                 std::thread::sleep(backoff);

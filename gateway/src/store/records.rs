@@ -20,6 +20,13 @@ use serde::{Deserialize, Serialize};
 pub enum StoreError {
     #[error("storage error: {0}")]
     Sled(#[from] sled::Error),
+    /// A press-log file could not be read or written.
+    #[error("press log: {what}: {source}")]
+    Log {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("stored record does not decode: {0}")]
     Corrupt(#[from] postcard::Error),
     #[error("stored record does not decode: {0}")]
