@@ -51,6 +51,10 @@
 //! and that press would wait for the next reconnect. So every reservation
 //! is registered while its ids are generated, and reads (and
 //! [`Outbox::last_key`]) stop below the lowest id still being written.
+//! With nothing being written they stop at the last id generated when
+//! they began, not at the end of the tree: a commit that reserves id 100
+//! after a read began, and a document that reserves 111 and is written
+//! while that commit is still writing, must not hand the read 111 either.
 //!
 //! # Earlier layouts
 //! Store layout 1 kept one rendered document per message in
@@ -214,14 +218,24 @@ pub struct Reservation<'a> {
     ids: Vec<u64>,
     trees: Vec<(u64, sled::Tree)>,
     segment_keys: u64,
-    in_flight: &'a Mutex<std::collections::BTreeSet<u64>>,
+    in_flight: &'a Mutex<InFlight>,
+}
+
+/// Ids handed out and not yet written.
+#[derive(Debug, Default)]
+struct InFlight {
+    /// First id of each reservation whose entries are still being written.
+    firsts: std::collections::BTreeSet<u64>,
+    /// The last id generated (everything up to it is written or
+    /// abandoned once `firsts` holds nothing below it).
+    last_generated: u64,
 }
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         // Before the segment guard (fields drop after this body).
         if let Some(first) = self.ids.first() {
-            lock(self.in_flight).remove(first);
+            lock(self.in_flight).firsts.remove(first);
         }
     }
 }
@@ -309,8 +323,8 @@ pub struct Outbox {
     unpersisted: Mutex<(usize, std::time::Instant)>,
     persist_every: std::time::Duration,
     persist_after_keys: usize,
-    /// First id of each reservation whose entries are still being written.
-    in_flight: Mutex<std::collections::BTreeSet<u64>>,
+    /// Reservations whose entries are still being written.
+    in_flight: Mutex<InFlight>,
 }
 
 fn tree_name(segment: u64) -> String {
@@ -417,7 +431,11 @@ impl Outbox {
             unpersisted: Mutex::new((0, std::time::Instant::now())),
             persist_every: PERSIST_EVERY,
             persist_after_keys: PERSIST_AFTER_KEYS,
-            in_flight: Mutex::new(std::collections::BTreeSet::new()),
+            // Every id handed out before this open is written or abandoned.
+            in_flight: Mutex::new(InFlight {
+                firsts: Default::default(),
+                last_generated: db.generate_id()?,
+            }),
         };
         for name in earlier {
             outbox.convert_earlier_tree(&name)?;
@@ -518,7 +536,7 @@ impl Outbox {
                 });
             }
             if let Some(first) = ids.first() {
-                lock(&self.in_flight).remove(first);
+                lock(&self.in_flight).firsts.remove(first);
             }
         }
         // A new segment (the ids above are skipped; gaps are harmless).
@@ -559,18 +577,22 @@ impl Outbox {
         let ids = (0..n)
             .map(|_| self.db.generate_id())
             .collect::<Result<Vec<u64>, _>>()?;
-        if let Some(&first) = ids.first() {
-            in_flight.insert(first);
+        if let (Some(&first), Some(&last)) = (ids.first(), ids.last()) {
+            in_flight.firsts.insert(first);
+            in_flight.last_generated = in_flight.last_generated.max(last);
         }
         Ok(ids)
     }
 
-    /// The highest id below every id still being written: entries up to
-    /// it are all there (or never will be).
+    /// The highest id below every id still being written, and no higher
+    /// than the last id generated so far: entries up to it are all there
+    /// (or never will be), whatever is reserved after this call.
     fn written_through(&self) -> u64 {
-        lock(&self.in_flight)
+        let in_flight = lock(&self.in_flight);
+        in_flight
+            .firsts
             .first()
-            .map_or(u64::MAX, |first| first.saturating_sub(1))
+            .map_or(in_flight.last_generated, |first| first.saturating_sub(1))
     }
 
     fn segments_of(&self, ids: &[u64]) -> Vec<u64> {
@@ -1026,6 +1048,28 @@ mod tests {
             .unwrap();
         assert_eq!(all_keys(&outbox).len(), 16);
         assert!(outbox.segment_count() <= 2);
+    }
+
+    #[test]
+    fn a_read_never_passes_an_entry_reserved_after_it_began() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_db, outbox) = open(dir.path(), SEGMENT_KEYS);
+        outbox.enqueue(&[entry(1)]).unwrap();
+        let first = all_keys(&outbox);
+        // The bound a read takes as it starts, with nothing being written.
+        let bound = outbox.written_through();
+        // Then, while it walks the tree: a commit reserves an id and is
+        // still writing when a later document is reserved and written.
+        let slow = outbox.reserve(1).unwrap();
+        outbox.enqueue(&[entry(2)]).unwrap();
+        let later: Vec<u64> = all_keys(&outbox);
+        drop(slow);
+        let written_later = *all_keys(&outbox).last().unwrap();
+        assert_eq!(later, first, "reads from now on stop below the slow id");
+        assert!(
+            bound < written_later,
+            "the walk that began before must not reach the later document either"
+        );
     }
 
     #[test]
