@@ -21,11 +21,11 @@
 //!   ([`crate::alerting`]).
 //! - `meta`: the outbox's acknowledged ranges, the layout number.
 //!
-//! A commit appends its presses' press-log record and syncs it, then
-//! writes the record's committed length, the outbox record(s) and dedup
-//! ranges in one transaction and flushes (fsync) before any of it is acked
-//! to terminals: group commit, two syncs and a handful of records per
-//! batch however many presses it holds. What sled holds grows with
+//! A commit appends its presses' press-log record, writes the record's
+//! committed length, the outbox record(s) and dedup ranges in one
+//! transaction, then syncs the press log and flushes sled (fsync) before
+//! any of it is acked to terminals: group commit, two syncs and a handful
+//! of records per batch however many presses it holds. What sled holds grows with
 //! undelivered presses and (terminal, boot) pairs, not with history.
 //! Layouts 1 (one key per press) and 2 (the press log in sled trees) are
 //! migrated in place at open ([`migrate`]).
@@ -161,6 +161,7 @@ impl Open {
         migrate::layout1(&db, &meta, &press_log, &dedup_tree)?;
         migrate::layout2(&db, &press_log)?;
         let outbox = Outbox::open(&db, &meta, outbox::SEGMENT_KEYS)?;
+        press_log.rebuild_tail(&db, &outbox)?;
         if meta.get(LAYOUT_KEY)?.as_deref() != Some(&[LAYOUT]) {
             meta.insert(LAYOUT_KEY, &[LAYOUT])?;
             db.flush()?;
@@ -248,13 +249,13 @@ impl Open {
             .iter()
             .map(|k| (dedup::key(k.0, k.1), records[k].encode()))
             .collect();
-        // The press-log record is on disk before the transaction that
-        // records its length (see [`press_log`]).
+        // The press-log record is written before the transaction that
+        // records its length and synced after it, outside the outbox
+        // reservation (see [`press_log`]).
         let durable = self
             .press_log
             .write(day, first_id, &fresh)
             .and_then(|written| {
-                self.press_log.sync(day)?;
                 let mut trees = vec![self.press_log.index(), &self.dedup_tree];
                 trees.extend(reservation.trees());
                 trees
@@ -274,6 +275,7 @@ impl Open {
             });
         drop(reservation);
         let durable = durable.and_then(|written| {
+            self.press_log.sync(day)?;
             self.outbox.persist_acknowledged()?;
             self.db.flush()?;
             Ok(written)
@@ -1069,6 +1071,88 @@ mod tests {
             .unwrap();
         seen.sort();
         assert_eq!(seen, vec![(old, 1), (recent, 2)]);
+    }
+
+    /// Every press in the log, with its record's key.
+    fn logged(store: &Store) -> Vec<(u64, u32)> {
+        let mut out = Vec::new();
+        store
+            .replay_presses(None, i64::MAX, |key, b| {
+                out.extend(b.iter().map(|(_, p)| (key, p.seq)));
+                Ok(())
+            })
+            .unwrap();
+        out.sort();
+        out
+    }
+
+    /// Byte offsets where each record of a day file starts.
+    fn record_starts(bytes: &[u8]) -> Vec<usize> {
+        let mut at = 0;
+        let mut starts = Vec::new();
+        while at < bytes.len() {
+            starts.push(at);
+            let n = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+            at += 24 + n;
+        }
+        starts
+    }
+
+    #[test]
+    fn a_power_cut_between_sled_and_the_press_log_loses_nothing_from_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = crate::clock::utc_day(1_700_000_000_000);
+        let file = dir
+            .path()
+            .join(press_log::DIR)
+            .join(press_log::file_name(day));
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        for first in [0, 3, 6, 9] {
+            store
+                .commit(&[
+                    offer("a", 0, first),
+                    offer("a", 0, first + 1),
+                    offer("a", 0, first + 2),
+                ])
+                .unwrap();
+        }
+        let before = logged(&store);
+        assert_eq!(before.len(), 12);
+        drop(store);
+        let whole = std::fs::read(&file).unwrap();
+        let starts = record_starts(&whole);
+        assert_eq!(starts.len(), 4);
+
+        // sled has every commit; the file lost the last record and half of
+        // the one before.
+        std::fs::write(&file, &whole[..starts[2] + 10]).unwrap();
+        let store = reopen(dir.path());
+        assert_eq!(logged(&store), before);
+        assert_eq!(store.press_count(), 12);
+        // A resend is still a duplicate, and the next commit goes on.
+        assert_eq!(
+            outcomes(&store, &[offer("a", 0, 11)]),
+            vec![StoreOutcome::Duplicate]
+        );
+        store.commit(&[offer("a", 0, 12)]).unwrap();
+        assert_eq!(store.press_count(), 13);
+        drop(store);
+
+        // The file's size made it to disk, its last record's bytes did not.
+        let mut zeroed = std::fs::read(&file).unwrap();
+        let last = *record_starts(&zeroed).last().unwrap();
+        zeroed[last + 24..].fill(0);
+        std::fs::write(&file, &zeroed).unwrap();
+        let store = reopen(dir.path());
+        assert_eq!(store.press_count(), 13);
+        assert_eq!(logged(&store).len(), 13);
+        drop(store);
+
+        // The whole day's file gone.
+        std::fs::remove_file(&file).unwrap();
+        let store = reopen(dir.path());
+        assert_eq!(store.press_count(), 13);
+        assert_eq!(logged(&store).len(), 13);
     }
 
     #[test]

@@ -601,6 +601,27 @@ impl Outbox {
         segments
     }
 
+    /// Press records with keys above `after` (all for `None`), delivered
+    /// or not, in key order: what the press log rebuilds records lost in a
+    /// power cut from (see [`super::press_log`]).
+    pub fn press_records_after(
+        &self,
+        after: Option<u64>,
+    ) -> Result<Vec<(u64, PressBatch)>, StoreError> {
+        let from = after.map_or(0, |a| a.saturating_add(1));
+        let segments = self.read_segments();
+        let mut out = Vec::new();
+        for tree in segments.range(self.segment(from)..).map(|(_, t)| t) {
+            for item in tree.range(from.to_be_bytes()..) {
+                let (raw, value) = item?;
+                if let Ok(OutboxRecord::Presses(batch)) = OutboxRecord::decode(&value) {
+                    out.push((key_of(&raw)?, batch));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Writes messages that need no transaction with a press (status
     /// documents), each under a fresh id.
     pub fn enqueue(&self, entries: &[OutboxEntry]) -> Result<(), StoreError> {

@@ -20,15 +20,24 @@
 //! ```
 //!
 //! # Commits
-//! A day file is only ever written past its committed length, and made
-//! durable (fdatasync) before the commit's sled transaction records the new
-//! length (and the day's press count) in the `presslog` tree, flushed with
-//! the commit's dedup ranges and outbox records. So the `presslog` tree says
-//! what is committed: at open, bytes past a day's committed length (a
-//! commit that never completed, never acked) are cut off, and a file with
-//! no committed length (the same, on a new day, or a day retention was
-//! dropping) is deleted. A failed commit leaves the next write at the same
-//! offset.
+//! A day file is only ever written past its committed length. The commit's
+//! sled transaction records the new length (and the day's press count) in
+//! the `presslog` tree with the commit's dedup ranges and outbox records;
+//! then the file is synced (fdatasync) and sled flushed, and only then are
+//! the presses acked. The file is synced after the transaction, not
+//! before, so that a commit holds the outbox's segment lock (which the
+//! forwarder's acknowledgements wait for) only while it writes memory.
+//!
+//! So the `presslog` tree says what is committed. At open, bytes past a
+//! day's committed length (a commit that never completed, never acked) are
+//! cut off, and a file with no committed length (the same, on a new day,
+//! or a day retention was dropping) is deleted. A power cut between sled's
+//! flush and the file's sync can leave the newest day's last records
+//! missing or torn while sled has their commit: the newest day is checked
+//! record by record at open, and what is missing is rebuilt from the
+//! commit's outbox records, which hold the same presses under the same
+//! ids ([`PressLog::rebuild_tail`]). A failed commit leaves the next write
+//! at the same offset.
 //!
 //! Nothing is read from the log on the press path. It is read at start-up
 //! (the last hour of presses for the live figures, and whatever the last
@@ -130,6 +139,9 @@ pub struct PressLog {
     dir: PathBuf,
     index: sled::Tree,
     days: Mutex<BTreeMap<i64, Day>>,
+    /// The newest day lost committed records in a power cut: its day, the
+    /// key of its last whole record (see [`PressLog::rebuild_tail`]).
+    lost_tail: Mutex<Option<(i64, Option<u64>)>>,
 }
 
 impl PressLog {
@@ -171,6 +183,19 @@ impl PressLog {
             }
         }
         let mut fixed = false;
+        let mut lost_tail = None;
+        let newest = days.keys().next_back().copied();
+        if let Some(day) = newest {
+            // A new day's first commit can reach sled without its file.
+            if let std::collections::btree_map::Entry::Vacant(e) = files.entry(day) {
+                let path = dir.join(file_name(day));
+                File::create(&path)
+                    .and_then(|_| File::open(&dir))
+                    .and_then(|d| d.sync_all())
+                    .map_err(io("creating a press-log file"))?;
+                e.insert(path);
+            }
+        }
         for (day, path) in &files {
             let Some(d) = days.get_mut(day) else {
                 tracing::info!(file = %path.display(), "removing a press-log file with nothing committed (a commit or a retention drop that did not finish)");
@@ -191,9 +216,23 @@ impl PressLog {
                 file.set_len(d.committed_len)
                     .map_err(io("cutting off an uncommitted press-log record"))?;
                 file.sync_all().map_err(io("syncing a press-log file"))?;
+            }
+            if Some(*day) == newest {
+                // Its last commits may have reached sled and not the file.
+                let valid = checked_prefix(&file, d.committed_len.min(on_disk));
+                if valid.len < d.committed_len {
+                    tracing::warn!(file = %path.display(), committed = d.committed_len, whole = valid.len, "the newest press-log records did not reach the disk before the gateway stopped; rebuilding them from the outbox");
+                    file.set_len(valid.len)
+                        .map_err(io("cutting off a torn press-log record"))?;
+                    d.committed_len = valid.len;
+                    d.written_len = valid.len;
+                    d.committed_count = valid.presses;
+                    d.written_count = valid.presses;
+                    lost_tail = Some((*day, valid.last_key));
+                }
             } else if on_disk < d.committed_len {
-                // Only damage does this (the file was synced before its
-                // length was committed): keep what is whole.
+                // Only damage does this to an older day: keep what is
+                // whole.
                 let whole = whole_prefix(&file, on_disk);
                 tracing::error!(file = %path.display(), committed = d.committed_len, on_disk, kept = whole, "a press-log file is shorter than committed; its damaged end is dropped");
                 file.set_len(whole)
@@ -234,7 +273,57 @@ impl PressLog {
             dir,
             index,
             days: Mutex::new(days),
+            lost_tail: Mutex::new(lost_tail),
         })
+    }
+
+    /// Rebuilds the newest day's records that a power cut kept from the
+    /// disk (found at open) from the outbox's press records with keys
+    /// after the last whole one, and commits them. Every commit's presses
+    /// are in the outbox under the same ids until their segment is
+    /// dropped, which never happens to the newest one.
+    pub fn rebuild_tail(
+        &self,
+        db: &sled::Db,
+        outbox: &super::outbox::Outbox,
+    ) -> Result<(), StoreError> {
+        let Some((day, after)) = self
+            .lost_tail
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        else {
+            return Ok(());
+        };
+        let mut presses = 0u64;
+        for (key, batch) in outbox.press_records_after(after)? {
+            let batch_day = batch.received_at_ms().map(crate::clock::utc_day);
+            if batch_day == Some(day) {
+                presses += batch.len() as u64;
+                self.write(day, key, &batch)?;
+            }
+        }
+        if presses == 0 {
+            // Still record the cut-back length.
+            let mut days = self.days();
+            if let Some(d) = days.get_mut(&day) {
+                d.written_len = d.committed_len;
+                let w = Written {
+                    day,
+                    len: d.committed_len,
+                    count: d.committed_count,
+                };
+                drop(days);
+                self.index.insert(day.to_be_bytes(), &w.encode())?;
+            }
+        }
+        self.seal(db)?;
+        tracing::warn!(
+            file = %self.dir.join(file_name(day)).display(),
+            presses,
+            "rebuilt the newest press-log records from the outbox"
+        );
+        Ok(())
     }
 
     fn days(&self) -> MutexGuard<'_, BTreeMap<i64, Day>> {
@@ -500,6 +589,57 @@ impl PressLog {
     }
 }
 
+/// The records at the start of a file that are whole and pass their
+/// checksum.
+struct CheckedPrefix {
+    len: u64,
+    presses: u64,
+    last_key: Option<u64>,
+}
+
+/// The whole, checksummed records at the start of `file` (up to `len`).
+fn checked_prefix(file: &File, len: u64) -> CheckedPrefix {
+    let mut out = CheckedPrefix {
+        len: 0,
+        presses: 0,
+        last_key: None,
+    };
+    let mut header = [0u8; HEADER];
+    let mut payload = Vec::new();
+    while out.len + HEADER as u64 <= len {
+        if file.read_exact_at(&mut header, out.len).is_err() {
+            break;
+        }
+        let n = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+        let end = out.len + HEADER as u64 + u64::from(n);
+        if n > MAX_PAYLOAD || end > len {
+            break;
+        }
+        payload.resize(n as usize, 0);
+        if file
+            .read_exact_at(&mut payload, out.len + HEADER as u64)
+            .is_err()
+        {
+            break;
+        }
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&header[8..]);
+        hasher.update(&payload);
+        if hasher.finalize().to_le_bytes() != header[4..8] {
+            break;
+        }
+        let Ok(presses) = PressBatch::encoded_len(&payload) else {
+            break;
+        };
+        out.presses += presses;
+        out.last_key = Some(u64::from_be_bytes(
+            header[8..16].try_into().unwrap_or_default(),
+        ));
+        out.len = end;
+    }
+    out
+}
+
 /// The length of the whole records at the start of `file` (up to `len`),
 /// by their lengths; a record that fails its checksum is still whole (it
 /// is skipped when read).
@@ -652,6 +792,9 @@ mod tests {
         for k in 0..4 {
             commit(&db, &log, DAY, k * 10, &batch("a", k as u32 * 10, 10));
         }
+        // A newer day: the damaged one is not the newest (whose torn end
+        // is rebuilt from the outbox, see the store's tests).
+        commit(&db, &log, DAY + 1, 50, &batch("a", 50, 1));
         drop((log, db));
         let path = dir.path().join(DIR).join(file_name(DAY));
         let mut bytes = std::fs::read(&path).unwrap();
@@ -665,7 +808,7 @@ mod tests {
         let keys: Vec<u64> = read_all(&log).iter().map(|(k, _)| *k).collect();
         assert_eq!(
             keys,
-            [0, 20],
+            [0, 20, 50],
             "the damaged record skipped, the cut one gone"
         );
     }
