@@ -135,6 +135,42 @@ struct Open {
     next_notification: AtomicU64,
 }
 
+/// Deletes snapshots sled began and never finished. sled 0.34 writes a
+/// snapshot to `snap.<lsn>.generating` and renames it once synced, but at
+/// open it takes the newest `snap.*` file, unfinished or not: one cut short
+/// by a full disk (or a crash) then makes every later open fail with
+/// "corruption" (sled issue #1527). An unfinished snapshot holds nothing
+/// the log does not: without it sled starts from the previous snapshot and
+/// replays the log.
+fn remove_unfinished_sled_snapshots(dir: &Path) -> Result<(), StoreError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(StoreError::Log {
+                what: "listing the data directory",
+                source,
+            })
+        }
+    };
+    for entry in entries {
+        let entry = entry.map_err(|source| StoreError::Log {
+            what: "listing the data directory",
+            source,
+        })?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            tracing::warn!(file = %name, "removing a sled snapshot that was never finished (a full disk or a crash cut it short)");
+            std::fs::remove_file(entry.path()).map_err(|source| StoreError::Log {
+                what: "removing an unfinished sled snapshot",
+                source,
+            })?;
+        }
+    }
+    Ok(())
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -148,6 +184,7 @@ fn tx_error(e: TransactionError<StoreError>) -> StoreError {
 
 impl Open {
     fn open(dir: &Path, cache_bytes: u64) -> Result<Open, StoreError> {
+        remove_unfinished_sled_snapshots(dir)?;
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
@@ -944,6 +981,24 @@ mod tests {
         assert!(!store.is_stored("a", PressId { boot: 0, seq: 1 }).unwrap());
         // The upstream outbox is untouched by retention.
         assert_eq!(store.outbox_len(), 4);
+    }
+
+    #[test]
+    fn a_snapshot_cut_short_by_a_full_disk_does_not_stop_the_store_opening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), 1 << 20).unwrap();
+            store.commit(&[offer("a", 0, 1), offer("a", 0, 2)]).unwrap();
+        }
+        // What sled leaves when ENOSPC interrupts a snapshot: the file it
+        // writes before the rename, empty, newer than any finished one.
+        std::fs::write(dir.path().join("snap.FFFFFFFFFFFFFFFF.generating"), b"").unwrap();
+        let store = reopen(dir.path());
+        assert_eq!(store.press_count(), 2);
+        assert_eq!(
+            outcomes(&store, &[offer("a", 0, 2), offer("a", 0, 3)]),
+            vec![StoreOutcome::Duplicate, StoreOutcome::Stored]
+        );
     }
 
     #[test]
