@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::database::{CommitError, Committed, Database};
+use crate::documents::DocumentKind;
 use crate::documents::{self, Document};
 use crate::metrics::Metrics;
 use crate::queue;
@@ -395,7 +396,7 @@ async fn flush(
     };
     for (position, (_, d)) in batch.iter().enumerate() {
         if committed.refused.contains(&position) {
-            metrics.count("rejected");
+            metrics.count(DocumentKind::Rejected);
             tracing::warn!(
                 routing_key = items[position].0,
                 "the database refused a message; kept in rejected_messages"

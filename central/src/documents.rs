@@ -36,16 +36,43 @@ impl Document {
         }
     }
 
-    /// The table a document goes to, for metrics.
-    pub fn kind(&self) -> &'static str {
+    /// What kind of message it was, for metrics.
+    pub fn kind(&self) -> DocumentKind {
         match self {
-            Document::Press(_) => "press",
-            Document::Presses(_) => "press_batch",
-            Document::Status(_) => "gateway_status",
-            Document::Health(..) => "health",
-            Document::Alert(..) => "alert",
-            Document::Ota(..) => "ota",
-            Document::Rejected { .. } => "rejected",
+            Document::Press(_) => DocumentKind::Press,
+            Document::Presses(_) => DocumentKind::PressBatch,
+            Document::Status(_) => DocumentKind::GatewayStatus,
+            Document::Health(..) => DocumentKind::Health,
+            Document::Alert(..) => DocumentKind::Alert,
+            Document::Ota(..) => DocumentKind::Ota,
+            Document::Rejected { .. } => DocumentKind::Rejected,
+        }
+    }
+}
+
+/// The kinds of message the consumer counts (`messages_total{kind}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DocumentKind {
+    Press,
+    PressBatch,
+    GatewayStatus,
+    Health,
+    Alert,
+    Ota,
+    Rejected,
+}
+
+impl DocumentKind {
+    /// The metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            DocumentKind::Press => "press",
+            DocumentKind::PressBatch => "press_batch",
+            DocumentKind::GatewayStatus => "gateway_status",
+            DocumentKind::Health => "health",
+            DocumentKind::Alert => "alert",
+            DocumentKind::Ota => "ota",
+            DocumentKind::Rejected => "rejected",
         }
     }
 }
@@ -252,10 +279,13 @@ mod tests {
             "raised_at":"2026-11-22T11:00:00.000Z","cleared_at":null,"detail":"x","zone":"food"}"#;
         assert_eq!(
             read("pressline.v1.arena.alert", alert.as_bytes()).kind(),
-            "alert"
+            DocumentKind::Alert
         );
         let ota = r#"{"schema":"pressline.ota.v1","site":"arena","rollout":3,"version":"1.2.0",
             "event":"started","at":"2026-11-22T22:04:10.120Z"}"#;
-        assert_eq!(read("pressline.v1.arena.ota", ota.as_bytes()).kind(), "ota");
+        assert_eq!(
+            read("pressline.v1.arena.ota", ota.as_bytes()).kind(),
+            DocumentKind::Ota
+        );
     }
 }

@@ -12,6 +12,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 
+use crate::documents::DocumentKind;
+
 /// Counters shared by the consumer and the HTTP server.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -73,15 +75,15 @@ struct Messages {
 }
 
 impl Metrics {
-    pub fn count(&self, kind: &str) {
+    pub fn count(&self, kind: DocumentKind) {
         let counter = match kind {
-            "press" => &self.presses,
-            "press_batch" => &self.press_batches,
-            "gateway_status" => &self.statuses,
-            "health" => &self.health,
-            "alert" => &self.alerts,
-            "ota" => &self.ota,
-            _ => &self.rejected,
+            DocumentKind::Press => &self.presses,
+            DocumentKind::PressBatch => &self.press_batches,
+            DocumentKind::GatewayStatus => &self.statuses,
+            DocumentKind::Health => &self.health,
+            DocumentKind::Alert => &self.alerts,
+            DocumentKind::Ota => &self.ota,
+            DocumentKind::Rejected => &self.rejected,
         };
         counter.fetch_add(1, Relaxed);
     }
@@ -285,9 +287,9 @@ mod tests {
             lag_ms: AtomicI64::new(1500),
             ..Default::default()
         };
-        m.count("press");
-        m.count("press");
-        m.count("rejected");
+        m.count(DocumentKind::Press);
+        m.count(DocumentKind::Press);
+        m.count(DocumentKind::Rejected);
         let text = m.render();
         assert!(
             text.contains("pressline_central_messages_total{kind=\"press\"} 2"),

@@ -1,10 +1,29 @@
 //! Talking to a site gateway's HTTP API, with errors that say what to do.
 
+use pressline_protocol::api::{Release, Rollout};
 use pressline_protocol::upstream::{Alert, TerminalHealth};
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::sites::Site;
+
+/// A document from one site's gateway, with the site's name (shown in
+/// tables and in `--json`, where the fields stay flat as the gateway
+/// wrote them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AtSite<T> {
+    #[serde(default)]
+    pub site: String,
+    #[serde(flatten)]
+    pub item: T,
+}
+
+impl<T> std::ops::Deref for AtSite<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.item
+    }
+}
 
 /// Why a gateway could not answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -198,57 +217,43 @@ impl<'a> Gateway<'a> {
         &self,
         bytes: &[u8],
         allow_downgrade: bool,
-    ) -> Result<crate::commands::ota::Release, ClientError> {
+    ) -> Result<AtSite<Release>, ClientError> {
         let path = if allow_downgrade {
             "/api/v1/ota/releases?allow_downgrade=true"
         } else {
             "/api/v1/ota/releases"
         };
-        let mut release: crate::commands::ota::Release =
-            self.call("POST", path, Body::Bytes(bytes))?;
-        release.site = self.site.name.clone();
-        Ok(release)
+        Ok(self.at_site(self.call("POST", path, Body::Bytes(bytes))?))
     }
 
     /// The releases uploaded to this gateway.
-    pub fn releases(&self) -> Result<Vec<crate::commands::ota::Release>, ClientError> {
-        let mut releases: Vec<crate::commands::ota::Release> = self.get("/api/v1/ota/releases")?;
-        for r in &mut releases {
-            r.site = self.site.name.clone();
-        }
-        Ok(releases)
+    pub fn releases(&self) -> Result<Vec<AtSite<Release>>, ClientError> {
+        let releases: Vec<Release> = self.get("/api/v1/ota/releases")?;
+        Ok(releases.into_iter().map(|r| self.at_site(r)).collect())
     }
 
-    pub fn start_rollout(
-        &self,
-        body: &serde_json::Value,
-    ) -> Result<crate::commands::rollout::Rollout, ClientError> {
-        let mut r: crate::commands::rollout::Rollout =
-            self.call("POST", "/api/v1/ota/rollouts", Body::Json(body.clone()))?;
-        r.site = self.site.name.clone();
-        Ok(r)
+    pub fn start_rollout(&self, body: &serde_json::Value) -> Result<AtSite<Rollout>, ClientError> {
+        Ok(self.at_site(self.call("POST", "/api/v1/ota/rollouts", Body::Json(body.clone()))?))
     }
 
-    pub fn rollout(&self, id: u32) -> Result<crate::commands::rollout::Rollout, ClientError> {
-        let mut r: crate::commands::rollout::Rollout =
-            self.get(&format!("/api/v1/ota/rollouts/{id}"))?;
-        r.site = self.site.name.clone();
-        Ok(r)
+    pub fn rollout(&self, id: u32) -> Result<AtSite<Rollout>, ClientError> {
+        Ok(self.at_site(self.get(&format!("/api/v1/ota/rollouts/{id}"))?))
     }
 
     /// `pause`, `resume`, `abort` or `retry-failed`.
-    pub fn rollout_command(
-        &self,
-        id: u32,
-        action: &str,
-    ) -> Result<crate::commands::rollout::Rollout, ClientError> {
-        let mut r: crate::commands::rollout::Rollout = self.call(
+    pub fn rollout_command(&self, id: u32, action: &str) -> Result<AtSite<Rollout>, ClientError> {
+        Ok(self.at_site(self.call(
             "POST",
             &format!("/api/v1/ota/rollouts/{id}/{action}"),
             Body::Json(serde_json::json!({})),
-        )?;
-        r.site = self.site.name.clone();
-        Ok(r)
+        )?))
+    }
+
+    fn at_site<T>(&self, item: T) -> AtSite<T> {
+        AtSite {
+            site: self.site.name.clone(),
+            item,
+        }
     }
 
     /// Revokes a terminal.

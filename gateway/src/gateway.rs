@@ -214,7 +214,7 @@ pub async fn run(
     );
 
     let (shutdown_tx, shutdown) = watch::channel(false);
-    let (to_fleet, fleet_inputs) = tokio::sync::mpsc::channel(65_536);
+    let (to_registry, registry_inputs) = tokio::sync::mpsc::channel(65_536);
 
     // Ingest thread → bounded queue → commit thread.
     let (to_committer, from_ingest) = sync_channel(INGEST_QUEUE);
@@ -223,14 +223,14 @@ pub async fn run(
     std::thread::Builder::new()
         .name("ingest".into())
         .spawn({
-            let to_fleet = to_fleet.clone();
+            let to_registry = to_registry.clone();
             {
                 let identities = identities.clone();
                 move || {
                     crate::pipeline::ingest::run(
                         link_rx,
                         to_committer,
-                        to_fleet,
+                        to_registry,
                         identities,
                         ingest_stats,
                     )
@@ -238,7 +238,7 @@ pub async fn run(
             }
         })
         .context("cannot start the ingest thread")?;
-    let rollouts = crate::ota::rollouts::Rollouts::load(
+    let rollouts = crate::ota::service::Rollouts::load(
         &config.site,
         store.clone(),
         releases.clone(),
@@ -255,7 +255,7 @@ pub async fn run(
                 site_broker.ota_rx,
                 shutdown.clone(),
             );
-            move || crate::ota::rollouts::run(rollouts, tx, rx, shutdown)
+            move || crate::ota::service::run(rollouts, tx, rx, shutdown)
         })
         .context("cannot start the OTA thread")?;
     let committer = Committer {
@@ -267,7 +267,7 @@ pub async fn run(
         forward_wake: forward_wake.clone(),
         misuse: crate::insight::misuse::MisuseFilter::new(config.misuse.clone()),
         scores: registry.scores_handle(),
-        to_fleet,
+        to_registry,
         shutdown: shutdown.clone(),
         failures: crate::stats::RateLimitedLog::new(Duration::from_secs(10)),
     };
@@ -280,7 +280,7 @@ pub async fn run(
     ));
     tokio::spawn(crate::terminals::registry::run(
         registry.clone(),
-        fleet_inputs,
+        registry_inputs,
         shutdown.clone(),
     ));
     tokio::spawn(crate::alerting::delivery::run(

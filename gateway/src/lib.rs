@@ -17,7 +17,8 @@
 //! nothing below depends on anything above it.
 //!
 //! - [`clock`], [`stats`]: the time, and the counters every part updates;
-//!   [`allocator`]: the memory allocator's settings.
+//!   [`allocator`]: the memory allocator's settings; [`hysteresis`]: raise
+//!   past one bound, clear past another (every alert rule).
 //! - [`store`]: everything persisted, behind one interface (sled): presses,
 //!   the upstream outbox in segments, terminal and OTA records.
 //! - [`security`]: TLS and secrets on disk.
@@ -44,6 +45,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod gateway;
+pub mod hysteresis;
 pub mod insight;
 pub mod ota;
 pub mod pipeline;

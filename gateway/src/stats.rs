@@ -64,7 +64,7 @@ pub struct StatsSnapshot {
     /// disk or an I/O error, and that the gateway is reopening it.
     pub storage_fault: Option<String>,
     /// `no_space`, `io_error`, `corruption` or `bug` while unavailable.
-    pub storage_fault_reason: Option<&'static str>,
+    pub storage_fault_reason: Option<crate::store::FaultReason>,
     pub acks_sent: u64,
     pub heartbeats_received: u64,
     /// Presses stored today (UTC day).

@@ -6,6 +6,7 @@
 //! the JSON forms (third-party terminals and the upstream analytics payloads).
 //!
 //! # Layout
+//! - [`backoff`]: the retry schedule every Pressline client uses.
 //! - [`auth`]: terminal identity: MQTT password and press MAC from the secret.
 //! - [`button`]: the four smiley buttons and their scores.
 //! - [`envelope`]: version byte + postcard framing shared by native payloads.
@@ -19,6 +20,8 @@
 //! - [`topic`]: every MQTT topic, as formatters and a parser.
 //! - [`json`] (`std`): JSON presses/acks for third-party terminals.
 //! - [`upstream`] (`std`): the versioned JSON documents analytics consume.
+//! - [`api`] (`std`): gateway HTTP API documents the fleet CLI reads back.
+//! - [`vocabulary!`] (`std`): closed sets of wire words as enums.
 //!
 //! `PROTOCOL.md` at the repository root is the human-readable version of this
 //! crate; keep the two in step.
@@ -30,6 +33,7 @@ extern crate std;
 
 pub mod ack;
 pub mod auth;
+pub mod backoff;
 pub mod button;
 pub mod envelope;
 pub mod heartbeat;
@@ -41,9 +45,13 @@ pub mod provisioning;
 pub mod topic;
 
 #[cfg(feature = "std")]
+pub mod api;
+#[cfg(feature = "std")]
 pub mod json;
 #[cfg(feature = "std")]
 pub mod upstream;
+#[cfg(feature = "std")]
+mod vocabulary;
 
 pub use ack::Ack;
 pub use button::Button;

@@ -6,6 +6,7 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::*;
+use pressline_protocol::upstream::GatewayState;
 
 #[test]
 fn every_unique_press_is_stored_once_and_arrives_upstream() {
@@ -70,11 +71,13 @@ fn every_unique_press_is_stored_once_and_arrives_upstream() {
     assert!(one.received_at.ends_with('Z') && one.pressed_at.is_some());
 
     // Graceful shutdown: exit 0, and consumers see the retained status go offline.
-    assert_eq!(consumer.last_status().unwrap().state, "online");
+    assert_eq!(consumer.last_status().unwrap().state, GatewayState::Online);
     let status = gateway.terminate();
     assert!(status.success(), "gateway exit status {status}");
     wait_until("offline status upstream", || {
-        consumer.last_status().is_some_and(|s| s.state == "offline")
+        consumer
+            .last_status()
+            .is_some_and(|s| s.state == GatewayState::Offline)
     });
 }
 

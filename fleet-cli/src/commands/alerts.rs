@@ -1,7 +1,7 @@
 //! `fleet alerts`: open alerts (or all with `--all`), newest first;
 //! `fleet alerts ack`: acknowledge one.
 
-use pressline_protocol::upstream::Alert;
+use pressline_protocol::upstream::{Alert, Lifecycle};
 use time::OffsetDateTime;
 
 use super::{gather, list_outcome, Outcome};
@@ -25,12 +25,10 @@ pub fn render(rows: &[Alert], now: OffsetDateTime) -> String {
         "DETAIL",
     ]);
     for a in rows {
-        let state = if a.lifecycle.is_empty() {
-            a.state.clone()
-        } else if a.escalated_at.is_some() && a.lifecycle == "raised" {
-            "raised, escalated".into()
-        } else {
-            a.lifecycle.clone()
+        let state = match &a.lifecycle {
+            None => a.state.to_string(),
+            Some(Lifecycle::Raised) if a.escalated_at.is_some() => "raised, escalated".into(),
+            Some(lifecycle) => lifecycle.to_string(),
         };
         t.add_row(vec![
             a.site.clone(),
@@ -39,8 +37,8 @@ pub fn render(rows: &[Alert], now: OffsetDateTime) -> String {
                 Some(zone) => format!("zone {zone}"),
                 None => a.terminal.clone(),
             },
-            a.kind.clone(),
-            a.severity.clone(),
+            a.kind.to_string(),
+            a.severity.to_string(),
             state,
             ago(&a.raised_at, now),
             match (&a.acknowledged_by, &a.acknowledged_at) {
@@ -67,8 +65,8 @@ pub fn acknowledged(alert: &Alert, json: bool) -> anyhow::Result<Outcome> {
             alert.site,
             alert.acknowledged_by.as_deref().unwrap_or("?"),
             alert.acknowledged_at.as_deref().unwrap_or("?"),
-            match alert.lifecycle.as_str() {
-                "recovered" => " (it had already recovered)",
+            match alert.lifecycle {
+                Some(Lifecycle::Recovered) => " (it had already recovered)",
                 _ => "",
             }
         )
@@ -89,6 +87,7 @@ pub fn run(sites: &[Site], all: bool, json: bool, now: OffsetDateTime) -> anyhow
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pressline_protocol::upstream::{AlertKind, AlertState, Severity};
     use time::format_description::well_known::Rfc3339;
 
     #[test]
@@ -104,22 +103,21 @@ mod tests {
             id,
             site: "arena".into(),
             terminal: terminal.into(),
-            kind: kind.into(),
-            severity: severity.into(),
+            kind: AlertKind::parse(kind),
+            severity: Severity::parse(severity),
             state: if cleared.is_some() {
-                "cleared".into()
+                AlertState::Cleared
             } else {
-                "raised".into()
+                AlertState::Raised
             },
             raised_at: "2026-11-22T11:50:00Z".into(),
             cleared_at: cleared.map(str::to_string),
             detail: detail.into(),
-            lifecycle: match (cleared.is_some(), id == 6) {
-                (true, _) => "closed",
-                (false, true) => "acknowledged",
-                (false, false) => "raised",
-            }
-            .into(),
+            lifecycle: Some(match (cleared.is_some(), id == 6) {
+                (true, _) => Lifecycle::Closed,
+                (false, true) => Lifecycle::Acknowledged,
+                (false, false) => Lifecycle::Raised,
+            }),
             acknowledged_by: (id == 6).then(|| "Anna".into()),
             acknowledged_at: (id == 6).then(|| "2026-11-22T11:55:00Z".into()),
             ..Alert::default()

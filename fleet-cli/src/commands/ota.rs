@@ -7,7 +7,6 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 use pressline_protocol::FirmwareVersion;
-use serde::Deserialize;
 
 use super::{exit, gather, list_outcome, Outcome};
 use crate::client::Gateway;
@@ -101,18 +100,8 @@ pub fn pack(
     })
 }
 
-/// A release as a gateway lists it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
-pub struct Release {
-    #[serde(default)]
-    pub site: String,
-    pub version: String,
-    pub board: String,
-    pub size: u32,
-    pub sha256: String,
-    pub key_id: String,
-    pub uploaded_at: String,
-}
+/// A release as a gateway lists it, with its site.
+pub type Release = crate::client::AtSite<pressline_protocol::api::Release>;
 
 pub fn upload(site: &Site, artifact: &Path, allow_downgrade: bool) -> anyhow::Result<Outcome> {
     let bytes =

@@ -8,69 +8,27 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde::{Deserialize, Serialize};
 
 use super::{exit, Outcome};
-use crate::client::Gateway;
+use crate::client::{AtSite, Gateway};
 use crate::render::{finish, table};
 use crate::sites::Site;
+use pressline_protocol::upstream::{RolloutState, RolloutTerminalState as TerminalState};
 
-/// A rollout as the gateway reports it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Rollout {
-    #[serde(default)]
-    pub site: String,
-    pub id: u32,
-    pub version: String,
-    pub board: String,
-    /// `running`, `paused`, `halted`, `completed`, `aborted`.
-    pub state: String,
-    pub halt_reason: Option<String>,
-    pub attempt: u32,
-    pub stage: usize,
-    pub stages: usize,
-    pub canary: usize,
-    pub waves: Vec<u8>,
-    pub max_failure_rate: f64,
-    pub failure_rate: f64,
-    pub window: Option<String>,
-    pub created_at: String,
-    pub updated_at: String,
-    pub counts: std::collections::BTreeMap<String, usize>,
-    pub terminals: Vec<RolloutTerminal>,
+/// A rollout as the gateway reports it, with its site.
+pub type Rollout = AtSite<pressline_protocol::api::Rollout>;
+
+/// Over, or waiting for a person: time to stop watching.
+fn stops_watching(r: &Rollout) -> bool {
+    r.state.is_over() || r.state == RolloutState::Paused
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RolloutTerminal {
-    pub id: String,
-    pub stage: usize,
-    /// `pending`, `offered`, `downloading`, `verifying`, `rebooting`,
-    /// `confirmed`, `failed`, `rolled_back`.
-    pub state: String,
-    pub percent: u8,
-    pub written: u32,
-    pub size: u32,
-    pub bytes_served: u64,
-    pub running: Option<String>,
-    pub detail: Option<String>,
-}
-
-impl Rollout {
-    fn is_over(&self) -> bool {
-        matches!(self.state.as_str(), "completed" | "aborted" | "halted")
-    }
-
-    fn failures(&self) -> usize {
-        self.counts.get("failed").unwrap_or(&0) + self.counts.get("rolled_back").unwrap_or(&0)
-    }
-
-    /// 0 when it went (or is going) well, 1 when it needs a person.
-    fn exit_code(&self) -> u8 {
-        if self.state == "halted" || self.failures() > 0 {
-            exit::PROBLEM
-        } else {
-            exit::OK
-        }
+/// 0 when it went (or is going) well, 1 when it needs a person.
+fn exit_code(r: &Rollout) -> u8 {
+    if r.state == RolloutState::Halted || r.failures() > 0 {
+        exit::PROBLEM
+    } else {
+        exit::OK
     }
 }
 
@@ -170,7 +128,7 @@ pub fn command(site: &Site, id: u32, action: &str, json: bool) -> anyhow::Result
             "rollout {} at site {}: {}{}\n",
             rollout.id,
             site.name,
-            rollout.state,
+            rollout.state.as_str(),
             if action == "retry-failed" {
                 format!(" (attempt {})", rollout.attempt)
             } else {
@@ -187,20 +145,23 @@ pub fn command(site: &Site, id: u32, action: &str, json: bool) -> anyhow::Result
 
 /// One line saying where the rollout is.
 pub fn summary(r: &Rollout) -> String {
-    let counts = |k: &str| r.counts.get(k).copied().unwrap_or(0);
+    let counts = |k: TerminalState| r.counts.get(&k).copied().unwrap_or(0);
     let mut line = format!(
         "rollout {} · {} {} · {} · stage {}/{} · {} confirmed, {} in progress, {} pending, {} failed, {} rolled back · failure rate {:.0}% (max {:.0}%)",
         r.id,
         r.board,
         r.version,
-        r.state,
+        r.state.as_str(),
         r.stage,
         r.stages.saturating_sub(1),
-        counts("confirmed"),
-        counts("offered") + counts("downloading") + counts("verifying") + counts("rebooting"),
-        counts("pending"),
-        counts("failed"),
-        counts("rolled_back"),
+        counts(TerminalState::Confirmed),
+        counts(TerminalState::Offered)
+            + counts(TerminalState::Downloading)
+            + counts(TerminalState::Verifying)
+            + counts(TerminalState::Rebooting),
+        counts(TerminalState::Pending),
+        counts(TerminalState::Failed),
+        counts(TerminalState::RolledBack),
         r.failure_rate,
         r.max_failure_rate,
     );
@@ -225,7 +186,7 @@ pub fn render(r: &Rollout) -> String {
             } else {
                 term.stage.to_string()
             },
-            term.state.clone(),
+            term.state.as_str().to_string(),
             format!("{}%", term.percent),
             term.running.clone().unwrap_or_else(|| "-".into()),
             term.detail.clone().unwrap_or_default(),
@@ -237,7 +198,6 @@ pub fn render(r: &Rollout) -> String {
 pub fn status(site: &Site, id: u32, watch: bool, json: bool) -> anyhow::Result<Outcome> {
     let gw = Gateway::new(site);
     let mut rollout = gw.rollout(id)?;
-    rollout.site = site.name.clone();
     if watch {
         rollout = watch_until_over(&gw, rollout, json)?;
     }
@@ -247,7 +207,7 @@ pub fn status(site: &Site, id: u32, watch: bool, json: bool) -> anyhow::Result<O
         render(&rollout)
     };
     Ok(Outcome {
-        code: rollout.exit_code(),
+        code: exit_code(&rollout),
         stdout,
         warnings: vec![],
     })
@@ -284,23 +244,19 @@ fn watch_until_over(gw: &Gateway, mut rollout: Rollout, json: bool) -> anyhow::R
             if let Some(t) = rollout.terminals.iter().find(|t| &t.id == id) {
                 bar.set_position(u64::from(t.percent));
                 bar.set_message(match &t.detail {
-                    Some(d) if t.state == "failed" || t.state == "rolled_back" => {
-                        format!("{} ({d})", t.state)
-                    }
-                    _ => t.state.clone(),
+                    Some(d) if t.state.is_failure() => format!("{} ({d})", t.state.as_str()),
+                    _ => t.state.as_str().to_string(),
                 });
-                if matches!(t.state.as_str(), "confirmed" | "failed" | "rolled_back") {
+                if t.state.is_final() {
                     bar.finish();
                 }
             }
         }
-        if rollout.is_over() || rollout.state == "paused" {
+        if stops_watching(&rollout) {
             break;
         }
         std::thread::sleep(Duration::from_secs(1));
-        let site = rollout.site.clone();
         rollout = gw.rollout(rollout.id)?;
-        rollout.site = site;
     }
     multi.clear().ok();
     Ok(rollout)
@@ -311,11 +267,11 @@ mod tests {
     use super::*;
 
     fn sample() -> Rollout {
-        let t = |id: &str, stage, state: &str, percent, running: &str, detail: Option<&str>| {
-            RolloutTerminal {
+        let t = |id: &str, stage, state, percent, running: &str, detail: Option<&str>| {
+            pressline_protocol::api::RolloutTerminal {
                 id: id.into(),
                 stage,
-                state: state.into(),
+                state,
                 percent,
                 written: 0,
                 size: 0,
@@ -324,12 +280,11 @@ mod tests {
                 detail: detail.map(str::to_string),
             }
         };
-        Rollout {
-            site: "arena".into(),
+        let rollout = pressline_protocol::api::Rollout {
             id: 3,
             version: "1.2.0".into(),
             board: "pico-w".into(),
-            state: "halted".into(),
+            state: RolloutState::Halted,
             halt_reason: Some("failure rate 50% exceeds 10% in stage 0".into()),
             attempt: 1,
             stage: 0,
@@ -341,21 +296,29 @@ mod tests {
             window: Some("22:00-06:00".into()),
             created_at: "2026-11-22T22:00:00Z".into(),
             updated_at: "2026-11-22T22:05:00Z".into(),
-            counts: [("confirmed".to_string(), 1), ("rolled_back".to_string(), 1), ("pending".to_string(), 6)]
-                .into_iter()
-                .collect(),
+            counts: [
+                (TerminalState::Confirmed, 1),
+                (TerminalState::RolledBack, 1),
+                (TerminalState::Pending, 6),
+            ]
+            .into_iter()
+            .collect(),
             terminals: vec![
-                t("gate-a-01", 0, "confirmed", 100, "1.2.0", None),
-                t("gate-a-02", 0, "rolled_back", 100, "1.1.0", Some("the new image did not confirm its trial boot; the bootloader restored the previous image")),
-                t("gate-b-01", 1, "pending", 0, "1.1.0", None),
+                t("gate-a-01", 0, TerminalState::Confirmed, 100, "1.2.0", None),
+                t("gate-a-02", 0, TerminalState::RolledBack, 100, "1.1.0", Some("the new image did not confirm its trial boot; the bootloader restored the previous image")),
+                t("gate-b-01", 1, TerminalState::Pending, 0, "1.1.0", None),
             ],
+        };
+        AtSite {
+            site: "arena".into(),
+            item: rollout,
         }
     }
 
     #[test]
     fn status_shows_the_halt_and_what_to_do() {
         insta::assert_snapshot!(render(&sample()));
-        assert_eq!(sample().exit_code(), exit::PROBLEM);
+        assert_eq!(exit_code(&sample()), exit::PROBLEM);
     }
 
     #[test]

@@ -65,7 +65,10 @@ pub fn collect(sites: &[Site]) -> Vec<SiteStatus> {
             online: terminals.iter().filter(|t| t.online).count(),
             offline: terminals.iter().filter(|t| !t.online).count(),
             alerts_open: alerts.len(),
-            alerts_critical: alerts.iter().filter(|a| a.severity == "critical").count(),
+            alerts_critical: alerts
+                .iter()
+                .filter(|a| a.severity == pressline_protocol::upstream::Severity::Critical)
+                .count(),
             presses_today: stats.presses_today,
             forward_pending: stats.forward_pending,
             upstream_connected: stats.upstream_connected,

@@ -35,7 +35,8 @@ pub fn render(rows: &[TerminalHealth], now: OffsetDateTime) -> String {
             if r.open_alerts.is_empty() {
                 "-".into()
             } else {
-                r.open_alerts.join(",")
+                let kinds: Vec<&str> = r.open_alerts.iter().map(|k| k.as_str()).collect();
+                kinds.join(",")
             },
         ]);
     }
@@ -81,7 +82,10 @@ pub(crate) mod tests {
             dropped_presses: Some(0),
             reset_reason: Some("power_on".into()),
             presses_total: 5120,
-            open_alerts: alerts.iter().map(|s| s.to_string()).collect(),
+            open_alerts: alerts
+                .iter()
+                .map(|s| pressline_protocol::upstream::AlertKind::parse(s))
+                .collect(),
         }
     }
 

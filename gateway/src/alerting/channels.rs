@@ -3,8 +3,7 @@
 //! generic webhook's document is the contract (PROTOCOL.md, "Notifications");
 //! Slack, Teams and ntfy get what their incoming webhooks expect.
 
-use pressline_protocol::upstream::lifecycle::*;
-use pressline_protocol::upstream::Alert;
+use pressline_protocol::upstream::{Alert, AlertEvent, AlertKind, Severity};
 use serde_json::{json, Value};
 
 use super::config::ChannelKind;
@@ -46,56 +45,57 @@ pub fn summary(alert: &Alert) -> (String, String) {
         (Some(_), _) => alert.detail.clone(),
         (None, terminal) => format!(
             "terminal {terminal}: {} ({})",
-            alert.kind.replace('_', " "),
+            alert.kind.as_str().replace('_', " "),
             alert.detail
         ),
     };
-    let what = if alert.kind == "zone_unhappy" {
-        "Unhappy zone"
-    } else if alert.kind == "zone_happy" {
-        "Praise: a zone doing very well"
-    } else if alert.severity == "critical" {
-        "Critical"
-    } else {
-        "Warning"
+    let what = match (&alert.kind, &alert.severity) {
+        (AlertKind::ZoneUnhappy, _) => "Unhappy zone",
+        (AlertKind::ZoneHappy, _) => "Praise: a zone doing very well",
+        (_, Severity::Critical) => "Critical",
+        _ => "Warning",
     };
-    let title = match alert.event.as_deref() {
-        Some(RAISED) => format!("{what} at {}", alert.site),
-        Some(REOPENED) => format!("{what} again at {}", alert.site),
-        Some(ESCALATED) => format!(
+    let title = match &alert.event {
+        Some(AlertEvent::Raised) => format!("{what} at {}", alert.site),
+        Some(AlertEvent::Reopened) => format!("{what} again at {}", alert.site),
+        Some(AlertEvent::Escalated) => format!(
             "Escalated, nobody has acknowledged: {what} at {}",
             alert.site
         ),
-        Some(ACKNOWLEDGED) => format!(
+        Some(AlertEvent::Acknowledged) => format!(
             "Acknowledged by {} at {}",
             alert.acknowledged_by.as_deref().unwrap_or("someone"),
             alert.site
         ),
-        Some(RECOVERED) => format!("Recovered at {}", alert.site),
-        Some(CLOSED) => format!("Closed at {}", alert.site),
+        Some(AlertEvent::Recovered) => format!("Recovered at {}", alert.site),
+        Some(AlertEvent::Closed) => format!("Closed at {}", alert.site),
         _ => format!("{what} at {}", alert.site),
     };
     let mut text = subject;
-    if let (Some(ACKNOWLEDGED), Some(note)) = (alert.event.as_deref(), &alert.ack_note) {
+    if let (Some(AlertEvent::Acknowledged), Some(note)) = (&alert.event, &alert.ack_note) {
         text.push_str(&format!(" (note: {note})"));
     }
     (title, text)
 }
 
 fn priority(alert: &Alert) -> u8 {
-    match alert.event.as_deref() {
-        Some(RAISED) | Some(REOPENED) | Some(ESCALATED) if alert.severity == "critical" => 5,
-        Some(RAISED) | Some(REOPENED) | Some(ESCALATED) if alert.severity == "warning" => 4,
+    let calls = matches!(
+        alert.event,
+        Some(AlertEvent::Raised | AlertEvent::Reopened | AlertEvent::Escalated)
+    );
+    match alert.severity {
+        Severity::Critical if calls => 5,
+        Severity::Warning if calls => 4,
         _ => 3,
     }
 }
 
 fn tag(alert: &Alert) -> &'static str {
-    match alert.event.as_deref() {
-        Some(ACKNOWLEDGED) => "eyes",
-        Some(RECOVERED) | Some(CLOSED) => "white_check_mark",
-        _ if alert.kind == "zone_happy" => "tada",
-        _ if alert.severity == "critical" => "rotating_light",
+    match (&alert.event, &alert.kind, &alert.severity) {
+        (Some(AlertEvent::Acknowledged), _, _) => "eyes",
+        (Some(AlertEvent::Recovered | AlertEvent::Closed), _, _) => "white_check_mark",
+        (_, AlertKind::ZoneHappy, _) => "tada",
+        (_, _, Severity::Critical) => "rotating_light",
         _ => "warning",
     }
 }
@@ -350,20 +350,20 @@ mod tests {
     use super::*;
     use crate::alerting::lifecycle;
 
-    fn notification(event: &str) -> Notification {
+    fn notification(event: AlertEvent) -> Notification {
         let mut alert = Alert {
             schema: "pressline.alert.v1".into(),
             id: 7,
             site: "arena".into(),
-            kind: "zone_unhappy".into(),
-            severity: "critical".into(),
+            kind: AlertKind::ZoneUnhappy,
+            severity: Severity::Critical,
             zone: Some("food".into()),
             raised_at: "2026-11-30T12:00:00.000Z".into(),
             detail: "North stand food court: 62% unhappy of 40 presses in 5 min".into(),
             ..Alert::default()
         };
         lifecycle::start(&mut alert);
-        if event == ACKNOWLEDGED {
+        if event == AlertEvent::Acknowledged {
             lifecycle::acknowledge(&mut alert, 1_796_040_060_000, "Anna", Some("on my way"))
                 .unwrap();
         }
@@ -382,7 +382,7 @@ mod tests {
 
     #[test]
     fn the_generic_webhook_carries_the_key_the_text_the_link_and_the_alert() {
-        let n = notification(RAISED);
+        let n = notification(AlertEvent::Raised);
         let p = render(
             ChannelKind::Webhook,
             "http://127.0.0.1:9/hook",
@@ -409,7 +409,7 @@ mod tests {
 
     #[test]
     fn slack_gets_text_blocks_and_an_acknowledge_button() {
-        let n = notification(RAISED);
+        let n = notification(AlertEvent::Raised);
         let b = body(&render(
             ChannelKind::Slack,
             "https://hooks.slack.com/x",
@@ -423,7 +423,7 @@ mod tests {
             .unwrap()
             .starts_with("Unhappy zone at arena: North stand"));
         assert_eq!(b["blocks"][1]["elements"][0]["url"], LINK);
-        let ack = notification(ACKNOWLEDGED);
+        let ack = notification(AlertEvent::Acknowledged);
         let b = body(&render(
             ChannelKind::Slack,
             "https://hooks.slack.com/x",
@@ -449,7 +449,7 @@ mod tests {
 
     #[test]
     fn teams_gets_an_adaptive_card() {
-        let n = notification(RAISED);
+        let n = notification(AlertEvent::Raised);
         let b = body(&render(
             ChannelKind::Teams,
             "https://x.webhook.office.com/y",
@@ -470,7 +470,7 @@ mod tests {
 
     #[test]
     fn ntfy_publishes_json_to_the_server_root_with_the_topic_inside() {
-        let n = notification(RAISED);
+        let n = notification(AlertEvent::Raised);
         let p = render(
             ChannelKind::Ntfy,
             "https://ntfy.sh/arena-floor",
@@ -490,7 +490,7 @@ mod tests {
 
     #[test]
     fn an_email_has_the_headline_as_subject_the_link_and_a_stable_message_id() {
-        let n = notification(RAISED);
+        let n = notification(AlertEvent::Raised);
         let e = email(&[Outgoing {
             notification: &n,
             ack_url: Some(LINK.into()),
@@ -510,8 +510,8 @@ mod tests {
 
     #[test]
     fn a_digest_names_every_alert_and_carries_every_key() {
-        let a = notification(RAISED);
-        let mut b = notification(RAISED);
+        let a = notification(AlertEvent::Raised);
+        let mut b = notification(AlertEvent::Raised);
         b.alert.id = 8;
         b.idempotency_key = "arena:8:1".into();
         let items = [

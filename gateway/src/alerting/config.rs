@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
+use pressline_protocol::upstream::AlertKind;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,7 +34,7 @@ impl Default for AlertingConfig {
         AlertingConfig {
             public_url: None,
             link_valid_hours: 72,
-            close_after_recovery_secs: crate::terminals::health::DEFAULT_CLOSE_AFTER_SECS,
+            close_after_recovery_secs: super::book::DEFAULT_CLOSE_AFTER_SECS,
             delivery: DeliveryConfig::default(),
             channels: BTreeMap::new(),
             routes: Vec::new(),
@@ -141,7 +142,7 @@ pub struct RouteConfig {
     pub name: String,
     /// Alert kinds this route takes (`zone_unhappy`, `offline`, …); empty:
     /// every kind.
-    pub kinds: Vec<String>,
+    pub kinds: Vec<AlertKind>,
     /// Zones this route takes (a terminal's alerts belong to its zone);
     /// empty: every zone and unzoned terminals.
     pub zones: Vec<String>,
@@ -209,18 +210,6 @@ impl QuietHours {
     }
 }
 
-/// Alert kinds the gateway raises.
-pub const KINDS: &[&str] = &[
-    "offline",
-    "low_battery",
-    "weak_wifi",
-    "stuck_button",
-    "queue_filling",
-    "clock_skew",
-    "zone_unhappy",
-    "zone_happy",
-];
-
 impl AlertingConfig {
     /// Every reference resolves and every value parses.
     pub fn validate(&self) -> anyhow::Result<()> {
@@ -280,10 +269,11 @@ impl AlertingConfig {
                 }
             }
             for k in &route.kinds {
-                if !KINDS.contains(&k.as_str()) {
+                if let AlertKind::Other(unknown) = k {
+                    let known: Vec<&str> = AlertKind::ALL.iter().map(AlertKind::as_str).collect();
                     bail!(
-                        "{at}: unknown alert kind {k:?} (kinds: {})",
-                        KINDS.join(", ")
+                        "{at}: unknown alert kind {unknown:?} (kinds: {})",
+                        known.join(", ")
                     );
                 }
             }

@@ -17,7 +17,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::Context;
-use pressline_protocol::upstream::lifecycle::{ESCALATED, RAISED, REOPENED};
+use pressline_protocol::backoff::Backoff;
+use pressline_protocol::upstream::AlertEvent;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 
@@ -161,22 +162,17 @@ impl Notifier {
     }
 
     fn backoff_ms(&self, attempts: u32) -> i64 {
-        let min = self.config.retry_min_secs.max(1) as i64 * 1000;
-        let max = self
-            .config
-            .retry_max_secs
-            .max(self.config.retry_min_secs.max(1)) as i64
-            * 1000;
-        min.saturating_mul(1i64 << attempts.saturating_sub(1).min(20))
-            .min(max)
+        let first = self.config.retry_min_secs.max(1).saturating_mul(1000);
+        let max = self.config.retry_max_secs.saturating_mul(1000);
+        Backoff::after_attempts(first, max, attempts).min(i64::MAX as u64) as i64
     }
 
     /// The acknowledge link, while the alert wants acknowledging.
     fn ack_url(&self, n: &Notification, now_ms: i64) -> Option<String> {
         let a = &n.alert;
         let wants = matches!(
-            a.event.as_deref(),
-            Some(RAISED) | Some(REOPENED) | Some(ESCALATED)
+            a.event,
+            Some(AlertEvent::Raised | AlertEvent::Reopened | AlertEvent::Escalated)
         ) && a.acknowledged_at.is_none();
         wants
             .then(|| self.signer.link(a.id, &n.channel, now_ms))

@@ -1,6 +1,6 @@
 //! The alert lifecycle, as transitions of one [`Alert`] document (pure: the
-//! time comes in; [`crate::terminals::health::Fleet`] owns the alerts and
-//! calls these).
+//! time comes in; [`super::book::AlertBook`] owns the alerts and calls
+//! these).
 //!
 //! ```text
 //!            ack                    condition recovers
@@ -21,8 +21,7 @@
 //!
 //! Every transition bumps `revision` and names itself in `event`.
 
-use pressline_protocol::upstream::lifecycle::*;
-use pressline_protocol::upstream::Alert;
+use pressline_protocol::upstream::{Alert, AlertEvent, AlertState, Lifecycle};
 
 use crate::clock::rfc3339_ms;
 
@@ -39,17 +38,17 @@ pub enum AckError {
     NoteTooLong,
 }
 
-fn transition(alert: &mut Alert, event: &str) {
+fn transition(alert: &mut Alert, event: AlertEvent) {
     alert.revision = alert.revision.saturating_add(1);
-    alert.event = Some(event.to_string());
+    alert.event = Some(event);
 }
 
 /// A new alert's first document.
 pub fn start(alert: &mut Alert) {
-    alert.state = "raised".into();
-    alert.lifecycle = RAISED.into();
+    alert.state = AlertState::Raised;
+    alert.lifecycle = Some(Lifecycle::Raised);
     alert.revision = 0;
-    transition(alert, RAISED);
+    transition(alert, AlertEvent::Raised);
 }
 
 /// Records an acknowledgement. `Ok(false)`: it was already acknowledged
@@ -68,7 +67,7 @@ pub fn acknowledge(
     if note.is_some_and(|n| n.chars().count() > 500) {
         return Err(AckError::NoteTooLong);
     }
-    if alert.lifecycle == CLOSED {
+    if alert.lifecycle == Some(Lifecycle::Closed) {
         return Err(AckError::Closed(alert.id));
     }
     if alert.acknowledged_at.is_some() {
@@ -77,60 +76,59 @@ pub fn acknowledge(
     alert.acknowledged_at = Some(rfc3339_ms(now_ms));
     alert.acknowledged_by = Some(by.to_string());
     alert.ack_note = note.map(str::to_string);
-    if alert.lifecycle == RAISED {
-        alert.lifecycle = ACKNOWLEDGED.into();
+    if alert.lifecycle == Some(Lifecycle::Raised) {
+        alert.lifecycle = Some(Lifecycle::Acknowledged);
     }
-    transition(alert, ACKNOWLEDGED);
+    transition(alert, AlertEvent::Acknowledged);
     Ok(true)
 }
 
 /// The condition recovered.
 pub fn recover(alert: &mut Alert, now_ms: i64) {
-    alert.state = "cleared".into();
+    alert.state = AlertState::Cleared;
     alert.cleared_at = Some(rfc3339_ms(now_ms));
-    alert.lifecycle = RECOVERED.into();
-    transition(alert, RECOVERED);
+    alert.lifecycle = Some(Lifecycle::Recovered);
+    transition(alert, AlertEvent::Recovered);
 }
 
 /// The condition came back before the recovered alert closed.
 pub fn reopen(alert: &mut Alert, detail: String) {
-    alert.state = "raised".into();
+    alert.state = AlertState::Raised;
     alert.cleared_at = None;
     alert.detail = detail;
-    alert.lifecycle = if alert.acknowledged_at.is_some() {
-        ACKNOWLEDGED
+    alert.lifecycle = Some(if alert.acknowledged_at.is_some() {
+        Lifecycle::Acknowledged
     } else {
-        RAISED
-    }
-    .into();
+        Lifecycle::Raised
+    });
     alert.reopened = alert.reopened.saturating_add(1);
-    transition(alert, REOPENED);
+    transition(alert, AlertEvent::Reopened);
 }
 
 /// Nobody acknowledged in time: the escalation channels are told.
 pub fn escalate(alert: &mut Alert, now_ms: i64) {
     alert.escalated_at = Some(rfc3339_ms(now_ms));
-    transition(alert, ESCALATED);
+    transition(alert, AlertEvent::Escalated);
 }
 
 /// Recovered and quiet for long enough: done.
 pub fn close(alert: &mut Alert, now_ms: i64) {
-    alert.lifecycle = CLOSED.into();
+    alert.lifecycle = Some(Lifecycle::Closed);
     alert.closed_at = Some(rfc3339_ms(now_ms));
-    transition(alert, CLOSED);
+    transition(alert, AlertEvent::Closed);
 }
 
 /// Alerts saved before the lifecycle existed: open ones are `raised`,
 /// cleared ones `closed`.
 pub fn upgrade(alert: &mut Alert) {
-    if !alert.lifecycle.is_empty() {
+    if alert.lifecycle.is_some() {
         return;
     }
-    if alert.state == "raised" {
-        alert.lifecycle = RAISED.into();
+    if alert.is_open() {
+        alert.lifecycle = Some(Lifecycle::Raised);
         alert.revision = 1;
     } else {
-        alert.lifecycle = CLOSED.into();
+        alert.lifecycle = Some(Lifecycle::Closed);
         alert.closed_at = alert.cleared_at.clone();
         alert.revision = 2;
     }
@@ -146,7 +144,7 @@ mod tests {
         let mut a = Alert {
             id: 4,
             site: "arena".into(),
-            kind: "zone_unhappy".into(),
+            kind: pressline_protocol::upstream::AlertKind::ZoneUnhappy,
             raised_at: rfc3339_ms(T0),
             ..Alert::default()
         };
@@ -157,8 +155,11 @@ mod tests {
     #[test]
     fn a_new_alert_is_raised_at_revision_one() {
         let a = alert();
-        assert_eq!((a.state.as_str(), a.lifecycle.as_str()), ("raised", RAISED));
-        assert_eq!((a.revision, a.event.as_deref()), (1, Some(RAISED)));
+        assert_eq!(
+            (a.state.clone(), a.lifecycle.clone()),
+            (AlertState::Raised, Some(Lifecycle::Raised))
+        );
+        assert_eq!((a.revision, a.event.clone()), (1, Some(AlertEvent::Raised)));
         assert_eq!(a.transition_key(), "arena:4:1");
     }
 
@@ -169,19 +170,19 @@ mod tests {
             acknowledge(&mut a, T0 + 60_000, " Anna ", Some("on my way")),
             Ok(true)
         );
-        assert_eq!(a.lifecycle, ACKNOWLEDGED);
+        assert_eq!(a.lifecycle, Some(Lifecycle::Acknowledged));
         assert_eq!(a.acknowledged_by.as_deref(), Some("Anna"));
         assert_eq!(a.ack_note.as_deref(), Some("on my way"));
         assert!(a.is_open());
         recover(&mut a, T0 + 120_000);
         assert_eq!(
-            (a.state.as_str(), a.lifecycle.as_str()),
-            ("cleared", RECOVERED)
+            (a.state.clone(), a.lifecycle.clone()),
+            (AlertState::Cleared, Some(Lifecycle::Recovered))
         );
         close(&mut a, T0 + 1_000_000);
-        assert_eq!(a.lifecycle, CLOSED);
+        assert_eq!(a.lifecycle, Some(Lifecycle::Closed));
         assert_eq!(a.revision, 4);
-        assert_eq!(a.event.as_deref(), Some(CLOSED));
+        assert_eq!(a.event, Some(AlertEvent::Closed));
     }
 
     #[test]
@@ -199,7 +200,8 @@ mod tests {
         recover(&mut a, T0 + 1);
         assert_eq!(acknowledge(&mut a, T0 + 2, "Anna", None), Ok(true));
         assert_eq!(
-            a.lifecycle, RECOVERED,
+            a.lifecycle,
+            Some(Lifecycle::Recovered),
             "still recovered, now with who handled it"
         );
         close(&mut a, T0 + 3);
@@ -231,28 +233,34 @@ mod tests {
         recover(&mut a, T0 + 2);
         reopen(&mut a, "again".into());
         assert_eq!(
-            (a.state.as_str(), a.lifecycle.as_str()),
-            ("raised", ACKNOWLEDGED)
+            (a.state.clone(), a.lifecycle.clone()),
+            (AlertState::Raised, Some(Lifecycle::Acknowledged))
         );
         assert_eq!((a.reopened, a.cleared_at.as_deref()), (1, None));
-        assert_eq!(a.event.as_deref(), Some(REOPENED));
+        assert_eq!(a.event, Some(AlertEvent::Reopened));
     }
 
     #[test]
     fn alerts_saved_before_the_lifecycle_are_upgraded() {
         let mut open = Alert {
-            state: "raised".into(),
+            state: AlertState::Raised,
             ..Alert::default()
         };
         upgrade(&mut open);
-        assert_eq!((open.lifecycle.as_str(), open.revision), (RAISED, 1));
+        assert_eq!(
+            (open.lifecycle, open.revision),
+            (Some(Lifecycle::Raised), 1)
+        );
         let mut old = Alert {
-            state: "cleared".into(),
+            state: AlertState::Cleared,
             cleared_at: Some("2026-01-01T00:00:00Z".into()),
             ..Alert::default()
         };
         upgrade(&mut old);
-        assert_eq!((old.lifecycle.as_str(), old.revision), (CLOSED, 2));
+        assert_eq!(
+            (old.lifecycle.clone(), old.revision),
+            (Some(Lifecycle::Closed), 2)
+        );
         assert_eq!(old.closed_at, old.cleared_at);
     }
 }

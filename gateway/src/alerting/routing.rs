@@ -11,8 +11,8 @@
 //! - `escalated`: the `escalate_to` channels of the matching routes.
 //! - `closed`: nobody (it is on the dashboard and upstream).
 
-use pressline_protocol::upstream::lifecycle::*;
 use pressline_protocol::upstream::Alert;
+use pressline_protocol::upstream::{AlertEvent, AlertKind, Lifecycle};
 
 use super::config::{AlertingConfig, QuietHours};
 use crate::site_time::SiteTime;
@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone)]
 struct Route {
     name: String,
-    kinds: Vec<String>,
+    kinds: Vec<AlertKind>,
     zones: Vec<String>,
     channels: Vec<String>,
     escalate_to: Vec<String>,
@@ -127,9 +127,9 @@ impl Routing {
         alert: &Alert,
         zone: Option<&str>,
     ) -> Vec<Notification> {
-        let channels: Vec<String> = match alert.event.as_deref() {
-            Some(RAISED) | Some(REOPENED) => {
-                let mut c = if alert.event.as_deref() == Some(REOPENED) {
+        let channels: Vec<String> = match &alert.event {
+            Some(event @ (AlertEvent::Raised | AlertEvent::Reopened)) => {
+                let mut c = if *event == AlertEvent::Reopened {
                     alert.notified.clone()
                 } else {
                     Vec::new()
@@ -141,8 +141,8 @@ impl Routing {
                 }
                 c
             }
-            Some(ACKNOWLEDGED) | Some(RECOVERED) => alert.notified.clone(),
-            Some(ESCALATED) => {
+            Some(AlertEvent::Acknowledged | AlertEvent::Recovered) => alert.notified.clone(),
+            Some(AlertEvent::Escalated) => {
                 let mut c: Vec<String> = Vec::new();
                 for route in self.matching(alert, zone) {
                     for n in &route.escalate_to {
@@ -175,7 +175,7 @@ impl Routing {
         let mut due = Due::default();
         for (alert, zone) in alerts {
             // Someone is on it, or it recovered: nothing more to chase.
-            if alert.lifecycle != RAISED {
+            if alert.lifecycle != Some(Lifecycle::Raised) {
                 continue;
             }
             for channel in self.raise_channels(now_ms, alert, zone) {
@@ -250,7 +250,7 @@ quiet_hours = "22:00-07:00"
         let mut a = Alert {
             id: 1,
             site: "arena".into(),
-            kind: "zone_unhappy".into(),
+            kind: AlertKind::ZoneUnhappy,
             zone: Some("food".into()),
             raised_at: rfc3339_ms(at),
             ..Alert::default()
@@ -264,7 +264,7 @@ quiet_hours = "22:00-07:00"
             id: 2,
             site: "arena".into(),
             terminal: "t-7".into(),
-            kind: "low_battery".into(),
+            kind: AlertKind::LowBattery,
             raised_at: rfc3339_ms(at),
             ..Alert::default()
         };
@@ -398,6 +398,6 @@ quiet_hours = "22:00-07:00"
         lifecycle::reopen(&mut a, "again".into());
         let n = r.handle_transition(NOON + 2 * MIN, &a, Some("food"));
         assert_eq!(channels(&n), ["floor"]);
-        assert_eq!(n[0].alert.event.as_deref(), Some(REOPENED));
+        assert_eq!(n[0].alert.event, Some(AlertEvent::Reopened));
     }
 }

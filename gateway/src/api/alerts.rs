@@ -30,10 +30,11 @@ pub struct AlertQuery {
 }
 
 pub async fn list(State(state): State<ApiState>, Query(q): Query<AlertQuery>) -> Json<Vec<Alert>> {
-    let fleet = state.registry.fleet();
+    let monitor = state.registry.monitor();
     Json(
-        fleet
+        monitor
             .alerts()
+            .iter()
             .filter(|a| !q.open || a.is_open())
             .cloned()
             .collect(),
@@ -90,8 +91,8 @@ pub async fn response(State(state): State<ApiState>, Query(q): Query<ResponseQue
 pub fn response_figures(state: &ApiState, days: u32) -> crate::alerting::response::ResponseFigures {
     let since = unix_ms_now() - i64::from(days) * 86_400_000;
     let alerts: Vec<(Alert, Option<String>)> = {
-        let fleet = state.registry.fleet();
-        fleet.alerts().cloned().collect::<Vec<_>>()
+        let monitor = state.registry.monitor();
+        monitor.alerts().iter().cloned().collect::<Vec<_>>()
     }
     .into_iter()
     .map(|a| {
@@ -182,7 +183,7 @@ pub async fn link_page(
     if let Err(page) = checked(&state, id, q.exp, &q.by, &q.sig) {
         return page;
     }
-    let Some(alert) = state.registry.fleet().alert(id).cloned() else {
+    let Some(alert) = state.registry.monitor().alerts().get(id).cloned() else {
         return page(
             StatusCode::NOT_FOUND,
             "Alert not found",

@@ -55,16 +55,17 @@ pub fn snapshot(state: &ApiState) -> Snapshot {
         )
     };
     let (alerts, terminals) = {
-        let fleet = state.registry.fleet();
+        let monitor = state.registry.monitor();
         (
-            fleet
+            monitor
                 .alerts()
-                .filter(|a| a.lifecycle != pressline_protocol::upstream::lifecycle::CLOSED)
+                .iter()
+                .filter(|a| a.lifecycle != Some(pressline_protocol::upstream::Lifecycle::Closed))
                 .cloned()
                 .collect(),
-            fleet
+            monitor
                 .terminals()
-                .filter_map(|t| fleet.health(&t.id))
+                .map(|t| t.document(&state.site))
                 .collect(),
         )
     };

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::api::state::ApiState;
-use crate::terminals::health;
+use pressline_protocol::upstream::AlertKind;
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
@@ -139,11 +139,12 @@ pub fn render(state: &ApiState) -> String {
         );
         let _ = writeln!(
             out,
-            "pressline_storage_fault{{site=\"{site}\",reason=\"{reason}\"}} 1"
+            "pressline_storage_fault{{site=\"{site}\",reason=\"{}\"}} 1",
+            reason.label()
         );
     }
-    let fleet = state.registry.fleet();
-    let (online, offline) = fleet.terminals().fold((0, 0), |(on, off), t| {
+    let monitor = state.registry.monitor();
+    let (online, offline) = monitor.terminals().fold((0, 0), |(on, off), t| {
         if t.online {
             (on + 1, off)
         } else {
@@ -170,19 +171,11 @@ pub fn render(state: &ApiState) -> String {
         "gauge",
         "Open alerts by kind.",
     );
-    for kind in [
-        health::OFFLINE,
-        health::LOW_BATTERY,
-        health::WEAK_WIFI,
-        health::STUCK_BUTTON,
-        health::QUEUE_FILLING,
-        health::CLOCK_SKEW,
-        health::ZONE_UNHAPPY,
-        health::ZONE_HAPPY,
-    ] {
-        let n = fleet
+    for kind in AlertKind::ALL {
+        let n = monitor
             .alerts()
-            .filter(|a| a.is_open() && a.kind == kind)
+            .iter()
+            .filter(|a| a.is_open() && a.kind == *kind)
             .count();
         let _ = writeln!(
             out,
@@ -195,15 +188,16 @@ pub fn render(state: &ApiState) -> String {
         "gauge",
         "Open alerts nobody has acknowledged yet.",
     );
-    let waiting = fleet
+    let waiting = monitor
         .alerts()
+        .iter()
         .filter(|a| a.is_open() && a.acknowledged_at.is_none())
         .count();
     let _ = writeln!(
         out,
         "pressline_alerts_unacknowledged{{site=\"{site}\"}} {waiting}"
     );
-    drop(fleet);
+    drop(monitor);
     notifications(&mut out, site, &s.notification_channels);
     response(
         &mut out,

@@ -5,7 +5,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::routes::error;
 use super::state::ApiState;
@@ -94,41 +94,7 @@ fn default_max_failure_rate() -> f64 {
     10.0
 }
 
-/// A rollout as the API shows it.
-#[derive(Debug, Serialize)]
-pub struct RolloutView {
-    pub id: u32,
-    pub version: String,
-    pub board: String,
-    pub state: &'static str,
-    pub halt_reason: Option<String>,
-    pub attempt: u32,
-    /// The stage being rolled out (0 = canary) of `stages`.
-    pub stage: usize,
-    pub stages: usize,
-    pub canary: usize,
-    pub waves: Vec<u8>,
-    pub max_failure_rate: f64,
-    pub failure_rate: f64,
-    pub window: Option<String>,
-    pub created_at: String,
-    pub updated_at: String,
-    pub counts: std::collections::BTreeMap<&'static str, usize>,
-    pub terminals: Vec<RolloutTerminalView>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct RolloutTerminalView {
-    pub id: String,
-    pub stage: usize,
-    pub state: &'static str,
-    pub percent: u8,
-    pub written: u32,
-    pub size: u32,
-    pub bytes_served: u64,
-    pub running: Option<String>,
-    pub detail: Option<String>,
-}
+pub use pressline_protocol::api::{Rollout as RolloutView, RolloutTerminal as RolloutTerminalView};
 
 impl From<&crate::ota::rollout::Rollout> for RolloutView {
     fn from(r: &crate::ota::rollout::Rollout) -> Self {
@@ -136,7 +102,7 @@ impl From<&crate::ota::rollout::Rollout> for RolloutView {
             id: r.id,
             version: r.plan.version.clone(),
             board: r.plan.board.clone(),
-            state: r.state.label(),
+            state: r.state,
             halt_reason: r.halt_reason.clone(),
             attempt: r.attempt,
             stage: r.stage,
@@ -155,7 +121,7 @@ impl From<&crate::ota::rollout::Rollout> for RolloutView {
                 .map(|(id, p)| RolloutTerminalView {
                     id: id.clone(),
                     stage: p.stage,
-                    state: p.state.label(),
+                    state: p.state,
                     percent: p.percent(),
                     written: p.written,
                     size: p.size,
@@ -168,8 +134,8 @@ impl From<&crate::ota::rollout::Rollout> for RolloutView {
     }
 }
 
-fn rollout_error(e: crate::ota::rollouts::RolloutError) -> Response {
-    use crate::ota::rollouts::RolloutError as E;
+fn rollout_error(e: crate::ota::service::RolloutError) -> Response {
+    use crate::ota::service::RolloutError as E;
     let status = match &e {
         E::NotFound(_) => StatusCode::NOT_FOUND,
         E::Busy(..) | E::Command(_) => StatusCode::CONFLICT,
@@ -261,7 +227,7 @@ fn plan_of(state: &ApiState, req: RolloutRequest) -> Result<crate::ota::rollout:
     };
     let known: Vec<String> = state
         .registry
-        .fleet()
+        .monitor()
         .terminals()
         .map(|t| t.id.clone())
         .collect();

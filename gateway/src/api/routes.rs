@@ -131,11 +131,11 @@ async fn stats(State(state): State<ApiState>) -> Json<StatsSnapshot> {
 }
 
 async fn terminals(State(state): State<ApiState>) -> Json<Vec<TerminalHealth>> {
-    let fleet = state.registry.fleet();
+    let monitor = state.registry.monitor();
     Json(
-        fleet
+        monitor
             .terminals()
-            .filter_map(|t| fleet.health(&t.id))
+            .map(|t| t.document(&state.site))
             .collect(),
     )
 }
@@ -144,7 +144,7 @@ async fn terminal(
     State(state): State<ApiState>,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Response {
-    match state.registry.fleet().health(&id) {
+    match state.registry.monitor().health(&id) {
         Some(h) => Json(h).into_response(),
         None => error(
             StatusCode::NOT_FOUND,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::ota::releases::Releases;
-use crate::ota::rollouts::Rollouts;
+use crate::ota::service::Rollouts;
 use crate::stats::{Stats, StatsSnapshot};
 use crate::store::Store;
 use crate::terminals::identity::Identities;

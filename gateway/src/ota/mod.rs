@@ -4,9 +4,9 @@
 //! - [`releases`]: signed firmware releases uploaded to the gateway.
 //! - [`rollout`]: one rollout as a sans-IO state machine (canary, waves,
 //!   halt on failures, opening-hours window).
-//! - [`rollouts`]: the service running them against the site broker:
-//!   offers, chunk serving, persistence, upstream events.
+//! - [`service`]: the rollout service running them against the site
+//!   broker: offers, chunk serving, persistence, upstream events.
 
 pub mod releases;
 pub mod rollout;
-pub mod rollouts;
+pub mod service;

@@ -59,16 +59,8 @@ impl OtaConfig {
     }
 }
 
-/// A stored release.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Release {
-    pub version: String,
-    pub board: String,
-    pub size: u32,
-    pub sha256: String,
-    pub key_id: String,
-    pub uploaded_at: String,
-}
+/// A stored release (also what the API lists).
+pub use pressline_protocol::api::Release;
 
 /// Why an upload was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

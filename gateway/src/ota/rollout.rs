@@ -21,6 +21,7 @@
 use std::collections::BTreeMap;
 
 use pressline_protocol::ota_transfer::{OtaState, OtaStatus};
+use pressline_protocol::upstream::OtaEventKind;
 use serde::{Deserialize, Serialize};
 
 /// A daily maintenance window in site-local time, `start` inclusive, `end`
@@ -103,90 +104,23 @@ pub struct Limits {
     pub reoffer_after_ms: i64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RolloutState {
-    Running,
-    Paused,
-    /// Stopped by itself: too many failures (see `halt_reason`).
-    Halted,
-    Completed,
-    Aborted,
-}
+pub use pressline_protocol::upstream::{RolloutState, RolloutTerminalState as TerminalState};
 
-impl RolloutState {
-    pub fn label(self) -> &'static str {
-        match self {
-            RolloutState::Running => "running",
-            RolloutState::Paused => "paused",
-            RolloutState::Halted => "halted",
-            RolloutState::Completed => "completed",
-            RolloutState::Aborted => "aborted",
-        }
-    }
-
-    /// Still holds the site's rollout slot.
-    pub fn is_active(self) -> bool {
-        matches!(self, RolloutState::Running | RolloutState::Paused)
+/// Order along the way to an outcome.
+fn rank(state: TerminalState) -> u8 {
+    match state {
+        TerminalState::Pending => 0,
+        TerminalState::Offered => 1,
+        TerminalState::Downloading => 2,
+        TerminalState::Verifying => 3,
+        TerminalState::Rebooting => 4,
+        TerminalState::Confirmed | TerminalState::Failed | TerminalState::RolledBack => 5,
     }
 }
 
-/// One terminal's part in a rollout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TerminalState {
-    /// Not offered yet (a later stage, the concurrency limit, or the window).
-    Pending,
-    Offered,
-    Downloading,
-    Verifying,
-    Rebooting,
-    Confirmed,
-    Failed,
-    RolledBack,
-}
-
-impl TerminalState {
-    pub fn label(self) -> &'static str {
-        match self {
-            TerminalState::Pending => "pending",
-            TerminalState::Offered => "offered",
-            TerminalState::Downloading => "downloading",
-            TerminalState::Verifying => "verifying",
-            TerminalState::Rebooting => "rebooting",
-            TerminalState::Confirmed => "confirmed",
-            TerminalState::Failed => "failed",
-            TerminalState::RolledBack => "rolled_back",
-        }
-    }
-
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            TerminalState::Confirmed | TerminalState::Failed | TerminalState::RolledBack
-        )
-    }
-
-    pub fn is_failure(self) -> bool {
-        matches!(self, TerminalState::Failed | TerminalState::RolledBack)
-    }
-
-    /// Order along the way to an outcome.
-    fn rank(self) -> u8 {
-        match self {
-            TerminalState::Pending => 0,
-            TerminalState::Offered => 1,
-            TerminalState::Downloading => 2,
-            TerminalState::Verifying => 3,
-            TerminalState::Rebooting => 4,
-            TerminalState::Confirmed | TerminalState::Failed | TerminalState::RolledBack => 5,
-        }
-    }
-
-    /// Holds one of the site's download slots.
-    fn is_transferring(self) -> bool {
-        matches!(self, TerminalState::Offered | TerminalState::Downloading)
-    }
+/// Holds one of the site's download slots.
+fn is_transferring(state: TerminalState) -> bool {
+    matches!(state, TerminalState::Offered | TerminalState::Downloading)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -232,15 +166,15 @@ pub enum Effect {
 /// A rollout event (published upstream as `pressline.ota.v1`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
-    pub kind: &'static str,
+    pub kind: OtaEventKind,
     pub terminal: Option<String>,
-    pub state: Option<&'static str>,
+    pub state: Option<TerminalState>,
     pub detail: Option<String>,
     pub wave: Option<u32>,
 }
 
 impl Event {
-    fn rollout(kind: &'static str, detail: Option<String>) -> Event {
+    fn rollout(kind: OtaEventKind, detail: Option<String>) -> Event {
         Event {
             kind,
             terminal: None,
@@ -254,8 +188,11 @@ impl Event {
 /// Why an operator command was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CommandError {
-    #[error("rollout is {0}: {1}")]
-    WrongState(&'static str, &'static str),
+    #[error("rollout is {}: {why}", .state.as_str())]
+    WrongState {
+        state: RolloutState,
+        why: &'static str,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -331,7 +268,7 @@ impl Rollout {
         };
         let events = vec![
             Effect::Event(Event::rollout(
-                "started",
+                OtaEventKind::Started,
                 Some(format!(
                     "{} terminals in {} stages",
                     rollout.terminals.len(),
@@ -340,7 +277,7 @@ impl Rollout {
             )),
             Effect::Event(Event {
                 wave: Some(0),
-                ..Event::rollout("wave_started", None)
+                ..Event::rollout(OtaEventKind::WaveStarted, None)
             }),
         ];
         (rollout, events)
@@ -357,10 +294,10 @@ impl Rollout {
     }
 
     /// Counts per terminal state.
-    pub fn counts(&self) -> BTreeMap<&'static str, usize> {
+    pub fn counts(&self) -> BTreeMap<TerminalState, usize> {
         let mut counts = BTreeMap::new();
         for p in self.terminals.values() {
-            *counts.entry(p.state.label()).or_insert(0) += 1;
+            *counts.entry(p.state).or_insert(0) += 1;
         }
         counts
     }
@@ -398,7 +335,7 @@ impl Rollout {
             // It knows nothing of this attempt (restarted without its
             // record, or an outcome of an earlier attempt): offer again if
             // it should be transferring.
-            if active && self.state == RolloutState::Running && p.state.is_transferring() {
+            if active && self.state == RolloutState::Running && is_transferring(p.state) {
                 p.last_offer_ms = now_ms;
                 effects.push(Effect::Offer {
                     terminal: terminal.to_string(),
@@ -428,7 +365,7 @@ impl Rollout {
         };
         // Reports can cross chunk requests in flight: never move backwards
         // (e.g. a late "offered" after the download started).
-        if new_state.rank() < p.state.rank() {
+        if rank(new_state) < rank(p.state) {
             p.written = p.written.max(status.written);
             return effects;
         }
@@ -440,9 +377,9 @@ impl Rollout {
         if new_state != p.state {
             p.state = new_state;
             effects.push(Effect::Event(Event {
-                kind: "terminal",
+                kind: OtaEventKind::Terminal,
                 terminal: Some(terminal.to_string()),
-                state: Some(new_state.label()),
+                state: Some(new_state),
                 detail: p.detail.clone(),
                 wave: Some(p.stage as u32),
             }));
@@ -459,7 +396,7 @@ impl Rollout {
         let Some(p) = self.terminals.get_mut(terminal) else {
             return false;
         };
-        if !p.state.is_transferring() {
+        if !is_transferring(p.state) {
             return false;
         }
         p.last_activity_ms = now_ms;
@@ -497,7 +434,7 @@ impl Rollout {
                 });
                 p.state = TerminalState::Failed;
                 changed.push(id.clone());
-            } else if p.state.is_transferring()
+            } else if is_transferring(p.state)
                 && silent >= limits.reoffer_after_ms
                 && now_ms - p.last_offer_ms >= limits.reoffer_after_ms
             {
@@ -510,9 +447,9 @@ impl Rollout {
         for id in changed {
             let p = &self.terminals[&id];
             effects.push(Effect::Event(Event {
-                kind: "terminal",
+                kind: OtaEventKind::Terminal,
                 terminal: Some(id.clone()),
-                state: Some(p.state.label()),
+                state: Some(p.state),
                 detail: p.detail.clone(),
                 wave: Some(p.stage as u32),
             }));
@@ -530,7 +467,10 @@ impl Rollout {
             self.state = RolloutState::Halted;
             self.halt_reason = Some(reason.clone());
             effects.extend(self.withdraw_offers());
-            effects.push(Effect::Event(Event::rollout("halted", Some(reason))));
+            effects.push(Effect::Event(Event::rollout(
+                OtaEventKind::Halted,
+                Some(reason),
+            )));
             self.touch(now_ms);
             return effects;
         }
@@ -545,12 +485,12 @@ impl Rollout {
                 self.state = RolloutState::Completed;
                 let counts = self.counts();
                 effects.push(Effect::Event(Event::rollout(
-                    "completed",
+                    OtaEventKind::Completed,
                     Some(format!(
                         "{} confirmed, {} failed, {} rolled back",
-                        counts.get("confirmed").unwrap_or(&0),
-                        counts.get("failed").unwrap_or(&0),
-                        counts.get("rolled_back").unwrap_or(&0)
+                        counts.get(&TerminalState::Confirmed).unwrap_or(&0),
+                        counts.get(&TerminalState::Failed).unwrap_or(&0),
+                        counts.get(&TerminalState::RolledBack).unwrap_or(&0)
                     )),
                 )));
                 self.touch(now_ms);
@@ -559,7 +499,7 @@ impl Rollout {
             self.stage += 1;
             effects.push(Effect::Event(Event {
                 wave: Some(self.stage as u32),
-                ..Event::rollout("wave_started", None)
+                ..Event::rollout(OtaEventKind::WaveStarted, None)
             }));
             self.touch(now_ms);
         }
@@ -570,7 +510,7 @@ impl Rollout {
         let mut transferring = self
             .terminals
             .values()
-            .filter(|p| p.state.is_transferring())
+            .filter(|p| is_transferring(p.state))
             .count();
         let stage = self.stage;
         for (id, p) in self.terminals.iter_mut() {
@@ -588,9 +528,9 @@ impl Rollout {
                     terminal: id.clone(),
                 });
                 effects.push(Effect::Event(Event {
-                    kind: "terminal",
+                    kind: OtaEventKind::Terminal,
                     terminal: Some(id.clone()),
-                    state: Some(TerminalState::Offered.label()),
+                    state: Some(TerminalState::Offered),
                     detail: None,
                     wave: Some(p.stage as u32),
                 }));
@@ -605,7 +545,7 @@ impl Rollout {
     fn withdraw_offers(&mut self) -> Vec<Effect> {
         let mut effects = Vec::new();
         for (id, p) in self.terminals.iter_mut() {
-            if p.state.is_transferring() {
+            if is_transferring(p.state) {
                 p.state = TerminalState::Pending;
                 effects.push(Effect::Cancel {
                     terminal: id.clone(),
@@ -617,14 +557,14 @@ impl Rollout {
 
     pub fn pause(&mut self, now_ms: i64) -> Result<Vec<Effect>, CommandError> {
         if self.state != RolloutState::Running {
-            return Err(CommandError::WrongState(
-                self.state.label(),
-                "only a running rollout can be paused",
-            ));
+            return Err(CommandError::WrongState {
+                state: self.state,
+                why: "only a running rollout can be paused",
+            });
         }
         self.state = RolloutState::Paused;
         let mut effects = self.withdraw_offers();
-        effects.push(Effect::Event(Event::rollout("paused", None)));
+        effects.push(Effect::Event(Event::rollout(OtaEventKind::Paused, None)));
         self.touch(now_ms);
         Ok(effects)
     }
@@ -632,32 +572,35 @@ impl Rollout {
     pub fn resume(&mut self, now_ms: i64) -> Result<Vec<Effect>, CommandError> {
         match self.state {
             RolloutState::Paused => {}
-            RolloutState::Halted => return Err(CommandError::WrongState(
-                "halted",
-                "it stopped because terminals failed: fix the cause, then retry-failed (or abort)",
-            )),
+            RolloutState::Halted => return Err(CommandError::WrongState {
+                state: RolloutState::Halted,
+                why: "it stopped because terminals failed: fix the cause, then retry-failed (or abort)",
+            }),
             s => {
-                return Err(CommandError::WrongState(
-                    s.label(),
-                    "only a paused rollout can be resumed",
-                ))
+                return Err(CommandError::WrongState {
+                state: s,
+                why: "only a paused rollout can be resumed",
+            })
             }
         }
         self.state = RolloutState::Running;
         self.touch(now_ms);
-        Ok(vec![Effect::Event(Event::rollout("resumed", None))])
+        Ok(vec![Effect::Event(Event::rollout(
+            OtaEventKind::Resumed,
+            None,
+        ))])
     }
 
     pub fn abort(&mut self, now_ms: i64) -> Result<Vec<Effect>, CommandError> {
         if matches!(self.state, RolloutState::Completed | RolloutState::Aborted) {
-            return Err(CommandError::WrongState(
-                self.state.label(),
-                "it is already over",
-            ));
+            return Err(CommandError::WrongState {
+                state: self.state,
+                why: "it is already over",
+            });
         }
         self.state = RolloutState::Aborted;
         let mut effects = self.withdraw_offers();
-        effects.push(Effect::Event(Event::rollout("aborted", None)));
+        effects.push(Effect::Event(Event::rollout(OtaEventKind::Aborted, None)));
         self.touch(now_ms);
         Ok(effects)
     }
@@ -666,10 +609,10 @@ impl Rollout {
     /// completed rollout runs again.
     pub fn retry_failed(&mut self, now_ms: i64) -> Result<Vec<Effect>, CommandError> {
         if self.state == RolloutState::Aborted {
-            return Err(CommandError::WrongState(
-                "aborted",
-                "start a new rollout instead",
-            ));
+            return Err(CommandError::WrongState {
+                state: RolloutState::Aborted,
+                why: "start a new rollout instead",
+            });
         }
         let mut retried = 0;
         for p in self.terminals.values_mut() {
@@ -686,7 +629,7 @@ impl Rollout {
         }
         self.touch(now_ms);
         Ok(vec![Effect::Event(Event::rollout(
-            "retry",
+            OtaEventKind::Retry,
             Some(format!("{retried} terminals get attempt {}", self.attempt)),
         ))])
     }

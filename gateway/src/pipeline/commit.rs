@@ -24,7 +24,7 @@ use crate::pipeline::acks::{coalesce, Form};
 use crate::pipeline::ingest::IncomingPress;
 use crate::stats::Stats;
 use crate::store::{PressToStore, Store, StoreOutcome};
-use crate::terminals::registry::FleetInput;
+use crate::terminals::registry::RegistryInput;
 
 /// How often the score engine's changes are checkpointed: a crash costs a
 /// restart this much of the press log to fold in again, never a count.
@@ -45,7 +45,7 @@ pub struct Committer {
     /// checkpoints are written from this thread (the only writer).
     pub scores: Arc<Mutex<Scores>>,
     /// Newly stored presses, for the terminal registry's health rules.
-    pub to_fleet: tokio::sync::mpsc::Sender<FleetInput>,
+    pub to_registry: tokio::sync::mpsc::Sender<RegistryInput>,
     pub shutdown: watch::Receiver<bool>,
     /// Storage failures are logged at most every 10 s: while the store is
     /// being reopened every batch fails.
@@ -197,7 +197,7 @@ impl Committer {
                 Fold::New,
             );
             for (terminal, press) in fresh.iter() {
-                let _ = self.to_fleet.try_send(FleetInput::Press {
+                let _ = self.to_registry.try_send(RegistryInput::Press {
                     terminal: terminal.to_string(),
                     button: press.button,
                     at_ms: press.received_at_ms,

@@ -18,7 +18,7 @@ use rumqttd::Notification;
 use crate::clock::unix_ms_now;
 use crate::pipeline::acks::Form;
 use crate::stats::{RateLimitedLog, Stats};
-use crate::terminals::registry::FleetInput;
+use crate::terminals::registry::RegistryInput;
 
 /// A decoded press on its way to the committer.
 #[derive(Debug, Clone)]
@@ -120,7 +120,7 @@ pub fn decode(topic: &[u8], payload: &[u8]) -> Result<(String, Form, Press), Rej
 pub fn run(
     mut link: LinkRx,
     to_committer: SyncSender<IncomingPress>,
-    to_fleet: tokio::sync::mpsc::Sender<FleetInput>,
+    to_registry: tokio::sync::mpsc::Sender<RegistryInput>,
     identities: crate::terminals::identity::Identities,
     stats: Arc<Stats>,
 ) {
@@ -190,7 +190,7 @@ pub fn run(
                 stats
                     .heartbeats_received
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let _ = to_fleet.try_send(FleetInput::Heartbeat {
+                let _ = to_registry.try_send(RegistryInput::Heartbeat {
                     terminal,
                     heartbeat,
                     at_ms: unix_ms_now(),
@@ -198,7 +198,7 @@ pub fn run(
             }
             Ok(TerminalMessage::Ota) => {}
             Ok(TerminalMessage::Offline { terminal }) => {
-                let _ = to_fleet.try_send(FleetInput::Offline {
+                let _ = to_registry.try_send(RegistryInput::Offline {
                     terminal,
                     at_ms: unix_ms_now(),
                 });

@@ -85,18 +85,41 @@ pub struct Committed {
 /// Why the store is unavailable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fault {
-    /// `no_space`, `io_error`, `corruption` or `bug` (a stable label for
-    /// metrics).
-    pub reason: &'static str,
+    pub reason: FaultReason,
     /// sled's error, in words.
     pub detail: String,
+}
+
+/// What kind of storage fault it is (a stable label in `/metrics` and the
+/// stats: `no_space`, `io_error`, `corruption`, `bug`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultReason {
+    /// The disk is full.
+    NoSpace,
+    IoError,
+    Corruption,
+    /// sled reported a bug in itself.
+    Bug,
+}
+
+impl FaultReason {
+    /// The label.
+    pub fn label(self) -> &'static str {
+        match self {
+            FaultReason::NoSpace => "no_space",
+            FaultReason::IoError => "io_error",
+            FaultReason::Corruption => "corruption",
+            FaultReason::Bug => "bug",
+        }
+    }
 }
 
 impl std::fmt::Display for Fault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.reason {
-            "no_space" => write!(f, "no space left for the press store ({}): free disk space; the gateway reopens the store by itself", self.detail),
-            _ => write!(f, "press store {} ({}); the gateway is reopening it", self.reason.replace('_', " "), self.detail),
+            FaultReason::NoSpace => write!(f, "no space left for the press store ({}): free disk space; the gateway reopens the store by itself", self.detail),
+            other => write!(f, "press store {} ({}); the gateway is reopening it", other.label().replace('_', " "), self.detail),
         }
     }
 }
@@ -376,20 +399,20 @@ impl Open {
 }
 
 /// Errors that mean the store must be opened again.
-fn fault_reason(e: &StoreError) -> Option<&'static str> {
+fn fault_reason(e: &StoreError) -> Option<FaultReason> {
     let io_reason = |io: &std::io::Error| {
         if io.raw_os_error() == Some(28) || io.kind() == std::io::ErrorKind::StorageFull {
-            "no_space"
+            FaultReason::NoSpace
         } else {
-            "io_error"
+            FaultReason::IoError
         }
     };
     match e {
         StoreError::Sled(sled::Error::Io(io)) | StoreError::Log { source: io, .. } => {
             Some(io_reason(io))
         }
-        StoreError::Sled(sled::Error::Corruption { .. }) => Some("corruption"),
-        StoreError::Sled(sled::Error::ReportableBug(_)) => Some("bug"),
+        StoreError::Sled(sled::Error::Corruption { .. }) => Some(FaultReason::Corruption),
+        StoreError::Sled(sled::Error::ReportableBug(_)) => Some(FaultReason::Bug),
         _ => None,
     }
 }
@@ -442,11 +465,11 @@ impl Store {
         result
     }
 
-    fn start_recovery(&self, reason: &'static str, detail: String) {
+    fn start_recovery(&self, reason: FaultReason, detail: String) {
         {
             let mut fault = lock(&self.shared.fault);
             if fault.is_none() {
-                tracing::error!(reason, error = %detail, "the press store failed: nothing is acked until it is reopened (terminals keep their presses)");
+                tracing::error!(reason = reason.label(), error = %detail, "the press store failed: nothing is acked until it is reopened (terminals keep their presses)");
                 *fault = Some(Fault { reason, detail });
             }
         }
@@ -835,7 +858,7 @@ fn recover(shared: Arc<Shared>, old: Arc<Open>) {
         std::thread::sleep(Duration::from_millis(10));
     }
     drop(old);
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = pressline_protocol::backoff::Backoff::new(100, 2_000);
     let mut last_logged: Option<Instant> = None;
     loop {
         match Open::open(&shared.dir, shared.cache_bytes) {
@@ -845,7 +868,7 @@ fn recover(shared: Arc<Shared>, old: Arc<Open>) {
                 let fault = lock(&shared.fault).take();
                 shared.recovering.store(false, Ordering::SeqCst);
                 tracing::info!(
-                    after = ?fault.map(|f| f.reason),
+                    after = fault.map(|f| f.reason.label()),
                     "the press store is open again: accepting presses"
                 );
                 return;
@@ -862,8 +885,7 @@ fn recover(shared: Arc<Shared>, old: Arc<Open>) {
                         f.detail = e.to_string();
                     }
                 }
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                std::thread::sleep(Duration::from_millis(backoff.next_ms()));
             }
         }
     }

@@ -2,12 +2,14 @@
 //!
 //! # Layout
 //! - [`identity`]: registered terminals, their broker logins and press MACs.
-//! - [`health`]: the health rules and alert lifecycle (sans-IO: time in,
-//!   events out).
-//! - [`registry`]: the task that feeds them heartbeats, last wills and
-//!   stored presses, persists their state and publishes health and alerts
-//!   upstream.
+//! - [`health`]: the health rules of one terminal (pure).
+//! - [`monitor`]: every terminal's state and the alerts the rules raise
+//!   (sans-IO: time in, changes out).
+//! - [`registry`]: the task that feeds the monitor heartbeats, last wills
+//!   and stored presses, runs the zone rules, persists what changed and
+//!   publishes health and alerts upstream.
 
 pub mod health;
 pub mod identity;
+pub mod monitor;
 pub mod registry;

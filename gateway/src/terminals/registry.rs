@@ -1,5 +1,5 @@
 //! The terminal registry task: feeds heartbeats, last wills and stored
-//! presses into the health rules ([`crate::terminals::health::Fleet`]),
+//! presses into the health rules ([`crate::terminals::monitor::Monitor`]),
 //! runs the zone unhappiness rule of the score engine
 //! ([`crate::insight::scores::Scores`], fed by the committer) every second,
 //! persists what changed, and publishes health documents and alert events
@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use pressline_protocol::topic::{AlertTopic, TerminalHealthTopic};
-use pressline_protocol::upstream::Alert;
+use pressline_protocol::upstream::{Alert, AlertKind, Severity};
 use tokio::sync::{mpsc, watch, Notify};
 
 use crate::alerting::delivery::Queued;
@@ -23,12 +23,13 @@ use crate::alerting::routing::{Notification, Routing};
 use crate::clock::unix_ms_now;
 use crate::insight::scores::{Scores, ZoneRule, UNASSIGNED};
 use crate::store::{OutboxEntry, Store};
-use crate::terminals::health::{Fleet, FleetEvent, HealthConfig, TerminalState};
+use crate::terminals::health::{HealthConfig, TerminalState};
+use crate::terminals::monitor::{Change, Monitor};
 
 /// What the registry learns from the press path: heartbeats and last wills
 /// (from ingest), and newly stored presses (from commit).
 #[derive(Debug, Clone)]
-pub enum FleetInput {
+pub enum RegistryInput {
     Heartbeat {
         terminal: String,
         heartbeat: pressline_protocol::Heartbeat,
@@ -62,7 +63,7 @@ pub struct AlertOutlets {
 /// Shared handle to the registry (the HTTP API reads it).
 #[derive(Clone)]
 pub struct Registry {
-    fleet: Arc<Mutex<Fleet>>,
+    monitor: Arc<Mutex<Monitor>>,
     scores: Arc<Mutex<Scores>>,
     site: Arc<str>,
     store: Store,
@@ -81,16 +82,20 @@ impl Registry {
     ) -> Registry {
         let terminals: Vec<TerminalState> = store.load_terminals();
         let alerts = store.load_alerts();
-        let mut fleet = Fleet::restore(site, health, terminals, alerts);
-        fleet.set_close_after(outlets.close_after_secs);
-        for zone in fleet.zones_with(crate::terminals::health::ZONE_UNHAPPY) {
-            scores.restore_unhappy(zone);
-        }
-        for zone in fleet.zones_with(crate::terminals::health::ZONE_HAPPY) {
-            scores.restore_happy(zone);
+        let mut monitor = Monitor::restore(site, health, terminals, alerts);
+        monitor
+            .alerts_mut()
+            .set_close_after(outlets.close_after_secs);
+        for (kind, rule) in [
+            (AlertKind::ZoneUnhappy, ZoneRule::Unhappy),
+            (AlertKind::ZoneHappy, ZoneRule::Happy),
+        ] {
+            for zone in monitor.alerts().zones_with(&kind) {
+                scores.restore_rule(rule, zone);
+            }
         }
         Registry {
-            fleet: Arc::new(Mutex::new(fleet)),
+            monitor: Arc::new(Mutex::new(monitor)),
             scores: Arc::new(Mutex::new(scores)),
             site: site.into(),
             store: store.clone(),
@@ -103,15 +108,16 @@ impl Registry {
     /// returns the alert as the first acknowledgement left it.
     pub fn acknowledge(&self, id: u64, by: &str, note: Option<&str>) -> Result<Alert, AckError> {
         let now = unix_ms_now();
-        let changed = self.fleet().acknowledge(now, id, by, note)?;
-        match changed {
-            Some(alert) => {
-                tracing::info!(alert = id, by = %by.trim(), "alert acknowledged");
-                self.record(vec![FleetEvent::Alert(alert)], BTreeSet::new(), Vec::new());
-            }
-            None => {}
+        let changed = self.monitor().alerts_mut().acknowledge(now, id, by, note)?;
+        if let Some(alert) = changed {
+            tracing::info!(alert = id, by = %by.trim(), "alert acknowledged");
+            self.record(vec![Change::Alert(alert)], BTreeSet::new(), Vec::new());
         }
-        self.fleet().alert(id).cloned().ok_or(AckError::Unknown(id))
+        self.monitor()
+            .alerts()
+            .get(id)
+            .cloned()
+            .ok_or(AckError::Unknown(id))
     }
 
     /// The zone an alert belongs to: its own, or its terminal's.
@@ -120,7 +126,7 @@ impl Registry {
     }
 
     /// Persists and publishes what changed (see [`persist_and_publish`]).
-    fn record(&self, events: Vec<FleetEvent>, touched: BTreeSet<String>, late: Vec<Notification>) {
+    fn record(&self, events: Vec<Change>, touched: BTreeSet<String>, late: Vec<Notification>) {
         persist_and_publish(self, events, touched, late);
         self.outlets.forward_wake.notify_one();
     }
@@ -131,8 +137,8 @@ impl Registry {
         self.scores.clone()
     }
 
-    pub fn fleet(&self) -> MutexGuard<'_, Fleet> {
-        self.fleet.lock().unwrap_or_else(|p| p.into_inner())
+    pub fn monitor(&self) -> MutexGuard<'_, Monitor> {
+        self.monitor.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn scores(&self) -> MutexGuard<'_, Scores> {
@@ -150,7 +156,7 @@ fn zone_of(scores: &Scores, alert: &Alert) -> Option<String> {
 /// Runs the registry until shutdown.
 pub async fn run(
     registry: Registry,
-    mut inputs: mpsc::Receiver<FleetInput>,
+    mut inputs: mpsc::Receiver<RegistryInput>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -162,14 +168,14 @@ pub async fn run(
         let events = tokio::select! {
             input = inputs.recv() => {
                 let Some(input) = input else { return };
-                let mut fleet = registry.fleet();
+                let mut monitor = registry.monitor();
                 let mut touched = BTreeSet::new();
-                let mut events = apply(&mut fleet, input, &mut touched);
+                let mut events = apply(&mut monitor, input, &mut touched);
                 // Take whatever else is queued under the same lock.
                 while let Ok(more) = inputs.try_recv() {
-                    events.extend(apply(&mut fleet, more, &mut touched));
+                    events.extend(apply(&mut monitor, more, &mut touched));
                 }
-                drop(fleet);
+                drop(monitor);
                 if events.is_empty() {
                     // Presses only: save with the next tick.
                     unsaved.extend(touched);
@@ -195,33 +201,34 @@ pub async fn run(
 
 /// Time-based rules: silent terminals, zone unhappiness, closing recovered
 /// alerts; then escalations due and notifications held by quiet hours.
-fn tick_rules(registry: &Registry, now_ms: i64) -> (Vec<FleetEvent>, Vec<Notification>) {
-    let mut fleet = registry.fleet();
-    let mut events = fleet.poll(now_ms);
+fn tick_rules(registry: &Registry, now_ms: i64) -> (Vec<Change>, Vec<Notification>) {
+    let mut monitor = registry.monitor();
+    let mut events = monitor.poll(now_ms);
     let mut scores = registry.scores();
     scores.prune(now_ms);
     for change in scores.evaluate_zones(now_ms) {
         let kind = match change.rule {
-            ZoneRule::Unhappy => crate::terminals::health::ZONE_UNHAPPY,
-            ZoneRule::Happy => crate::terminals::health::ZONE_HAPPY,
+            ZoneRule::Unhappy => AlertKind::ZoneUnhappy,
+            ZoneRule::Happy => AlertKind::ZoneHappy,
         };
-        if let Some(alert) = fleet.set_zone_condition(
+        if let Some(alert) = monitor.alerts_mut().set_zone_condition(
             now_ms,
-            kind,
+            &kind,
             &change.zone,
             &change.name,
             change.active,
             change.detail,
         ) {
-            events.push(FleetEvent::Alert(alert));
+            events.push(Change::Alert(alert));
         }
     }
     let routing = &registry.outlets.routing;
     if routing.is_empty() {
         return (events, Vec::new());
     }
-    let zones: Vec<(u64, Option<String>)> = fleet
-        .alerts()
+    let alerts = monitor.alerts();
+    let zones: Vec<(u64, Option<String>)> = alerts
+        .iter()
         .filter(|a| a.is_open())
         .map(|a| (a.id, zone_of(&scores, a)))
         .collect();
@@ -229,40 +236,44 @@ fn tick_rules(registry: &Registry, now_ms: i64) -> (Vec<FleetEvent>, Vec<Notific
         now_ms,
         zones
             .iter()
-            .filter_map(|(id, zone)| Some((fleet.alert(*id)?, zone.as_deref()))),
+            .filter_map(|(id, zone)| Some((alerts.get(*id)?, zone.as_deref()))),
     );
     for id in due.escalate {
-        if let Some(alert) = fleet.escalate(now_ms, id) {
+        if let Some(alert) = monitor.alerts_mut().escalate(now_ms, id) {
             tracing::warn!(alert = id, kind = %alert.kind, "nobody acknowledged in time: escalated");
-            events.push(FleetEvent::Alert(alert));
+            events.push(Change::Alert(alert));
         }
     }
     (events, due.notify)
 }
 
 /// Applies one input; records the terminal as touched (to persist).
-fn apply(fleet: &mut Fleet, input: FleetInput, touched: &mut BTreeSet<String>) -> Vec<FleetEvent> {
+fn apply(
+    monitor: &mut Monitor,
+    input: RegistryInput,
+    touched: &mut BTreeSet<String>,
+) -> Vec<Change> {
     match input {
-        FleetInput::Heartbeat {
+        RegistryInput::Heartbeat {
             terminal,
             heartbeat,
             at_ms,
         } => {
-            let events = fleet.handle_heartbeat(at_ms, &terminal, heartbeat);
+            let events = monitor.handle_heartbeat(at_ms, &terminal, heartbeat);
             touched.insert(terminal);
             events
         }
-        FleetInput::Offline { terminal, at_ms } => fleet.handle_will(at_ms, &terminal),
+        RegistryInput::Offline { terminal, at_ms } => monitor.handle_will(at_ms, &terminal),
         // Press counts change the stored state, but a health document per
         // press upstream would be noise: persisted, published with the next
         // heartbeat or alert.
-        FleetInput::Press {
+        RegistryInput::Press {
             terminal,
             button,
             at_ms,
             pressed_at_ms,
         } => {
-            let events = fleet.handle_press(at_ms, &terminal, button, pressed_at_ms);
+            let events = monitor.handle_press(at_ms, &terminal, button, pressed_at_ms);
             touched.insert(terminal);
             events
         }
@@ -275,22 +286,22 @@ fn apply(fleet: &mut Fleet, input: FleetInput, touched: &mut BTreeSet<String>) -
 /// alerts that are not transitions (a route's quiet hours ended).
 fn persist_and_publish(
     registry: &Registry,
-    events: Vec<FleetEvent>,
+    events: Vec<Change>,
     mut persist: BTreeSet<String>,
     late: Vec<Notification>,
 ) {
     let (site, store) = (&*registry.site, &registry.store);
     let now = unix_ms_now();
-    let mut fleet = registry.fleet();
+    let mut monitor = registry.monitor();
     let mut notified = false;
     // Deleted after the events below are saved: an alert raised and
     // forgotten in one batch must not come back.
-    let forgotten = fleet.take_forgotten();
+    let forgotten = monitor.alerts_mut().take_forgotten();
     let mut publish = BTreeSet::new();
     let mut upstream = Vec::new();
     for event in events {
         match event {
-            FleetEvent::Alert(alert) => {
+            Change::Alert(alert) => {
                 let zone = zone_of(&registry.scores(), &alert);
                 let notifications =
                     registry
@@ -299,7 +310,8 @@ fn persist_and_publish(
                         .handle_transition(now, &alert, zone.as_deref());
                 let channels: Vec<String> =
                     notifications.iter().map(|n| n.channel.clone()).collect();
-                let saved = fleet
+                let saved = monitor
+                    .alerts_mut()
                     .mark_notified(alert.id, &channels)
                     .unwrap_or_else(|| alert.clone());
                 let queued: Vec<Queued> = notifications
@@ -310,13 +322,8 @@ fn persist_and_publish(
                 if let Err(e) = store.save_alert_transition(alert.id, &saved, &queued) {
                     tracing::error!(error = %e, alert = alert.id, "cannot save an alert transition and its notifications");
                 }
-                let level = if alert.severity == "critical" {
-                    tracing::Level::WARN
-                } else {
-                    tracing::Level::INFO
-                };
-                let event = alert.event.as_deref().unwrap_or("");
-                if level == tracing::Level::WARN {
+                let event = alert.event.as_ref().map_or("", |e| e.as_str());
+                if alert.severity == Severity::Critical {
                     tracing::warn!(alert = alert.id, terminal = %alert.terminal, kind = %alert.kind, event, notified = ?channels, "alert: {}", alert.detail);
                 } else {
                     tracing::info!(alert = alert.id, terminal = %alert.terminal, kind = %alert.kind, event, notified = ?channels, "alert: {}", alert.detail);
@@ -328,21 +335,21 @@ fn persist_and_publish(
                     is_press: false,
                 });
             }
-            FleetEvent::Health(id) => {
+            Change::Health(id) => {
                 persist.insert(id.clone());
                 publish.insert(id);
             }
         }
     }
     for id in &persist {
-        if let Some(state) = fleet.terminal(id) {
+        if let Some(state) = monitor.terminal(id) {
             if let Err(e) = store.save_terminal(id, state) {
                 tracing::error!(error = %e, terminal = %id, "cannot save terminal state");
             }
         }
     }
     for id in &publish {
-        if let Some(health) = fleet.health(id) {
+        if let Some(health) = monitor.health(id) {
             upstream.push(OutboxEntry {
                 topic: TerminalHealthTopic { site, terminal: id }.to_string(),
                 payload: serde_json::to_vec(&health).expect("plain struct serializes"),
@@ -364,7 +371,7 @@ fn persist_and_publish(
     }
     for (id, notifications) in by_alert {
         let channels: Vec<String> = notifications.iter().map(|n| n.channel.clone()).collect();
-        let Some(alert) = fleet.mark_notified(id, &channels) else {
+        let Some(alert) = monitor.alerts_mut().mark_notified(id, &channels) else {
             continue;
         };
         let queued: Vec<Queued> = notifications

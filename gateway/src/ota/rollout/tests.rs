@@ -4,6 +4,7 @@ use pressline_protocol::ota_transfer::{OtaFailure, OtaState, OtaStatus};
 use pressline_protocol::FirmwareVersion;
 
 use super::*;
+use pressline_protocol::upstream::OtaEventKind;
 
 const LIMITS: Limits = Limits {
     max_concurrent: 10,
@@ -45,11 +46,11 @@ fn cancelled(effects: &[Effect]) -> Vec<String> {
         .collect()
 }
 
-fn events(effects: &[Effect]) -> Vec<&'static str> {
+fn events(effects: &[Effect]) -> Vec<OtaEventKind> {
     effects
         .iter()
         .filter_map(|e| match e {
-            Effect::Event(ev) => Some(ev.kind),
+            Effect::Event(ev) => Some(ev.kind.clone()),
             _ => None,
         })
         .collect()
@@ -79,7 +80,10 @@ fn finish(r: &mut Rollout, now: i64, terminals: &[String], state: OtaState) {
 #[test]
 fn canary_first_then_waves_then_completed() {
     let (mut r, effects) = Rollout::new(1, plan(10, 2, &[50, 100], 0.1), 0);
-    assert_eq!(events(&effects), ["started", "wave_started"]);
+    assert_eq!(
+        events(&effects),
+        [OtaEventKind::Started, OtaEventKind::WaveStarted]
+    );
     assert_eq!(r.stages, 3);
     let e = r.handle_tick(1_000, NOON, &LIMITS);
     assert_eq!(
@@ -91,16 +95,16 @@ fn canary_first_then_waves_then_completed() {
     assert!(offered(&r.handle_tick(2_000, NOON, &LIMITS)).is_empty());
     finish(&mut r, 3_000, &offered(&e), OtaState::Confirmed);
     let e = r.handle_tick(4_000, NOON, &LIMITS);
-    assert_eq!(events(&e)[0], "wave_started");
+    assert_eq!(events(&e)[0], OtaEventKind::WaveStarted);
     assert_eq!(offered(&e), ["t02", "t03", "t04"], "wave 1 reaches 50%");
     finish(&mut r, 5_000, &offered(&e), OtaState::Confirmed);
     let e = r.handle_tick(6_000, NOON, &LIMITS);
     assert_eq!(offered(&e).len(), 5);
     finish(&mut r, 7_000, &offered(&e), OtaState::Confirmed);
     let e = r.handle_tick(8_000, NOON, &LIMITS);
-    assert_eq!(events(&e), ["completed"]);
+    assert_eq!(events(&e), [OtaEventKind::Completed]);
     assert_eq!(r.state, RolloutState::Completed);
-    assert_eq!(r.counts()["confirmed"], 10);
+    assert_eq!(r.counts()[&TerminalState::Confirmed], 10);
 }
 
 #[test]
@@ -112,7 +116,7 @@ fn a_failing_canary_halts_and_no_other_terminal_is_touched() {
     r.handle_status(2_000, "t00", &s);
     let e = r.handle_tick(3_000, NOON, &LIMITS);
     assert_eq!(r.state, RolloutState::Halted);
-    assert!(events(&e).contains(&"halted"));
+    assert!(events(&e).contains(&OtaEventKind::Halted));
     assert_eq!(
         cancelled(&e),
         ["t01"],
@@ -191,7 +195,7 @@ fn silent_terminals_are_offered_again_then_time_out() {
         .as_deref()
         .unwrap()
         .contains("silent"));
-    assert!(events(&e).contains(&"terminal"));
+    assert!(events(&e).contains(&OtaEventKind::Terminal));
     // A rebooting terminal that never confirms fails too.
     let (mut r, _) = Rollout::new(2, plan(1, 0, &[100], 1.0), 0);
     r.handle_tick(0, NOON, &LIMITS);
@@ -232,7 +236,7 @@ fn pause_withdraws_offers_and_resume_offers_again() {
     assert_eq!(offered(&r.handle_tick(5, NOON, &LIMITS)).len(), 3);
     let e = r.abort(6).unwrap();
     assert_eq!(cancelled(&e).len(), 3);
-    assert!(events(&e).contains(&"aborted"));
+    assert!(events(&e).contains(&OtaEventKind::Aborted));
     assert!(r.abort(7).is_err());
     assert!(r.retry_failed(8).is_err());
 }

@@ -21,7 +21,7 @@ use pressline_protocol::ota_transfer::{
 use pressline_protocol::topic::{
     parse_terminal_topic, OtaChunkTopic, OtaCommandTopic, OtaEventTopic, TerminalTopic,
 };
-use pressline_protocol::upstream::{OtaEvent, OTA_EVENT_SCHEMA};
+use pressline_protocol::upstream::{OtaEvent, OtaEventKind, OTA_EVENT_SCHEMA};
 use rumqttd::local::{LinkError, LinkRx, LinkTx};
 use rumqttd::Notification;
 use tokio::sync::Notify;
@@ -99,7 +99,7 @@ impl Rollouts {
             tracing::info!(
                 rollout = r.id,
                 version = %r.plan.version,
-                state = r.state.label(),
+                state = r.state.as_str(),
                 stage = r.stage,
                 "continuing rollout after restart"
             );
@@ -137,7 +137,7 @@ impl Rollouts {
     pub fn start(&self, plan: Plan, now_ms: i64) -> Result<Rollout, RolloutError> {
         let mut inner = self.lock();
         if let Some(busy) = inner.rollouts.values().find(|r| r.state.is_active()) {
-            return Err(RolloutError::Busy(busy.id, busy.state.label()));
+            return Err(RolloutError::Busy(busy.id, busy.state.as_str()));
         }
         if plan.targets.is_empty() {
             return Err(RolloutError::Invalid(
@@ -182,7 +182,7 @@ impl Rollouts {
                 .values()
                 .find(|r| r.id != id && r.state.is_active())
             {
-                return Err(RolloutError::Busy(busy.id, busy.state.label()));
+                return Err(RolloutError::Busy(busy.id, busy.state.as_str()));
             }
         }
         let mut rollout = inner
@@ -206,7 +206,7 @@ impl Rollouts {
         tracing::info!(
             rollout = id,
             command,
-            state = rollout.state.label(),
+            state = rollout.state.as_str(),
             "rollout command"
         );
         inner.rollouts.insert(id, rollout.clone());
@@ -422,20 +422,22 @@ fn apply(inner: &mut Inner, id: u32, effect: Effect, out: &mut Outgoing) {
                 site: inner.site.clone(),
                 rollout: id,
                 version: rollout.plan.version.clone(),
-                event: event.kind.into(),
+                event: event.kind.clone(),
                 terminal: event.terminal.clone(),
-                state: event.state.map(str::to_string),
+                state: event.state,
                 detail: event.detail.clone(),
                 wave: event.wave,
                 at: crate::clock::rfc3339_ms(now_ms()),
             };
-            match event.kind {
-                "halted" => tracing::warn!(rollout = id, detail = ?event.detail, "rollout halted"),
-                "terminal" => {
+            match &event.kind {
+                OtaEventKind::Halted => {
+                    tracing::warn!(rollout = id, detail = ?event.detail, "rollout halted")
+                }
+                OtaEventKind::Terminal => {
                     tracing::info!(rollout = id, terminal = ?event.terminal, state = ?event.state, detail = ?event.detail, "rollout progress")
                 }
                 kind => {
-                    tracing::info!(rollout = id, event = kind, detail = ?event.detail, "rollout event")
+                    tracing::info!(rollout = id, event = %kind, detail = ?event.detail, "rollout event")
                 }
             }
             let entry = OutboxEntry {

@@ -24,164 +24,40 @@
 //! hours. Windows are whole minutes: the 5-minute window is the current
 //! minute and the five before it.
 
+//!
+//! # Layout
+//! - this file: the engine: folding presses in, checkpoints, pruning;
+//! - [`config`]: `[scores]` and `[zones]`;
+//! - [`views`]: figures over windows, the hour table, the timeline;
+//! - [`store_keys`]: keys of the day records in the store.
+//!
+//! The zone rules it feeds are in [`crate::insight::zone_rules`].
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use pressline_protocol::Button;
-use serde::{Deserialize, Serialize};
 
 pub use super::counts::Figures;
 use super::counts::{Counts, DaySlots, SLOT_MS};
+pub use super::zone_rules::{ZoneRule, ZoneTransition};
+use super::zone_rules::{ZoneRules, ZoneWindow};
 use crate::site_time::SiteTime;
 use crate::store::PressBatch;
 
-/// `[scores]` in the config.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ScoresConfig {
-    /// The site's IANA time zone (`Europe/London`), for "today" and the
-    /// hour table, daylight saving included. Overrides `utc_offset_minutes`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub time_zone: Option<String>,
-    /// The site's fixed offset from UTC (minutes), when no `time_zone`.
-    pub utc_offset_minutes: i32,
-    /// Window the unhappiness rule looks at.
-    pub alert_window_secs: u64,
-    /// Default unhappy share (percent) that raises a zone alert.
-    pub unhappy_percent: u8,
-    /// Default fewest counted presses in the window for a zone alert.
-    pub min_presses: u32,
-    /// The alert clears below `unhappy_percent - clear_margin_percent`.
-    pub clear_margin_percent: u8,
-    /// Praise: a zone where at least this share (percent) of at least
-    /// `min_presses` counted presses in the window are happy or very happy
-    /// raises an informational `zone_happy` alert (it clears
-    /// `clear_margin_percent` below). 0: off.
-    pub praise_percent: u8,
-}
+mod config;
+mod store_keys;
+mod views;
 
-impl Default for ScoresConfig {
-    fn default() -> Self {
-        ScoresConfig {
-            time_zone: None,
-            utc_offset_minutes: 0,
-            alert_window_secs: 300,
-            unhappy_percent: 40,
-            min_presses: 10,
-            clear_margin_percent: 10,
-            praise_percent: 0,
-        }
-    }
-}
-
-/// A zone (`[zones.ID]` in the config).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ZoneConfig {
-    /// Display name, e.g. "North stand food court".
-    pub name: String,
-    pub terminals: Vec<String>,
-    /// Overrides `[scores] unhappy_percent` for this zone.
-    #[serde(default)]
-    pub unhappy_percent: Option<u8>,
-    /// Overrides `[scores] min_presses` for this zone.
-    #[serde(default)]
-    pub min_presses: Option<u32>,
-}
+pub use config::{ScoresConfig, ZoneConfig};
+pub use store_keys::{parse_day_key, site_day_key, terminal_day_key, terminal_days_of, SITE_DAYS};
+pub use views::{HourCell, TerminalFigures, TimelinePoint, Window, WindowView, ZoneFigures};
 
 /// Zone of terminals that belong to no configured zone.
 pub const UNASSIGNED: &str = "unassigned";
 
 /// Minutes of per-terminal counts kept for the live windows.
 pub const LIVE_MINUTES: i64 = 61;
-
-/// A sliding window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Window {
-    FiveMinutes,
-    Hour,
-    Today,
-}
-
-impl Window {
-    pub fn parse(s: &str) -> Option<Window> {
-        match s {
-            "5m" => Some(Window::FiveMinutes),
-            "1h" => Some(Window::Hour),
-            "today" => Some(Window::Today),
-            _ => None,
-        }
-    }
-
-    pub const fn name(self) -> &'static str {
-        match self {
-            Window::FiveMinutes => "5m",
-            Window::Hour => "1h",
-            Window::Today => "today",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ZoneFigures {
-    pub zone: String,
-    pub name: String,
-    pub figures: Figures,
-    pub unhappy_alert: bool,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct TerminalFigures {
-    pub terminal: String,
-    pub zone: String,
-    pub figures: Figures,
-}
-
-/// `GET /api/v1/scores` and the dashboard's zone cards.
-#[derive(Debug, Clone, Serialize)]
-pub struct WindowView {
-    pub window: &'static str,
-    pub site: Figures,
-    pub zones: Vec<ZoneFigures>,
-    pub terminals: Vec<TerminalFigures>,
-}
-
-/// One cell of the weekday × hour table.
-#[derive(Debug, Clone, Serialize)]
-pub struct HourCell {
-    /// `mon` … `sun`.
-    pub weekday: &'static str,
-    pub hour: u8,
-    pub figures: Figures,
-}
-
-/// One bucket of the timeline.
-#[derive(Debug, Clone, Serialize)]
-pub struct TimelinePoint {
-    /// Bucket start, Unix ms.
-    pub at_ms: i64,
-    pub figures: Figures,
-}
-
-/// A zone's unhappiness changed.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ZoneTransition {
-    pub zone: String,
-    pub name: String,
-    pub rule: ZoneRule,
-    /// The rule now holds (raise) or no longer does (clear).
-    pub active: bool,
-    pub detail: String,
-}
-
-/// The zone rules.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ZoneRule {
-    /// Visitors turned unhappy.
-    Unhappy,
-    /// Visitors are unusually happy (praise, `praise_percent`).
-    Happy,
-}
 
 /// What changed since the last checkpoint: day deltas to add to what the
 /// store holds, and the last press-log id folded in.
@@ -196,38 +72,6 @@ impl ScoresCheckpoint {
     pub fn is_empty(&self) -> bool {
         self.site_days.is_empty() && self.terminal_days.is_empty()
     }
-}
-
-/// Store key of a site day record: `s`, local day (BE).
-pub fn site_day_key(day: i64) -> Vec<u8> {
-    let mut k = vec![b's'];
-    k.extend_from_slice(&(day.clamp(0, u32::MAX.into()) as u32).to_be_bytes());
-    k
-}
-
-/// Store key of a terminal day record: `t`, local day (BE), terminal id.
-pub fn terminal_day_key(day: i64, terminal: &str) -> Vec<u8> {
-    let mut k = vec![b't'];
-    k.extend_from_slice(&(day.clamp(0, u32::MAX.into()) as u32).to_be_bytes());
-    k.extend_from_slice(terminal.as_bytes());
-    k
-}
-
-/// Parses a key of either kind: (day, terminal if any).
-pub fn parse_day_key(key: &[u8]) -> Option<(i64, Option<&str>)> {
-    let (&kind, rest) = key.split_first()?;
-    let day = i64::from(u32::from_be_bytes(rest.get(..4)?.try_into().ok()?));
-    match kind {
-        b's' if rest.len() == 4 => Some((day, None)),
-        b't' => Some((day, Some(std::str::from_utf8(&rest[4..]).ok()?))),
-        _ => None,
-    }
-}
-
-/// Key prefix of all site day records, and of a day's terminal records.
-pub const SITE_DAYS: &[u8] = b"s";
-pub fn terminal_days_of(day: i64) -> Vec<u8> {
-    terminal_day_key(day, "")
 }
 
 const WEEKDAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
@@ -264,8 +108,7 @@ pub struct Scores {
     today: i64,
     /// (zone, button, counted) → presses since start, for metrics.
     totals: BTreeMap<(Arc<str>, Button, bool), u64>,
-    unhappy_zones: BTreeMap<String, bool>,
-    happy_zones: BTreeMap<String, bool>,
+    rules: ZoneRules,
 }
 
 /// How a press-log record is folded in.
@@ -324,8 +167,7 @@ impl Scores {
             checkpointed_through: None,
             today: 0,
             totals: BTreeMap::new(),
-            unhappy_zones: BTreeMap::new(),
-            happy_zones: BTreeMap::new(),
+            rules: ZoneRules::default(),
         };
         scores.today = scores.local_day(now_ms);
         scores
@@ -592,208 +434,74 @@ impl Scores {
         self.site_days.retain(|day, _| *day >= keep_from);
     }
 
-    /// Figures per site, zone and terminal over `window`.
-    pub fn window(&self, now_ms: i64, window: Window) -> WindowView {
-        let mut site = Counts::default();
-        let mut zones: BTreeMap<&str, Counts> = self
-            .zones
-            .keys()
-            .map(|z| (z.as_str(), Counts::default()))
-            .collect();
-        let mut terminals: BTreeMap<&str, Counts> = BTreeMap::new();
-        match window {
-            Window::FiveMinutes | Window::Hour => {
-                let span = if window == Window::Hour { 60 } else { 5 };
-                let now_minute = now_ms.div_euclid(60_000);
-                let from = (now_minute - span, Arc::<str>::from(""));
-                for ((minute, terminal), counts) in self.minutes.range(from..) {
-                    if *minute > now_minute {
-                        break;
-                    }
-                    terminals.entry(terminal).or_default().merge(counts);
-                }
-            }
-            Window::Today => {
-                let today = self.local_day(now_ms);
-                let from = (today, Arc::<str>::from(""));
-                for ((day, terminal), slots) in self.terminal_days.range(from..) {
-                    if *day != today {
-                        break;
-                    }
-                    terminals.entry(terminal).or_default().merge(&slots.total());
-                }
-            }
-        }
-        for counts in terminals.values() {
-            site.merge(counts);
-        }
-        for (terminal, counts) in &terminals {
-            zones
-                .entry(self.zone_of(terminal))
-                .or_default()
-                .merge(counts);
-        }
-        WindowView {
-            window: window.name(),
-            site: site.figures(),
-            zones: zones
-                .into_iter()
-                .map(|(zone, c)| ZoneFigures {
-                    zone: zone.to_string(),
-                    name: self.zone_name(zone),
-                    figures: c.figures(),
-                    unhappy_alert: self.unhappy_zones.get(zone).copied().unwrap_or(false),
-                })
-                .collect(),
-            terminals: terminals
-                .into_iter()
-                .map(|(t, c)| TerminalFigures {
-                    terminal: t.to_string(),
-                    zone: self.zone_of(t).to_string(),
-                    figures: c.figures(),
-                })
-                .collect(),
-        }
-    }
-
-    /// The weekday × hour table (site local time), Monday 00h first.
-    pub fn hourly(&self) -> Vec<HourCell> {
-        self.hourly
-            .iter()
-            .enumerate()
-            .map(|(i, c)| HourCell {
-                weekday: WEEKDAYS[i / 24],
-                hour: (i % 24) as u8,
-                figures: c.figures(),
-            })
-            .collect()
-    }
-
-    /// Site-wide figures per quarter of an hour, `buckets` of them, oldest
-    /// first, the last one holding `now_ms` (today and yesterday).
-    pub fn timeline(&self, now_ms: i64, buckets: usize) -> Vec<TimelinePoint> {
-        let local_now = self.local_ms(now_ms);
-        let last_start = local_now - local_now.rem_euclid(SLOT_MS);
-        (0..buckets as i64)
-            .rev()
-            .map(|back| {
-                let local_start = last_start - back * SLOT_MS;
-                let day = local_start.div_euclid(DAY_MS);
-                let slot = (local_start.rem_euclid(DAY_MS) / SLOT_MS) as u8;
-                let counts = self
-                    .site_days
-                    .get(&day)
-                    .and_then(|d| d.slots().find(|(s, _)| *s == slot).map(|(_, c)| *c))
-                    .unwrap_or_default();
-                TimelinePoint {
-                    at_ms: self.site_time.unix_ms(local_start),
-                    figures: counts.figures(),
-                }
-            })
-            .collect()
-    }
-
     /// Presses since start by (zone, button, counted), for metrics.
     pub fn totals(&self) -> impl Iterator<Item = (&str, Button, bool, u64)> {
         self.totals.iter().map(|((z, b, c), n)| (&**z, *b, *c, *n))
     }
 
-    /// Applies the unhappiness rule to every zone; returns what changed.
+    /// Applies the zone rules to every zone over the alert window;
+    /// returns what changed.
     pub fn evaluate_zones(&mut self, now_ms: i64) -> Vec<ZoneTransition> {
-        // Whole seconds: from the second `alert_window_secs` ago to now.
-        let from = (now_ms - self.config.alert_window_secs as i64 * 1000).div_euclid(1000);
-        let to = now_ms.div_euclid(1000);
-        let mut counts: HashMap<&str, Counts> = HashMap::new();
-        for ((zone, _), c) in self
-            .zone_seconds
-            .iter()
-            .filter(|((_, second), _)| (from..=to).contains(second))
-        {
-            counts.entry(zone).or_default().merge(c);
-        }
-        let counts: HashMap<String, Counts> = counts
-            .into_iter()
-            .map(|(z, c)| (z.to_string(), c))
-            .collect();
-        let mut changes = Vec::new();
+        let counts = self.alert_window_counts(now_ms);
         let zone_ids: Vec<String> = self
             .zones
             .keys()
             .cloned()
             .chain(std::iter::once(UNASSIGNED.to_string()))
             .collect();
+        let mut changes = Vec::new();
         for zone in zone_ids {
-            let f = counts.get(&zone).copied().unwrap_or_default().figures();
-            let (threshold, min) = match self.zones.get(&zone) {
+            let (unhappy_percent, min_presses) = match self.zones.get(&zone) {
                 Some(z) => (
                     z.unhappy_percent.unwrap_or(self.config.unhappy_percent),
                     z.min_presses.unwrap_or(self.config.min_presses),
                 ),
                 None => (self.config.unhappy_percent, self.config.min_presses),
             };
-            let share = f.unhappy_share.unwrap_or(0.0) * 100.0;
-            let was = self.unhappy_zones.get(&zone).copied().unwrap_or(false);
-            let now = if was {
-                share >= threshold.saturating_sub(self.config.clear_margin_percent) as f64
-            } else {
-                f.counted >= min as u64 && share >= threshold as f64
+            let name = self.zone_name(&zone);
+            let window = ZoneWindow {
+                zone: &zone,
+                name: &name,
+                figures: counts
+                    .get(zone.as_str())
+                    .copied()
+                    .unwrap_or_default()
+                    .figures(),
+                unhappy_percent,
+                min_presses,
+                praise_percent: self.config.praise_percent,
+                clear_margin: self.config.clear_margin_percent,
+                window_minutes: self.config.alert_window_secs / 60,
             };
-            if now != was {
-                self.unhappy_zones.insert(zone.clone(), now);
-                changes.push(ZoneTransition {
-                    name: self.zone_name(&zone),
-                    detail: format!(
-                        "{:.0}% unhappy of {} counted presses in the last {} min (threshold {}%)",
-                        share,
-                        f.counted,
-                        self.config.alert_window_secs / 60,
-                        threshold
-                    ),
-                    zone: zone.clone(),
-                    rule: ZoneRule::Unhappy,
-                    active: now,
-                });
-            }
-            let praise = self.config.praise_percent;
-            if praise == 0 {
-                continue;
-            }
-            let happy = if f.counted > 0 { 100.0 - share } else { 0.0 };
-            let was = self.happy_zones.get(&zone).copied().unwrap_or(false);
-            let now = if was {
-                f.counted > 0
-                    && happy >= praise.saturating_sub(self.config.clear_margin_percent) as f64
-            } else {
-                f.counted >= min as u64 && happy >= praise as f64
-            };
-            if now != was {
-                self.happy_zones.insert(zone.clone(), now);
-                changes.push(ZoneTransition {
-                    name: self.zone_name(&zone),
-                    detail: format!(
-                        "{:.0}% happy of {} counted presses in the last {} min (praise at {}%)",
-                        happy,
-                        f.counted,
-                        self.config.alert_window_secs / 60,
-                        praise
-                    ),
-                    zone,
-                    rule: ZoneRule::Happy,
-                    active: now,
-                });
-            }
+            changes.extend(self.rules.evaluate(&window));
         }
         changes
     }
 
-    /// Marks zones already praised (restored alerts) without a transition.
-    pub fn restore_happy(&mut self, zone: &str) {
-        self.happy_zones.insert(zone.to_string(), true);
+    /// Counts per zone from the second `alert_window_secs` ago to now.
+    fn alert_window_counts(&self, now_ms: i64) -> HashMap<String, Counts> {
+        let from = (now_ms - self.config.alert_window_secs as i64 * 1000).div_euclid(1000);
+        let to = now_ms.div_euclid(1000);
+        let mut counts: HashMap<String, Counts> = HashMap::new();
+        for ((zone, _), c) in self
+            .zone_seconds
+            .iter()
+            .filter(|((_, second), _)| (from..=to).contains(second))
+        {
+            match counts.get_mut(&**zone) {
+                Some(total) => total.merge(c),
+                None => {
+                    counts.insert(zone.to_string(), *c);
+                }
+            }
+        }
+        counts
     }
 
-    /// Marks zones already unhappy (restored alerts) without a transition.
-    pub fn restore_unhappy(&mut self, zone: &str) {
-        self.unhappy_zones.insert(zone.to_string(), true);
+    /// Marks a zone rule holding (its alert was restored open) without a
+    /// transition.
+    pub fn restore_rule(&mut self, rule: ZoneRule, zone: &str) {
+        self.rules.restore(rule, zone);
     }
 
     /// Entries held, by kind (for tests and diagnostics): minutes, zone

@@ -1,0 +1,482 @@
+//! Every terminal of a site and the alerts their health raises, as a
+//! sans-IO state machine.
+//!
+//! Inputs carry the time (`now_ms`, Unix milliseconds) so the rules are
+//! tested with a virtual clock: [`Monitor::handle_heartbeat`],
+//! [`Monitor::handle_press`], [`Monitor::handle_will`], and
+//! [`Monitor::poll`] for time-based rules. Every call returns the
+//! [`Change`]s it caused (alerts raised or cleared, a terminal's health
+//! changed); the caller ([`super::registry`]) persists and publishes them.
+//! The rules themselves are in [`super::health`]; the alerts live in an
+//! [`AlertBook`] that zone rules share.
+
+use std::collections::BTreeMap;
+
+use pressline_protocol::upstream::{Alert, AlertKind, TerminalHealth};
+use pressline_protocol::{Button, Heartbeat};
+
+use super::health::{Condition, HealthConfig, TerminalState};
+use crate::alerting::book::AlertBook;
+use crate::clock::rfc3339_ms;
+
+/// What a call changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// An alert moved on (its `event` says how).
+    Alert(Alert),
+    /// A terminal's health document changed (online state, heartbeat, alerts).
+    Health(String),
+}
+
+/// The terminals of one site and their alerts.
+#[derive(Debug, Clone)]
+pub struct Monitor {
+    site: String,
+    config: HealthConfig,
+    terminals: BTreeMap<String, TerminalState>,
+    alerts: AlertBook,
+}
+
+impl Monitor {
+    pub fn new(site: &str, config: HealthConfig) -> Monitor {
+        Monitor {
+            site: site.into(),
+            alerts: AlertBook::new(site, config.alert_history),
+            config,
+            terminals: BTreeMap::new(),
+        }
+    }
+
+    /// Restores persisted state.
+    pub fn restore(
+        site: &str,
+        config: HealthConfig,
+        terminals: Vec<TerminalState>,
+        alerts: Vec<Alert>,
+    ) -> Monitor {
+        Monitor {
+            site: site.into(),
+            alerts: AlertBook::restore(site, config.alert_history, alerts),
+            config,
+            terminals: terminals.into_iter().map(|t| (t.id.clone(), t)).collect(),
+        }
+    }
+
+    pub fn terminal(&self, id: &str) -> Option<&TerminalState> {
+        self.terminals.get(id)
+    }
+
+    pub fn terminals(&self) -> impl Iterator<Item = &TerminalState> {
+        self.terminals.values()
+    }
+
+    /// The site's alerts (terminal and zone).
+    pub fn alerts(&self) -> &AlertBook {
+        &self.alerts
+    }
+
+    /// The site's alerts, to acknowledge, escalate, or raise zone alerts.
+    pub fn alerts_mut(&mut self) -> &mut AlertBook {
+        &mut self.alerts
+    }
+
+    /// The health document of a terminal.
+    pub fn health(&self, id: &str) -> Option<TerminalHealth> {
+        Some(self.terminals.get(id)?.document(&self.site))
+    }
+
+    /// A heartbeat arrived.
+    pub fn handle_heartbeat(&mut self, now_ms: i64, terminal: &str, hb: Heartbeat) -> Vec<Change> {
+        let mut changes = Vec::new();
+        let config = self.config.clone();
+        let conditions = self
+            .seen(terminal, now_ms, &mut changes)
+            .heartbeat(&config, now_ms, hb);
+        for condition in conditions {
+            self.set_condition(terminal, condition, now_ms, &mut changes);
+        }
+        changes.push(Change::Health(terminal.to_string()));
+        changes
+    }
+
+    /// A new (not duplicate) press was stored. `pressed_at_ms` is when it
+    /// happened (falls back to arrival time).
+    pub fn handle_press(
+        &mut self,
+        now_ms: i64,
+        terminal: &str,
+        button: Button,
+        pressed_at_ms: i64,
+    ) -> Vec<Change> {
+        let mut changes = Vec::new();
+        let config = self.config.clone();
+        let stuck = self
+            .seen(terminal, now_ms, &mut changes)
+            .press(&config, button, pressed_at_ms);
+        self.set_condition(terminal, stuck, now_ms, &mut changes);
+        changes
+    }
+
+    /// The terminal's last will arrived: it is gone now.
+    pub fn handle_will(&mut self, _now_ms: i64, terminal: &str) -> Vec<Change> {
+        match self.terminals.get_mut(terminal) {
+            Some(t) if t.online => {
+                t.online = false;
+                vec![Change::Health(terminal.to_string())]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Time-based rules: terminals silent for too long go offline;
+    /// recovered alerts quiet for long enough close.
+    pub fn poll(&mut self, now_ms: i64) -> Vec<Change> {
+        let mut changes = Vec::new();
+        let limit = self.config.offline_after_secs as i64 * 1000;
+        let silent: Vec<(String, i64)> = self
+            .terminals
+            .values_mut()
+            .filter(|t| now_ms - t.last_seen_ms >= limit && !t.is_open(&AlertKind::Offline))
+            .map(|t| {
+                t.online = false;
+                (t.id.clone(), t.last_seen_ms)
+            })
+            .collect();
+        for (id, last_seen) in silent {
+            let offline = Condition {
+                kind: AlertKind::Offline,
+                holds: true,
+                detail: format!("not heard from since {}", rfc3339_ms(last_seen)),
+            };
+            self.set_condition(&id, offline, now_ms, &mut changes);
+        }
+        changes.extend(
+            self.alerts
+                .close_quiet(now_ms)
+                .into_iter()
+                .map(Change::Alert),
+        );
+        changes
+    }
+
+    /// The terminal, now heard from: registered if new, back online (its
+    /// `offline` alert recovered) if it was away.
+    fn seen(
+        &mut self,
+        terminal: &str,
+        now_ms: i64,
+        changes: &mut Vec<Change>,
+    ) -> &mut TerminalState {
+        let came_back = match self.terminals.get_mut(terminal) {
+            Some(t) => {
+                t.last_seen_ms = t.last_seen_ms.max(now_ms);
+                !std::mem::replace(&mut t.online, true)
+            }
+            None => {
+                self.terminals
+                    .insert(terminal.to_string(), TerminalState::new(terminal, now_ms));
+                true
+            }
+        };
+        if came_back {
+            let back = Condition {
+                kind: AlertKind::Offline,
+                holds: false,
+                detail: String::new(),
+            };
+            self.set_condition(terminal, back, now_ms, changes);
+        }
+        self.terminals.get_mut(terminal).expect("inserted above")
+    }
+
+    /// Raises or clears a terminal's condition if it changed.
+    fn set_condition(
+        &mut self,
+        terminal: &str,
+        condition: Condition,
+        now_ms: i64,
+        changes: &mut Vec<Change>,
+    ) {
+        let Some(t) = self.terminals.get_mut(terminal) else {
+            return;
+        };
+        let Condition {
+            kind,
+            holds,
+            detail,
+        } = condition;
+        let changed = match (t.open_alerts.get(&kind).copied(), holds) {
+            (None, true) => {
+                let alert = self
+                    .alerts
+                    .raise_or_reopen(terminal, None, &kind, now_ms, detail);
+                t.open_alerts.insert(kind, alert.id);
+                Some(alert)
+            }
+            (Some(id), false) => {
+                t.open_alerts.remove(&kind);
+                self.alerts.recover(id, now_ms)
+            }
+            _ => return,
+        };
+        changes.extend(changed.map(Change::Alert));
+        changes.push(Change::Health(terminal.to_string()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pressline_protocol::upstream::{AlertState, Severity};
+    use pressline_protocol::FirmwareVersion;
+
+    const T0: i64 = 1_790_000_000_000;
+
+    fn hb(battery: u16, rssi: i8, depth: u32) -> Heartbeat {
+        Heartbeat {
+            boot: 1,
+            uptime_ms: 1000,
+            firmware: FirmwareVersion {
+                major: 1,
+                minor: 0,
+                patch: 0,
+            },
+            battery_mv: Some(battery),
+            rssi_dbm: Some(rssi),
+            queue_depth: depth,
+            queue_capacity: 100,
+            dropped_presses: 0,
+            reset_reason: 1,
+            unix_time_ms: Some(T0 as u64),
+        }
+    }
+
+    fn raised(changes: &[Change]) -> Vec<(AlertKind, AlertState)> {
+        changes
+            .iter()
+            .filter_map(|e| match e {
+                Change::Alert(a) => Some((a.kind.clone(), a.state.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn pair(kind: AlertKind, state: AlertState) -> Vec<(AlertKind, AlertState)> {
+        vec![(kind, state)]
+    }
+
+    use AlertKind::{ClockSkew, LowBattery, Offline, QueueFilling, StuckButton, WeakWifi};
+    use AlertState::{Cleared, Raised};
+
+    #[test]
+    fn a_healthy_heartbeat_registers_the_terminal_without_alerts() {
+        let mut m = Monitor::new("arena", HealthConfig::default());
+        let ev = m.handle_heartbeat(T0, "t1", hb(3900, -60, 0));
+        assert!(raised(&ev).is_empty());
+        let h = m.health("t1").unwrap();
+        assert!(h.online);
+        assert_eq!(h.firmware.as_deref(), Some("1.0.0"));
+        assert_eq!(h.battery_mv, Some(3900));
+        assert_eq!(h.reset_reason.as_deref(), Some("power_on"));
+    }
+
+    #[test]
+    fn low_battery_raises_once_and_clears_with_hysteresis() {
+        let mut m = Monitor::new("arena", HealthConfig::default());
+        assert_eq!(
+            raised(&m.handle_heartbeat(T0, "t1", hb(3400, -60, 0))),
+            pair(LowBattery, Raised)
+        );
+        assert!(raised(&m.handle_heartbeat(T0 + 1, "t1", hb(3390, -60, 0))).is_empty());
+        // Just above the threshold is not enough to clear.
+        assert!(raised(&m.handle_heartbeat(T0 + 2, "t1", hb(3550, -60, 0))).is_empty());
+        assert_eq!(
+            raised(&m.handle_heartbeat(T0 + 3, "t1", hb(3650, -60, 0))),
+            pair(LowBattery, Cleared)
+        );
+        let a = m.alerts().iter().next().unwrap();
+        assert_eq!((&a.state, &a.severity), (&Cleared, &Severity::Warning));
+        assert!(a.cleared_at.is_some());
+        assert!(m.health("t1").unwrap().open_alerts.is_empty());
+    }
+
+    #[test]
+    fn silence_makes_a_terminal_offline_and_any_sign_of_life_clears_it() {
+        let mut m = Monitor::new(
+            "arena",
+            HealthConfig {
+                offline_after_secs: 60,
+                ..Default::default()
+            },
+        );
+        m.handle_heartbeat(T0, "t1", hb(3900, -60, 0));
+        assert!(m.poll(T0 + 59_000).is_empty());
+        let ev = m.poll(T0 + 60_000);
+        assert_eq!(raised(&ev), pair(Offline, Raised));
+        assert!(!m.health("t1").unwrap().online);
+        assert_eq!(m.health("t1").unwrap().open_alerts, [Offline]);
+        assert_eq!(
+            m.alerts().iter().next().unwrap().severity,
+            Severity::Critical
+        );
+        assert!(raised(&m.poll(T0 + 120_000)).is_empty(), "raised once");
+        assert_eq!(
+            raised(&m.handle_press(T0 + 130_000, "t1", Button::Happy, T0 + 130_000)),
+            pair(Offline, Cleared)
+        );
+        assert!(m.health("t1").unwrap().online);
+    }
+
+    #[test]
+    fn a_last_will_marks_offline_at_once_and_alerts_after_the_threshold() {
+        let mut m = Monitor::new(
+            "arena",
+            HealthConfig {
+                offline_after_secs: 60,
+                ..Default::default()
+            },
+        );
+        m.handle_heartbeat(T0, "t1", hb(3900, -60, 0));
+        m.handle_will(T0 + 1000, "t1");
+        assert!(!m.health("t1").unwrap().online);
+        assert!(raised(&m.poll(T0 + 30_000)).is_empty());
+        assert_eq!(raised(&m.poll(T0 + 60_000)), pair(Offline, Raised));
+    }
+
+    #[test]
+    fn weak_wifi_queue_filling_and_clock_skew() {
+        let mut m = Monitor::new("arena", HealthConfig::default());
+        assert_eq!(
+            raised(&m.handle_heartbeat(T0, "t1", hb(3900, -85, 0))),
+            pair(WeakWifi, Raised)
+        );
+        assert!(raised(&m.handle_heartbeat(T0, "t1", hb(3900, -78, 0))).is_empty());
+        assert_eq!(
+            raised(&m.handle_heartbeat(T0, "t1", hb(3900, -70, 0))),
+            pair(WeakWifi, Cleared)
+        );
+        assert_eq!(
+            raised(&m.handle_heartbeat(T0, "t2", hb(3900, -60, 60))),
+            pair(QueueFilling, Raised)
+        );
+        assert_eq!(
+            raised(&m.handle_heartbeat(T0, "t2", hb(3900, -60, 10))),
+            pair(QueueFilling, Cleared)
+        );
+        let mut skewed = hb(3900, -60, 0);
+        skewed.unix_time_ms = Some((T0 - 600_000) as u64);
+        assert_eq!(
+            raised(&m.handle_heartbeat(T0, "t3", skewed)),
+            pair(ClockSkew, Raised)
+        );
+    }
+
+    /// A monitor whose `stuck_button` rule trips after 5 presses in a row
+    /// less than 100 ms apart.
+    fn stuck_after_5_presses_under_100_ms() -> Monitor {
+        Monitor::new(
+            "arena",
+            HealthConfig {
+                stuck_fast_run: 5,
+                stuck_min_interval_ms: 100,
+                ..Default::default()
+            },
+        )
+    }
+
+    #[test]
+    fn presses_faster_than_a_person_can_press_look_stuck() {
+        let mut m = stuck_after_5_presses_under_100_ms();
+        let buttons = [Button::Happy, Button::Unhappy];
+        let mut all = Vec::new();
+        for i in 0..6i64 {
+            let at = T0 + i * 30;
+            all.extend(raised(&m.handle_press(
+                at,
+                "t1",
+                buttons[i as usize % 2],
+                at,
+            )));
+        }
+        assert_eq!(all, pair(StuckButton, Raised));
+        // A human-paced press of another button clears it.
+        let ev = m.handle_press(T0 + 10_000, "t1", Button::VeryHappy, T0 + 10_000);
+        assert_eq!(raised(&ev), pair(StuckButton, Cleared));
+    }
+
+    #[test]
+    fn mashing_every_button_raises_stuck_once_and_clears_once_at_a_human_pace() {
+        // Hysteresis: once raised, a fast press of another button does not
+        // clear it (which re-raised it on the next press, an alert upstream
+        // and a log line per press while someone drums on the buttons).
+        let mut m = stuck_after_5_presses_under_100_ms();
+        let buttons = [
+            Button::VeryUnhappy,
+            Button::Unhappy,
+            Button::Happy,
+            Button::VeryHappy,
+        ];
+        let mut all = Vec::new();
+        for i in 0..200i64 {
+            let at = T0 + i * 20;
+            all.extend(raised(&m.handle_press(
+                at,
+                "t1",
+                buttons[(i * 7 % 4) as usize],
+                at,
+            )));
+        }
+        assert_eq!(all, pair(StuckButton, Raised));
+        let at = T0 + 200 * 20 + 5_000;
+        let ev = m.handle_press(at, "t1", Button::Happy, at);
+        assert_eq!(raised(&ev), pair(StuckButton, Cleared));
+    }
+
+    #[test]
+    fn one_button_only_for_a_long_run_looks_stuck_but_a_child_pressing_does_not() {
+        let mut m = Monitor::new(
+            "arena",
+            HealthConfig {
+                stuck_same_button_run: 10,
+                ..Default::default()
+            },
+        );
+        // A child presses 8 times in 2 s: fast, but neither rule trips.
+        for i in 0..8i64 {
+            let at = T0 + i * 250;
+            assert!(raised(&m.handle_press(at, "kid", Button::VeryHappy, at)).is_empty());
+        }
+        let mut all = Vec::new();
+        for i in 0..10i64 {
+            let at = T0 + i * 5_000;
+            all.extend(raised(&m.handle_press(at, "t1", Button::VeryUnhappy, at)));
+        }
+        assert_eq!(all, pair(StuckButton, Raised));
+    }
+
+    #[test]
+    fn state_survives_a_restore() {
+        let mut m = Monitor::new("arena", HealthConfig::default());
+        m.handle_heartbeat(T0, "t1", hb(3000, -60, 0));
+        let terminals: Vec<_> = m.terminals().cloned().collect();
+        let alerts: Vec<_> = m.alerts().iter().cloned().collect();
+        let mut restored = Monitor::restore("arena", HealthConfig::default(), terminals, alerts);
+        assert_eq!(restored.health("t1"), m.health("t1"));
+        // The open alert is still open (no second raise) and new ids do not collide.
+        assert!(raised(&restored.handle_heartbeat(T0 + 1, "t1", hb(3000, -60, 0))).is_empty());
+        let ev = restored.handle_heartbeat(T0 + 2, "t2", hb(3000, -60, 0));
+        match &ev[0] {
+            Change::Alert(a) => assert_eq!(a.id, 2),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn terminal_state_saved_by_earlier_versions_still_loads() {
+        // Open alerts keyed by their kind's word, as always stored.
+        let saved = r#"{"id":"t1","first_seen_ms":1,"last_seen_ms":2,"online":true,"last_heartbeat":null,"presses_total":3,"last_press_ms":null,"fast_run":0,"same_button":null,"same_run":0,"open_alerts":{"low_battery":4}}"#;
+        let state: TerminalState = serde_json::from_str(saved).unwrap();
+        assert!(state.is_open(&LowBattery));
+        assert_eq!(serde_json::to_string(&state).unwrap(), saved);
+    }
+}
