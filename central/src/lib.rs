@@ -14,11 +14,9 @@
 //! - [`queue`]: the queue, its binding, its depth.
 //! - [`consumer`]: deliveries → batch → commit → ack, with reconnection.
 //! - [`metrics`]: `/metrics`, `/api/v1/stats`, `/healthz`.
-//! - [`tls`]: TLS to PostgreSQL.
 
 pub mod consumer;
 pub mod database;
 pub mod documents;
 pub mod metrics;
 pub mod queue;
-pub mod tls;

@@ -141,7 +141,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Err(last.unwrap_or_else(|| anyhow::anyhow!("no --amqp node given")))
         }
         Command::Migrate(db) => {
-            let tls = pressline_central::tls::postgres_tls(db.postgres_ca.as_deref())?;
+            let tls = pressline_host::tls::postgres_tls(db.postgres_ca.as_deref())?;
             let mut database = database::Database::connect(&db.postgres, &tls).await?;
             let applied = database.migrate().await?;
             if applied.is_empty() {
@@ -177,14 +177,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 }
             });
             tokio::spawn(async move {
-                wait_for_signal().await;
+                pressline_host::signal::shutdown_signal().await;
                 tracing::info!("stopping: committing what is in hand");
                 let _ = stop.send(true);
             });
             let config = ConsumerConfig {
                 amqp_ca: read_ca(args.broker.amqp_ca.as_deref())?,
                 amqp: args.broker.amqp,
-                postgres_tls: pressline_central::tls::postgres_tls(
+                postgres_tls: pressline_host::tls::postgres_tls(
                     args.database.postgres_ca.as_deref(),
                 )?,
                 postgres: args.database.postgres,
@@ -217,19 +217,4 @@ async fn declare(uri: &str, ca: Option<&str>, queue_name: &str) -> anyhow::Resul
     let ready = queue::declare(&channel, queue_name).await?;
     let _ = connection.close(200, "declared".into()).await;
     Ok(ready)
-}
-
-async fn wait_for_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
 }

@@ -2,6 +2,7 @@
 //! `/api/v1/stats` (JSON), with `/healthz` for supervisors and load
 //! balancers.
 
+use pressline_host::sync::LockExt;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
@@ -89,7 +90,7 @@ impl Metrics {
     }
 
     pub fn set_node(&self, node: &str) {
-        *self.node.lock().unwrap_or_else(|p| p.into_inner()) = node.to_string();
+        *self.node.locked() = node.to_string();
     }
 
     fn snapshot(&self) -> Snapshot {
@@ -112,7 +113,7 @@ impl Metrics {
             postgres_errors: self.postgres_errors.load(Relaxed),
             amqp_connects: self.amqp_connects.load(Relaxed),
             amqp_connected: self.amqp_connected.load(Relaxed),
-            amqp_node: self.node.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            amqp_node: self.node.locked().clone(),
             postgres_connected: self.postgres_connected.load(Relaxed),
             queue_messages: sampled(self.queue_messages.load(Relaxed)),
             queue_consumers: sampled(self.queue_consumers.load(Relaxed)),

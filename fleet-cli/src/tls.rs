@@ -9,8 +9,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use rustls::{CertificateError, RootCertStore};
 
@@ -18,46 +16,10 @@ use crate::sites::Site;
 
 /// Reads the CA certificates of a PEM file, checking there is at least one.
 pub fn load_ca(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let pem =
-        std::fs::read(path).with_context(|| format!("cannot read CA file {}", path.display()))?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("CA file {} is not a PEM file", path.display()))?;
-    if certs.is_empty() {
-        bail!(
-            "CA file {} holds no certificate (expected \"-----BEGIN CERTIFICATE-----\" blocks)",
-            path.display()
-        );
-    }
-    Ok(certs)
+    pressline_host::tls::load_certs(path, "CA file")
 }
 
-/// TLS to the central PostgreSQL (`fleet report`): the system's trust
-/// store plus `--postgres-ca`. Used when the server offers TLS, demanded
-/// with `sslmode=require` in the URL.
-pub fn postgres_tls(
-    ca_file: Option<&Path>,
-) -> anyhow::Result<tokio_postgres_rustls::MakeRustlsConnect> {
-    let mut roots = RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(cert);
-    }
-    if let Some(ca) = ca_file {
-        for cert in load_ca(ca)? {
-            roots.add(cert).with_context(|| {
-                format!("CA file {} holds an invalid CA certificate", ca.display())
-            })?;
-        }
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .context("TLS protocol versions")?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
-}
+pub use pressline_host::tls::postgres_tls;
 
 /// The HTTP agent for one site: its CA when it has one.
 pub fn agent_for(site: &Site) -> anyhow::Result<ureq::Agent> {
@@ -67,11 +29,7 @@ pub fn agent_for(site: &Site) -> anyhow::Result<ureq::Agent> {
     if let Some(ca) = &site.ca_file {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut roots = RootCertStore::empty();
-        for cert in load_ca(ca)? {
-            roots.add(cert).with_context(|| {
-                format!("CA file {} holds an invalid CA certificate", ca.display())
-            })?;
-        }
+        pressline_host::tls::add_ca_file(&mut roots, ca, "CA file")?;
         let config = rustls::ClientConfig::builder()
             .with_root_certificates(roots)
             .with_no_client_auth();

@@ -254,7 +254,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(pressline_gateway::gateway::run(config, credentials, demo)) {
+    let stop = pressline_host::signal::shutdown_signal();
+    match runtime.block_on(pressline_gateway::gateway::run(
+        config,
+        credentials,
+        demo,
+        stop,
+    )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("gateway: {e:#}");

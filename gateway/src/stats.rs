@@ -3,6 +3,7 @@
 //! `presses_stored` and `forward_pending` describe the database (they are
 //! read from it at start-up); every other counter counts since start.
 
+use pressline_host::sync::LockExt;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
@@ -102,33 +103,24 @@ impl Stats {
 
     /// Records why the upstream connection failed (`None`: connected).
     pub fn set_upstream_error(&self, error: Option<String>) {
-        *self
-            .upstream_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = error;
+        *self.upstream_error.locked() = error;
     }
 
     /// Records which upstream node the forwarder is on.
     pub fn set_upstream_node(&self, node: Option<String>) {
-        *self.upstream_node.lock().unwrap_or_else(|p| p.into_inner()) = node;
+        *self.upstream_node.locked() = node;
     }
 
     /// Counts a rejected payload under `reason`.
     pub fn reject(&self, reason: &'static str) {
         self.payloads_rejected.fetch_add(1, Relaxed);
-        let mut map = self
-            .rejected_by_reason
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut map = self.rejected_by_reason.locked();
         *map.entry(reason).or_default() += 1;
     }
 
     /// Counts a refused MQTT connection under `reason`.
     pub fn refuse_connection(&self, reason: &'static str) {
-        let mut map = self
-            .connections_refused
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut map = self.connections_refused.locked();
         *map.entry(reason).or_default() += 1;
     }
 
@@ -155,16 +147,8 @@ impl Stats {
             presses_forwarded: self.presses_forwarded.load(Relaxed),
             forward_pending: self.forward_pending.load(Relaxed).max(0) as u64,
             payloads_rejected: self.payloads_rejected.load(Relaxed),
-            rejected_by_reason: self
-                .rejected_by_reason
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
-            connections_refused: self
-                .connections_refused
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            rejected_by_reason: self.rejected_by_reason.locked().clone(),
+            connections_refused: self.connections_refused.locked().clone(),
             publishes_refused: self.publishes_refused.load(Relaxed),
             presses_refused_storage_full: self.presses_refused_storage_full.load(Relaxed),
             storage_full: self.storage_full.load(Relaxed),
@@ -176,16 +160,8 @@ impl Stats {
             presses_today: self.presses_today(),
             commit_batches: self.commit_batches.load(Relaxed),
             upstream_connected: upstream_configured.then(|| self.upstream_connected.load(Relaxed)),
-            upstream_error: self
-                .upstream_error
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
-            upstream_broker: self
-                .upstream_node
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            upstream_error: self.upstream_error.locked().clone(),
+            upstream_broker: self.upstream_node.locked().clone(),
             disk_bytes,
             notification_channels: Vec::new(),
         }

@@ -359,7 +359,7 @@ async fn main() -> ExitCode {
             let _ = stop_tx.send(true);
             run.await
         }
-        _ = tokio::signal::ctrl_c() => {
+        _ = pressline_host::signal::shutdown_signal() => {
             let _ = stop_tx.send(true);
             run.await
         }

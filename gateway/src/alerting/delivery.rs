@@ -11,6 +11,7 @@
 //! removal sends it again with the same `Idempotency-Key`, so receivers
 //! that keep keys see each transition once.
 
+use pressline_host::sync::LockExt;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -153,7 +154,7 @@ impl Notifier {
     }
 
     fn status_mut(&self) -> MutexGuard<'_, BTreeMap<String, ChannelStatus>> {
-        self.status.lock().unwrap_or_else(|p| p.into_inner())
+        self.status.locked()
     }
 
     /// Every channel's figures.

@@ -5,6 +5,7 @@
 //! a connection and never finishes its handshake (or speaks plain HTTP to
 //! the TLS port) must not hold up the next one.
 
+use pressline_host::sync::LockExt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,8 +85,7 @@ async fn accept_loop(
                 Err(_) => "timed out".to_string(),
             };
             let admitted = failures
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
+                .locked()
                 .admit("handshake", std::time::Instant::now());
             if let Some(suppressed) = admitted {
                 tracing::info!(%peer, suppressed, "HTTPS: TLS handshake failed: {reason}");

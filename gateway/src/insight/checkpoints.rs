@@ -6,6 +6,7 @@
 //! in and writes checkpoints), so a checkpoint's read-modify-write of a
 //! record needs no lock beyond the engine's own.
 
+use pressline_host::sync::LockExt;
 use std::sync::Mutex;
 
 use super::counts::DaySlots;
@@ -14,10 +15,6 @@ use super::scores::{
     ScoresCheckpoint, LIVE_MINUTES, SITE_DAYS,
 };
 use crate::store::{Checkpoint, Store, StoreError};
-
-fn lock(scores: &Mutex<Scores>) -> std::sync::MutexGuard<'_, Scores> {
-    scores.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// What start-up loaded and folded in.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -36,7 +33,7 @@ pub fn restore(store: &Store, scores: &Mutex<Scores>, now_ms: i64) -> Result<Res
     let mut restored = Restored::default();
     let watermark = store.aggregates_watermark()?;
     {
-        let mut s = lock(scores);
+        let mut s = scores.locked();
         s.restore_watermark(watermark);
         for (key, value) in store.aggregates(SITE_DAYS)? {
             match (parse_day_key(&key), DaySlots::decode(&value)) {
@@ -85,10 +82,10 @@ fn replay(
             Fold::LiveOnly
         };
         replayed += batch.len() as u64;
-        lock(scores).fold(now_ms, id, &batch, how);
+        scores.locked().fold(now_ms, id, &batch, how);
         Ok(())
     })?;
-    lock(scores).prune(now_ms);
+    scores.locked().prune(now_ms);
     Ok(replayed)
 }
 
@@ -96,12 +93,12 @@ fn replay(
 /// folded (a batch whose flush reported an error may have reached disk
 /// all the same).
 pub fn catch_up(store: &Store, scores: &Mutex<Scores>, now_ms: i64) -> Result<u64, StoreError> {
-    let after = lock(scores).folded_through();
+    let after = scores.locked().folded_through();
     let mut n = 0u64;
     store.replay_presses(after, i64::MAX, |id, batch| {
         if after.is_none_or(|a| id > a) {
             n += batch.len() as u64;
-            lock(scores).fold(now_ms, id, &batch, Fold::Replay);
+            scores.locked().fold(now_ms, id, &batch, Fold::Replay);
         }
         Ok(())
     })?;
@@ -112,7 +109,7 @@ pub fn catch_up(store: &Store, scores: &Mutex<Scores>, now_ms: i64) -> Result<u6
 /// stay pending for the next attempt.
 pub fn write(store: &Store, scores: &Mutex<Scores>) -> Result<(), StoreError> {
     let (checkpoint, previous) = {
-        let mut s = lock(scores);
+        let mut s = scores.locked();
         let previous = s.checkpointed_through();
         (s.take_checkpoint(), previous)
     };
@@ -122,7 +119,7 @@ pub fn write(store: &Store, scores: &Mutex<Scores>) -> Result<(), StoreError> {
     match merge_and_save(store, &checkpoint) {
         Ok(()) => Ok(()),
         Err(e) => {
-            lock(scores).checkpoint_failed(checkpoint, previous);
+            scores.locked().checkpoint_failed(checkpoint, previous);
             Err(e)
         }
     }
@@ -161,7 +158,7 @@ fn merge_and_save(store: &Store, checkpoint: &ScoresCheckpoint) -> Result<(), St
 /// Deletes the day records past the aggregate retention, and takes their
 /// site days out of the hour table; returns how many days went.
 pub fn expire(store: &Store, scores: &Mutex<Scores>, now_ms: i64) -> Result<usize, StoreError> {
-    let cutoff = lock(scores).retention_cutoff(now_ms);
+    let cutoff = scores.locked().retention_cutoff(now_ms);
     let mut delete = Vec::new();
     let mut expired = Vec::new();
     for (key, value) in store.aggregates(SITE_DAYS)? {
@@ -184,7 +181,7 @@ pub fn expire(store: &Store, scores: &Mutex<Scores>, now_ms: i64) -> Result<usiz
         delete,
         watermark: None,
     })?;
-    let mut s = lock(scores);
+    let mut s = scores.locked();
     for (day, slots) in &expired {
         s.forget_site_day(*day, slots);
     }

@@ -9,8 +9,9 @@
 //! gateway restart continues each rollout from its last saved state (the
 //! terminals, which resume by offset, lose nothing either).
 
+use pressline_host::sync::LockExt;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pressline_protocol::ota::Artifact;
@@ -119,23 +120,17 @@ impl Rollouts {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panic elsewhere while holding the lock leaves consistent data
-        // (every mutation is saved before it is visible): keep going.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     pub fn list(&self) -> Vec<Rollout> {
-        self.lock().rollouts.values().cloned().collect()
+        self.inner.locked().rollouts.values().cloned().collect()
     }
 
     pub fn get(&self, id: u32) -> Option<Rollout> {
-        self.lock().rollouts.get(&id).cloned()
+        self.inner.locked().rollouts.get(&id).cloned()
     }
 
     /// Starts a rollout of a stored release.
     pub fn start(&self, plan: Plan, now_ms: i64) -> Result<Rollout, RolloutError> {
-        let mut inner = self.lock();
+        let mut inner = self.inner.locked();
         if let Some(busy) = inner.rollouts.values().find(|r| r.state.is_active()) {
             return Err(RolloutError::Busy(busy.id, busy.state.as_str()));
         }
@@ -175,7 +170,7 @@ impl Rollouts {
 
     /// Applies an operator command (pause, resume, abort, retry-failed).
     pub fn command(&self, id: u32, command: &str, now_ms: i64) -> Result<Rollout, RolloutError> {
-        let mut inner = self.lock();
+        let mut inner = self.inner.locked();
         if matches!(command, "resume" | "retry-failed") {
             if let Some(busy) = inner
                 .rollouts
@@ -291,7 +286,7 @@ pub fn run(
         match link_rx.recv_deadline(Instant::now() + Duration::from_millis(100)) {
             Ok(Some(Notification::Forward(forward))) => {
                 let p = forward.publish;
-                let mut inner = rollouts.lock();
+                let mut inner = rollouts.inner.locked();
                 handle_publish(&mut inner, &p.topic, &p.payload, &mut out, &mut log);
             }
             Ok(Some(Notification::Unschedule)) => {
@@ -308,7 +303,7 @@ pub fn run(
             }
         }
         {
-            let mut inner = rollouts.lock();
+            let mut inner = rollouts.inner.locked();
             let queued = std::mem::take(&mut inner.queued);
             for (id, effect) in queued {
                 apply(&mut inner, id, effect, &mut out);

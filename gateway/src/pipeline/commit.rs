@@ -6,6 +6,7 @@
 //! duplicates included (a duplicate means the terminal missed an earlier
 //! ack). A storage error acks nothing: terminals keep the presses and resend.
 
+use pressline_host::sync::LockExt;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -190,12 +191,7 @@ impl Committer {
             let now = unix_ms_now();
             let day = crate::clock::utc_day(now);
             self.stats.set_today(day, self.store.stored_on(day));
-            self.scores.lock().unwrap_or_else(|p| p.into_inner()).fold(
-                now,
-                *first_id,
-                fresh,
-                Fold::New,
-            );
+            self.scores.locked().fold(now, *first_id, fresh, Fold::New);
             for (terminal, press) in fresh.iter() {
                 let _ = self.to_registry.try_send(RegistryInput::Press {
                     terminal: terminal.to_string(),

@@ -7,6 +7,7 @@
 //! the topic rule: a terminal publishes only on its own topics, and its last
 //! will names only itself.
 
+use pressline_host::sync::LockExt;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -59,7 +60,7 @@ impl MqttAccess {
 
     /// True the first time `client` is seen with `what` (then false).
     fn first_time(&self, client: &str, what: &'static str) -> bool {
-        let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+        let mut warned = self.warned.locked();
         if warned.len() >= WARNED_CLIENTS_MAX {
             warned.clear();
         }

@@ -24,21 +24,7 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// Reads every certificate in a PEM file (a chain: leaf first).
-pub fn load_certs(path: &Path, what: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("cannot read {what} {}", path.display()))?;
-    let certs = CertificateDer::pem_slice_iter(&bytes)
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("{what} {} is not a valid PEM file", path.display()))?;
-    if certs.is_empty() {
-        bail!(
-            "{what} {} holds no certificate (expected PEM blocks starting with \"-----BEGIN CERTIFICATE-----\")",
-            path.display()
-        );
-    }
-    Ok(certs)
-}
+pub use pressline_host::tls::load_certs;
 
 /// Reads the private key from a PEM file (PKCS#8, PKCS#1 or SEC1), after
 /// refusing it when other users can read it.
@@ -136,16 +122,7 @@ pub fn client_config(tls: &ClientTls) -> anyhow::Result<ClientConfig> {
     install_crypto_provider();
     let mut roots = RootCertStore::empty();
     match tls.ca_file.as_deref() {
-        Some(path) => {
-            for cert in load_certs(path, "upstream CA file")? {
-                roots.add(cert).with_context(|| {
-                    format!(
-                        "upstream CA file {} holds an invalid CA certificate",
-                        path.display()
-                    )
-                })?;
-            }
-        }
+        Some(path) => pressline_host::tls::add_ca_file(&mut roots, path, "upstream CA file")?,
         None => {
             let found = rustls_native_certs::load_native_certs();
             for cert in found.certs {

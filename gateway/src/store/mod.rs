@@ -40,10 +40,11 @@
 //! parts that cache positions (the forwarder, the score engine) catch up
 //! from disk.
 
+use pressline_host::sync::{LockExt, RwLockExt};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use pressline_protocol::PressId;
@@ -194,10 +195,6 @@ fn remove_unfinished_sled_snapshots(dir: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 fn tx_error(e: TransactionError<StoreError>) -> StoreError {
     match e {
         TransactionError::Abort(e) => e,
@@ -253,7 +250,7 @@ impl Open {
 
     fn commit(&self, batch: &[PressToStore]) -> Result<Committed, StoreError> {
         let now = Instant::now();
-        let mut dedup = lock(&self.dedup);
+        let mut dedup = self.dedup.locked();
         // Records as they will be if the commit succeeds; the cache is
         // only updated once the batch is durable.
         let mut records: HashMap<(&str, u32), DedupRecord> = HashMap::new();
@@ -361,7 +358,7 @@ impl Open {
     }
 
     fn is_stored(&self, terminal: &str, id: PressId) -> Result<bool, StoreError> {
-        let mut dedup = lock(&self.dedup);
+        let mut dedup = self.dedup.locked();
         Ok(dedup
             .get(&self.dedup_tree, terminal, id.boot, Instant::now())?
             .seqs
@@ -381,7 +378,7 @@ impl Open {
             }
         }
         if !stale.is_empty() {
-            let mut dedup = lock(&self.dedup);
+            let mut dedup = self.dedup.locked();
             let mut batch = sled::Batch::default();
             for key in &stale {
                 if let Some((terminal, boot)) = dedup::parse_key(key) {
@@ -437,12 +434,7 @@ impl Store {
     }
 
     fn current(&self) -> Result<Arc<Open>, StoreError> {
-        let open = self
-            .shared
-            .open
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let open = self.shared.open.read_locked().clone();
         open.ok_or_else(|| {
             StoreError::Unavailable(
                 self.fault()
@@ -467,18 +459,13 @@ impl Store {
 
     fn start_recovery(&self, reason: FaultReason, detail: String) {
         {
-            let mut fault = lock(&self.shared.fault);
+            let mut fault = self.shared.fault.locked();
             if fault.is_none() {
                 tracing::error!(reason = reason.label(), error = %detail, "the press store failed: nothing is acked until it is reopened (terminals keep their presses)");
                 *fault = Some(Fault { reason, detail });
             }
         }
-        let old = self
-            .shared
-            .open
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let old = self.shared.open.write_locked().take();
         if let Some(old) = old {
             if !self.shared.recovering.swap(true, Ordering::SeqCst) {
                 let shared = self.shared.clone();
@@ -494,7 +481,7 @@ impl Store {
 
     /// Why the store is unavailable, while it is.
     pub fn fault(&self) -> Option<Fault> {
-        lock(&self.shared.fault).clone()
+        self.shared.fault.locked().clone()
     }
 
     /// Changes each time the store is reopened after a fault.
@@ -520,7 +507,7 @@ impl Store {
     /// calls this now and then).
     pub fn evict_idle(&self) {
         if let Ok(open) = self.current() {
-            lock(&open.dedup).evict_idle(Instant::now());
+            open.dedup.locked().evict_idle(Instant::now());
         }
     }
 
@@ -863,9 +850,9 @@ fn recover(shared: Arc<Shared>, old: Arc<Open>) {
     loop {
         match Open::open(&shared.dir, shared.cache_bytes) {
             Ok(open) => {
-                *shared.open.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(open));
+                *shared.open.write_locked() = Some(Arc::new(open));
                 shared.generation.fetch_add(1, Ordering::SeqCst);
-                let fault = lock(&shared.fault).take();
+                let fault = shared.fault.locked().take();
                 shared.recovering.store(false, Ordering::SeqCst);
                 tracing::info!(
                     after = fault.map(|f| f.reason.label()),
@@ -879,7 +866,7 @@ fn recover(shared: Arc<Shared>, old: Arc<Open>) {
                     last_logged = Some(Instant::now());
                 }
                 if let Some(reason) = fault_reason(&e) {
-                    let mut fault = lock(&shared.fault);
+                    let mut fault = shared.fault.locked();
                     if let Some(f) = fault.as_mut() {
                         f.reason = reason;
                         f.detail = e.to_string();

@@ -62,6 +62,7 @@
 //! their entries become document records under the same ids, so the
 //! acknowledged ranges stay valid.
 
+use pressline_host::sync::{LockExt, RwLockExt};
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -235,13 +236,9 @@ impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         // Before the segment guard (fields drop after this body).
         if let Some(first) = self.ids.first() {
-            lock(self.in_flight).firsts.remove(first);
+            self.in_flight.locked().firsts.remove(first);
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Reservation<'_> {
@@ -458,15 +455,15 @@ impl Outbox {
     }
 
     fn read_segments(&self) -> RwLockReadGuard<'_, BTreeMap<u64, sled::Tree>> {
-        self.segments.read().unwrap_or_else(|p| p.into_inner())
+        self.segments.read_locked()
     }
 
     fn write_segments(&self) -> RwLockWriteGuard<'_, BTreeMap<u64, sled::Tree>> {
-        self.segments.write().unwrap_or_else(|p| p.into_inner())
+        self.segments.write_locked()
     }
 
     fn acked(&self) -> MutexGuard<'_, AckedRanges> {
-        self.acked.lock().unwrap_or_else(|p| p.into_inner())
+        self.acked.locked()
     }
 
     fn segment(&self, key: u64) -> u64 {
@@ -536,7 +533,7 @@ impl Outbox {
                 });
             }
             if let Some(first) = ids.first() {
-                lock(&self.in_flight).firsts.remove(first);
+                self.in_flight.locked().firsts.remove(first);
             }
         }
         // A new segment (the ids above are skipped; gaps are harmless).
@@ -573,7 +570,7 @@ impl Outbox {
     /// `n` fresh ids, registered as being written (see the module
     /// documentation) until the reservation holding them is dropped.
     fn generate_ids(&self, n: usize) -> Result<Vec<u64>, StoreError> {
-        let mut in_flight = lock(&self.in_flight);
+        let mut in_flight = self.in_flight.locked();
         let ids = (0..n)
             .map(|_| self.db.generate_id())
             .collect::<Result<Vec<u64>, _>>()?;
@@ -588,7 +585,7 @@ impl Outbox {
     /// than the last id generated so far: entries up to it are all there
     /// (or never will be), whatever is reserved after this call.
     fn written_through(&self) -> u64 {
-        let in_flight = lock(&self.in_flight);
+        let in_flight = self.in_flight.locked();
         in_flight
             .firsts
             .first()
@@ -781,7 +778,7 @@ impl Outbox {
     /// calls this once a second, and the store before flushing).
     pub fn persist_acknowledged(&self) -> Result<(), StoreError> {
         let acked = self.acked();
-        let pending = self.unpersisted.lock().unwrap_or_else(|p| p.into_inner()).0 > 0;
+        let pending = self.unpersisted.locked().0 > 0;
         if pending {
             self.persist(&acked, 0, true)?;
         }
@@ -791,7 +788,7 @@ impl Outbox {
     /// Counts `new` acknowledgements and writes the ranges when due, or
     /// now if `force` (a segment was dropped: its ranges are gone).
     fn persist(&self, acked: &AckedRanges, new: usize, force: bool) -> Result<(), StoreError> {
-        let mut unpersisted = self.unpersisted.lock().unwrap_or_else(|p| p.into_inner());
+        let mut unpersisted = self.unpersisted.locked();
         unpersisted.0 += new;
         let due = force
             || unpersisted.0 >= self.persist_after_keys
@@ -822,7 +819,7 @@ impl Outbox {
             let Some(tree) = segments.get(&segment) else {
                 continue;
             };
-            let mut sealed_bounds = self.sealed_bounds.lock().unwrap_or_else(|p| p.into_inner());
+            let mut sealed_bounds = self.sealed_bounds.locked();
             let bounds = match sealed_bounds.get(&segment) {
                 Some(bounds) => *bounds,
                 None => {

@@ -43,6 +43,7 @@
 //! (the last hour of presses for the live figures, and whatever the last
 //! aggregate checkpoint had not folded in yet).
 
+use pressline_host::sync::LockExt;
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read};
@@ -287,12 +288,7 @@ impl PressLog {
         db: &sled::Db,
         outbox: &super::outbox::Outbox,
     ) -> Result<(), StoreError> {
-        let Some((day, after)) = self
-            .lost_tail
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        else {
+        let Some((day, after)) = self.lost_tail.locked().take() else {
             return Ok(());
         };
         let mut presses = 0u64;
@@ -327,7 +323,7 @@ impl PressLog {
     }
 
     fn days(&self) -> MutexGuard<'_, BTreeMap<i64, Day>> {
-        self.days.lock().unwrap_or_else(|p| p.into_inner())
+        self.days.locked()
     }
 
     /// The tree the commit's transaction records written lengths in.

@@ -14,6 +14,7 @@
 //! In **open** mode (demos, third-party buttons) unregistered terminals are
 //! accepted without a login or MAC.
 
+use pressline_host::sync::RwLockExt;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
@@ -173,14 +174,14 @@ impl Identities {
             secret,
             revoked: false,
         };
-        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        let mut entries = self.entries.write_locked();
         Ok(entries.insert(terminal.to_string(), entry).is_none())
     }
 
     /// Revokes a terminal: its login and its presses are refused from now
     /// on. Returns false if it is not registered.
     pub fn revoke(&self, terminal: &str) -> Result<bool, StoreError> {
-        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        let mut entries = self.entries.write_locked();
         let Some(entry) = entries.get_mut(terminal) else {
             return Ok(false);
         };
@@ -200,7 +201,7 @@ impl Identities {
 
     /// The broker's login check (closed mode).
     pub fn check_login(&self, client_id: &str, user: &str, password: &str) -> bool {
-        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        let entries = self.entries.read_locked();
         let ok = client_id == user
             && entries.get(client_id).is_some_and(|e| {
                 !e.revoked
@@ -254,7 +255,7 @@ impl Identities {
         mac: Option<[u8; pressline_protocol::auth::MAC_LEN]>,
         expected: impl FnOnce(&Secret) -> [u8; pressline_protocol::auth::MAC_LEN],
     ) -> Result<(), &'static str> {
-        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        let entries = self.entries.read_locked();
         match entries.get(terminal) {
             Some(e) if e.revoked => Err("revoked"),
             Some(e) => match mac {

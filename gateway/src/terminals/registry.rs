@@ -9,6 +9,7 @@
 //! notifications are saved in one store transaction before anyone hears of
 //! it.
 
+use pressline_host::sync::LockExt;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -138,11 +139,11 @@ impl Registry {
     }
 
     pub fn monitor(&self) -> MutexGuard<'_, Monitor> {
-        self.monitor.lock().unwrap_or_else(|p| p.into_inner())
+        self.monitor.locked()
     }
 
     pub fn scores(&self) -> MutexGuard<'_, Scores> {
-        self.scores.lock().unwrap_or_else(|p| p.into_inner())
+        self.scores.locked()
     }
 }
 

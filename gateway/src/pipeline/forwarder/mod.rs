@@ -32,6 +32,7 @@
 //! - [`poll`]: the poller (connection, PUBACKs, failures, backoff);
 //! - [`messages`]: outbox entries planned into upstream messages.
 
+use pressline_host::sync::LockExt;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -167,15 +168,14 @@ struct Shared {
 
 impl Shared {
     fn window(&self) -> MutexGuard<'_, Window> {
-        self.window.lock().unwrap_or_else(|p| p.into_inner())
+        self.window.locked()
     }
 
     /// Logs an outbox error, at most once a minute per kind of failure.
     fn outbox_error(&self, failed: &'static str, error: &crate::store::StoreError) {
         let admitted = self
             .read_errors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .locked()
             .admit(failed, std::time::Instant::now());
         if let Some(suppressed) = admitted {
             tracing::error!(error = %error, suppressed, "{failed}");
