@@ -19,11 +19,12 @@ use lapin::types::FieldTable;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::batching::Batcher;
 use crate::database::{CommitError, Committed, Database};
-use crate::documents::DocumentKind;
-use crate::documents::{self, Document};
+use crate::documents::{self, Document, DocumentKind};
 use crate::metrics::Metrics;
 use crate::queue;
+use pressline_protocol::backoff::Backoff;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// How the consumer runs.
@@ -45,17 +46,14 @@ pub struct ConsumerConfig {
 }
 
 /// Backoff between attempts: 250 ms doubling to 10 s.
-struct Backoff(Duration);
+fn backoff() -> Backoff {
+    Backoff::new(250, 10_000)
+}
 
-impl Backoff {
-    fn new() -> Backoff {
-        Backoff(Duration::from_millis(250))
-    }
-    fn next(&mut self) -> Duration {
-        let d = self.0;
-        self.0 = (self.0 * 2).min(Duration::from_secs(10));
-        d
-    }
+/// Backoff between retries of a batch that conflicted with another
+/// consumer's: 250 ms doubling to 1 s.
+fn conflict_backoff() -> Backoff {
+    Backoff::new(250, 1_000)
 }
 
 /// Sleeps, or returns `true` early when shutdown is requested.
@@ -81,7 +79,7 @@ impl Postgres {
             url,
             tls,
             db: None,
-            backoff: Backoff::new(),
+            backoff: backoff(),
             failing_since: None,
         }
     }
@@ -101,7 +99,7 @@ impl Postgres {
                     if let Some(since) = self.failing_since.take() {
                         tracing::info!(down_secs = since.elapsed().as_secs(), "PostgreSQL is back");
                     }
-                    self.backoff = Backoff::new();
+                    self.backoff.reset();
                     self.db = Some(db);
                 }
                 Err(e) => {
@@ -111,7 +109,8 @@ impl Postgres {
                         tracing::warn!(error = %format!("{e:#}"), "PostgreSQL unavailable; retrying, nothing is acknowledged meanwhile");
                     }
                     metrics.postgres_connected.store(false, Relaxed);
-                    if sleep_or_shutdown(self.backoff.next(), shutdown).await {
+                    let wait = Duration::from_millis(self.backoff.next_ms());
+                    if sleep_or_shutdown(wait, shutdown).await {
                         return None;
                     }
                 }
@@ -178,7 +177,7 @@ pub async fn run(
         return Ok(());
     }
     let mut node = 0usize;
-    let mut backoff = Backoff::new();
+    let mut backoff = backoff();
     loop {
         let uri = &config.amqp[node % config.amqp.len()];
         match session(
@@ -196,7 +195,8 @@ pub async fn run(
                 metrics.amqp_connected.store(false, Relaxed);
                 tracing::warn!(node = %queue::redact(uri), error = %format!("{e:#}"), "broker connection lost or refused; trying the next node");
                 node += 1;
-                if sleep_or_shutdown(backoff.next(), &mut shutdown).await {
+                let wait = Duration::from_millis(backoff.next_ms());
+                if sleep_or_shutdown(wait, &mut shutdown).await {
                     return Ok(());
                 }
             }
@@ -220,7 +220,7 @@ async fn session(
         .basic_qos(config.prefetch, BasicQosOptions::default())
         .await?;
     let tag = format!("pressline-central-{}", std::process::id());
-    let mut consumer = channel
+    let consumer = channel
         .basic_consume(
             config.queue.as_str().into(),
             tag.as_str().into(),
@@ -231,7 +231,7 @@ async fn session(
     metrics.amqp_connects.fetch_add(1, Relaxed);
     metrics.amqp_connected.store(true, Relaxed);
     metrics.set_node(&queue::redact(uri));
-    *backoff = Backoff::new();
+    backoff.reset();
     tracing::info!(node = %queue::redact(uri), queue = %config.queue, "consuming");
 
     // Queue depth for /metrics, on a channel of its own (a failed passive
@@ -267,7 +267,7 @@ async fn session(
     // receiving waits too, and the prefetch holds the rest at the broker).
     // One committer keeps acknowledgements in delivery order.
     let (to_commit, batches) = tokio::sync::mpsc::channel::<Vec<(Delivery, Document)>>(2);
-    let mut committer = tokio::spawn(commit_batches(
+    let committer = tokio::spawn(commit_batches(
         channel.clone(),
         batches,
         metrics.clone(),
@@ -279,50 +279,53 @@ async fn session(
     // a batch whose channel is gone; its unacked messages are redelivered
     // to the next session anyway.
     let _committer = AbortOnDrop(committer.abort_handle());
-    // Messages are read as they arrive (while the last batch is being
-    // written), and a batch is counted in rows: a message may carry many
-    // presses (`pressline.press_batch.v1`).
-    let mut batch: Vec<(Delivery, Document)> = Vec::new();
-    let mut rows = 0usize;
-    let mut deadline: Option<Instant> = None;
+    let batcher = Batcher::new(config.batch, config.prefetch, config.batch_wait);
+    let ended = receive(consumer, batcher, to_commit, committer, shutdown).await;
+    if ended.is_ok() {
+        let _ = connection.close(200, "shutting down".into()).await;
+    }
+    ended
+}
+
+/// Reads messages as they arrive (while the last batch is being written)
+/// into batches for the committer, until shutdown (`Ok`) or the session
+/// fails.
+async fn receive(
+    mut consumer: lapin::Consumer,
+    mut batch: Batcher<(Delivery, Document)>,
+    to_commit: tokio::sync::mpsc::Sender<Vec<(Delivery, Document)>>,
+    mut committer: tokio::task::JoinHandle<anyhow::Result<()>>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     loop {
-        let flush_at = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        let flush_at = batch
+            .deadline()
+            .map(Instant::from_std)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         let full = tokio::select! {
             delivery = consumer.next() => match delivery {
                 Some(Ok(d)) => {
                     let document = documents::read(d.routing_key.as_str(), &d.data);
-                    rows += document.rows();
-                    batch.push((d, document));
-                    deadline.get_or_insert_with(|| Instant::now() + config.batch_wait);
-                    // Cut at half the prefetch too: the broker sends no more
-                    // than the prefetch until an ack, and the next batch
-                    // fills while this one commits.
-                    rows >= config.batch || batch.len() >= usize::from(config.prefetch / 2).max(1)
+                    let rows = document.rows();
+                    batch.push((d, document), rows, std::time::Instant::now())
                 }
                 Some(Err(e)) => return Err(e.into()),
                 None => anyhow::bail!("the broker cancelled the consumer"),
             },
-            _ = tokio::time::sleep_until(flush_at), if deadline.is_some() => true,
+            _ = tokio::time::sleep_until(flush_at), if batch.deadline().is_some() => true,
             ended = &mut committer => return ended?,
             _ = shutdown.changed() => {
                 // What is in hand is committed and acked; unacked messages
                 // beyond it go back to the queue when the channel closes.
                 if !batch.is_empty() {
-                    let _ = to_commit.send(std::mem::take(&mut batch)).await;
+                    let _ = to_commit.send(batch.take()).await;
                 }
                 drop(to_commit);
-                let ended = committer.await;
-                let _ = connection.close(200, "shutting down".into()).await;
-                return ended?;
-            }
-        };
-        if full && !batch.is_empty() {
-            deadline = None;
-            rows = 0;
-            let ready = std::mem::take(&mut batch);
-            if to_commit.send(ready).await.is_err() {
                 return committer.await?;
             }
+        };
+        if full && !batch.is_empty() && to_commit.send(batch.take()).await.is_err() {
+            return committer.await?;
         }
     }
 }
@@ -361,7 +364,7 @@ async fn flush(
         .iter()
         .map(|(d, doc)| (d.routing_key.as_str(), d.data.as_slice(), doc))
         .collect();
-    let mut conflict_backoff = Backoff::new();
+    let mut conflict_backoff = conflict_backoff();
     let committed: Committed = loop {
         let stop = *shutdown.borrow();
         let Some(db) = pg.get(metrics, shutdown).await else {
@@ -383,7 +386,7 @@ async fn flush(
             Err(e @ CommitError::Conflict(_)) => {
                 metrics.batch_retries.fetch_add(1, Relaxed);
                 tracing::debug!(error = %e, "retrying the batch");
-                tokio::time::sleep(conflict_backoff.next().min(Duration::from_secs(1))).await;
+                tokio::time::sleep(Duration::from_millis(conflict_backoff.next_ms())).await;
             }
             Err(e) => {
                 metrics.batch_retries.fetch_add(1, Relaxed);

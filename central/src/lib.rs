@@ -12,9 +12,11 @@
 //!   event) or why it is rejected. Pure.
 //! - [`database`]: schema migrations and one transaction per batch.
 //! - [`queue`]: the queue, its binding, its depth.
+//! - [`batching`]: deliveries cut into transactions (pure).
 //! - [`consumer`]: deliveries → batch → commit → ack, with reconnection.
 //! - [`metrics`]: `/metrics`, `/api/v1/stats`, `/healthz`.
 
+pub mod batching;
 pub mod consumer;
 pub mod database;
 pub mod documents;

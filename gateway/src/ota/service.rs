@@ -536,3 +536,138 @@ fn serve_chunk(
             .push((OtaChunkTopic(terminal).to_string(), buf));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ota::rollout::Plan;
+    use crate::site_time::SiteTime;
+    use pressline_protocol::upstream::RolloutState;
+    use pressline_protocol::FirmwareVersion;
+
+    const T0: i64 = 1_790_000_000_000;
+
+    /// A store holding one signed pico-w 1.2.0 release, and the rollout
+    /// service over it.
+    fn service(dir: &std::path::Path) -> (Store, Rollouts) {
+        let store = Store::open(dir, 1 << 20).unwrap();
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        let releases = Releases::new(
+            store.clone(),
+            dir,
+            vec![key.verifying_key().to_bytes()],
+            false,
+        );
+        let version = FirmwareVersion {
+            major: 1,
+            minor: 2,
+            patch: 0,
+        };
+        let artifact =
+            pressline_protocol::ota::pack(version, "pico-w", &[0x5a; 4096], &key).unwrap();
+        releases
+            .upload(&artifact, false, "2026-11-01T00:00:00Z".into())
+            .unwrap();
+        (store.clone(), load(&store, releases))
+    }
+
+    fn load(store: &Store, releases: Releases) -> Rollouts {
+        Rollouts::load(
+            "arena",
+            store.clone(),
+            releases,
+            crate::ota::releases::OtaConfig::default().limits(),
+            SiteTime::Fixed { offset_ms: 0 },
+            Arc::new(Notify::new()),
+        )
+    }
+
+    fn plan(version: &str, targets: &[&str]) -> Plan {
+        Plan {
+            version: version.into(),
+            board: "pico-w".into(),
+            targets: targets.iter().map(|t| t.to_string()).collect(),
+            canary: 1,
+            waves: vec![100],
+            max_failure_rate: 0.1,
+            window: None,
+        }
+    }
+
+    #[test]
+    fn a_rollout_needs_an_uploaded_release_and_terminals() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, rollouts) = service(dir.path());
+        assert!(matches!(
+            rollouts.start(plan("9.9.9", &["t1"]), T0),
+            Err(RolloutError::UnknownRelease { .. })
+        ));
+        assert!(matches!(
+            rollouts.start(plan("1.2.0", &[]), T0),
+            Err(RolloutError::Invalid(_))
+        ));
+        let mut bad_waves = plan("1.2.0", &["t1"]);
+        bad_waves.waves = vec![50, 25];
+        assert!(matches!(
+            rollouts.start(bad_waves, T0),
+            Err(RolloutError::Invalid(_))
+        ));
+        assert!(rollouts.list().is_empty(), "nothing started, nothing saved");
+    }
+
+    #[test]
+    fn one_rollout_at_a_time_a_paused_one_included() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, rollouts) = service(dir.path());
+        let first = rollouts.start(plan("1.2.0", &["t1", "t2"]), T0).unwrap();
+        assert!(matches!(
+            rollouts.start(plan("1.2.0", &["t3"]), T0),
+            Err(RolloutError::Busy(id, _)) if id == first.id
+        ));
+        rollouts.command(first.id, "pause", T0 + 1).unwrap();
+        assert!(matches!(
+            rollouts.start(plan("1.2.0", &["t3"]), T0),
+            Err(RolloutError::Busy(..))
+        ));
+        rollouts.command(first.id, "abort", T0 + 2).unwrap();
+        let second = rollouts.start(plan("1.2.0", &["t3"]), T0 + 3).unwrap();
+        assert_eq!(second.id, first.id + 1);
+        assert!(matches!(
+            rollouts.command(first.id, "resume", T0 + 4),
+            Err(RolloutError::Busy(..))
+        ));
+        assert!(matches!(
+            rollouts.command(second.id, "reboot", T0 + 4),
+            Err(RolloutError::Invalid(_))
+        ));
+        assert!(matches!(
+            rollouts.command(99, "pause", T0 + 4),
+            Err(RolloutError::NotFound(99))
+        ));
+    }
+
+    #[test]
+    fn every_change_is_saved_before_its_effects_go_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, rollouts) = service(dir.path());
+        let started = rollouts.start(plan("1.2.0", &["t1", "t2"]), T0).unwrap();
+        {
+            let inner = rollouts.inner.locked();
+            assert!(
+                inner.queued.iter().any(|(id, e)| *id == started.id
+                    && matches!(e, Effect::Event(ev) if ev.kind == OtaEventKind::Started)),
+                "the start event waits for the service thread, after the save"
+            );
+        }
+        rollouts.command(started.id, "pause", T0 + 1).unwrap();
+        let releases = Releases::new(store.clone(), dir.path(), Vec::new(), false);
+        let reloaded = load(&store, releases);
+        let saved = reloaded.get(started.id).unwrap();
+        assert_eq!(
+            saved.state,
+            RolloutState::Paused,
+            "a restart continues paused"
+        );
+        assert_eq!(saved.plan.targets, ["t1", "t2"]);
+    }
+}

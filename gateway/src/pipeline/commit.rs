@@ -13,18 +13,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pressline_protocol::topic::{AckJsonTopic, AckTopic};
-use pressline_protocol::{ack::ACK_BUF_LEN, json};
+use pressline_protocol::{ack::ACK_BUF_LEN, json, PressId};
 use rumqttd::local::LinkTx;
 use tokio::sync::{watch, Notify};
 
 use crate::clock::unix_ms_now;
 use crate::insight::checkpoints;
-use crate::insight::misuse::{MisuseFilter, NotCounted};
+use crate::insight::misuse::MisuseFilter;
 use crate::insight::scores::{Fold, Scores};
 use crate::pipeline::acks::{coalesce, Form};
+use crate::pipeline::commit_plan::plan_commit;
 use crate::pipeline::ingest::IncomingPress;
 use crate::stats::Stats;
-use crate::store::{PressToStore, Store, StoreOutcome};
+use crate::store::{Store, StoreOutcome};
 use crate::terminals::registry::RegistryInput;
 
 /// How often the score engine's changes are checkpointed: a crash costs a
@@ -131,50 +132,38 @@ impl Committer {
 
     fn commit(&mut self, batch: Vec<IncomingPress>) {
         let storage_full = self.stats.storage_full.load(Relaxed);
-        let mut offers = Vec::with_capacity(batch.len());
-        let mut offered_from = Vec::with_capacity(batch.len());
-        let mut in_batch = std::collections::HashSet::with_capacity(batch.len());
-        for (i, incoming) in batch.iter().enumerate() {
-            let fresh_in_batch = in_batch.insert((incoming.terminal.as_str(), incoming.press.id));
-            let known = if fresh_in_batch {
-                match self.store.is_stored(&incoming.terminal, incoming.press.id) {
-                    Ok(known) => known,
-                    Err(e) => {
-                        self.storage_failed(&e, batch.len());
-                        return;
-                    }
-                }
-            } else {
-                true
-            };
-            if storage_full && !known {
-                // Only presses we already have may be acked now.
-                self.stats
-                    .presses_refused_storage_full
-                    .fetch_add(1, Relaxed);
-                continue;
-            }
-            // Only new presses reach the misuse filter: a resend is not a
-            // second press.
-            let verdict = if known {
-                None
-            } else {
-                let at = pressed_at(incoming).unwrap_or(incoming.received_at_ms);
-                self.misuse.classify(&incoming.terminal, at)
-            };
-            offers.push(to_store(incoming, verdict));
-            offered_from.push(i);
-        }
-        if offers.is_empty() {
+        let store = &self.store;
+        let plan = plan_commit(
+            &batch,
+            |terminal, id| store.is_stored(terminal, id),
+            storage_full,
+            &mut self.misuse,
+        );
+        let plan = match plan {
+            Ok(plan) => plan,
+            Err(e) => return self.storage_failed(&e, batch.len()),
+        };
+        self.stats
+            .presses_refused_storage_full
+            .fetch_add(plan.refused_storage_full, Relaxed);
+        if plan.offers.is_empty() {
             return;
         }
-        let committed = match self.store.commit(&offers) {
+        let committed = match self.store.commit(&plan.offers) {
             Ok(c) => c,
-            Err(e) => {
-                self.storage_failed(&e, offers.len());
-                return;
-            }
+            Err(e) => return self.storage_failed(&e, plan.offers.len()),
         };
+        self.count_and_fold(&committed);
+        let acked = plan.offered_from.iter().map(|&i| {
+            let p = &batch[i];
+            (p.terminal.as_str(), p.form, p.press.id)
+        });
+        self.send_acks(acked);
+    }
+
+    /// Counts a durable batch, wakes the forwarder, folds the new presses
+    /// into the scores and tells the registry about them.
+    fn count_and_fold(&mut self, committed: &crate::store::Committed) {
         self.stats.commit_batches.fetch_add(1, Relaxed);
         let stored = committed
             .outcomes
@@ -185,27 +174,28 @@ impl Committer {
         self.stats
             .presses_duplicate
             .fetch_add(committed.outcomes.len() as u64 - stored, Relaxed);
-        if let Some((first_id, fresh)) = &committed.batch {
-            self.stats.forward_pending.fetch_add(stored as i64, Relaxed);
-            self.forward_wake.notify_one();
-            let now = unix_ms_now();
-            let day = crate::clock::utc_day(now);
-            self.stats.set_today(day, self.store.stored_on(day));
-            self.scores.locked().fold(now, *first_id, fresh, Fold::New);
-            for (terminal, press) in fresh.iter() {
-                let _ = self.to_registry.try_send(RegistryInput::Press {
-                    terminal: terminal.to_string(),
-                    button: press.button,
-                    at_ms: press.received_at_ms,
-                    pressed_at_ms: press.at_ms(),
-                });
-            }
+        let Some((first_id, fresh)) = &committed.batch else {
+            return;
+        };
+        self.stats.forward_pending.fetch_add(stored as i64, Relaxed);
+        self.forward_wake.notify_one();
+        let now = unix_ms_now();
+        let day = crate::clock::utc_day(now);
+        self.stats.set_today(day, self.store.stored_on(day));
+        self.scores.locked().fold(now, *first_id, fresh, Fold::New);
+        for (terminal, press) in fresh.iter() {
+            let _ = self.to_registry.try_send(RegistryInput::Press {
+                terminal: terminal.to_string(),
+                button: press.button,
+                at_ms: press.received_at_ms,
+                pressed_at_ms: press.at_ms(),
+            });
         }
+    }
 
-        let committed = offered_from.iter().map(|&i| {
-            let p = &batch[i];
-            (p.terminal.as_str(), p.form, p.press.id)
-        });
+    /// The durable acks of committed presses: one per contiguous run per
+    /// terminal.
+    fn send_acks<'a>(&mut self, committed: impl Iterator<Item = (&'a str, Form, PressId)>) {
         for (terminal, form, ack) in coalesce(committed) {
             let sent = match form {
                 Form::Native => {
@@ -240,23 +230,4 @@ impl Committer {
             tracing::error!(error = %error, presses, suppressed, "commit failed; nothing acked, terminals will resend (similar failures are logged at most every 10 s)");
         }
     }
-}
-
-fn to_store(incoming: &IncomingPress, not_counted: Option<NotCounted>) -> PressToStore {
-    PressToStore {
-        terminal: incoming.terminal.clone(),
-        id: incoming.press.id,
-        button: incoming.press.button,
-        received_at_ms: incoming.received_at_ms,
-        pressed_at_ms: pressed_at(incoming),
-        not_counted,
-    }
-}
-
-/// When the press happened (Unix ms), from the terminal's `age_ms`.
-fn pressed_at(incoming: &IncomingPress) -> Option<i64> {
-    incoming
-        .press
-        .age_ms
-        .map(|age| incoming.received_at_ms - age as i64)
 }

@@ -10,7 +10,9 @@
 //! - [`ingest`]: decodes and validates terminal publishes on its own
 //!   thread; hands presses to the committer, health to the registry.
 //! - [`commit`]: group commit (one transaction and one fsync per batch),
-//!   then the durable acks; the misuse verdict is taken here.
+//!   then the durable acks.
+//! - [`commit_plan`]: what the committer does with a batch (dedup within
+//!   it, refusal while storage is full, the misuse verdict), pure.
 //! - [`acks`]: a committed batch as few acks as possible.
 //! - [`forwarder`]: store-and-forward upstream with rumqttc, live presses
 //!   ahead of the backlog; the outbox is its only truth.
@@ -18,6 +20,7 @@
 
 pub mod acks;
 pub mod commit;
+pub mod commit_plan;
 pub mod forwarder;
 pub mod ingest;
 pub mod retention;

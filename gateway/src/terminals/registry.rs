@@ -388,3 +388,167 @@ fn persist_and_publish(
         registry.outlets.notify_wake.notify_one();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alerting::config::AlertingConfig;
+    use crate::insight::scores::{ScoresConfig, Window, ZoneConfig};
+    use crate::site_time::SiteTime;
+    use crate::store::OutboxItem;
+    use pressline_protocol::upstream::Lifecycle;
+    use pressline_protocol::{FirmwareVersion, Heartbeat};
+
+    const T0: i64 = 1_790_000_000_000;
+
+    fn registry(store: &Store) -> Registry {
+        let zones = [(
+            "food".to_string(),
+            ZoneConfig {
+                name: "Food court".into(),
+                terminals: vec!["t1".into()],
+                unhappy_percent: None,
+                min_presses: None,
+            },
+        )];
+        let scores = Scores::new(ScoresConfig::default(), zones.into(), 400, T0);
+        let outlets = AlertOutlets {
+            routing: Arc::new(Routing::new(
+                &AlertingConfig::default(),
+                SiteTime::Fixed { offset_ms: 0 },
+            )),
+            close_after_secs: 900,
+            notify_wake: Arc::new(Notify::new()),
+            forward_wake: Arc::new(Notify::new()),
+        };
+        Registry::load("arena", HealthConfig::default(), scores, store, outlets)
+    }
+
+    fn low_battery(at_ms: i64) -> RegistryInput {
+        RegistryInput::Heartbeat {
+            terminal: "t1".into(),
+            heartbeat: Heartbeat {
+                boot: 1,
+                uptime_ms: 1_000,
+                firmware: FirmwareVersion {
+                    major: 1,
+                    minor: 0,
+                    patch: 0,
+                },
+                battery_mv: Some(3_300),
+                rssi_dbm: Some(-60),
+                queue_depth: 0,
+                queue_capacity: 100,
+                dropped_presses: 0,
+                reset_reason: 1,
+                unix_time_ms: None,
+            },
+            at_ms,
+        }
+    }
+
+    /// What the registry task does with one input.
+    fn feed(registry: &Registry, input: RegistryInput) {
+        let mut touched = BTreeSet::new();
+        let events = apply(&mut registry.monitor(), input, &mut touched);
+        registry.record(events, touched, Vec::new());
+    }
+
+    fn upstream_topics(store: &Store) -> Vec<String> {
+        store
+            .outbox_after(None, 100)
+            .unwrap()
+            .into_iter()
+            .filter_map(|(_, item)| match item {
+                OutboxItem::Document(d) => Some(d.topic),
+                OutboxItem::Press { .. } => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_alert_and_the_health_it_changes_go_upstream_and_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let registry = registry(&store);
+        feed(&registry, low_battery(T0));
+        let topics = upstream_topics(&store);
+        assert!(
+            topics.contains(&"pressline/v1/arena/alert".to_string()),
+            "{topics:?}"
+        );
+        assert!(topics.contains(&"pressline/v1/arena/t1/health".to_string()));
+        let restarted = super::tests::registry(&store);
+        let monitor = restarted.monitor();
+        let alert = monitor.alerts().iter().next().expect("saved");
+        assert_eq!(alert.kind, AlertKind::LowBattery);
+        assert_eq!(
+            monitor.health("t1").unwrap().open_alerts,
+            [AlertKind::LowBattery]
+        );
+    }
+
+    #[test]
+    fn an_acknowledgement_is_saved_before_it_is_answered_and_stands_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let registry = registry(&store);
+        feed(&registry, low_battery(T0));
+        let id = registry.monitor().alerts().iter().next().unwrap().id;
+        let acked = registry.acknowledge(id, "Anna", Some("on my way")).unwrap();
+        assert_eq!(acked.lifecycle, Some(Lifecycle::Acknowledged));
+        let again = registry.acknowledge(id, "Ben", None).unwrap();
+        assert_eq!(again.acknowledged_by.as_deref(), Some("Anna"));
+        assert_eq!(
+            registry.acknowledge(99, "Anna", None),
+            Err(AckError::Unknown(99))
+        );
+        let restarted = super::tests::registry(&store);
+        let saved = restarted.monitor().alerts().get(id).cloned().unwrap();
+        assert_eq!(saved.acknowledged_by.as_deref(), Some("Anna"));
+    }
+
+    #[test]
+    fn a_zone_alert_open_at_a_restart_keeps_its_zone_unhappy_without_a_second_raise() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let registry = registry(&store);
+        let raised = registry
+            .monitor()
+            .alerts_mut()
+            .set_zone_condition(
+                T0,
+                &AlertKind::ZoneUnhappy,
+                "food",
+                "Food court",
+                true,
+                "62%".into(),
+            )
+            .unwrap();
+        registry.record(vec![Change::Alert(raised)], BTreeSet::new(), Vec::new());
+        let restarted = super::tests::registry(&store);
+        let view = restarted.scores().window(T0, Window::FiveMinutes);
+        let food = view.zones.iter().find(|z| z.zone == "food").unwrap();
+        assert!(food.unhappy_alert, "the rule holds as the alert does");
+    }
+
+    #[test]
+    fn presses_change_the_counts_but_publish_nothing_by_themselves() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let registry = registry(&store);
+        let mut touched = BTreeSet::new();
+        let press = RegistryInput::Press {
+            terminal: "t1".into(),
+            button: pressline_protocol::Button::Happy,
+            at_ms: T0,
+            pressed_at_ms: T0,
+        };
+        let events = apply(&mut registry.monitor(), press, &mut touched);
+        // A new terminal comes online: its health goes out; the count
+        // itself waits for the next tick (see `run`).
+        assert!(events.iter().all(|e| matches!(e, Change::Health(_))));
+        assert_eq!(touched, BTreeSet::from(["t1".to_string()]));
+        assert_eq!(registry.monitor().health("t1").unwrap().presses_total, 1);
+    }
+}
