@@ -44,6 +44,18 @@ pub fn default_path() -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(home).join(".config/pressline/sites.toml"))
 }
 
+/// One site of the profile at `path`, by name.
+pub fn load_one(path: &Path, name: &str) -> anyhow::Result<Site> {
+    let mut chosen = SitesFile::load(path)?.select(Some(name), path)?;
+    Ok(chosen.remove(0))
+}
+
+/// The sites of the profile at `path` a command addresses: one by name, or
+/// all.
+pub fn load_selected(path: &Path, name: Option<&str>) -> anyhow::Result<Vec<Site>> {
+    SitesFile::load(path)?.select(name, path)
+}
+
 impl SitesFile {
     /// Loads the profile; a missing file is an empty profile.
     pub fn load(path: &Path) -> anyhow::Result<SitesFile> {

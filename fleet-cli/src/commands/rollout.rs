@@ -33,16 +33,34 @@ fn exit_code(r: &Rollout) -> u8 {
 }
 
 /// What `rollout start` asks for.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct StartArgs {
+    /// Release version (uploaded with `fleet ota upload`).
+    #[arg(long)]
     pub version: String,
+    /// Board, if the version exists for several.
+    #[arg(long)]
     pub board: Option<String>,
+    /// These terminals (comma-separated ids).
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["zone", "all"])]
     pub terminals: Option<Vec<String>>,
+    /// Every terminal in this zone.
+    #[arg(long, conflicts_with = "all")]
     pub zone: Option<String>,
+    /// Every terminal that has reported to the gateway.
+    #[arg(long)]
     pub all: bool,
+    /// Terminals updated first, alone.
+    #[arg(long, default_value_t = 2)]
     pub canary: usize,
+    /// Cumulative waves after the canary, e.g. 25%,100%.
+    #[arg(long, default_value = "25%,100%")]
     pub waves: String,
+    /// Halt when this share of the terminals so far failed.
+    #[arg(long, default_value = "10%")]
     pub max_failure_rate: String,
+    /// Only start downloads in this daily window (site local time), e.g. 22:00-06:00.
+    #[arg(long)]
     pub window: Option<String>,
 }
 

@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::api::state::ApiState;
+use crate::stats::StatsSnapshot;
 use pressline_protocol::upstream::AlertKind;
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -17,8 +18,22 @@ pub fn render(state: &ApiState) -> String {
     let s = state.snapshot();
     let site = &state.site;
     let mut out = String::with_capacity(4096);
+    presses(&mut out, state, &s);
+    storage(&mut out, site, &s);
+    terminals_and_alerts(&mut out, state);
+    notifications(&mut out, site, &s.notification_channels);
+    response(
+        &mut out,
+        site,
+        &crate::api::alerts::response_figures(state, 7),
+    );
+    out
+}
 
-    family(&mut out, "pressline_presses_total", "counter", "Presses stored since the gateway started, by zone, button and whether they counted as opinions.");
+/// Presses by zone and button, and the press path's counters.
+fn presses(out: &mut String, state: &ApiState, s: &StatsSnapshot) {
+    let site = &state.site;
+    family(out, "pressline_presses_total", "counter", "Presses stored since the gateway started, by zone, button and whether they counted as opinions.");
     for (zone, button, counted, n) in state.registry.scores().totals() {
         let _ = writeln!(out, "pressline_presses_total{{site=\"{site}\",zone=\"{zone}\",button=\"{}\",counted=\"{counted}\"}} {n}", button.name());
     }
@@ -58,14 +73,14 @@ pub fn render(state: &ApiState) -> String {
             "Commits that failed on a storage error (nothing acked; terminals resend).",
             s.storage_errors,
         ),
+        (
+            "pressline_mqtt_publishes_refused_total",
+            "Publishes refused in closed mode (a terminal outside its own topics).",
+            s.publishes_refused,
+        ),
     ];
-    let counters = counters.into_iter().chain([(
-        "pressline_mqtt_publishes_refused_total",
-        "Publishes refused in closed mode (a terminal outside its own topics).",
-        s.publishes_refused,
-    )]);
     for (name, help, value) in counters {
-        family(&mut out, name, "counter", help);
+        family(out, name, "counter", help);
         let _ = writeln!(out, "{name}{{site=\"{site}\"}} {value}");
     }
     let by_reason = [
@@ -81,11 +96,15 @@ pub fn render(state: &ApiState) -> String {
         ),
     ];
     for (name, help, counts) in by_reason {
-        family(&mut out, name, "counter", help);
+        family(out, name, "counter", help);
         for (reason, n) in counts {
             let _ = writeln!(out, "{name}{{site=\"{site}\",reason=\"{reason}\"}} {n}");
         }
     }
+}
+
+/// The store, the backlog upstream and the upstream connection.
+fn storage(out: &mut String, site: &str, s: &StatsSnapshot) {
     let gauges = [
         (
             "pressline_presses_stored",
@@ -112,27 +131,24 @@ pub fn render(state: &ApiState) -> String {
             "0 while the press store is unavailable (a full disk, an I/O error) and being reopened.",
             s.storage_fault.is_none() as u8 as f64,
         ),
-
-        (
-            "pressline_upstream_connected",
-            "1 while connected to the upstream broker (absent without one).",
-            -1.0,
-        ),
     ];
     for (name, help, value) in gauges {
-        if name == "pressline_upstream_connected" {
-            if let Some(up) = s.upstream_connected {
-                family(&mut out, name, "gauge", help);
-                let _ = writeln!(out, "{name}{{site=\"{site}\"}} {}", up as u8);
-            }
-            continue;
-        }
-        family(&mut out, name, "gauge", help);
+        family(out, name, "gauge", help);
         let _ = writeln!(out, "{name}{{site=\"{site}\"}} {value}");
+    }
+    if let Some(up) = s.upstream_connected {
+        let name = "pressline_upstream_connected";
+        family(
+            out,
+            name,
+            "gauge",
+            "1 while connected to the upstream broker (absent without one).",
+        );
+        let _ = writeln!(out, "{name}{{site=\"{site}\"}} {}", up as u8);
     }
     if let Some(reason) = s.storage_fault_reason {
         family(
-            &mut out,
+            out,
             "pressline_storage_fault",
             "gauge",
             "1 with the reason while the press store is unavailable.",
@@ -143,6 +159,11 @@ pub fn render(state: &ApiState) -> String {
             reason.label()
         );
     }
+}
+
+/// Terminals online and offline; open and unacknowledged alerts.
+fn terminals_and_alerts(out: &mut String, state: &ApiState) {
+    let site = &state.site;
     let monitor = state.registry.monitor();
     let (online, offline) = monitor.terminals().fold((0, 0), |(on, off), t| {
         if t.online {
@@ -152,7 +173,7 @@ pub fn render(state: &ApiState) -> String {
         }
     });
     family(
-        &mut out,
+        out,
         "pressline_terminals",
         "gauge",
         "Known terminals by state.",
@@ -166,7 +187,7 @@ pub fn render(state: &ApiState) -> String {
         "pressline_terminals{{site=\"{site}\",state=\"offline\"}} {offline}"
     );
     family(
-        &mut out,
+        out,
         "pressline_alerts_open",
         "gauge",
         "Open alerts by kind.",
@@ -183,7 +204,7 @@ pub fn render(state: &ApiState) -> String {
         );
     }
     family(
-        &mut out,
+        out,
         "pressline_alerts_unacknowledged",
         "gauge",
         "Open alerts nobody has acknowledged yet.",
@@ -197,14 +218,6 @@ pub fn render(state: &ApiState) -> String {
         out,
         "pressline_alerts_unacknowledged{{site=\"{site}\"}} {waiting}"
     );
-    drop(monitor);
-    notifications(&mut out, site, &s.notification_channels);
-    response(
-        &mut out,
-        site,
-        &crate::api::alerts::response_figures(state, 7),
-    );
-    out
 }
 
 fn notifications(

@@ -416,7 +416,20 @@ impl Rollout {
         if self.state != RolloutState::Running {
             return effects;
         }
-        // Silent terminals fail; quiet offers are repeated.
+        self.time_out_silent(now_ms, limits, &mut effects);
+        if self.halt_on_failures(now_ms, &mut effects) || self.advance_stages(now_ms, &mut effects)
+        {
+            return effects;
+        }
+        // New offers: inside the window, up to the concurrency limit.
+        if self.plan.window.is_none_or(|w| w.contains(local_minute)) {
+            self.offer_pending(now_ms, limits, &mut effects);
+        }
+        effects
+    }
+
+    /// Silent terminals fail; quiet offers are repeated.
+    fn time_out_silent(&mut self, now_ms: i64, limits: &Limits, effects: &mut Vec<Effect>) {
         let mut changed = Vec::new();
         for (id, p) in self.terminals.iter_mut() {
             let silent = now_ms - p.last_activity_ms;
@@ -455,26 +468,35 @@ impl Rollout {
             }));
             self.touch(now_ms);
         }
-        // Too many failures: halt, withdraw every open offer.
+    }
+
+    /// Too many failures: halt, withdraw every open offer. `true` if it
+    /// halted.
+    fn halt_on_failures(&mut self, now_ms: i64, effects: &mut Vec<Effect>) -> bool {
         let rate = self.failure_rate();
-        if rate > self.plan.max_failure_rate {
-            let reason = format!(
-                "failure rate {:.0}% exceeds {:.0}% in stage {}",
-                rate * 100.0,
-                self.plan.max_failure_rate * 100.0,
-                self.stage
-            );
-            self.state = RolloutState::Halted;
-            self.halt_reason = Some(reason.clone());
-            effects.extend(self.withdraw_offers());
-            effects.push(Effect::Event(Event::rollout(
-                OtaEventKind::Halted,
-                Some(reason),
-            )));
-            self.touch(now_ms);
-            return effects;
+        if rate <= self.plan.max_failure_rate {
+            return false;
         }
-        // Stage finished: next stage, or done.
+        let reason = format!(
+            "failure rate {:.0}% exceeds {:.0}% in stage {}",
+            rate * 100.0,
+            self.plan.max_failure_rate * 100.0,
+            self.stage
+        );
+        self.state = RolloutState::Halted;
+        self.halt_reason = Some(reason.clone());
+        effects.extend(self.withdraw_offers());
+        effects.push(Effect::Event(Event::rollout(
+            OtaEventKind::Halted,
+            Some(reason),
+        )));
+        self.touch(now_ms);
+        true
+    }
+
+    /// Each finished stage starts the next; after the last, the rollout is
+    /// complete (`true`).
+    fn advance_stages(&mut self, now_ms: i64, effects: &mut Vec<Effect>) -> bool {
         while self
             .terminals
             .values()
@@ -484,17 +506,18 @@ impl Rollout {
             if self.stage + 1 >= self.stages {
                 self.state = RolloutState::Completed;
                 let counts = self.counts();
+                let count = |s| counts.get(&s).copied().unwrap_or(0);
                 effects.push(Effect::Event(Event::rollout(
                     OtaEventKind::Completed,
                     Some(format!(
                         "{} confirmed, {} failed, {} rolled back",
-                        counts.get(&TerminalState::Confirmed).unwrap_or(&0),
-                        counts.get(&TerminalState::Failed).unwrap_or(&0),
-                        counts.get(&TerminalState::RolledBack).unwrap_or(&0)
+                        count(TerminalState::Confirmed),
+                        count(TerminalState::Failed),
+                        count(TerminalState::RolledBack)
                     )),
                 )));
                 self.touch(now_ms);
-                return effects;
+                return true;
             }
             self.stage += 1;
             effects.push(Effect::Event(Event {
@@ -503,10 +526,12 @@ impl Rollout {
             }));
             self.touch(now_ms);
         }
-        // New offers: inside the window, up to the concurrency limit.
-        if self.plan.window.is_some_and(|w| !w.contains(local_minute)) {
-            return effects;
-        }
+        false
+    }
+
+    /// Offers the update to pending terminals of the stages started so
+    /// far, up to the concurrency limit.
+    fn offer_pending(&mut self, now_ms: i64, limits: &Limits, effects: &mut Vec<Effect>) {
         let mut transferring = self
             .terminals
             .values()
@@ -538,7 +563,6 @@ impl Rollout {
                 self.updated_at_ms = now_ms;
             }
         }
-        effects
     }
 
     /// Cancels every open offer; those terminals go back to pending.

@@ -152,39 +152,8 @@ impl PressLog {
         let dir = data_dir.join(DIR);
         std::fs::create_dir_all(&dir).map_err(io("creating the press-log folder"))?;
         let index = db.open_tree(INDEX_TREE)?;
-        let mut days = BTreeMap::new();
-        for item in index.iter() {
-            let (key, value) = item?;
-            let Some((day, len, count)) = decode_entry(&key, &value) else {
-                tracing::error!("a press-log index entry does not decode; its day is ignored");
-                continue;
-            };
-            days.insert(
-                day,
-                Day {
-                    file: None,
-                    committed_len: len,
-                    committed_count: count,
-                    written_len: len,
-                    written_count: count,
-                },
-            );
-        }
-        let mut files = BTreeMap::new();
-        for entry in std::fs::read_dir(&dir).map_err(io("listing the press-log folder"))? {
-            let entry = entry.map_err(io("listing the press-log folder"))?;
-            let name = entry.file_name();
-            match name.to_str().and_then(day_of) {
-                Some(day) => {
-                    files.insert(day, entry.path());
-                }
-                None => {
-                    tracing::warn!(file = %entry.path().display(), "ignoring a file in the press-log folder that is not a day file")
-                }
-            }
-        }
-        let mut fixed = false;
-        let mut lost_tail = None;
+        let mut days = committed_days(&index)?;
+        let mut files = day_files(&dir)?;
         let newest = days.keys().next_back().copied();
         if let Some(day) = newest {
             // A new day's first commit can reach sled without its file.
@@ -197,76 +166,27 @@ impl PressLog {
                 e.insert(path);
             }
         }
+        let mut fixed = false;
+        let mut lost_tail = None;
         for (day, path) in &files {
             let Some(d) = days.get_mut(day) else {
                 tracing::info!(file = %path.display(), "removing a press-log file with nothing committed (a commit or a retention drop that did not finish)");
                 std::fs::remove_file(path).map_err(io("removing an uncommitted press-log file"))?;
                 continue;
             };
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(path)
-                .map_err(io("opening a press-log file"))?;
-            let on_disk = file
-                .metadata()
-                .map_err(io("reading a press-log file's size"))?
-                .len();
-            if on_disk > d.committed_len {
-                tracing::info!(file = %path.display(), bytes = on_disk - d.committed_len, "cutting off an uncommitted press-log record (its presses were never acked; terminals resend them)");
-                file.set_len(d.committed_len)
-                    .map_err(io("cutting off an uncommitted press-log record"))?;
-                file.sync_all().map_err(io("syncing a press-log file"))?;
-            }
-            if Some(*day) == newest {
-                // Its last commits may have reached sled and not the file.
-                let valid = checked_prefix(&file, d.committed_len.min(on_disk));
-                if valid.len < d.committed_len {
-                    tracing::warn!(file = %path.display(), committed = d.committed_len, whole = valid.len, "the newest press-log records did not reach the disk before the gateway stopped; rebuilding them from the outbox");
-                    file.set_len(valid.len)
-                        .map_err(io("cutting off a torn press-log record"))?;
-                    d.committed_len = valid.len;
-                    d.written_len = valid.len;
-                    d.committed_count = valid.presses;
-                    d.written_count = valid.presses;
-                    lost_tail = Some((*day, valid.last_key));
-                }
-            } else if on_disk < d.committed_len {
-                // Only damage does this to an older day: keep what is
-                // whole.
-                let whole = whole_prefix(&file, on_disk);
-                tracing::error!(file = %path.display(), committed = d.committed_len, on_disk, kept = whole, "a press-log file is shorter than committed; its damaged end is dropped");
-                file.set_len(whole)
-                    .map_err(io("cutting off a damaged press-log record"))?;
-                d.committed_len = whole;
-                d.written_len = whole;
-                index.insert(
-                    day.to_be_bytes(),
-                    &Written {
-                        day: *day,
-                        len: whole,
-                        count: d.committed_count,
-                    }
-                    .encode(),
-                )?;
+            let repair = repair_day(path, *day, d, Some(*day) == newest)?;
+            if let Some(whole) = repair.shortened {
+                let written = Written {
+                    day: *day,
+                    len: whole,
+                    count: d.committed_count,
+                };
+                index.insert(day.to_be_bytes(), &written.encode())?;
                 fixed = true;
             }
-            d.file = Some(Arc::new(file));
+            lost_tail = lost_tail.or(repair.lost_tail);
         }
-        let missing: Vec<i64> = days
-            .iter()
-            .filter(|(day, _)| !files.contains_key(day))
-            .map(|(day, _)| *day)
-            .collect();
-        for day in missing {
-            if let Some(d) = days.remove(&day) {
-                if d.committed_len > 0 {
-                    tracing::error!(file = %dir.join(file_name(day)).display(), presses = d.committed_count, "a press-log file is missing; its presses are gone from the record");
-                }
-            }
-            index.remove(day.to_be_bytes())?;
-            fixed = true;
-        }
+        fixed |= forget_missing_files(&index, &dir, &mut days, &files)?;
         if fixed {
             db.flush()?;
         }
@@ -654,6 +574,129 @@ fn whole_prefix(file: &File, len: u64) -> u64 {
         at = end;
     }
     at
+}
+
+/// Each day's committed length and count, from the index.
+fn committed_days(index: &sled::Tree) -> Result<BTreeMap<i64, Day>, StoreError> {
+    let mut days = BTreeMap::new();
+    for item in index.iter() {
+        let (key, value) = item?;
+        let Some((day, len, count)) = decode_entry(&key, &value) else {
+            tracing::error!("a press-log index entry does not decode; its day is ignored");
+            continue;
+        };
+        days.insert(
+            day,
+            Day {
+                file: None,
+                committed_len: len,
+                committed_count: count,
+                written_len: len,
+                written_count: count,
+            },
+        );
+    }
+    Ok(days)
+}
+
+/// The day files in the press-log folder.
+fn day_files(dir: &Path) -> Result<BTreeMap<i64, PathBuf>, StoreError> {
+    let mut files = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).map_err(io("listing the press-log folder"))? {
+        let entry = entry.map_err(io("listing the press-log folder"))?;
+        match entry.file_name().to_str().and_then(day_of) {
+            Some(day) => {
+                files.insert(day, entry.path());
+            }
+            None => {
+                tracing::warn!(file = %entry.path().display(), "ignoring a file in the press-log folder that is not a day file")
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// What opening a day file changed.
+struct Repair {
+    /// An older day's file was damaged: its committed length is now this.
+    shortened: Option<u64>,
+    /// The newest day lost records in a power cut (see `lost_tail`).
+    lost_tail: Option<(i64, Option<u64>)>,
+}
+
+/// Opens a day's file and makes it agree with what was committed: an
+/// uncommitted end is cut off; the newest day's torn records are cut back
+/// to the last whole one (rebuilt later from the outbox); an older day's
+/// damaged end is dropped.
+fn repair_day(path: &Path, day: i64, d: &mut Day, newest: bool) -> Result<Repair, StoreError> {
+    let mut repair = Repair {
+        shortened: None,
+        lost_tail: None,
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(io("opening a press-log file"))?;
+    let on_disk = file
+        .metadata()
+        .map_err(io("reading a press-log file's size"))?
+        .len();
+    if on_disk > d.committed_len {
+        tracing::info!(file = %path.display(), bytes = on_disk - d.committed_len, "cutting off an uncommitted press-log record (its presses were never acked; terminals resend them)");
+        file.set_len(d.committed_len)
+            .map_err(io("cutting off an uncommitted press-log record"))?;
+        file.sync_all().map_err(io("syncing a press-log file"))?;
+    }
+    if newest {
+        // Its last commits may have reached sled and not the file.
+        let valid = checked_prefix(&file, d.committed_len.min(on_disk));
+        if valid.len < d.committed_len {
+            tracing::warn!(file = %path.display(), committed = d.committed_len, whole = valid.len, "the newest press-log records did not reach the disk before the gateway stopped; rebuilding them from the outbox");
+            file.set_len(valid.len)
+                .map_err(io("cutting off a torn press-log record"))?;
+            d.committed_len = valid.len;
+            d.written_len = valid.len;
+            d.committed_count = valid.presses;
+            d.written_count = valid.presses;
+            repair.lost_tail = Some((day, valid.last_key));
+        }
+    } else if on_disk < d.committed_len {
+        // Only damage does this to an older day: keep what is whole.
+        let whole = whole_prefix(&file, on_disk);
+        tracing::error!(file = %path.display(), committed = d.committed_len, on_disk, kept = whole, "a press-log file is shorter than committed; its damaged end is dropped");
+        file.set_len(whole)
+            .map_err(io("cutting off a damaged press-log record"))?;
+        d.committed_len = whole;
+        d.written_len = whole;
+        repair.shortened = Some(whole);
+    }
+    d.file = Some(Arc::new(file));
+    Ok(repair)
+}
+
+/// Days committed whose file is gone: their presses are gone from the
+/// record (reported), and the day leaves the index. `true` if any did.
+fn forget_missing_files(
+    index: &sled::Tree,
+    dir: &Path,
+    days: &mut BTreeMap<i64, Day>,
+    files: &BTreeMap<i64, PathBuf>,
+) -> Result<bool, StoreError> {
+    let missing: Vec<i64> = days
+        .keys()
+        .filter(|day| !files.contains_key(day))
+        .copied()
+        .collect();
+    for day in &missing {
+        if let Some(d) = days.remove(day) {
+            if d.committed_len > 0 {
+                tracing::error!(file = %dir.join(file_name(*day)).display(), presses = d.committed_count, "a press-log file is missing; its presses are gone from the record");
+            }
+        }
+        index.remove(day.to_be_bytes())?;
+    }
+    Ok(!missing.is_empty())
 }
 
 #[cfg(test)]
