@@ -48,7 +48,7 @@ use embassy_sync::channel::Channel;
 use embassy_sync::mutex::Mutex;
 use embassy_time::{with_timeout, Duration, Timer};
 use pressline_protocol::{Button, FirmwareVersion, ResetReason};
-use pressline_terminal_app::{Board, Liveness};
+use pressline_terminal_app::{Board, Liveness, NetworkError};
 use pressline_terminal_core::ota::{OtaConfig, OtaReceiver};
 use pressline_terminal_core::{Debouncer, DurableTerminal, FlashLayout, SessionConfig};
 use static_cell::StaticCell;
@@ -190,7 +190,7 @@ struct PicoBoard {
 }
 
 impl Board for PicoBoard {
-    async fn connect_network(&mut self) -> Result<(), &'static str> {
+    async fn connect_network(&mut self) -> Result<(), NetworkError> {
         if self.stack.is_link_up() {
             return Ok(());
         }
@@ -206,9 +206,9 @@ impl Board for PicoBoard {
             }
             Ok(Err(e)) => {
                 warn!("Wi-Fi join failed: {}", defmt::Debug2Format(&e));
-                Err("Wi-Fi join failed")
+                Err(NetworkError::JoinFailed)
             }
-            Err(_) => Err("Wi-Fi join timed out"),
+            Err(_) => Err(NetworkError::JoinTimedOut),
         }
     }
 
@@ -244,88 +244,17 @@ async fn main(spawner: Spawner) {
     LIVENESS.check_in(pressline_terminal_app::uptime_ms());
     spawner.spawn(watchdog_task(watchdog).expect("watchdog task"));
     let mut flash: TerminalFlash = Flash::new(p.FLASH, p.DMA_CH1, Irqs);
-
-    let mut sector = [0u8; 512];
-    if flash.read(PROVISIONING, &mut sector).await.is_err() {
-        halt("cannot read the provisioning sector").await;
-    }
-    let settings = match settings::load(&sector) {
-        Ok((settings, source)) => {
-            info!(
-                "terminal {} at site {} ({})",
-                settings.terminal.as_str(),
-                settings.site.as_str(),
-                source
-            );
-            settings
-        }
-        Err(e) => {
-            error!("not provisioned: {}", Display2Format(&e));
-            halt("provision it with `fleet provision` (or build with PRESSLINE_* variables)").await
-        }
-    };
+    let settings = read_settings(&mut flash).await;
     let mut uid = [0u8; 8];
     let _ = flash.blocking_unique_id(&mut uid);
-
     static SHARED: StaticCell<Mutex<NoopRawMutex, TerminalFlash>> = StaticCell::new();
     let shared: &'static Mutex<NoopRawMutex, TerminalFlash> = SHARED.init(Mutex::new(flash));
-    // The whole chip, so the press queue keeps its absolute offsets.
-    let flash = Partition::new(shared, 0, FLASH_SIZE as u32);
-    let layout = FlashLayout {
-        state: TERMINAL_STATE,
-        queue: PRESS_QUEUE,
-    };
-    let config = SessionConfig {
-        ack_timeout_ms: 5_000,
-        max_in_flight: 16,
-    };
-    // The terminal lives in a static, not in this task's future (which would
-    // otherwise hold its queue twice: during boot and after).
-    static TERMINAL: StaticCell<Terminal> = StaticCell::new();
-    let terminal: &'static mut Terminal = match DurableTerminal::boot(flash, layout, config).await {
-        Ok(t) => TERMINAL.init(t),
-        Err(e) => {
-            error!("press queue unreadable: {}", defmt::Debug2Format(&e));
-            halt("flash storage failed").await
-        }
-    };
-    info!(
-        "boot {}: {} presses restored from flash",
-        terminal.boot_number(),
-        terminal.restored()
-    );
-    static ALIGNED: StaticCell<[u8; STATE_ALIGN]> = StaticCell::new();
-    let updater = FirmwareUpdater::new(
-        FirmwareUpdaterConfig::from_linkerfile(shared, shared),
-        ALIGNED.init([0; STATE_ALIGN]),
-    );
-    let ota_config = OtaConfig {
-        public_key: OTA_PUBLIC_KEY,
-        board: "pico-w",
-        max_image: flash_map::ACTIVE.end - flash_map::ACTIVE.start,
-        chunk_size: OTA_CHUNK,
-        request_timeout_ms: 5_000,
-        progress_step: 10,
-    };
-    static OTA: StaticCell<Ota> = StaticCell::new();
-    let ota: &'static mut Ota =
-        match OtaReceiver::boot(updater, ota_config, firmware_version(), terminal).await {
-            Ok(o) => OTA.init(o),
-            Err(e) => {
-                error!("update state unreadable: {}", defmt::Debug2Format(&e));
-                halt("flash storage failed").await
-            }
-        };
-    if ota.is_trial() {
-        info!(
-            "trial boot of {}: confirming once back on the gateway",
-            env!("CARGO_PKG_VERSION")
-        );
-    }
+    let terminal = boot_terminal(shared).await;
+    let ota = boot_ota(shared, terminal).await;
 
     let blobs = match wifi_firmware::load() {
         Ok(b) => b,
-        Err(why) => halt(why).await,
+        Err(why) => halt(why.as_str()).await,
     };
     let pwr = Output::new(p.PIN_23, Level::Low);
     let cs = Output::new(p.PIN_25, Level::High);
@@ -391,4 +320,94 @@ async fn main(spawner: Spawner) {
         &LIVENESS,
     )
     .await
+}
+
+/// Who the terminal is: its provisioning record (or the build's
+/// fallback); halts, saying how to provision it, when there is none.
+async fn read_settings(flash: &mut TerminalFlash) -> pressline_terminal_app::Settings {
+    let mut sector = [0u8; 512];
+    if flash.read(PROVISIONING, &mut sector).await.is_err() {
+        halt("cannot read the provisioning sector").await;
+    }
+    match settings::load(&sector) {
+        Ok((settings, source)) => {
+            info!(
+                "terminal {} at site {} ({})",
+                settings.terminal.as_str(),
+                settings.site.as_str(),
+                source
+            );
+            settings
+        }
+        Err(e) => {
+            error!("not provisioned: {}", Display2Format(&e));
+            halt("provision it with `fleet provision` (or build with PRESSLINE_* variables)").await
+        }
+    }
+}
+
+/// The terminal core from its flash: boot counter, queued presses.
+async fn boot_terminal(shared: &'static Mutex<NoopRawMutex, TerminalFlash>) -> &'static mut Terminal {
+    // The whole chip, so the press queue keeps its absolute offsets.
+    let flash = Partition::new(shared, 0, FLASH_SIZE as u32);
+    let layout = FlashLayout {
+        state: TERMINAL_STATE,
+        queue: PRESS_QUEUE,
+    };
+    let config = SessionConfig {
+        ack_timeout_ms: 5_000,
+        max_in_flight: 16,
+    };
+    // The terminal lives in a static, not in this task's future (which would
+    // otherwise hold its queue twice: during boot and after).
+    static TERMINAL: StaticCell<Terminal> = StaticCell::new();
+    let terminal: &'static mut Terminal = match DurableTerminal::boot(flash, layout, config).await {
+        Ok(t) => TERMINAL.init(t),
+        Err(e) => {
+            error!("press queue unreadable: {}", defmt::Debug2Format(&e));
+            halt("flash storage failed").await
+        }
+    };
+    info!(
+        "boot {}: {} presses restored from flash",
+        terminal.boot_number(),
+        terminal.restored()
+    );
+    terminal
+}
+
+/// The OTA receiver over the update partitions (embassy-boot's state).
+async fn boot_ota(
+    shared: &'static Mutex<NoopRawMutex, TerminalFlash>,
+    terminal: &mut Terminal,
+) -> &'static mut Ota {
+    static ALIGNED: StaticCell<[u8; STATE_ALIGN]> = StaticCell::new();
+    let updater = FirmwareUpdater::new(
+        FirmwareUpdaterConfig::from_linkerfile(shared, shared),
+        ALIGNED.init([0; STATE_ALIGN]),
+    );
+    let ota_config = OtaConfig {
+        public_key: OTA_PUBLIC_KEY,
+        board: "pico-w",
+        max_image: flash_map::ACTIVE.end - flash_map::ACTIVE.start,
+        chunk_size: OTA_CHUNK,
+        request_timeout_ms: 5_000,
+        progress_step: 10,
+    };
+    static OTA: StaticCell<Ota> = StaticCell::new();
+    let ota: &'static mut Ota =
+        match OtaReceiver::boot(updater, ota_config, firmware_version(), terminal).await {
+            Ok(o) => OTA.init(o),
+            Err(e) => {
+                error!("update state unreadable: {}", defmt::Debug2Format(&e));
+                halt("flash storage failed").await
+            }
+        };
+    if ota.is_trial() {
+        info!(
+            "trial boot of {}: confirming once back on the gateway",
+            env!("CARGO_PKG_VERSION")
+        );
+    }
+    ota
 }

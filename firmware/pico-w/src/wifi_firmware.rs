@@ -12,6 +12,26 @@
 
 use cyw43::{Aligned, A4};
 
+/// Why the Wi-Fi chip's firmware is not there to load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, defmt::Format)]
+#[allow(dead_code)] // `embed-wifi-firmware` builds never fail to load.
+pub enum BlobsError {
+    Missing,
+    Damaged,
+}
+
+impl BlobsError {
+    /// What to do about it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            BlobsError::Missing => {
+                "no Wi-Fi firmware at 0x10100000: flash it with pack-wifi-blobs.py (see README)"
+            }
+            BlobsError::Damaged => "Wi-Fi firmware image at 0x10100000 is damaged: flash it again",
+        }
+    }
+}
+
 pub struct Blobs {
     pub firmware: &'static Aligned<A4, [u8]>,
     pub clm: &'static [u8],
@@ -19,7 +39,7 @@ pub struct Blobs {
 }
 
 #[cfg(feature = "embed-wifi-firmware")]
-pub fn load() -> Result<Blobs, &'static str> {
+pub fn load() -> Result<Blobs, BlobsError> {
     Ok(Blobs {
         firmware: cyw43::aligned_bytes!(concat!(env!("CYW43_FIRMWARE_DIR"), "/43439A0.bin")),
         clm: include_bytes!(concat!(env!("CYW43_FIRMWARE_DIR"), "/43439A0_clm.bin")),
@@ -28,7 +48,7 @@ pub fn load() -> Result<Blobs, &'static str> {
 }
 
 #[cfg(not(feature = "embed-wifi-firmware"))]
-pub fn load() -> Result<Blobs, &'static str> {
+pub fn load() -> Result<Blobs, BlobsError> {
     use crate::flash_map::{xip, WIFI_BLOBS};
     const REGION: usize = 256 * 1024;
     let base = xip(WIFI_BLOBS) as *const u8;
@@ -36,9 +56,7 @@ pub fn load() -> Result<Blobs, &'static str> {
     // memory-mapped (XIP) and never written while the firmware runs.
     let region: &'static [u8] = unsafe { core::slice::from_raw_parts(base, REGION) };
     if region[..4] != *b"PLWF" {
-        return Err(
-            "no Wi-Fi firmware at 0x10100000: flash it with pack-wifi-blobs.py (see README)",
-        );
+        return Err(BlobsError::Missing);
     }
     let len = |i: usize| {
         u32::from_le_bytes([
@@ -54,7 +72,7 @@ pub fn load() -> Result<Blobs, &'static str> {
     let clm_at = fw_at + pad(fw_len);
     let nvram_at = clm_at + pad(clm_len);
     if nvram_at + nvram_len > REGION || fw_len == 0 || clm_len == 0 || nvram_len == 0 {
-        return Err("Wi-Fi firmware image at 0x10100000 is damaged: flash it again");
+        return Err(BlobsError::Damaged);
     }
     let aligned = |at: usize, n: usize| -> &'static Aligned<A4, [u8]> {
         let slice: &'static [u8] = &region[at..at + n];

@@ -8,7 +8,7 @@ use pressline_protocol::{Ack, PressId, ResetReason};
 pub trait Board {
     /// Brings the network link up if it is down (a Wi-Fi join); `Ok` when
     /// packets can flow. Must return within a few seconds either way.
-    async fn connect_network(&mut self) -> Result<(), &'static str>;
+    async fn connect_network(&mut self) -> Result<(), NetworkError>;
 
     /// Signal strength now, when the board has a radio.
     async fn rssi_dbm(&mut self) -> Option<i8>;
@@ -33,4 +33,23 @@ pub trait Board {
     /// The gateway's durable ack released presses from the queue; `queued`
     /// presses are left.
     fn presses_released(&mut self, _ack: &Ack, _queued: usize) {}
+}
+
+/// Why the network link is not up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum NetworkError {
+    /// The access point refused the join (wrong password, out of range).
+    JoinFailed,
+    JoinTimedOut,
+}
+
+impl NetworkError {
+    /// Words for the log.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            NetworkError::JoinFailed => "Wi-Fi join failed",
+            NetworkError::JoinTimedOut => "Wi-Fi join timed out",
+        }
+    }
 }

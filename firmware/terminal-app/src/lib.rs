@@ -25,12 +25,14 @@ use embassy_sync::blocking_mutex::raw::RawMutex;
 use embassy_sync::channel::Receiver;
 use embassy_time::{Duration, Instant, Timer};
 use embedded_storage_async::nor_flash::{MultiwriteNorFlash, NorFlash};
+use pressline_protocol::backoff::Backoff;
 use pressline_protocol::Button;
 use pressline_terminal_core::ota::OtaReceiver;
 use pressline_terminal_core::{DurableTerminal, PressError};
 
-pub use board::Board;
+pub use board::{Board, NetworkError};
 pub use liveness::Liveness;
+pub use session::SessionError;
 pub use settings::Settings;
 
 use crate::log::{log_error, log_info, log_warn};
@@ -106,13 +108,15 @@ where
     STATE: NorFlash,
     M: RawMutex,
 {
-    let mut backoff = Duration::from_secs(1);
+    // Between sessions: 1 s doubling to 30 s, so a gateway coming back
+    // is not stampeded by every terminal of the venue at once.
+    let mut backoff = Backoff::new(1_000, 30_000);
     loop {
         liveness.check_in(uptime_ms());
         if let Err(why) = board.connect_network().await {
-            log_warn!("network not up ({}); retrying", why);
-            wait_queueing(board, terminal, &presses, liveness, backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(30));
+            log_warn!("network not up ({}); retrying", why.as_str());
+            let wait = Duration::from_millis(backoff.next_ms());
+            wait_queueing(board, terminal, &presses, liveness, wait).await;
             continue;
         }
         if !stack.is_config_up() {
@@ -126,9 +130,16 @@ where
             .await;
             continue;
         }
-        match session::run(board, stack, terminal, ota, settings, &presses, liveness).await {
-            Ok(()) => backoff = Duration::from_secs(1),
-            Err(why) => log_warn!("gateway session ended: {}", why),
+        let parts = session::Parts {
+            board: &mut *board,
+            terminal: &mut *terminal,
+            ota: &mut *ota,
+            settings,
+            liveness,
+        };
+        match session::run(parts, stack, &presses).await {
+            Ok(()) => backoff.reset(),
+            Err(why) => log_warn!("gateway session ended: {}", why.as_str()),
         }
         terminal.handle_disconnected(uptime_ms());
         ota.handle_disconnected(uptime_ms());
@@ -137,7 +148,7 @@ where
             Timer::after_millis(200).await;
             board.reboot();
         }
-        wait_queueing(board, terminal, &presses, liveness, backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(30));
+        let wait = Duration::from_millis(backoff.next_ms());
+        wait_queueing(board, terminal, &presses, liveness, wait).await;
     }
 }

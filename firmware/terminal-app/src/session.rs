@@ -37,7 +37,7 @@ use rust_mqtt::types::{MqttBinary, MqttString, TopicFilter, TopicName};
 
 use crate::board::Board;
 use crate::liveness::Liveness;
-use crate::log::{log_error, log_info, log_warn};
+use crate::log::{log_info, log_warn};
 use crate::settings::Settings;
 use crate::{queue_press, uptime_ms};
 
@@ -51,16 +51,124 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 /// A socket that moves nothing for this long is dead (the MQTT keep-alive
 /// is 30 s).
 const SOCKET_TIMEOUT: Duration = Duration::from_secs(45);
+/// Unacknowledged QoS 1 publishes rust-mqtt keeps (its `SEND_MAXIMUM`).
+const SEND_MAXIMUM: usize = 16;
 
-async fn resolve(stack: Stack<'_>, host: &str) -> Result<IpAddress, &'static str> {
-    if let Ok(ip) = host.parse::<core::net::Ipv4Addr>() {
-        return Ok(IpAddress::Ipv4(ip));
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum SessionError {
+    LookupTimedOut,
+    NameDoesNotResolve,
+    NameHasNoAddress,
+    ConnectTimedOut,
+    Unreachable,
+    /// A provisioning setting does not fit MQTT (too long, bad characters).
+    Setting(Setting),
+    MqttConnectTimedOut,
+    MqttConnectRefused,
+    SubscribeFailed,
+    LostBeforeSuback,
+    SubscribeTimedOut,
+    PublishFailed,
+    ConnectionLost,
+    /// The flash failed under the terminal core or the OTA receiver.
+    Flash(FlashStep),
+}
+
+/// A provisioning setting that does not fit MQTT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Setting {
+    Topic,
+    Will,
+    KeepAlive,
+    UserName,
+    Password,
+    ClientId,
+}
+
+/// What the flash was doing when it failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum FlashStep {
+    VerifyingUpdate,
+    AcceptingUpdate,
+    WritingUpdate,
+    ReleasingAcked,
+}
+
+impl SessionError {
+    /// Words for the log.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SessionError::LookupTimedOut => "gateway name lookup timed out",
+            SessionError::NameDoesNotResolve => "gateway name does not resolve",
+            SessionError::NameHasNoAddress => "gateway name has no address",
+            SessionError::ConnectTimedOut => "gateway connect timed out",
+            SessionError::Unreachable => "cannot reach the gateway",
+            SessionError::Setting(Setting::Topic) => "a topic does not fit MQTT (terminal id?)",
+            SessionError::Setting(Setting::Will) => "the last will does not fit MQTT",
+            SessionError::Setting(Setting::KeepAlive) => "keep-alive setting",
+            SessionError::Setting(Setting::UserName) => {
+                "the terminal id does not fit as a user name"
+            }
+            SessionError::Setting(Setting::Password) => "the password does not fit MQTT",
+            SessionError::Setting(Setting::ClientId) => {
+                "the terminal id does not fit as a client id"
+            }
+            SessionError::MqttConnectTimedOut => "MQTT connect timed out",
+            SessionError::MqttConnectRefused => "MQTT connect refused",
+            SessionError::SubscribeFailed => "subscribe failed",
+            SessionError::LostBeforeSuback => "connection lost before SUBACK",
+            SessionError::SubscribeTimedOut => "subscribe timed out",
+            SessionError::PublishFailed => "publish failed",
+            SessionError::ConnectionLost => "connection lost",
+            SessionError::Flash(FlashStep::VerifyingUpdate) => {
+                "flash error while verifying the update"
+            }
+            SessionError::Flash(FlashStep::AcceptingUpdate) => {
+                "flash error while accepting an update"
+            }
+            SessionError::Flash(FlashStep::WritingUpdate) => "flash error while writing the update",
+            SessionError::Flash(FlashStep::ReleasingAcked) => {
+                "flash error while releasing acked presses"
+            }
+        }
     }
-    let found = with_timeout(STEP_TIMEOUT, stack.dns_query(host, DnsQueryType::A))
-        .await
-        .map_err(|_| "gateway name lookup timed out")?
-        .map_err(|_| "gateway name does not resolve")?;
-    found.first().copied().ok_or("gateway name has no address")
+}
+
+type Mqtt<'a, 'c, 's> =
+    Client<'a, 'c, TcpSocket<'s>, BumpBuffer<'c>, 1, 8, SEND_MAXIMUM, 0, 0, 0, 0>;
+
+/// The topics of one terminal.
+struct Topics {
+    status: String<64>,
+    ack: String<64>,
+    press: String<64>,
+    heartbeat: String<64>,
+    ota_command: String<64>,
+    ota_chunk: String<64>,
+    ota_request: String<64>,
+    ota_status: String<64>,
+    /// Everything the gateway sends this terminal: acks and OTA messages.
+    gateway: String<64>,
+}
+
+impl Topics {
+    fn of(id: &str) -> Topics {
+        Topics {
+            status: topic(TerminalStatusTopic(id)),
+            ack: topic(AckTopic(id)),
+            press: topic(PressTopic(id)),
+            heartbeat: topic(HeartbeatTopic(id)),
+            ota_command: topic(OtaCommandTopic(id)),
+            ota_chunk: topic(OtaChunkTopic(id)),
+            ota_request: topic(OtaRequestTopic(id)),
+            ota_status: topic(OtaStatusTopic(id)),
+            gateway: topic(GatewayFilter(id)),
+        }
+    }
 }
 
 /// `pressline/v1/gw/{terminal}/#`: everything the gateway sends a terminal.
@@ -83,58 +191,72 @@ fn topic<const N: usize>(t: impl core::fmt::Display) -> String<N> {
     s
 }
 
-fn name(topic: &str) -> Result<TopicName<'_>, &'static str> {
-    TopicName::new(MqttString::try_from(topic).map_err(|_| "topic")?).ok_or("topic")
+fn name(topic: &str) -> Result<TopicName<'_>, SessionError> {
+    let bad = SessionError::Setting(Setting::Topic);
+    TopicName::new(MqttString::try_from(topic).map_err(|_| bad)?).ok_or(bad)
 }
 
-/// Unacknowledged QoS 1 publishes rust-mqtt keeps (its `SEND_MAXIMUM`).
-const SEND_MAXIMUM: usize = 16;
-
-/// Whether a QoS 1 publish fits now with `$spare` slots left over:
+/// Whether a QoS 1 publish fits now with `spare` slots left over:
 /// rust-mqtt refuses one more than it (and the gateway's Receive Maximum)
 /// allows, and the session would end. The terminal core can hand out 16
 /// presses at once and the OTA receiver reports besides, so publishing
 /// waits for PUBACKs to free slots instead.
-macro_rules! room {
-    ($client:expr, $spare:expr) => {{
-        let limit = SEND_MAXIMUM.min(usize::from($client.server_config().receive_maximum.get()));
-        usize::from($client.session().active_outbound_publishes()) + $spare < limit
-    }};
+fn room(client: &Mqtt<'_, '_, '_>, spare: usize) -> bool {
+    let limit = SEND_MAXIMUM.min(usize::from(client.server_config().receive_maximum.get()));
+    usize::from(client.session().active_outbound_publishes()) + spare < limit
 }
 
-/// Publishes `$payload` on `$topic` (QoS 1 when `$reliable`, else QoS 0).
-/// A macro: the client's type has too many parameters to spell out twice.
-macro_rules! publish {
-    ($client:expr, $topic:expr, $payload:expr, $reliable:expr) => {{
-        let options = PublicationOptions::new(TopicReference::Name(name($topic.as_str())?));
-        let options = if $reliable {
-            options.at_least_once()
-        } else {
-            options
-        };
-        $client
-            .publish(&options, (&$payload[..]).into())
-            .await
-            .map_err(|_e| {
-                #[cfg(feature = "log")]
-                ::log::debug!("publish failed: {:?}", _e);
-                "publish failed"
-            })?;
-    }};
+/// Publishes `payload` on `topic` (QoS 1 when `reliable`, else QoS 0).
+async fn publish(
+    client: &mut Mqtt<'_, '_, '_>,
+    topic: &str,
+    payload: &[u8],
+    reliable: bool,
+) -> Result<(), SessionError> {
+    let options = PublicationOptions::new(TopicReference::Name(name(topic)?));
+    let options = if reliable {
+        options.at_least_once()
+    } else {
+        options
+    };
+    client
+        .publish(&options, payload.into())
+        .await
+        .map_err(|_e| {
+            #[cfg(feature = "log")]
+            ::log::debug!("publish failed: {:?}", _e);
+            SessionError::PublishFailed
+        })?;
+    Ok(())
+}
+
+async fn resolve(stack: Stack<'_>, host: &str) -> Result<IpAddress, SessionError> {
+    if let Ok(ip) = host.parse::<core::net::Ipv4Addr>() {
+        return Ok(IpAddress::Ipv4(ip));
+    }
+    let found = with_timeout(STEP_TIMEOUT, stack.dns_query(host, DnsQueryType::A))
+        .await
+        .map_err(|_| SessionError::LookupTimedOut)?
+        .map_err(|_| SessionError::NameDoesNotResolve)?;
+    found.first().copied().ok_or(SessionError::NameHasNoAddress)
+}
+
+/// What a session works with.
+pub struct Parts<'p, 'o, B, F: MultiwriteNorFlash, DFU: NorFlash, STATE: NorFlash, const Q: usize> {
+    pub board: &'p mut B,
+    pub terminal: &'p mut DurableTerminal<F, Q>,
+    pub ota: &'p mut OtaReceiver<'o, DFU, STATE>,
+    pub settings: &'p Settings,
+    pub liveness: &'p Liveness,
 }
 
 /// Runs one session until the connection fails (the error says why) or an
 /// update asks for a reboot (`Ok`).
-#[allow(clippy::too_many_arguments)]
 pub async fn run<B, F, DFU, STATE, M, const Q: usize, const N: usize>(
-    board: &mut B,
+    parts: Parts<'_, '_, B, F, DFU, STATE, Q>,
     stack: Stack<'_>,
-    terminal: &mut DurableTerminal<F, Q>,
-    ota: &mut OtaReceiver<'_, DFU, STATE>,
-    settings: &Settings,
     presses: &Receiver<'_, M, Button, N>,
-    liveness: &Liveness,
-) -> Result<(), &'static str>
+) -> Result<(), SessionError>
 where
     B: Board,
     F: MultiwriteNorFlash,
@@ -142,6 +264,7 @@ where
     STATE: NorFlash,
     M: RawMutex,
 {
+    let settings = parts.settings;
     let address = resolve(stack, &settings.gateway_host).await?;
     let mut rx = [0u8; 1536];
     let mut tx = [0u8; 1536];
@@ -155,107 +278,191 @@ where
         socket.connect((address, settings.gateway_port)),
     )
     .await
-    .map_err(|_| "gateway connect timed out")?
-    .map_err(|_| "cannot reach the gateway")?;
-    liveness.check_in(uptime_ms());
+    .map_err(|_| SessionError::ConnectTimedOut)?
+    .map_err(|_| SessionError::Unreachable)?;
+    parts.liveness.check_in(uptime_ms());
 
-    let id = settings.terminal.as_str();
-    let status_topic: String<64> = topic(TerminalStatusTopic(id));
-    let ack_topic: String<64> = topic(AckTopic(id));
-    let press_topic: String<64> = topic(PressTopic(id));
-    let heartbeat_topic: String<64> = topic(HeartbeatTopic(id));
-    let ota_command_topic: String<64> = topic(OtaCommandTopic(id));
-    let ota_chunk_topic: String<64> = topic(OtaChunkTopic(id));
-    let ota_request_topic: String<64> = topic(OtaRequestTopic(id));
-    let ota_status_topic: String<64> = topic(OtaStatusTopic(id));
-    // Everything the gateway sends this terminal: acks and OTA messages.
-    let gateway_filter: String<64> = topic(GatewayFilter(id));
-
+    let topics = Topics::of(settings.terminal.as_str());
     let mut buffer = [0u8; 2048];
     let mut bump = BumpBuffer::new(&mut buffer);
-    let mut client: Client<'_, '_, TcpSocket<'_>, BumpBuffer<'_>, 1, 8, SEND_MAXIMUM, 0, 0, 0, 0> =
-        Client::new(&mut bump);
+    let mut client: Mqtt<'_, '_, '_> = Client::new(&mut bump);
+    connect(&mut client, socket, settings, &topics).await?;
+    subscribe(&mut client, &topics).await?;
+    log_info!(
+        "connected to the gateway at {}:{}",
+        settings.gateway_host.as_str(),
+        settings.gateway_port
+    );
+    let mut session = Session {
+        parts,
+        client,
+        topics,
+        next_heartbeat: Instant::now(),
+    };
+    session.started().await;
+    session.serve(presses).await
+}
 
+/// MQTT CONNECT: clean start, keep-alive, last will, login when the
+/// terminal has a secret (closed-mode gateways admit registered terminals
+/// logging in as themselves).
+async fn connect<'s>(
+    client: &mut Mqtt<'_, '_, 's>,
+    socket: TcpSocket<'s>,
+    settings: &Settings,
+    topics: &Topics,
+) -> Result<(), SessionError> {
+    let setting = SessionError::Setting;
+    let id = settings.terminal.as_str();
     let will = WillOptions::new(
-        name(status_topic.as_str())?,
-        MqttBinary::from_slice(WILL_OFFLINE).map_err(|_| "will")?,
+        name(topics.status.as_str())?,
+        MqttBinary::from_slice(WILL_OFFLINE).map_err(|_| setting(Setting::Will))?,
     )
     .at_least_once();
     let password = settings
         .secret
         .as_ref()
         .map(pressline_protocol::auth::mqtt_password);
+    let keep_alive = NonZero::new(30).ok_or(setting(Setting::KeepAlive))?;
     let mut options = ConnectOptions::new()
         .clean_start()
-        .keep_alive(KeepAlive::Seconds(NonZero::new(30).ok_or("keep alive")?))
+        .keep_alive(KeepAlive::Seconds(keep_alive))
         .will(will);
     if let Some(password) = &password {
-        // Closed-mode gateways admit registered terminals logging in as
-        // themselves.
         options = options
-            .user_name(MqttString::try_from(id).map_err(|_| "user name")?)
-            .password(MqttBinary::from_slice(password.as_bytes()).map_err(|_| "password")?);
+            .user_name(MqttString::try_from(id).map_err(|_| setting(Setting::UserName))?)
+            .password(
+                MqttBinary::from_slice(password.as_bytes())
+                    .map_err(|_| setting(Setting::Password))?,
+            );
     }
-    let client_id = MqttString::try_from(id).map_err(|_| "client id")?;
+    let client_id = MqttString::try_from(id).map_err(|_| setting(Setting::ClientId))?;
     with_timeout(
         STEP_TIMEOUT,
         client.connect(socket, &options, Some(client_id)),
     )
     .await
-    .map_err(|_| "MQTT connect timed out")?
-    .map_err(|_| "MQTT connect refused")?;
+    .map_err(|_| SessionError::MqttConnectTimedOut)?
+    .map_err(|_| SessionError::MqttConnectRefused)?;
+    Ok(())
+}
 
-    let filter =
-        TopicFilter::new(MqttString::try_from(gateway_filter.as_str()).map_err(|_| "topic")?)
-            .ok_or("topic")?;
+/// One SUBSCRIBE for everything the gateway sends, waited on until its
+/// SUBACK.
+async fn subscribe(client: &mut Mqtt<'_, '_, '_>, topics: &Topics) -> Result<(), SessionError> {
+    let bad = SessionError::Setting(Setting::Topic);
+    let filter = TopicFilter::new(MqttString::try_from(topics.gateway.as_str()).map_err(|_| bad)?)
+        .ok_or(bad)?;
     with_timeout(STEP_TIMEOUT, async {
         client
             .subscribe(filter, &SubscriptionOptions::new().at_least_once())
             .await
-            .map_err(|_| "subscribe failed")?;
+            .map_err(|_| SessionError::SubscribeFailed)?;
         loop {
-            match client
+            let event = client
                 .poll()
                 .await
-                .map_err(|_| "connection lost before SUBACK")?
-            {
-                Event::Suback(_) => return Ok::<(), &'static str>(()),
-                _ => continue,
+                .map_err(|_| SessionError::LostBeforeSuback)?;
+            if let Event::Suback(_) = event {
+                return Ok::<(), SessionError>(());
             }
         }
     })
     .await
-    .map_err(|_| "subscribe timed out")??;
+    .map_err(|_| SessionError::SubscribeTimedOut)??;
     // SAFETY: no event borrowing the buffer is alive any more.
     unsafe { client.buffer_mut().reset() };
-    log_info!(
-        "connected to the gateway at {}:{}",
-        settings.gateway_host.as_str(),
-        settings.gateway_port
-    );
-    terminal.handle_connected(uptime_ms());
-    ota.handle_connected(uptime_ms());
-    if ota.is_trial() {
-        // Back on the gateway with the new image: keep it.
-        match ota.confirm(terminal).await {
-            Ok(()) => log_info!("new firmware confirmed"),
-            Err(_) => log_error!("cannot confirm the new firmware (flash error)"),
+    Ok(())
+}
+
+/// A connected session.
+struct Session<
+    'p,
+    'o,
+    'a,
+    'c,
+    's,
+    B,
+    F: MultiwriteNorFlash,
+    DFU: NorFlash,
+    STATE: NorFlash,
+    const Q: usize,
+> {
+    parts: Parts<'p, 'o, B, F, DFU, STATE, Q>,
+    client: Mqtt<'a, 'c, 's>,
+    topics: Topics,
+    next_heartbeat: Instant,
+}
+
+impl<B, F, DFU, STATE, const Q: usize> Session<'_, '_, '_, '_, '_, B, F, DFU, STATE, Q>
+where
+    B: Board,
+    F: MultiwriteNorFlash,
+    DFU: NorFlash,
+    STATE: NorFlash,
+{
+    /// Connected: the core resends what is unacked; a trial image is kept.
+    async fn started(&mut self) {
+        let Parts { terminal, ota, .. } = &mut self.parts;
+        terminal.handle_connected(uptime_ms());
+        ota.handle_connected(uptime_ms());
+        if ota.is_trial() {
+            // Back on the gateway with the new image: keep it.
+            match ota.confirm(*terminal).await {
+                Ok(()) => log_info!("new firmware confirmed"),
+                Err(_) => crate::log::log_error!("cannot confirm the new firmware (flash error)"),
+            }
         }
     }
-    let mut next_heartbeat = Instant::now();
 
-    loop {
-        liveness.check_in(uptime_ms());
-        // Publish what the core wants out (QoS 1; only its durable ack
-        // counts), leaving a slot for the OTA receiver's reports.
-        while room!(client, 1) {
-            let Some(mut press) = terminal.poll_transmit(uptime_ms()) else {
+    /// Until the connection fails or an update asks for a reboot.
+    async fn serve<M: RawMutex, const N: usize>(
+        &mut self,
+        presses: &Receiver<'_, M, Button, N>,
+    ) -> Result<(), SessionError> {
+        loop {
+            self.parts.liveness.check_in(uptime_ms());
+            self.publish_presses().await?;
+            self.publish_ota().await?;
+            if self.parts.ota.wants_reboot() {
+                return Ok(()); // the caller reboots into the new image
+            }
+            self.heartbeat().await?;
+            let wake = self.next_wake();
+            match select3(
+                self.client.poll_header(),
+                presses.receive(),
+                Timer::at(wake),
+            )
+            .await
+            {
+                Either3::First(header) => {
+                    let header = header.map_err(|_| SessionError::ConnectionLost)?;
+                    self.receive(header).await?;
+                }
+                Either3::Second(button) => {
+                    let Parts {
+                        board, terminal, ..
+                    } = &mut self.parts;
+                    queue_press(*board, *terminal, button).await
+                }
+                Either3::Third(()) => {}
+            }
+        }
+    }
+
+    /// What the core wants out (QoS 1; only its durable ack counts),
+    /// leaving a slot for the OTA receiver's reports.
+    async fn publish_presses(&mut self) -> Result<(), SessionError> {
+        while room(&self.client, 1) {
+            let Some(mut press) = self.parts.terminal.poll_transmit(uptime_ms()) else {
                 break;
             };
+            let settings = self.parts.settings;
             if let Some(secret) = &settings.secret {
                 press.mac = Some(pressline_protocol::auth::press_mac(
                     secret,
-                    id,
+                    settings.terminal.as_str(),
                     press.id,
                     press.button,
                 ));
@@ -264,111 +471,138 @@ where
             let Ok(payload) = press.encode(&mut bytes) else {
                 continue;
             };
-            publish!(client, press_topic, payload, true);
+            publish(&mut self.client, self.topics.press.as_str(), payload, true).await?;
         }
-        // Firmware update traffic: chunk requests, then status (a
-        // "verifying" status goes out before the slow signature check).
-        while let Some(request) = ota.poll_request(uptime_ms()) {
+        Ok(())
+    }
+
+    /// Firmware update traffic: chunk requests, then status (a "verifying"
+    /// status goes out before the slow signature check).
+    async fn publish_ota(&mut self) -> Result<(), SessionError> {
+        while let Some(request) = self.parts.ota.poll_request(uptime_ms()) {
             let mut bytes = [0u8; SMALL_BUF_LEN];
             if let Ok(payload) = ota_transfer::encode(&request, &mut bytes) {
-                publish!(client, ota_request_topic, payload, false);
+                let topic = self.topics.ota_request.as_str();
+                publish(&mut self.client, topic, payload, false).await?;
             }
         }
         for pass in 0..2 {
-            while room!(client, 0) {
-                let Some(status) = ota.poll_status() else {
+            while room(&self.client, 0) {
+                let Some(status) = self.parts.ota.poll_status() else {
                     break;
                 };
                 let mut bytes = [0u8; SMALL_BUF_LEN];
                 if let Ok(payload) = ota_transfer::encode(&status, &mut bytes) {
-                    publish!(client, ota_status_topic, payload, true);
+                    let topic = self.topics.ota_status.as_str();
+                    publish(&mut self.client, topic, payload, true).await?;
                 }
             }
+            let Parts { terminal, ota, .. } = &mut self.parts;
             if pass == 0 && ota.needs_verify() {
-                ota.verify(terminal)
+                ota.verify(*terminal)
                     .await
-                    .map_err(|_| "flash error while verifying the update")?;
+                    .map_err(|_| SessionError::Flash(FlashStep::VerifyingUpdate))?;
             }
         }
-        if ota.wants_reboot() {
-            return Ok(()); // the caller reboots into the new image
-        }
-        if Instant::now() >= next_heartbeat {
-            let device = DeviceStatus {
-                firmware: ota.running(),
-                battery_mv: board.battery_mv(),
-                rssi_dbm: board.rssi_dbm().await,
-                reset_reason: board.reset_reason(),
-                unix_time_ms: None,
-            };
-            let hb = terminal.heartbeat(uptime_ms(), device);
-            let mut bytes = [0u8; HEARTBEAT_BUF_LEN];
-            let encoded = match &settings.secret {
-                Some(secret) => hb.encode_signed(secret, id, &mut bytes),
-                None => hb.encode(&mut bytes),
-            };
-            if let Ok(payload) = encoded {
-                publish!(client, heartbeat_topic, payload, false);
-            }
-            next_heartbeat = Instant::now() + HEARTBEAT_EVERY;
-        }
+        Ok(())
+    }
 
-        let mut wake = next_heartbeat.min(Instant::now() + CHECK_IN_EVERY);
-        if let Some(ms) = terminal.poll_timeout() {
+    async fn heartbeat(&mut self) -> Result<(), SessionError> {
+        if Instant::now() < self.next_heartbeat {
+            return Ok(());
+        }
+        let Parts {
+            board,
+            terminal,
+            ota,
+            settings,
+            ..
+        } = &mut self.parts;
+        let device = DeviceStatus {
+            firmware: ota.running(),
+            battery_mv: board.battery_mv(),
+            rssi_dbm: board.rssi_dbm().await,
+            reset_reason: board.reset_reason(),
+            unix_time_ms: None,
+        };
+        let hb = terminal.heartbeat(uptime_ms(), device);
+        let mut bytes = [0u8; HEARTBEAT_BUF_LEN];
+        let encoded = match &settings.secret {
+            Some(secret) => hb.encode_signed(secret, settings.terminal.as_str(), &mut bytes),
+            None => hb.encode(&mut bytes),
+        };
+        if let Ok(payload) = encoded {
+            let topic = self.topics.heartbeat.as_str();
+            publish(&mut self.client, topic, payload, false).await?;
+        }
+        self.next_heartbeat = Instant::now() + HEARTBEAT_EVERY;
+        Ok(())
+    }
+
+    fn next_wake(&self) -> Instant {
+        let mut wake = self.next_heartbeat.min(Instant::now() + CHECK_IN_EVERY);
+        if let Some(ms) = self.parts.terminal.poll_timeout() {
             wake = wake.min(Instant::from_millis(ms));
         }
-        if let Some(ms) = ota.poll_timeout() {
+        if let Some(ms) = self.parts.ota.poll_timeout() {
             wake = wake.min(Instant::from_millis(ms));
         }
-        match select3(client.poll_header(), presses.receive(), Timer::at(wake)).await {
-            Either3::First(header) => {
-                let header = header.map_err(|_| "connection lost")?;
-                let mut ack = None;
-                if let Event::Publish(publish) = client
-                    .poll_body(header)
-                    .await
-                    .map_err(|_| "connection lost")?
-                {
-                    let topic: &str = match &publish.topic {
-                        TopicReference::Name(n) => n.as_ref().as_ref(),
-                        _ => "",
-                    };
-                    let message = publish.message.as_ref();
-                    #[cfg(feature = "log")]
-                    ::log::debug!("received {} ({} bytes)", topic, message.len());
-                    if topic == ack_topic.as_str() {
-                        ack = Ack::decode(message).ok();
-                    } else if topic == ota_command_topic.as_str() {
-                        match ota_transfer::decode::<OtaCommand>(message) {
-                            Ok(OtaCommand::Offer(offer)) => ota
-                                .handle_offer(uptime_ms(), &offer, terminal)
-                                .await
-                                .map_err(|_| "flash error while accepting an update")?,
-                            Ok(OtaCommand::Cancel { rollout }) => ota.handle_cancel(rollout),
-                            Err(_) => log_warn!("undecodable OTA command"),
-                        }
-                    } else if topic == ota_chunk_topic.as_str() {
-                        match ota_transfer::decode::<Chunk>(message) {
-                            Ok(chunk) => ota
-                                .handle_chunk(uptime_ms(), &chunk, terminal)
-                                .await
-                                .map_err(|_| "flash error while writing the update")?,
-                            Err(_) => log_warn!("undecodable OTA chunk"),
-                        }
-                    }
-                }
-                // SAFETY: the event (which borrowed the buffer) is dropped.
-                unsafe { client.buffer_mut().reset() };
-                if let Some(ack) = ack {
-                    terminal
-                        .handle_ack(uptime_ms(), &ack)
+        wake
+    }
+
+    /// One message from the gateway: a durable ack, or OTA traffic.
+    async fn receive(
+        &mut self,
+        header: rust_mqtt::header::FixedHeader,
+    ) -> Result<(), SessionError> {
+        let mut ack = None;
+        let event = self
+            .client
+            .poll_body(header)
+            .await
+            .map_err(|_| SessionError::ConnectionLost)?;
+        if let Event::Publish(publish) = event {
+            let topic: &str = match &publish.topic {
+                TopicReference::Name(n) => n.as_ref().as_ref(),
+                _ => "",
+            };
+            let message = publish.message.as_ref();
+            #[cfg(feature = "log")]
+            ::log::debug!("received {} ({} bytes)", topic, message.len());
+            let Parts { terminal, ota, .. } = &mut self.parts;
+            if topic == self.topics.ack.as_str() {
+                ack = Ack::decode(message).ok();
+            } else if topic == self.topics.ota_command.as_str() {
+                match ota_transfer::decode::<OtaCommand>(message) {
+                    Ok(OtaCommand::Offer(offer)) => ota
+                        .handle_offer(uptime_ms(), &offer, *terminal)
                         .await
-                        .map_err(|_| "flash error while releasing acked presses")?;
-                    board.presses_released(&ack, terminal.queue_len());
+                        .map_err(|_| SessionError::Flash(FlashStep::AcceptingUpdate))?,
+                    Ok(OtaCommand::Cancel { rollout }) => ota.handle_cancel(rollout),
+                    Err(_) => log_warn!("undecodable OTA command"),
+                }
+            } else if topic == self.topics.ota_chunk.as_str() {
+                match ota_transfer::decode::<Chunk>(message) {
+                    Ok(chunk) => ota
+                        .handle_chunk(uptime_ms(), &chunk, *terminal)
+                        .await
+                        .map_err(|_| SessionError::Flash(FlashStep::WritingUpdate))?,
+                    Err(_) => log_warn!("undecodable OTA chunk"),
                 }
             }
-            Either3::Second(button) => queue_press(board, terminal, button).await,
-            Either3::Third(()) => {}
         }
+        // SAFETY: the event (which borrowed the buffer) is dropped.
+        unsafe { self.client.buffer_mut().reset() };
+        if let Some(ack) = ack {
+            let Parts {
+                board, terminal, ..
+            } = &mut self.parts;
+            terminal
+                .handle_ack(uptime_ms(), &ack)
+                .await
+                .map_err(|_| SessionError::Flash(FlashStep::ReleasingAcked))?;
+            board.presses_released(&ack, terminal.queue_len());
+        }
+        Ok(())
     }
 }

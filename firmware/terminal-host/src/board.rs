@@ -151,7 +151,7 @@ fn line(text: std::fmt::Arguments<'_>) {
 }
 
 impl Board for HostBoard {
-    async fn connect_network(&mut self) -> Result<(), &'static str> {
+    async fn connect_network(&mut self) -> Result<(), pressline_terminal_app::NetworkError> {
         // A TAP device is always "joined"; the address is static.
         Ok(())
     }

@@ -15,7 +15,8 @@
 //!   documents awaiting the upstream broker's PUBACK ([`outbox`]).
 //! - `aggregates`: checkpoints of the satisfaction aggregates ([`aggregates`]).
 //! - `terminals`, `alerts`, `credentials`, `releases`, `rollouts`: JSON
-//!   records owned by the terminal registry, identities and OTA.
+//!   records owned by the terminal registry, identities and OTA, each
+//!   with its durability rule ([`json_records`]).
 //! - `notifications`: alert notifications awaiting delivery, written in the
 //!   same transaction as the alert transition that caused them
 //!   ([`crate::alerting`]).
@@ -54,6 +55,7 @@ use sled::Transactional;
 
 pub mod aggregates;
 pub mod dedup;
+mod json_records;
 mod migrate;
 pub mod outbox;
 pub mod press_log;
@@ -66,6 +68,7 @@ pub use records::{
 };
 
 use dedup::{DedupIndex, DedupRecord};
+use json_records::{Durability, JsonTree};
 use outbox::Outbox;
 use press_log::PressLog;
 
@@ -150,11 +153,11 @@ struct Open {
     dedup: Mutex<DedupIndex>,
     outbox: Outbox,
     aggregates: sled::Tree,
-    terminals: sled::Tree,
-    alerts: sled::Tree,
-    credentials: sled::Tree,
-    releases: sled::Tree,
-    rollouts: sled::Tree,
+    terminals: JsonTree,
+    alerts: JsonTree,
+    credentials: JsonTree,
+    releases: JsonTree,
+    rollouts: JsonTree,
     notifications: sled::Tree,
     next_notification: AtomicU64,
 }
@@ -217,6 +220,7 @@ impl Open {
         let dedup_tree = db.open_tree("dedup")?;
         migrate::layout1(&db, &meta, &press_log, &dedup_tree)?;
         migrate::layout2(&db, &press_log)?;
+        migrate::outbox_trees(&db, outbox::SEGMENT_KEYS)?;
         let outbox = Outbox::open(&db, &meta, outbox::SEGMENT_KEYS)?;
         press_log.rebuild_tail(&db, &outbox)?;
         if meta.get(LAYOUT_KEY)?.as_deref() != Some(&[LAYOUT]) {
@@ -237,11 +241,11 @@ impl Open {
             dedup: Mutex::new(DedupIndex::default()),
             outbox,
             aggregates: db.open_tree("aggregates")?,
-            terminals: db.open_tree("terminals")?,
-            alerts: db.open_tree("alerts")?,
-            credentials: db.open_tree("credentials")?,
-            releases: db.open_tree("releases")?,
-            rollouts: db.open_tree("rollouts")?,
+            terminals: JsonTree::open(&db, "terminals", "terminal", Durability::Background)?,
+            alerts: JsonTree::open(&db, "alerts", "alert", Durability::Flushed)?,
+            credentials: JsonTree::open(&db, "credentials", "credential", Durability::Flushed)?,
+            releases: JsonTree::open(&db, "releases", "release", Durability::Flushed)?,
+            rollouts: JsonTree::open(&db, "rollouts", "rollout", Durability::Flushed)?,
             next_notification: AtomicU64::new(next_notification),
             notifications,
             db,
@@ -591,20 +595,13 @@ impl Store {
 
     /// Saves a registry record (JSON, so the layout can grow fields).
     pub fn save_terminal<T: Serialize>(&self, id: &str, value: &T) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(value).map_err(json_err)?;
-        self.with(|o| Ok(o.terminals.insert(id.as_bytes(), bytes).map(drop)?))
+        self.with(|o| o.terminals.save(id.as_bytes(), value))
     }
 
     /// Deletes alerts dropped from the history.
     pub fn delete_alerts(&self, ids: &[u64]) -> Result<(), StoreError> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let mut batch = sled::Batch::default();
-        for id in ids {
-            batch.remove(&id.to_be_bytes());
-        }
-        self.with(|o| Ok(o.alerts.apply_batch(batch)?))
+        let keys: Vec<[u8; 8]> = ids.iter().map(|id| id.to_be_bytes()).collect();
+        self.with(|o| o.alerts.remove_all(&keys))
     }
 
     /// Saves an alert transition and queues its notifications, in one
@@ -627,7 +624,7 @@ impl Store {
                 .iter()
                 .map(|_| o.next_notification.fetch_add(1, Ordering::Relaxed))
                 .collect();
-            (&o.alerts, &o.notifications)
+            (o.alerts.tree(), &o.notifications)
                 .transaction(|(alerts, queue)| {
                     alerts.insert(&id.to_be_bytes(), alert.as_slice())?;
                     for (key, record) in keys.iter().zip(&records) {
@@ -636,7 +633,7 @@ impl Store {
                     Ok::<(), ConflictableTransactionError<StoreError>>(())
                 })
                 .map_err(tx_error)?;
-            o.db.flush()?;
+            o.alerts.settle()?;
             Ok(keys)
         })
     }
@@ -685,65 +682,60 @@ impl Store {
     /// Every saved terminal record; undecodable ones are skipped (and logged).
     pub fn load_terminals<T: serde::de::DeserializeOwned>(&self) -> Vec<T> {
         self.current()
-            .map(|o| load_all(&o.terminals, "terminal"))
+            .map(|o| o.terminals.load_all())
             .unwrap_or_default()
     }
 
     pub fn load_alerts<T: serde::de::DeserializeOwned>(&self) -> Vec<T> {
         self.current()
-            .map(|o| load_all(&o.alerts, "alert"))
+            .map(|o| o.alerts.load_all())
             .unwrap_or_default()
     }
 
-    /// Saves a registered terminal's credential (JSON, owned by the
-    /// terminal identities).
+    /// Saves a registered terminal's credential (owned by the terminal
+    /// identities).
     pub fn save_credential<T: Serialize>(
         &self,
         terminal: &str,
         value: &T,
     ) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(value).map_err(json_err)?;
-        self.with(|o| Ok(o.credentials.insert(terminal.as_bytes(), bytes).map(drop)?))
+        self.with(|o| o.credentials.save(terminal.as_bytes(), value))
+    }
+
+    /// One terminal's credential, if it is registered.
+    pub fn load_credential<T: serde::de::DeserializeOwned>(
+        &self,
+        terminal: &str,
+    ) -> Result<Option<T>, StoreError> {
+        self.with(|o| o.credentials.get(terminal.as_bytes()))
     }
 
     pub fn load_credentials<T: serde::de::DeserializeOwned>(&self) -> Vec<T> {
         self.current()
-            .map(|o| load_all(&o.credentials, "credential"))
+            .map(|o| o.credentials.load_all())
             .unwrap_or_default()
     }
 
-    /// Saves an uploaded firmware release's description (flushed: an
-    /// acknowledged upload must survive a crash).
+    /// Saves an uploaded firmware release's description.
     pub fn save_release<T: Serialize>(&self, key: &str, value: &T) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(value).map_err(json_err)?;
-        self.with(|o| {
-            o.releases.insert(key.as_bytes(), bytes)?;
-            o.db.flush()?;
-            Ok(())
-        })
+        self.with(|o| o.releases.save(key.as_bytes(), value))
     }
 
-    /// Saves a rollout (JSON, key = id BE) durably: a rollout step the
-    /// gateway forgets could offer a terminal twice or skip a halt.
+    /// Saves a rollout (key = id BE).
     pub fn save_rollout<T: Serialize>(&self, id: u32, value: &T) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Encode(e.to_string()))?;
-        self.with(|o| {
-            o.rollouts.insert(id.to_be_bytes(), bytes)?;
-            o.rollouts.flush()?;
-            Ok(())
-        })
+        self.with(|o| o.rollouts.save(&id.to_be_bytes(), value))
     }
 
     /// Every stored rollout that decodes (others are logged and skipped).
     pub fn load_rollouts<T: serde::de::DeserializeOwned>(&self) -> Vec<T> {
         self.current()
-            .map(|o| load_all(&o.rollouts, "rollout"))
+            .map(|o| o.rollouts.load_all())
             .unwrap_or_default()
     }
 
     pub fn load_releases<T: serde::de::DeserializeOwned>(&self) -> Vec<T> {
         self.current()
-            .map(|o| load_all(&o.releases, "release"))
+            .map(|o| o.releases.load_all())
             .unwrap_or_default()
     }
 
@@ -880,22 +872,6 @@ fn recover(shared: Arc<Shared>, old: Arc<Open>) {
 
 fn json_err(e: serde_json::Error) -> StoreError {
     StoreError::Encode(format!("record does not serialize: {e}"))
-}
-
-fn load_all<T: serde::de::DeserializeOwned>(tree: &sled::Tree, what: &str) -> Vec<T> {
-    let mut out = Vec::new();
-    for item in tree.iter() {
-        match item {
-            Ok((_, v)) => match serde_json::from_slice(&v) {
-                Ok(t) => out.push(t),
-                Err(e) => {
-                    tracing::warn!(error = %e, "skipping an undecodable stored {what} record")
-                }
-            },
-            Err(e) => tracing::error!(error = %e, "cannot read stored {what} records"),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -56,11 +56,8 @@
 //! after a read began, and a document that reserves 111 and is written
 //! while that commit is still writing, must not hand the read 111 either.
 //!
-//! # Earlier layouts
-//! Store layout 1 kept one rendered document per message in
-//! `outbox.<segment>` trees (and layout 0 in one `outbox` tree). At open
-//! their entries become document records under the same ids, so the
-//! acknowledged ranges stay valid.
+//! Earlier layouts' outboxes are converted into this one before it opens
+//! ([`super::migrate::outbox_trees`]).
 
 use pressline_host::sync::{LockExt, RwLockExt};
 use std::collections::BTreeMap;
@@ -73,10 +70,6 @@ use super::records::{OutboxEntry, OutboxItem, OutboxRecord, PressBatch, StoreErr
 pub const SEGMENT_KEYS: u64 = 1 << 14;
 
 const TREE_PREFIX: &str = "outbox2.";
-/// Segments of store layout 1 (rendered documents), converted at open.
-const LAYOUT1_PREFIX: &str = "outbox.";
-/// The single tree of layout 0, converted at open.
-const LEGACY_TREE: &str = "outbox";
 const ACKED_KEY: &[u8] = b"outbox_acked";
 /// Acknowledged ranges are written at least this often while PUBACKs come.
 pub const PERSIST_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
@@ -192,7 +185,7 @@ impl AckedRanges {
         self.ranges.is_empty()
     }
 
-    fn encode(&self) -> Result<Vec<u8>, StoreError> {
+    pub(super) fn encode(&self) -> Result<Vec<u8>, StoreError> {
         let ranges: Vec<(u64, u64)> = self.ranges.iter().map(|(&s, &e)| (s, e)).collect();
         Ok(postcard::to_allocvec(&ranges)?)
     }
@@ -324,11 +317,18 @@ pub struct Outbox {
     in_flight: Mutex<InFlight>,
 }
 
-fn tree_name(segment: u64) -> String {
+/// The segment a tree's name (after its prefix) says, in hex.
+pub(super) fn segment_of_name(hex: &[u8]) -> Option<u64> {
+    std::str::from_utf8(hex)
+        .ok()
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+}
+
+pub(super) fn tree_name(segment: u64) -> String {
     format!("{TREE_PREFIX}{segment:016x}")
 }
 
-fn key_of(raw: &[u8]) -> Result<u64, StoreError> {
+pub(super) fn key_of(raw: &[u8]) -> Result<u64, StoreError> {
     raw.try_into()
         .map(u64::from_be_bytes)
         .map_err(|_| StoreError::Malformed("outbox key is not 8 bytes"))
@@ -374,8 +374,7 @@ fn nothing_between(tree: &sled::Tree, lo: u64, hi: u64) -> bool {
 
 impl Outbox {
     /// Opens the outbox in `db`: finds its segments, loads the acknowledged
-    /// ranges, converts the outboxes of earlier layouts, and drops segments
-    /// a crash left fully acknowledged.
+    /// ranges, and drops segments a crash left fully acknowledged.
     pub fn open(db: &sled::Db, meta: &sled::Tree, segment_keys: u64) -> Result<Outbox, StoreError> {
         if segment_keys == 0 {
             return Err(StoreError::Malformed(
@@ -383,28 +382,14 @@ impl Outbox {
             ));
         }
         let mut segments = BTreeMap::new();
-        let mut earlier = Vec::new();
         for name in db.tree_names() {
-            if name.as_ref() == LEGACY_TREE.as_bytes() {
-                earlier.push(name);
+            let Some(hex) = name.strip_prefix(TREE_PREFIX.as_bytes()) else {
                 continue;
-            }
-            let (hex, current) = match (
-                name.strip_prefix(TREE_PREFIX.as_bytes()),
-                name.strip_prefix(LAYOUT1_PREFIX.as_bytes()),
-            ) {
-                (Some(hex), _) => (hex, true),
-                (None, Some(hex)) => (hex, false),
-                (None, None) => continue,
             };
-            match std::str::from_utf8(hex)
-                .ok()
-                .and_then(|h| u64::from_str_radix(h, 16).ok())
-            {
-                Some(segment) if current => {
+            match segment_of_name(hex) {
+                Some(segment) => {
                     segments.insert(segment, db.open_tree(&name)?);
                 }
-                Some(_) => earlier.push(name),
                 None => tracing::warn!(
                     tree = %String::from_utf8_lossy(&name),
                     "ignoring a sled tree that looks like an outbox segment but is not named like one"
@@ -434,9 +419,6 @@ impl Outbox {
                 last_generated: db.generate_id()?,
             }),
         };
-        for name in earlier {
-            outbox.convert_earlier_tree(&name)?;
-        }
         {
             let mut segments = outbox.write_segments();
             let mut acked = outbox.acked();
@@ -468,51 +450,6 @@ impl Outbox {
 
     fn segment(&self, key: u64) -> u64 {
         key / self.segment_keys
-    }
-
-    /// Moves the rendered documents of an earlier layout's tree (layout
-    /// 0's single tree, or a layout-1 segment) into document records of
-    /// the current segments, keeping their ids (both came from sled's id
-    /// generator, so the acknowledged ranges stay right), then drops it. A
-    /// crash half-way repeats the copy, which is idempotent.
-    fn convert_earlier_tree(&self, name: &[u8]) -> Result<(), StoreError> {
-        let earlier = self.db.open_tree(name)?;
-        let mut moved = 0u64;
-        {
-            let mut segments = self.write_segments();
-            for item in earlier.iter() {
-                let (key, value) = item?;
-                let segment = self.segment(key_of(&key)?);
-                let tree = match segments.get(&segment) {
-                    Some(t) => t.clone(),
-                    None => {
-                        let t = self.db.open_tree(tree_name(segment))?;
-                        segments.insert(segment, t.clone());
-                        t
-                    }
-                };
-                // The entry's postcard bytes are a document record's body.
-                let entry: OutboxEntry = match postcard::from_bytes(&value) {
-                    Ok(entry) => entry,
-                    Err(e) => {
-                        tracing::error!(key = key_of(&key)?, error = %e, "an outbox entry of an earlier layout does not decode; left out");
-                        continue;
-                    }
-                };
-                tree.insert(key, OutboxRecord::Document(entry).to_bytes()?)?;
-                moved += 1;
-            }
-        }
-        self.db.flush()?;
-        self.db.drop_tree(name)?;
-        if moved > 0 {
-            tracing::info!(
-                messages = moved,
-                tree = %String::from_utf8_lossy(name),
-                "moved upstream messages of an earlier store layout into the current outbox"
-            );
-        }
-        Ok(())
     }
 
     /// Reserves `n` increasing ids and opens the segments they fall in.
@@ -1117,62 +1054,6 @@ mod tests {
         assert_eq!(keys.len(), 3);
         assert!(keys.contains(&slow_id));
         assert_eq!(outbox.last_key().unwrap(), keys.last().copied());
-    }
-
-    #[test]
-    fn the_single_tree_of_earlier_versions_is_migrated_with_its_keys() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let db = sled::open(dir.path()).unwrap();
-            let legacy = db.open_tree(LEGACY_TREE).unwrap();
-            for k in [5u64, 6, 70_000] {
-                legacy
-                    .insert(k.to_be_bytes(), postcard::to_allocvec(&entry(k)).unwrap())
-                    .unwrap();
-            }
-            db.flush().unwrap();
-        }
-        let (db, outbox) = open(dir.path(), SEGMENT_KEYS);
-        assert_eq!(all_keys(&outbox), vec![5, 6, 70_000]);
-        assert_eq!(
-            outbox.read(6, 6, 10).unwrap()[0].1,
-            OutboxItem::Document(entry(6))
-        );
-        assert!(!db
-            .tree_names()
-            .iter()
-            .any(|n| n.as_ref() == LEGACY_TREE.as_bytes()));
-    }
-
-    #[test]
-    fn layout_1_segments_become_document_records_under_the_same_ids() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let db = sled::open(dir.path()).unwrap();
-            let meta = db.open_tree("meta").unwrap();
-            let segment = db.open_tree(format!("{LAYOUT1_PREFIX}{:016x}", 0)).unwrap();
-            for k in 1u64..=4 {
-                segment
-                    .insert(k.to_be_bytes(), postcard::to_allocvec(&entry(k)).unwrap())
-                    .unwrap();
-            }
-            // Layout 1 had acknowledged id 2.
-            let mut acked = AckedRanges::new(SEGMENT_KEYS);
-            acked.insert(2, never_anything_between);
-            meta.insert(ACKED_KEY, acked.encode().unwrap()).unwrap();
-            db.flush().unwrap();
-        }
-        let (db, outbox) = open(dir.path(), SEGMENT_KEYS);
-        assert_eq!(all_keys(&outbox), vec![1, 3, 4]);
-        assert_eq!(
-            outbox.count().unwrap(),
-            (3, 3),
-            "layout-1 press documents still count as presses"
-        );
-        assert!(db
-            .tree_names()
-            .iter()
-            .all(|n| !n.starts_with(LAYOUT1_PREFIX.as_bytes())));
     }
 
     #[test]

@@ -167,8 +167,8 @@ impl Identities {
             registered_at: now,
             revoked: false,
         };
+        // Saved (and flushed) before the broker accepts its login.
         self.store.save_credential(terminal, &credential)?;
-        self.store.flush()?;
         let entry = Entry {
             password: mqtt_password(&secret).to_string(),
             secret,
@@ -181,20 +181,18 @@ impl Identities {
     /// Revokes a terminal: its login and its presses are refused from now
     /// on. Returns false if it is not registered.
     pub fn revoke(&self, terminal: &str) -> Result<bool, StoreError> {
-        let mut entries = self.entries.write_locked();
-        let Some(entry) = entries.get_mut(terminal) else {
+        if !self.entries.read_locked().contains_key(terminal) {
             return Ok(false);
-        };
-        entry.revoked = true;
-        if let Some(mut c) = self
-            .store
-            .load_credentials::<Credential>()
-            .into_iter()
-            .find(|c| c.terminal == terminal)
-        {
+        }
+        // Saved (and flushed) first, outside the lock logins and presses
+        // are checked under: a revocation that did not reach the disk is
+        // an error, not one a restart quietly undoes.
+        if let Some(mut c) = self.store.load_credential::<Credential>(terminal)? {
             c.revoked = true;
             self.store.save_credential(terminal, &c)?;
-            self.store.flush()?;
+        }
+        if let Some(entry) = self.entries.write_locked().get_mut(terminal) {
+            entry.revoked = true;
         }
         Ok(true)
     }
