@@ -12,6 +12,8 @@ use std::time::Duration;
 use rustls::pki_types::CertificateDer;
 use rustls::{CertificateError, RootCertStore};
 
+use pressline_host::tls::find_rustls_error;
+
 use crate::sites::Site;
 
 /// Reads the CA certificates of a PEM file, checking there is at least one.
@@ -78,25 +80,4 @@ pub fn explain(error: &(dyn std::error::Error + 'static), site: &Site) -> Option
         ),
         other => format!("TLS with the gateway failed: {other}"),
     })
-}
-
-fn find_rustls_error<'a>(
-    error: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a rustls::Error> {
-    let mut current = Some(error);
-    while let Some(e) = current {
-        if let Some(found) = e.downcast_ref::<rustls::Error>() {
-            return Some(found);
-        }
-        if let Some(inner) = e
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-        {
-            if let Some(found) = find_rustls_error(inner) {
-                return Some(found);
-            }
-        }
-        current = e.source();
-    }
-    None
 }

@@ -31,9 +31,9 @@ const GATEWAY_TO_TERMINAL: &str = "pressline/v1/gw/#";
 /// 8 KiB) overflows a segment on its own, which rumqttd allows for the
 /// last entry, so a chunk in flight is kept too. rumqttd holds several
 /// hundred bytes per entry beyond what a segment counts, so these logs are
-/// kept as small as possible: with one-OTA-chunk segments, each terminal's
-/// log held up to about 300 old acks, and RSS grew with them for an hour
-/// (500 terminals: about 1.5 MiB a minute).
+/// kept as small as possible: larger segments keep hundreds of old acks per
+/// terminal, and memory grows with them (BENCHMARKS.md, "Over time, under
+/// reconnect churn").
 const TERMINAL_LOG_SEGMENT: usize = 1024;
 
 /// rumqttd configuration for the site broker.

@@ -10,8 +10,8 @@ use pressline_gateway::config::{Config, DEFAULT_TOML};
 use pressline_gateway::terminals::identity::{ModeSource, SecurityMode};
 
 /// mimalloc instead of glibc's malloc: sled copies and frees a leaf node
-/// per insert, and under ingest glibc's `malloc`/`free` were about 30 % of
-/// the gateway's CPU (BENCHMARKS.md, "allocator").
+/// per insert, which glibc's `malloc`/`free` make a large share of the
+/// gateway's CPU under ingest (BENCHMARKS.md, "Ingest ceiling").
 #[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -26,6 +26,29 @@ pub fn load_certs(path: &Path, what: &str) -> anyhow::Result<Vec<CertificateDer<
     Ok(certs)
 }
 
+/// The rustls error inside an error, however deeply wrapped (rumqttc and
+/// ureq wrap it in their own errors, tokio-rustls in `io::Error`).
+pub fn find_rustls_error<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a rustls::Error> {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(found) = e.downcast_ref::<rustls::Error>() {
+            return Some(found);
+        }
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            if let Some(found) = find_rustls_error(inner) {
+                return Some(found);
+            }
+        }
+        current = e.source();
+    }
+    None
+}
+
 /// Adds the CA certificates of a PEM file to `roots`.
 pub fn add_ca_file(roots: &mut RootCertStore, path: &Path, what: &str) -> anyhow::Result<()> {
     for cert in load_certs(path, what)? {

@@ -37,11 +37,15 @@ impl Ack {
     }
 
     pub fn decode(payload: &[u8]) -> Result<Ack, DecodeError> {
-        let ack: Ack = crate::envelope::decode(payload)?;
-        if ack.first_seq > ack.last_seq {
+        crate::envelope::decode::<Ack>(payload)?.checked()
+    }
+
+    /// The ack, if its range is a range (`first_seq` ≤ `last_seq`).
+    pub fn checked(self) -> Result<Ack, DecodeError> {
+        if self.first_seq > self.last_seq {
             return Err(DecodeError::Malformed);
         }
-        Ok(ack)
+        Ok(self)
     }
 }
 

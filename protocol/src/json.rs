@@ -120,10 +120,7 @@ pub fn encode_ack(ack: &Ack) -> Vec<u8> {
 /// Decodes a JSON ack.
 pub fn decode_ack(payload: &[u8]) -> Result<Ack, DecodeError> {
     let ack: Ack = serde_json::from_slice(payload).map_err(|_| DecodeError::Malformed)?;
-    if ack.first_seq > ack.last_seq {
-        return Err(DecodeError::Malformed);
-    }
-    Ok(ack)
+    ack.checked()
 }
 
 #[cfg(test)]

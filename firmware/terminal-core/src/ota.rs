@@ -317,34 +317,17 @@ impl<'d, DFU: NorFlash, STATE: NorFlash> OtaReceiver<'d, DFU, STATE> {
             Ok(ok) => ok,
             Err((failure, fields)) => {
                 let (target, size, sha256) = fields.unwrap_or((self.running, 0, [0; 32]));
-                let record = OtaRecord {
-                    rollout: offer.rollout,
-                    attempt: offer.attempt,
-                    target,
-                    previous: self.running,
-                    size,
-                    sha256,
-                    image_signature: [[0; 32]; 2],
-                    written: 0,
-                    phase: Phase::Failed(failure),
-                };
+                let mut record = self.fresh_record(offer, target, size, sha256, [[0; 32]; 2]);
+                record.phase = Phase::Failed(failure);
                 return self.replace_record(record, journal).await;
             }
         };
         let (target, size, sha256) = manifest_fields;
         if target == self.running {
             // Already running it (e.g. confirmed before a gateway restart).
-            let record = OtaRecord {
-                rollout: offer.rollout,
-                attempt: offer.attempt,
-                target,
-                previous: self.running,
-                size,
-                sha256,
-                image_signature: signature,
-                written: size,
-                phase: Phase::Confirmed,
-            };
+            let mut record = self.fresh_record(offer, target, size, sha256, signature);
+            record.written = size;
+            record.phase = Phase::Confirmed;
             return self.replace_record(record, journal).await;
         }
         let resume_from = self

@@ -182,27 +182,7 @@ pub fn server_config(
         })
 }
 
-/// The rustls error inside a connection error, however deeply wrapped
-/// (rumqttc wraps it in its own error, tokio-rustls in `io::Error`).
-pub fn find_rustls_error<'a>(
-    error: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a rustls::Error> {
-    let mut current = Some(error);
-    while let Some(e) = current {
-        if let Some(found) = e.downcast_ref::<rustls::Error>() {
-            return Some(found);
-        }
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if let Some(inner) = io.get_ref() {
-                if let Some(found) = find_rustls_error(inner) {
-                    return Some(found);
-                }
-            }
-        }
-        current = e.source();
-    }
-    None
-}
+pub use pressline_host::tls::find_rustls_error;
 
 /// Explains a TLS failure talking to `peer` in words an operator can act
 /// on; `None` when the error is not about TLS.

@@ -9,11 +9,10 @@
 //! while acknowledgements stay per message.
 //!
 //! # Why segments
-//! The first outbox was one sled tree from which every acknowledged entry
-//! was removed. Each removal is a page update, and during a drain of a
-//! million presses sled's I/O threads spent more CPU consolidating those
-//! removals than the forwarder spent forwarding (drain stuck at 18-30k/s;
-//! the same drain without removals ran at 69k/s).
+//! Removing every acknowledged entry from one sled tree makes each removal
+//! a page update, and during a long drain sled's I/O threads then spend
+//! more CPU consolidating removals than the forwarder spends forwarding
+//! (BENCHMARKS.md, "Backlog drain").
 //!
 //! So acknowledged messages are not removed one by one. Instead:
 //! - Ids are grouped into *segments* of [`SEGMENT_KEYS`] consecutive ids,
@@ -309,7 +308,8 @@ pub struct Outbox {
     /// after each batch of PUBACKs costs no tree walk.
     sealed_bounds: Mutex<std::collections::HashMap<u64, Option<(u64, u64)>>>,
     /// Acknowledgements not yet written to `meta`, and when it was last
-    /// written: one write per PUBACK burst cost 10 % of a drain's CPU.
+    /// written: a write per PUBACK burst would cost a drain much of its
+    /// CPU (BENCHMARKS.md, "Backlog drain").
     unpersisted: Mutex<(usize, std::time::Instant)>,
     persist_every: std::time::Duration,
     persist_after_keys: usize,

@@ -162,8 +162,9 @@ pub async fn run(
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     // Terminals whose counters changed, saved on the next tick rather than
-    // per batch of presses (it was 16 % of the gateway's CPU under load; a
-    // crash loses at most a second of counters, never a press).
+    // per batch of presses: a save per batch costs the ingest ceiling
+    // (BENCHMARKS.md, "Ingest ceiling"), and a crash loses at most a
+    // second of counters, never a press.
     let mut unsaved: BTreeSet<String> = BTreeSet::new();
     loop {
         let events = tokio::select! {

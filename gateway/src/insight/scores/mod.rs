@@ -90,9 +90,9 @@ pub struct Scores {
     names: HashMap<String, Arc<str>>,
     /// (minute, terminal) → counts: the last [`LIVE_MINUTES`].
     minutes: BTreeMap<(i64, Arc<str>), Counts>,
-    /// (zone, second) → counts, for the alert rule (it runs every second;
-    /// walking every press in the window cost 7 % of the gateway's CPU
-    /// with a million presses in it).
+    /// (zone, second) → counts, for the zone rules: they run every second,
+    /// and walking every press of the window instead would cost in
+    /// proportion to the presses in it.
     zone_seconds: BTreeMap<(Arc<str>, i64), Counts>,
     /// Today and yesterday (local), complete.
     terminal_days: BTreeMap<(i64, Arc<str>), DaySlots>,

@@ -262,7 +262,7 @@ impl Forwarder {
         let (client, mut eventloop) =
             AsyncClient::new(options, config.max_inflight as usize * 2 + 8);
         // Without TCP_NODELAY a burst of publishes (or the broker's PUBACKs
-        // to it) waits for delayed ACKs: a drain crawled at ~3,000/s.
+        // to it) waits for delayed ACKs, and a drain crawls.
         let mut network = rumqttc::NetworkOptions::new();
         network.set_tcp_nodelay(true);
         eventloop.set_network_options(network);
