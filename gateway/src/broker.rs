@@ -53,6 +53,7 @@ pub fn broker_config(mqtt: &MqttConfig) -> BrokerConfig {
             on_refusal: None,
             publish_authorizer: None,
             reserved_client_ids: vec![LINK_CLIENT_ID.into(), OTA_LINK_CLIENT_ID.into()],
+            anonymous: None,
         },
     };
     let mut v4 = HashMap::new();
@@ -137,11 +138,7 @@ pub struct SiteBroker {
 
 /// Starts the broker on its own thread and returns the gateway's link,
 /// already subscribed to everything terminals publish.
-pub fn start(
-    mqtt: &MqttConfig,
-    identities: &crate::terminals::identity::Identities,
-    access: Arc<MqttAccess>,
-) -> anyhow::Result<SiteBroker> {
+pub fn start(mqtt: &MqttConfig, access: Arc<MqttAccess>) -> anyhow::Result<SiteBroker> {
     // rumqttd only logs a failed bind from its server thread; check first so
     // the operator gets a clear error and a non-zero exit.
     if !mqtt.tls_only {
@@ -165,42 +162,48 @@ pub fn start(
         })?;
     }
     let mut config = broker_config(mqtt);
-    let closed = identities.mode() == crate::terminals::identity::SecurityMode::Closed;
-    // Publishes: checked, counted and logged on the router thread. Wills:
-    // checked at CONNECT, where a refusal is counted as a refused connection.
-    config.router.publish_authorizer = closed.then(|| {
+    // Publishes: checked, counted and logged on the router thread (in
+    // every mode: gateway topics are the gateway's, a registered terminal's
+    // topics are its own). Wills: checked at CONNECT, where a refusal is
+    // counted as a refused connection.
+    let authorizer = {
         let access = access.clone();
-        rumqttd::PublishAuthorizer(Arc::new(move |client_id: &str, topic: &str| {
-            access.authorize_publish(client_id, topic)
+        rumqttd::PublishAuthorizer(Arc::new(move |client_id: &str, topic: &str, retain| {
+            access.authorize_publish(client_id, topic, retain)
         }))
-    });
-    let will_authorizer = closed.then(|| {
-        rumqttd::PublishAuthorizer(Arc::new(
-            crate::security::mqtt_access::closed_mode_may_publish,
-        ))
-    });
-    let refusals =
+    };
+    config.router.publish_authorizer = Some(authorizer);
+    let will_authorizer = {
+        let access = access.clone();
+        rumqttd::PublishAuthorizer(Arc::new(move |client_id: &str, topic: &str, retain| {
+            access.may_publish(client_id, topic, retain)
+        }))
+    };
+    let refusals = {
+        let access = access.clone();
         rumqttd::RefusalHandler(Arc::new(move |refusal, client_id: Option<&str>, peer| {
             access.connection_refused(refusal, client_id, peer)
-        }));
+        }))
+    };
     for servers in [config.v4.as_mut(), config.v5.as_mut()]
         .into_iter()
         .flatten()
     {
         for settings in servers.values_mut() {
             settings.connections.on_refusal = Some(refusals.clone());
-            settings.connections.publish_authorizer = will_authorizer.clone();
-            if closed {
-                // Closed mode: every connection must log in as a registered
-                // terminal.
-                let ids = identities.clone();
-                settings.set_auth_handler(
-                    move |client_id: String, user: String, password: String| {
-                        let ids = ids.clone();
-                        async move { ids.check_login(&client_id, &user, &password) }
-                    },
-                );
-            }
+            settings.connections.publish_authorizer = Some(will_authorizer.clone());
+            // A registered terminal's client id is taken only by a client
+            // logging in as it (closed mode: every client must); in open
+            // mode other clients may connect without a login.
+            let checker = access.clone();
+            settings.set_auth_handler(move |client_id: String, user: String, password: String| {
+                let checker = checker.clone();
+                async move { checker.may_log_in(&client_id, &user, &password) }
+            });
+            let anonymous = access.clone();
+            settings.connections.anonymous = Some(rumqttd::AnonymousPolicy(Arc::new(
+                move |client_id: &str| anonymous.may_connect_anonymously(client_id),
+            )));
         }
     }
     let mut broker = Broker::new(config);

@@ -369,6 +369,50 @@ def check_refusals(b, args):
           f"terminal's will; PUBACK {expected:#x} for its topic")
 
 
+def check_forgeries(b, args):
+    """Only the gateway speaks on pressline/v1/gw/: a client (anonymous in
+    open mode, another registered terminal in closed mode: --user,
+    --password) cannot forge the durable acks of --victim, live or
+    retained, nor its offline status, nor take over its client id. Refused
+    publishes are answered 0x87 on MQTT 5 (3.1.1 has no negative PUBACK)."""
+    attacker = b.client(args.user or f"attacker-{uuid.uuid4().hex[:6]}")
+    if args.user:
+        attacker.username_pw_set(args.user, args.password)
+    b.connect(attacker)
+    victim = args.victim
+    forged = [
+        (f"pressline/v1/gw/{victim}/ack", b"FORGED", False),
+        (f"pressline/v1/gw/{victim}/ack/json",
+         json.dumps({"boot": 0, "first_seq": 0, "last_seq": 4294967295}).encode(), False),
+        (f"pressline/v1/gw/{victim}/ack/json",
+         json.dumps({"boot": 0, "first_seq": 0, "last_seq": 4294967295}).encode(), True),
+        (f"pressline/v1/gw/{victim}/ota/command", b"FORGED", True),
+        (f"pressline/v1/term/{victim}/status", b"offline", False),
+    ]
+    refused = 0x87 if b.version == 5 else 0
+    for topic, payload, retain in forged:
+        info = attacker.publish(topic, payload, qos=1, retain=retain)
+        wait_for("PUBACK", lambda: info.mid in attacker.pubacks)
+        if attacker.pubacks[info.mid] != refused:
+            raise Failed(f"{topic} (retain {retain}): PUBACK {attacker.pubacks[info.mid]:#x}, expected {refused:#x}")
+    if not attacker.is_connected():
+        raise Failed("the attacker was disconnected (3.1.1 allows a close, but it was not expected here)")
+    # Taking over the victim's client id: without its login, or with a
+    # wrong one. paho 2 reports 3.1.1's 5 / 4 as 0x87 / 0x86.
+    thief = b.client(victim)
+    got = b.connect(thief, expect=None)
+    thief.loop_stop()
+    if got not in (0x86, 0x87):
+        raise Failed(f"client id {victim} without its login: CONNACK {got:#x}, expected 0x86 or 0x87")
+    thief = b.client(victim)
+    thief.username_pw_set(victim, args.password or "guess")
+    got = b.connect(thief, expect=None)
+    thief.loop_stop()
+    if got != 0x86:
+        raise Failed(f"client id {victim} with another login: CONNACK {got:#x}, expected 0x86")
+    print(f"ok: {len(forged)} forged publishes refused (PUBACK {refused:#x}); takeover of {victim} refused")
+
+
 def check_connection_limit(b, args):
     """At its connection limit the broker answers CONNACK 3 / 0x88 (server
     unavailable) rather than closing the socket. --limit: how many fit."""
@@ -391,6 +435,7 @@ def check_connection_limit(b, args):
 
 CHECKS = {
     "connection-limit": check_connection_limit,
+    "forgeries": check_forgeries,
     "keepalive-zero": check_keepalive_zero,
     "dollar-topics": check_dollar_topics,
     "will-on-keepalive-expiry": check_will_on_keepalive_expiry,
@@ -409,6 +454,7 @@ def main():
     parser.add_argument("--user")
     parser.add_argument("--password")
     parser.add_argument("--other")
+    parser.add_argument("--victim")
     parser.add_argument("--limit", type=int, default=0)
     args = parser.parse_args()
     broker = Broker(args.port, args.version)

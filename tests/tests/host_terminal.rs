@@ -73,8 +73,60 @@ fn presses_from_the_firmware_code_are_stored_once_and_released_from_flash() {
     let mut again = HostTerminal::start(&options);
     again.close_stdin();
     assert!(again.wait_exit().success(), "{}", again.log());
+    assert_eq!(
+        boot_of(&again),
+        boot_of(&terminal) + 1,
+        "the next boot of this flash"
+    );
     let booted = again.lines_starting("booted ");
-    assert!(booted[0].contains("boot 1 restored 0"), "{booted:?}");
+    assert!(booted[0].contains("restored 0"), "{booted:?}");
+}
+
+/// A board erased and reflashed (its flash file deleted here) starts
+/// over under the same id: a new generation of boot numbers, so every
+/// press of it is stored and forwarded, none taken for a resend.
+#[test]
+fn a_terminal_whose_flash_starts_over_has_every_new_press_stored_and_forwarded() {
+    let Some(mut lab) = NetLab::enter() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mosquitto = Mosquitto::start(dir.path());
+    let consumer = Consumer::start(mosquitto.port, "analytics-host-erased");
+    let gateway = lab_gateway(
+        dir.path(),
+        "lab",
+        GatewayOptions {
+            upstream: Some(mosquitto.url()),
+            ..Default::default()
+        },
+    );
+    let options = host(&mut lab, dir.path(), &gateway, "host-1", true);
+    let mut runs = Vec::new();
+    for run in 0..2 {
+        if run == 1 {
+            std::fs::remove_file(&options.flash).unwrap();
+        }
+        let mut terminal = HostTerminal::start(&options);
+        for i in 0..10u8 {
+            terminal.press(1 + i % 4);
+        }
+        terminal.close_stdin();
+        assert!(terminal.wait_exit().success(), "{}", terminal.log());
+        runs.push((boot_of(&terminal), terminal.queued()));
+    }
+    assert_ne!(runs[0].0, runs[1].0, "a new generation, not boot 0 again");
+    let expected: BTreeSet<String> = runs
+        .iter()
+        .flat_map(|(_, queued)| ids("lab", "host-1", queued))
+        .collect();
+    assert_eq!(expected.len(), 20);
+    wait_until("every press upstream", || consumer.raw_ids() == expected);
+    assert_eq!(
+        gateway.stat("presses_stored"),
+        20,
+        "none taken for a resend"
+    );
 }
 
 #[test]
@@ -114,7 +166,7 @@ fn a_gateway_killed_mid_run_loses_nothing_and_stores_nothing_twice() {
     assert_eq!(queued.len(), 100);
     let expected = ids("lab", "host-1", &queued);
     assert_eq!(expected.len(), 100, "no (boot, seq) used twice");
-    wait_until("every press upstream", || consumer.ids() == expected);
+    wait_until("every press upstream", || consumer.raw_ids() == expected);
     assert_eq!(gateway.stat("presses_stored"), 100, "stored once each");
 }
 
@@ -173,7 +225,7 @@ fn a_terminal_killed_at_random_moments_loses_nothing_and_reuses_no_id() {
     wait_until("nothing left to forward", || {
         gateway.stat("forward_pending") == 0
     });
-    let upstream = consumer.ids();
+    let upstream = consumer.raw_ids();
     // Every press the terminal said was in flash arrived. (A cut between
     // the flash write and that line leaves a press in flash the test did
     // not hear about: it arrives too.)

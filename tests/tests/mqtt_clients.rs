@@ -317,3 +317,103 @@ fn gateway_demo_runs_open_and_says_so() {
         "{text}"
     );
 }
+
+/// Only the gateway speaks on `pressline/v1/gw/` and for registered
+/// terminals, in open mode as in closed: with paho-mqtt as the attacker,
+/// a forged and a retained ack never reach the terminal (a real one,
+/// `terminal-sim` with its provisioning record, pressing throughout),
+/// which drops nothing; a forged `offline` changes nothing; its client id
+/// cannot be taken over.
+#[test]
+fn a_client_cannot_forge_acks_or_status_for_a_terminal_nor_take_its_id_in_either_mode() {
+    for closed in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let site = if closed { "closed-site" } else { "open-site" };
+        let gateway = Gateway::start(
+            dir.path(),
+            GatewayOptions {
+                site: site.into(),
+                closed,
+                ..Default::default()
+            },
+        );
+        let sites = dir.path().join("sites.toml");
+        add_site(&sites, site, &gateway);
+        let victim_password = provision(dir.path(), &sites, site, &gateway, "victim");
+        let attacker = if closed {
+            let password = provision(dir.path(), &sites, site, &gateway, "attacker");
+            vec![
+                "--user".to_string(),
+                "attacker".into(),
+                "--password".into(),
+                password,
+            ]
+        } else {
+            Vec::new()
+        };
+        let record = dir.path().join("victim.plpr");
+        let sim = Sim::spawn(
+            &gateway.broker(),
+            &[
+                "--provisioning",
+                record.to_str().unwrap(),
+                "--presses",
+                "40",
+                "--rate",
+                "4",
+                "--heartbeat-secs",
+                "1",
+            ],
+        );
+        let health = || gateway.get("/api/v1/terminals").as_array().unwrap().clone();
+        let victim_heartbeat = || -> Option<(bool, String)> {
+            health()
+                .into_iter()
+                .find(|t| t["id"] == "victim")
+                .and_then(|t| {
+                    Some((
+                        t["online"].as_bool()?,
+                        t["last_heartbeat"].as_str()?.to_string(),
+                    ))
+                })
+        };
+        wait_until("the victim online", || {
+            victim_heartbeat().is_some_and(|(on, _)| on)
+        });
+        let mut args: Vec<&str> = vec!["--victim", "victim"];
+        args.extend(attacker.iter().map(String::as_str));
+        check("forgeries", gateway.mqtt_port, 4, &args);
+        check("forgeries", gateway.mqtt_v5_port, 5, &args);
+        // A heartbeat after the forgeries: anything they changed is in by now.
+        let (_, after_attacks) = victim_heartbeat().unwrap();
+        wait_until("a heartbeat after the forgeries", || {
+            victim_heartbeat().is_some_and(|(_, at)| at > after_attacks)
+        });
+        assert!(
+            victim_heartbeat().unwrap().0,
+            "the forged offline changed nothing"
+        );
+        let report = sim.expect_all_acked();
+        assert_eq!(report["acked"], 40, "{report}");
+        assert_eq!(
+            gateway.stat("presses_stored"),
+            40,
+            "nothing dropped, nothing lost"
+        );
+        assert_eq!(gateway.stat("publishes_refused"), 10, "{}", gateway.stats());
+        // Nothing retained for a terminal to find at its next subscribe.
+        let mut sub = Command::new("mosquitto_sub");
+        sub.args(["-h", "127.0.0.1", "-p", &gateway.mqtt_port.to_string()])
+            .args(["-t", "pressline/v1/gw/victim/#", "-W", "3", "-v"]);
+        if closed {
+            // The victim itself, now that its simulator is done.
+            sub.args(["-i", "victim", "-u", "victim", "-P", &victim_password]);
+        }
+        let out = sub.output().expect("mosquitto_sub runs");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "",
+            "retained forgeries"
+        );
+    }
+}

@@ -50,7 +50,8 @@ use embassy_time::{with_timeout, Duration, Timer};
 use pressline_protocol::{Button, FirmwareVersion, ResetReason};
 use pressline_terminal_app::{Board, Liveness, NetworkError};
 use pressline_terminal_core::ota::{OtaConfig, OtaReceiver};
-use pressline_terminal_core::{Debouncer, DurableTerminal, FlashLayout, SessionConfig};
+use embassy_rp::clocks::RoscRng;
+use pressline_terminal_core::{Debouncer, DurableTerminal, FlashLayout, Origin, SessionConfig};
 use static_cell::StaticCell;
 use {defmt_rtt as _, panic_probe as _};
 
@@ -249,7 +250,7 @@ async fn main(spawner: Spawner) {
     let _ = flash.blocking_unique_id(&mut uid);
     static SHARED: StaticCell<Mutex<NoopRawMutex, TerminalFlash>> = StaticCell::new();
     let shared: &'static Mutex<NoopRawMutex, TerminalFlash> = SHARED.init(Mutex::new(flash));
-    let terminal = boot_terminal(shared).await;
+    let terminal = boot_terminal(shared, &settings).await;
     let ota = boot_ota(shared, terminal).await;
 
     let blobs = match wifi_firmware::load() {
@@ -347,7 +348,10 @@ async fn read_settings(flash: &mut TerminalFlash) -> pressline_terminal_app::Set
 }
 
 /// The terminal core from its flash: boot counter, queued presses.
-async fn boot_terminal(shared: &'static Mutex<NoopRawMutex, TerminalFlash>) -> &'static mut Terminal {
+async fn boot_terminal(
+    shared: &'static Mutex<NoopRawMutex, TerminalFlash>,
+    settings: &pressline_terminal_app::Settings,
+) -> &'static mut Terminal {
     // The whole chip, so the press queue keeps its absolute offsets.
     let flash = Partition::new(shared, 0, FLASH_SIZE as u32);
     let layout = FlashLayout {
@@ -361,7 +365,12 @@ async fn boot_terminal(shared: &'static Mutex<NoopRawMutex, TerminalFlash>) -> &
     // The terminal lives in a static, not in this task's future (which would
     // otherwise hold its queue twice: during boot and after).
     static TERMINAL: StaticCell<Terminal> = StaticCell::new();
-    let terminal: &'static mut Terminal = match DurableTerminal::boot(flash, layout, config).await {
+    // The ring oscillator's random bits: a fresh or re-provisioned flash
+    // starts its boot numbers where no earlier flash of this id did.
+    let origin = Origin::new(settings.terminal.as_str(), RoscRng.next_u32());
+    let terminal: &'static mut Terminal = match DurableTerminal::boot(flash, layout, config, origin)
+        .await
+    {
         Ok(t) => TERMINAL.init(t),
         Err(e) => {
             error!("press queue unreadable: {}", defmt::Debug2Format(&e));

@@ -13,6 +13,8 @@
 //!   logic (what to publish, when to resend, what an ack releases).
 //! - [`terminal`]: the session with its queue and boot counter in flash
 //!   ([`DurableTerminal`]), so power cuts lose nothing.
+//! - [`generation`]: boot numbers that never repeat for a terminal id, a
+//!   fresh flash or a re-provisioned spare included.
 //! - [`ota`]: the firmware-update receiver (offer, chunked download into
 //!   the DFU partition, signature check and trial boot via embassy-boot).
 //! - [`debounce`]: button debouncing.
@@ -24,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 pub mod debounce;
+pub mod generation;
 pub mod ota;
 pub mod ram_flash;
 pub mod selftest;
@@ -31,6 +34,7 @@ pub mod session;
 pub mod terminal;
 
 pub use debounce::Debouncer;
+pub use generation::Origin;
 pub use session::{QueueFull, Session, SessionConfig, SessionCounters};
 pub use terminal::{DeviceStatus, DurableTerminal, FlashLayout, PressError};
 

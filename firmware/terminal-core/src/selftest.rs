@@ -6,6 +6,7 @@
 
 use pressline_protocol::{Ack, Button, PressId};
 
+use crate::generation::{first_boot, Origin};
 use crate::ram_flash::RamFlash;
 use crate::{DurableTerminal, FlashLayout, PressError, SessionConfig};
 
@@ -34,6 +35,13 @@ const CONFIG: SessionConfig = SessionConfig {
     max_in_flight: 8,
 };
 
+/// The terminal the checks run as (a fixed "random" value: checks are
+/// reproducible).
+const ORIGIN: Origin = Origin {
+    identity: 0x5e1f_7e57,
+    entropy: 77,
+};
+
 /// The outcome of one check.
 pub type Check = Result<(), &'static str>;
 
@@ -46,13 +54,14 @@ fn ensure(cond: bool, what: &'static str) -> Check {
 }
 
 /// The names of the checks, in the order [`run_all`] runs them.
-pub const NAMES: [&str; 6] = [
+pub const NAMES: [&str; 7] = [
     "unacked presses are resent on reconnect and after the ack timeout",
     "a bouncing button counts once",
     "presses survive a reboot with their identity",
     "boot numbers are never reused",
     "a full queue keeps the oldest and counts the rest",
     "a power cut at any word loses no queued press",
+    "a flash provisioned as another terminal starts a new generation",
 ];
 
 /// Runs every check on a fresh flash, reporting each result.
@@ -67,6 +76,11 @@ pub async fn run_all(flash: &mut TestFlash, mut report: impl FnMut(&str, Check))
     report(NAMES[4], a_full_queue_keeps_the_oldest(flash).await);
     *flash = TestFlash::new();
     report(NAMES[5], power_cut_at_every_word(flash).await);
+    *flash = TestFlash::new();
+    report(
+        NAMES[6],
+        another_terminal_starts_a_new_generation(flash).await,
+    );
 }
 
 /// The session's resend rules.
@@ -125,7 +139,7 @@ pub fn debounce() -> Check {
 
 /// Presses queued before a reboot come back with their identity.
 pub async fn presses_survive_a_reboot(flash: &mut TestFlash) -> Check {
-    let mut t: TestTerminal = DurableTerminal::boot(&mut *flash, layout(), CONFIG)
+    let mut t: TestTerminal = DurableTerminal::boot(&mut *flash, layout(), CONFIG, ORIGIN)
         .await
         .map_err(|_| "first boot")?;
     let first_boot = t.boot_number();
@@ -149,7 +163,7 @@ pub async fn presses_survive_a_reboot(flash: &mut TestFlash) -> Check {
     )?;
     drop(t);
     flash.power_cycle();
-    let mut t: TestTerminal = DurableTerminal::boot(&mut *flash, layout(), CONFIG)
+    let mut t: TestTerminal = DurableTerminal::boot(&mut *flash, layout(), CONFIG, ORIGIN)
         .await
         .map_err(|_| "second boot")?;
     ensure(t.boot_number() == first_boot + 1, "boot number incremented")?;
@@ -180,7 +194,7 @@ pub async fn presses_survive_a_reboot(flash: &mut TestFlash) -> Check {
 pub async fn boot_numbers_are_never_reused(flash: &mut TestFlash) -> Check {
     let mut last = None;
     for _ in 0..5 {
-        let t: TestTerminal = DurableTerminal::boot(&mut *flash, layout(), CONFIG)
+        let t: TestTerminal = DurableTerminal::boot(&mut *flash, layout(), CONFIG, ORIGIN)
             .await
             .map_err(|_| "boot")?;
         let b = t.boot_number();
@@ -193,7 +207,7 @@ pub async fn boot_numbers_are_never_reused(flash: &mut TestFlash) -> Check {
 /// A full queue refuses new presses, keeps the old ones, and counts the
 /// refused ones durably.
 pub async fn a_full_queue_keeps_the_oldest(flash: &mut TestFlash) -> Check {
-    let mut t: TestTerminal = DurableTerminal::boot(&mut *flash, tiny_layout(), CONFIG)
+    let mut t: TestTerminal = DurableTerminal::boot(&mut *flash, tiny_layout(), CONFIG, ORIGIN)
         .await
         .map_err(|_| "boot")?;
     let mut queued = 0u32;
@@ -208,12 +222,15 @@ pub async fn a_full_queue_keeps_the_oldest(flash: &mut TestFlash) -> Check {
     ensure(queued > 0 && refused > 0, "the queue fills up")?;
     ensure(t.dropped_total() == refused, "refused presses are counted")?;
     ensure(
-        t.is_queued(PressId { boot: 0, seq: 0 }),
+        t.is_queued(PressId {
+            boot: t.boot_number(),
+            seq: 0,
+        }),
         "the oldest press is kept",
     )?;
     drop(t);
     flash.power_cycle();
-    let t: TestTerminal = DurableTerminal::boot(&mut *flash, tiny_layout(), CONFIG)
+    let t: TestTerminal = DurableTerminal::boot(&mut *flash, tiny_layout(), CONFIG, ORIGIN)
         .await
         .map_err(|_| "reboot")?;
     ensure(
@@ -256,7 +273,7 @@ struct Observed {
 
 /// The workload: boot, six presses, ack three, three more presses.
 async fn workload(flash: &mut TestFlash, seen: &mut Observed) -> Result<(), ()> {
-    let mut t: TestTerminal = DurableTerminal::boot(&mut *flash, layout(), CONFIG)
+    let mut t: TestTerminal = DurableTerminal::boot(&mut *flash, layout(), CONFIG, ORIGIN)
         .await
         .map_err(|_| ())?;
     seen.boot = Some(t.boot_number());
@@ -323,7 +340,7 @@ pub async fn power_cut_at_every_word(flash: &mut TestFlash) -> Check {
         };
         let _ = workload(flash, &mut seen).await;
         flash.power_cycle();
-        let mut t: TestTerminal = DurableTerminal::boot(&mut *flash, layout(), CONFIG)
+        let mut t: TestTerminal = DurableTerminal::boot(&mut *flash, layout(), CONFIG, ORIGIN)
             .await
             .map_err(|_| "boot after a power cut")?;
         for id in &seen.queued {
@@ -345,4 +362,48 @@ pub async fn power_cut_at_every_word(flash: &mut TestFlash) -> Check {
         ensure(!seen.queued.contains(&id), "no identity is reused")?;
     }
     Ok(())
+}
+
+/// A fresh flash starts a generation at a random boot; the same terminal
+/// counts on; the flash provisioned as another terminal starts another
+/// generation and drops what was queued as the first (counted).
+pub async fn another_terminal_starts_a_new_generation(flash: &mut TestFlash) -> Check {
+    let mut t: TestTerminal = DurableTerminal::boot(&mut *flash, layout(), CONFIG, ORIGIN)
+        .await
+        .map_err(|_| "first boot")?;
+    ensure(
+        t.boot_number() == first_boot(ORIGIN.entropy),
+        "a fresh flash starts a generation",
+    )?;
+    for i in 0..3 {
+        t.handle_press(i, Button::Happy)
+            .await
+            .map_err(|_| "press")?;
+    }
+    drop(t);
+    let t: TestTerminal = DurableTerminal::boot(&mut *flash, layout(), CONFIG, ORIGIN)
+        .await
+        .map_err(|_| "second boot")?;
+    ensure(
+        t.boot_number() == first_boot(ORIGIN.entropy) + 1,
+        "the same terminal counts on",
+    )?;
+    ensure(t.restored() == 3, "its presses stay queued")?;
+    drop(t);
+    let spare = Origin {
+        identity: ORIGIN.identity ^ 1,
+        entropy: 91,
+    };
+    let t: TestTerminal = DurableTerminal::boot(&mut *flash, layout(), CONFIG, spare)
+        .await
+        .map_err(|_| "boot as another terminal")?;
+    ensure(
+        t.boot_number() == first_boot(91),
+        "another terminal: another generation",
+    )?;
+    ensure(
+        t.restored() == 0,
+        "presses made as the first terminal are not sent as this one",
+    )?;
+    ensure(t.dropped_total() == 3, "and they are counted as dropped")
 }

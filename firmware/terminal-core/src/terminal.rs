@@ -25,6 +25,7 @@ use sequential_storage::map::{MapConfig, MapStorage};
 use sequential_storage::queue::{QueueConfig, QueueStorage};
 use serde::{Deserialize, Serialize};
 
+use crate::generation::{next_boot, Origin};
 use crate::{Millis, QueueFull, Session, SessionConfig, SessionCounters};
 
 /// No caching: state is read back from flash on each operation, so a power
@@ -53,6 +54,8 @@ const KEY_BOOT: u8 = 0;
 const KEY_DROPPED: u8 = 1;
 /// The firmware update in progress or last finished ([`crate::ota`]).
 const KEY_OTA: u8 = 2;
+/// The identity the boot counter counts for ([`crate::generation`]).
+const KEY_IDENTITY: u8 = 3;
 const BUF: usize = 32;
 /// Map operations read every item on the way to the one asked for, so the
 /// buffer must hold the largest item (the OTA record).
@@ -89,28 +92,79 @@ pub struct DurableTerminal<F, const N: usize> {
     restored: usize,
 }
 
+/// Numbers this boot in flash before any press of it is numbered;
+/// returns it and the dropped-press count. A new generation under another
+/// terminal id first empties the queue (those presses were made as that
+/// terminal), counting them as dropped, so a power cut anywhere here never
+/// sends them as this one.
+async fn number_boot<F: MultiwriteNorFlash>(
+    flash: &mut F,
+    layout: &FlashLayout,
+    origin: Origin,
+) -> Result<(u32, u32), StorageError<F::Error>> {
+    let mut buf = [0u8; MAP_BUF];
+    let mut map: MapStorage<u8, &mut F, NoCache<u8>> = MapStorage::new(
+        &mut *flash,
+        MapConfig::new(layout.state.clone()),
+        Cache::new_uncached(),
+    );
+    let previous: Option<u32> = map.fetch_item(&mut buf, &KEY_BOOT).await?;
+    let counted_for: Option<u32> = map.fetch_item(&mut buf, &KEY_IDENTITY).await?;
+    let mut dropped: u32 = map.fetch_item(&mut buf, &KEY_DROPPED).await?.unwrap_or(0);
+    let next = next_boot(previous, counted_for, origin);
+    drop(map);
+    if next.drop_queue {
+        dropped = dropped.saturating_add(empty_queue(flash, layout).await?);
+    }
+    let mut map: MapStorage<u8, &mut F, NoCache<u8>> = MapStorage::new(
+        &mut *flash,
+        MapConfig::new(layout.state.clone()),
+        Cache::new_uncached(),
+    );
+    if next.drop_queue {
+        map.store_item_generic(&mut buf, &KEY_DROPPED, &dropped)
+            .await?;
+    }
+    map.store_item_generic(&mut buf, &KEY_BOOT, &next.boot)
+        .await?;
+    if counted_for != Some(origin.identity) {
+        map.store_item_generic(&mut buf, &KEY_IDENTITY, &origin.identity)
+            .await?;
+    }
+    Ok((next.boot, dropped))
+}
+
+/// Removes every queued press; returns how many.
+async fn empty_queue<F: MultiwriteNorFlash>(
+    flash: &mut F,
+    layout: &FlashLayout,
+) -> Result<u32, StorageError<F::Error>> {
+    let mut buf = [0u8; BUF];
+    let mut queue: QueueStorage<&mut F, NoCache<()>> = QueueStorage::new(
+        flash,
+        QueueConfig::new(layout.queue.clone()),
+        Cache::new_uncached(),
+    );
+    let mut removed = 0u32;
+    while queue.pop(&mut buf).await?.is_some() {
+        removed = removed.saturating_add(1);
+    }
+    Ok(removed)
+}
+
 impl<F: MultiwriteNorFlash, const N: usize> DurableTerminal<F, N> {
-    /// Starts a boot: increments the boot counter in flash, then restores
-    /// every press still queued from earlier boots.
+    /// Starts a boot: numbers it in flash (a new generation when the
+    /// flash holds no counter, or one counted for another terminal id:
+    /// see [`crate::generation`]), then restores every press still queued
+    /// from earlier boots.
     pub async fn boot(
         mut flash: F,
         layout: FlashLayout,
         config: SessionConfig,
+        origin: Origin,
     ) -> Result<Self, StorageError<F::Error>> {
+        let (boot, dropped) = number_boot(&mut flash, &layout, origin).await?;
         let mut buf = [0u8; MAP_BUF];
-        let (boot, dropped) = {
-            let mut map: MapStorage<u8, &mut F, NoCache<u8>> = MapStorage::new(
-                &mut flash,
-                MapConfig::new(layout.state.clone()),
-                Cache::new_uncached(),
-            );
-            let previous: Option<u32> = map.fetch_item(&mut buf, &KEY_BOOT).await?;
-            let boot = previous.map_or(0, |b| b.wrapping_add(1));
-            // Durable before any press of this boot is numbered.
-            map.store_item_generic(&mut buf, &KEY_BOOT, &boot).await?;
-            let dropped: Option<u32> = map.fetch_item(&mut buf, &KEY_DROPPED).await?;
-            (boot, dropped.unwrap_or(0))
-        };
         let mut session = Session::new(boot, config);
         let mut restored = 0;
         {
@@ -402,7 +456,7 @@ mod tests {
         block_on(async {
             let config = pressline_terminal_config();
             let mut t: DurableTerminal<_, 8> =
-                DurableTerminal::boot(&mut flash, selftest::layout(), config)
+                DurableTerminal::boot(&mut flash, selftest::layout(), config, ORIGIN)
                     .await
                     .unwrap();
             assert_eq!(t.load_ota().await.unwrap(), None);
@@ -414,7 +468,7 @@ mod tests {
             }
             drop(t);
             let mut t: DurableTerminal<_, 8> =
-                DurableTerminal::boot(&mut flash, selftest::layout(), config)
+                DurableTerminal::boot(&mut flash, selftest::layout(), config, ORIGIN)
                     .await
                     .unwrap();
             assert_eq!(
@@ -425,9 +479,17 @@ mod tests {
                 })
             );
             assert_eq!(t.queue_len(), 1);
-            assert_eq!(t.boot_number(), 1);
+            assert_eq!(
+                t.boot_number(),
+                crate::generation::first_boot(ORIGIN.entropy) + 1
+            );
         });
     }
+
+    const ORIGIN: crate::Origin = crate::Origin {
+        identity: 1,
+        entropy: 2,
+    };
 
     fn pressline_terminal_config() -> crate::SessionConfig {
         crate::SessionConfig {
@@ -439,6 +501,11 @@ mod tests {
     #[test]
     fn a_power_cut_at_any_word_loses_no_queued_press() {
         check(|f| block_on(selftest::power_cut_at_every_word(f)));
+    }
+
+    #[test]
+    fn a_flash_provisioned_as_another_terminal_starts_a_new_generation() {
+        check(|f| block_on(selftest::another_terminal_starts_a_new_generation(f)));
     }
 }
 
@@ -453,7 +520,12 @@ mod properties {
     use proptest::prelude::*;
 
     use crate::selftest::{layout, TestFlash};
-    use crate::{DurableTerminal, PressError, SessionConfig};
+    use crate::{DurableTerminal, Origin, PressError, SessionConfig};
+
+    const ORIGIN: Origin = Origin {
+        identity: 3,
+        entropy: 4,
+    };
 
     #[derive(Debug, Clone)]
     enum Step {
@@ -486,7 +558,7 @@ mod properties {
                 let mut must_have: Vec<PressId> = Vec::new();
                 let mut ever: BTreeSet<PressId> = BTreeSet::new();
                 let mut t: DurableTerminal<&mut TestFlash, 64> =
-                    DurableTerminal::boot(&mut flash, layout(), config).await.unwrap();
+                    DurableTerminal::boot(&mut flash, layout(), config, ORIGIN).await.unwrap();
                 for st in steps {
                     let mut reboot = false;
                     match st {
@@ -520,7 +592,7 @@ mod properties {
                     if reboot {
                         let f = t.into_flash();
                         f.power_cycle();
-                        t = DurableTerminal::boot(f, layout(), config).await.unwrap();
+                        t = DurableTerminal::boot(f, layout(), config, ORIGIN).await.unwrap();
                         // Restored presses keep their identities (already in `ever`).
                     }
                     for id in &must_have {

@@ -40,7 +40,7 @@ use pressline_protocol::provisioning::ProvisioningRecord;
 use pressline_protocol::{FirmwareVersion, ResetReason};
 use pressline_terminal_app::{Liveness, Settings};
 use pressline_terminal_core::ota::{OtaConfig, OtaReceiver};
-use pressline_terminal_core::{DurableTerminal, FlashLayout, SessionConfig};
+use pressline_terminal_core::{DurableTerminal, FlashLayout, Origin, SessionConfig};
 use static_cell::StaticCell;
 
 use crate::board::{HostBoard, Shared, PRESSES};
@@ -342,7 +342,8 @@ async fn main_task(spawner: Spawner, setup: Setup, shared: &'static Shared) {
     };
     static TERMINAL: StaticCell<Terminal> = StaticCell::new();
     let terminal: &'static mut Terminal =
-        match DurableTerminal::boot(flash.clone(), layout, session).await {
+        // The OS's randomness: an erased flash file is a new generation.
+        match DurableTerminal::boot(flash.clone(), layout, session, origin(&settings)).await {
             Ok(t) => TERMINAL.init(t),
             Err(e) => fail(format!(
                 "the press queue in {} is unreadable: {e:?}",
@@ -418,4 +419,9 @@ mod tests {
         assert_ne!(a, super::mac_of("host-2"));
         assert_eq!(a[0] & 0b11, 0b10, "locally administered, unicast");
     }
+}
+
+/// Who this terminal is, with the OS's random bits for a new generation.
+fn origin(settings: &pressline_terminal_app::Settings) -> Origin {
+    Origin::new(settings.terminal.as_str(), rand::random())
 }

@@ -11,6 +11,7 @@
 //! - [`banner`]: what the start-up log says.
 
 use std::future::Future;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -52,20 +53,32 @@ pub struct Running {
     stats: Arc<Stats>,
     store: Store,
     shutdown: watch::Sender<bool>,
+    /// Tells ingest to take no more presses.
+    stopping: Arc<AtomicBool>,
     commit_thread: JoinHandle<()>,
+    registry_task: tokio::task::JoinHandle<()>,
     ota_thread: JoinHandle<()>,
     forwarder: Option<Forwarder>,
     http: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
-    /// Stops taking presses, commits what is queued, says `offline`
-    /// upstream, stops serving and flushes the store.
+    /// Stops taking presses, commits (and acks) what was taken, lets the
+    /// registry see the last of them, says `offline` upstream, stops
+    /// serving and flushes the store: seconds, at any press rate (ingest
+    /// stops at once; what it queued is at most a few commit batches).
     pub async fn stop(self) -> anyhow::Result<()> {
-        tracing::info!("shutting down: committing queued presses");
+        tracing::info!("shutting down: no more presses taken; committing what was");
+        self.stopping.store(true, Relaxed);
         let _ = self.shutdown.send(true);
         let (commit_thread, ota_thread) = (self.commit_thread, self.ota_thread);
         let _ = tokio::task::spawn_blocking(move || commit_thread.join()).await;
+        if tokio::time::timeout(Duration::from_secs(10), self.registry_task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the registry did not finish saving in 10 s; stopping anyway");
+        }
         let _ = tokio::task::spawn_blocking(move || ota_thread.join()).await;
         if let Some(f) = self.forwarder {
             f.shutdown(Duration::from_secs(3)).await;

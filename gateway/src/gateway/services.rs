@@ -2,6 +2,7 @@
 //! store, the broker, the satisfaction figures and the registry, the press
 //! pipeline's threads, OTA, the forwarder, the HTTP API.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
@@ -56,8 +57,8 @@ pub async fn start(
         })?;
     let identities = Identities::load(config.security.mode, store.clone());
     let releases = load_releases(&config, &store)?;
-    let access = crate::security::mqtt_access::MqttAccess::new(stats.clone());
-    let site_broker = crate::broker::start(&config.mqtt, &identities, access)?;
+    let access = crate::security::mqtt_access::MqttAccess::new(stats.clone(), identities.clone());
+    let site_broker = crate::broker::start(&config.mqtt, access)?;
     let (token, token_source) =
         crate::api::token::api_token(config.http.api_token.as_deref(), &config.data_dir)?;
     let scores = restore_scores(&config, &store)?;
@@ -66,6 +67,7 @@ pub async fn start(
     let registry = load_registry(&config, &store, scores, &notifier, &forward_wake)?;
 
     let (shutdown_tx, shutdown) = watch::channel(false);
+    let stopping = Arc::new(AtomicBool::new(false));
     let (to_registry, registry_inputs) = mpsc::channel(REGISTRY_QUEUE);
     let SiteBroker {
         link_tx,
@@ -77,6 +79,7 @@ pub async fn start(
         link_rx,
         identities: identities.clone(),
         to_registry: to_registry.clone(),
+        stopping: stopping.clone(),
     };
     let (rollouts, ota_thread) = start_ota(
         &config,
@@ -97,11 +100,10 @@ pub async fn start(
         misuse: crate::insight::misuse::MisuseFilter::new(config.misuse.clone()),
         scores: registry.scores_handle(),
         to_registry,
-        shutdown: shutdown.clone(),
         failures: crate::stats::RateLimitedLog::new(Duration::from_secs(10)),
     };
     let commit_thread = start_press_path(ingest, committer, &stats)?;
-    spawn_tasks(
+    let registry_task = spawn_tasks(
         &config,
         &store,
         &stats,
@@ -146,7 +148,9 @@ pub async fn start(
         stats,
         store,
         shutdown: shutdown_tx,
+        stopping,
         commit_thread,
+        registry_task,
         ota_thread,
         forwarder,
         http,
@@ -290,6 +294,7 @@ struct IngestParts {
     link_rx: rumqttd::local::LinkRx,
     identities: Identities,
     to_registry: mpsc::Sender<RegistryInput>,
+    stopping: Arc<AtomicBool>,
 }
 
 /// The press path: ingest thread → bounded queue → commit thread.
@@ -309,6 +314,7 @@ fn start_press_path(
                 ingest.to_registry,
                 ingest.identities,
                 stats,
+                ingest.stopping,
             )
         })
         .context("cannot start the ingest thread")?;
@@ -347,7 +353,8 @@ fn start_ota(
     Ok((rollouts, thread))
 }
 
-/// Retention, the registry and notification delivery.
+/// Retention, the registry and notification delivery; returns the
+/// registry's task (it ends once the press path has).
 fn spawn_tasks(
     config: &Config,
     store: &Store,
@@ -356,7 +363,7 @@ fn spawn_tasks(
     registry_inputs: mpsc::Receiver<RegistryInput>,
     notifier: &Notifier,
     shutdown: &watch::Receiver<bool>,
-) {
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(crate::pipeline::retention::run(
         store.clone(),
         stats.clone(),
@@ -364,16 +371,15 @@ fn spawn_tasks(
         config.storage.retention_days,
         shutdown.clone(),
     ));
-    tokio::spawn(crate::terminals::registry::run(
-        registry.clone(),
-        registry_inputs,
-        shutdown.clone(),
-    ));
     tokio::spawn(crate::alerting::delivery::run(
         notifier.clone(),
         store.clone(),
         shutdown.clone(),
     ));
+    tokio::spawn(crate::terminals::registry::run(
+        registry.clone(),
+        registry_inputs,
+    ))
 }
 
 /// The upstream forwarder, when an upstream broker is configured.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use pressline_protocol::topic::{AckJsonTopic, AckTopic};
 use pressline_protocol::{ack::ACK_BUF_LEN, json, PressId};
 use rumqttd::local::LinkTx;
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 
 use crate::clock::unix_ms_now;
 use crate::insight::checkpoints;
@@ -48,15 +48,14 @@ pub struct Committer {
     pub scores: Arc<Mutex<Scores>>,
     /// Newly stored presses, for the terminal registry's health rules.
     pub to_registry: tokio::sync::mpsc::Sender<RegistryInput>,
-    pub shutdown: watch::Receiver<bool>,
     /// Storage failures are logged at most every 10 s: while the store is
     /// being reopened every batch fails.
     pub failures: crate::stats::RateLimitedLog,
 }
 
 impl Committer {
-    /// Runs until shutdown, committing whatever is queued at that moment
-    /// before returning.
+    /// Runs until ingest stops (the channel closes), committing whatever
+    /// was queued first: every press handed over is committed and acked.
     pub fn run(mut self, incoming: Receiver<IncomingPress>) {
         let mut last_disk_check = Instant::now() - Duration::from_secs(60);
         let mut last_checkpoint = Instant::now();
@@ -90,10 +89,8 @@ impl Committer {
                 self.store.evict_idle();
                 last_eviction = Instant::now();
             }
-            let stopping = *self.shutdown.borrow();
             let first = match incoming.recv_timeout(Duration::from_millis(200)) {
                 Ok(p) => p,
-                Err(RecvTimeoutError::Timeout) if stopping => break,
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => break,
             };
@@ -154,6 +151,7 @@ impl Committer {
             Err(e) => return self.storage_failed(&e, plan.offers.len()),
         };
         self.count_and_fold(&committed);
+        self.report_resends(&plan.offers, &committed.outcomes);
         let acked = plan.offered_from.iter().map(|&i| {
             let p = &batch[i];
             (p.terminal.as_str(), p.form, p.press.id)
@@ -190,6 +188,23 @@ impl Committer {
                 at_ms: press.received_at_ms,
                 pressed_at_ms: press.at_ms(),
             });
+        }
+    }
+
+    /// Terminals that sent presses again: signs of life for the registry
+    /// (a terminal catching up after an outage may resend before it
+    /// heartbeats). One per terminal per batch.
+    fn report_resends(&self, offers: &[crate::store::PressToStore], outcomes: &[StoreOutcome]) {
+        let mut told: Vec<&str> = Vec::new();
+        let now = unix_ms_now();
+        for (offer, outcome) in offers.iter().zip(outcomes) {
+            if *outcome == StoreOutcome::Duplicate && !told.contains(&offer.terminal.as_str()) {
+                told.push(&offer.terminal);
+                let _ = self.to_registry.try_send(RegistryInput::Seen {
+                    terminal: offer.terminal.clone(),
+                    at_ms: now,
+                });
+            }
         }
     }
 

@@ -6,6 +6,7 @@
 //! It therefore does no I/O of its own, and answers `Unschedule` with
 //! `ready()` (without that, rumqttd stops delivering to the link for good).
 
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +20,9 @@ use crate::clock::unix_ms_now;
 use crate::pipeline::acks::Form;
 use crate::stats::{RateLimitedLog, Stats};
 use crate::terminals::registry::RegistryInput;
+
+/// How often a quiet link looks whether the gateway is stopping.
+const STOP_CHECK: Duration = Duration::from_millis(100);
 
 /// A decoded press on its way to the committer.
 #[derive(Debug, Clone)]
@@ -116,19 +120,27 @@ pub fn decode(topic: &[u8], payload: &[u8]) -> Result<(String, Form, Press), Rej
     }
 }
 
-/// Consumes the link until the broker or the committer goes away.
+/// Consumes the link until `stopping` (then returns, dropping its
+/// senders: the committer drains what is queued and the registry what is
+/// sent), or until the broker or the committer goes away. Presses that
+/// arrive after the stop are never acked: their terminals resend them.
 pub fn run(
     mut link: LinkRx,
     to_committer: SyncSender<IncomingPress>,
     to_registry: tokio::sync::mpsc::Sender<RegistryInput>,
     identities: crate::terminals::identity::Identities,
     stats: Arc<Stats>,
+    stopping: Arc<AtomicBool>,
 ) {
     let mut log = RateLimitedLog::new(Duration::from_secs(10));
     loop {
-        let notification = match link.recv() {
+        if stopping.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let notification = match link.recv_deadline(Instant::now() + STOP_CHECK) {
             Ok(Some(n)) => n,
             Ok(None) => continue,
+            Err(e) if e.is_timeout() => continue,
             Err(e) => {
                 tracing::error!(error = ?e, "site broker link closed; no more presses can be received");
                 return;

@@ -1,61 +1,121 @@
 //! Who may connect to the site broker and what they may publish.
 //!
 //! The login check itself is [`crate::terminals::identity`]; this module is
-//! the broker-facing side: refused connections counted by reason and logged
-//! once per client (a terminal with a wrong secret retries every few
-//! seconds, and one WARN line says all there is to say), and in closed mode
-//! the topic rule: a terminal publishes only on its own topics, and its last
-//! will names only itself.
+//! the broker-facing side:
+//! - **Logins.** A registered terminal's client id is taken only by a
+//!   client logging in as that terminal, in every mode (so nobody takes
+//!   over its session, and with it its last will and its acks). Closed
+//!   mode admits nobody else; open mode admits other clients without a
+//!   login.
+//! - **Publishes and wills.** Only the gateway publishes under
+//!   `pressline/v1/gw/…` (acks, OTA): a forged ack would make a terminal
+//!   forget presses that were never stored. A registered terminal's topics
+//!   `pressline/v1/term/{id}/…` are its own; in closed mode every terminal
+//!   publishes only on its own. Clients never publish retained messages
+//!   under `pressline/v1/` (nothing of the protocol is retained on the site
+//!   broker, and a retained forgery would be replayed at every subscribe).
+//! - Refused connections are counted by reason and logged once per client
+//!   (a terminal with a wrong secret retries every few seconds, and one
+//!   WARN line says all there is to say).
 
 use pressline_host::sync::LockExt;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use pressline_protocol::topic::{parse_terminal_topic, TerminalTopic};
+use pressline_protocol::topic::{parse_terminal_topic, TerminalTopic, GATEWAY_ROOT};
 use rumqttd::Refusal;
 
 use crate::broker::{LINK_CLIENT_ID, OTA_LINK_CLIENT_ID};
 use crate::stats::Stats;
+use crate::terminals::identity::{Identities, SecurityMode};
 
 /// Clients remembered as already logged; past this the memory starts over
 /// (a flood of random client ids must not grow the gateway).
 const WARNED_CLIENTS_MAX: usize = 4096;
 
-/// Whether `client_id` may publish on `topic` in closed mode.
-///
-/// The gateway's own links publish acks and OTA traffic; a terminal, logged
-/// in as itself (client id = terminal id), publishes only on
-/// `pressline/v1/term/{its id}/…`.
-pub fn closed_mode_may_publish(client_id: &str, topic: &str) -> bool {
+/// The protocol's topics (terminals', gateway's).
+const PROTOCOL_ROOT: &str = "pressline/v1/";
+
+/// Whether `client_id` may publish on `topic` (a will included):
+/// `registered` says whether a terminal id is registered.
+pub fn may_publish(
+    mode: SecurityMode,
+    registered: impl Fn(&str) -> bool,
+    client_id: &str,
+    topic: &str,
+    retain: bool,
+) -> bool {
     if client_id == LINK_CLIENT_ID || client_id == OTA_LINK_CLIENT_ID {
         return true;
     }
-    match parse_terminal_topic(topic) {
-        Ok(
-            TerminalTopic::Press(t)
-            | TerminalTopic::PressJson(t)
-            | TerminalTopic::Heartbeat(t)
-            | TerminalTopic::Status(t)
-            | TerminalTopic::OtaRequest(t)
-            | TerminalTopic::OtaStatus(t),
-        ) => t == client_id,
-        Err(_) => false,
+    if topic.starts_with('$') || is_gateways(topic) {
+        return false;
+    }
+    if retain && topic.starts_with(PROTOCOL_ROOT) {
+        return false;
+    }
+    match (parse_terminal_topic(topic), mode) {
+        (
+            Ok(
+                TerminalTopic::Press(t)
+                | TerminalTopic::PressJson(t)
+                | TerminalTopic::Heartbeat(t)
+                | TerminalTopic::Status(t)
+                | TerminalTopic::OtaRequest(t)
+                | TerminalTopic::OtaStatus(t),
+            ),
+            mode,
+        ) => t == client_id || (mode == SecurityMode::Open && !registered(t)),
+        // Closed mode: nothing else. Open mode: other topics (third-party
+        // clients' own), but nothing else of the protocol's.
+        (Err(_), SecurityMode::Closed) => false,
+        (Err(_), SecurityMode::Open) => !topic.starts_with(PROTOCOL_ROOT),
     }
 }
 
-/// Counts and logs what the site broker refuses.
+/// `pressline/v1/gw` and everything under it.
+fn is_gateways(topic: &str) -> bool {
+    topic
+        .strip_prefix(GATEWAY_ROOT)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// Decides, counts and logs who may connect and publish.
 pub struct MqttAccess {
     stats: Arc<Stats>,
+    identities: Identities,
     warned: Mutex<HashSet<(String, &'static str)>>,
 }
 
 impl MqttAccess {
-    pub fn new(stats: Arc<Stats>) -> Arc<MqttAccess> {
+    pub fn new(stats: Arc<Stats>, identities: Identities) -> Arc<MqttAccess> {
         Arc::new(MqttAccess {
             stats,
+            identities,
             warned: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// The publish rule (see the module documentation).
+    pub fn may_publish(&self, client_id: &str, topic: &str, retain: bool) -> bool {
+        let registered = |t: &str| self.identities.is_registered(t);
+        may_publish(self.identities.mode(), registered, client_id, topic, retain)
+    }
+
+    /// A login: a registered terminal's id needs its own secret; in open
+    /// mode any other client may log in with anything.
+    pub fn may_log_in(&self, client_id: &str, user: &str, password: &str) -> bool {
+        match self.identities.mode() {
+            SecurityMode::Open if !self.identities.is_registered(client_id) => true,
+            _ => self.identities.check_login(client_id, user, password),
+        }
+    }
+
+    /// A CONNECT without a login: only in open mode, and never with a
+    /// registered terminal's id.
+    pub fn may_connect_anonymously(&self, client_id: &str) -> bool {
+        self.identities.mode() == SecurityMode::Open && !self.identities.is_registered(client_id)
     }
 
     /// True the first time `client` is seen with `what` (then false).
@@ -94,9 +154,9 @@ impl MqttAccess {
         }
     }
 
-    /// Closed mode's publish rule, counting and logging what it refuses.
-    pub fn authorize_publish(&self, client_id: &str, topic: &str) -> bool {
-        if closed_mode_may_publish(client_id, topic) {
+    /// The publish rule, counting and logging what it refuses.
+    pub fn authorize_publish(&self, client_id: &str, topic: &str, retain: bool) -> bool {
+        if self.may_publish(client_id, topic, retain) {
             return true;
         }
         self.stats.refuse_publish();
@@ -104,7 +164,8 @@ impl MqttAccess {
             tracing::warn!(
                 client_id,
                 topic,
-                "publish refused: in closed mode a terminal publishes only on pressline/v1/term/{{its own id}}/… (logged once per client; counted in publishes_refused)"
+                retain,
+                "publish refused: only the gateway publishes under pressline/v1/gw/, a registered terminal's topics are its own (in closed mode every terminal's are), and nothing under pressline/v1/ is retained (logged once per client; counted in publishes_refused)"
             );
         }
         false
@@ -114,8 +175,8 @@ impl MqttAccess {
 /// What an operator can do about a refusal.
 fn hint(refusal: Refusal) -> &'static str {
     match refusal {
-        Refusal::BadCredentials => "the terminal's secret does not match its registration: re-provision it with `fleet provision`",
-        Refusal::NotAuthorized => "closed mode: the client sent no login; register it with `fleet provision`, or run the gateway with --open for trials",
+        Refusal::BadCredentials => "the client id is a registered terminal's and the secret does not match its registration: re-provision it with `fleet provision` (another client may not use a registered terminal's id)",
+        Refusal::NotAuthorized => "the client sent no login: in closed mode every client must (register it with `fleet provision`, or run the gateway with --open for trials); in open mode a registered terminal's id must",
         Refusal::WillNotAuthorized => "the last will names another terminal's topic",
         Refusal::ProtocolVersion => "the terminal listener speaks MQTT 3.1.1 (mqtt.listen) and MQTT 5 (mqtt.listen_v5)",
         Refusal::ClientIdNotValid => "client ids may not contain + # / $ nor be the gateway's own (pressline-gateway…), and a persistent session needs one",
@@ -129,18 +190,32 @@ fn hint(refusal: Refusal) -> &'static str {
 mod tests {
     use super::*;
 
+    fn registered(t: &str) -> bool {
+        t == "t-1" || t == "t-2"
+    }
+
+    fn closed(client: &str, topic: &str) -> bool {
+        may_publish(SecurityMode::Closed, registered, client, topic, false)
+    }
+
+    fn open(client: &str, topic: &str, retain: bool) -> bool {
+        may_publish(SecurityMode::Open, registered, client, topic, retain)
+    }
+
+    const TERMINAL_TOPICS: [&str; 6] = [
+        "pressline/v1/term/t-1/press",
+        "pressline/v1/term/t-1/press/json",
+        "pressline/v1/term/t-1/heartbeat",
+        "pressline/v1/term/t-1/status",
+        "pressline/v1/term/t-1/ota/request",
+        "pressline/v1/term/t-1/ota/status",
+    ];
+
     #[test]
-    fn a_terminal_publishes_only_on_its_own_topics() {
-        for topic in [
-            "pressline/v1/term/t-1/press",
-            "pressline/v1/term/t-1/press/json",
-            "pressline/v1/term/t-1/heartbeat",
-            "pressline/v1/term/t-1/status",
-            "pressline/v1/term/t-1/ota/request",
-            "pressline/v1/term/t-1/ota/status",
-        ] {
-            assert!(closed_mode_may_publish("t-1", topic), "{topic}");
-            assert!(!closed_mode_may_publish("t-2", topic), "{topic}");
+    fn in_closed_mode_a_terminal_publishes_only_on_its_own_topics() {
+        for topic in TERMINAL_TOPICS {
+            assert!(closed("t-1", topic), "{topic}");
+            assert!(!closed("t-2", topic), "{topic}");
         }
         for topic in [
             "pressline/v1/gw/t-1/ack",
@@ -149,26 +224,87 @@ mod tests {
             "anything/else",
             "",
         ] {
-            assert!(!closed_mode_may_publish("t-1", topic), "{topic}");
+            assert!(!closed("t-1", topic), "{topic}");
         }
-        assert!(closed_mode_may_publish(
+        assert!(closed(LINK_CLIENT_ID, "pressline/v1/gw/t-1/ack"));
+    }
+
+    #[test]
+    fn in_open_mode_gateway_topics_and_registered_terminals_topics_are_still_theirs() {
+        for topic in [
+            "pressline/v1/gw/t-1/ack",
+            "pressline/v1/gw/t-9/ack/json",
+            "pressline/v1/gw/t-9/ota/command",
+            "pressline/v1/gw",
+            "$SYS/broker",
+        ] {
+            assert!(!open("anyone", topic, false), "{topic}");
+            assert!(!open("t-1", topic, false), "{topic}");
+        }
+        // A registered terminal's topics: only it (its login is checked at
+        // CONNECT); an unregistered terminal's: anyone, as open mode says.
+        for topic in TERMINAL_TOPICS {
+            assert!(open("t-1", topic, false), "{topic}");
+            assert!(!open("anyone", topic, false), "{topic}");
+            let unregistered = topic.replace("t-1", "t-9");
+            assert!(open("anyone", &unregistered, false), "{unregistered}");
+        }
+        assert!(open("anyone", "their/own/topic", false));
+        assert!(!open("anyone", "pressline/v1/other", false));
+    }
+
+    #[test]
+    fn clients_never_publish_retained_messages_of_the_protocol() {
+        assert!(!open("t-9", "pressline/v1/term/t-9/status", true));
+        assert!(!open("anyone", "pressline/v1/gw/t-1/ack", true));
+        assert!(open("anyone", "their/own/topic", true));
+        assert!(may_publish(
+            SecurityMode::Closed,
+            registered,
             LINK_CLIENT_ID,
-            "pressline/v1/gw/t-1/ack"
+            "pressline/v1/gw/t-1/ack",
+            true
         ));
     }
 
     #[test]
     fn refusals_are_counted_every_time_and_logged_once_per_client() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path(), 1 << 20).unwrap();
         let stats = Arc::new(Stats::default());
-        let access = MqttAccess::new(stats.clone());
+        let access = MqttAccess::new(stats.clone(), Identities::load(SecurityMode::Closed, store));
         for _ in 0..3 {
             access.connection_refused(Refusal::BadCredentials, Some("t-9"), None);
         }
         assert!(!access.first_time("t-9", "bad_credentials"));
         assert!(access.first_time("t-10", "bad_credentials"));
-        assert!(!access.authorize_publish("t-1", "pressline/v1/term/t-2/press"));
+        assert!(!access.authorize_publish("t-1", "pressline/v1/term/t-2/press", false));
         let snap = stats.snapshot("s", std::time::Instant::now(), false, 0, None);
         assert_eq!(snap.connections_refused["bad_credentials"], 3);
         assert_eq!(snap.publishes_refused, 1);
+    }
+
+    #[test]
+    fn a_registered_terminals_id_needs_its_login_in_every_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path(), 1 << 20).unwrap();
+        let identities = Identities::load(SecurityMode::Open, store);
+        let secret = [5u8; 32];
+        identities
+            .register("t-1", secret, None, "now".into())
+            .unwrap();
+        let access = MqttAccess::new(Arc::new(Stats::default()), identities);
+        let password = pressline_protocol::auth::mqtt_password(&secret);
+        assert!(
+            !access.may_connect_anonymously("t-1"),
+            "no takeover without a login"
+        );
+        assert!(!access.may_log_in("t-1", "t-1", "guess"));
+        assert!(access.may_log_in("t-1", "t-1", password.as_str()));
+        assert!(
+            access.may_connect_anonymously("script-7"),
+            "open mode admits others"
+        );
+        assert!(access.may_log_in("script-7", "any", "thing"));
     }
 }

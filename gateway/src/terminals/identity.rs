@@ -197,7 +197,14 @@ impl Identities {
         Ok(true)
     }
 
-    /// The broker's login check (closed mode).
+    /// Whether `terminal` is registered (revoked ones included: their ids
+    /// stay theirs).
+    pub fn is_registered(&self, terminal: &str) -> bool {
+        self.entries.read_locked().contains_key(terminal)
+    }
+
+    /// The broker's login check: a registered, unrevoked terminal logging
+    /// in as itself.
     pub fn check_login(&self, client_id: &str, user: &str, password: &str) -> bool {
         let entries = self.entries.read_locked();
         let ok = client_id == user

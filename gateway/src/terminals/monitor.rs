@@ -35,6 +35,10 @@ pub struct Monitor {
     config: HealthConfig,
     terminals: BTreeMap<String, TerminalState>,
     alerts: AlertBook,
+    /// When this gateway started: silence is counted from no earlier, so
+    /// a restart (or an upgrade) longer than `offline_after_secs` does not
+    /// page anyone for every terminal that was heard from before it.
+    started_ms: i64,
 }
 
 impl Monitor {
@@ -44,21 +48,24 @@ impl Monitor {
             alerts: AlertBook::new(site, config.alert_history),
             config,
             terminals: BTreeMap::new(),
+            started_ms: i64::MIN,
         }
     }
 
-    /// Restores persisted state.
+    /// Restores persisted state at a gateway start (`started_ms`).
     pub fn restore(
         site: &str,
         config: HealthConfig,
         terminals: Vec<TerminalState>,
         alerts: Vec<Alert>,
+        started_ms: i64,
     ) -> Monitor {
         Monitor {
             site: site.into(),
             alerts: AlertBook::restore(site, config.alert_history, alerts),
             config,
             terminals: terminals.into_iter().map(|t| (t.id.clone(), t)).collect(),
+            started_ms,
         }
     }
 
@@ -117,6 +124,14 @@ impl Monitor {
         changes
     }
 
+    /// The terminal was heard from in some other way (a resend of a press
+    /// already stored): it is there.
+    pub fn handle_seen(&mut self, now_ms: i64, terminal: &str) -> Vec<Change> {
+        let mut changes = Vec::new();
+        self.seen(terminal, now_ms, &mut changes);
+        changes
+    }
+
     /// The terminal's last will arrived: it is gone now.
     pub fn handle_will(&mut self, _now_ms: i64, terminal: &str) -> Vec<Change> {
         match self.terminals.get_mut(terminal) {
@@ -128,15 +143,18 @@ impl Monitor {
         }
     }
 
-    /// Time-based rules: terminals silent for too long go offline;
-    /// recovered alerts quiet for long enough close.
+    /// Time-based rules: terminals silent for too long go offline (silence
+    /// counted from this gateway's start at the earliest); recovered
+    /// alerts quiet for long enough close.
     pub fn poll(&mut self, now_ms: i64) -> Vec<Change> {
         let mut changes = Vec::new();
         let limit = self.config.offline_after_secs as i64 * 1000;
+        let started_ms = self.started_ms;
         let silent: Vec<(String, i64)> = self
             .terminals
             .values_mut()
-            .filter(|t| now_ms - t.last_seen_ms >= limit && !t.is_open(&AlertKind::Offline))
+            .filter(|t| now_ms - t.last_seen_ms.max(started_ms) >= limit)
+            .filter(|t| !t.is_open(&AlertKind::Offline))
             .map(|t| {
                 t.online = false;
                 (t.id.clone(), t.last_seen_ms)
@@ -460,7 +478,8 @@ mod tests {
         m.handle_heartbeat(T0, "t1", hb(3000, -60, 0));
         let terminals: Vec<_> = m.terminals().cloned().collect();
         let alerts: Vec<_> = m.alerts().iter().cloned().collect();
-        let mut restored = Monitor::restore("arena", HealthConfig::default(), terminals, alerts);
+        let mut restored =
+            Monitor::restore("arena", HealthConfig::default(), terminals, alerts, T0);
         assert_eq!(restored.health("t1"), m.health("t1"));
         // The open alert is still open (no second raise) and new ids do not collide.
         assert!(raised(&restored.handle_heartbeat(T0 + 1, "t1", hb(3000, -60, 0))).is_empty());
@@ -469,6 +488,48 @@ mod tests {
             Change::Alert(a) => assert_eq!(a.id, 2),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn after_a_restart_silence_counts_from_the_start_not_from_before_it() {
+        let config = HealthConfig {
+            offline_after_secs: 60,
+            ..Default::default()
+        };
+        let mut m = Monitor::new("arena", config.clone());
+        m.handle_heartbeat(T0, "back", hb(3900, -60, 0));
+        m.handle_heartbeat(T0, "gone", hb(3900, -60, 0));
+        let terminals: Vec<_> = m.terminals().cloned().collect();
+        // The gateway was down for two minutes.
+        let start = T0 + 120_000;
+        let mut m = Monitor::restore("arena", config, terminals, Vec::new(), start);
+        assert!(m.poll(start).is_empty(), "no alert at start");
+        assert!(m.poll(start + 59_000).is_empty(), "nor within the grace");
+        m.handle_heartbeat(start + 5_000, "back", hb(3900, -60, 0));
+        assert_eq!(
+            raised(&m.poll(start + 60_000)),
+            pair(Offline, Raised),
+            "one alert: the terminal that really stayed away"
+        );
+        assert!(m.health("back").unwrap().online);
+        assert!(!m.health("gone").unwrap().online);
+    }
+
+    #[test]
+    fn a_resend_is_a_sign_of_life() {
+        let mut m = Monitor::new(
+            "arena",
+            HealthConfig {
+                offline_after_secs: 60,
+                ..Default::default()
+            },
+        );
+        m.handle_heartbeat(T0, "t1", hb(3900, -60, 0));
+        assert_eq!(raised(&m.poll(T0 + 60_000)), pair(Offline, Raised));
+        assert_eq!(
+            raised(&m.handle_seen(T0 + 61_000, "t1")),
+            pair(Offline, Cleared)
+        );
     }
 
     #[test]

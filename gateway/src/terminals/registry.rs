@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use pressline_protocol::topic::{AlertTopic, TerminalHealthTopic};
 use pressline_protocol::upstream::{Alert, AlertKind, Severity};
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, Notify};
 
 use crate::alerting::delivery::Queued;
 use crate::alerting::lifecycle::AckError;
@@ -37,6 +37,12 @@ pub enum RegistryInput {
         at_ms: i64,
     },
     Offline {
+        terminal: String,
+        at_ms: i64,
+    },
+    /// Presses the terminal sent again that were stored already: it is
+    /// there (it may have been away, and its heartbeat may be late).
+    Seen {
         terminal: String,
         at_ms: i64,
     },
@@ -83,7 +89,7 @@ impl Registry {
     ) -> Registry {
         let terminals: Vec<TerminalState> = store.load_terminals();
         let alerts = store.load_alerts();
-        let mut monitor = Monitor::restore(site, health, terminals, alerts);
+        let mut monitor = Monitor::restore(site, health, terminals, alerts, unix_ms_now());
         monitor
             .alerts_mut()
             .set_close_after(outlets.close_after_secs);
@@ -154,12 +160,10 @@ fn zone_of(scores: &Scores, alert: &Alert) -> Option<String> {
     })
 }
 
-/// Runs the registry until shutdown.
-pub async fn run(
-    registry: Registry,
-    mut inputs: mpsc::Receiver<RegistryInput>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+/// Runs the registry until its inputs end (ingest and the committer have
+/// stopped, so it has seen the last stored press), then saves what is
+/// unsaved.
+pub async fn run(registry: Registry, mut inputs: mpsc::Receiver<RegistryInput>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     // Terminals whose counters changed, saved on the next tick rather than
     // per batch of presses: a save per batch costs the ingest ceiling
@@ -169,7 +173,11 @@ pub async fn run(
     loop {
         let events = tokio::select! {
             input = inputs.recv() => {
-                let Some(input) = input else { return };
+                let Some(input) = input else {
+                    let unsaved = std::mem::take(&mut unsaved);
+                    persist_and_publish(&registry, Vec::new(), unsaved, Vec::new());
+                    return;
+                };
                 let mut monitor = registry.monitor();
                 let mut touched = BTreeSet::new();
                 let mut events = apply(&mut monitor, input, &mut touched);
@@ -188,10 +196,6 @@ pub async fn run(
             _ = tick.tick() => {
                 let (events, late) = tick_rules(&registry, unix_ms_now());
                 (events, std::mem::take(&mut unsaved), late)
-            }
-            _ = shutdown.changed() => {
-                persist_and_publish(&registry, Vec::new(), std::mem::take(&mut unsaved), Vec::new());
-                return;
             }
         };
         let (events, touched, late) = events;
@@ -266,6 +270,7 @@ fn apply(
             events
         }
         RegistryInput::Offline { terminal, at_ms } => monitor.handle_will(at_ms, &terminal),
+        RegistryInput::Seen { terminal, at_ms } => monitor.handle_seen(at_ms, &terminal),
         // Press counts change the stored state, but a health document per
         // press upstream would be noise: persisted, published with the next
         // heartbeat or alert.

@@ -46,11 +46,12 @@ fn ip(args: &[&str]) {
 
 impl NetLab {
     /// Enters a new network namespace (this thread only); `None` when not
-    /// root, after saying so.
+    /// root, after saying so; in CI (`CI=true`) that is a failure, never a
+    /// silent pass.
     pub fn enter() -> Option<NetLab> {
-        let uid = Command::new("id").arg("-u").output().ok()?;
-        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-            println!("skipped: host terminals need root for a network namespace and TAP devices (CI runs as root)");
+        if !super::running_as_root(
+            "host terminals need root for a network namespace and TAP devices",
+        ) {
             return None;
         }
         // SAFETY: unshare(2) with a flag; affects this thread's namespaces.

@@ -564,8 +564,7 @@ pub struct Tmpfs {
 impl Tmpfs {
     /// Mounts `size_kib` KiB at `path` (created); `None` when not root.
     pub fn mount(path: &Path, size_kib: u64) -> Option<Tmpfs> {
-        let uid = Command::new("id").arg("-u").output().ok()?;
-        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        if !running_as_root("mounting a tmpfs needs root") {
             return None;
         }
         fs::create_dir_all(path).unwrap();
@@ -611,6 +610,22 @@ impl Drop for Tmpfs {
         // Lazy: a gateway being killed may still hold files open.
         let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
+}
+
+/// Whether the tests run as root. When not: `false` after saying why the
+/// test cannot run, and in CI (`CI` set) a failure instead, so a test
+/// that cannot run never passes there.
+pub fn running_as_root(why: &str) -> bool {
+    let uid = Command::new("id").arg("-u").output();
+    let root = uid.is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0");
+    if !root {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "cannot run under CI: {why} (CI runs the tests as root)"
+        );
+        println!("skipped: {why} (CI runs as root)");
+    }
+    root
 }
 
 /// A `terminal-sim` run in the background (killed when dropped).
@@ -782,8 +797,14 @@ impl Consumer {
             .collect()
     }
 
-    /// Distinct press ids received so far.
+    /// Distinct press ids received so far, boots counted from each
+    /// terminal's first (see [`relative_boots`]).
     pub fn ids(&self) -> BTreeSet<String> {
+        relative_boots(self.raw_ids())
+    }
+
+    /// Distinct press ids received so far, as sent.
+    pub fn raw_ids(&self) -> BTreeSet<String> {
         self.presses
             .lock()
             .unwrap()
@@ -805,6 +826,42 @@ impl Drop for Consumer {
 
 /// The press ids a simulator run must produce:
 /// `{site}:{prefix}{index:03}:{boot}:{seq}`.
+/// Press ids `site:terminal:boot:seq` with each terminal's boots counted
+/// from the lowest one seen. A terminal starts its boot numbers at a random
+/// point of the 32-bit space (a new generation on a fresh flash: PROTOCOL.md,
+/// "Press identity"), so tests compare boots relative to it, as
+/// [`expected_ids`] writes them.
+pub fn relative_boots(ids: impl IntoIterator<Item = String>) -> BTreeSet<String> {
+    let parsed: Vec<(String, String, u32, String)> = ids
+        .into_iter()
+        .map(|id| {
+            let parts: Vec<&str> = id.split(':').collect();
+            assert_eq!(parts.len(), 4, "press id {id}");
+            let boot = parts[2].parse().unwrap_or_else(|_| panic!("press id {id}"));
+            (
+                parts[0].to_string(),
+                parts[1].to_string(),
+                boot,
+                parts[3].to_string(),
+            )
+        })
+        .collect();
+    let mut first: std::collections::HashMap<(&str, &str), u32> = Default::default();
+    for (site, terminal, boot, _) in &parsed {
+        let lowest = first.entry((site, terminal)).or_insert(*boot);
+        *lowest = (*lowest).min(*boot);
+    }
+    parsed
+        .iter()
+        .map(|(site, terminal, boot, seq)| {
+            let base = first[&(site.as_str(), terminal.as_str())];
+            format!("{site}:{terminal}:{}:{seq}", boot - base)
+        })
+        .collect()
+}
+
+/// The ids a run of `terminals` simulated terminals × `presses` makes,
+/// with boots relative to each terminal's first (see [`relative_boots`]).
 pub fn expected_ids(
     site: &str,
     prefix: &str,

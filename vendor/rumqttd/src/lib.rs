@@ -167,6 +167,10 @@ pub struct ConnectionSettings {
     /// connection).
     #[serde(default)]
     pub reserved_client_ids: Vec<String>,
+    /// Pressline patch: which clients may connect without a login when an
+    /// auth handler is set (`None`: none may).
+    #[serde(skip)]
+    pub anonymous: Option<AnonymousPolicy>,
 }
 
 /// Pressline patch: why a connection was refused before it became a session.
@@ -219,10 +223,22 @@ impl fmt::Debug for RefusalHandler {
     }
 }
 
-/// Pressline patch: `(client id, topic) -> may publish`. Called on the
-/// router thread for every publish, so it must be cheap and never block.
+/// Pressline patch: `(client id, topic, retain) -> may publish`. Called on
+/// the router thread for every publish, so it must be cheap and never
+/// block.
 #[derive(Clone)]
-pub struct PublishAuthorizer(pub Arc<dyn Fn(&str, &str) -> bool + Send + Sync>);
+pub struct PublishAuthorizer(pub Arc<dyn Fn(&str, &str, bool) -> bool + Send + Sync>);
+
+/// Pressline patch: `client id -> may connect without a login` (where an
+/// auth handler is set; without this, every client must log in).
+#[derive(Clone)]
+pub struct AnonymousPolicy(pub Arc<dyn Fn(&str) -> bool + Send + Sync>);
+
+impl fmt::Debug for AnonymousPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AnonymousPolicy")
+    }
+}
 
 impl fmt::Debug for PublishAuthorizer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -256,6 +272,7 @@ impl fmt::Debug for ConnectionSettings {
             .field("on_refusal", &self.on_refusal.is_some())
             .field("publish_authorizer", &self.publish_authorizer.is_some())
             .field("reserved_client_ids", &self.reserved_client_ids)
+            .field("anonymous", &self.anonymous.is_some())
             .finish()
     }
 }

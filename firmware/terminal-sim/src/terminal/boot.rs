@@ -19,7 +19,9 @@ use pressline_protocol::topic::{
 use pressline_protocol::{json, press::PRESS_BUF_LEN, Ack, Button, PressId, ResetReason};
 use pressline_protocol::{FirmwareVersion, Press};
 use pressline_terminal_core::ota::{OtaConfig, OtaReceiver};
-use pressline_terminal_core::{DeviceStatus, DurableTerminal, Millis, PressError, SessionCounters};
+use pressline_terminal_core::{
+    DeviceStatus, DurableTerminal, Millis, Origin, PressError, SessionCounters,
+};
 use rand::rngs::SmallRng;
 use rand::Rng;
 use rumqttc::{AsyncClient, QoS};
@@ -142,13 +144,17 @@ pub(super) async fn run_boot(start: BootStart<'_>, stop: watch::Receiver<bool>) 
         hardware,
     } = start;
     let id = config.terminal_id(index);
-    let mut terminal = match DurableTerminal::boot(flash, flash_layout(), config.session).await {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::error!(terminal = %id, error = ?e, "flash does not boot");
-            return BootEnd::Finished(false);
-        }
-    };
+    // A real board's hardware RNG, not the seeded one: a second run of the
+    // simulator is a freshly flashed terminal under the same id.
+    let origin = Origin::new(&id, rand::random());
+    let mut terminal =
+        match DurableTerminal::boot(flash, flash_layout(), config.session, origin).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(terminal = %id, error = ?e, "flash does not boot");
+                return BootEnd::Finished(false);
+            }
+        };
     let mut aligned = [0u8; 4];
     let (ota, dfu_version_slot) =
         boot_ota(&id, config, hardware, &mut aligned, &mut terminal).await;

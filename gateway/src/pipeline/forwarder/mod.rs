@@ -34,6 +34,8 @@
 
 use pressline_host::sync::LockExt;
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -164,6 +166,10 @@ struct Shared {
     /// Outbox read errors (a store being reopened fails every read),
     /// logged at most once a minute.
     read_errors: Mutex<crate::stats::RateLimitedLog>,
+    /// The gateway's own status messages the broker has PUBACKed, and a
+    /// wake for whoever waits on the next one (the shutdown).
+    statuses_acked: AtomicU64,
+    status_acked: Notify,
 }
 
 impl Shared {
@@ -197,7 +203,8 @@ impl Shared {
 
     /// Publishes the retained gateway status (tracked like any publish so
     /// the packet-id FIFO stays aligned).
-    fn publish_status(&self, window: &mut Window, state: GatewayState) {
+    /// Hands the status to rumqttc; `false` if its queue is full.
+    fn publish_status(&self, window: &mut Window, state: GatewayState) -> bool {
         let topic = GatewayStatusTopic(&self.config.site).to_string();
         let payload = self.status_payload(
             state,
@@ -210,7 +217,9 @@ impl Shared {
             .is_err()
         {
             window.handed_over.pop_back();
+            return false;
         }
+        true
     }
 }
 
@@ -274,6 +283,8 @@ impl Forwarder {
             window: Mutex::new(Window::default()),
             wake,
             read_errors: Mutex::new(crate::stats::RateLimitedLog::new(Duration::from_secs(60))),
+            statuses_acked: AtomicU64::new(0),
+            status_acked: Notify::new(),
         });
         let poller = tokio::spawn(poll::poll(shared.clone(), eventloop));
         let feeder = tokio::spawn(feed::feed(shared.clone(), shutdown));
@@ -284,20 +295,44 @@ impl Forwarder {
         }
     }
 
-    /// Publishes the retained `offline` status and disconnects cleanly (if
-    /// connected), waiting at most `grace`.
+    /// Publishes the retained `offline` status, waits (at most `grace`)
+    /// until the broker has it, and disconnects cleanly (if connected): a
+    /// clean disconnect drops the last will, so `offline` must be in first.
     pub async fn shutdown(self, grace: Duration) {
         self.feeder.abort();
-        {
+        let deadline = tokio::time::Instant::now() + grace;
+        let acked_before = self.shared.statuses_acked.load(Relaxed);
+        let published = {
             let mut window = self.shared.window();
-            if window.connected {
-                self.shared
-                    .publish_status(&mut window, GatewayState::Offline);
-                let _ = self.shared.client.try_disconnect();
+            window.connected
+                && self
+                    .shared
+                    .publish_status(&mut window, GatewayState::Offline)
+        };
+        if published {
+            let acked = async {
+                loop {
+                    // Registered before the count is read, so a PUBACK in
+                    // between still wakes it.
+                    let notified = self.shared.status_acked.notified();
+                    tokio::pin!(notified);
+                    notified.as_mut().enable();
+                    if self.shared.statuses_acked.load(Relaxed) > acked_before {
+                        return;
+                    }
+                    notified.await;
+                }
+            };
+            if tokio::time::timeout_at(deadline, acked).await.is_err() {
+                tracing::warn!("the upstream broker did not acknowledge the offline status in time; its last will says it instead");
             }
         }
+        let _ = self.shared.client.try_disconnect();
         let mut poller = self.poller;
-        if tokio::time::timeout(grace, &mut poller).await.is_err() {
+        if tokio::time::timeout_at(deadline + Duration::from_millis(500), &mut poller)
+            .await
+            .is_err()
+        {
             poller.abort();
         }
     }

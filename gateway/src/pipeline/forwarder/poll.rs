@@ -35,8 +35,13 @@ pub(super) async fn poll(shared: Arc<Shared>, mut eventloop: EventLoop) {
             }
             Ok(Event::Incoming(Packet::PubAck(ack))) => {
                 let mut window = shared.window();
-                if let Some(Some(handed)) = window.awaiting_ack.remove(&ack.pkid) {
-                    acked.push(handed);
+                match window.awaiting_ack.remove(&ack.pkid) {
+                    Some(Some(handed)) => acked.push(handed),
+                    Some(None) => {
+                        shared.statuses_acked.fetch_add(1, Relaxed);
+                        shared.status_acked.notify_waiters();
+                    }
+                    None => {}
                 }
                 // Wake the feeder only once it would refill (see `feed`):
                 // a wake per PUBACK cost more CPU in thread switches than
@@ -144,7 +149,7 @@ impl Link {
         let mut window = shared.window();
         window.reset(true, backlog_end);
         window.generation = generation;
-        shared.publish_status(&mut window, GatewayState::Online);
+        let _ = shared.publish_status(&mut window, GatewayState::Online);
         shared.stats.upstream_connected.store(true, Relaxed);
         drop(window);
         shared.wake.notify_one();

@@ -36,6 +36,14 @@ pub enum LinkError {
     Elapsed(#[from] tokio::time::error::Elapsed),
 }
 
+impl LinkError {
+    /// Pressline patch: a `recv_deadline` that ran out of time (the link
+    /// itself is fine), without the embedding application naming flume.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, LinkError::RecvTimeout(RecvTimeoutError::Timeout))
+    }
+}
+
 // used to build LinkTx and LinkRx
 pub struct LinkBuilder<'a> {
     tenant_id: Option<String>,

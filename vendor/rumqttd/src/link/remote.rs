@@ -278,7 +278,7 @@ where
 
     if let (Some(will), Some(authorize)) = (will, &config.publish_authorizer) {
         let topic = String::from_utf8_lossy(&will.topic);
-        if !(authorize.0)(&connect.client_id, &topic) {
+        if !(authorize.0)(&connect.client_id, &topic, will.retain) {
             return Err(refuse(network, Refusal::WillNotAuthorized, &connect.client_id).await);
         }
     }
@@ -304,9 +304,13 @@ async fn handle_auth(
     }
 
     // if authentication is configured and connect packet doesn't have login details
-    // return an error
+    // return an error, unless the embedding application admits this client
+    // without one (Pressline patch).
     let Some(login) = login else {
-        return Err(Refusal::NotAuthorized);
+        return match &config.anonymous {
+            Some(anonymous) if (anonymous.0)(client_id) => Ok(()),
+            _ => Err(Refusal::NotAuthorized),
+        };
     };
 
     let username = &login.username;
@@ -358,6 +362,7 @@ mod tests {
             on_refusal: None,
             publish_authorizer: None,
             reserved_client_ids: Vec::new(),
+            anonymous: None,
         }
     }
 

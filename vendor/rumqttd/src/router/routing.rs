@@ -575,7 +575,7 @@ impl Router {
                     if let Some(authorize) = &self.config.publish_authorizer {
                         let client_id = &self.connections[id].client_id;
                         let topic = std::str::from_utf8(&publish.topic).unwrap_or("");
-                        if !(authorize.0)(client_id, topic) {
+                        if !(authorize.0)(client_id, topic, publish.retain) {
                             match qos {
                                 QoS::AtLeastOnce => {
                                     let ackslog = self.ackslog.get_mut(id).unwrap();

@@ -620,14 +620,18 @@ async fn remote<P: Protocol>(
     }
 
     if let Some(sender) = will_handlers.lock().unwrap().remove(&client_id) {
-        let awaiting_will = if clean_session {
-            AwaitingWill::Fire
-        } else {
-            AwaitingWill::Cancel
-        };
-        // Pressline patch: the earlier connection may be gone already (its
-        // set-up refused, or its will wait over); nothing waits then.
-        let _ = sender.try_send(awaiting_will);
+        // Pressline patch: a connection taking over a client id cancels the
+        // earlier connection's will. Upstream fired it for a clean session,
+        // and what the router then published was the *new* connection's
+        // will (wills are kept by client id): the client that just came
+        // back was announced gone, and left without a will. The client is
+        // here, so no will is due (MQTT 3.1.1 §3.1.2.5 lists no takeover;
+        // MQTT 5 §3.1.3.2.2: a new connection before the will is sent
+        // stops it).
+        let _ = clean_session;
+        // The earlier connection may be gone already (its set-up refused,
+        // or its will wait over); nothing waits then.
+        let _ = sender.try_send(AwaitingWill::Cancel);
     }
 
     let (will_tx, will_rx) = flume::bounded::<AwaitingWill>(1);
