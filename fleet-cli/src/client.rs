@@ -90,6 +90,9 @@ pub struct NotificationChannel {
     pub failing: bool,
     #[serde(default)]
     pub pending: u64,
+    /// Rejected by the receiver for good; absent from older gateways.
+    #[serde(default)]
+    pub parked: u64,
     #[serde(default)]
     pub last_error: Option<String>,
 }

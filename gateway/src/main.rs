@@ -255,12 +255,16 @@ fn main() -> ExitCode {
         }
     };
     let stop = pressline_host::signal::shutdown_signal();
-    match runtime.block_on(pressline_gateway::gateway::run(
+    let ran = runtime.block_on(pressline_gateway::gateway::run(
         config,
         credentials,
         demo,
         stop,
-    )) {
+    ));
+    // Everything that stores has finished; a notification request still
+    // waiting on a slow receiver stays queued and goes after the restart.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match ran {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("gateway: {e:#}");

@@ -41,14 +41,22 @@ fn stop(child: &mut Option<Child>) {
 struct Receiver {
     port: u16,
     log: PathBuf,
+    /// Its misbehaviour options (`--reject`, `--hold-while`).
+    options: Vec<String>,
     child: Option<Child>,
 }
 
 impl Receiver {
     fn start(dir: &Path) -> Receiver {
+        Receiver::misbehaving(dir, "received", &[])
+    }
+
+    /// A receiver logging to `{name}.jsonl`, started with `options`.
+    fn misbehaving(dir: &Path, name: &str, options: &[&str]) -> Receiver {
         let mut r = Receiver {
             port: free_port(),
-            log: dir.join("received.jsonl"),
+            log: dir.join(format!("{name}.jsonl")),
+            options: options.iter().map(|o| o.to_string()).collect(),
             child: None,
         };
         r.restart();
@@ -61,8 +69,18 @@ impl Receiver {
         cmd.arg(script)
             .args(["--port", &self.port.to_string()])
             .arg("--log")
-            .arg(&self.log);
+            .arg(&self.log)
+            .args(&self.options);
         self.child = Some(start_listening(cmd, self.port, "the webhook receiver"));
+    }
+
+    /// The answers given to the notification `key` on `path`, in order.
+    fn answers(&self, path: &str, key: &str) -> Vec<u64> {
+        self.received()
+            .iter()
+            .filter(|r| r["path"] == path && r["headers"]["idempotency-key"] == key)
+            .filter_map(|r| r["status"].as_u64())
+            .collect()
     }
 
     fn stop(&mut self) {
@@ -410,6 +428,231 @@ escalate_after_secs = 3
         .set("Authorization", &format!("Bearer {}", gateway.token()))
         .send_json(serde_json::json!({"by": "Anna"}));
     assert!(matches!(unknown, Err(ureq::Error::Status(404, _))));
+}
+
+#[test]
+fn a_slow_or_rejecting_receiver_delays_only_its_own_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let hold = dir.path().join("hold-slow-receiver");
+    std::fs::write(&hold, "").unwrap();
+    let slow = Receiver::misbehaving(
+        dir.path(),
+        "slow",
+        &["--hold-while", hold.to_str().unwrap()],
+    );
+    let picky = Receiver::misbehaving(dir.path(), "picky", &["--reject", "arena:1:1=422"]);
+    let fast = Receiver::misbehaving(dir.path(), "fast", &[]);
+    let config = format!(
+        r#"
+[health]
+offline_after_secs = 2
+[alerting.delivery]
+retry_min_secs = 1
+retry_max_secs = 2
+timeout_secs = 600
+[alerting.channels.slow]
+kind = "webhook"
+url = "{slow}"
+[alerting.channels.picky]
+kind = "webhook"
+url = "{picky}"
+[alerting.channels.fast]
+kind = "webhook"
+url = "{fast}"
+[[alerting.routes]]
+name = "everyone"
+channels = ["slow", "picky", "fast"]
+"#,
+        slow = slow.url("/slow"),
+        picky = picky.url("/picky"),
+        fast = fast.url("/fast"),
+    );
+    let gateway = Gateway::start(
+        dir.path(),
+        GatewayOptions {
+            site: "arena".into(),
+            config_toml: Some(config),
+            ..Default::default()
+        },
+    );
+
+    // Alert 1: the slow receiver takes it and holds on; the picky one
+    // rejects it for good.
+    press(&gateway, "door-1", 1);
+    wait_until("the first alert reaches the fast channel", || {
+        fast.keys("/fast") == ["arena:1:1"]
+    });
+    wait_until("the slow receiver is holding the first alert", || {
+        slow.keys("/slow") == ["arena:1:1"]
+    });
+    wait_until("the rejected document is parked", || {
+        channel(&gateway, "picky")["parked"] == 1
+    });
+    assert_eq!(picky.answers("/picky", "arena:1:1"), [422, 422, 422]);
+    assert_eq!(channel(&gateway, "picky")["pending"], 0);
+
+    // Alert 2 while the slow receiver still holds alert 1: the other
+    // channels hear of it, the picky one past its parked document.
+    press(&gateway, "door-2", 1);
+    wait_until(
+        "the second alert reaches the fast and the picky channel",
+        || {
+            fast.keys("/fast") == ["arena:1:1", "arena:2:1"]
+                && picky.answers("/picky", "arena:2:1") == [200]
+        },
+    );
+    assert!(hold.exists());
+    assert_eq!(
+        slow.keys("/slow"),
+        ["arena:1:1"],
+        "the slow one is still held"
+    );
+
+    // Parked is counted and shown: stats, /metrics, fleet status, the
+    // dashboard in a browser.
+    assert!(gateway.metrics().contains(
+        "pressline_notifications_parked{site=\"arena\",channel=\"picky\",kind=\"webhook\"} 1"
+    ));
+    assert!(channel(&gateway, "picky")["last_error"]
+        .as_str()
+        .unwrap()
+        .contains("HTTP 422"));
+    let fleet_config = dir.path().join("fleet.toml");
+    add_site(&fleet_config, "arena", &gateway);
+    let (code, status, warnings) = fleet(&fleet_config, &["status"]);
+    assert!(status.contains("PARKED: picky (1)"), "{status}");
+    assert!(
+        warnings
+            .contains("notification channel \"picky\" has 1 notification(s) its receiver rejects"),
+        "{warnings}"
+    );
+    assert_eq!(
+        code, 1,
+        "an undelivered notification is a problem for scripts"
+    );
+    let mut browser = Browser::open(&format!("{}/?token={}", gateway.url(), gateway.token()));
+    browser.wait_for(
+        "the channel table shows the parked notification",
+        "document.querySelector('#channels [data-channel=\"picky\"] [data-parked=\"1\"]') !== null",
+    );
+
+    // Released, the slow receiver gets everything, in order.
+    std::fs::remove_file(&hold).unwrap();
+    wait_until("the slow channel catches up", || {
+        slow.keys("/slow") == ["arena:1:1", "arena:2:1"]
+    });
+    wait_until("the slow channel has nothing waiting", || {
+        channel(&gateway, "slow")["pending"] == 0
+    });
+    assert_eq!(channel(&gateway, "slow")["failing"], false);
+}
+
+/// Fills the filesystem holding `dir` with a file in it.
+fn fill_up(dir: &Path) -> PathBuf {
+    use std::io::Write;
+    let filler = dir.join("filler");
+    let mut file = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    while file
+        .write_all(&chunk)
+        .and_then(|()| file.sync_all())
+        .is_ok()
+    {}
+    filler
+}
+
+/// The data directory on a real filesystem that fills up: an
+/// acknowledgement the store cannot save is answered with an error, by the
+/// API and by the signed link, and changes nothing; an alert raised
+/// meanwhile is saved and notified once space returns.
+#[test]
+fn an_acknowledgement_the_store_cannot_save_is_answered_with_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(fs) = Tmpfs::mount(&dir.path().join("data-arena"), 16 * 1024) else {
+        return;
+    };
+    let receiver = Receiver::start(dir.path());
+    let routes = "[[alerting.routes]]\nname = \"ops\"\nchannels = [\"ops\"]\n";
+    let gateway = Gateway::start(
+        dir.path(),
+        GatewayOptions {
+            site: "arena".into(),
+            config_toml: Some(config(&receiver, routes)),
+            ..Default::default()
+        },
+    );
+    press(&gateway, "door-1", 1);
+    wait_until("the alert is notified", || {
+        receiver.keys("/ops") == ["arena:1:1"]
+    });
+    let link = receiver.bodies("/ops")[0]["ack_url"]
+        .as_str()
+        .unwrap()
+        .replace("https://gateway.arena.example", &gateway.url());
+
+    // The disk fills; presses of a second terminal make the store fail.
+    let filler = fill_up(fs.path());
+    let mut seq = 0;
+    wait_until("the store reports the full disk", || {
+        let batch: String = (0..200)
+            .map(|_| {
+                seq += 1;
+                format!("{{\"seq\": {seq}, \"button\": \"happy\"}}\n")
+            })
+            .collect();
+        mosquitto_pub_lines(
+            gateway.mqtt_port,
+            "pressline/v1/term/door-2/press/json",
+            &batch,
+        );
+        gateway.stats()["storage_fault_reason"] == "no_space"
+    });
+
+    let by_api = ureq::post(&format!("{}/api/v1/alerts/1/ack", gateway.url()))
+        .set("Authorization", &format!("Bearer {}", gateway.token()))
+        .send_json(serde_json::json!({"by": "Anna"}));
+    let Err(ureq::Error::Status(503, answer)) = by_api else {
+        panic!("the API must answer 503: {by_api:?}");
+    };
+    let answer = answer.into_string().unwrap();
+    assert!(answer.contains("could not be saved"), "{answer}");
+    let url = url_parts(&link);
+    let by_link = ureq::post(&format!("{}/ack/1", gateway.url())).send_form(&[
+        ("exp", &url["exp"]),
+        ("by", &url["by"]),
+        ("sig", &url["sig"]),
+        ("name", "Ben"),
+    ]);
+    let Err(ureq::Error::Status(503, page)) = by_link else {
+        panic!("the link must answer 503: {by_link:?}");
+    };
+    assert!(page.into_string().unwrap().contains("Not acknowledged"));
+    let alert_1 = alert(&gateway, 1);
+    assert_eq!(alert_1["lifecycle"], "raised", "nothing changed: {alert_1}");
+    assert!(alert_1["acknowledged_by"].is_null());
+
+    // Meanwhile the second terminal goes silent: its alert waits for the
+    // store, then is saved and notified.
+    wait_until("the second terminal's alert is raised", || {
+        alert(&gateway, 2)["lifecycle"] == "raised"
+    });
+    std::fs::remove_file(&filler).unwrap();
+    wait_until("the store reopened by itself", || {
+        gateway.stats()["storage_fault"].is_null()
+    });
+    wait_until("the alert raised during the outage is notified", || {
+        receiver.keys("/ops").contains(&"arena:2:1".to_string())
+    });
+    let acked = ureq::post(&format!("{}/api/v1/alerts/1/ack", gateway.url()))
+        .set("Authorization", &format!("Bearer {}", gateway.token()))
+        .send_json(serde_json::json!({"by": "Anna"}))
+        .unwrap()
+        .into_json::<Value>()
+        .unwrap();
+    assert_eq!(acked["acknowledged_by"], "Anna");
+    wait_until("the acknowledgement is notified", || {
+        receiver.keys("/ops").contains(&"arena:1:2".to_string())
+    });
 }
 
 fn url_parts(link: &str) -> BTreeMap<String, String> {

@@ -4,7 +4,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::{exit, Outcome};
-use crate::client::for_each_site;
+use crate::client::{for_each_site, NotificationChannel};
 use crate::render::{finish, table};
 use crate::sites::Site;
 
@@ -37,6 +37,9 @@ pub struct SiteStatus {
     /// Those whose last delivery failed, with the error.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub failing_channels: Vec<FailingChannel>,
+    /// Those holding notifications their receiver rejected for good.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub parked_channels: Vec<ParkedChannel>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -44,6 +47,38 @@ pub struct FailingChannel {
     pub channel: String,
     pub pending: u64,
     pub error: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ParkedChannel {
+    pub channel: String,
+    pub parked: u64,
+    /// The receiver's last answer.
+    pub error: String,
+}
+
+fn failing(channels: &[NotificationChannel]) -> Vec<FailingChannel> {
+    channels
+        .iter()
+        .filter(|c| c.failing)
+        .map(|c| FailingChannel {
+            channel: c.channel.clone(),
+            pending: c.pending,
+            error: c.last_error.clone().unwrap_or_default(),
+        })
+        .collect()
+}
+
+fn parked(channels: &[NotificationChannel]) -> Vec<ParkedChannel> {
+    channels
+        .iter()
+        .filter(|c| c.parked > 0)
+        .map(|c| ParkedChannel {
+            channel: c.channel.clone(),
+            parked: c.parked,
+            error: c.last_error.clone().unwrap_or_default(),
+        })
+        .collect()
 }
 
 pub fn collect(sites: &[Site]) -> Vec<SiteStatus> {
@@ -78,16 +113,8 @@ pub fn collect(sites: &[Site]) -> Vec<SiteStatus> {
             upstream_broker: stats.upstream_broker,
             storage_full: stats.storage_full,
             notification_channels: stats.notification_channels.len(),
-            failing_channels: stats
-                .notification_channels
-                .iter()
-                .filter(|c| c.failing)
-                .map(|c| FailingChannel {
-                    channel: c.channel.clone(),
-                    pending: c.pending,
-                    error: c.last_error.clone().unwrap_or_default(),
-                })
-                .collect(),
+            failing_channels: failing(&stats.notification_channels),
+            parked_channels: parked(&stats.notification_channels),
         },
         Err(e) => SiteStatus {
             site: site.name,
@@ -108,6 +135,7 @@ pub fn collect(sites: &[Site]) -> Vec<SiteStatus> {
             storage_full: false,
             notification_channels: 0,
             failing_channels: Vec::new(),
+            parked_channels: Vec::new(),
         },
     })
     .collect()
@@ -161,30 +189,42 @@ pub fn render(rows: &[SiteStatus], _now: OffsetDateTime) -> String {
             r.presses_today.to_string(),
             r.forward_pending.to_string(),
             upstream,
-            match (r.notification_channels, r.failing_channels.as_slice()) {
-                (0, _) => "none".into(),
-                (_, []) => "ok".into(),
-                (_, failing) => format!(
-                    "FAILING: {}",
-                    failing
-                        .iter()
-                        .map(|c| c.channel.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            },
+            notifications(r),
         ]);
     }
     finish(t)
 }
 
-/// Exit 1 when any site is unreachable, has a critical alert open, or
-/// cannot deliver alert notifications.
-pub fn exit_code(rows: &[SiteStatus]) -> u8 {
-    if rows
+/// The NOTIFICATIONS column: `none`, `ok`, or the channels in trouble.
+fn notifications(r: &SiteStatus) -> String {
+    if r.notification_channels == 0 {
+        return "none".into();
+    }
+    let failing = r
+        .failing_channels
         .iter()
-        .any(|r| !r.reachable || r.alerts_critical > 0 || !r.failing_channels.is_empty())
-    {
+        .map(|c| format!("FAILING: {}", c.channel));
+    let parked = r
+        .parked_channels
+        .iter()
+        .map(|c| format!("PARKED: {} ({})", c.channel, c.parked));
+    let trouble: Vec<String> = failing.chain(parked).collect();
+    if trouble.is_empty() {
+        "ok".into()
+    } else {
+        trouble.join("; ")
+    }
+}
+
+/// Exit 1 when any site is unreachable, has a critical alert open, or
+/// cannot deliver alert notifications (failing or parked).
+pub fn exit_code(rows: &[SiteStatus]) -> u8 {
+    if rows.iter().any(|r| {
+        !r.reachable
+            || r.alerts_critical > 0
+            || !r.failing_channels.is_empty()
+            || !r.parked_channels.is_empty()
+    }) {
         exit::PROBLEM
     } else {
         exit::OK
@@ -208,6 +248,12 @@ pub fn run(sites: &[Site], json: bool, now: OffsetDateTime) -> anyhow::Result<Ou
             warnings.push(format!(
                 "site {}: notification channel {:?} failing ({} waiting): {}",
                 r.site, c.channel, c.pending, c.error
+            ));
+        }
+        for c in &r.parked_channels {
+            warnings.push(format!(
+                "site {}: notification channel {:?} has {} notification(s) its receiver rejects ({}); see the gateway's log for the document",
+                r.site, c.channel, c.parked, c.error
             ));
         }
     }
@@ -247,6 +293,7 @@ mod tests {
             storage_full: false,
             notification_channels: 1,
             failing_channels: Vec::new(),
+            parked_channels: Vec::new(),
         }
     }
 
@@ -263,10 +310,21 @@ mod tests {
             pending: 2,
             error: "HTTP 503 from the receiver".into(),
         }];
-        let rows = vec![row("arena", 23, 1, 1), up_down, down];
+        let mut rejected = row("stadium", 40, 0, 0);
+        rejected.parked_channels = vec![ParkedChannel {
+            channel: "ops".into(),
+            parked: 1,
+            error: "HTTP 422 from the receiver: unknown field".into(),
+        }];
+        let rows = vec![row("arena", 23, 1, 1), up_down, rejected, down];
         insta::assert_snapshot!(render(&rows, OffsetDateTime::UNIX_EPOCH));
         assert_eq!(exit_code(&rows), exit::PROBLEM);
         assert_eq!(exit_code(&rows[1..2]), exit::PROBLEM, "a failing channel");
+        assert_eq!(
+            exit_code(&rows[2..3]),
+            exit::PROBLEM,
+            "a parked notification"
+        );
         let mut fine = rows[1].clone();
         fine.failing_channels.clear();
         assert_eq!(exit_code(&[fine]), exit::OK);

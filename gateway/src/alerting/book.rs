@@ -159,6 +159,17 @@ impl AlertBook {
         Ok(lifecycle::acknowledge(alert, now_ms, by, note)?.then(|| alert.clone()))
     }
 
+    /// Puts an alert back as it was before a change that could not be
+    /// saved, unless something changed it since (`revision` is the one
+    /// the unsaved change gave it): a later change then carries it.
+    pub fn undo(&mut self, before: &Alert, revision: u32) {
+        if let Some(alert) = self.alerts.get_mut(&before.id) {
+            if alert.revision == revision {
+                *alert = before.clone();
+            }
+        }
+    }
+
     /// Marks an open, unacknowledged alert escalated (the routing rules
     /// decide when).
     pub fn escalate(&mut self, now_ms: i64, id: u64) -> Option<Alert> {
@@ -382,6 +393,19 @@ mod tests {
             book.acknowledge(T0, 99, "Anna", None),
             Err(AckError::Unknown(99))
         );
+    }
+
+    #[test]
+    fn an_acknowledgement_the_store_refused_is_undone_unless_the_alert_moved_on() {
+        let mut book = AlertBook::new("arena", 1000);
+        let before = unhappy(&mut book, T0, "food", true, "62%").unwrap();
+        let acked = book.acknowledge(T0 + 1, 1, "Anna", None).unwrap().unwrap();
+        book.undo(&before, acked.revision);
+        assert_eq!(book.get(1), Some(&before), "as if never acknowledged");
+        let acked = book.acknowledge(T0 + 2, 1, "Anna", None).unwrap().unwrap();
+        let recovered = unhappy(&mut book, T0 + 3, "food", false, "").unwrap();
+        book.undo(&before, acked.revision);
+        assert_eq!(book.get(1), Some(&recovered), "a later change carries it");
     }
 
     #[test]

@@ -53,6 +53,7 @@ fn ack_error(e: AckError) -> Response {
         AckError::Unknown(_) => StatusCode::NOT_FOUND,
         AckError::Closed(_) => StatusCode::CONFLICT,
         AckError::BadName | AckError::NoteTooLong => StatusCode::BAD_REQUEST,
+        AckError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
     error(status, &e.to_string())
 }
@@ -68,7 +69,11 @@ pub async fn acknowledge(
             "expected JSON {\"by\": \"who is acknowledging\", \"note\": optional}",
         );
     };
-    match state.registry.acknowledge(id, &r.by, r.note.as_deref()) {
+    match state
+        .registry
+        .acknowledge(id, &r.by, r.note.as_deref())
+        .await
+    {
         Ok(alert) => Json(alert).into_response(),
         Err(e) => ack_error(e),
     }
@@ -241,7 +246,7 @@ pub async fn link_acknowledge(
         name.to_string()
     };
     let note = format!("acknowledged from the link sent to {}", f.by);
-    match state.registry.acknowledge(id, &by, Some(&note)) {
+    match state.registry.acknowledge(id, &by, Some(&note)).await {
         Ok(alert) => page(
             StatusCode::OK,
             "Acknowledged",
@@ -252,7 +257,10 @@ pub async fn link_acknowledge(
             ),
         ),
         Err(e) => page(
-            StatusCode::CONFLICT,
+            match e {
+                AckError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::CONFLICT,
+            },
             "Not acknowledged",
             &format!("<p>{}</p>", esc(&e.to_string())),
         ),

@@ -230,7 +230,7 @@ fn notifications(
         &str,
         &str,
         fn(&crate::alerting::delivery::ChannelStatus) -> u64,
-    ); 5] = [
+    ); 6] = [
         (
             "pressline_notifications_delivered_total",
             "counter",
@@ -252,8 +252,14 @@ fn notifications(
         (
             "pressline_notifications_pending",
             "gauge",
-            "Notifications waiting for delivery.",
+            "Notifications waiting in line for delivery.",
             |c| c.pending,
+        ),
+        (
+            "pressline_notifications_parked",
+            "gauge",
+            "Notifications a receiver rejected for good (HTTP 400/413/415/422, SMTP 5xx): out of line, retried slowly until given up.",
+            |c| c.parked,
         ),
         (
             "pressline_notification_channel_failing",

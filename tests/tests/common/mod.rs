@@ -555,6 +555,27 @@ pub fn mosquitto_pub(port: u16, topic: &str, message: &str) {
     assert!(status.success(), "mosquitto_pub to {topic} failed");
 }
 
+/// One QoS 1 message per line of `lines`, from one `mosquitto_pub -l`.
+pub fn mosquitto_pub_lines(port: u16, topic: &str, lines: &str) {
+    use std::io::Write;
+    let mut child = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-l"])
+        .args(["-t", topic])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_pub runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    assert!(
+        child.wait().unwrap().success(),
+        "mosquitto_pub -l to {topic} failed"
+    );
+}
+
 /// A tmpfs the test mounts: a real, small filesystem that fills up. Needs
 /// root (CI runs as root); unmounted when dropped.
 pub struct Tmpfs {
@@ -587,6 +608,10 @@ impl Tmpfs {
         Some(Tmpfs {
             path: path.to_path_buf(),
         })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Grows (or shrinks) the filesystem in place, as an operator freeing

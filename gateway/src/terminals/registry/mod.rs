@@ -7,25 +7,26 @@
 //! acknowledgement from the API) goes through [`Registry::record`]: the
 //! routing rules pick the channels to notify, and the alert and its
 //! notifications are saved in one store transaction before anyone hears of
-//! it.
+//! it ([`writes`]).
 
-use pressline_host::sync::LockExt;
+mod writes;
+
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use pressline_protocol::topic::{AlertTopic, TerminalHealthTopic};
-use pressline_protocol::upstream::{Alert, AlertKind, Severity};
+use pressline_host::sync::LockExt;
+use pressline_protocol::upstream::{Alert, AlertKind};
 use tokio::sync::{mpsc, Notify};
 
-use crate::alerting::delivery::Queued;
 use crate::alerting::lifecycle::AckError;
 use crate::alerting::routing::{Notification, Routing};
 use crate::clock::unix_ms_now;
 use crate::insight::scores::{Scores, ZoneRule, UNASSIGNED};
-use crate::store::{OutboxEntry, Store};
+use crate::store::{Store, StoreError};
 use crate::terminals::health::{HealthConfig, TerminalState};
 use crate::terminals::monitor::{Change, Monitor};
+use writes::{Backlog, Write};
 
 /// What the registry learns from the press path: heartbeats and last wills
 /// (from ingest), and newly stored presses (from commit).
@@ -75,6 +76,9 @@ pub struct Registry {
     site: Arc<str>,
     store: Store,
     outlets: AlertOutlets,
+    /// Writes not yet saved, in order; held while a batch is worked out
+    /// and saved, so saves never overtake each other.
+    backlog: Arc<tokio::sync::Mutex<Backlog>>,
 }
 
 impl Registry {
@@ -107,19 +111,55 @@ impl Registry {
             site: site.into(),
             store: store.clone(),
             outlets,
+            backlog: Arc::default(),
         }
     }
 
     /// Acknowledges an alert (API, dashboard, `fleet alerts ack`, signed
-    /// link): saved and notified before this returns. Acknowledging twice
-    /// returns the alert as the first acknowledgement left it.
-    pub fn acknowledge(&self, id: u64, by: &str, note: Option<&str>) -> Result<Alert, AckError> {
-        let now = unix_ms_now();
-        let changed = self.monitor().alerts_mut().acknowledge(now, id, by, note)?;
-        if let Some(alert) = changed {
-            tracing::info!(alert = id, by = %by.trim(), "alert acknowledged");
-            self.record(vec![Change::Alert(alert)], BTreeSet::new(), Vec::new());
+    /// link): saved and queued for notification before this returns; if
+    /// the store refuses it, an error and nothing changed. Acknowledging
+    /// twice returns the alert as the first acknowledgement left it.
+    pub async fn acknowledge(
+        &self,
+        id: u64,
+        by: &str,
+        note: Option<&str>,
+    ) -> Result<Alert, AckError> {
+        let mut backlog = self.backlog.lock().await;
+        let (before, acked, writes) = {
+            let mut monitor = self.monitor();
+            let before = monitor
+                .alerts()
+                .get(id)
+                .cloned()
+                .ok_or(AckError::Unknown(id))?;
+            let Some(acked) = monitor
+                .alerts_mut()
+                .acknowledge(unix_ms_now(), id, by, note)?
+            else {
+                return Ok(before);
+            };
+            let writes = writes::plan(
+                self,
+                &mut monitor,
+                vec![Change::Alert(acked.clone())],
+                BTreeSet::new(),
+                Vec::new(),
+            );
+            (before, acked, writes)
+        };
+        let ours = writes.len();
+        if let Err(e) = self.save(&mut backlog, writes).await {
+            // Its writes start with the alert's: saved unless all are left.
+            if backlog.len() >= ours {
+                backlog.withdraw_newest(ours);
+                self.monitor().alerts_mut().undo(&before, acked.revision);
+                tracing::error!(alert = id, error = %e, "acknowledgement not saved; answered with an error");
+                return Err(AckError::Storage(e.to_string()));
+            }
+            tracing::warn!(alert = id, error = %e, "acknowledgement saved; its upstream document waits for the store");
         }
+        tracing::info!(alert = id, by = %by.trim(), "alert acknowledged");
         self.monitor()
             .alerts()
             .get(id)
@@ -132,10 +172,41 @@ impl Registry {
         zone_of(&self.scores(), alert)
     }
 
-    /// Persists and publishes what changed (see [`persist_and_publish`]).
-    fn record(&self, events: Vec<Change>, touched: BTreeSet<String>, late: Vec<Notification>) {
-        persist_and_publish(self, events, touched, late);
+    /// Saves and publishes what changed (see [`writes::plan`]), after
+    /// whatever earlier writes the store refused; a refusal is logged and
+    /// kept for the next call.
+    async fn record(
+        &self,
+        events: Vec<Change>,
+        touched: BTreeSet<String>,
+        late: Vec<Notification>,
+    ) {
+        let mut backlog = self.backlog.lock().await;
+        let writes = writes::plan(self, &mut self.monitor(), events, touched, late);
+        if let Err(e) = self.save(&mut backlog, writes).await {
+            tracing::error!(error = %e, waiting = backlog.len(), "cannot save alert or terminal changes; trying again with the next change");
+        }
+    }
+
+    /// Saves the backlog with `writes` appended, on a blocking thread;
+    /// wakes delivery and the forwarder for what was saved.
+    async fn save(&self, backlog: &mut Backlog, writes: Vec<Write>) -> Result<(), StoreError> {
+        if writes.is_empty() && backlog.len() == 0 {
+            return Ok(());
+        }
+        backlog.extend(writes);
+        let mut taken = std::mem::take(backlog);
+        let store = self.store.clone();
+        let (taken, saved) = tokio::task::spawn_blocking(move || {
+            let saved = taken.save(&store);
+            (taken, saved)
+        })
+        .await
+        .expect("a panic ends the gateway before this");
+        *backlog = taken;
+        self.outlets.notify_wake.notify_one();
         self.outlets.forward_wake.notify_one();
+        saved
     }
 
     /// The score engine, shared with the committer (which folds presses
@@ -175,7 +246,7 @@ pub async fn run(registry: Registry, mut inputs: mpsc::Receiver<RegistryInput>) 
             input = inputs.recv() => {
                 let Some(input) = input else {
                     let unsaved = std::mem::take(&mut unsaved);
-                    persist_and_publish(&registry, Vec::new(), unsaved, Vec::new());
+                    registry.record(Vec::new(), unsaved, Vec::new()).await;
                     return;
                 };
                 let mut monitor = registry.monitor();
@@ -199,9 +270,7 @@ pub async fn run(registry: Registry, mut inputs: mpsc::Receiver<RegistryInput>) 
             }
         };
         let (events, touched, late) = events;
-        if !events.is_empty() || !touched.is_empty() || !late.is_empty() {
-            registry.record(events, touched, late);
-        }
+        registry.record(events, touched, late).await;
     }
 }
 
@@ -287,114 +356,6 @@ fn apply(
     }
 }
 
-/// Saves each alert transition with the notifications it causes (one
-/// store transaction each, flushed), then terminal states; queues alert
-/// and health documents for upstream. `late`: notifications of open
-/// alerts that are not transitions (a route's quiet hours ended).
-fn persist_and_publish(
-    registry: &Registry,
-    events: Vec<Change>,
-    mut persist: BTreeSet<String>,
-    late: Vec<Notification>,
-) {
-    let (site, store) = (&*registry.site, &registry.store);
-    let now = unix_ms_now();
-    let mut monitor = registry.monitor();
-    let mut notified = false;
-    // Deleted after the events below are saved: an alert raised and
-    // forgotten in one batch must not come back.
-    let forgotten = monitor.alerts_mut().take_forgotten();
-    let mut publish = BTreeSet::new();
-    let mut upstream = Vec::new();
-    for event in events {
-        match event {
-            Change::Alert(alert) => {
-                let zone = zone_of(&registry.scores(), &alert);
-                let notifications =
-                    registry
-                        .outlets
-                        .routing
-                        .handle_transition(now, &alert, zone.as_deref());
-                let channels: Vec<String> =
-                    notifications.iter().map(|n| n.channel.clone()).collect();
-                let saved = monitor
-                    .alerts_mut()
-                    .mark_notified(alert.id, &channels)
-                    .unwrap_or_else(|| alert.clone());
-                let queued: Vec<Queued> = notifications
-                    .into_iter()
-                    .map(|n| Queued::new(n, now))
-                    .collect();
-                notified |= !queued.is_empty();
-                if let Err(e) = store.save_alert_transition(alert.id, &saved, &queued) {
-                    tracing::error!(error = %e, alert = alert.id, "cannot save an alert transition and its notifications");
-                }
-                let event = alert.event.as_ref().map_or("", |e| e.as_str());
-                if alert.severity == Severity::Critical {
-                    tracing::warn!(alert = alert.id, terminal = %alert.terminal, kind = %alert.kind, event, notified = ?channels, "alert: {}", alert.detail);
-                } else {
-                    tracing::info!(alert = alert.id, terminal = %alert.terminal, kind = %alert.kind, event, notified = ?channels, "alert: {}", alert.detail);
-                }
-                upstream.push(OutboxEntry {
-                    topic: AlertTopic(site).to_string(),
-                    payload: serde_json::to_vec(&alert).expect("plain struct serializes"),
-                    retain: false,
-                    is_press: false,
-                });
-            }
-            Change::Health(id) => {
-                persist.insert(id.clone());
-                publish.insert(id);
-            }
-        }
-    }
-    for id in &persist {
-        if let Some(state) = monitor.terminal(id) {
-            if let Err(e) = store.save_terminal(id, state) {
-                tracing::error!(error = %e, terminal = %id, "cannot save terminal state");
-            }
-        }
-    }
-    for id in &publish {
-        if let Some(health) = monitor.health(id) {
-            upstream.push(OutboxEntry {
-                topic: TerminalHealthTopic { site, terminal: id }.to_string(),
-                payload: serde_json::to_vec(&health).expect("plain struct serializes"),
-                retain: true,
-                is_press: false,
-            });
-        }
-    }
-    if let Err(e) = store.enqueue_upstream(&upstream) {
-        tracing::error!(error = %e, "cannot queue health updates for upstream");
-    }
-    if let Err(e) = store.delete_alerts(&forgotten) {
-        tracing::warn!(error = %e, "cannot delete alerts past the history limit");
-    }
-    // Held notifications, saved with the alert's new list of channels told.
-    let mut by_alert: std::collections::BTreeMap<u64, Vec<Notification>> = Default::default();
-    for n in late {
-        by_alert.entry(n.alert.id).or_default().push(n);
-    }
-    for (id, notifications) in by_alert {
-        let channels: Vec<String> = notifications.iter().map(|n| n.channel.clone()).collect();
-        let Some(alert) = monitor.alerts_mut().mark_notified(id, &channels) else {
-            continue;
-        };
-        let queued: Vec<Queued> = notifications
-            .into_iter()
-            .map(|n| Queued::new(n, now))
-            .collect();
-        notified = true;
-        if let Err(e) = store.save_alert_transition(id, &alert, &queued) {
-            tracing::error!(error = %e, alert = id, "cannot queue held notifications");
-        }
-    }
-    if notified {
-        registry.outlets.notify_wake.notify_one();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -454,10 +415,10 @@ mod tests {
     }
 
     /// What the registry task does with one input.
-    fn feed(registry: &Registry, input: RegistryInput) {
+    async fn feed(registry: &Registry, input: RegistryInput) {
         let mut touched = BTreeSet::new();
         let events = apply(&mut registry.monitor(), input, &mut touched);
-        registry.record(events, touched, Vec::new());
+        registry.record(events, touched, Vec::new()).await;
     }
 
     fn upstream_topics(store: &Store) -> Vec<String> {
@@ -472,12 +433,12 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn an_alert_and_the_health_it_changes_go_upstream_and_survive_a_restart() {
+    #[tokio::test]
+    async fn an_alert_and_the_health_it_changes_go_upstream_and_survive_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 1 << 20).unwrap();
         let registry = registry(&store);
-        feed(&registry, low_battery(T0));
+        feed(&registry, low_battery(T0)).await;
         let topics = upstream_topics(&store);
         assert!(
             topics.contains(&"pressline/v1/arena/alert".to_string()),
@@ -494,19 +455,22 @@ mod tests {
         );
     }
 
-    #[test]
-    fn an_acknowledgement_is_saved_before_it_is_answered_and_stands_once() {
+    #[tokio::test]
+    async fn an_acknowledgement_is_saved_before_it_is_answered_and_stands_once() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 1 << 20).unwrap();
         let registry = registry(&store);
-        feed(&registry, low_battery(T0));
+        feed(&registry, low_battery(T0)).await;
         let id = registry.monitor().alerts().iter().next().unwrap().id;
-        let acked = registry.acknowledge(id, "Anna", Some("on my way")).unwrap();
+        let acked = registry
+            .acknowledge(id, "Anna", Some("on my way"))
+            .await
+            .unwrap();
         assert_eq!(acked.lifecycle, Some(Lifecycle::Acknowledged));
-        let again = registry.acknowledge(id, "Ben", None).unwrap();
+        let again = registry.acknowledge(id, "Ben", None).await.unwrap();
         assert_eq!(again.acknowledged_by.as_deref(), Some("Anna"));
         assert_eq!(
-            registry.acknowledge(99, "Anna", None),
+            registry.acknowledge(99, "Anna", None).await,
             Err(AckError::Unknown(99))
         );
         let restarted = super::tests::registry(&store);
@@ -514,8 +478,8 @@ mod tests {
         assert_eq!(saved.acknowledged_by.as_deref(), Some("Anna"));
     }
 
-    #[test]
-    fn a_zone_alert_open_at_a_restart_keeps_its_zone_unhappy_without_a_second_raise() {
+    #[tokio::test]
+    async fn a_zone_alert_open_at_a_restart_keeps_its_zone_unhappy_without_a_second_raise() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 1 << 20).unwrap();
         let registry = registry(&store);
@@ -531,7 +495,9 @@ mod tests {
                 "62%".into(),
             )
             .unwrap();
-        registry.record(vec![Change::Alert(raised)], BTreeSet::new(), Vec::new());
+        registry
+            .record(vec![Change::Alert(raised)], BTreeSet::new(), Vec::new())
+            .await;
         let restarted = super::tests::registry(&store);
         let view = restarted.scores().window(T0, Window::FiveMinutes);
         let food = view.zones.iter().find(|z| z.zone == "food").unwrap();
