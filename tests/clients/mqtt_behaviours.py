@@ -203,19 +203,36 @@ def check_will_on_keepalive_expiry(b, args):
 
 
 def check_session_takeover(b, args):
-    """MQTT 3.1.1 §3.1.4: a second connection with the same client id takes
-    the session over; the first is disconnected."""
+    """MQTT 3.1.1 §3.1.4, MQTT 5 §3.1.4 and §3.1.2.5: a second connection
+    with the same client id takes the session over; the first is
+    disconnected and its own will is published (as Mosquitto does), never
+    the second's, which stays for when the second goes."""
     cid = f"takeover-{uuid.uuid4().hex[:6]}"
+    watcher = b.client(f"watcher-{cid}")
+    b.connect(watcher)
+    b.subscribe(watcher, [(f"takeover/{cid}/#", 1)])
     first = b.client(cid)
+    first.will_set(f"takeover/{cid}/will", "first gone", qos=1)
     b.connect(first)
     second = b.client(cid)
+    second.will_set(f"takeover/{cid}/will", "second gone", qos=1)
     b.connect(second)
     wait_for("the first connection to be closed", lambda: first.disconnected is not None)
     first.loop_stop()
-    b.subscribe(second, [(f"takeover/{cid}", 1)])
-    second.publish(f"takeover/{cid}", "still here", qos=1)
+    wait_for("the first connection's will", lambda: any(m.payload == b"first gone" for m in watcher.received))
+    b.subscribe(second, [(f"takeover/{cid}/data", 1)])
+    second.publish(f"takeover/{cid}/data", "still here", qos=1)
     wait_for("the second connection to work", lambda: any(m.payload == b"still here" for m in second.received))
-    print("ok: the second connection took the session over; the first was closed")
+    second.disconnect()
+    second.loop_stop()
+    # After the clean disconnect, a marker through the same broker: a will
+    # wrongly published earlier would have reached the watcher before it.
+    watcher.publish(f"takeover/{cid}/end", "end", qos=1)
+    wait_for("the marker", lambda: any(m.payload == b"end" for m in watcher.received))
+    wills = [m.payload.decode() for m in watcher.received if m.topic.endswith("/will")]
+    if wills != ["first gone"]:
+        raise Failed(f"wills published: {wills}, expected only the first connection's")
+    print("ok: the second connection took the session over; the first was closed and its own will published")
 
 
 def mosquitto(tool, b, *args):

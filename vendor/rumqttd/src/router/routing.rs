@@ -283,13 +283,34 @@ impl Router {
             // Check if same client_id already exists and if so, replace it with this new connection
             // ref: https://docs.oasis-open.org/mqtt/mqtt/v3.1.1/os/mqtt-v3.1.1-os.html#_Toc398718032
 
-            let connection_id = self.connection_map.get(&client_id);
+            let connection_id = self.connection_map.get(&client_id).copied();
             if let Some(connection_id) = connection_id {
                 error!(
                     "Duplicate client_id, dropping previous connection with connection_id: {}",
                     connection_id
                 );
-                self.handle_disconnection(*connection_id, None);
+                self.handle_disconnection(connection_id, None);
+                // Pressline patch: the connection taken over leaves as
+                // connections closed by the server do: its own will goes
+                // now, unless it asked for a delay, which the new
+                // connection ends (MQTT 5 §3.1.2.5, §3.1.4; Mosquitto does
+                // the same). Upstream's waiting task would have published
+                // whatever will the router held by then: the new one's.
+                let delayed = self.last_wills.get(&client_id).is_some_and(|(_, props)| {
+                    props
+                        .as_ref()
+                        .and_then(|p| p.delay_interval)
+                        .is_some_and(|d| d > 0)
+                });
+                if delayed {
+                    self.last_wills.remove(&client_id);
+                } else {
+                    self.handle_last_will(
+                        client_id.clone(),
+                        #[cfg(feature = "validate-tenant-prefix")]
+                        None,
+                    );
+                }
             }
         }
 

@@ -620,14 +620,13 @@ async fn remote<P: Protocol>(
     }
 
     if let Some(sender) = will_handlers.lock().unwrap().remove(&client_id) {
-        // Pressline patch: a connection taking over a client id cancels the
-        // earlier connection's will. Upstream fired it for a clean session,
-        // and what the router then published was the *new* connection's
-        // will (wills are kept by client id): the client that just came
-        // back was announced gone, and left without a will. The client is
-        // here, so no will is due (MQTT 3.1.1 §3.1.2.5 lists no takeover;
-        // MQTT 5 §3.1.3.2.2: a new connection before the will is sent
-        // stops it).
+        // Pressline patch: the earlier connection's waiting task publishes
+        // nothing. Upstream let it fire for a clean session, and what the
+        // router then published was the *new* connection's will (wills
+        // are kept by client id): the client that just came back was
+        // announced gone, and left without a will. The router publishes
+        // the earlier connection's own will when the new one takes over
+        // (`router/routing.rs`).
         let _ = clean_session;
         // The earlier connection may be gone already (its set-up refused,
         // or its will wait over); nothing waits then.
