@@ -13,7 +13,8 @@
 #   PRESSLINE_BIN [built here]                directory of prebuilt release binaries
 #   BENCH_CENTRAL [100000]                       presses for section 6
 #   BENCH_PRESS_BATCH [100]                      upstream.press_batch of the gateways in section 6
-#   BENCH_SECTIONS ["1 2 3 4"]                   which sections to run (5 needs 3 and 4; 6 on request)
+#   BENCH_SWAP_ROUNDS [10]                       flashes started over in section 3d (100,000 presses each)
+#   BENCH_SECTIONS ["1 2 3 4"]                   which sections to run (5 needs 3 and 4; 3d and 6 on request)
 #
 # 1. Ingest ceiling: BENCH_TERMINALS x BENCH_PRESSES presses, QoS 1, through
 #    (a) the gateway (dedup, durable sled commit, application ack),
@@ -25,6 +26,11 @@
 #    connected and heartbeating; RSS as BENCH_HISTORY presses are stored
 #    and forwarded (every 100,000), idle RSS after a restart on that data,
 #    and disk per stored, delivered press.
+#    3d (on request, or with 3): a season with swaps: 100 terminal ids,
+#    BENCH_SWAP_ROUNDS rounds of 100,000 presses, each round on fresh
+#    flashes (a new boot generation for every id, as a spare or a
+#    reflashed board starts): every press stored, RSS per round against
+#    the upstream Mosquitto's in the same run, idle RSS after a restart.
 # 4. Backlog drain: BENCH_BACKLOG stored presses forwarded to a freshly
 #    started Mosquitto, with live presses (100/s) timed during the drain;
 #    once with a subscriber of the live presses only, once with a consumer
@@ -49,6 +55,7 @@ CONNECTIONS=${BENCH_CONNECTIONS:-10000}
 BACKLOG=${BENCH_BACKLOG:-1000000}
 HISTORY=${BENCH_HISTORY:-1000000}
 HISTORY_RATE=${BENCH_HISTORY_RATE:-20000}
+SWAP_ROUNDS=${BENCH_SWAP_ROUNDS:-10}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pressline/target}"
 if [ -n "${PRESSLINE_BIN:-}" ]; then
     BIN=$PRESSLINE_BIN # prebuilt release binaries, e.g. a copy kept while the tree changes
@@ -300,6 +307,39 @@ echo
 echo "After all $HISTORY delivered: RSS $hist_rss MiB (target <= 96 MiB, within 15 % of the 100,000 row); idle after a restart on that data: $hist_idle MiB (target <= 48 MiB); disk $hist_disk bytes, $((hist_disk / HISTORY)) bytes per stored, delivered press (target <= 120)."
 echo
 
+fi
+
+# ------------------------------------------------- 3d. a season with swaps
+if want 3 || want 3d; then
+# Each terminal-sim run starts with erased in-memory flash, as a spare
+# provisioned under a broken terminal's id or a board reflashed with
+# probe-rs does: the same 100 ids, a new boot generation each round.
+echo "## 3d. A season with swaps: 100 terminal ids, $SWAP_ROUNDS rounds of 100,000 presses, fresh flash each round"
+echo
+gw=$(free_port); http=$(free_port); mq=$(free_port)
+start_mosquitto "$mq"; swap_mq=$MQ_PID
+start_gateway "$WORK/swap-data" "$gw" "$http" "mqtt://127.0.0.1:$mq"; swap_pid=$GW_PID
+echo "| round | presses stored | duplicates | gateway RSS MiB | upstream Mosquitto RSS MiB |"
+echo "|---:|---:|---:|---:|---:|"
+for round in $(seq 1 "$SWAP_ROUNDS"); do
+    "$BIN/terminal-sim" --broker "127.0.0.1:$gw" --terminals 100 --presses 1000 --rate "$HISTORY_RATE" \
+        --id-prefix swap --timeout 600 --json >"$WORK/swap-$round.json"
+    stored=$(stat_of "$WORK/swap-data" "$http" presses_stored)
+    [ "$stored" -eq $((round * 100000)) ] ||
+        { echo "round $round: $stored presses stored, expected $((round * 100000))" >&2; exit 1; }
+    for _ in $(seq 1 600); do
+        [ "$(stat_of "$WORK/swap-data" "$http" forward_pending)" -eq 0 ] && break
+        sleep 0.2
+    done
+    echo "| $round | $stored | $(stat_of "$WORK/swap-data" "$http" presses_duplicate) | $(rss_mb "$swap_pid" VmRSS) | $(rss_mb "$swap_mq" VmRSS) |"
+done
+stop "$swap_pid"
+start_gateway "$WORK/swap-data" "$gw" "$http" "mqtt://127.0.0.1:$mq"; swap_pid=$GW_PID
+sleep 10 # the restart's idle figure, read after start-up settles (not synchronisation)
+echo
+echo "Idle after a restart on that data: $(rss_mb "$swap_pid" VmRSS) MiB (target <= 24 MiB); RSS at the last round within 15 % of the first and <= 40 MiB."
+echo
+stop "$swap_pid"; stop "$swap_mq"
 fi
 
 # ---------------------------------------------------- 4 and 5. drain, storage

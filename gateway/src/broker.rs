@@ -207,6 +207,9 @@ pub fn start(mqtt: &MqttConfig, access: Arc<MqttAccess>) -> anyhow::Result<SiteB
         }
     }
     let mut broker = Broker::new(config);
+    access
+        .identities()
+        .end_sessions_with(broker.session_ender());
     let (mut link_tx, link_rx) = broker
         .link(LINK_CLIENT_ID)
         .map_err(|e| anyhow::anyhow!("cannot open the gateway's link to the site broker: {e:?}"))?;

@@ -412,6 +412,22 @@ def check_forgeries(b, args):
         wait_for("PUBACK", lambda: info.mid in attacker.pubacks)
         if attacker.pubacks[info.mid] != refused:
             raise Failed(f"{topic} (retain {retain}): PUBACK {attacker.pubacks[info.mid]:#x}, expected {refused:#x}")
+    if b.version == 5:
+        # A topic alias set by a publish that passes (non-retained, on a
+        # topic this client may use), then a retained publish naming the
+        # topic by the alias only: checked as the topic it stands for.
+        own = f"pressline/v1/term/{args.user or 'stranger-' + uuid.uuid4().hex[:6]}/status"
+        props = Properties(PacketTypes.PUBLISH)
+        props.TopicAlias = 1
+        info = attacker.publish(own, b"offline", qos=1, properties=props)
+        wait_for("PUBACK", lambda: info.mid in attacker.pubacks)
+        if attacker.pubacks[info.mid] != 0:
+            raise Failed(f"{own}: PUBACK {attacker.pubacks[info.mid]:#x}, expected 0")
+        info = attacker.publish("", b"offline", qos=1, retain=True, properties=props)
+        wait_for("PUBACK", lambda: info.mid in attacker.pubacks)
+        if attacker.pubacks[info.mid] != refused:
+            raise Failed(f"retained by alias for {own}: PUBACK {attacker.pubacks[info.mid]:#x}, expected {refused:#x}")
+        forged.append((own + " (by alias, retained)", b"offline", True))
     if not attacker.is_connected():
         raise Failed("the attacker was disconnected (3.1.1 allows a close, but it was not expected here)")
     # Taking over the victim's client id: without its login, or with a

@@ -391,3 +391,122 @@ fn probe_commands_without_a_probe_say_how_to_fix_it() {
     assert_ne!(code, 0);
     assert!(err.contains("no debug probe found"), "{err}");
 }
+
+/// Registers `terminal` with `secret` through the API, as `fleet provision`
+/// does.
+fn register(gateway: &Gateway, terminal: &str, secret: &[u8; 32]) {
+    let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    ureq::post(&format!("{}/api/v1/terminals", gateway.url()))
+        .set("Authorization", &format!("Bearer {}", gateway.token()))
+        .send_json(serde_json::json!({"id": terminal, "secret": hex}))
+        .unwrap_or_else(|e| panic!("registering {terminal}: {e}"));
+}
+
+/// A connection's events until it is closed; panics if it stays open.
+fn wait_closed(connection: &mut rumqttc::Connection, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        match connection.recv_timeout(Duration::from_secs(1)) {
+            Ok(Err(_)) => return,
+            Ok(Ok(Event::Incoming(Packet::Disconnect))) => return,
+            _ => {}
+        }
+    }
+    panic!("{what}: the connection is still open after 30 s");
+}
+
+/// Open mode lets a client take an unregistered id without a login.
+/// Registering the id ends that session (its will is not published: the
+/// id is no longer its to speak for), and revoking the terminal ends the
+/// terminal's own session.
+#[test]
+fn registering_or_revoking_a_terminal_ends_the_session_under_its_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = Gateway::start(
+        dir.path(),
+        GatewayOptions {
+            site: "arena".into(),
+            ..Default::default()
+        },
+    );
+    let status = "pressline/v1/term/t-9/status";
+    let mut watch = MqttOptions::new("watcher", "127.0.0.1", gateway.mqtt_port);
+    watch.set_keep_alive(Duration::from_secs(5));
+    let (watcher, mut watching) = Client::new(watch, 10);
+    watcher.subscribe(status, QoS::AtLeastOnce).unwrap();
+    watcher.subscribe("marker", QoS::AtLeastOnce).unwrap();
+    let mut heard = Vec::new();
+    let mut listen = |until: &str, heard: &mut Vec<String>| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Ok(Event::Incoming(Packet::Publish(p)))) =
+                watching.recv_timeout(Duration::from_secs(1))
+            {
+                heard.push(format!(
+                    "{} {}",
+                    p.topic,
+                    String::from_utf8_lossy(&p.payload)
+                ));
+                if p.topic == until {
+                    return;
+                }
+            }
+        }
+        panic!("nothing on {until} within 30 s: {heard:?}");
+    };
+    watcher
+        .publish("marker", QoS::AtLeastOnce, false, "ready")
+        .unwrap();
+    listen("marker", &mut heard);
+
+    // A client squats on the unregistered id, with a will on its status.
+    let mut options = MqttOptions::new("t-9", "127.0.0.1", gateway.mqtt_port);
+    options.set_last_will(rumqttc::LastWill::new(
+        status,
+        "offline",
+        QoS::AtLeastOnce,
+        false,
+    ));
+    let (_squatter, mut squatting) = Client::new(options, 10);
+    assert!(matches!(
+        squatting.recv_timeout(Duration::from_secs(30)),
+        Ok(Ok(Event::Incoming(Packet::ConnAck(_))))
+    ));
+    let secret = [9u8; 32];
+    register(&gateway, "t-9", &secret);
+    wait_closed(&mut squatting, "the squatter after the registration");
+    watcher
+        .publish("marker", QoS::AtLeastOnce, false, "after")
+        .unwrap();
+    heard.clear();
+    listen("marker", &mut heard);
+    assert_eq!(
+        heard,
+        ["marker after"],
+        "the squatter's will is not published"
+    );
+    assert!(
+        !can_connect(gateway.mqtt_port, "t-9", None),
+        "without a login: refused"
+    );
+
+    // The terminal itself, logged in; revoked, its session ends.
+    let password = mqtt_password(&secret);
+    let mut options = MqttOptions::new("t-9", "127.0.0.1", gateway.mqtt_port);
+    options.set_credentials("t-9", password.as_str());
+    let (_terminal, mut session) = Client::new(options, 10);
+    assert!(matches!(
+        session.recv_timeout(Duration::from_secs(30)),
+        Ok(Ok(Event::Incoming(Packet::ConnAck(_))))
+    ));
+    ureq::post(&format!("{}/api/v1/terminals/t-9/revoke", gateway.url()))
+        .set("Authorization", &format!("Bearer {}", gateway.token()))
+        .call()
+        .unwrap();
+    wait_closed(&mut session, "the revoked terminal");
+    assert!(!can_connect(
+        gateway.mqtt_port,
+        "t-9",
+        Some(("t-9", password.as_str()))
+    ));
+}

@@ -61,9 +61,16 @@ pub fn next_boot(previous: Option<u32>, counted_for: Option<u32>, origin: Origin
             boot: first_boot(origin.entropy),
             drop_queue: true,
         },
-        // The same terminal (or firmware from before identities were
-        // kept, which adopts the current one).
-        (Some(boot), _) => BootNumber {
+        // Firmware from before identities were kept: the counter may be
+        // another terminal's (a spare re-provisioned and upgraded at
+        // once), so a new generation; what is queued is most likely this
+        // terminal's own, from before the upgrade, and goes out.
+        (Some(_), None) => BootNumber {
+            boot: first_boot(origin.entropy),
+            drop_queue: false,
+        },
+        // The same terminal.
+        (Some(boot), Some(_)) => BootNumber {
             boot: boot.wrapping_add(1),
             drop_queue: false,
         },
@@ -97,14 +104,16 @@ mod tests {
     }
 
     #[test]
-    fn the_same_terminal_counts_on_and_an_upgrade_adopts_its_identity() {
+    fn the_same_terminal_counts_on_and_an_upgrade_starts_a_generation_keeping_its_queue() {
         let origin = Origin::new("gate-a-01", 99);
         assert_eq!(next_boot(Some(7), Some(origin.identity), origin).boot, 8);
-        // Firmware from before identities: its counter goes on.
+        // Firmware from before identities: the counter may have counted
+        // for another id (small numbers every terminal used), so not on
+        // from it.
         assert_eq!(
             next_boot(Some(7), None, origin),
             BootNumber {
-                boot: 8,
+                boot: first_boot(99),
                 drop_queue: false
             }
         );

@@ -170,6 +170,12 @@ impl AlertBook {
         }
     }
 
+    /// Alerts whose deletion could not be saved: deleted with the next
+    /// change instead.
+    pub fn forget_later(&mut self, ids: Vec<u64>) {
+        self.forgotten.extend(ids);
+    }
+
     /// Marks an open, unacknowledged alert escalated (the routing rules
     /// decide when).
     pub fn escalate(&mut self, now_ms: i64, id: u64) -> Option<Alert> {

@@ -36,8 +36,8 @@ pub enum AckError {
     BadName,
     #[error("the note is longer than 500 characters")]
     NoteTooLong,
-    /// The store refused to save it: nothing changed; try again.
-    #[error("the acknowledgement could not be saved ({0}); nothing changed, try again")]
+    /// The store refused to save it; try again.
+    #[error("the acknowledgement could not be saved ({0}); try again")]
     Storage(String),
 }
 

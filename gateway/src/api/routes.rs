@@ -43,6 +43,7 @@ use super::token::same;
 use crate::clock::unix_ms_now;
 use crate::insight::scores::Window;
 use crate::stats::StatsSnapshot;
+use crate::store::StoreError;
 
 pub fn router(state: ApiState) -> Router {
     let api = Router::new()
@@ -188,12 +189,18 @@ async fn register(
             "secret must be 64 hex characters (32 bytes)",
         );
     };
-    match state.identities.register(
-        &r.id,
-        secret,
-        r.zone.clone(),
-        crate::clock::rfc3339_ms(unix_ms_now()),
-    ) {
+    // Saved and flushed: on a blocking thread, not an async worker.
+    let (identities, id, zone) = (state.identities.clone(), r.id.clone(), r.zone.clone());
+    let registered = tokio::task::spawn_blocking(move || {
+        identities.register(&id, secret, zone, crate::clock::rfc3339_ms(unix_ms_now()))
+    })
+    .await
+    .unwrap_or_else(|e| {
+        Err(StoreError::Unavailable(format!(
+            "registration thread failed: {e}"
+        )))
+    });
+    match registered {
         Ok(new) => {
             if let Some(zone) = &r.zone {
                 state.registry.scores().assign(&r.id, zone);
@@ -221,7 +228,15 @@ async fn revoke(
     State(state): State<ApiState>,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Response {
-    match state.identities.revoke(&id) {
+    let (identities, terminal) = (state.identities.clone(), id.clone());
+    let revoked = tokio::task::spawn_blocking(move || identities.revoke(&terminal))
+        .await
+        .unwrap_or_else(|e| {
+            Err(StoreError::Unavailable(format!(
+                "revocation thread failed: {e}"
+            )))
+        });
+    match revoked {
         Ok(true) => {
             tracing::warn!(terminal = %id, "terminal revoked: its login and presses are refused from now on");
             Json(serde_json::json!({ "id": id, "revoked": true })).into_response()

@@ -89,6 +89,11 @@ pub struct MqttAccess {
 }
 
 impl MqttAccess {
+    /// The registered terminals whose rights this enforces.
+    pub fn identities(&self) -> &Identities {
+        &self.identities
+    }
+
     pub fn new(stats: Arc<Stats>, identities: Identities) -> Arc<MqttAccess> {
         Arc::new(MqttAccess {
             stats,

@@ -16,7 +16,7 @@
 
 use pressline_host::sync::RwLockExt;
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use pressline_protocol::auth::{mqtt_password, press_mac, same_mac, Secret};
 use pressline_protocol::Press;
@@ -113,6 +113,8 @@ pub struct Identities {
     mode: SecurityMode,
     store: Store,
     entries: Arc<RwLock<HashMap<String, Entry>>>,
+    /// Closes a client's broker session (set once the broker runs).
+    sessions: Arc<OnceLock<rumqttd::SessionEnder>>,
 }
 
 impl Identities {
@@ -139,6 +141,26 @@ impl Identities {
             mode,
             store,
             entries: Arc::new(RwLock::new(entries)),
+            sessions: Arc::default(),
+        }
+    }
+
+    /// From now on, registering or revoking a terminal closes the broker
+    /// session under its id: a client that held the id before it was
+    /// registered (open mode), or one whose login was revoked, keeps no
+    /// session in which to speak for the terminal, nor a will to fire.
+    pub fn end_sessions_with(&self, sessions: rumqttd::SessionEnder) {
+        let _ = self.sessions.set(sessions);
+    }
+
+    fn end_session(&self, terminal: &str) {
+        if let Some(sessions) = self.sessions.get() {
+            if !sessions.end(terminal) {
+                tracing::warn!(
+                    terminal,
+                    "cannot end the terminal's broker session: the broker has stopped"
+                );
+            }
         }
     }
 
@@ -174,8 +196,19 @@ impl Identities {
             secret,
             revoked: false,
         };
-        let mut entries = self.entries.write_locked();
-        Ok(entries.insert(terminal.to_string(), entry).is_none())
+        let previous = self
+            .entries
+            .write_locked()
+            .insert(terminal.to_string(), entry);
+        // Whoever holds the id now holds it without this login (someone
+        // else, or the terminal with its revoked or former secret).
+        let same = previous
+            .as_ref()
+            .is_some_and(|p| !p.revoked && p.secret == secret);
+        if !same {
+            self.end_session(terminal);
+        }
+        Ok(previous.is_none())
     }
 
     /// Revokes a terminal: its login and its presses are refused from now
@@ -194,6 +227,7 @@ impl Identities {
         if let Some(entry) = self.entries.write_locked().get_mut(terminal) {
             entry.revoked = true;
         }
+        self.end_session(terminal);
         Ok(true)
     }
 

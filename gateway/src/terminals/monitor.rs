@@ -69,6 +69,14 @@ impl Monitor {
         }
     }
 
+    /// When the gateway started, by the wall clock as it reads now: the
+    /// caller measures the time since start with a monotonic clock, so a
+    /// clock stepped forward after start (a box without a real-time clock
+    /// setting its time from NTP) does not end the grace early.
+    pub fn set_started(&mut self, started_ms: i64) {
+        self.started_ms = started_ms;
+    }
+
     pub fn terminal(&self, id: &str) -> Option<&TerminalState> {
         self.terminals.get(id)
     }
@@ -513,6 +521,23 @@ mod tests {
         );
         assert!(m.health("back").unwrap().online);
         assert!(!m.health("gone").unwrap().online);
+    }
+
+    #[test]
+    fn a_clock_stepped_forward_after_start_does_not_end_the_grace() {
+        let config = HealthConfig {
+            offline_after_secs: 60,
+            ..Default::default()
+        };
+        let mut m = Monitor::new("arena", config.clone());
+        m.handle_heartbeat(T0, "t1", hb(3900, -60, 0));
+        let terminals: Vec<_> = m.terminals().cloned().collect();
+        // Started by a clock an hour behind; 10 s later NTP steps it.
+        let mut m = Monitor::restore("arena", config, terminals, Vec::new(), T0);
+        let stepped = T0 + 3_600_000 + 10_000;
+        m.set_started(stepped - 10_000);
+        assert!(m.poll(stepped).is_empty());
+        assert_eq!(raised(&m.poll(stepped + 50_000)), pair(Offline, Raised));
     }
 
     #[test]

@@ -37,6 +37,13 @@ pub struct Queued {
     /// Rejected for good [`PARK_AFTER`] times: out of the channel's line.
     #[serde(default)]
     pub parked: bool,
+    /// Answers that rejected this notification alone (not in a digest).
+    #[serde(default)]
+    pub rejections: u32,
+    /// In a digest the receiver rejected: sent alone from now on, so one
+    /// bad document does not take the others with it.
+    #[serde(default)]
+    pub alone: bool,
 }
 
 impl Queued {
@@ -48,6 +55,8 @@ impl Queued {
             next_attempt_ms: now_ms,
             last_error: None,
             parked: false,
+            rejections: 0,
+            alone: false,
         }
     }
 }
@@ -145,7 +154,7 @@ pub fn plan_round(
             }
         }
     }
-    round.messages = batches(kind, line, policy.coalesce_above)
+    round.messages = batches(kind, line, policy.coalesce_above, |(_, q)| q.alone)
         .into_iter()
         .map(|items| Message {
             items,
@@ -159,19 +168,37 @@ pub fn plan_round(
     round
 }
 
-/// How due notifications go out: one request each, or (a burst on a
-/// channel read by people) digests of at most [`DIGEST_MAX`].
-pub fn batches<T>(kind: ChannelKind, due: Vec<T>, coalesce_above: usize) -> Vec<Vec<T>> {
-    if kind.is_chat() && due.len() > coalesce_above.max(1) {
-        let mut due = due.into_iter().peekable();
-        let mut digests = Vec::new();
-        while due.peek().is_some() {
-            digests.push(due.by_ref().take(DIGEST_MAX).collect());
-        }
-        digests
-    } else {
-        due.into_iter().map(|d| vec![d]).collect()
+/// How due notifications go out, in order: one request each, or (a burst
+/// on a channel read by people) digests of at most [`DIGEST_MAX`], except
+/// those that must go `alone`.
+pub fn batches<T>(
+    kind: ChannelKind,
+    due: Vec<T>,
+    coalesce_above: usize,
+    alone: impl Fn(&T) -> bool,
+) -> Vec<Vec<T>> {
+    if !(kind.is_chat() && due.len() > coalesce_above.max(1)) {
+        return due.into_iter().map(|d| vec![d]).collect();
     }
+    let mut messages: Vec<Vec<T>> = Vec::new();
+    let mut digest: Vec<T> = Vec::new();
+    for item in due {
+        if alone(&item) {
+            if !digest.is_empty() {
+                messages.push(std::mem::take(&mut digest));
+            }
+            messages.push(vec![item]);
+            continue;
+        }
+        digest.push(item);
+        if digest.len() == DIGEST_MAX {
+            messages.push(std::mem::take(&mut digest));
+        }
+    }
+    if !digest.is_empty() {
+        messages.push(digest);
+    }
+    messages
 }
 
 /// What an unsuccessful try did to a message's notifications.
@@ -194,10 +221,17 @@ pub fn record_failure(message: Message, outcome: &Outcome, now_ms: i64, policy: 
         Outcome::Failed(e) => (e, false),
     };
     let mut retry = Retry::default();
+    // A rejected digest says one of its documents is refused, not which.
+    let digest = message.items.len() > 1;
     for (key, mut q) in message.items {
         q.attempts = q.attempts.saturating_add(1);
         q.last_error = Some(error.clone());
-        if permanent && !q.parked && q.attempts >= PARK_AFTER {
+        if permanent && digest {
+            q.alone = true;
+        } else if permanent {
+            q.rejections = q.rejections.saturating_add(1);
+        }
+        if !q.parked && q.rejections >= PARK_AFTER {
             q.parked = true;
             retry.newly_parked += 1;
         }
@@ -263,7 +297,7 @@ mod tests {
     #[test]
     fn bursts_on_chat_channels_become_digests_of_at_most_ten() {
         let sizes = |kind, n: usize| -> Vec<usize> {
-            batches(kind, (0..n).collect(), 3)
+            batches(kind, (0..n).collect(), 3, |_| false)
                 .iter()
                 .map(Vec::len)
                 .collect()
@@ -282,10 +316,44 @@ mod tests {
             "machines get one each"
         );
         assert_eq!(
-            batches(ChannelKind::Slack, (0..12).collect(), 3)[1],
+            batches(ChannelKind::Slack, (0..12).collect(), 3, |_| false)[1],
             [10, 11],
             "in order"
         );
+    }
+
+    #[test]
+    fn a_rejected_digest_goes_out_one_by_one_and_only_the_bad_one_is_parked() {
+        let queue: Vec<(u64, Queued)> = (1..=5).map(|k| queued(k, 0)).collect();
+        let round = plan_round(ChannelKind::Slack, queue, 0, &policy());
+        assert_eq!(keys(&round), [vec![1, 2, 3, 4, 5]], "a digest");
+        let message = round.messages.into_iter().next().unwrap();
+        let retry = record_failure(message, &Outcome::Rejected("HTTP 400".into()), 0, &policy());
+        assert_eq!(retry.newly_parked, 0);
+        assert!(retry
+            .updated
+            .iter()
+            .all(|(_, q)| q.alone && q.rejections == 0));
+        let queue: Vec<(u64, Queued)> = retry.updated;
+        let round = plan_round(ChannelKind::Slack, queue, 5_000, &policy());
+        assert_eq!(
+            keys(&round),
+            [[1], [2], [3], [4], [5]],
+            "one by one, in order"
+        );
+    }
+
+    #[test]
+    fn only_rejections_count_towards_parking_not_earlier_failures() {
+        let mut queue = vec![queued(1, 0)];
+        for _ in 0..2 {
+            let now = queue[0].1.next_attempt_ms;
+            queue = try_first(queue, Outcome::Failed("timed out".into()), now).0;
+        }
+        let now = queue[0].1.next_attempt_ms;
+        let (queue, retry) = try_first(queue, Outcome::Rejected("HTTP 422".into()), now);
+        assert_eq!(retry.newly_parked, 0, "one rejection is not three");
+        assert_eq!((queue[0].1.attempts, queue[0].1.rejections), (3, 1));
     }
 
     #[test]

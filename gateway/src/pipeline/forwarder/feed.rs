@@ -8,7 +8,7 @@ use rumqttc::QoS;
 use tokio::sync::watch;
 
 use super::messages::{plan_messages, render};
-use super::{Shared, Window};
+use super::{InFlight, Shared, Window};
 use crate::store::OutboxItem;
 
 /// Runs the feeder until shutdown.
@@ -126,7 +126,9 @@ fn hand_over(
 ) -> bool {
     for message in plan_messages(entries, per_message, room) {
         let (topic, payload, retain) = render(&shared.config, &message);
-        window.handed_over.push_back(Some(message.handed()));
+        window
+            .handed_over
+            .push_back(InFlight::Outbox(message.handed()));
         if shared
             .client
             .try_publish(topic, QoS::AtLeastOnce, retain, payload)

@@ -34,7 +34,7 @@
 
 use pressline_host::sync::LockExt;
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -109,11 +109,11 @@ impl UpstreamTls {
 #[derive(Debug, Default)]
 struct Window {
     connected: bool,
-    /// Outbox entries handed to rumqttc, awaiting their `Outgoing::Publish`
-    /// event (`None` for the gateway's own status messages).
-    handed_over: VecDeque<Option<Handed>>,
-    /// Packet id → outbox entry, awaiting PUBACK.
-    awaiting_ack: HashMap<u16, Option<Handed>>,
+    /// Messages handed to rumqttc, awaiting their `Outgoing::Publish`
+    /// event.
+    handed_over: VecDeque<InFlight>,
+    /// Packet id → message, awaiting PUBACK.
+    awaiting_ack: HashMap<u16, InFlight>,
     /// The newest outbox key at CONNACK: the end of the backlog.
     backlog_end: Option<u64>,
     /// Last backlog key handed over on this connection.
@@ -123,6 +123,16 @@ struct Window {
     /// The store's generation the cursors belong to (see
     /// [`Store::generation`]).
     generation: u64,
+}
+
+/// What a publish handed to rumqttc carries.
+#[derive(Debug, Clone)]
+enum InFlight {
+    Outbox(Handed),
+    /// The gateway's own retained status (`offline`: the shutdown's).
+    Status {
+        offline: bool,
+    },
 }
 
 /// An upstream message in flight: the outbox entries it carries.
@@ -166,9 +176,9 @@ struct Shared {
     /// Outbox read errors (a store being reopened fails every read),
     /// logged at most once a minute.
     read_errors: Mutex<crate::stats::RateLimitedLog>,
-    /// The gateway's own status messages the broker has PUBACKed, and a
-    /// wake for whoever waits on the next one (the shutdown).
-    statuses_acked: AtomicU64,
+    /// The broker has PUBACKed the shutdown's `offline` status, and a wake
+    /// for the shutdown waiting on it.
+    offline_acked: AtomicBool,
     status_acked: Notify,
 }
 
@@ -206,11 +216,12 @@ impl Shared {
     /// Hands the status to rumqttc; `false` if its queue is full.
     fn publish_status(&self, window: &mut Window, state: GatewayState) -> bool {
         let topic = GatewayStatusTopic(&self.config.site).to_string();
+        let offline = state == GatewayState::Offline;
         let payload = self.status_payload(
             state,
             Some(crate::clock::rfc3339_ms(crate::clock::unix_ms_now())),
         );
-        window.handed_over.push_back(None);
+        window.handed_over.push_back(InFlight::Status { offline });
         if self
             .client
             .try_publish(topic, QoS::AtLeastOnce, true, payload)
@@ -283,7 +294,7 @@ impl Forwarder {
             window: Mutex::new(Window::default()),
             wake,
             read_errors: Mutex::new(crate::stats::RateLimitedLog::new(Duration::from_secs(60))),
-            statuses_acked: AtomicU64::new(0),
+            offline_acked: AtomicBool::new(false),
             status_acked: Notify::new(),
         });
         let poller = tokio::spawn(poll::poll(shared.clone(), eventloop));
@@ -301,7 +312,6 @@ impl Forwarder {
     pub async fn shutdown(self, grace: Duration) {
         self.feeder.abort();
         let deadline = tokio::time::Instant::now() + grace;
-        let acked_before = self.shared.statuses_acked.load(Relaxed);
         let published = {
             let mut window = self.shared.window();
             window.connected
@@ -317,7 +327,7 @@ impl Forwarder {
                     let notified = self.shared.status_acked.notified();
                     tokio::pin!(notified);
                     notified.as_mut().enable();
-                    if self.shared.statuses_acked.load(Relaxed) > acked_before {
+                    if self.shared.offline_acked.load(Relaxed) {
                         return;
                     }
                     notified.await;

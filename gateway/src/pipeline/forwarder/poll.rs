@@ -11,7 +11,7 @@ use pressline_protocol::backoff::Backoff;
 use pressline_protocol::upstream::GatewayState;
 use rumqttc::{ConnAck, ConnectReturnCode, ConnectionError, Event, EventLoop, Outgoing, Packet};
 
-use super::{Handed, Shared, UpstreamTls};
+use super::{Handed, InFlight, Shared, UpstreamTls};
 
 /// Runs the poller until the forwarder's own clean disconnect.
 pub(super) async fn poll(shared: Arc<Shared>, mut eventloop: EventLoop) {
@@ -36,12 +36,12 @@ pub(super) async fn poll(shared: Arc<Shared>, mut eventloop: EventLoop) {
             Ok(Event::Incoming(Packet::PubAck(ack))) => {
                 let mut window = shared.window();
                 match window.awaiting_ack.remove(&ack.pkid) {
-                    Some(Some(handed)) => acked.push(handed),
-                    Some(None) => {
-                        shared.statuses_acked.fetch_add(1, Relaxed);
+                    Some(InFlight::Outbox(handed)) => acked.push(handed),
+                    Some(InFlight::Status { offline: true }) => {
+                        shared.offline_acked.store(true, Relaxed);
                         shared.status_acked.notify_waiters();
                     }
-                    None => {}
+                    Some(InFlight::Status { offline: false }) | None => {}
                 }
                 // Wake the feeder only once it would refill (see `feed`):
                 // a wake per PUBACK cost more CPU in thread switches than

@@ -79,6 +79,8 @@ pub struct Registry {
     /// Writes not yet saved, in order; held while a batch is worked out
     /// and saved, so saves never overtake each other.
     backlog: Arc<tokio::sync::Mutex<Backlog>>,
+    /// When the registry was loaded, by a clock that never steps.
+    started: std::time::Instant,
 }
 
 impl Registry {
@@ -112,14 +114,33 @@ impl Registry {
             store: store.clone(),
             outlets,
             backlog: Arc::default(),
+            started: std::time::Instant::now(),
         }
     }
 
     /// Acknowledges an alert (API, dashboard, `fleet alerts ack`, signed
     /// link): saved and queued for notification before this returns; if
-    /// the store refuses it, an error and nothing changed. Acknowledging
+    /// the store refuses it, an error. Acknowledging
     /// twice returns the alert as the first acknowledgement left it.
     pub async fn acknowledge(
+        &self,
+        id: u64,
+        by: &str,
+        note: Option<&str>,
+    ) -> Result<Alert, AckError> {
+        // On a task of its own: a client that goes away mid-save must not
+        // cut the save from its undo.
+        let (registry, by, note) = (self.clone(), by.to_string(), note.map(str::to_string));
+        tokio::spawn(async move { registry.acknowledge_now(id, &by, note.as_deref()).await })
+            .await
+            .unwrap_or_else(|e| {
+                Err(AckError::Storage(format!(
+                    "the acknowledgement failed: {e}"
+                )))
+            })
+    }
+
+    async fn acknowledge_now(
         &self,
         id: u64,
         by: &str,
@@ -152,8 +173,15 @@ impl Registry {
         if let Err(e) = self.save(&mut backlog, writes).await {
             // Its writes start with the alert's: saved unless all are left.
             if backlog.len() >= ours {
-                backlog.withdraw_newest(ours);
-                self.monitor().alerts_mut().undo(&before, acked.revision);
+                let withdrawn = backlog.withdraw_newest(ours);
+                let mut monitor = self.monitor();
+                monitor.alerts_mut().undo(&before, acked.revision);
+                for write in withdrawn {
+                    if let Write::Forget(ids) = write {
+                        monitor.alerts_mut().forget_later(ids);
+                    }
+                }
+                drop(monitor);
                 tracing::error!(alert = id, error = %e, "acknowledgement not saved; answered with an error");
                 return Err(AckError::Storage(e.to_string()));
             }
@@ -278,6 +306,8 @@ pub async fn run(registry: Registry, mut inputs: mpsc::Receiver<RegistryInput>) 
 /// alerts; then escalations due and notifications held by quiet hours.
 fn tick_rules(registry: &Registry, now_ms: i64) -> (Vec<Change>, Vec<Notification>) {
     let mut monitor = registry.monitor();
+    let since_start = registry.started.elapsed().as_millis().min(i64::MAX as u128) as i64;
+    monitor.set_started(now_ms.saturating_sub(since_start));
     let mut events = monitor.poll(now_ms);
     let mut scores = registry.scores();
     scores.prune(now_ms);

@@ -65,10 +65,11 @@ impl Backlog {
         }
     }
 
-    /// Takes back the newest `n` writes (not saved: their change is undone).
-    pub fn withdraw_newest(&mut self, n: usize) {
+    /// Takes back the newest `n` writes (not saved: their change is
+    /// undone).
+    pub fn withdraw_newest(&mut self, n: usize) -> Vec<Write> {
         let keep = self.writes.len().saturating_sub(n);
-        self.writes.truncate(keep);
+        self.writes.drain(keep..).collect()
     }
 
     /// Saves from the oldest; stops at the first refusal, which stays.
@@ -252,8 +253,11 @@ mod tests {
         let mut backlog = Backlog::default();
         backlog.extend(vec![forget(1), forget(2)]);
         backlog.extend(vec![forget(3), forget(4)]);
-        backlog.withdraw_newest(2);
+        let withdrawn = backlog.withdraw_newest(2);
         assert_eq!(ids(&backlog), [1, 2]);
+        assert!(
+            matches!(&withdrawn[..], [Write::Forget(a), Write::Forget(b)] if a == &[3] && b == &[4])
+        );
         backlog.withdraw_newest(5);
         assert_eq!(backlog.len(), 0);
     }

@@ -65,6 +65,9 @@ pub enum Event {
     PrintStatus(Print),
     /// Publish Will message
     PublishWill((String, Option<String>)),
+    /// Pressline patch: close the connection of this client id, if any,
+    /// discarding its will (its right to the id ended).
+    EndSession(String),
 }
 
 /// Notification from router to connection

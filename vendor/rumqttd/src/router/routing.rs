@@ -261,6 +261,19 @@ impl Router {
                 #[cfg(feature = "validate-tenant-prefix")]
                 _tenant_id,
             ),
+            Event::EndSession(client_id) => self.end_session(&client_id),
+        }
+    }
+
+    /// Pressline patch: the embedding application withdrew this client's
+    /// right to its id (a login revoked, or the id registered to someone
+    /// else): its connection closes, and its will, checked against rights
+    /// it no longer has, is not published.
+    fn end_session(&mut self, client_id: &str) {
+        if let Some(id) = self.connection_map.get(client_id).copied() {
+            info!(client_id, "session ended by the application");
+            self.last_wills.remove(client_id);
+            self.handle_disconnection(id, None);
         }
     }
 
@@ -581,7 +594,7 @@ impl Router {
 
         for packet in packets.drain(0..) {
             match packet {
-                Packet::Publish(publish, properties) => {
+                Packet::Publish(mut publish, properties) => {
                     let span = tracing::error_span!("publish", topic = ?publish.topic, pkid = publish.pkid);
                     let _guard = span.enter();
 
@@ -594,6 +607,16 @@ impl Router {
                     // positive ack), so the client does not resend it forever;
                     // QoS 2 ends the connection.
                     if let Some(authorize) = &self.config.publish_authorizer {
+                        // An MQTT 5 publish may name its topic by an alias
+                        // only: the check is on the topic it stands for, now
+                        // (a QoS 2 publish is routed at PUBREL, by when the
+                        // alias may name another topic).
+                        let alias = properties.as_ref().and_then(|p| p.topic_alias);
+                        if let (true, Some(alias)) = (publish.topic.is_empty(), alias) {
+                            if let Some(topic) = self.connections[id].topic_aliases.get(&alias) {
+                                publish.topic = topic.clone().into();
+                            }
+                        }
                         let client_id = &self.connections[id].client_id;
                         let topic = std::str::from_utf8(&publish.topic).unwrap_or("");
                         if !(authorize.0)(client_id, topic, publish.retain) {

@@ -69,6 +69,24 @@ pub struct Broker {
     router_tx: Sender<(ConnectionId, Event)>,
 }
 
+/// Pressline patch: closes the connection of a client id from outside the
+/// broker (its will is discarded), for an application that withdraws a
+/// client's right to its id while it is connected.
+#[derive(Clone)]
+pub struct SessionEnder {
+    router_tx: Sender<(ConnectionId, Event)>,
+}
+
+impl SessionEnder {
+    /// Asks the router to end `client_id`'s session; false if the router
+    /// is gone.
+    pub fn end(&self, client_id: &str) -> bool {
+        self.router_tx
+            .send((0, Event::EndSession(client_id.to_string())))
+            .is_ok()
+    }
+}
+
 impl Broker {
     pub fn new(config: Config) -> Broker {
         let config = Arc::new(config);
@@ -145,6 +163,13 @@ impl Broker {
     pub fn alerts(&self) -> Result<alerts::AlertsLink, alerts::LinkError> {
         let link = alerts::AlertsLink::new(self.router_tx.clone())?;
         Ok(link)
+    }
+
+    /// Pressline patch: a handle that closes clients' sessions.
+    pub fn session_ender(&self) -> SessionEnder {
+        SessionEnder {
+            router_tx: self.router_tx.clone(),
+        }
     }
 
     pub fn link(&self, client_id: &str) -> Result<(LinkTx, LinkRx), local::LinkError> {
