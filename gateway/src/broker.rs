@@ -24,6 +24,12 @@ pub const LINK_CLIENT_ID: &str = "pressline-gateway";
 /// Client id of the gateway's in-process OTA link.
 pub const OTA_LINK_CLIENT_ID: &str = "pressline-gateway-ota";
 
+/// Whether `client_id` is one of the gateway's own links: never a
+/// terminal's id (registering one would end the gateway's own session).
+pub fn is_gateways_client_id(client_id: &str) -> bool {
+    client_id == LINK_CLIENT_ID || client_id == OTA_LINK_CLIENT_ID
+}
+
 /// Every filter a terminal subscribes to (its acks, its OTA traffic).
 const GATEWAY_TO_TERMINAL: &str = "pressline/v1/gw/#";
 /// Segment size of those filters' logs, rumqttd's minimum: about 20 acks

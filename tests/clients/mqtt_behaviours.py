@@ -443,6 +443,21 @@ def check_forgeries(b, args):
     thief.loop_stop()
     if got != 0x86:
         raise Failed(f"client id {victim} with another login: CONNACK {got:#x}, expected 0x86")
+    if b.version == 5:
+        # QoS 2 by an alias not set yet: no topic to check, so refused
+        # (for QoS 2 by ending the connection), not held until PUBREL,
+        # when the alias could name anything. (Last: in closed mode it
+        # takes the attacker's session over.)
+        sneak = b.client(args.user or f"sneak-{uuid.uuid4().hex[:6]}")
+        if args.user:
+            sneak.username_pw_set(args.user, args.password)
+        b.connect(sneak)
+        props = Properties(PacketTypes.PUBLISH)
+        props.TopicAlias = 7
+        sneak.publish("", b"offline", qos=2, retain=True, properties=props)
+        wait_for("the QoS 2 publish without a topic to end the connection",
+                 lambda: sneak.disconnected is not None)
+        sneak.loop_stop()
     print(f"ok: {len(forged)} forged publishes refused (PUBACK {refused:#x}); takeover of {victim} refused")
 
 

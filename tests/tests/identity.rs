@@ -473,6 +473,14 @@ fn registering_or_revoking_a_terminal_ends_the_session_under_its_id() {
         Ok(Ok(Event::Incoming(Packet::ConnAck(_))))
     ));
     let secret = [9u8; 32];
+    // The gateway's own client ids are not terminals'.
+    let reserved = ureq::post(&format!("{}/api/v1/terminals", gateway.url()))
+        .set("Authorization", &format!("Bearer {}", gateway.token()))
+        .send_json(serde_json::json!({"id": "pressline-gateway", "secret": "09".repeat(32)}));
+    assert!(
+        matches!(reserved, Err(ureq::Error::Status(400, _))),
+        "{reserved:?}"
+    );
     register(&gateway, "t-9", &secret);
     wait_closed(&mut squatting, "the squatter after the registration");
     watcher

@@ -178,6 +178,15 @@ async fn register(
             &format!("terminal id {:?}: {e}", r.id),
         );
     }
+    if crate::broker::is_gateways_client_id(&r.id) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "terminal id {:?} is the gateway's own; choose another",
+                r.id
+            ),
+        );
+    }
     if let Some(z) = &r.zone {
         if let Err(e) = pressline_protocol::ident::validate_id(z) {
             return error(StatusCode::BAD_REQUEST, &format!("zone {z:?}: {e}"));

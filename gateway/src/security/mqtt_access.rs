@@ -26,7 +26,6 @@ use std::sync::{Arc, Mutex};
 use pressline_protocol::topic::{parse_terminal_topic, TerminalTopic, GATEWAY_ROOT};
 use rumqttd::Refusal;
 
-use crate::broker::{LINK_CLIENT_ID, OTA_LINK_CLIENT_ID};
 use crate::stats::Stats;
 use crate::terminals::identity::{Identities, SecurityMode};
 
@@ -46,7 +45,7 @@ pub fn may_publish(
     topic: &str,
     retain: bool,
 ) -> bool {
-    if client_id == LINK_CLIENT_ID || client_id == OTA_LINK_CLIENT_ID {
+    if crate::broker::is_gateways_client_id(client_id) {
         return true;
     }
     if topic.starts_with('$') || is_gateways(topic) {

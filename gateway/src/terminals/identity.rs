@@ -196,18 +196,20 @@ impl Identities {
             secret,
             revoked: false,
         };
-        let previous = self
-            .entries
-            .write_locked()
-            .insert(terminal.to_string(), entry);
+        let mut entries = self.entries.write_locked();
+        let previous = entries.insert(terminal.to_string(), entry);
         // Whoever holds the id now holds it without this login (someone
-        // else, or the terminal with its revoked or former secret).
+        // else, or the terminal with its revoked or former secret). Ended
+        // under the lock logins are checked under: a login with the new
+        // secret reaches the broker's router after the ending, never
+        // before it.
         let same = previous
             .as_ref()
             .is_some_and(|p| !p.revoked && p.secret == secret);
         if !same {
             self.end_session(terminal);
         }
+        drop(entries);
         Ok(previous.is_none())
     }
 
@@ -224,10 +226,12 @@ impl Identities {
             c.revoked = true;
             self.store.save_credential(terminal, &c)?;
         }
-        if let Some(entry) = self.entries.write_locked().get_mut(terminal) {
+        let mut entries = self.entries.write_locked();
+        if let Some(entry) = entries.get_mut(terminal) {
             entry.revoked = true;
         }
         self.end_session(terminal);
+        drop(entries);
         Ok(true)
     }
 

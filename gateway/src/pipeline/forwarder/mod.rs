@@ -180,6 +180,8 @@ struct Shared {
     /// for the shutdown waiting on it.
     offline_acked: AtomicBool,
     status_acked: Notify,
+    /// The shutdown has begun: a reconnect publishes `offline`.
+    stopping: AtomicBool,
 }
 
 impl Shared {
@@ -295,6 +297,7 @@ impl Forwarder {
             wake,
             read_errors: Mutex::new(crate::stats::RateLimitedLog::new(Duration::from_secs(60))),
             offline_acked: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
             status_acked: Notify::new(),
         });
         let poller = tokio::spawn(poll::poll(shared.clone(), eventloop));
@@ -307,10 +310,12 @@ impl Forwarder {
     }
 
     /// Publishes the retained `offline` status, waits (at most `grace`)
-    /// until the broker has it, and disconnects cleanly (if connected): a
-    /// clean disconnect drops the last will, so `offline` must be in first.
+    /// until the broker has it, then disconnects cleanly. A clean
+    /// disconnect drops the last will, so without that PUBACK the
+    /// connection is dropped instead, and the will says `offline`.
     pub async fn shutdown(self, grace: Duration) {
         self.feeder.abort();
+        self.shared.stopping.store(true, Relaxed);
         let deadline = tokio::time::Instant::now() + grace;
         let published = {
             let mut window = self.shared.window();
@@ -319,8 +324,9 @@ impl Forwarder {
                     .shared
                     .publish_status(&mut window, GatewayState::Offline)
         };
+        let mut acked = false;
         if published {
-            let acked = async {
+            let offline_acked = async {
                 loop {
                     // Registered before the count is read, so a PUBACK in
                     // between still wakes it.
@@ -333,12 +339,19 @@ impl Forwarder {
                     notified.await;
                 }
             };
-            if tokio::time::timeout_at(deadline, acked).await.is_err() {
+            acked = tokio::time::timeout_at(deadline, offline_acked)
+                .await
+                .is_ok();
+            if !acked {
                 tracing::warn!("the upstream broker did not acknowledge the offline status in time; its last will says it instead");
             }
         }
-        let _ = self.shared.client.try_disconnect();
         let mut poller = self.poller;
+        if !acked {
+            poller.abort();
+            return;
+        }
+        let _ = self.shared.client.try_disconnect();
         if tokio::time::timeout_at(deadline + Duration::from_millis(500), &mut poller)
             .await
             .is_err()

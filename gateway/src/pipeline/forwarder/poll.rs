@@ -149,7 +149,13 @@ impl Link {
         let mut window = shared.window();
         window.reset(true, backlog_end);
         window.generation = generation;
-        let _ = shared.publish_status(&mut window, GatewayState::Online);
+        // A reconnect during the shutdown says what is true by then.
+        let state = if shared.stopping.load(Relaxed) {
+            GatewayState::Offline
+        } else {
+            GatewayState::Online
+        };
+        let _ = shared.publish_status(&mut window, state);
         shared.stats.upstream_connected.store(true, Relaxed);
         drop(window);
         shared.wake.notify_one();

@@ -245,6 +245,11 @@ impl Router {
             Event::NewAlert(tx) => self.handle_new_alert(tx),
             Event::DeviceData => self.handle_device_payload(id),
             Event::Disconnect => self.handle_disconnection(id, None),
+            // Pressline patch: a link whose connection the router already
+            // removed (its session ended from outside) may still wake it;
+            // upstream indexed the freed slot and panicked.
+            Event::Ready if !self.obufs.contains(id) => {}
+            Event::Shadow(_) if !self.obufs.contains(id) => {}
             Event::Ready => self.scheduler.reschedule(id, ScheduleReason::Ready),
             Event::Shadow(request) => {
                 retrieve_shadow(&mut self.datalog, &mut self.obufs[id], request)
@@ -256,6 +261,13 @@ impl Router {
                 self.send_meters();
             }
             Event::PrintStatus(metrics) => print_status(self, metrics),
+            // Pressline patch: a client id connected again has no will
+            // due (MQTT 5 §3.1.2.5); what the router holds for it is the
+            // new connection's. A will-wait task of another listener (each
+            // keeps its own) cannot know that.
+            Event::PublishWill((client_id, _)) if self.connection_map.contains_key(&client_id) => {
+                info!(client_id, "will not published: the client is connected again");
+            }
             Event::PublishWill((client_id, _tenant_id)) => self.handle_last_will(
                 client_id,
                 #[cfg(feature = "validate-tenant-prefix")]
@@ -270,11 +282,14 @@ impl Router {
     /// else): its connection closes, and its will, checked against rights
     /// it no longer has, is not published.
     fn end_session(&mut self, client_id: &str) {
+        // A will waiting out its delay goes too, connected or not.
+        self.last_wills.remove(client_id);
         if let Some(id) = self.connection_map.get(client_id).copied() {
             info!(client_id, "session ended by the application");
-            self.last_wills.remove(client_id);
             self.handle_disconnection(id, None);
         }
+        // Nor does the id's next holder inherit its subscriptions.
+        self.graveyard.retrieve(client_id);
     }
 
     fn handle_new_connection(
@@ -594,7 +609,7 @@ impl Router {
 
         for packet in packets.drain(0..) {
             match packet {
-                Packet::Publish(mut publish, properties) => {
+                Packet::Publish(mut publish, mut properties) => {
                     let span = tracing::error_span!("publish", topic = ?publish.topic, pkid = publish.pkid);
                     let _guard = span.enter();
 
@@ -615,11 +630,16 @@ impl Router {
                         if let (true, Some(alias)) = (publish.topic.is_empty(), alias) {
                             if let Some(topic) = self.connections[id].topic_aliases.get(&alias) {
                                 publish.topic = topic.clone().into();
+                                if let Some(p) = properties.as_mut() {
+                                    p.topic_alias = None;
+                                }
                             }
                         }
                         let client_id = &self.connections[id].client_id;
                         let topic = std::str::from_utf8(&publish.topic).unwrap_or("");
-                        if !(authorize.0)(client_id, topic, publish.retain) {
+                        // No topic (an alias not set): nothing to check it
+                        // against, so refused.
+                        if topic.is_empty() || !(authorize.0)(client_id, topic, publish.retain) {
                             match qos {
                                 QoS::AtLeastOnce => {
                                     let ackslog = self.ackslog.get_mut(id).unwrap();
