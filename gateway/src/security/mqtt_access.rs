@@ -193,6 +193,7 @@ fn hint(refusal: Refusal) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::LINK_CLIENT_ID;
 
     fn registered(t: &str) -> bool {
         t == "t-1" || t == "t-2"
