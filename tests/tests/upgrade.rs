@@ -214,14 +214,16 @@ fn opens_with_nothing_lost(layout: u8, migrated: &str) {
     )
     .expect_all_acked();
     assert_eq!(report["acked"], 20, "{report}");
-    let rejected = gateway.stat("payloads_rejected");
+    // Another client's unsigned press on reg-1's topic: refused by the
+    // broker (a registered terminal's topics are its own), before ingest.
+    let refused = gateway.stat("publishes_refused");
     mosquitto_pub(
         gateway.mqtt_port,
         "pressline/v1/term/reg-1/press/json",
         r#"{"seq":999,"boot":7,"button":"happy"}"#,
     );
     wait_until("the unsigned press refused", || {
-        gateway.stat("payloads_rejected") > rejected
+        gateway.stat("publishes_refused") > refused
     });
     // reg-1's first 12 presses were stored under the old layout, at boot 0.
     // The simulator is a fresh flash under the same id: a new generation of
