@@ -111,6 +111,7 @@ pub fn broker_config(mqtt: &MqttConfig) -> BrokerConfig {
             initialized_filters: None,
             shared_subscriptions_strategy: Default::default(),
             publish_authorizer: None,
+            subscribe_authorizer: None,
         },
         v4: Some(v4),
         v5,
@@ -179,6 +180,15 @@ pub fn start(mqtt: &MqttConfig, access: Arc<MqttAccess>) -> anyhow::Result<SiteB
         }))
     };
     config.router.publish_authorizer = Some(authorizer);
+    // Subscriptions: in closed mode a terminal reads only its own
+    // `pressline/v1/gw/{id}/…` topics; in every mode a client's filters
+    // are bounded.
+    config.router.subscribe_authorizer = Some({
+        let access = access.clone();
+        rumqttd::SubscribeAuthorizer(Arc::new(move |client_id: &str, filter: &str, held| {
+            access.authorize_subscribe(client_id, filter, held)
+        }))
+    });
     let will_authorizer = {
         let access = access.clone();
         rumqttd::PublishAuthorizer(Arc::new(move |client_id: &str, topic: &str, retain| {

@@ -40,6 +40,9 @@ pub struct MqttConfig {
     /// disables it.
     pub listen_v5: Option<SocketAddr>,
     pub max_terminals: usize,
+    /// Most topic filters one client may hold at once: every filter costs
+    /// the broker state, so no client adds them without bound.
+    pub max_subscriptions_per_client: usize,
     pub max_payload_bytes: usize,
     pub router_segment_bytes: usize,
     pub router_segment_count: usize,
@@ -130,6 +133,7 @@ impl Default for MqttConfig {
             listen: "0.0.0.0:1883".parse().expect("literal address"),
             listen_v5: Some("0.0.0.0:1884".parse().expect("literal address")),
             max_terminals: 1024,
+            max_subscriptions_per_client: 32,
             max_payload_bytes: 65536,
             router_segment_bytes: 256 * 1024,
             router_segment_count: 4,
@@ -250,6 +254,9 @@ impl Config {
             .map_err(|e| anyhow::anyhow!("site {:?}: {e}", self.site))?;
         if self.mqtt.max_terminals == 0 {
             bail!("mqtt.max_terminals must be at least 1");
+        }
+        if self.mqtt.max_subscriptions_per_client == 0 {
+            bail!("mqtt.max_subscriptions_per_client must be at least 1 (a terminal subscribes to its own acks)");
         }
         if self.mqtt.max_payload_bytes < pressline_protocol::MAX_PRESS_PAYLOAD {
             bail!(

@@ -31,6 +31,7 @@ pub struct Stats {
     rejected_by_reason: Mutex<BTreeMap<&'static str, u64>>,
     connections_refused: Mutex<BTreeMap<&'static str, u64>>,
     publishes_refused: AtomicU64,
+    subscriptions_refused: Mutex<BTreeMap<&'static str, u64>>,
     /// Why the upstream connection last failed; cleared on connect.
     upstream_error: Mutex<Option<String>>,
     /// The upstream node connected to, or being tried.
@@ -58,6 +59,11 @@ pub struct StatsSnapshot {
     /// Publishes refused in closed mode: a terminal publishing on another
     /// terminal's topics or outside its own.
     pub publishes_refused: u64,
+    /// Subscriptions the site broker refused, by reason (`not_authorized`:
+    /// in closed mode, a filter outside the terminal's own
+    /// `pressline/v1/gw/{id}/`; `too_many_filters`: past
+    /// `mqtt.max_subscriptions_per_client`).
+    pub subscriptions_refused: BTreeMap<&'static str, u64>,
     pub presses_refused_storage_full: u64,
     pub storage_full: bool,
     pub storage_errors: u64,
@@ -129,6 +135,12 @@ impl Stats {
         self.publishes_refused.fetch_add(1, Relaxed);
     }
 
+    /// Counts a subscription refused under `reason`.
+    pub fn refuse_subscription(&self, reason: &'static str) {
+        let mut map = self.subscriptions_refused.locked();
+        *map.entry(reason).or_default() += 1;
+    }
+
     pub fn snapshot(
         &self,
         site: &str,
@@ -150,6 +162,7 @@ impl Stats {
             rejected_by_reason: self.rejected_by_reason.locked().clone(),
             connections_refused: self.connections_refused.locked().clone(),
             publishes_refused: self.publishes_refused.load(Relaxed),
+            subscriptions_refused: self.subscriptions_refused.locked().clone(),
             presses_refused_storage_full: self.presses_refused_storage_full.load(Relaxed),
             storage_full: self.storage_full.load(Relaxed),
             storage_errors: self.storage_errors.load(Relaxed),

@@ -11,6 +11,8 @@ a generous timeout.
 """
 
 import argparse
+import hashlib
+import hmac
 import json
 import socket
 import subprocess
@@ -64,6 +66,7 @@ class Broker:
         c.received = []
         c.subacks = {}
         c.pubacks = {}
+        c.unsubacks = set()
 
         def on_connect(client, userdata, flags, rc, props=None):
             client.connack = (code(rc), flags.session_present)
@@ -85,6 +88,7 @@ class Broker:
         c.on_message = on_message
         c.on_subscribe = on_subscribe
         c.on_publish = on_publish
+        c.on_unsubscribe = lambda client, userdata, mid, *rest: client.unsubacks.add(mid)
         self.clients.append(c)
         return c
 
@@ -461,6 +465,110 @@ def check_forgeries(b, args):
     print(f"ok: {len(forged)} forged publishes refused (PUBACK {refused:#x}); takeover of {victim} refused")
 
 
+def refused_code(b):
+    """A refused subscription: 0x87 (not authorized) on MQTT 5, 0x80 on
+    3.1.1, which knows one failure code (§3.9.3)."""
+    return 0x87 if b.version == 5 else 0x80
+
+
+def json_acks(c, terminal):
+    """(boot, seq) pairs acked on `terminal`'s JSON ack topic."""
+    acked = set()
+    for m in list(c.received):
+        if m.topic == f"pressline/v1/gw/{terminal}/ack/json":
+            ack = json.loads(m.payload)
+            acked.update((ack["boot"], s) for s in range(ack["first_seq"], ack["last_seq"] + 1))
+    return acked
+
+
+def press_mac(secret_hex, terminal, boot, seq, score):
+    """PROTOCOL.md's press MAC, written from the spec: the first 8 bytes of
+    HMAC-SHA256(secret, "pressline press v1\0" terminal "\0" boot seq score)."""
+    message = (b"pressline press v1\0" + terminal.encode() + b"\0"
+               + boot.to_bytes(4, "big") + seq.to_bytes(4, "big") + bytes([score]))
+    return hmac.new(bytes.fromhex(secret_hex), message, hashlib.sha256).digest()[:8].hex()
+
+
+def press_and_wait_for_ack(b, c, terminal, secret, boot, seq, alias=None):
+    """Publishes a signed JSON press (on MQTT 5 with `alias` set: first
+    naming the topic and setting the alias, then by the alias alone) and
+    waits for its durable ack."""
+    topic = f"pressline/v1/term/{terminal}/press/json"
+    press = {"seq": seq, "button": "happy", "boot": boot, "age_ms": 0, "terminal": terminal,
+             "mac": press_mac(secret, terminal, boot, seq, 3)}
+    if alias is None:
+        c.publish(topic, json.dumps(press), qos=1)
+    else:
+        props = Properties(PacketTypes.PUBLISH)
+        props.TopicAlias = alias
+        c.publish(topic if seq == 1 else "", json.dumps(press), qos=1, properties=props)
+    wait_for(f"the durable ack of {terminal}'s press {seq}", lambda: (boot, seq) in json_acks(c, terminal))
+
+
+def check_subscriptions(b, args):
+    """Closed mode: a terminal (--user, --password, --secret in hex) reads
+    only its own pressline/v1/gw/{id}/ topics. `#`, another terminal's
+    (--other, --other-password, --other-secret) topics and everyone's acks are refused in the SUBACK,
+    and nothing of the other terminal's reaches it while the other presses.
+    On MQTT 5 its presses named by a topic alias are acked."""
+    user, other = args.user, args.other
+    reader = b.client(user)
+    reader.username_pw_set(user, args.password)
+    b.connect(reader)
+    filters = ["#", f"pressline/v1/gw/{other}/#", f"pressline/v1/term/{other}/#",
+               "pressline/v1/gw/+/ack/json", f"pressline/v1/gw/{user}/#"]
+    codes = b.subscribe(reader, [(f, 1) for f in filters])
+    expected = [refused_code(b)] * 4 + [1]
+    if codes != expected:
+        raise Failed(f"SUBACK {[hex(c) for c in codes]} for {filters}, expected {[hex(c) for c in expected]}")
+    # The other terminal presses and gets its ack ...
+    victim = b.client(other)
+    victim.username_pw_set(other, args.other_password)
+    b.connect(victim)
+    b.subscribe(victim, [(f"pressline/v1/gw/{other}/ack/json", 1)])
+    boot = 1 + int(uuid.uuid4().int % 1_000_000)
+    press_and_wait_for_ack(b, victim, other, args.other_secret, boot, 1)
+    # ... then the reader, whose ack the broker routes after the other's:
+    # anything leaked would have reached it by then.
+    alias = 1 if b.version == 5 else None
+    for seq in (1, 2):
+        press_and_wait_for_ack(b, reader, user, args.secret, boot, seq, alias)
+    leaked = [m.topic for m in reader.received if not m.topic.startswith(f"pressline/v1/gw/{user}/")]
+    if leaked:
+        raise Failed(f"{user} read other topics: {leaked}")
+    print(f"ok: SUBACK {[hex(c) for c in codes]}; nothing of {other}'s reached {user}; "
+          f"presses{' by topic alias' if alias else ''} acked")
+
+
+def check_filter_bound(b, args):
+    """A client holds at most --limit filters: 10,000 distinct filters get
+    --limit grants and then 0x97 (quota exceeded, MQTT 5) or 0x80 (3.1.1);
+    the client stays connected, a filter it holds can be subscribed again,
+    and one unsubscribed makes room for another."""
+    tag = uuid.uuid4().hex[:6]
+    c = b.client(f"filters-{tag}")
+    b.connect(c)
+    quota = 0x97 if b.version == 5 else 0x80
+    codes = []
+    for start in range(0, 10_000, 500):
+        codes += b.subscribe(c, [(f"bound/{tag}/{i}", 1) for i in range(start, start + 500)])
+    if codes[:args.limit] != [1] * args.limit or codes[args.limit:] != [quota] * (10_000 - args.limit):
+        granted = sum(1 for x in codes if x < 0x80)
+        raise Failed(f"{granted} of 10000 filters granted, expected the first {args.limit}; codes seen: "
+                     f"{sorted(set(hex(x) for x in codes))}")
+    if not c.is_connected():
+        raise Failed("disconnected past the filter bound")
+    again = b.subscribe(c, [(f"bound/{tag}/0", 1)])
+    if again != [1]:
+        raise Failed(f"a filter already held, subscribed again: SUBACK {again}")
+    result, mid = c.unsubscribe(f"bound/{tag}/1")
+    wait_for("UNSUBACK", lambda: mid in c.unsubacks)
+    room = b.subscribe(c, [(f"bound/{tag}/new", 1)])
+    if room != [1]:
+        raise Failed(f"after an unsubscribe: SUBACK {room}, expected a grant")
+    print(f"ok: {args.limit} of 10000 filters granted, the rest SUBACK {quota:#x}; still connected")
+
+
 def check_connection_limit(b, args):
     """At its connection limit the broker answers CONNACK 3 / 0x88 (server
     unavailable) rather than closing the socket. --limit: how many fit."""
@@ -483,6 +591,8 @@ def check_connection_limit(b, args):
 
 CHECKS = {
     "connection-limit": check_connection_limit,
+    "filter-bound": check_filter_bound,
+    "subscriptions": check_subscriptions,
     "forgeries": check_forgeries,
     "keepalive-zero": check_keepalive_zero,
     "dollar-topics": check_dollar_topics,
@@ -502,6 +612,9 @@ def main():
     parser.add_argument("--user")
     parser.add_argument("--password")
     parser.add_argument("--other")
+    parser.add_argument("--other-password")
+    parser.add_argument("--secret")
+    parser.add_argument("--other-secret")
     parser.add_argument("--victim")
     parser.add_argument("--limit", type=int, default=0)
     args = parser.parse_args()

@@ -110,6 +110,33 @@ fn a_persistent_session_gets_unacked_qos1_messages_again_with_dup_and_their_ids(
     on_both_listeners("persistent-session");
 }
 
+/// Every filter costs the broker state: 10,000 from one client get the
+/// configured number of grants (32 by default), then "quota exceeded".
+#[test]
+fn a_client_holds_a_bounded_number_of_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = Gateway::start(
+        dir.path(),
+        GatewayOptions {
+            site: "clients".into(),
+            ..Default::default()
+        },
+    );
+    check("filter-bound", gateway.mqtt_port, 4, &["--limit", "32"]);
+    check("filter-bound", gateway.mqtt_v5_port, 5, &["--limit", "32"]);
+    let stats = gateway.stats();
+    let refused = 2 * (10_000 - 32);
+    assert_eq!(
+        stats["subscriptions_refused"]["too_many_filters"], refused,
+        "{stats}"
+    );
+    let metrics = gateway.metrics();
+    let line = format!(
+        "pressline_mqtt_subscriptions_refused_total{{site=\"clients\",reason=\"too_many_filters\"}} {refused}"
+    );
+    assert!(metrics.contains(&line), "{metrics}");
+}
+
 #[test]
 fn at_its_connection_limit_the_broker_says_so_in_the_connack() {
     // A gateway per listener: the limit is the broker's, shared by both.
@@ -141,6 +168,18 @@ fn at_its_connection_limit_the_broker_says_so_in_the_connack() {
 /// Provisions `terminal` at `gateway` (`fleet provision --to-file`) and
 /// returns its MQTT password.
 fn provision(dir: &Path, sites: &Path, site: &str, gateway: &Gateway, terminal: &str) -> String {
+    provision_secret(dir, sites, site, gateway, terminal).0
+}
+
+/// Provisions `terminal` at `gateway` and returns its MQTT password and
+/// its secret in hex.
+fn provision_secret(
+    dir: &Path,
+    sites: &Path,
+    site: &str,
+    gateway: &Gateway,
+    terminal: &str,
+) -> (String, String) {
     let file = dir.join(format!("{terminal}.plpr"));
     let (code, out, err) = fleet(
         sites,
@@ -161,7 +200,8 @@ fn provision(dir: &Path, sites: &Path, site: &str, gateway: &Gateway, terminal: 
     assert_eq!(code, 0, "{out}{err}");
     let bytes = std::fs::read(&file).unwrap();
     let record = ProvisioningRecord::decode(&bytes).unwrap();
-    mqtt_password(&record.secret).to_string()
+    let hex = record.secret.iter().map(|b| format!("{b:02x}")).collect();
+    (mqtt_password(&record.secret).to_string(), hex)
 }
 
 #[test]
@@ -240,6 +280,51 @@ fn a_gateway_without_configuration_is_closed_and_refusals_are_answered_counted_a
     // The spoofed publishes never reached ingest (which would have
     // rejected "spoofed" as a malformed heartbeat).
     assert_eq!(gateway.stat("payloads_rejected"), 0, "{}", gateway.stats());
+}
+
+/// One terminal's secret can be read from its flash: in closed mode it
+/// reads that terminal's own acks and nothing else (paho-mqtt logged in as
+/// a provisioned terminal, both listeners), and on MQTT 5 its presses
+/// named by a topic alias are acked.
+#[test]
+fn in_closed_mode_a_terminal_reads_only_its_own_topics() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = Gateway::start(
+        dir.path(),
+        GatewayOptions {
+            site: "doors".into(),
+            closed: true,
+            ..Default::default()
+        },
+    );
+    let sites = dir.path().join("sites.toml");
+    add_site(&sites, "doors", &gateway);
+    let (reader, reader_secret) = provision_secret(dir.path(), &sites, "doors", &gateway, "door-1");
+    let (other, other_secret) = provision_secret(dir.path(), &sites, "doors", &gateway, "door-2");
+    let login = [
+        "--user",
+        "door-1",
+        "--password",
+        &reader,
+        "--secret",
+        &reader_secret,
+        "--other",
+        "door-2",
+        "--other-password",
+        &other,
+        "--other-secret",
+        &other_secret,
+    ];
+    check("subscriptions", gateway.mqtt_port, 4, &login);
+    check("subscriptions", gateway.mqtt_v5_port, 5, &login);
+    let stats = gateway.stats();
+    assert_eq!(
+        stats["subscriptions_refused"]["not_authorized"], 8,
+        "four filters on each listener: {stats}"
+    );
+    let log = gateway.log();
+    let lines = log.lines().filter(|l| l.contains("subscription refused"));
+    assert_eq!(lines.count(), 1, "logged once per client and reason: {log}");
 }
 
 #[test]

@@ -94,6 +94,11 @@ fn presses(out: &mut String, state: &ApiState, s: &StatsSnapshot) {
             "MQTT connections the site broker refused, by reason.",
             &s.connections_refused,
         ),
+        (
+            "pressline_mqtt_subscriptions_refused_total",
+            "MQTT subscriptions the site broker refused, by reason.",
+            &s.subscriptions_refused,
+        ),
     ];
     for (name, help, counts) in by_reason {
         family(out, name, "counter", help);

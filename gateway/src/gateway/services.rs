@@ -57,7 +57,11 @@ pub async fn start(
         })?;
     let identities = Identities::load(config.security.mode, store.clone());
     let releases = load_releases(&config, &store)?;
-    let access = crate::security::mqtt_access::MqttAccess::new(stats.clone(), identities.clone());
+    let access = crate::security::mqtt_access::MqttAccess::new(
+        stats.clone(),
+        identities.clone(),
+        config.mqtt.max_subscriptions_per_client,
+    );
     let site_broker = crate::broker::start(&config.mqtt, access)?;
     let (token, token_source) =
         crate::api::token::api_token(config.http.api_token.as_deref(), &config.data_dir)?;

@@ -14,6 +14,12 @@
 //!   publishes only on its own. Clients never publish retained messages
 //!   under `pressline/v1/` (nothing of the protocol is retained on the site
 //!   broker, and a retained forgery would be replayed at every subscribe).
+//! - **Subscriptions.** In closed mode a terminal reads only its own
+//!   `pressline/v1/gw/{id}/…` topics: one terminal's secret (readable from
+//!   its flash) must not read every terminal's presses, acks and firmware.
+//!   Open mode, a trial mode, lets anyone read anything. In every mode a
+//!   client holds at most `mqtt.max_subscriptions_per_client` filters
+//!   (enforced by the broker).
 //! - Refused connections are counted by reason and logged once per client
 //!   (a terminal with a wrong secret retries every few seconds, and one
 //!   WARN line says all there is to say).
@@ -24,7 +30,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use pressline_protocol::topic::{parse_terminal_topic, TerminalTopic, GATEWAY_ROOT};
-use rumqttd::Refusal;
+use rumqttd::{Refusal, SubscribeVerdict};
 
 use crate::stats::Stats;
 use crate::terminals::identity::{Identities, SecurityMode};
@@ -74,6 +80,52 @@ pub fn may_publish(
     }
 }
 
+/// The levels that follow `pressline/v1/gw/{id}/` in the protocol's topics
+/// (`ack`, `ack/json`, `ota/command`, `ota/chunk`). A terminal's filters
+/// are built from these and wildcards only, so the filters one terminal can
+/// create are few, whatever it sends.
+const GATEWAY_TOPIC_WORDS: [&str; 7] = ["ack", "json", "ota", "command", "chunk", "+", "#"];
+
+/// Whether `client_id` may subscribe to `filter`, holding `held` other
+/// filters already (at most `limit`).
+pub fn may_subscribe(
+    mode: SecurityMode,
+    client_id: &str,
+    filter: &str,
+    held: usize,
+    limit: usize,
+) -> SubscribeVerdict {
+    if crate::broker::is_gateways_client_id(client_id) {
+        return SubscribeVerdict::Grant;
+    }
+    if mode == SecurityMode::Closed && !is_own_gateway_filter(client_id, filter) {
+        return SubscribeVerdict::NotAuthorized;
+    }
+    if held >= limit {
+        return SubscribeVerdict::QuotaExceeded;
+    }
+    SubscribeVerdict::Grant
+}
+
+/// `pressline/v1/gw/{client_id}` and filters under it made of the
+/// protocol's words, at most two levels deep.
+fn is_own_gateway_filter(client_id: &str, filter: &str) -> bool {
+    let Some(rest) = filter
+        .strip_prefix(GATEWAY_ROOT)
+        .and_then(|r| r.strip_prefix('/'))
+        .and_then(|r| r.strip_prefix(client_id))
+    else {
+        return false;
+    };
+    if rest.is_empty() {
+        return true;
+    }
+    let Some(levels) = rest.strip_prefix('/') else {
+        return false;
+    };
+    levels.split('/').count() <= 2 && levels.split('/').all(|l| GATEWAY_TOPIC_WORDS.contains(&l))
+}
+
 /// `pressline/v1/gw` and everything under it.
 fn is_gateways(topic: &str) -> bool {
     topic
@@ -85,6 +137,7 @@ fn is_gateways(topic: &str) -> bool {
 pub struct MqttAccess {
     stats: Arc<Stats>,
     identities: Identities,
+    max_subscriptions: usize,
     warned: Mutex<HashSet<(String, &'static str)>>,
 }
 
@@ -94,10 +147,16 @@ impl MqttAccess {
         &self.identities
     }
 
-    pub fn new(stats: Arc<Stats>, identities: Identities) -> Arc<MqttAccess> {
+    /// `max_subscriptions`: most filters one client holds at once.
+    pub fn new(
+        stats: Arc<Stats>,
+        identities: Identities,
+        max_subscriptions: usize,
+    ) -> Arc<MqttAccess> {
         Arc::new(MqttAccess {
             stats,
             identities,
+            max_subscriptions,
             warned: Mutex::new(HashSet::new()),
         })
     }
@@ -106,6 +165,33 @@ impl MqttAccess {
     pub fn may_publish(&self, client_id: &str, topic: &str, retain: bool) -> bool {
         let registered = |t: &str| self.identities.is_registered(t);
         may_publish(self.identities.mode(), registered, client_id, topic, retain)
+    }
+
+    /// The subscribe rule, counting and logging what it refuses.
+    pub fn authorize_subscribe(
+        &self,
+        client_id: &str,
+        filter: &str,
+        held: usize,
+    ) -> SubscribeVerdict {
+        let mode = self.identities.mode();
+        let verdict = may_subscribe(mode, client_id, filter, held, self.max_subscriptions);
+        let reason = match verdict {
+            SubscribeVerdict::Grant => return verdict,
+            SubscribeVerdict::NotAuthorized => "not_authorized",
+            SubscribeVerdict::QuotaExceeded => "too_many_filters",
+        };
+        self.stats.refuse_subscription(reason);
+        if self.first_time(client_id, reason) {
+            tracing::warn!(
+                client_id,
+                filter,
+                reason,
+                limit = self.max_subscriptions,
+                "subscription refused: in closed mode a terminal subscribes only to its own pressline/v1/gw/{{id}}/ topics, and a client holds at most mqtt.max_subscriptions_per_client filters (logged once per client and reason; counted in subscriptions_refused)"
+            );
+        }
+        verdict
     }
 
     /// A login: a registered terminal's id needs its own secret; in open
@@ -274,21 +360,110 @@ mod tests {
         ));
     }
 
+    fn subscribe(mode: SecurityMode, client: &str, filter: &str) -> SubscribeVerdict {
+        may_subscribe(mode, client, filter, 0, 32)
+    }
+
+    #[test]
+    fn in_closed_mode_a_terminal_reads_only_its_own_gateway_topics() {
+        use SubscribeVerdict::{Grant, NotAuthorized};
+        for filter in [
+            "pressline/v1/gw/t-1/#",
+            "pressline/v1/gw/t-1",
+            "pressline/v1/gw/t-1/ack",
+            "pressline/v1/gw/t-1/ack/json",
+            "pressline/v1/gw/t-1/ota/+",
+            "pressline/v1/gw/t-1/+/+",
+        ] {
+            assert_eq!(
+                subscribe(SecurityMode::Closed, "t-1", filter),
+                Grant,
+                "{filter}"
+            );
+            assert_eq!(
+                subscribe(SecurityMode::Closed, "t-2", filter),
+                NotAuthorized,
+                "{filter}"
+            );
+        }
+        for filter in [
+            "#",
+            "pressline/#",
+            "pressline/v1/gw/#",
+            "pressline/v1/gw/+/ack",
+            "pressline/v1/gw/t-10/ack",
+            "pressline/v1/gw/t-1x",
+            "pressline/v1/term/t-1/press",
+            "pressline/v1/term/#",
+            // Words outside the protocol's: a terminal cannot mint filters.
+            "pressline/v1/gw/t-1/invented",
+            "pressline/v1/gw/t-1/ack/json/more",
+            "+/v1/gw/t-1/#",
+            "",
+        ] {
+            assert_eq!(
+                subscribe(SecurityMode::Closed, "t-1", filter),
+                NotAuthorized,
+                "{filter}"
+            );
+        }
+        assert_eq!(
+            subscribe(SecurityMode::Closed, LINK_CLIENT_ID, "pressline/v1/term/#"),
+            Grant
+        );
+    }
+
+    #[test]
+    fn in_every_mode_a_client_holds_a_bounded_number_of_filters() {
+        for mode in [SecurityMode::Open, SecurityMode::Closed] {
+            let filter = "pressline/v1/gw/t-1/ack";
+            assert_eq!(
+                may_subscribe(mode, "t-1", filter, 31, 32),
+                SubscribeVerdict::Grant
+            );
+            assert_eq!(
+                may_subscribe(mode, "t-1", filter, 32, 32),
+                SubscribeVerdict::QuotaExceeded
+            );
+        }
+        assert_eq!(
+            may_subscribe(SecurityMode::Open, "anyone", "#", 0, 32),
+            SubscribeVerdict::Grant,
+            "open mode is a trial mode: anyone reads anything"
+        );
+        assert_eq!(
+            may_subscribe(SecurityMode::Open, LINK_CLIENT_ID, "#", 1000, 32),
+            SubscribeVerdict::Grant
+        );
+    }
+
     #[test]
     fn refusals_are_counted_every_time_and_logged_once_per_client() {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::Store::open(dir.path(), 1 << 20).unwrap();
         let stats = Arc::new(Stats::default());
-        let access = MqttAccess::new(stats.clone(), Identities::load(SecurityMode::Closed, store));
+        let access = MqttAccess::new(
+            stats.clone(),
+            Identities::load(SecurityMode::Closed, store),
+            32,
+        );
         for _ in 0..3 {
             access.connection_refused(Refusal::BadCredentials, Some("t-9"), None);
         }
         assert!(!access.first_time("t-9", "bad_credentials"));
         assert!(access.first_time("t-10", "bad_credentials"));
         assert!(!access.authorize_publish("t-1", "pressline/v1/term/t-2/press", false));
+        for _ in 0..2 {
+            let verdict = access.authorize_subscribe("t-1", "#", 0);
+            assert_eq!(verdict, SubscribeVerdict::NotAuthorized);
+        }
+        let verdict = access.authorize_subscribe("t-1", "pressline/v1/gw/t-1/#", 32);
+        assert_eq!(verdict, SubscribeVerdict::QuotaExceeded);
         let snap = stats.snapshot("s", std::time::Instant::now(), false, 0, None);
         assert_eq!(snap.connections_refused["bad_credentials"], 3);
         assert_eq!(snap.publishes_refused, 1);
+        assert_eq!(snap.subscriptions_refused["not_authorized"], 2);
+        assert_eq!(snap.subscriptions_refused["too_many_filters"], 1);
     }
 
     #[test]
@@ -300,7 +475,7 @@ mod tests {
         identities
             .register("t-1", secret, None, "now".into())
             .unwrap();
-        let access = MqttAccess::new(Arc::new(Stats::default()), identities);
+        let access = MqttAccess::new(Arc::new(Stats::default()), identities, 32);
         let password = pressline_protocol::auth::mqtt_password(&secret);
         assert!(
             !access.may_connect_anonymously("t-1"),

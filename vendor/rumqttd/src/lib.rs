@@ -229,6 +229,33 @@ impl fmt::Debug for RefusalHandler {
 #[derive(Clone)]
 pub struct PublishAuthorizer(pub Arc<dyn Fn(&str, &str, bool) -> bool + Send + Sync>);
 
+/// Pressline patch: `(client id, topic filter, filters the connection holds
+/// besides this one) -> verdict`. A shared subscription's filter is given
+/// without its `$share/{group}/` prefix. Every filter a client ever
+/// subscribes to costs router state, hence the count: the embedding
+/// application bounds it. Called on the router thread, so it must be cheap
+/// and never block.
+#[derive(Clone)]
+pub struct SubscribeAuthorizer(
+    pub Arc<dyn Fn(&str, &str, usize) -> SubscribeVerdict + Send + Sync>,
+);
+
+/// Pressline patch: what a [`SubscribeAuthorizer`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscribeVerdict {
+    Grant,
+    /// SUBACK 0x87 (MQTT 5), 0x80 (3.1.1).
+    NotAuthorized,
+    /// SUBACK 0x97 (MQTT 5), 0x80 (3.1.1).
+    QuotaExceeded,
+}
+
+impl fmt::Debug for SubscribeAuthorizer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SubscribeAuthorizer")
+    }
+}
+
 /// Pressline patch: `client id -> may connect without a login` (where an
 /// auth handler is set; without this, every client must log in).
 #[derive(Clone)]
@@ -304,6 +331,10 @@ pub struct RouterConfig {
     /// connection.
     #[serde(skip)]
     pub publish_authorizer: Option<PublishAuthorizer>,
+    /// Pressline patch: decides whether a subscription is granted (see
+    /// [`SubscribeAuthorizer`]).
+    #[serde(skip)]
+    pub subscribe_authorizer: Option<SubscribeAuthorizer>,
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]

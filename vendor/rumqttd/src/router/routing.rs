@@ -773,6 +773,15 @@ impl Router {
                             filter = filter_path;
                         };
 
+                        // Pressline patch: who may read what, and how many
+                        // filters one connection holds (each costs router
+                        // state), are the embedding application's rules.
+                        if let Some(refusal) = self.refuse_subscription(id, &f.path, &filter) {
+                            debug!(?refusal, "Subscription refused");
+                            return_codes.push(refusal);
+                            continue;
+                        }
+
                         let subscription_id = props.as_ref().and_then(|p| p.id);
 
                         if subscription_id == Some(0) {
@@ -1009,6 +1018,27 @@ impl Router {
         // 1 - 4. Hence we use a flag instead of diconnecting immediately
         if disconnect {
             self.handle_disconnection(id, disconnect_reason);
+        }
+    }
+
+    /// Pressline patch: the SUBACK code refusing a subscription to
+    /// `filter` (`full_path` with its `$share/{group}/` prefix, if any),
+    /// or `None` to grant it.
+    fn refuse_subscription(
+        &self,
+        id: ConnectionId,
+        full_path: &str,
+        filter: &str,
+    ) -> Option<SubscribeReasonCode> {
+        let connection = self.connections.get(id)?;
+        let authorize = self.config.subscribe_authorizer.as_ref()?;
+        // A filter already held only changes its options: it adds nothing.
+        let held = connection.subscriptions.len()
+            - usize::from(connection.subscriptions.contains(full_path));
+        match (authorize.0)(&connection.client_id, filter, held) {
+            SubscribeVerdict::Grant => None,
+            SubscribeVerdict::NotAuthorized => Some(SubscribeReasonCode::NotAuthorized),
+            SubscribeVerdict::QuotaExceeded => Some(SubscribeReasonCode::QuotaExceeded),
         }
     }
 

@@ -49,21 +49,24 @@ fn reason(code: u8) -> Result<SubscribeReasonCode, Error> {
     Ok(v)
 }
 
+/// MQTT 3.1.1 §3.9.3 knows one failure code, 0x80 (Pressline patch:
+/// upstream wrote MQTT 5's reason codes, which a 3.1.1 client must treat
+/// as a protocol violation).
 fn code(reason: SubscribeReasonCode) -> u8 {
     match reason {
         SubscribeReasonCode::Success(qos) => qos as u8,
-        SubscribeReasonCode::Failure => 0x80,
         SubscribeReasonCode::QoS0 => 0,
         SubscribeReasonCode::QoS1 => 1,
         SubscribeReasonCode::QoS2 => 2,
-        SubscribeReasonCode::Unspecified => 128,
-        SubscribeReasonCode::ImplementationSpecific => 131,
-        SubscribeReasonCode::NotAuthorized => 135,
-        SubscribeReasonCode::TopicFilterInvalid => 143,
-        SubscribeReasonCode::PkidInUse => 145,
-        SubscribeReasonCode::QuotaExceeded => 151,
-        SubscribeReasonCode::SharedSubscriptionsNotSupported => 158,
-        SubscribeReasonCode::SubscriptionIdNotSupported => 161,
-        SubscribeReasonCode::WildcardSubscriptionsNotSupported => 162,
+        SubscribeReasonCode::Failure
+        | SubscribeReasonCode::Unspecified
+        | SubscribeReasonCode::ImplementationSpecific
+        | SubscribeReasonCode::NotAuthorized
+        | SubscribeReasonCode::TopicFilterInvalid
+        | SubscribeReasonCode::PkidInUse
+        | SubscribeReasonCode::QuotaExceeded
+        | SubscribeReasonCode::SharedSubscriptionsNotSupported
+        | SubscribeReasonCode::SubscriptionIdNotSupported
+        | SubscribeReasonCode::WildcardSubscriptionsNotSupported => 0x80,
     }
 }
