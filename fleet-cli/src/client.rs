@@ -44,6 +44,10 @@ pub enum ClientError {
     TlsSetup { site: String, detail: String },
     #[error("site {site}: the gateway refused the API token ({detail}); update it with `fleet site add {site} --url URL --token-file <data-dir>/api-token`")]
     Unauthorized { site: String, detail: String },
+    /// The token is valid but its scope does not cover the request (the
+    /// gateway's answer names the token that does).
+    #[error("site {site}: {detail}; give the site that token with `fleet site add {site} --url URL --token-file FILE`")]
+    Forbidden { site: String, detail: String },
     #[error("site {site}: {detail}")]
     NotFound { site: String, detail: String },
     #[error("site {site}: gateway answered HTTP {status}: {detail}")]
@@ -153,7 +157,8 @@ impl<'a> Gateway<'a> {
                     .and_then(|v| v["error"].as_str().map(str::to_string))
                     .unwrap_or_else(|| "no details".into());
                 return Err(match status {
-                    401 | 403 => ClientError::Unauthorized { site, detail },
+                    401 => ClientError::Unauthorized { site, detail },
+                    403 => ClientError::Forbidden { site, detail },
                     404 => ClientError::NotFound { site, detail },
                     _ => ClientError::Http {
                         site,

@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use crate::api::token::Scope;
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
@@ -58,9 +59,15 @@ pub struct MqttConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
-    /// Bearer token for the API; when unset, one is generated on first start
-    /// into `<data_dir>/api-token`.
+    /// The admin bearer token for the API; when unset, one is generated on
+    /// first start into `<data_dir>/api-token`.
     pub api_token: Option<String>,
+    /// The operator token (acknowledge, rollouts; and every read); when
+    /// unset, generated into `<data_dir>/operator-token`.
+    pub operator_token: Option<String>,
+    /// The viewer token (the dashboard and every read); when unset,
+    /// generated into `<data_dir>/viewer-token`.
+    pub viewer_token: Option<String>,
     /// Serve HTTPS with this certificate chain and key (both or neither).
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
@@ -145,11 +152,24 @@ impl Default for MqttConfig {
     }
 }
 
+impl HttpConfig {
+    /// The configured token of `scope`, if any.
+    pub fn token(&self, scope: Scope) -> Option<String> {
+        match scope {
+            Scope::Admin => self.api_token.clone(),
+            Scope::Operator => self.operator_token.clone(),
+            Scope::Viewer => self.viewer_token.clone(),
+        }
+    }
+}
+
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: "0.0.0.0:8080".parse().expect("literal address"),
             api_token: None,
+            operator_token: None,
+            viewer_token: None,
             tls_cert_file: None,
             tls_key_file: None,
         }
@@ -273,10 +293,13 @@ impl Config {
         if self.storage.commit_batch_max == 0 {
             bail!("storage.commit_batch_max must be at least 1");
         }
-        if self.http.api_token.as_deref().is_some_and(|t| t.len() < 16) {
-            bail!(
-                "http.api_token must be at least 16 characters (or leave it unset to generate one)"
-            );
+        for scope in [Scope::Admin, Scope::Operator, Scope::Viewer] {
+            if self.http.token(scope).is_some_and(|t| t.len() < 16) {
+                bail!(
+                    "{} must be at least 16 characters (or leave it unset to generate one)",
+                    scope.config_key()
+                );
+            }
         }
         if self.health.offline_after_secs == 0
             || self.health.queue_filling_percent == 0

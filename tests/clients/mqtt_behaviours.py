@@ -103,6 +103,10 @@ class Broker:
             c.connect(HOST, self.port, keepalive)
         c.loop_start()
         wait_for("CONNACK", lambda: c.connack is not None or c.disconnected is not None)
+        if c.connack is None or c.connack[0] != 0:
+            # paho's network thread would connect again on its own after a
+            # refusal: the attempts a check counts are its own.
+            c.loop_stop()
         if c.connack is None:
             raise Failed(f"connection closed without a CONNACK (code {c.disconnected})")
         if expect is not None and c.connack[0] != expect:
@@ -312,6 +316,42 @@ def check_persistent_session(b, args):
     if any(p in got for p in (b"m0", b"m1")):
         raise Failed("acknowledged messages were delivered again")
     print("ok: 3 unacked resent with DUP and original ids; 2 sent while away delivered; acked ones not repeated")
+
+
+def raw_connect_as(port, client_id):
+    """A 3.1.1 CONNECT without a login, by hand; returns the CONNACK bytes."""
+    var = b"\x00\x04MQTT" + bytes([4, 0x02, 0, 60])
+    payload = len(client_id).to_bytes(2, "big") + client_id
+    body = var + payload
+    length = len(body)
+    encoded = b""
+    while True:
+        byte, length = length % 128, length // 128
+        encoded += bytes([byte | (0x80 if length else 0)])
+        if not length:
+            break
+    with socket.create_connection((HOST, port), timeout=TIMEOUT) as s:
+        s.sendall(bytes([0x10]) + encoded + body)
+        data = b""
+        while len(data) < 4:
+            chunk = s.recv(16)
+            if not chunk:
+                break
+            data += chunk
+    return data
+
+
+def check_refusal_flood(b, args):
+    """1,000 CONNECTs without a login from one address, each with a new
+    (long) client id, to a closed gateway: every one answered with
+    CONNACK 5 (the gateway counts them; its log stays short)."""
+    tag = uuid.uuid4().hex[:6]
+    for i in range(1000):
+        client_id = f"flood-{tag}-{i}-".encode() + b"x" * 2000
+        connack = raw_connect_as(b.port, client_id)
+        if connack[:4] != b"\x20\x02\x00\x05":
+            raise Failed(f"CONNECT {i}: got {connack!r}, expected CONNACK 5")
+    print("ok: 1000 refused logins answered with CONNACK 5")
 
 
 def raw_connect(port, protocol_level):
@@ -592,6 +632,7 @@ def check_connection_limit(b, args):
 CHECKS = {
     "connection-limit": check_connection_limit,
     "filter-bound": check_filter_bound,
+    "refusal-flood": check_refusal_flood,
     "subscriptions": check_subscriptions,
     "forgeries": check_forgeries,
     "keepalive-zero": check_keepalive_zero,

@@ -102,7 +102,12 @@ terminals = ["z002", "z003"]
             .any(|a| a["kind"] == "zone_unhappy" && a["zone"] == "food")
     });
 
-    let url = format!("{}/?token={}", gateway.url(), gateway.token());
+    // The wall screen's token: a viewer's reads everything the page shows.
+    let url = format!(
+        "{}/?token={}",
+        gateway.url(),
+        gateway.token_in("viewer-token")
+    );
     let first = render(&url, None);
     assert!(
         first.contains("North stand food court") && first.contains("South stand bar"),

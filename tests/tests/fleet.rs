@@ -373,3 +373,43 @@ fn the_registry_survives_a_gateway_restart() {
         other => panic!("expected 404 for an unknown terminal, got {other:?}"),
     }
 }
+
+/// A manager's profile holds a viewer token: `fleet status` works, and a
+/// change is refused with the name of the token that makes it.
+#[test]
+fn a_site_with_a_viewer_token_reads_and_is_told_which_token_changes_need() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = Gateway::start(
+        dir.path(),
+        GatewayOptions {
+            site: "lobby".into(),
+            ..Default::default()
+        },
+    );
+    let config = dir.path().join("sites.toml");
+    let viewer = gateway.data_dir.join("viewer-token");
+    let (code, out, err) = fleet(
+        &config,
+        &[
+            "site",
+            "add",
+            "lobby",
+            "--url",
+            &gateway.url(),
+            "--token-file",
+            viewer.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = fleet(&config, &["status", "--site", "lobby"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = fleet(
+        &config,
+        &["terminals", "revoke", "door-1", "--site", "lobby"],
+    );
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        err.contains("viewer token") && err.contains("api-token") && err.contains("fleet site add"),
+        "{err}"
+    );
+}

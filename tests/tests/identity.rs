@@ -518,3 +518,62 @@ fn registering_or_revoking_a_terminal_ends_the_session_under_its_id() {
         Some(("t-9", password.as_str()))
     ));
 }
+
+/// The screen on the wall holds a viewer token: it reads everything the
+/// dashboard shows and changes nothing. An operator acknowledges and runs
+/// rollouts; only the admin token registers, revokes and uploads firmware.
+#[test]
+fn each_api_token_does_what_its_scope_allows_and_no_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = Gateway::start(
+        dir.path(),
+        GatewayOptions {
+            site: "arena".into(),
+            ..Default::default()
+        },
+    );
+    let admin = gateway.token_in("api-token");
+    let operator = gateway.token_in("operator-token");
+    let viewer = gateway.token_in("viewer-token");
+    let secret: String = "5a".repeat(32);
+    let register = format!(r#"{{"id": "door-9", "secret": "{secret}"}}"#);
+    let changes = [
+        ("POST", "/api/v1/terminals", register.as_str()),
+        ("POST", "/api/v1/terminals/door-9/revoke", ""),
+        ("POST", "/api/v1/alerts/1/ack", r#"{"by": "wall"}"#),
+        ("POST", "/api/v1/ota/releases", "not a release"),
+        ("POST", "/api/v1/ota/rollouts", "{}"),
+        ("POST", "/api/v1/ota/rollouts/1/abort", ""),
+    ];
+    for token in [&viewer, &operator, &admin] {
+        for path in [
+            "/api/v1/stats",
+            "/api/v1/dashboard",
+            "/api/v1/alerts",
+            "/metrics",
+        ] {
+            assert_eq!(gateway.request("GET", path, token, "").0, 200, "{path}");
+        }
+    }
+    for (method, path, body) in changes {
+        let (code, answer) = gateway.request(method, path, &viewer, body);
+        assert_eq!(code, 403, "viewer {method} {path}: {answer}");
+        assert!(answer.contains("viewer token"), "{answer}");
+    }
+    for (method, path, body) in &changes[..] {
+        let operator_may = path.contains("/ack") || path.contains("/rollouts");
+        let (code, answer) = gateway.request(method, path, &operator, body);
+        assert_eq!(
+            code == 403,
+            !operator_may,
+            "operator {method} {path}: {code} {answer}"
+        );
+    }
+    let (code, answer) = gateway.request("POST", "/api/v1/terminals", &admin, &register);
+    assert_eq!(
+        code, 201,
+        "the admin registers it, new: nobody else did: {answer}"
+    );
+    let (code, _) = gateway.request("GET", "/api/v1/stats", "not-a-token-at-all", "");
+    assert_eq!(code, 401);
+}

@@ -327,6 +327,44 @@ fn in_closed_mode_a_terminal_reads_only_its_own_topics() {
     assert_eq!(lines.count(), 1, "logged once per client and reason: {log}");
 }
 
+/// Anyone on the venue network can make the broker refuse a login: 1,000
+/// of them from one address, each with a new client id, are all counted
+/// and answered, and cause a bounded number of log lines.
+#[test]
+fn a_flood_of_refused_logins_is_counted_and_logged_a_bounded_number_of_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = Gateway::start(
+        dir.path(),
+        GatewayOptions {
+            site: "doors".into(),
+            closed: true,
+            ..Default::default()
+        },
+    );
+    check("refusal-flood", gateway.mqtt_port, 4, &[]);
+    let stats = gateway.stats();
+    assert_eq!(
+        stats["connections_refused"]["not_authorized"], 1000,
+        "{stats}"
+    );
+    let log = gateway.log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("MQTT connection refused"))
+        .collect();
+    assert_eq!(lines.len(), 10, "ten per source address: {lines:#?}");
+    assert!(
+        lines[9].contains("not logged, for 10 minutes"),
+        "{}",
+        lines[9]
+    );
+    assert!(
+        lines.iter().all(|l| l.len() < 1024),
+        "long client ids are cut short in the log: {}",
+        lines[0]
+    );
+}
+
 #[test]
 fn open_mode_needs_saying_so_and_the_start_up_line_says_who_said_it() {
     let dir = tempfile::tempdir().unwrap();

@@ -25,7 +25,9 @@
 //! - `GET /`: the dashboard page (its data comes from the API).
 //!
 //! Everything except `/healthz` and the (data-free) dashboard page needs
-//! `Authorization: Bearer TOKEN`.
+//! `Authorization: Bearer TOKEN`, of a scope that covers the request
+//! ([`super::token`]: reads `viewer`, acknowledging and rollouts
+//! `operator`, the rest `admin`); a token of too small a scope gets 403.
 
 use axum::extract::{Query, Request, State};
 use axum::http::{header, StatusCode};
@@ -39,7 +41,7 @@ use serde::Deserialize;
 use super::alerts;
 use super::ota;
 use super::state::ApiState;
-use super::token::same;
+use super::token::required_scope;
 use crate::clock::unix_ms_now;
 use crate::insight::scores::Window;
 use crate::stats::StatsSnapshot;
@@ -107,20 +109,36 @@ async fn healthz(State(state): State<ApiState>) -> Response {
     }
 }
 
+/// Admits a request whose token's scope covers what it asks
+/// ([`super::token::required_scope`]).
 async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    match presented {
-        Some(t) if same(t.trim().as_bytes(), state.token.as_bytes()) => next.run(request).await,
-        Some(_) => error(StatusCode::UNAUTHORIZED, "invalid API token"),
-        None => error(
+    let Some(presented) = presented else {
+        return error(
             StatusCode::UNAUTHORIZED,
             "missing API token: send 'Authorization: Bearer TOKEN'",
-        ),
+        );
+    };
+    let Some(scope) = state.tokens.scope_of(presented.trim()) else {
+        return error(StatusCode::UNAUTHORIZED, "invalid API token");
+    };
+    let needed = required_scope(request.method(), request.uri().path());
+    if scope < needed {
+        let message = format!(
+            "this is a {} token; {} {} needs the {} token (<data-dir>/{} on the gateway)",
+            scope.as_str(),
+            request.method(),
+            request.uri().path(),
+            needed.as_str(),
+            needed.file_name()
+        );
+        return error(StatusCode::FORBIDDEN, &message);
     }
+    next.run(request).await
 }
 
 pub(super) fn error(status: StatusCode, message: &str) -> Response {

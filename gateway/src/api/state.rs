@@ -23,7 +23,8 @@ pub struct ApiState {
     pub rollouts: Rollouts,
     pub started: Instant,
     pub upstream_configured: bool,
-    pub token: Arc<str>,
+    /// The bearer tokens, one per scope.
+    pub tokens: crate::api::token::ApiTokens,
     /// Notification channels' figures, and the acknowledge link checker.
     pub notifier: crate::alerting::delivery::Notifier,
     pub site_time: crate::site_time::SiteTime,

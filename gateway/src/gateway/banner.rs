@@ -3,11 +3,12 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
+use crate::api::token::ApiTokens;
 use crate::config::Config;
 use crate::stats::Stats;
 use crate::terminals::identity::SecurityMode;
 
-pub(super) fn log_started(config: &Config, stats: &Stats, token_source: &str) {
+pub(super) fn log_started(config: &Config, stats: &Stats, tokens: &ApiTokens) {
     tracing::info!(
         site = %config.site,
         data_dir = %config.data_dir.display(),
@@ -21,10 +22,16 @@ pub(super) fn log_started(config: &Config, stats: &Stats, token_source: &str) {
         SecurityMode::Open => tracing::warn!("{}", config.security.describe()),
     }
     log_terminal_listeners(config);
+    let sources: Vec<String> = tokens
+        .sources
+        .iter()
+        .map(|(scope, source)| format!("{} token from {source}", scope.as_str()))
+        .collect();
     tracing::info!(
-        "HTTP API: {}://{}/api/v1/ (bearer token from {token_source})",
+        "HTTP API: {}://{}/api/v1/ (bearer tokens: {})",
         if config.https() { "https" } else { "http" },
-        config.http.listen
+        config.http.listen,
+        sources.join("; ")
     );
     log_upstream(config);
 }
@@ -63,7 +70,7 @@ fn log_upstream(config: &Config) {
 pub(super) fn log_demo(config: &Config, terminals: usize) {
     tracing::info!(
         "demo: {terminals} simulated terminals pressing; watch with `curl -s -H \"Authorization: Bearer $(cat {})\" http://{}/api/v1/stats` or `mosquitto_sub -p {} -t 'pressline/v1/#' -v`",
-        config.data_dir.join("api-token").display(),
+        config.data_dir.join("viewer-token").display(),
         loopback(config.http.listen),
         config.mqtt.listen.port()
     );

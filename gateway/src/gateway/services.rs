@@ -63,8 +63,7 @@ pub async fn start(
         config.mqtt.max_subscriptions_per_client,
     );
     let site_broker = crate::broker::start(&config.mqtt, access)?;
-    let (token, token_source) =
-        crate::api::token::api_token(config.http.api_token.as_deref(), &config.data_dir)?;
+    let tokens = crate::api::token::ApiTokens::load(|s| config.http.token(s), &config.data_dir)?;
     let scores = restore_scores(&config, &store)?;
     let forward_wake = Arc::new(Notify::new());
     let notifier = notifier(&config)?;
@@ -136,12 +135,12 @@ pub async fn start(
         rollouts,
         started,
         upstream_configured: forwarder.is_some(),
-        token: token.into(),
+        tokens: tokens.clone(),
         notifier,
         site_time: config.site_time()?,
     };
     let http = serve_http(http_listener, credentials.https, &api, &shutdown)?;
-    banner::log_started(&config, &stats, &token_source);
+    banner::log_started(&config, &stats, &tokens);
     if let Some(n) = demo_terminals {
         banner::log_demo(&config, n);
         crate::demo::start(n, config.mqtt.listen, api.clone(), shutdown.clone());

@@ -5,9 +5,11 @@
 //!   HTTPS; certificate errors in plain words.
 //! - [`secret_files`]: owner-only secrets on disk; world-readable keys
 //!   refused.
-//! - [`mqtt_access`]: refused MQTT connections counted and logged; closed
-//!   mode's rule that a terminal publishes only on its own topics.
+//! - [`mqtt_access`]: who may connect, publish and subscribe on the site
+//!   broker; refusals counted and logged.
+//! - [`log_budget`]: how many refusal lines one source may cause.
 
+pub mod log_budget;
 pub mod mqtt_access;
 pub mod secret_files;
 pub mod tls;

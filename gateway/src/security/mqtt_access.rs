@@ -22,12 +22,18 @@
 //!   (enforced by the broker).
 //! - Refused connections are counted by reason and logged once per client
 //!   (a terminal with a wrong secret retries every few seconds, and one
-//!   WARN line says all there is to say).
+//!   WARN line says all there is to say), and at most
+//!   [`LINES_PER_SOURCE`] lines per source address per
+//!   [`LOG_WINDOW`] (anyone on the venue network can make the broker
+//!   refuse them with a new client id each time).
 
 use pressline_host::sync::LockExt;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::log_budget::{LogBudget, Take};
 
 use pressline_protocol::topic::{parse_terminal_topic, TerminalTopic, GATEWAY_ROOT};
 use rumqttd::{Refusal, SubscribeVerdict};
@@ -38,6 +44,14 @@ use crate::terminals::identity::{Identities, SecurityMode};
 /// Clients remembered as already logged; past this the memory starts over
 /// (a flood of random client ids must not grow the gateway).
 const WARNED_CLIENTS_MAX: usize = 4096;
+
+/// WARN lines one source address (for refused publishes and
+/// subscriptions: all clients together) may cause per [`LOG_WINDOW`].
+pub const LINES_PER_SOURCE: u32 = 10;
+pub const LOG_WINDOW: Duration = Duration::from_secs(600);
+
+/// Longest client id written to the log (MQTT allows 65,535 bytes).
+const LOGGED_ID_MAX: usize = 64;
 
 /// The protocol's topics (terminals', gateway's).
 const PROTOCOL_ROOT: &str = "pressline/v1/";
@@ -139,6 +153,7 @@ pub struct MqttAccess {
     identities: Identities,
     max_subscriptions: usize,
     warned: Mutex<HashSet<(String, &'static str)>>,
+    budget: Mutex<LogBudget>,
 }
 
 impl MqttAccess {
@@ -158,6 +173,7 @@ impl MqttAccess {
             identities,
             max_subscriptions,
             warned: Mutex::new(HashSet::new()),
+            budget: Mutex::new(LogBudget::new(LINES_PER_SOURCE, LOG_WINDOW)),
         })
     }
 
@@ -182,13 +198,13 @@ impl MqttAccess {
             SubscribeVerdict::QuotaExceeded => "too_many_filters",
         };
         self.stats.refuse_subscription(reason);
-        if self.first_time(client_id, reason) {
+        if let Some(more) = self.should_log(client_id, reason, "subscriptions") {
             tracing::warn!(
-                client_id,
+                client_id = logged_id(client_id),
                 filter,
                 reason,
                 limit = self.max_subscriptions,
-                "subscription refused: in closed mode a terminal subscribes only to its own pressline/v1/gw/{{id}}/ topics, and a client holds at most mqtt.max_subscriptions_per_client filters (logged once per client and reason; counted in subscriptions_refused)"
+                "subscription refused: in closed mode a terminal subscribes only to its own pressline/v1/gw/{{id}}/ topics, and a client holds at most mqtt.max_subscriptions_per_client filters (logged once per client and reason; counted in subscriptions_refused){more}"
             );
         }
         verdict
@@ -209,13 +225,30 @@ impl MqttAccess {
         self.identities.mode() == SecurityMode::Open && !self.identities.is_registered(client_id)
     }
 
+    /// Whether to log a refusal by `client` for `what` from `source`: the
+    /// first time for that client, within the source's budget. Returns
+    /// what to add to the line (`None`: do not log).
+    fn should_log(&self, client: &str, what: &'static str, source: &str) -> Option<&'static str> {
+        if !self.first_time(client, what) {
+            return None;
+        }
+        match self.budget.locked().take(source, Instant::now()) {
+            Take::Log => Some(""),
+            Take::LogLast => {
+                Some(" (further refusals from this source are counted, not logged, for 10 minutes)")
+            }
+            Take::Quiet => None,
+        }
+    }
+
     /// True the first time `client` is seen with `what` (then false).
     fn first_time(&self, client: &str, what: &'static str) -> bool {
         let mut warned = self.warned.locked();
         if warned.len() >= WARNED_CLIENTS_MAX {
             warned.clear();
         }
-        warned.insert((client.to_owned(), what))
+        // The logged prefix only: a client id may be 64 KiB long.
+        warned.insert((logged_id(client).to_owned(), what))
     }
 
     /// A connection refused before it became a session.
@@ -234,13 +267,14 @@ impl MqttAccess {
             (None, Some(peer)) => peer.ip().to_string(),
             (None, None) => String::new(),
         };
-        if self.first_time(&who, reason) {
+        let source = peer.map(|p| p.ip().to_string()).unwrap_or_default();
+        if let Some(more) = self.should_log(&who, reason, &source) {
             tracing::warn!(
                 reason,
-                client_id = client_id.unwrap_or(""),
+                client_id = logged_id(client_id.unwrap_or("")),
                 peer = peer.map(|p| p.to_string()).unwrap_or_default(),
                 hint = hint(refusal),
-                "MQTT connection refused (logged once per client and reason; counted in connections_refused)"
+                "MQTT connection refused (logged once per client and reason; counted in connections_refused){more}"
             );
         }
     }
@@ -251,16 +285,25 @@ impl MqttAccess {
             return true;
         }
         self.stats.refuse_publish();
-        if self.first_time(client_id, "publish") {
+        if let Some(more) = self.should_log(client_id, "publish", "publishes") {
             tracing::warn!(
-                client_id,
+                client_id = logged_id(client_id),
                 topic,
                 retain,
-                "publish refused: only the gateway publishes under pressline/v1/gw/, a registered terminal's topics are its own (in closed mode every terminal's are), and nothing under pressline/v1/ is retained (logged once per client; counted in publishes_refused)"
+                "publish refused: only the gateway publishes under pressline/v1/gw/, a registered terminal's topics are its own (in closed mode every terminal's are), and nothing under pressline/v1/ is retained (logged once per client; counted in publishes_refused){more}"
             );
         }
         false
     }
+}
+
+/// A client id as logged: at most [`LOGGED_ID_MAX`] bytes of it.
+fn logged_id(id: &str) -> &str {
+    let mut end = id.len().min(LOGGED_ID_MAX);
+    while !id.is_char_boundary(end) {
+        end -= 1;
+    }
+    &id[..end]
 }
 
 /// What an operator can do about a refusal.

@@ -421,12 +421,38 @@ impl Gateway {
         format!("{}:{}", self.mqtt_host(), self.mqtt_v5_port)
     }
 
-    /// The API token the gateway generated on first start.
+    /// The admin API token the gateway generated on first start.
     pub fn token(&self) -> String {
-        fs::read_to_string(self.data_dir.join("api-token"))
-            .expect("api-token written at start")
+        self.token_in("api-token")
+    }
+
+    /// The token the gateway generated into `file` (`api-token`,
+    /// `operator-token`, `viewer-token`) on first start.
+    pub fn token_in(&self, file: &str) -> String {
+        fs::read_to_string(self.data_dir.join(file))
+            .unwrap_or_else(|e| panic!("{file} written at start: {e}"))
             .trim()
             .to_string()
+    }
+
+    /// An API request with `token`: its status code and body.
+    pub fn request(&self, method: &str, path: &str, token: &str, body: &str) -> (u16, String) {
+        let request = self
+            .agent
+            .request(method, &format!("{}{path}", self.url()))
+            .set("Authorization", &format!("Bearer {token}"))
+            .set("Content-Type", "application/json")
+            .timeout(Duration::from_secs(5));
+        let result = if method == "GET" {
+            request.call()
+        } else {
+            request.send_string(body)
+        };
+        match result {
+            Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+            Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+            Err(e) => panic!("{method} {path}: {e}"),
+        }
     }
 
     pub fn url(&self) -> String {

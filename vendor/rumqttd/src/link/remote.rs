@@ -259,7 +259,13 @@ where
         _ => return Err(Error::Refused(Refusal::NotConnect, None)),
     };
 
-    Span::current().record("client_id", &connect.client_id);
+    // Pressline patch: the span names the client in every line logged for
+    // this connection; a client id may be 64 KiB, so at most 64 bytes of it.
+    let mut shown = connect.client_id.len().min(64);
+    while !connect.client_id.is_char_boundary(shown) {
+        shown -= 1;
+    }
+    Span::current().record("client_id", &connect.client_id[..shown]);
 
     // Pressline patch: keep-alive 0 turns the mechanism off (MQTT 3.1.1
     // §3.1.2.10); upstream refused such clients without a CONNACK.
