@@ -7,6 +7,15 @@
 //! `dedup` tree, rather than one key per press forever: sled's memory grows
 //! with the keys it holds.
 //!
+//! A record holds at most [`MAX_RANGES`] ranges: a terminal that sends
+//! seq 0, 2, 4, … would otherwise make its record (rewritten at every
+//! commit) grow with every press. Past the bound the lowest range is
+//! forgotten. Forgetting errs on the safe side: a resend of a forgotten
+//! press is stored again (a duplicate, whose press id upstream is the same,
+//! so the central table keeps it once), never acked without being stored.
+//! Terminals resend in order, so the lowest presses are the oldest, long
+//! since acked.
+//!
 //! The committer is the only writer, so the records it has read are cached
 //! in memory and are authoritative; a record unused for a while is dropped
 //! from the cache (and read again if its terminal resends). Records whose
@@ -19,7 +28,11 @@ use std::time::{Duration, Instant};
 
 use super::records::{put_varint, take_varint, StoreError};
 
-/// Sequence numbers as sorted, disjoint, non-adjacent inclusive ranges.
+/// Most ranges one (terminal, boot) record keeps (about 1.5 KiB encoded).
+pub const MAX_RANGES: usize = 256;
+
+/// Sequence numbers as sorted, disjoint, non-adjacent inclusive ranges, at
+/// most [`MAX_RANGES`] of them (the lowest are forgotten past it).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SeqSet {
     ranges: Vec<(u32, u32)>,
@@ -47,7 +60,12 @@ impl SeqSet {
             }
             (true, false) => self.ranges[i - 1].1 = seq,
             (false, true) => self.ranges[i].0 = seq,
-            (false, false) => self.ranges.insert(i, (seq, seq)),
+            (false, false) => {
+                self.ranges.insert(i, (seq, seq));
+                // (A record written before the bound may hold more.)
+                let excess = self.ranges.len().saturating_sub(MAX_RANGES);
+                self.ranges.drain(..excess);
+            }
         }
         true
     }
@@ -244,6 +262,26 @@ mod tests {
         }
         assert_eq!(s.ranges(), 1, "gap closed");
         assert!(s.insert(u32::MAX) && s.contains(u32::MAX) && !s.contains(u32::MAX - 1));
+    }
+
+    #[test]
+    fn a_record_stays_small_whatever_the_sequence_pattern() {
+        let mut s = SeqSet::default();
+        for seq in (0..400_000).step_by(2) {
+            assert!(s.insert(seq));
+        }
+        assert_eq!(s.ranges(), MAX_RANGES);
+        let record = DedupRecord {
+            last_day: 20_000,
+            seqs: s.clone(),
+        };
+        assert!(record.encode().len() < 2048, "{}", record.encode().len());
+        // Recent presses are still recognised, and recent gaps still
+        // unknown: a real resend there is stored, never acked unstored.
+        assert!(!s.insert(399_998), "a recent resend is a duplicate");
+        assert!(!s.contains(399_997));
+        // The oldest were forgotten: stored again if they ever came back.
+        assert!(!s.contains(0));
     }
 
     #[test]
