@@ -22,6 +22,10 @@
 #        subscriber, (c) Mosquitto relaying to one subscriber.
 # 2. Latency at 1,000 presses/s: press -> durable ack (simulator), and
 #    press -> arrival at a subscriber of the upstream Mosquitto.
+#    2b (on request): the same latency while one more client (paho-mqtt)
+#    floods 200,000 JSON presses: in order (seq 0, 1, 2, ...)
+#    and with every other seq missing (0, 2, 4, ...), the pattern that
+#    grows a deduplication record with every press.
 # 3. Memory: gateway RSS idle and with BENCH_CONNECTIONS terminals
 #    connected and heartbeating; RSS as BENCH_HISTORY presses are stored
 #    and forwarded (every 100,000), idle RSS after a restart on that data,
@@ -236,6 +240,72 @@ echo "|---|---:|---:|---:|---:|"
 echo "| press -> durable application ack | $(col 1) | $(col 2) | $(col 3) | 10 ms |"
 echo "| press -> upstream subscriber | $(col 4) | $(col 5) | $(col 6) | 25 ms |"
 echo "| press -> upstream subscriber, upstream over mqtts:// | $(col 4 "$WORK/res-tls") | $(col 5 "$WORK/res-tls") | $(col 6 "$WORK/res-tls") | 25 ms |"
+echo
+
+fi
+
+# ------------------------------------------------ 2b. latency beside a flood
+if want 2b; then
+PY=${PRESSLINE_PYTHON:-$HOME/.cache/pressline/venv/bin/python} # with paho-mqtt, as scripts/test.sh sets up
+flood_run() { # STEP|none -> "ack_p50 ack_p99 ack_max flood_secs" (ms, s)
+    local gw http report flood_pid="" start end data="$WORK/flood-$RANDOM"
+    gw=$(free_port); http=$(free_port)
+    start_gateway "$data" "$gw" "$http"; local gw_pid=$GW_PID
+    if [ "$1" != none ]; then
+        start=$(date +%s.%N)
+        "$PY" - "$gw" "$1" <<'PY' &
+# 200,000 JSON presses from one client (paho-mqtt, QoS 1, 100 in flight),
+# seq 0, STEP, 2 x STEP, ...; exits once every one is PUBACKed.
+import json, sys, threading
+import paho.mqtt.client as mqtt
+port, step = int(sys.argv[1]), int(sys.argv[2])
+done = threading.Semaphore(0)
+c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="flood")
+c.max_inflight_messages_set(100)
+c.max_queued_messages_set(0)
+c.on_publish = lambda *a: done.release()
+c.connect("127.0.0.1", port)
+c.loop_start()
+for i in range(200_000):
+    press = {"seq": i * step, "button": "happy", "boot": 7, "terminal": "flood"}
+    c.publish("pressline/v1/term/flood/press/json", json.dumps(press), qos=1)
+for _ in range(200_000):
+    done.acquire()
+c.disconnect()
+PY
+        flood_pid=$!
+    fi
+    report=$("$BIN/terminal-sim" --broker "127.0.0.1:$gw" --terminals 100 --presses 100 --rate 1000 --press-once-connected \
+        --timeout 300 --json)
+    if [ -n "$flood_pid" ]; then
+        wait "$flood_pid"
+        # Stored means committed: the flood is over when its last press is.
+        for _ in $(seq 1 3000); do
+            [ "$(stat_of "$data" "$http" presses_stored)" -ge 210000 ] && break
+            sleep 0.1
+        done
+        [ "$(stat_of "$data" "$http" presses_stored)" -ge 210000 ] || { echo "the flood was not all stored" >&2; exit 1; }
+        end=$(date +%s.%N)
+    fi
+    stop "$gw_pid"
+    python3 - "$report" "${start:-0}" "${end:-0}" <<'PY'
+import json, sys
+a = json.loads(sys.argv[1])["ack_latency"]
+print(a["p50_us"] / 1000, a["p99_us"] / 1000, a["max_us"] / 1000, f"{float(sys.argv[3]) - float(sys.argv[2]):.1f}")
+PY
+}
+echo "## 2b. Latency at 1,000 presses/s beside a 200,000-press flood (median of $RUNS runs)"
+echo
+echo "| one more client sends | p50 ms | p99 ms | max ms | flood stored in s |"
+echo "|---|---:|---:|---:|---:|"
+for step in none 1 2; do
+    : >"$WORK/res-flood"
+    for run in $(seq 1 "$RUNS"); do log "latency beside a flood, step $step, run $run"; flood_run "$step" >>"$WORK/res-flood"; done
+    label=$(case $step in none) echo "nothing";; 1) echo "200,000 presses, seq 0, 1, 2, ...";; 2) echo "200,000 presses, seq 0, 2, 4, ...";; esac)
+    flood_secs=$(cut -d' ' -f4 "$WORK/res-flood" | median)
+    [ "$step" = none ] && flood_secs="-"
+    echo "| $label | $(cut -d' ' -f1 "$WORK/res-flood" | median) | $(cut -d' ' -f2 "$WORK/res-flood" | median) | $(cut -d' ' -f3 "$WORK/res-flood" | median) | $flood_secs |"
+done
 echo
 
 fi

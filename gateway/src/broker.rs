@@ -185,8 +185,8 @@ pub fn start(mqtt: &MqttConfig, access: Arc<MqttAccess>) -> anyhow::Result<SiteB
     // are bounded.
     config.router.subscribe_authorizer = Some({
         let access = access.clone();
-        rumqttd::SubscribeAuthorizer(Arc::new(move |client_id: &str, filter: &str, held| {
-            access.authorize_subscribe(client_id, filter, held)
+        rumqttd::SubscribeAuthorizer(Arc::new(move |request: &rumqttd::SubscribeRequest<'_>| {
+            access.authorize_subscribe(request)
         }))
     });
     let will_authorizer = {

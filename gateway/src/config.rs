@@ -294,7 +294,7 @@ impl Config {
             bail!("storage.commit_batch_max must be at least 1");
         }
         for scope in [Scope::Admin, Scope::Operator, Scope::Viewer] {
-            if self.http.token(scope).is_some_and(|t| t.len() < 16) {
+            if self.http.token(scope).is_some_and(|t| t.trim().len() < 16) {
                 bail!(
                     "{} must be at least 16 characters (or leave it unset to generate one)",
                     scope.config_key()

@@ -609,6 +609,32 @@ def check_filter_bound(b, args):
     print(f"ok: {args.limit} of 10000 filters granted, the rest SUBACK {quota:#x}; still connected")
 
 
+def check_shared_subscription_session(b, args):
+    """MQTT 5 §4.8.2 shared subscriptions (also taken on 3.1.1): a
+    persistent session, the last member of its group, leaves with a QoS 1
+    message unacked; the broker keeps serving (it used to panic there)."""
+    tag = uuid.uuid4().hex[:6]
+    member = b.client(f"shared-{tag}", persistent=True, manual_ack=True)
+    b.connect(member)
+    codes = b.subscribe(member, [(f"$share/g-{tag}/shared/{tag}", 1)])
+    if codes != [1]:
+        raise Failed(f"shared subscription: SUBACK {codes}")
+    pub = b.client(f"shared-pub-{tag}")
+    b.connect(pub)
+    pub.publish(f"shared/{tag}", "unacked", qos=1)
+    wait_for("the shared message", lambda: len(member.received) > 0)
+    member.loop_stop()
+    member.disconnect()
+    member.socket().close() if member.socket() else None
+    # Still serving: a new client connects and a message goes round.
+    probe = b.client(f"shared-probe-{tag}")
+    b.connect(probe)
+    b.subscribe(probe, [(f"after/{tag}", 1)])
+    probe.publish(f"after/{tag}", "alive", qos=1)
+    wait_for("a message after the shared session ended", lambda: len(probe.received) > 0)
+    print("ok: the broker kept serving after a shared subscription's last member left unacked")
+
+
 def check_connection_limit(b, args):
     """At its connection limit the broker answers CONNACK 3 / 0x88 (server
     unavailable) rather than closing the socket. --limit: how many fit."""
@@ -633,6 +659,7 @@ CHECKS = {
     "connection-limit": check_connection_limit,
     "filter-bound": check_filter_bound,
     "refusal-flood": check_refusal_flood,
+    "shared-subscription-session": check_shared_subscription_session,
     "subscriptions": check_subscriptions,
     "forgeries": check_forgeries,
     "keepalive-zero": check_keepalive_zero,

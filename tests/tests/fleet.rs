@@ -408,8 +408,12 @@ fn a_site_with_a_viewer_token_reads_and_is_told_which_token_changes_need() {
         &["terminals", "revoke", "door-1", "--site", "lobby"],
     );
     assert_ne!(code, 0, "{out}");
+    // Not "refused the token": the token is good, its scope is too small.
     assert!(
-        err.contains("viewer token") && err.contains("api-token") && err.contains("fleet site add"),
+        err.contains("this is a viewer token")
+            && err.contains("api-token")
+            && err.contains("--token-file FILE")
+            && !err.contains("refused the API token"),
         "{err}"
     );
 }

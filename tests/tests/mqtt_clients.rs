@@ -138,6 +138,12 @@ fn a_client_holds_a_bounded_number_of_filters() {
 }
 
 #[test]
+fn a_shared_subscriptions_last_member_leaving_with_a_message_unacked_stops_nothing() {
+    let (_dir, gateway) = on_both_listeners("shared-subscription-session");
+    assert_eq!(gateway.healthz().0, 200, "the gateway is still up");
+}
+
+#[test]
 fn at_its_connection_limit_the_broker_says_so_in_the_connack() {
     // A gateway per listener: the limit is the broker's, shared by both.
     for version in [4, 5] {

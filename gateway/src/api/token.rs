@@ -60,9 +60,9 @@ impl Scope {
 }
 
 /// The scope a request needs: reads need `viewer`; acknowledging an alert
-/// and rollout commands `operator`; every other change (terminals,
-/// releases, anything added later) `admin`, so a new route is closed until
-/// it is placed here.
+/// and everything under `/api/v1/ota/rollouts` `operator`; every other
+/// change (terminals, releases, anything added later elsewhere) `admin`,
+/// so a new route is closed until it is placed here.
 pub fn required_scope(method: &Method, path: &str) -> Scope {
     if method == Method::GET || method == Method::HEAD {
         return Scope::Viewer;

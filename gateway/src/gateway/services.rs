@@ -60,7 +60,14 @@ pub async fn start(
     let access = crate::security::mqtt_access::MqttAccess::new(
         stats.clone(),
         identities.clone(),
-        config.mqtt.max_subscriptions_per_client,
+        crate::security::mqtt_access::FilterLimits {
+            per_client: config.mqtt.max_subscriptions_per_client,
+            // Terminals need one or three each; room for more, bounded.
+            in_broker: config
+                .mqtt
+                .max_terminals
+                .saturating_mul(config.mqtt.max_subscriptions_per_client),
+        },
     );
     let site_broker = crate::broker::start(&config.mqtt, access)?;
     let tokens = crate::api::token::ApiTokens::load(|s| config.http.token(s), &config.data_dir)?;

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use super::log_budget::{LogBudget, Take};
 
 use pressline_protocol::topic::{parse_terminal_topic, TerminalTopic, GATEWAY_ROOT};
-use rumqttd::{Refusal, SubscribeVerdict};
+use rumqttd::{Refusal, SubscribeRequest, SubscribeVerdict};
 
 use crate::stats::Stats;
 use crate::terminals::identity::{Identities, SecurityMode};
@@ -49,9 +49,12 @@ const WARNED_CLIENTS_MAX: usize = 4096;
 /// subscriptions: all clients together) may cause per [`LOG_WINDOW`].
 pub const LINES_PER_SOURCE: u32 = 10;
 pub const LOG_WINDOW: Duration = Duration::from_secs(600);
+/// WARN lines all sources together may cause per [`LOG_WINDOW`] (a
+/// network of many addresses is a source too).
+pub const LINES_OVERALL: u32 = 100;
 
-/// Longest client id written to the log (MQTT allows 65,535 bytes).
-const LOGGED_ID_MAX: usize = 64;
+/// Longest client id, topic or filter written to the log.
+const LOGGED_MAX: usize = 64;
 
 /// The protocol's topics (terminals', gateway's).
 const PROTOCOL_ROOT: &str = "pressline/v1/";
@@ -100,25 +103,69 @@ pub fn may_publish(
 /// create are few, whatever it sends.
 const GATEWAY_TOPIC_WORDS: [&str; 7] = ["ack", "json", "ota", "command", "chunk", "+", "#"];
 
-/// Whether `client_id` may subscribe to `filter`, holding `held` other
-/// filters already (at most `limit`).
+/// How many filters the broker holds for subscribers.
+#[derive(Debug, Clone, Copy)]
+pub struct FilterLimits {
+    /// Per client at once (`mqtt.max_subscriptions_per_client`).
+    pub per_client: usize,
+    /// Distinct filters the router keeps a log for: it never frees them,
+    /// so clients that subscribe, unsubscribe and reconnect with new
+    /// filters must not add them without bound.
+    pub in_broker: usize,
+}
+
+/// What the subscribe rule decided, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscribeDecision {
+    Grant,
+    NotAuthorized,
+    TooManyFilters,
+    BrokerFiltersFull,
+}
+
+impl SubscribeDecision {
+    /// The SUBACK's verdict.
+    pub fn verdict(self) -> SubscribeVerdict {
+        match self {
+            SubscribeDecision::Grant => SubscribeVerdict::Grant,
+            SubscribeDecision::NotAuthorized => SubscribeVerdict::NotAuthorized,
+            SubscribeDecision::TooManyFilters | SubscribeDecision::BrokerFiltersFull => {
+                SubscribeVerdict::QuotaExceeded
+            }
+        }
+    }
+
+    /// The counter's reason.
+    pub fn reason(self) -> &'static str {
+        match self {
+            SubscribeDecision::Grant => "granted",
+            SubscribeDecision::NotAuthorized => "not_authorized",
+            SubscribeDecision::TooManyFilters => "too_many_filters",
+            SubscribeDecision::BrokerFiltersFull => "broker_filters_full",
+        }
+    }
+}
+
+/// The subscribe rule (see the module documentation).
 pub fn may_subscribe(
     mode: SecurityMode,
-    client_id: &str,
-    filter: &str,
-    held: usize,
-    limit: usize,
-) -> SubscribeVerdict {
-    if crate::broker::is_gateways_client_id(client_id) {
-        return SubscribeVerdict::Grant;
+    request: &SubscribeRequest<'_>,
+    limits: FilterLimits,
+) -> SubscribeDecision {
+    if crate::broker::is_gateways_client_id(request.client_id) {
+        return SubscribeDecision::Grant;
     }
-    if mode == SecurityMode::Closed && !is_own_gateway_filter(client_id, filter) {
-        return SubscribeVerdict::NotAuthorized;
+    // (A shared subscription, `$share/…`, is never a terminal's own.)
+    if mode == SecurityMode::Closed && !is_own_gateway_filter(request.client_id, request.filter) {
+        return SubscribeDecision::NotAuthorized;
     }
-    if held >= limit {
-        return SubscribeVerdict::QuotaExceeded;
+    if request.held >= limits.per_client {
+        return SubscribeDecision::TooManyFilters;
     }
-    SubscribeVerdict::Grant
+    if request.new_filter && request.router_filters >= limits.in_broker {
+        return SubscribeDecision::BrokerFiltersFull;
+    }
+    SubscribeDecision::Grant
 }
 
 /// `pressline/v1/gw/{client_id}` and filters under it made of the
@@ -151,9 +198,10 @@ fn is_gateways(topic: &str) -> bool {
 pub struct MqttAccess {
     stats: Arc<Stats>,
     identities: Identities,
-    max_subscriptions: usize,
+    filter_limits: FilterLimits,
     warned: Mutex<HashSet<(String, &'static str)>>,
-    budget: Mutex<LogBudget>,
+    /// Per source address, and for all sources together.
+    budget: Mutex<(LogBudget, LogBudget)>,
 }
 
 impl MqttAccess {
@@ -162,18 +210,20 @@ impl MqttAccess {
         &self.identities
     }
 
-    /// `max_subscriptions`: most filters one client holds at once.
     pub fn new(
         stats: Arc<Stats>,
         identities: Identities,
-        max_subscriptions: usize,
+        filter_limits: FilterLimits,
     ) -> Arc<MqttAccess> {
         Arc::new(MqttAccess {
             stats,
             identities,
-            max_subscriptions,
+            filter_limits,
             warned: Mutex::new(HashSet::new()),
-            budget: Mutex::new(LogBudget::new(LINES_PER_SOURCE, LOG_WINDOW)),
+            budget: Mutex::new((
+                LogBudget::new(LINES_PER_SOURCE, LOG_WINDOW),
+                LogBudget::new(LINES_OVERALL, LOG_WINDOW),
+            )),
         })
     }
 
@@ -184,30 +234,24 @@ impl MqttAccess {
     }
 
     /// The subscribe rule, counting and logging what it refuses.
-    pub fn authorize_subscribe(
-        &self,
-        client_id: &str,
-        filter: &str,
-        held: usize,
-    ) -> SubscribeVerdict {
-        let mode = self.identities.mode();
-        let verdict = may_subscribe(mode, client_id, filter, held, self.max_subscriptions);
-        let reason = match verdict {
-            SubscribeVerdict::Grant => return verdict,
-            SubscribeVerdict::NotAuthorized => "not_authorized",
-            SubscribeVerdict::QuotaExceeded => "too_many_filters",
-        };
+    pub fn authorize_subscribe(&self, request: &SubscribeRequest<'_>) -> SubscribeVerdict {
+        let decision = may_subscribe(self.identities.mode(), request, self.filter_limits);
+        if decision == SubscribeDecision::Grant {
+            return SubscribeVerdict::Grant;
+        }
+        let reason = decision.reason();
         self.stats.refuse_subscription(reason);
-        if let Some(more) = self.should_log(client_id, reason, "subscriptions") {
+        if let Some(more) = self.should_log(request.client_id, reason, "subscriptions") {
             tracing::warn!(
-                client_id = logged_id(client_id),
-                filter,
+                client_id = cut_for_log(request.client_id),
+                filter = cut_for_log(request.filter),
                 reason,
-                limit = self.max_subscriptions,
-                "subscription refused: in closed mode a terminal subscribes only to its own pressline/v1/gw/{{id}}/ topics, and a client holds at most mqtt.max_subscriptions_per_client filters (logged once per client and reason; counted in subscriptions_refused){more}"
+                per_client = self.filter_limits.per_client,
+                in_broker = self.filter_limits.in_broker,
+                "subscription refused: in closed mode a terminal subscribes only to its own pressline/v1/gw/{{id}}/ topics; a client holds at most mqtt.max_subscriptions_per_client filters, and the broker at most that many per terminal (logged once per client and reason; counted in subscriptions_refused){more}"
             );
         }
-        verdict
+        decision.verdict()
     }
 
     /// A login: a registered terminal's id needs its own secret; in open
@@ -226,29 +270,35 @@ impl MqttAccess {
     }
 
     /// Whether to log a refusal by `client` for `what` from `source`: the
-    /// first time for that client, within the source's budget. Returns
-    /// what to add to the line (`None`: do not log).
+    /// first time for that client, within the source's budget and the
+    /// budget of all sources together. Returns what to add to the line
+    /// (`None`: do not log). A refusal not logged for want of budget is
+    /// logged when it comes again after the window.
     fn should_log(&self, client: &str, what: &'static str, source: &str) -> Option<&'static str> {
-        if !self.first_time(client, what) {
+        // The logged prefix only: a client id may be 64 KiB long.
+        let key = (cut_for_log(client).to_owned(), what);
+        let mut warned = self.warned.locked();
+        if warned.contains(&key) {
             return None;
         }
-        match self.budget.locked().take(source, Instant::now()) {
-            Take::Log => Some(""),
-            Take::LogLast => {
+        let now = Instant::now();
+        let mut budgets = self.budget.locked();
+        let (per_source, overall) = &mut *budgets;
+        let take = match (per_source.take(source, now), overall.take("", now)) {
+            (Take::Quiet, _) | (_, Take::Quiet) => return None,
+            (Take::LogLast, _) => {
                 Some(" (further refusals from this source are counted, not logged, for 10 minutes)")
             }
-            Take::Quiet => None,
-        }
-    }
-
-    /// True the first time `client` is seen with `what` (then false).
-    fn first_time(&self, client: &str, what: &'static str) -> bool {
-        let mut warned = self.warned.locked();
+            (_, Take::LogLast) => {
+                Some(" (further refusals are counted, not logged, for 10 minutes)")
+            }
+            (Take::Log, Take::Log) => Some(""),
+        };
         if warned.len() >= WARNED_CLIENTS_MAX {
             warned.clear();
         }
-        // The logged prefix only: a client id may be 64 KiB long.
-        warned.insert((logged_id(client).to_owned(), what))
+        warned.insert(key);
+        take
     }
 
     /// A connection refused before it became a session.
@@ -271,7 +321,7 @@ impl MqttAccess {
         if let Some(more) = self.should_log(&who, reason, &source) {
             tracing::warn!(
                 reason,
-                client_id = logged_id(client_id.unwrap_or("")),
+                client_id = cut_for_log(client_id.unwrap_or("")),
                 peer = peer.map(|p| p.to_string()).unwrap_or_default(),
                 hint = hint(refusal),
                 "MQTT connection refused (logged once per client and reason; counted in connections_refused){more}"
@@ -287,8 +337,8 @@ impl MqttAccess {
         self.stats.refuse_publish();
         if let Some(more) = self.should_log(client_id, "publish", "publishes") {
             tracing::warn!(
-                client_id = logged_id(client_id),
-                topic,
+                client_id = cut_for_log(client_id),
+                topic = cut_for_log(topic),
                 retain,
                 "publish refused: only the gateway publishes under pressline/v1/gw/, a registered terminal's topics are its own (in closed mode every terminal's are), and nothing under pressline/v1/ is retained (logged once per client; counted in publishes_refused){more}"
             );
@@ -297,13 +347,14 @@ impl MqttAccess {
     }
 }
 
-/// A client id as logged: at most [`LOGGED_ID_MAX`] bytes of it.
-fn logged_id(id: &str) -> &str {
-    let mut end = id.len().min(LOGGED_ID_MAX);
-    while !id.is_char_boundary(end) {
+/// A client id, topic or filter as logged: at most [`LOGGED_MAX`] bytes
+/// of it (MQTT allows 65,535).
+fn cut_for_log(text: &str) -> &str {
+    let mut end = text.len().min(LOGGED_MAX);
+    while !text.is_char_boundary(end) {
         end -= 1;
     }
-    &id[..end]
+    &text[..end]
 }
 
 /// What an operator can do about a refusal.
@@ -403,13 +454,28 @@ mod tests {
         ));
     }
 
-    fn subscribe(mode: SecurityMode, client: &str, filter: &str) -> SubscribeVerdict {
-        may_subscribe(mode, client, filter, 0, 32)
+    const LIMITS: FilterLimits = FilterLimits {
+        per_client: 32,
+        in_broker: 1000,
+    };
+
+    fn request<'a>(client_id: &'a str, filter: &'a str, held: usize) -> SubscribeRequest<'a> {
+        SubscribeRequest {
+            client_id,
+            filter,
+            held,
+            new_filter: true,
+            router_filters: 10,
+        }
+    }
+
+    fn subscribe(mode: SecurityMode, client: &str, filter: &str) -> SubscribeDecision {
+        may_subscribe(mode, &request(client, filter, 0), LIMITS)
     }
 
     #[test]
     fn in_closed_mode_a_terminal_reads_only_its_own_gateway_topics() {
-        use SubscribeVerdict::{Grant, NotAuthorized};
+        use SubscribeDecision::{Grant, NotAuthorized};
         for filter in [
             "pressline/v1/gw/t-1/#",
             "pressline/v1/gw/t-1",
@@ -442,6 +508,8 @@ mod tests {
             "pressline/v1/gw/t-1/invented",
             "pressline/v1/gw/t-1/ack/json/more",
             "+/v1/gw/t-1/#",
+            // Shared: never a terminal's own (and groups mix terminals).
+            "$share/g/pressline/v1/gw/t-1/ack",
             "",
         ] {
             assert_eq!(
@@ -457,27 +525,36 @@ mod tests {
     }
 
     #[test]
-    fn in_every_mode_a_client_holds_a_bounded_number_of_filters() {
+    fn in_every_mode_a_client_and_the_broker_hold_a_bounded_number_of_filters() {
+        use SubscribeDecision::{BrokerFiltersFull, Grant, TooManyFilters};
         for mode in [SecurityMode::Open, SecurityMode::Closed] {
             let filter = "pressline/v1/gw/t-1/ack";
             assert_eq!(
-                may_subscribe(mode, "t-1", filter, 31, 32),
-                SubscribeVerdict::Grant
+                may_subscribe(mode, &request("t-1", filter, 31), LIMITS),
+                Grant
             );
             assert_eq!(
-                may_subscribe(mode, "t-1", filter, 32, 32),
-                SubscribeVerdict::QuotaExceeded
+                may_subscribe(mode, &request("t-1", filter, 32), LIMITS),
+                TooManyFilters
             );
+            let full = SubscribeRequest {
+                router_filters: 1000,
+                ..request("t-1", filter, 0)
+            };
+            assert_eq!(may_subscribe(mode, &full, LIMITS), BrokerFiltersFull);
+            let known = SubscribeRequest {
+                new_filter: false,
+                ..full
+            };
+            assert_eq!(may_subscribe(mode, &known, LIMITS), Grant, "adds no log");
         }
         assert_eq!(
-            may_subscribe(SecurityMode::Open, "anyone", "#", 0, 32),
-            SubscribeVerdict::Grant,
+            subscribe(SecurityMode::Open, "anyone", "#"),
+            Grant,
             "open mode is a trial mode: anyone reads anything"
         );
-        assert_eq!(
-            may_subscribe(SecurityMode::Open, LINK_CLIENT_ID, "#", 1000, 32),
-            SubscribeVerdict::Grant
-        );
+        let link = request(LINK_CLIENT_ID, "#", 1000);
+        assert_eq!(may_subscribe(SecurityMode::Open, &link, LIMITS), Grant);
     }
 
     #[test]
@@ -485,28 +562,44 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::Store::open(dir.path(), 1 << 20).unwrap();
         let stats = Arc::new(Stats::default());
-        let access = MqttAccess::new(
-            stats.clone(),
-            Identities::load(SecurityMode::Closed, store),
-            32,
-        );
+        let identities = Identities::load(SecurityMode::Closed, store);
+        let access = MqttAccess::new(stats.clone(), identities, LIMITS);
         for _ in 0..3 {
             access.connection_refused(Refusal::BadCredentials, Some("t-9"), None);
         }
-        assert!(!access.first_time("t-9", "bad_credentials"));
-        assert!(access.first_time("t-10", "bad_credentials"));
+        assert!(access.should_log("t-9", "bad_credentials", "").is_none());
+        assert!(access.should_log("t-10", "bad_credentials", "").is_some());
         assert!(!access.authorize_publish("t-1", "pressline/v1/term/t-2/press", false));
         for _ in 0..2 {
-            let verdict = access.authorize_subscribe("t-1", "#", 0);
+            let verdict = access.authorize_subscribe(&request("t-1", "#", 0));
             assert_eq!(verdict, SubscribeVerdict::NotAuthorized);
         }
-        let verdict = access.authorize_subscribe("t-1", "pressline/v1/gw/t-1/#", 32);
+        let verdict = access.authorize_subscribe(&request("t-1", "pressline/v1/gw/t-1/#", 32));
         assert_eq!(verdict, SubscribeVerdict::QuotaExceeded);
         let snap = stats.snapshot("s", std::time::Instant::now(), false, 0, None);
         assert_eq!(snap.connections_refused["bad_credentials"], 3);
         assert_eq!(snap.publishes_refused, 1);
         assert_eq!(snap.subscriptions_refused["not_authorized"], 2);
         assert_eq!(snap.subscriptions_refused["too_many_filters"], 1);
+    }
+
+    #[test]
+    fn a_source_past_its_budget_is_logged_again_after_the_window_not_never() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path(), 1 << 20).unwrap();
+        let identities = Identities::load(SecurityMode::Closed, store);
+        let access = MqttAccess::new(Arc::new(Stats::default()), identities, LIMITS);
+        let logged = (0..LINES_PER_SOURCE + 5)
+            .filter(|i| {
+                access
+                    .should_log(&format!("c-{i}"), "not_authorized", "10.0.0.9")
+                    .is_some()
+            })
+            .count();
+        assert_eq!(logged, LINES_PER_SOURCE as usize);
+        // Not marked as logged while the budget was spent.
+        let warned = access.warned.locked();
+        assert!(!warned.contains(&(format!("c-{}", LINES_PER_SOURCE + 1), "not_authorized")));
     }
 
     #[test]
@@ -518,7 +611,7 @@ mod tests {
         identities
             .register("t-1", secret, None, "now".into())
             .unwrap();
-        let access = MqttAccess::new(Arc::new(Stats::default()), identities, 32);
+        let access = MqttAccess::new(Arc::new(Stats::default()), identities, LIMITS);
         let password = pressline_protocol::auth::mqtt_password(&secret);
         assert!(
             !access.may_connect_anonymously("t-1"),

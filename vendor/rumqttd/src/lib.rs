@@ -229,16 +229,29 @@ impl fmt::Debug for RefusalHandler {
 #[derive(Clone)]
 pub struct PublishAuthorizer(pub Arc<dyn Fn(&str, &str, bool) -> bool + Send + Sync>);
 
-/// Pressline patch: `(client id, topic filter, filters the connection holds
-/// besides this one) -> verdict`. A shared subscription's filter is given
-/// without its `$share/{group}/` prefix. Every filter a client ever
-/// subscribes to costs router state, hence the count: the embedding
-/// application bounds it. Called on the router thread, so it must be cheap
-/// and never block.
+/// Pressline patch: decides each subscription ([`SubscribeRequest`]).
+/// Every filter a client subscribes to costs its connection state, and
+/// every filter never seen before a log the router keeps, hence the
+/// counts: the embedding application bounds them. Called on the router
+/// thread, so it must be cheap and never block.
 #[derive(Clone)]
 pub struct SubscribeAuthorizer(
-    pub Arc<dyn Fn(&str, &str, usize) -> SubscribeVerdict + Send + Sync>,
+    pub Arc<dyn Fn(&SubscribeRequest<'_>) -> SubscribeVerdict + Send + Sync>,
 );
+
+/// Pressline patch: a subscription to decide.
+#[derive(Debug, Clone, Copy)]
+pub struct SubscribeRequest<'a> {
+    pub client_id: &'a str,
+    /// As subscribed: a shared subscription with its `$share/{group}/`.
+    pub filter: &'a str,
+    /// Filters the connection holds besides this one.
+    pub held: usize,
+    /// Whether the router has no log for this filter yet.
+    pub new_filter: bool,
+    /// Filter logs the router keeps (they are never freed).
+    pub router_filters: usize,
+}
 
 /// Pressline patch: what a [`SubscribeAuthorizer`] decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

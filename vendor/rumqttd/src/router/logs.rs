@@ -144,6 +144,12 @@ impl DataLog {
         }
     }
 
+    /// Pressline patch: whether `filter` has a log already (a subscription
+    /// to it adds none).
+    pub fn has_filter(&self, filter: &str) -> bool {
+        self.filter_indexes.contains_key(filter)
+    }
+
     pub fn next_native_offset(&mut self, filter: &str) -> (FilterIdx, Offset) {
         let publish_filters = &mut self.publish_filters;
         let filter_indexes = &mut self.filter_indexes;

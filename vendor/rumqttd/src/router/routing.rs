@@ -299,12 +299,12 @@ impl Router {
         mut outgoing: Outgoing,
     ) {
         let client_id = outgoing.client_id.clone();
-        if let Err(err) = validate_clientid(&client_id) {
-            error!("Invalid client_id: {}", err);
+        if validate_clientid(&client_id).is_err() {
+            error!("Invalid client_id: {}", logged_id(&client_id));
             return;
         };
 
-        let span = tracing::info_span!("incoming_connect", client_id);
+        let span = tracing::info_span!("incoming_connect", client_id = logged_id(&client_id));
         let _guard = span.enter();
 
         if cfg!(not(feature = "allow-duplicate-clientid")) {
@@ -468,7 +468,7 @@ impl Router {
             }
         };
 
-        let span = tracing::info_span!("incoming_disconnect", client_id);
+        let span = tracing::info_span!("incoming_disconnect", client_id = logged_id(&client_id));
         let _guard = span.enter();
 
         // must handle last will before sending disconnect packet
@@ -556,12 +556,15 @@ impl Router {
                 if let Some(cursor) = retransmissions.get(&request.filter_idx) {
                     request.cursor = *cursor;
                     // reset the group cursor
-                    if let Some(group_name) = &request.group {
-                        // TODO: Test this more
-                        self.shared_subscriptions
-                            .get_mut(group_name)
-                            .expect("group must exists")
-                            .cursor = *cursor;
+                    // Pressline patch: the group is gone when this client
+                    // was its last member (removed above); upstream
+                    // expected it and panicked the router thread.
+                    if let Some(group) = request
+                        .group
+                        .as_ref()
+                        .and_then(|name| self.shared_subscriptions.get_mut(name))
+                    {
+                        group.cursor = *cursor;
                     }
                 }
             }
@@ -594,7 +597,7 @@ impl Router {
         };
 
         let client_id = incoming.client_id.clone();
-        let span = tracing::error_span!("incoming_payload", client_id);
+        let span = tracing::error_span!("incoming_payload", client_id = logged_id(&client_id));
         let _guard = span.enter();
 
         // Instead of exchanging, we should just append new incoming packets inside cache
@@ -1022,8 +1025,8 @@ impl Router {
     }
 
     /// Pressline patch: the SUBACK code refusing a subscription to
-    /// `filter` (`full_path` with its `$share/{group}/` prefix, if any),
-    /// or `None` to grant it.
+    /// `full_path` (with its `$share/{group}/` prefix, if any; `filter`
+    /// without it, whose log the router keeps), or `None` to grant it.
     fn refuse_subscription(
         &self,
         id: ConnectionId,
@@ -1035,7 +1038,14 @@ impl Router {
         // A filter already held only changes its options: it adds nothing.
         let held = connection.subscriptions.len()
             - usize::from(connection.subscriptions.contains(full_path));
-        match (authorize.0)(&connection.client_id, filter, held) {
+        let request = SubscribeRequest {
+            client_id: &connection.client_id,
+            filter: full_path,
+            held,
+            new_filter: !self.datalog.has_filter(filter),
+            router_filters: self.datalog.native.len(),
+        };
+        match (authorize.0)(&request) {
             SubscribeVerdict::Grant => None,
             SubscribeVerdict::NotAuthorized => Some(SubscribeReasonCode::NotAuthorized),
             SubscribeVerdict::QuotaExceeded => Some(SubscribeReasonCode::QuotaExceeded),
@@ -1502,7 +1512,7 @@ fn validate_and_set_topic_alias(
 /// We write everything to outgoing buf with out worrying about buffer size
 /// because acks most certainly won't cause memory bloat
 fn ack_device_data(ackslog: &mut AckLog, outgoing: &mut Outgoing) -> bool {
-    let span = tracing::info_span!("outgoing_ack", client_id = outgoing.client_id);
+    let span = tracing::info_span!("outgoing_ack", client_id = logged_id(&outgoing.client_id));
     let _guard = span.enter();
 
     let acks = ackslog.readv();
@@ -1559,7 +1569,7 @@ fn forward_device_data(
     connection: &mut Connection,
     shared_group: Option<&mut SharedGroup>,
 ) -> ConsumeStatus {
-    let span = tracing::info_span!("outgoing_publish", client_id = outgoing.client_id);
+    let span = tracing::info_span!("outgoing_publish", client_id = logged_id(&outgoing.client_id));
     let _guard = span.enter();
 
     if let Some(ref shared_group) = shared_group {
@@ -1875,6 +1885,16 @@ fn validate_subscription(
     }
 
     Ok(())
+}
+
+/// Pressline patch: at most 64 bytes of a client id in log spans (MQTT
+/// allows 65,535, and every line logged in the span repeats it).
+fn logged_id(id: &str) -> &str {
+    let mut end = id.len().min(64);
+    while !id.is_char_boundary(end) {
+        end -= 1;
+    }
+    &id[..end]
 }
 
 fn validate_clientid(client_id: &str) -> Result<(), RouterError> {
