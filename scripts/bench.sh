@@ -256,8 +256,9 @@ flood_run() { # STEP|none -> "ack_p50 ack_p99 ack_max flood_secs" (ms, s)
         "$PY" - "$gw" "$1" <<'PY' &
 # 200,000 JSON presses from one terminal (paho-mqtt, QoS 1, 100 in
 # flight), seq 0, STEP, 2 x STEP, ..., over four connections one after the
-# other (paho stalls once its packet ids wrap, against any broker); exits
-# once every press is PUBACKed.
+# other: paho gives every queued message a 16-bit id, so more than 65,535
+# queued at once collide and stall it (against any broker). Exits once
+# every press is PUBACKed.
 import json, sys, threading
 import paho.mqtt.client as mqtt
 port, step = int(sys.argv[1]), int(sys.argv[2])
