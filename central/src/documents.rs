@@ -4,12 +4,26 @@
 //! The routing key is the MQTT topic with `/` as `.` (RabbitMQ's MQTT
 //! plugin publishes to `amq.topic`); the document's own `schema` decides
 //! what it is, and its `site` must match the routing key's.
+//!
+//! Every value that becomes a key is checked before the database sees it:
+//! site, terminal and zone ids as the protocol defines them (an unbounded
+//! one would make PostgreSQL refuse the whole batch it is in), and a
+//! press's `id` as the function of what it says (`{site}:{terminal}:{boot}:{seq}`),
+//! so that no gateway can claim another site's press ids and have the real
+//! presses dropped as duplicates.
 
+use pressline_protocol::ident::validate_id;
+use pressline_protocol::upstream::press_id;
 use pressline_protocol::upstream::{
     Alert, GatewayStatus, OtaEvent, PressBatch, TerminalHealth, UpstreamPress, ALERT_SCHEMA,
     GATEWAY_STATUS_SCHEMA, HEALTH_SCHEMA, OTA_EVENT_SCHEMA, PRESS_BATCH_SCHEMA, PRESS_SCHEMA,
 };
+use pressline_protocol::{Button, PressId};
 use serde::Deserialize;
+
+/// Longest free-text value that becomes part of a key (OTA event and
+/// state names, a press's not-counted reason).
+const MAX_NAME_LEN: usize = 64;
 
 /// A message, read.
 #[derive(Debug, Clone, PartialEq)]
@@ -132,6 +146,13 @@ fn read_checked(routing_key: &str, body: &[u8]) -> Result<Document, String> {
         PRESS_SCHEMA => {
             let press: UpstreamPress = typed(body)?;
             check_press(&press)?;
+            // `pressline.v1.{site}.{terminal}.press`
+            if levels.next() != Some(press.terminal.as_str()) {
+                return Err(format!(
+                    "press of terminal {:?} on routing key {routing_key:?}",
+                    press.terminal
+                ));
+            }
             Document::Press(press)
         }
         PRESS_BATCH_SCHEMA => {
@@ -149,15 +170,30 @@ fn read_checked(routing_key: &str, body: &[u8]) -> Result<Document, String> {
         }
         GATEWAY_STATUS_SCHEMA => Document::Status(typed(body)?),
         HEALTH_SCHEMA => {
-            let (health, value) = typed_and_value(body)?;
+            let (health, value) = typed_and_value::<TerminalHealth>(body)?;
+            check_id("terminal", &health.id)?;
             Document::Health(health, value)
         }
         ALERT_SCHEMA => {
-            let (alert, value) = typed_and_value(body)?;
+            let (alert, value) = typed_and_value::<Alert>(body)?;
+            // A zone alert has no terminal.
+            if !alert.terminal.is_empty() {
+                check_id("terminal", &alert.terminal)?;
+            }
+            if let Some(zone) = &alert.zone {
+                check_id("zone", zone)?;
+            }
             Document::Alert(alert, value)
         }
         OTA_EVENT_SCHEMA => {
-            let (ota, value) = typed_and_value(body)?;
+            let (ota, value) = typed_and_value::<OtaEvent>(body)?;
+            if let Some(terminal) = &ota.terminal {
+                check_id("terminal", terminal)?;
+            }
+            check_name("event", ota.event.as_str())?;
+            if let Some(state) = &ota.state {
+                check_name("state", state.as_str())?;
+            }
             Document::Ota(ota, value)
         }
         other => return Err(format!("unknown schema {other:?}")),
@@ -169,6 +205,33 @@ fn read_checked(routing_key: &str, body: &[u8]) -> Result<Document, String> {
 fn check_press(press: &UpstreamPress) -> Result<(), String> {
     if !(1..=4).contains(&press.score) {
         return Err(format!("score {} outside 1-4", press.score));
+    }
+    check_id("site", &press.site)?;
+    check_id("terminal", &press.terminal)?;
+    if let Some(zone) = &press.zone {
+        check_id("zone", zone)?;
+    }
+    let id = PressId {
+        boot: press.boot,
+        seq: press.seq,
+    };
+    let expected = press_id(&press.site, &press.terminal, id);
+    if press.id != expected {
+        return Err(format!(
+            "id {:?} is not {expected:?}, the id of what the press says",
+            cut(&press.id)
+        ));
+    }
+    let named = Button::from_score(press.score).map(Button::name);
+    if named != Some(press.button.as_str()) {
+        return Err(format!(
+            "button {:?} with score {}",
+            cut(&press.button),
+            press.score
+        ));
+    }
+    if let Some(reason) = &press.not_counted_reason {
+        check_name("not_counted_reason", reason)?;
     }
     let times = [
         ("received_at", Some(&press.received_at)),
@@ -182,6 +245,31 @@ fn check_press(press: &UpstreamPress) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// An id (site, terminal, zone) as the protocol defines it.
+fn check_id(field: &str, value: &str) -> Result<(), String> {
+    validate_id(value).map_err(|e| format!("{field} {:?}: {e}", cut(value)))
+}
+
+/// A name that becomes part of a key: at most [`MAX_NAME_LEN`] bytes.
+fn check_name(field: &str, value: &str) -> Result<(), String> {
+    if value.len() > MAX_NAME_LEN {
+        return Err(format!(
+            "{field} {:?}… longer than {MAX_NAME_LEN} bytes",
+            cut(value)
+        ));
+    }
+    Ok(())
+}
+
+/// At most 64 bytes of a value, for a rejection's reason.
+fn cut(value: &str) -> &str {
+    let mut end = value.len().min(64);
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    &value[..end]
 }
 
 /// Unix ms of an RFC 3339 time, if it is one.
@@ -232,6 +320,29 @@ mod tests {
         assert!(reason("pressline.v1.arena.n7.press", &bad).contains("received_at"));
         let bad = PRESS.replace("\"seq\":1412", "\"seq\":\"x\"");
         assert!(reason("pressline.v1.arena.n7.press", &bad).starts_with("bad UpstreamPress"));
+    }
+
+    #[test]
+    fn a_press_is_what_it_says_and_where_it_was_sent() {
+        let reason = |key: &str, body: &str| match read(key, body.as_bytes()) {
+            Document::Rejected { reason } => reason,
+            other => panic!("{other:?}"),
+        };
+        let key = "pressline.v1.arena.n7.press";
+        // Another site's id, or another press's: claimed, never stored.
+        let claimed = PRESS.replace("arena:n7:3:1412", "dome:n7:3:1412");
+        assert!(reason(key, &claimed).contains("is not \"arena:n7:3:1412\""));
+        let claimed = PRESS.replace("\"seq\":1412", "\"seq\":1413");
+        assert!(reason(key, &claimed).contains("the id of what the press says"));
+        assert!(reason("pressline.v1.arena.n8.press", PRESS).contains("terminal \"n7\""));
+        let mismatched = PRESS.replace("\"button\":\"unhappy\"", "\"button\":\"happy\"");
+        assert!(reason(key, &mismatched).contains("button \"happy\" with score 2"));
+        let long = "n".repeat(40);
+        let too_long = PRESS.replace("n7", &long);
+        let key_long = format!("pressline.v1.arena.{long}.press");
+        assert!(reason(&key_long, &too_long).starts_with("terminal \"nnnn"));
+        let zone = PRESS.replace("\"food\"", "\"food court\"");
+        assert!(reason(key, &zone).starts_with("zone \"food court\""));
     }
 
     #[test]

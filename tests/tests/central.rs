@@ -249,13 +249,36 @@ fn a_message_that_cannot_be_read_is_kept_aside_and_the_rest_flow() {
     // found by committing its batch one by one.
     publish(
         "pressline/v1/x/t1/press",
-        &good(5).replace("\"terminal\":\"t1\"", "\"terminal\":\"t\\u0000\""),
+        &good(5).replace(
+            "\"score\":3",
+            "\"score\":3,\"counted\":false,\"not_counted_reason\":\"a\\u0000b\"",
+        ),
     );
+    // Another site's press id, claimed: the real press would be dropped
+    // as a duplicate when it came.
+    publish(
+        "pressline/v1/x/t1/press",
+        &good(7).replace("\"id\":\"x:t1:0:7\"", "\"id\":\"arena:door-1:0:7\""),
+    );
+    // An id too long for the primary-key index (PostgreSQL would refuse
+    // the batch it is in, error 54000), a terminal id longer than the
+    // protocol's, and a press on another terminal's key.
+    let long_id = format!("x:t1:0:8{}", "0".repeat(3000));
+    publish(
+        "pressline/v1/x/t1/press",
+        &good(8).replace("\"id\":\"x:t1:0:8\"", &format!("\"id\":\"{long_id}\"")),
+    );
+    let long = "t".repeat(40);
+    publish(
+        &format!("pressline/v1/x/{long}/press"),
+        &good(10).replace("t1", &long),
+    );
+    publish("pressline/v1/x/t1/press", &good(9).replace("t1", "t2"));
     publish("pressline/v1/x/t1/press", &good(4));
     publish("pressline/v1/x/t1/press", &good(1));
     wait_until("the good presses stored", || press_count(&pg) == 2);
     wait_until("the bad ones kept with their reasons", || {
-        pg.psql("SELECT count(*) FROM rejected_messages") == "4"
+        pg.psql("SELECT count(*) FROM rejected_messages") == "8"
     });
     let reasons =
         pg.psql("SELECT string_agg(reason, ' | ' ORDER BY reason) FROM rejected_messages");
@@ -263,7 +286,13 @@ fn a_message_that_cannot_be_read_is_kept_aside_and_the_rest_flow() {
     assert!(reasons.contains("outside 1-4"), "{reasons}");
     assert!(reasons.contains("not an RFC 3339 time"), "{reasons}");
     assert!(reasons.contains("refused by the database"), "{reasons}");
-    wait_until("counted", || consumer.stats()["messages"]["rejected"] == 4);
+    assert!(
+        reasons.contains("the id of what the press says"),
+        "{reasons}"
+    );
+    assert!(reasons.contains("terminal \"tttt"), "{reasons}");
+    assert!(reasons.contains("press of terminal \"t2\""), "{reasons}");
+    wait_until("counted", || consumer.stats()["messages"]["rejected"] == 8);
     assert_eq!(consumer.stats()["presses_duplicate"], 1);
 
     // A press already in the table, again, next to a new one: the batch's
@@ -289,6 +318,10 @@ fn a_message_that_cannot_be_read_is_kept_aside_and_the_rest_flow() {
     assert_eq!(
         pg.psql("SELECT string_agg(seq::text, ',' ORDER BY seq) FROM presses"),
         "1,4,6"
+    );
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM presses WHERE site <> 'x'"),
+        "0"
     );
 }
 
