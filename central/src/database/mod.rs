@@ -77,9 +77,15 @@ impl CommitError {
             {
                 CommitError::Conflict(text)
             }
-            // Class 22 (data exception) and 23 (integrity constraint): the
-            // document, not the database.
-            Some(c) if c.code().starts_with("22") || c.code().starts_with("23") => {
+            // Class 22 (data exception), 23 (integrity constraint) and 54
+            // (program limit: a value too long for its index, 54000): a
+            // document, not the database. Committed one by one, only the
+            // documents refused alone are kept aside.
+            Some(c)
+                if ["22", "23", "54"]
+                    .iter()
+                    .any(|class| c.code().starts_with(class)) =>
+            {
                 CommitError::Refused(text)
             }
             _ => CommitError::Unavailable(text),
