@@ -16,6 +16,9 @@
 //! Terminals resend in order, so the lowest presses are the oldest, long
 //! since acked.
 //!
+//! The hourly retention pass also keeps at most [`MAX_BOOTS`] records per
+//! terminal (a client that starts a new boot with every press).
+//!
 //! The committer is the only writer, so the records it has read are cached
 //! in memory and are authoritative; a record unused for a while is dropped
 //! from the cache (and read again if its terminal resends). Records whose
@@ -30,6 +33,22 @@ use super::records::{put_varint, take_varint, StoreError};
 
 /// Most ranges one (terminal, boot) record keeps (about 1.5 KiB encoded).
 pub const MAX_RANGES: usize = 256;
+
+/// Most (terminal, boot) records one terminal keeps past the hourly
+/// retention pass: a client that starts a new boot with every press would
+/// otherwise leave a record per press for the whole retention period. The
+/// oldest go first (by last new press, then boot); forgetting one errs on
+/// the safe side, as with [`MAX_RANGES`].
+pub const MAX_BOOTS: usize = 1024;
+
+/// Of one terminal's records `(last day, boot, key)`, the keys of those
+/// past the newest [`MAX_BOOTS`].
+pub fn beyond_max_boots<K>(mut boots: Vec<(i64, u32, K)>) -> impl Iterator<Item = K> {
+    let excess = boots.len().saturating_sub(MAX_BOOTS);
+    // Oldest first.
+    boots.sort_by_key(|&(day, boot, _)| (day, boot));
+    boots.into_iter().take(excess).map(|(_, _, key)| key)
+}
 
 /// Sequence numbers as sorted, disjoint, non-adjacent inclusive ranges, at
 /// most [`MAX_RANGES`] of them (the lowest are forgotten past it).

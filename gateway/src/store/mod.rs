@@ -370,17 +370,11 @@ impl Open {
     }
 
     /// Drops press-log days before `cutoff_day` and the dedup records of
-    /// (terminal, boot) pairs with no new press since.
+    /// (terminal, boot) pairs with no new press since, and of each
+    /// terminal's boots past the newest [`dedup::MAX_BOOTS`].
     fn prune_raw(&self, cutoff_day: i64) -> Result<u64, StoreError> {
         let dropped = self.press_log.drop_days_before(cutoff_day)?;
-        let mut stale = Vec::new();
-        for item in self.dedup_tree.iter() {
-            let (key, value) = item?;
-            match DedupRecord::decode(&value) {
-                Ok(r) if r.last_day >= cutoff_day => {}
-                _ => stale.push(key),
-            }
-        }
+        let stale = self.stale_dedup_records(cutoff_day)?;
         if !stale.is_empty() {
             let mut dedup = self.dedup.locked();
             let mut batch = sled::Batch::default();
@@ -396,6 +390,37 @@ impl Open {
             self.db.flush()?;
         }
         Ok(dropped)
+    }
+
+    /// The dedup records to drop: unreadable ones, those with no new press
+    /// since `cutoff_day`, and each terminal's oldest past
+    /// [`dedup::MAX_BOOTS`]. Keys sort by terminal, so one terminal's
+    /// records are read together.
+    fn stale_dedup_records(&self, cutoff_day: i64) -> Result<Vec<sled::IVec>, StoreError> {
+        let mut stale = Vec::new();
+        let mut terminal: Vec<u8> = Vec::new();
+        // (last day, boot, key) of the current terminal's kept records.
+        let mut boots: Vec<(i64, u32, sled::IVec)> = Vec::new();
+        for item in self.dedup_tree.iter() {
+            let (key, value) = item?;
+            let (Some((id, boot)), Ok(record)) =
+                (dedup::parse_key(&key), DedupRecord::decode(&value))
+            else {
+                stale.push(key);
+                continue;
+            };
+            if record.last_day < cutoff_day {
+                stale.push(key);
+                continue;
+            }
+            if id.as_bytes() != terminal.as_slice() {
+                stale.extend(dedup::beyond_max_boots(std::mem::take(&mut boots)));
+                terminal = id.as_bytes().to_vec();
+            }
+            boots.push((record.last_day, boot, key));
+        }
+        stale.extend(dedup::beyond_max_boots(boots));
+        Ok(stale)
     }
 }
 
@@ -966,6 +991,24 @@ mod tests {
         assert!(!store.is_stored("a", PressId { boot: 0, seq: 1 }).unwrap());
         // The upstream outbox is untouched by retention.
         assert_eq!(store.outbox_len(), 4);
+    }
+
+    #[test]
+    fn retention_keeps_a_terminals_newest_boots_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        // A client that starts a new boot with every press.
+        let boots = dedup::MAX_BOOTS as u32 + 10;
+        let presses: Vec<PressToStore> = (0..boots).map(|b| offer("naive", b, 0)).collect();
+        store.commit(&presses).unwrap();
+        store.commit(&[offer("other", 0, 0)]).unwrap();
+        store.prune_raw_before(0).unwrap();
+        let kept = |terminal: &str, boot: u32| {
+            store.is_stored(terminal, PressId { boot, seq: 0 }).unwrap()
+        };
+        assert!((0..10).all(|b| !kept("naive", b)), "the oldest forgotten");
+        assert!((10..boots).all(|b| kept("naive", b)), "the newest kept");
+        assert!(kept("other", 0), "other terminals keep theirs");
     }
 
     #[test]
