@@ -123,6 +123,7 @@ fn read_checked(routing_key: &str, body: &[u8]) -> Result<Document, String> {
             envelope.site
         ));
     }
+    check_id("site", &envelope.site)?;
     fn name_of<T>() -> &'static str {
         std::any::type_name::<T>()
             .rsplit("::")
@@ -168,7 +169,14 @@ fn read_checked(routing_key: &str, body: &[u8]) -> Result<Document, String> {
             }
             Document::Presses(batch.presses)
         }
-        GATEWAY_STATUS_SCHEMA => Document::Status(typed(body)?),
+        GATEWAY_STATUS_SCHEMA => {
+            let status: GatewayStatus = typed(body)?;
+            check_id("site", &status.site)?;
+            for zone in &status.zones {
+                check_id("zone", &zone.id)?;
+            }
+            Document::Status(status)
+        }
         HEALTH_SCHEMA => {
             let (health, value) = typed_and_value::<TerminalHealth>(body)?;
             check_id("terminal", &health.id)?;
@@ -385,6 +393,11 @@ mod tests {
             matches!(read("pressline.v1.arena.gateway.status", status.as_bytes()),
             Document::Status(s) if s.time_zone.as_deref() == Some("Europe/London") && s.zones.len() == 1)
         );
+        let long_zone = status.replace("\"food\"", &format!("\"{}\"", "f".repeat(3000)));
+        assert!(matches!(
+            read("pressline.v1.arena.gateway.status", long_zone.as_bytes()),
+            Document::Rejected { reason } if reason.starts_with("zone \"ffff")
+        ));
         let alert = r#"{"schema":"pressline.alert.v1","id":6,"site":"arena","terminal":"",
             "kind":"zone_unhappy","severity":"critical","state":"raised",
             "raised_at":"2026-11-22T11:00:00.000Z","cleared_at":null,"detail":"x","zone":"food"}"#;

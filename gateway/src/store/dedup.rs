@@ -12,7 +12,8 @@
 //! commit) grow with every press. Past the bound the lowest range is
 //! forgotten. Forgetting errs on the safe side: a resend of a forgotten
 //! press is stored again (a duplicate, whose press id upstream is the same,
-//! so the central table keeps it once), never acked without being stored.
+//! so the central table keeps it once, though the site's own scores count
+//! it again), never acked without being stored.
 //! Terminals resend in order, so the lowest presses are the oldest, long
 //! since acked.
 //!
@@ -81,9 +82,12 @@ impl SeqSet {
             (false, true) => self.ranges[i].0 = seq,
             (false, false) => {
                 self.ranges.insert(i, (seq, seq));
-                // (A record written before the bound may hold more.)
+                // The lowest go, but never the one just added: a repeat of
+                // it (in the same batch) must be known. (A record written
+                // before the bound may hold more.)
                 let excess = self.ranges.len().saturating_sub(MAX_RANGES);
-                self.ranges.drain(..excess);
+                let skip = usize::from(i == 0 && excess > 0);
+                self.ranges.drain(skip..skip + excess);
             }
         }
         true
@@ -301,6 +305,10 @@ mod tests {
         assert!(!s.contains(399_997));
         // The oldest were forgotten: stored again if they ever came back.
         assert!(!s.contains(0));
+        // One below them all is new, and remembered: a repeat is known.
+        assert!(s.insert(1));
+        assert!(!s.insert(1), "a repeat in the same batch is a duplicate");
+        assert_eq!(s.ranges(), MAX_RANGES);
     }
 
     #[test]
