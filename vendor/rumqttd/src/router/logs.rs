@@ -46,6 +46,9 @@ impl Storage for PublishData {
 /// Stores 'device' data and 'actions' data in native commitlog
 /// organized by subscription filter. Device data is replicated
 /// while actions data is not
+/// Pressline patch: most topics whose matching filters are cached.
+const TOPIC_CACHE_MAX: usize = 65_536;
+
 pub struct DataLog {
     pub config: RouterConfig,
     /// Native commitlog data organized by subscription. Contains
@@ -136,6 +139,12 @@ impl DataLog {
                     .collect();
 
                 if !v.is_empty() {
+                    // Pressline patch: a cache, so bounded: clients
+                    // publishing to ever new topics must not grow it for
+                    // good (a miss only costs a walk over the filters).
+                    if self.publish_filters.len() >= TOPIC_CACHE_MAX {
+                        self.publish_filters = HashMap::new();
+                    }
                     self.publish_filters.insert(topic.to_owned(), v.clone());
                 }
 
@@ -457,6 +466,7 @@ mod test {
             initialized_filters: None,
             shared_subscriptions_strategy: Strategy::RoundRobin,
             publish_authorizer: None,
+            subscribe_authorizer: None,
         };
         let mut data = DataLog::new(config).unwrap();
         data.next_native_offset("topic/a");
@@ -478,6 +488,7 @@ mod test {
             initialized_filters: None,
             shared_subscriptions_strategy: Strategy::RoundRobin,
             publish_authorizer: None,
+            subscribe_authorizer: None,
         };
         let mut data = DataLog::new(config).unwrap();
         data.next_native_offset("+/+");
@@ -485,6 +496,24 @@ mod test {
         data.matches("topic/a");
 
         assert_eq!(data.publish_filters.get("topic/a").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_topic_cache_stays_bounded_and_right() {
+        let config = RouterConfig {
+            max_segment_size: 1024,
+            max_connections: 10,
+            max_segment_count: 10,
+            max_outgoing_packet_count: 1024,
+            ..Default::default()
+        };
+        let mut data = DataLog::new(config).unwrap();
+        let (idx, _) = data.next_native_offset("t/#");
+        for i in 0..(super::TOPIC_CACHE_MAX + 10) {
+            assert_eq!(data.matches(&format!("t/{i}")), Some(vec![idx]));
+        }
+        assert!(data.publish_filters.len() <= super::TOPIC_CACHE_MAX);
+        assert_eq!(data.matches("t/0"), Some(vec![idx]));
     }
 
     //     #[test]
