@@ -99,7 +99,9 @@ impl Postgres {
                     if let Some(since) = self.failing_since.take() {
                         tracing::info!(down_secs = since.elapsed().as_secs(), "PostgreSQL is back");
                     }
-                    self.backoff.reset();
+                    // The backoff is reset by a commit, not a connection:
+                    // a database that takes connections and fails every
+                    // commit is retried at the backoff's pace too.
                     self.db = Some(db);
                 }
                 Err(e) => {
@@ -118,6 +120,24 @@ impl Postgres {
         }
         metrics.postgres_connected.store(true, Relaxed);
         self.db.as_mut()
+    }
+
+    /// A commit went through: the next failure starts the backoff over.
+    fn committed(&mut self) {
+        self.backoff.reset();
+    }
+
+    /// The connection failed a commit: dropped, and the retry waits its
+    /// turn in the backoff. Returns false on shutdown.
+    async fn lost_and_wait(
+        &mut self,
+        metrics: &Metrics,
+        error: &CommitError,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
+        self.lost(metrics, error);
+        let wait = Duration::from_millis(self.backoff.next_ms());
+        !sleep_or_shutdown(wait, shutdown).await
     }
 
     fn lost(&mut self, metrics: &Metrics, error: &CommitError) {
@@ -382,7 +402,10 @@ async fn flush(
             .commit_micros
             .fetch_add(started.elapsed().as_micros() as u64, Relaxed);
         match result {
-            Ok(c) => break c,
+            Ok(c) => {
+                pg.committed();
+                break c;
+            }
             Err(e @ CommitError::Conflict(_)) => {
                 metrics.batch_retries.fetch_add(1, Relaxed);
                 tracing::debug!(error = %e, "retrying the batch");
@@ -390,8 +413,7 @@ async fn flush(
             }
             Err(e) => {
                 metrics.batch_retries.fetch_add(1, Relaxed);
-                pg.lost(metrics, &e);
-                if stop {
+                if stop || !pg.lost_and_wait(metrics, &e, shutdown).await {
                     return Ok(false);
                 }
             }
