@@ -14,7 +14,7 @@
 #   BENCH_CENTRAL [100000]                       presses for section 6
 #   BENCH_PRESS_BATCH [100]                      upstream.press_batch of the gateways in section 6
 #   BENCH_SWAP_ROUNDS [10]                       flashes started over in section 3d (100,000 presses each)
-#   BENCH_SECTIONS ["1 2 3 4"]                   which sections to run (5 needs 3 and 4; 3d and 6 on request)
+#   BENCH_SECTIONS ["1 2 3 4"]                   which sections to run (5 needs 3 and 4; 3d, 3e and 6 on request)
 #
 # 1. Ingest ceiling: BENCH_TERMINALS x BENCH_PRESSES presses, QoS 1, through
 #    (a) the gateway (dedup, durable sled commit, application ack),
@@ -35,6 +35,9 @@
 #    flashes (a new boot generation for every id, as a spare or a
 #    reflashed board starts): every press stored, RSS per round against
 #    the upstream Mosquitto's in the same run, idle RSS after a restart.
+#    3e (on request): ids that come and go: 1,000,000 presses over 100
+#    unknown terminal ids and over 1,000, gateway RSS once they are
+#    forgotten (open mode), against the upstream Mosquitto's.
 # 4. Backlog drain: BENCH_BACKLOG stored presses forwarded to a freshly
 #    started Mosquitto, with live presses (100/s) timed during the drain;
 #    once with a subscriber of the live presses only, once with a consumer
@@ -415,6 +418,47 @@ echo
 echo "Idle after a restart on that data: $(rss_mb "$swap_pid" VmRSS) MiB (target <= 24 MiB); RSS at the last round within 15 % of the first and <= 40 MiB."
 echo
 stop "$swap_pid"; stop "$swap_mq"
+fi
+
+# ---------------------------------------- 3e. ids that come and go (open mode)
+if want 3e; then
+# 1,000,000 presses from 100 terminal ids, then from 1,000 ids, each run
+# on a fresh gateway forwarding to its own Mosquitto; none of the ids is
+# registered or in a zone, so once silent for forget_unknown_after_secs
+# they are forgotten. RSS is read when every id is forgotten.
+echo "## 3e. Ids that come and go: 1,000,000 presses over 100 and over 1,000 unknown ids, read once forgotten"
+echo
+printf '[health]\noffline_after_secs = 5\nforget_unknown_after_secs = 15\n[misuse]\nmemory_secs = 15\n' >"$WORK/forget.toml"
+terminals_known() { # DATA_DIR HTTP_PORT
+    curl -s -H "Authorization: Bearer $(cat "$1/api-token")" "http://127.0.0.1:$2/api/v1/terminals" |
+        python3 -c 'import json,sys; print(len(json.load(sys.stdin)))'
+}
+echo "| ids | presses stored | gateway RSS MiB, all delivered | gateway RSS MiB, ids forgotten | upstream Mosquitto RSS MiB |"
+echo "|---:|---:|---:|---:|---:|"
+for ids in 100 1000; do
+    gw=$(free_port); http=$(free_port); mq=$(free_port)
+    start_mosquitto "$mq"; ids_mq=$MQ_PID
+    start_gateway "$WORK/ids-$ids" "$gw" "$http" "mqtt://127.0.0.1:$mq" "$WORK/forget.toml"; ids_pid=$GW_PID
+    "$BIN/terminal-sim" --broker "127.0.0.1:$gw" --terminals "$ids" --presses $((1000000 / ids)) \
+        --rate "$HISTORY_RATE" --id-prefix "ids$ids-" --timeout 900 --json >"$WORK/ids-$ids.json"
+    stored=$(stat_of "$WORK/ids-$ids" "$http" presses_stored)
+    [ "$stored" -eq 1000000 ] || { echo "$ids ids: $stored presses stored, expected 1000000" >&2; exit 1; }
+    for _ in $(seq 1 3000); do
+        [ "$(stat_of "$WORK/ids-$ids" "$http" forward_pending)" -eq 0 ] && break
+        sleep 0.2
+    done
+    delivered_rss=$(rss_mb "$ids_pid" VmRSS)
+    for _ in $(seq 1 600); do
+        [ "$(terminals_known "$WORK/ids-$ids" "$http")" -eq 0 ] && break
+        sleep 0.2
+    done
+    [ "$(terminals_known "$WORK/ids-$ids" "$http")" -eq 0 ] || { echo "$ids ids: not forgotten" >&2; exit 1; }
+    echo "| $ids | $stored | $delivered_rss | $(rss_mb "$ids_pid" VmRSS) | $(rss_mb "$ids_mq" VmRSS) |"
+    stop "$ids_pid"; stop "$ids_mq"
+done
+echo
+echo "Target: RSS once 1,000 ids are forgotten within 15 % of RSS once 100 are."
+echo
 fi
 
 # ---------------------------------------------------- 4 and 5. drain, storage

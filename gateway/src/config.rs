@@ -307,6 +307,13 @@ impl Config {
         {
             bail!("health.offline_after_secs must be >= 1 and health.queue_filling_percent 1-100");
         }
+        // A century is "never"; below offline_after_secs the monitor uses
+        // offline_after_secs (forgetting first would hide a late terminal).
+        if self.health.forget_unknown_after_secs > 100 * 365 * 86_400
+            || self.health.offline_after_secs > 100 * 365 * 86_400
+        {
+            bail!("health.offline_after_secs and health.forget_unknown_after_secs must be at most 3153600000 (100 years)");
+        }
         if !(self.misuse.response_interval_secs >= 0.0) || self.misuse.burst_max == 0 {
             bail!("misuse.response_interval_secs must be >= 0 and misuse.burst_max >= 1");
         }

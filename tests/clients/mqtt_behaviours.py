@@ -655,7 +655,48 @@ def check_connection_limit(b, args):
     print(f"ok: {args.limit} connected; the next got CONNACK server unavailable")
 
 
+def check_session_bound(b, args):
+    """Disconnected persistent sessions are kept up to a bound (--limit):
+    past it the oldest goes (its client reconnects to a new session), the
+    newest stay (session present)."""
+    tag = uuid.uuid4().hex[:6]
+    n = args.limit + 5
+    for i in range(n):
+        c = b.client(f"kept-{tag}-{i}", persistent=True)
+        b.connect(c)
+        c.disconnect()
+        c.loop_stop()
+    newest = b.client(f"kept-{tag}-{n - 2}", persistent=True)
+    b.connect(newest)
+    if not newest.connack[1]:
+        raise Failed("a recent persistent session was not kept")
+    oldest = b.client(f"kept-{tag}-0", persistent=True)
+    b.connect(oldest)
+    if oldest.connack[1]:
+        raise Failed(f"{n} persistent sessions kept, more than the bound of {args.limit}")
+    print(f"ok: of {n} disconnected persistent sessions the newest are kept and the oldest went")
+
+
+def check_invented_ids(b, args):
+    """Open mode: one press (JSON, QoS 1) from each of --limit terminal ids
+    nobody registered, named --other-N; waits for every PUBACK."""
+    c = b.client(f"inventor-{uuid.uuid4().hex[:6]}")
+    b.connect(c)
+    mids = []
+    for i in range(args.limit):
+        press = json.dumps({"seq": 1, "button": "unhappy"})
+        info = c.publish(f"pressline/v1/term/{args.other}-{i}/press/json", press, qos=1)
+        mids.append(info.mid)
+        # Bounded in flight: paho's own queue stalls past 65,535 messages.
+        if i % 500 == 499:
+            wait_for("PUBACKs", lambda: all(m in c.pubacks for m in mids), timeout=60)
+    wait_for("every PUBACK", lambda: all(m in c.pubacks for m in mids), timeout=60)
+    print(f"ok: {args.limit} invented terminal ids pressed once each")
+
+
 CHECKS = {
+    "invented-ids": check_invented_ids,
+    "session-bound": check_session_bound,
     "connection-limit": check_connection_limit,
     "filter-bound": check_filter_bound,
     "refusal-flood": check_refusal_flood,

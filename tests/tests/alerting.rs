@@ -137,6 +137,7 @@ fn config(receiver: &Receiver, extra: &str) -> String {
         r#"
 [health]
 offline_after_secs = 2
+{ENTRANCES}
 [alerting]
 public_url = "https://gateway.arena.example"
 [alerting.delivery]
@@ -163,6 +164,14 @@ url = "{floor}"
         floor = receiver.url("/floor"),
     )
 }
+
+/// The terminals these tests silence, placed in a zone: only a terminal
+/// the site knows (registered, or in a zone) raises `offline`.
+const ENTRANCES: &str = r#"
+[zones.entrances]
+name = "Entrances"
+terminals = ["door-1", "door-2", "t-1", "t-2", "t-3"]
+"#;
 
 fn press(gateway: &Gateway, terminal: &str, seq: u32) {
     mosquitto_pub(
@@ -446,6 +455,7 @@ fn a_slow_or_rejecting_receiver_delays_only_its_own_channel() {
         r#"
 [health]
 offline_after_secs = 2
+{ENTRANCES}
 [alerting.delivery]
 retry_min_secs = 1
 retry_max_secs = 2

@@ -16,7 +16,15 @@ fn fleet_json(config: &Path, args: &[&str]) -> (i32, Value) {
     (code, value)
 }
 
-const FAST_HEALTH: &str = "[health]\noffline_after_secs = 4\n";
+/// Fast offline alerts, for the terminals the sites know: only a
+/// terminal registered or placed in a zone raises `offline`.
+const FAST_HEALTH: &str = r#"
+[health]
+offline_after_secs = 4
+[zones.stands]
+name = "Stands"
+terminals = ["n000", "n001", "n002", "n003", "s000", "s001", "s002", "x000", "x001"]
+"#;
 
 #[test]
 fn fleet_reports_terminals_batteries_stuck_buttons_and_outages_across_two_sites() {

@@ -549,3 +549,100 @@ fn a_client_cannot_forge_acks_or_status_for_a_terminal_nor_take_its_id_in_either
         );
     }
 }
+
+/// Open mode admits any id. Rounds of 10,000 invented terminal ids, one
+/// press each, page nobody: no offline alert for any of them. Silent past
+/// `forget_unknown_after_secs`, they are forgotten: the registry lists
+/// none, nor does it after a restart. Memory does not grow with ids once
+/// they are forgotten: RSS after the third round is within 10 % of RSS
+/// after the second (the first fills what has a fixed bound: the store's
+/// page cache, the broker's topic cache). A terminal the site knows
+/// (placed in a zone) still gets its offline alert.
+#[test]
+fn invented_terminal_ids_page_nobody_and_are_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = GatewayOptions {
+        site: "open".into(),
+        config_toml: Some(
+            "[health]\noffline_after_secs = 2\nforget_unknown_after_secs = 5\n\
+             [misuse]\nburst_window_secs = 2\nmemory_secs = 1\n\
+             [zones.hall]\nname = \"Hall\"\nterminals = [\"known-1\"]\n"
+                .into(),
+        ),
+        ..Default::default()
+    };
+    let mut gateway = Gateway::start(dir.path(), options.clone());
+    let terminals = |g: &Gateway| -> Vec<String> {
+        g.get("/api/v1/terminals")
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let offline_alerts = |g: &Gateway| -> Vec<String> {
+        g.get("/api/v1/alerts?open=true")
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["kind"] == "offline")
+            .map(|a| a["terminal"].as_str().unwrap().to_string())
+            .collect()
+    };
+    mosquitto_pub(
+        gateway.mqtt_port,
+        "pressline/v1/term/known-1/press/json",
+        r#"{"seq": 1, "button": "happy"}"#,
+    );
+    wait_until("the known terminal alerted as offline", || {
+        offline_alerts(&gateway) == ["known-1"]
+    });
+    let mut rss_kib = Vec::new();
+    for round in 1..=3u64 {
+        check(
+            "invented-ids",
+            gateway.mqtt_port,
+            4,
+            &["--limit", "10000", "--other", &format!("round{round}")],
+        );
+        wait_until("the round's presses stored", || {
+            gateway.stat("presses_stored") == 1 + round * 10_000
+        });
+        wait_until("every invented id forgotten", || {
+            terminals(&gateway) == ["known-1"]
+        });
+        assert_eq!(
+            offline_alerts(&gateway),
+            ["known-1"],
+            "no offline alert for an invented id"
+        );
+        rss_kib.push(gateway.rss_kib());
+    }
+    eprintln!("RSS after each round of 10,000 invented ids, forgotten: {rss_kib:?} KiB");
+    assert!(
+        rss_kib[2] * 10 <= rss_kib[1] * 11,
+        "RSS grew with forgotten ids: {rss_kib:?} KiB"
+    );
+    gateway.restart_with(options);
+    assert_eq!(terminals(&gateway), ["known-1"], "forgotten for good");
+}
+
+/// A client connecting under ever new ids with persistent sessions leaves
+/// at most as many sessions behind as the broker takes connections
+/// (`mqtt.max_terminals` + the gateway's own two): past that the oldest
+/// goes. MQTT allows a server to end a session it cannot keep; a terminal
+/// loses nothing by it (it resends until the gateway's application ack).
+#[test]
+fn disconnected_persistent_sessions_are_bounded_oldest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = Gateway::start(
+        dir.path(),
+        GatewayOptions {
+            site: "sessions".into(),
+            config_toml: Some("[mqtt]\nmax_terminals = 10\n".into()),
+            ..Default::default()
+        },
+    );
+    check("session-bound", gateway.mqtt_port, 4, &["--limit", "12"]);
+    check("session-bound", gateway.mqtt_v5_port, 5, &["--limit", "12"]);
+}

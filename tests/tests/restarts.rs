@@ -42,7 +42,11 @@ fn a_restart_longer_than_the_offline_time_pages_nobody_but_for_a_terminal_that_s
     let dir = tempfile::tempdir().unwrap();
     let options = GatewayOptions {
         site: "venue".into(),
-        config_toml: Some("[health]\noffline_after_secs = 10\n".into()),
+        // Terminals in a zone are known to the site: their silence pages.
+        config_toml: Some(
+            "[health]\noffline_after_secs = 10\n[zones.hall]\nname = \"Hall\"\nterminals = [\"here-000\", \"here-001\", \"here-002\", \"here-003\", \"here-004\", \"away-000\"]\n"
+                .into(),
+        ),
         ..Default::default()
     };
     let mut gateway = Gateway::start(dir.path(), options.clone());

@@ -21,6 +21,12 @@ pub(super) fn log_started(config: &Config, stats: &Stats, tokens: &ApiTokens) {
         SecurityMode::Closed => tracing::info!("{}", config.security.describe()),
         SecurityMode::Open => tracing::warn!("{}", config.security.describe()),
     }
+    if config.security.mode == SecurityMode::Open && config.zones.is_empty() {
+        tracing::warn!(
+            forget_after_secs = config.health.forget_unknown_after_secs,
+            "no zones configured: terminals that are not registered raise no offline alert and are forgotten once silent for health.forget_unknown_after_secs; list them in a [zones.ID] table to be alerted"
+        );
+    }
     log_terminal_listeners(config);
     let sources: Vec<String> = tokens
         .sources

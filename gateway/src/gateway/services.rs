@@ -74,7 +74,14 @@ pub async fn start(
     let scores = restore_scores(&config, &store)?;
     let forward_wake = Arc::new(Notify::new());
     let notifier = notifier(&config)?;
-    let registry = load_registry(&config, &store, scores, &notifier, &forward_wake)?;
+    let registry = load_registry(
+        &config,
+        &store,
+        scores,
+        identities.clone(),
+        &notifier,
+        &forward_wake,
+    )?;
 
     let (shutdown_tx, shutdown) = watch::channel(false);
     let stopping = Arc::new(AtomicBool::new(false));
@@ -278,6 +285,7 @@ fn load_registry(
     config: &Config,
     store: &Store,
     scores: Scores,
+    identities: Identities,
     notifier: &Notifier,
     forward_wake: &Arc<Notify>,
 ) -> anyhow::Result<Registry> {
@@ -295,6 +303,7 @@ fn load_registry(
         config.health.clone(),
         scores,
         store,
+        identities,
         outlets,
     ))
 }

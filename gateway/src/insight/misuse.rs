@@ -22,6 +22,11 @@ pub struct MisuseConfig {
     /// `burst_window_secs` are not counted.
     pub burst_max: u32,
     pub burst_window_secs: u64,
+    /// A terminal's recent presses are remembered this long after its
+    /// last one (at least a rule window): presses a terminal delivers
+    /// later than this after an outage are judged without them. Bounds
+    /// the memory of ids invented in open mode.
+    pub memory_secs: u64,
 }
 
 impl Default for MisuseConfig {
@@ -30,6 +35,7 @@ impl Default for MisuseConfig {
             response_interval_secs: 4.0,
             burst_max: 12,
             burst_window_secs: 60,
+            memory_secs: 900,
         }
     }
 }
@@ -41,6 +47,8 @@ pub use pressline_protocol::upstream::NotCounted;
 struct Recent {
     last_ms: Option<i64>,
     window: VecDeque<i64>,
+    /// The sweep this terminal last pressed in.
+    sweep: u64,
 }
 
 /// Per-terminal memory of recent presses.
@@ -48,6 +56,8 @@ struct Recent {
 pub struct MisuseFilter {
     config: MisuseConfig,
     terminals: HashMap<String, Recent>,
+    sweep: u64,
+    swept_at_ms: Option<i64>,
 }
 
 impl MisuseFilter {
@@ -55,7 +65,39 @@ impl MisuseFilter {
         MisuseFilter {
             config,
             terminals: HashMap::new(),
+            sweep: 0,
+            swept_at_ms: None,
         }
+    }
+
+    /// Forgets terminals that pressed nothing since the sweep before the
+    /// last, a sweep every `memory_secs` (so a terminal is remembered for
+    /// one to two of them after its last press). `now_ms` is a clock that
+    /// never steps (milliseconds from any start), not a press's time,
+    /// since late presses carry old times.
+    pub fn forget_quiet(&mut self, now_ms: i64) {
+        let interval_ms = (self.config.response_interval_secs * 1000.0) as i64;
+        let window_ms =
+            i64::try_from(self.config.burst_window_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let memory_ms =
+            i64::try_from(self.config.memory_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let every_ms = interval_ms.max(window_ms).max(memory_ms).max(1_000);
+        let Some(swept_at) = self.swept_at_ms else {
+            self.swept_at_ms = Some(now_ms);
+            return;
+        };
+        if now_ms - swept_at < every_ms {
+            return;
+        }
+        let previous = self.sweep;
+        self.terminals.retain(|_, r| r.sweep >= previous);
+        self.sweep += 1;
+        self.swept_at_ms = Some(now_ms);
+    }
+
+    /// Terminals remembered.
+    pub fn remembered(&self) -> usize {
+        self.terminals.len()
     }
 
     /// Classifies a new press (call once per press, in the terminal's order):
@@ -69,6 +111,7 @@ impl MisuseFilter {
                 .insert(terminal.to_string(), Recent::default());
         }
         let recent = self.terminals.get_mut(terminal).expect("inserted above");
+        recent.sweep = self.sweep;
         let repeated = recent
             .last_ms
             .is_some_and(|last| (pressed_at_ms - last).abs() < interval_ms);
@@ -104,6 +147,27 @@ impl MisuseFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn terminals_quiet_for_two_sweeps_are_forgotten_and_pressing_ones_kept() {
+        let mut f = MisuseFilter::new(MisuseConfig {
+            memory_secs: 0,
+            ..MisuseConfig::default()
+        });
+        // Sweeps every rule window at least (the burst window, 60 s).
+        let s = 1_000;
+        f.forget_quiet(0);
+        f.classify("invented", 0);
+        f.classify("busy", 0);
+        f.forget_quiet(59 * s);
+        assert_eq!(f.remembered(), 2, "not before a sweep is due");
+        f.forget_quiet(60 * s);
+        assert_eq!(f.remembered(), 2, "pressed in the last sweep");
+        f.classify("busy", 90 * s);
+        f.forget_quiet(120 * s);
+        assert_eq!(f.remembered(), 1);
+        assert!(f.terminals.contains_key("busy"));
+    }
 
     fn run(filter: &mut MisuseFilter, terminal: &str, times_s: &[f64]) -> Vec<Option<NotCounted>> {
         times_s
@@ -144,6 +208,7 @@ mod tests {
             response_interval_secs: 4.0,
             burst_max: 5,
             burst_window_secs: 60,
+            memory_secs: 900,
         });
         let times: Vec<f64> = (0..8).map(|i| i as f64 * 4.5).collect();
         let r = run(&mut f, "t1", &times);

@@ -60,6 +60,7 @@ impl Committer {
         let mut last_disk_check = Instant::now() - Duration::from_secs(60);
         let mut last_checkpoint = Instant::now();
         let mut last_eviction = Instant::now();
+        let started = Instant::now();
         let mut generation = self.store.generation();
         loop {
             if last_disk_check.elapsed() >= Duration::from_secs(1) {
@@ -89,6 +90,10 @@ impl Committer {
                 self.store.evict_idle();
                 last_eviction = Instant::now();
             }
+            // Due once per `misuse.memory_secs`; cheap otherwise. A clock
+            // that never steps: one stepped back would stop the sweeps.
+            self.misuse
+                .forget_quiet(started.elapsed().as_millis().min(i64::MAX as u128) as i64);
             let first = match incoming.recv_timeout(Duration::from_millis(200)) {
                 Ok(p) => p,
                 Err(RecvTimeoutError::Timeout) => continue,

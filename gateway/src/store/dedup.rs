@@ -244,6 +244,11 @@ impl DedupIndex {
         });
     }
 
+    /// Drops every cached record of `terminal`.
+    pub fn forget_terminal(&mut self, terminal: &str) {
+        self.cache.remove(terminal);
+    }
+
     pub fn forget(&mut self, terminal: &str, boot: u32) {
         if let Some(boots) = self.cache.get_mut(terminal) {
             boots.remove(&boot);

@@ -623,6 +623,19 @@ impl Store {
         self.with(|o| o.terminals.save(id.as_bytes(), value))
     }
 
+    /// Deletes forgotten terminals' state, and drops their cached dedup
+    /// records (the records themselves stay: a resend is still known).
+    pub fn delete_terminals(&self, ids: &[String]) -> Result<(), StoreError> {
+        self.with(|o| {
+            let mut dedup = o.dedup.locked();
+            for id in ids {
+                dedup.forget_terminal(id);
+            }
+            drop(dedup);
+            o.terminals.remove_all(ids)
+        })
+    }
+
     /// Deletes alerts dropped from the history.
     pub fn delete_alerts(&self, ids: &[u64]) -> Result<(), StoreError> {
         let keys: Vec<[u8; 8]> = ids.iter().map(|id| id.to_be_bytes()).collect();

@@ -5,7 +5,8 @@
 //!
 //! Rules (thresholds in [`HealthConfig`]), each raised once and cleared with
 //! hysteresis ([`crate::hysteresis`]):
-//! - `offline` (critical): not heard from for `offline_after_secs`.
+//! - `offline` (critical): not heard from for `offline_after_secs`; only
+//!   for a terminal the site knows (registered, or placed in a zone).
 //! - `low_battery`: battery below `low_battery_mv`.
 //! - `weak_wifi`: RSSI below `weak_rssi_dbm`.
 //! - `stuck_button`: presses faster than a person can press, or one button
@@ -30,6 +31,11 @@ use crate::hysteresis::{latch, Bound, Hysteresis};
 pub struct HealthConfig {
     /// A terminal not heard from (heartbeat or press) for this long is offline.
     pub offline_after_secs: u64,
+    /// A terminal the site does not know (neither registered nor placed in
+    /// a zone) silent for this long (`offline_after_secs` at least) is
+    /// forgotten: open mode admits any id, and invented ones must not stay
+    /// for good.
+    pub forget_unknown_after_secs: u64,
     pub low_battery_mv: u16,
     pub weak_rssi_dbm: i8,
     /// Consecutive presses closer together than this are "faster than a
@@ -53,6 +59,7 @@ impl Default for HealthConfig {
     fn default() -> Self {
         HealthConfig {
             offline_after_secs: 90,
+            forget_unknown_after_secs: 3600,
             low_battery_mv: 3500,
             weak_rssi_dbm: -80,
             stuck_min_interval_ms: 120,

@@ -26,6 +26,10 @@ pub enum Change {
     Alert(Alert),
     /// A terminal's health document changed (online state, heartbeat, alerts).
     Health(String),
+    /// An unknown terminal silent for long enough was forgotten: its
+    /// saved state goes too. With its last health document (offline), for
+    /// upstream when it went offline in the same poll.
+    Forgotten(String, Box<TerminalHealth>),
 }
 
 /// The terminals of one site and their alerts.
@@ -154,28 +158,17 @@ impl Monitor {
     /// Time-based rules: terminals silent for too long go offline (silence
     /// counted from this gateway's start at the earliest); recovered
     /// alerts quiet for long enough close.
-    pub fn poll(&mut self, now_ms: i64) -> Vec<Change> {
+    ///
+    /// `known` says whether the site knows a terminal (registered, or
+    /// placed in a zone). Only a known terminal's silence raises `offline`:
+    /// in open mode any client can invent ids, and an alert per invented
+    /// id would page people for nothing and never clear. An unknown
+    /// terminal silent for `forget_unknown_after_secs` is forgotten, so
+    /// invented ids leave no state behind ([`Change::Forgotten`]).
+    pub fn poll(&mut self, now_ms: i64, known: impl Fn(&str) -> bool) -> Vec<Change> {
         let mut changes = Vec::new();
-        let limit = self.config.offline_after_secs as i64 * 1000;
-        let started_ms = self.started_ms;
-        let silent: Vec<(String, i64)> = self
-            .terminals
-            .values_mut()
-            .filter(|t| now_ms - t.last_seen_ms.max(started_ms) >= limit)
-            .filter(|t| !t.is_open(&AlertKind::Offline))
-            .map(|t| {
-                t.online = false;
-                (t.id.clone(), t.last_seen_ms)
-            })
-            .collect();
-        for (id, last_seen) in silent {
-            let offline = Condition {
-                kind: AlertKind::Offline,
-                holds: true,
-                detail: format!("not heard from since {}", rfc3339_ms(last_seen)),
-            };
-            self.set_condition(&id, offline, now_ms, &mut changes);
-        }
+        self.mark_silent(now_ms, &known, &mut changes);
+        self.forget_unknown(now_ms, &known, &mut changes);
         changes.extend(
             self.alerts
                 .close_quiet(now_ms)
@@ -183,6 +176,84 @@ impl Monitor {
                 .map(Change::Alert),
         );
         changes
+    }
+
+    /// When an unknown terminal's silence makes it forgotten: never before
+    /// it went offline.
+    pub fn forget_after_ms(&self) -> i64 {
+        let secs = self
+            .config
+            .forget_unknown_after_secs
+            .max(self.config.offline_after_secs);
+        i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
+    }
+
+    /// How long a terminal has been silent, counted from this gateway's
+    /// start at the earliest.
+    fn silent_ms(&self, t: &TerminalState, now_ms: i64) -> i64 {
+        now_ms - t.last_seen_ms.max(self.started_ms)
+    }
+
+    /// Terminals silent past `offline_after_secs` go offline; a known one
+    /// raises `offline`.
+    fn mark_silent(
+        &mut self,
+        now_ms: i64,
+        known: &impl Fn(&str) -> bool,
+        changes: &mut Vec<Change>,
+    ) {
+        let limit = self.config.offline_after_secs as i64 * 1000;
+        let silent: Vec<(String, i64)> = self
+            .terminals
+            .values()
+            .filter(|t| self.silent_ms(t, now_ms) >= limit)
+            .filter(|t| t.online || (known(&t.id) && !t.is_open(&AlertKind::Offline)))
+            .map(|t| (t.id.clone(), t.last_seen_ms))
+            .collect();
+        for (id, last_seen) in silent {
+            if let Some(t) = self.terminals.get_mut(&id) {
+                t.online = false;
+            }
+            if !known(&id) {
+                changes.push(Change::Health(id));
+                continue;
+            }
+            let offline = Condition {
+                kind: AlertKind::Offline,
+                holds: true,
+                detail: format!("not heard from since {}", rfc3339_ms(last_seen)),
+            };
+            self.set_condition(&id, offline, now_ms, changes);
+        }
+    }
+
+    /// Unknown terminals silent past `forget_unknown_after_secs` are
+    /// forgotten; their open alerts recover first, so none stays open
+    /// without a terminal.
+    fn forget_unknown(
+        &mut self,
+        now_ms: i64,
+        known: &impl Fn(&str) -> bool,
+        changes: &mut Vec<Change>,
+    ) {
+        let limit = self.forget_after_ms();
+        let gone: Vec<String> = self
+            .terminals
+            .values()
+            .filter(|t| self.silent_ms(t, now_ms) >= limit && !known(&t.id))
+            .map(|t| t.id.clone())
+            .collect();
+        for id in gone {
+            let Some(t) = self.terminals.remove(&id) else {
+                continue;
+            };
+            for alert in t.open_alerts.values() {
+                changes.extend(self.alerts.recover(*alert, now_ms).map(Change::Alert));
+            }
+            let mut last = t.document(&self.site);
+            last.open_alerts.clear();
+            changes.push(Change::Forgotten(id, Box::new(last)));
+        }
     }
 
     /// The terminal, now heard from: registered if new, back online (its
@@ -336,8 +407,8 @@ mod tests {
             },
         );
         m.handle_heartbeat(T0, "t1", hb(3900, -60, 0));
-        assert!(m.poll(T0 + 59_000).is_empty());
-        let ev = m.poll(T0 + 60_000);
+        assert!(m.poll(T0 + 59_000, |_| true).is_empty());
+        let ev = m.poll(T0 + 60_000, |_| true);
         assert_eq!(raised(&ev), pair(Offline, Raised));
         assert!(!m.health("t1").unwrap().online);
         assert_eq!(m.health("t1").unwrap().open_alerts, [Offline]);
@@ -345,7 +416,10 @@ mod tests {
             m.alerts().iter().next().unwrap().severity,
             Severity::Critical
         );
-        assert!(raised(&m.poll(T0 + 120_000)).is_empty(), "raised once");
+        assert!(
+            raised(&m.poll(T0 + 120_000, |_| true)).is_empty(),
+            "raised once"
+        );
         assert_eq!(
             raised(&m.handle_press(T0 + 130_000, "t1", Button::Happy, T0 + 130_000)),
             pair(Offline, Cleared)
@@ -365,8 +439,11 @@ mod tests {
         m.handle_heartbeat(T0, "t1", hb(3900, -60, 0));
         m.handle_will(T0 + 1000, "t1");
         assert!(!m.health("t1").unwrap().online);
-        assert!(raised(&m.poll(T0 + 30_000)).is_empty());
-        assert_eq!(raised(&m.poll(T0 + 60_000)), pair(Offline, Raised));
+        assert!(raised(&m.poll(T0 + 30_000, |_| true)).is_empty());
+        assert_eq!(
+            raised(&m.poll(T0 + 60_000, |_| true)),
+            pair(Offline, Raised)
+        );
     }
 
     #[test]
@@ -511,11 +588,14 @@ mod tests {
         // The gateway was down for two minutes.
         let start = T0 + 120_000;
         let mut m = Monitor::restore("arena", config, terminals, Vec::new(), start);
-        assert!(m.poll(start).is_empty(), "no alert at start");
-        assert!(m.poll(start + 59_000).is_empty(), "nor within the grace");
+        assert!(m.poll(start, |_| true).is_empty(), "no alert at start");
+        assert!(
+            m.poll(start + 59_000, |_| true).is_empty(),
+            "nor within the grace"
+        );
         m.handle_heartbeat(start + 5_000, "back", hb(3900, -60, 0));
         assert_eq!(
-            raised(&m.poll(start + 60_000)),
+            raised(&m.poll(start + 60_000, |_| true)),
             pair(Offline, Raised),
             "one alert: the terminal that really stayed away"
         );
@@ -536,8 +616,11 @@ mod tests {
         let mut m = Monitor::restore("arena", config, terminals, Vec::new(), T0);
         let stepped = T0 + 3_600_000 + 10_000;
         m.set_started(stepped - 10_000);
-        assert!(m.poll(stepped).is_empty());
-        assert_eq!(raised(&m.poll(stepped + 50_000)), pair(Offline, Raised));
+        assert!(m.poll(stepped, |_| true).is_empty());
+        assert_eq!(
+            raised(&m.poll(stepped + 50_000, |_| true)),
+            pair(Offline, Raised)
+        );
     }
 
     #[test]
@@ -550,11 +633,93 @@ mod tests {
             },
         );
         m.handle_heartbeat(T0, "t1", hb(3900, -60, 0));
-        assert_eq!(raised(&m.poll(T0 + 60_000)), pair(Offline, Raised));
+        assert_eq!(
+            raised(&m.poll(T0 + 60_000, |_| true)),
+            pair(Offline, Raised)
+        );
         assert_eq!(
             raised(&m.handle_seen(T0 + 61_000, "t1")),
             pair(Offline, Cleared)
         );
+    }
+
+    fn forgets_unknown_after(offline_secs: u64, forget_secs: u64) -> Monitor {
+        Monitor::new(
+            "arena",
+            HealthConfig {
+                offline_after_secs: offline_secs,
+                forget_unknown_after_secs: forget_secs,
+                ..Default::default()
+            },
+        )
+    }
+
+    fn only_known(id: &str) -> bool {
+        id.starts_with("known")
+    }
+
+    #[test]
+    fn an_unknown_terminal_goes_offline_without_an_alert_and_is_forgotten_later() {
+        let mut m = forgets_unknown_after(60, 600);
+        m.handle_press(T0, "invented-1", Button::Happy, T0);
+        m.handle_press(T0, "known-1", Button::Happy, T0);
+        let ev = m.poll(T0 + 60_000, only_known);
+        assert_eq!(raised(&ev), pair(Offline, Raised), "for the known one only");
+        assert!(ev.contains(&Change::Health("invented-1".into())));
+        assert!(!m.health("invented-1").unwrap().online);
+        assert!(m.health("invented-1").unwrap().open_alerts.is_empty());
+        assert!(m.poll(T0 + 599_000, only_known).is_empty());
+        let ev = m.poll(T0 + 600_000, only_known);
+        assert!(
+            matches!(&ev[..], [Change::Forgotten(id, last)] if id == "invented-1" && !last.online)
+        );
+        assert!(m.health("invented-1").is_none());
+        assert!(m.health("known-1").is_some(), "a known terminal stays");
+        assert!(m.poll(T0 + 6_000_000, only_known).is_empty());
+    }
+
+    #[test]
+    fn forgetting_never_comes_before_going_offline_and_carries_the_offline_document() {
+        // Configured to forget sooner than it goes offline: both at 60 s.
+        let mut m = forgets_unknown_after(60, 10);
+        m.handle_press(T0, "invented-1", Button::Happy, T0);
+        assert!(m.poll(T0 + 59_000, only_known).is_empty());
+        let ev = m.poll(T0 + 60_000, only_known);
+        assert!(ev.contains(&Change::Health("invented-1".into())));
+        assert!(ev.iter().any(
+            |c| matches!(c, Change::Forgotten(id, last) if id == "invented-1" && !last.online)
+        ));
+    }
+
+    #[test]
+    fn a_forgotten_terminal_leaves_no_open_alert_and_comes_back_as_new() {
+        let mut m = forgets_unknown_after(60, 120);
+        assert_eq!(
+            raised(&m.handle_heartbeat(T0, "invented-1", hb(3000, -60, 0))),
+            pair(LowBattery, Raised)
+        );
+        let ev = m.poll(T0 + 120_000, only_known);
+        assert_eq!(raised(&ev), pair(LowBattery, Cleared));
+        assert!(ev
+            .iter()
+            .any(|c| matches!(c, Change::Forgotten(id, _) if id == "invented-1")));
+        assert!(m.alerts().iter().all(|a| !a.is_open()));
+        m.handle_press(T0 + 200_000, "invented-1", Button::Happy, T0 + 200_000);
+        let h = m.health("invented-1").unwrap();
+        assert!(h.online);
+        assert_eq!(h.presses_total, 1);
+    }
+
+    #[test]
+    fn unknown_terminals_restored_at_a_start_are_forgotten_counting_from_the_start() {
+        let mut m = forgets_unknown_after(60, 120);
+        m.handle_press(T0, "invented-1", Button::Happy, T0);
+        let terminals: Vec<_> = m.terminals().cloned().collect();
+        let start = T0 + 3_600_000;
+        let mut m = Monitor::restore("arena", m.config.clone(), terminals, Vec::new(), start);
+        let forgotten = |ev: &[Change]| ev.iter().any(|c| matches!(c, Change::Forgotten(..)));
+        assert!(!forgotten(&m.poll(start + 60_000, only_known)));
+        assert!(forgotten(&m.poll(start + 120_000, only_known)));
     }
 
     #[test]

@@ -56,6 +56,10 @@ pub use views::{HourCell, TerminalFigures, TimelinePoint, Window, WindowView, Zo
 /// Zone of terminals that belong to no configured zone.
 pub const UNASSIGNED: &str = "unassigned";
 
+/// Where the counts of forgotten terminals go: no terminal has an empty
+/// id, and the views list no terminal by it.
+pub const FORGOTTEN: &str = "";
+
 /// Minutes of per-terminal counts kept for the live windows.
 pub const LIVE_MINUTES: i64 = 61;
 
@@ -432,6 +436,64 @@ impl Scores {
         let keep_from = self.today - 1;
         self.terminal_days.retain(|(day, _), _| *day >= keep_from);
         self.site_days.retain(|day, _| *day >= keep_from);
+        // A name nothing else holds belongs to a terminal silent for the
+        // live windows and the days in memory: interned again if it comes
+        // back, gone for good if it was invented.
+        self.names.retain(|_, name| Arc::strong_count(name) > 1);
+    }
+
+    /// Forgets terminals the site does not know (no zone) that went
+    /// silent: their counts in the live windows and the days in memory
+    /// move to [`FORGOTTEN`], so site and zone figures stay as they were
+    /// while the per-terminal entries, and their names, go.
+    ///
+    /// A terminal with counts in a minute after `silent_since_ms` pressed
+    /// again (its press was folded in before the registry heard of it):
+    /// it stays, and its entries age out with the windows if it is gone.
+    pub fn forget_terminals(&mut self, gone: &[String], silent_since_ms: i64) {
+        let after = silent_since_ms.div_euclid(60_000);
+        let pressed_since: std::collections::HashSet<&str> = self
+            .minutes
+            .range((after + 1, Arc::<str>::from(""))..)
+            .map(|((_, t), _)| &**t)
+            .collect();
+        let gone: std::collections::HashSet<&str> = gone
+            .iter()
+            .map(String::as_str)
+            .filter(|t| self.zone_of(t) == UNASSIGNED && !t.is_empty())
+            .filter(|t| !pressed_since.contains(t))
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        let forgotten: Arc<str> = Arc::from(FORGOTTEN);
+        let mut minutes = Vec::new();
+        self.minutes.retain(|(minute, t), counts| {
+            let keep = !gone.contains(&**t);
+            if !keep {
+                minutes.push((*minute, std::mem::take(counts)));
+            }
+            keep
+        });
+        for (minute, counts) in minutes {
+            let key = (minute, forgotten.clone());
+            self.minutes.entry(key).or_default().merge(&counts);
+        }
+        let mut days = Vec::new();
+        self.terminal_days.retain(|(day, t), slots| {
+            let keep = !gone.contains(&**t);
+            if !keep {
+                days.push((*day, std::mem::take(slots)));
+            }
+            keep
+        });
+        for (day, slots) in days {
+            let key = (day, forgotten.clone());
+            self.terminal_days.entry(key).or_default().merge(&slots);
+        }
+        for t in gone {
+            self.names.remove(t);
+        }
     }
 
     /// Presses since start by (zone, button, counted), for metrics.
@@ -888,5 +950,43 @@ mod tests {
         assert!(s.retention_cutoff(T0 + 2 * DAY_MS) > day);
         s.forget_site_day(day, &slots);
         assert_eq!(s.hourly().iter().map(|c| c.figures.counted).sum::<u64>(), 0);
+    }
+
+    #[test]
+    fn a_forgotten_terminal_leaves_the_figures_as_they_were_and_its_entries_go() {
+        let mut s = scores(ScoresConfig::default(), T0);
+        record(&mut s, T0, "invented", Button::VeryUnhappy, T0, true);
+        record(&mut s, T0, "kept", Button::Happy, T0, true);
+        record(&mut s, T0, "f1", Button::Happy, T0, true);
+        let figures = |s: &Scores| {
+            serde_json::to_value((
+                s.window(T0, Window::Hour).site,
+                s.window(T0, Window::Today).zones,
+            ))
+            .unwrap()
+        };
+        let before = figures(&s);
+        // A terminal in a zone is known: never forgotten.
+        s.forget_terminals(&["invented".to_string(), "f1".to_string()], T0);
+        let hour = s.window(T0, Window::Hour);
+        assert_eq!(figures(&s), before);
+        let listed: Vec<_> = hour.terminals.iter().map(|t| t.terminal.as_str()).collect();
+        assert_eq!(listed, ["f1", "kept"]);
+        s.take_checkpoint();
+        s.prune(T0);
+        assert!(!s.names.contains_key("invented"));
+        assert!(s.names.contains_key("kept"));
+        // A press folded in a minute after the silence began: it is back.
+        record(
+            &mut s,
+            T0 + 120_000,
+            "kept",
+            Button::Happy,
+            T0 + 120_000,
+            true,
+        );
+        s.forget_terminals(&["kept".to_string()], T0);
+        let listed = s.window(T0 + 120_000, Window::Hour).terminals;
+        assert!(listed.iter().any(|t| t.terminal == "kept"));
     }
 }

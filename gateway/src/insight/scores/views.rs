@@ -135,6 +135,7 @@ impl Scores {
                 .collect(),
             terminals: terminals
                 .into_iter()
+                .filter(|(t, _)| *t != super::FORGOTTEN)
                 .map(|(t, c)| TerminalFigures {
                     terminal: t.to_string(),
                     zone: self.zone_of(t).to_string(),

@@ -25,6 +25,7 @@ use crate::clock::unix_ms_now;
 use crate::insight::scores::{Scores, ZoneRule, UNASSIGNED};
 use crate::store::{Store, StoreError};
 use crate::terminals::health::{HealthConfig, TerminalState};
+use crate::terminals::identity::Identities;
 use crate::terminals::monitor::{Change, Monitor};
 use writes::{Backlog, Write};
 
@@ -81,6 +82,9 @@ pub struct Registry {
     backlog: Arc<tokio::sync::Mutex<Backlog>>,
     /// When the registry was loaded, by a clock that never steps.
     started: std::time::Instant,
+    /// Registered terminals: with those placed in a zone, the terminals
+    /// the site knows (see [`Monitor::poll`]).
+    identities: Identities,
 }
 
 impl Registry {
@@ -91,6 +95,7 @@ impl Registry {
         health: HealthConfig,
         mut scores: Scores,
         store: &Store,
+        identities: Identities,
         outlets: AlertOutlets,
     ) -> Registry {
         let terminals: Vec<TerminalState> = store.load_terminals();
@@ -115,6 +120,7 @@ impl Registry {
             outlets,
             backlog: Arc::default(),
             started: std::time::Instant::now(),
+            identities,
         }
     }
 
@@ -308,8 +314,23 @@ fn tick_rules(registry: &Registry, now_ms: i64) -> (Vec<Change>, Vec<Notificatio
     let mut monitor = registry.monitor();
     let since_start = registry.started.elapsed().as_millis().min(i64::MAX as u128) as i64;
     monitor.set_started(now_ms.saturating_sub(since_start));
-    let mut events = monitor.poll(now_ms);
     let mut scores = registry.scores();
+    let mut events = monitor.poll(now_ms, |terminal| {
+        scores.zone_of(terminal) != UNASSIGNED || registry.identities.is_registered(terminal)
+    });
+    let forgotten: Vec<String> = events
+        .iter()
+        .filter_map(|e| match e {
+            Change::Forgotten(id, _) => Some(id.clone()),
+            _ => None,
+        })
+        .collect();
+    let silent_since = now_ms.saturating_sub(monitor.forget_after_ms());
+    if let Some(first) = forgotten.first() {
+        // One line however many: invented ids must not flood the log.
+        tracing::info!(count = forgotten.len(), first = %first, "terminals the site does not know, silent for health.forget_unknown_after_secs: forgotten");
+    }
+    scores.forget_terminals(&forgotten, silent_since);
     scores.prune(now_ms);
     for change in scores.evaluate_zones(now_ms) {
         let kind = match change.rule {
@@ -393,6 +414,7 @@ mod tests {
     use crate::insight::scores::{ScoresConfig, Window, ZoneConfig};
     use crate::site_time::SiteTime;
     use crate::store::OutboxItem;
+    use crate::terminals::identity::SecurityMode;
     use pressline_protocol::upstream::Lifecycle;
     use pressline_protocol::{FirmwareVersion, Heartbeat};
 
@@ -418,7 +440,15 @@ mod tests {
             notify_wake: Arc::new(Notify::new()),
             forward_wake: Arc::new(Notify::new()),
         };
-        Registry::load("arena", HealthConfig::default(), scores, store, outlets)
+        let identities = Identities::load(SecurityMode::Open, store.clone());
+        Registry::load(
+            "arena",
+            HealthConfig::default(),
+            scores,
+            store,
+            identities,
+            outlets,
+        )
     }
 
     fn low_battery(at_ms: i64) -> RegistryInput {

@@ -13,7 +13,7 @@
 use std::collections::VecDeque;
 
 use pressline_protocol::topic::{AlertTopic, TerminalHealthTopic};
-use pressline_protocol::upstream::{Alert, Severity};
+use pressline_protocol::upstream::{Alert, Severity, TerminalHealth};
 
 use super::{zone_of, Registry};
 use crate::alerting::delivery::Queued;
@@ -43,6 +43,9 @@ pub enum Write {
     Upstream(Vec<OutboxEntry>),
     /// Alerts past the history limit.
     Forget(Vec<u64>),
+    /// Terminals the monitor forgot (one batch: a flood of invented ids
+    /// is forgotten in thousands at a time).
+    ForgetTerminals(Vec<String>),
 }
 
 /// Writes in the order their changes happened, not yet saved.
@@ -78,6 +81,9 @@ impl Backlog {
             apply(store, write)?;
             self.writes.pop_front();
         }
+        // A burst (thousands of terminals going offline at once) must not
+        // keep its room for good.
+        self.writes = VecDeque::new();
         Ok(())
     }
 }
@@ -90,6 +96,7 @@ fn apply(store: &Store, write: &Write) -> Result<(), StoreError> {
         Write::Terminal { id, state } => store.save_terminal(id, state),
         Write::Upstream(entries) => store.enqueue_upstream(entries),
         Write::Forget(ids) => store.delete_alerts(ids),
+        Write::ForgetTerminals(ids) => store.delete_terminals(ids),
     }
 }
 
@@ -104,6 +111,7 @@ fn describe(write: &Write) -> String {
         Write::Terminal { id, .. } => format!("terminal {id}"),
         Write::Upstream(entries) => format!("{} upstream documents", entries.len()),
         Write::Forget(ids) => format!("forget alerts {ids:?}"),
+        Write::ForgetTerminals(ids) => format!("forget {} terminals", ids.len()),
     }
 }
 
@@ -125,6 +133,7 @@ pub fn plan(
     // Deleted after the events below are saved: an alert raised and
     // forgotten in one batch must not come back.
     let forgotten = monitor.alerts_mut().take_forgotten();
+    let mut forgotten_terminals = Vec::new();
     for event in events {
         match event {
             Change::Alert(alert) => {
@@ -134,6 +143,15 @@ pub fn plan(
             Change::Health(id) => {
                 persist.insert(id.clone());
                 publish.insert(id);
+            }
+            Change::Forgotten(id, last) => {
+                persist.remove(&id);
+                // Went offline in this very batch: upstream hears it
+                // from the last document, the monitor has none left.
+                if publish.remove(&id) {
+                    upstream.push(health_entry(&registry.site, &id, &last));
+                }
+                forgotten_terminals.push(id);
             }
         }
     }
@@ -147,17 +165,11 @@ pub fn plan(
     }
     for id in &publish {
         if let Some(health) = monitor.health(id) {
-            upstream.push(OutboxEntry {
-                topic: TerminalHealthTopic {
-                    site: &registry.site,
-                    terminal: id,
-                }
-                .to_string(),
-                payload: serde_json::to_vec(&health).expect("plain struct serializes"),
-                retain: true,
-                is_press: false,
-            });
+            upstream.push(health_entry(&registry.site, id, &health));
         }
+    }
+    if !forgotten_terminals.is_empty() {
+        writes.push(Write::ForgetTerminals(forgotten_terminals));
     }
     if !upstream.is_empty() {
         writes.push(Write::Upstream(upstream));
@@ -197,6 +209,16 @@ fn alert_write(registry: &Registry, monitor: &mut Monitor, alert: &Alert, now: i
             .into_iter()
             .map(|n| Queued::new(n, now))
             .collect(),
+    }
+}
+
+/// A terminal's health document, retained upstream.
+fn health_entry(site: &str, terminal: &str, health: &TerminalHealth) -> OutboxEntry {
+    OutboxEntry {
+        topic: TerminalHealthTopic { site, terminal }.to_string(),
+        payload: serde_json::to_vec(health).expect("plain struct serializes"),
+        retain: true,
+        is_press: false,
     }
 }
 

@@ -1,25 +1,61 @@
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use super::{
     scheduler::{PauseReason, Tracker},
     ConnectionEvents,
 };
 
+/// Pressline patch: the sessions of disconnected clients, at most `max`
+/// (the oldest saved goes first, logged). Upstream kept every client id
+/// ever seen, clean sessions included, for the life of the process: a
+/// client connecting under ever new ids grew it without bound.
 pub struct Graveyard {
     connections: HashMap<String, SavedState>,
+    /// Save order → client id, to drop the oldest.
+    order: BTreeMap<u64, String>,
+    next: u64,
+    max: usize,
 }
 
 impl Graveyard {
-    pub fn new() -> Graveyard {
+    pub fn new(max: usize) -> Graveyard {
         Graveyard {
             connections: HashMap::new(),
+            order: BTreeMap::new(),
+            next: 0,
+            max,
         }
     }
 
     /// Add a new connection.
     /// Return tracker of previous connection if connection id already exists
     pub fn retrieve(&mut self, id: &str) -> Option<SavedState> {
-        self.connections.remove(id)
+        let saved = self.connections.remove(id)?;
+        self.order.remove(&saved.seq);
+        Some(saved)
+    }
+
+    fn insert(&mut self, id: String, session_state: Option<SessionState>, metrics: ConnectionEvents) {
+        self.retrieve(&id);
+        let seq = self.next;
+        self.next += 1;
+        self.order.insert(seq, id.clone());
+        self.connections.insert(
+            id,
+            SavedState {
+                session_state,
+                metrics,
+                seq,
+            },
+        );
+        while self.connections.len() > self.max {
+            let Some((_, oldest)) = self.order.pop_first() else {
+                break;
+            };
+            self.connections.remove(&oldest);
+            // debug: a client inventing ids would otherwise flood the log.
+            tracing::debug!(client_id = %oldest.chars().take(64).collect::<String>(), "persistent session dropped: more disconnected sessions than the broker keeps");
+        }
     }
 
     /// Save connection tracker
@@ -40,25 +76,12 @@ impl Graveyard {
             unacked_pubrels,
             redelivery,
         };
-
-        self.connections.insert(
-            id,
-            SavedState {
-                session_state: Some(session_state),
-                metrics,
-            },
-        );
+        self.insert(id, Some(session_state), metrics);
     }
 
-    /// Save only metrics for connection
-    pub fn save_metrics(&mut self, id: String, metrics: ConnectionEvents) {
-        self.connections.insert(
-            id,
-            SavedState {
-                session_state: None,
-                metrics,
-            },
-        );
+    /// Sessions kept (for tests and diagnostics).
+    pub fn len(&self) -> usize {
+        self.connections.len()
     }
 }
 
@@ -66,6 +89,7 @@ impl Graveyard {
 pub struct SavedState {
     pub session_state: Option<SessionState>,
     pub metrics: ConnectionEvents,
+    seq: u64,
 }
 
 #[derive(Debug)]

@@ -344,6 +344,9 @@ pub struct MeterData {
     pub size: usize,
 }
 
+/// Topics metered one by one per connection, at most.
+const METERED_TOPICS_MAX: usize = 1_024;
+
 #[derive(Debug, Default, Clone)]
 pub struct IncomingMeter {
     publishes: HashMap<Topic, MeterData>,
@@ -353,12 +356,20 @@ pub struct IncomingMeter {
 
 impl IncomingMeter {
     pub fn register_publish(&mut self, publish: &Publish) -> Result<(), std::str::Utf8Error> {
-        let meter = {
-            let topic = std::str::from_utf8(&publish.topic)?.to_string();
-            self.publishes.entry(topic).or_default()
-        };
-        meter.count += 1;
-        meter.size += publish.len();
+        let topic = std::str::from_utf8(&publish.topic)?;
+        // Per-topic meters for at most METERED_TOPICS_MAX topics per
+        // connection (Pressline patch): a connection that publishes to ever
+        // new topics (the embedding application's acks to every terminal
+        // id, a client inventing topics) grew this map for as long as it
+        // stayed connected. The totals below count every publish.
+        if !self.publishes.contains_key(topic) && self.publishes.len() < METERED_TOPICS_MAX {
+            self.publishes.insert(topic.to_string(), MeterData::default());
+        }
+        let meter = self.publishes.get_mut(topic);
+        if let Some(meter) = meter {
+            meter.count += 1;
+            meter.size += publish.len();
+        }
 
         self.total_publishes.count += 1;
         self.total_publishes.size += publish.len();

@@ -124,7 +124,7 @@ impl Router {
         Router {
             id: router_id,
             config: config.clone(),
-            graveyard: Graveyard::new(),
+            graveyard: Graveyard::new(config.max_connections),
             meters,
             alerts,
             connections,
@@ -577,10 +577,10 @@ impl Router {
                 redelivery,
             );
         } else {
+            // Pressline patch: a clean session leaves nothing behind
+            // (upstream kept its metrics for every client id ever seen;
+            // they are only restored for a persistent session).
             tracker.pause(PauseReason::Busy);
-            let id = tracker.id.clone();
-            // Only save metrics in clean session
-            self.graveyard.save_metrics(id, connection.events);
         }
         self.router_meters.total_connections -= 1;
     }
