@@ -554,10 +554,12 @@ fn a_client_cannot_forge_acks_or_status_for_a_terminal_nor_take_its_id_in_either
 /// press each, page nobody: no offline alert for any of them. Silent past
 /// `forget_unknown_after_secs`, they are forgotten: the registry lists
 /// none, nor does it after a restart. Memory does not grow with ids once
-/// they are forgotten: RSS after the third round is within 10 % of RSS
-/// after the second (the first fills what has a fixed bound: the store's
-/// page cache, the broker's topic cache). A terminal the site knows
-/// (placed in a zone) still gets its offline alert.
+/// they are forgotten: over six rounds RSS after the last is within 25 %
+/// of RSS after the second (the first fills what has a fixed bound: the
+/// store's page cache, the broker's topic cache; readings vary by about
+/// ±8 % between rounds).
+/// A terminal the site knows (placed in a zone) still gets its offline
+/// alert.
 #[test]
 fn invented_terminal_ids_page_nobody_and_are_forgotten() {
     let dir = tempfile::tempdir().unwrap();
@@ -598,7 +600,7 @@ fn invented_terminal_ids_page_nobody_and_are_forgotten() {
         offline_alerts(&gateway) == ["known-1"]
     });
     let mut rss_kib = Vec::new();
-    for round in 1..=3u64 {
+    for round in 1..=6u64 {
         check(
             "invented-ids",
             gateway.mqtt_port,
@@ -620,7 +622,7 @@ fn invented_terminal_ids_page_nobody_and_are_forgotten() {
     }
     eprintln!("RSS after each round of 10,000 invented ids, forgotten: {rss_kib:?} KiB");
     assert!(
-        rss_kib[2] * 10 <= rss_kib[1] * 11,
+        rss_kib[5] * 4 <= rss_kib[1] * 5,
         "RSS grew with forgotten ids: {rss_kib:?} KiB"
     );
     gateway.restart_with(options);

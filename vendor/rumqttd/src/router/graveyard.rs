@@ -79,6 +79,16 @@ impl Graveyard {
         self.insert(id, Some(session_state), metrics);
     }
 
+    /// Whether a saved session holds a subscription `reads` picks.
+    pub fn holds_any(&self, reads: impl Fn(&str) -> bool) -> bool {
+        self.connections.values().any(|saved| {
+            saved
+                .session_state
+                .as_ref()
+                .is_some_and(|s| s.subscriptions.iter().any(|path| reads(path)))
+        })
+    }
+
     /// Sessions kept (for tests and diagnostics).
     pub fn len(&self) -> usize {
         self.connections.len()

@@ -261,6 +261,17 @@ impl DataLog {
     }
 
     /// Cleanup a connection from all the waiters
+    /// Pressline patch: frees what the log of `filter` holds, once no
+    /// connection or saved session reads it (new subscribers start at its
+    /// end, so nobody can ask for those messages again).
+    pub fn clear_filter(&mut self, filter: &str) {
+        if let Some(idx) = self.filter_indexes.get(filter) {
+            if let Some(data) = self.native.get_mut(*idx) {
+                data.log.clear();
+            }
+        }
+    }
+
     pub fn clean(&mut self, id: ConnectionId) -> Vec<DataRequest> {
         let mut inflight = Vec::new();
         for (_, data) in self.native.iter_mut() {

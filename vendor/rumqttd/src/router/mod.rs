@@ -55,6 +55,13 @@ pub enum Event {
     DeviceData,
     /// Disconnection request
     Disconnect,
+    /// Pressline patch: a remote link of this client id ended on its own
+    /// (the network closed). Its connection id may already be someone
+    /// else's: the router can have removed the connection (a DISCONNECT
+    /// packet the link forwarded, a protocol error) and given the id to a
+    /// client that connected meanwhile; upstream's plain `Disconnect`
+    /// then closed that newcomer.
+    LinkEnded(String),
     /// Shadow
     Shadow(ShadowRequest),
     /// Collect and send alerts to all alerts links

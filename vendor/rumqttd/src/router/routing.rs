@@ -245,6 +245,17 @@ impl Router {
             Event::NewAlert(tx) => self.handle_new_alert(tx),
             Event::DeviceData => self.handle_device_payload(id),
             Event::Disconnect => self.handle_disconnection(id, None),
+            Event::LinkEnded(client_id) => {
+                let same_client = self
+                    .connections
+                    .get(id)
+                    .is_some_and(|c| c.client_id == client_id);
+                if same_client {
+                    self.handle_disconnection(id, None)
+                } else {
+                    debug!(connection_id = id, "link ended after its connection was removed");
+                }
+            }
             // Pressline patch: a link whose connection the router already
             // removed (its session ended from outside) may still wake it;
             // upstream indexed the freed slot and panicked.
@@ -290,6 +301,17 @@ impl Router {
         }
         // Nor does the id's next holder inherit its subscriptions.
         self.graveyard.retrieve(client_id);
+    }
+
+    /// Pressline patch: whether no connection or saved session reads the
+    /// log of `filter` (itself, or as `$share/{group}/{filter}`).
+    fn log_unread(&self, filter: &str) -> bool {
+        let reads = |path: &str| log_of(path) == filter;
+        let read_live = self
+            .subscription_map
+            .iter()
+            .any(|(path, ids)| !ids.is_empty() && reads(path));
+        !read_live && !self.graveyard.holds_any(reads)
     }
 
     fn handle_new_connection(
@@ -579,8 +601,17 @@ impl Router {
         } else {
             // Pressline patch: a clean session leaves nothing behind
             // (upstream kept its metrics for every client id ever seen;
-            // they are only restored for a persistent session).
+            // they are only restored for a persistent session), nor do
+            // the messages held in the logs of filters only it read (a
+            // terminal's own `gw/{id}/…`: upstream kept its last acks for
+            // the life of the process).
             tracker.pause(PauseReason::Busy);
+            for path in connection.subscriptions.iter() {
+                let filter = log_of(path);
+                if self.log_unread(filter) {
+                    self.datalog.clear_filter(filter);
+                }
+            }
         }
         self.router_meters.total_connections -= 1;
     }
@@ -2550,3 +2581,11 @@ fn extract_group(filter: &str) -> Option<(String, String)> {
 // //         dbg!(trackers);
 // //     }
 // // }
+
+/// Pressline patch: the filter whose log a subscription path reads
+/// (`$share/{group}/{filter}` reads `filter`'s).
+fn log_of(path: &str) -> &str {
+    path.strip_prefix("$share/")
+        .and_then(|rest| rest.split_once('/'))
+        .map_or(path, |(_, filter)| filter)
+}

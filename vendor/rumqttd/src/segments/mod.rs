@@ -162,6 +162,17 @@ where
         }
     }
 
+    /// Pressline patch: drops every message held, keeping offsets
+    /// monotonic (the next append gets the offset it would have had, in a
+    /// new segment), so a cursor into the old segments jumps to the head.
+    pub fn clear(&mut self) {
+        let next = self.active_segment().next_offset();
+        self.segments.clear();
+        self.tail += 1;
+        self.head = self.tail;
+        self.segments.push_back(Segment::with_offset(next));
+    }
+
     #[inline]
     pub fn last(&self) -> Option<T> {
         self.active_segment().last()

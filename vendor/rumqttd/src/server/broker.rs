@@ -717,7 +717,8 @@ async fn remote<P: Protocol>(
     };
 
     if send_disconnect {
-        let disconnect = Event::Disconnect;
+        // Pressline patch: tied to this client id (see `Event::LinkEnded`).
+        let disconnect = Event::LinkEnded(client_id.clone());
         let message = (connection_id, disconnect);
         router_tx.send(message).ok();
     }
