@@ -333,6 +333,13 @@ pub struct LinkRx {
 }
 
 impl LinkRx {
+    /// Pressline patch: the buffer the router fills for this link; the
+    /// router's handle on it tells this connection from a later one that
+    /// got the same id.
+    pub(crate) fn send_buffer(&self) -> Arc<Mutex<VecDeque<Notification>>> {
+        self.send_buffer.clone()
+    }
+
     pub fn new(
         connection_id: ConnectionId,
         router_tx: Sender<(ConnectionId, Event)>,

@@ -95,6 +95,12 @@ pub struct RemoteLink<P> {
 }
 
 impl<P: Protocol> RemoteLink<P> {
+    /// Pressline patch: this link's notification buffer (see
+    /// `Event::LinkEnded`).
+    pub(crate) fn identity(&self) -> Arc<parking_lot::Mutex<VecDeque<Notification>>> {
+        self.link_rx.send_buffer()
+    }
+
     pub async fn new(
         router_tx: Sender<(ConnectionId, Event)>,
         tenant_id: Option<String>,

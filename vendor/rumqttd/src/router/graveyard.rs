@@ -15,6 +15,8 @@ pub struct Graveyard {
     order: BTreeMap<u64, String>,
     next: u64,
     max: usize,
+    /// Filter (its log) → saved sessions reading it.
+    readers: HashMap<String, usize>,
 }
 
 impl Graveyard {
@@ -24,6 +26,7 @@ impl Graveyard {
             order: BTreeMap::new(),
             next: 0,
             max,
+            readers: HashMap::new(),
         }
     }
 
@@ -32,7 +35,30 @@ impl Graveyard {
     pub fn retrieve(&mut self, id: &str) -> Option<SavedState> {
         let saved = self.connections.remove(id)?;
         self.order.remove(&saved.seq);
+        self.count_readers(&saved, false);
         Some(saved)
+    }
+
+    fn count_readers(&mut self, saved: &SavedState, add: bool) {
+        let Some(state) = &saved.session_state else {
+            return;
+        };
+        for path in &state.subscriptions {
+            let filter = super::log_of(path);
+            if add {
+                *self.readers.entry(filter.to_string()).or_default() += 1;
+            } else if let Some(n) = self.readers.get_mut(filter) {
+                *n -= 1;
+                if *n == 0 {
+                    self.readers.remove(filter);
+                }
+            }
+        }
+    }
+
+    /// Whether a saved session reads the log of `filter`.
+    pub fn reads(&self, filter: &str) -> bool {
+        self.readers.contains_key(filter)
     }
 
     fn insert(&mut self, id: String, session_state: Option<SessionState>, metrics: ConnectionEvents) {
@@ -40,19 +66,20 @@ impl Graveyard {
         let seq = self.next;
         self.next += 1;
         self.order.insert(seq, id.clone());
-        self.connections.insert(
-            id,
-            SavedState {
-                session_state,
-                metrics,
-                seq,
-            },
-        );
+        let saved = SavedState {
+            session_state,
+            metrics,
+            seq,
+        };
+        self.count_readers(&saved, true);
+        self.connections.insert(id, saved);
         while self.connections.len() > self.max {
             let Some((_, oldest)) = self.order.pop_first() else {
                 break;
             };
-            self.connections.remove(&oldest);
+            if let Some(dropped) = self.connections.remove(&oldest) {
+                self.count_readers(&dropped, false);
+            }
             // debug: a client inventing ids would otherwise flood the log.
             tracing::debug!(client_id = %oldest.chars().take(64).collect::<String>(), "persistent session dropped: more disconnected sessions than the broker keeps");
         }
@@ -77,16 +104,6 @@ impl Graveyard {
             redelivery,
         };
         self.insert(id, Some(session_state), metrics);
-    }
-
-    /// Whether a saved session holds a subscription `reads` picks.
-    pub fn holds_any(&self, reads: impl Fn(&str) -> bool) -> bool {
-        self.connections.values().any(|saved| {
-            saved
-                .session_state
-                .as_ref()
-                .is_some_and(|s| s.subscriptions.iter().any(|path| reads(path)))
-        })
     }
 
     /// Sessions kept (for tests and diagnostics).

@@ -260,7 +260,6 @@ impl DataLog {
         data.waiters.register(id, request);
     }
 
-    /// Cleanup a connection from all the waiters
     /// Pressline patch: frees what the log of `filter` holds, once no
     /// connection or saved session reads it (new subscribers start at its
     /// end, so nobody can ask for those messages again).
@@ -272,6 +271,7 @@ impl DataLog {
         }
     }
 
+    /// Cleanup a connection from all the waiters
     pub fn clean(&mut self, id: ConnectionId) -> Vec<DataRequest> {
         let mut inflight = Vec::new();
         for (_, data) in self.native.iter_mut() {

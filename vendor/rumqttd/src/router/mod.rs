@@ -55,13 +55,14 @@ pub enum Event {
     DeviceData,
     /// Disconnection request
     Disconnect,
-    /// Pressline patch: a remote link of this client id ended on its own
-    /// (the network closed). Its connection id may already be someone
-    /// else's: the router can have removed the connection (a DISCONNECT
-    /// packet the link forwarded, a protocol error) and given the id to a
-    /// client that connected meanwhile; upstream's plain `Disconnect`
-    /// then closed that newcomer.
-    LinkEnded(String),
+    /// Pressline patch: a remote link ended on its own (the network
+    /// closed), identified by its notification buffer. Its connection id
+    /// may already be another connection's: the router can have removed
+    /// the connection (a DISCONNECT packet the link forwarded, a protocol
+    /// error, a takeover) and given the id to a client that connected
+    /// meanwhile, the same client id included; upstream's plain
+    /// `Disconnect` then closed that newcomer.
+    LinkEnded(std::sync::Arc<parking_lot::Mutex<std::collections::VecDeque<Notification>>>),
     /// Shadow
     Shadow(ShadowRequest),
     /// Collect and send alerts to all alerts links
@@ -431,4 +432,12 @@ pub enum Print {
     Subscriptions,
     Subscription(Filter),
     Waiters(Filter),
+}
+
+/// Pressline patch: the filter whose log a subscription path reads
+/// (`$share/{group}/{filter}` reads `filter`'s).
+pub(crate) fn log_of(path: &str) -> &str {
+    path.strip_prefix("$share/")
+        .and_then(|rest| rest.split_once('/'))
+        .map_or(path, |(_, filter)| filter)
 }

@@ -20,6 +20,7 @@ use tracing::{debug, error, info, trace, warn};
 
 use super::alertlog::{Alert, AlertLog};
 use super::graveyard::Graveyard;
+use super::log_of;
 use super::iobufs::{Incoming, Outgoing};
 use super::logs::{AckLog, DataLog};
 use super::scheduler::{ScheduleReason, Scheduler};
@@ -245,12 +246,12 @@ impl Router {
             Event::NewAlert(tx) => self.handle_new_alert(tx),
             Event::DeviceData => self.handle_device_payload(id),
             Event::Disconnect => self.handle_disconnection(id, None),
-            Event::LinkEnded(client_id) => {
-                let same_client = self
-                    .connections
+            Event::LinkEnded(link) => {
+                let same_link = self
+                    .obufs
                     .get(id)
-                    .is_some_and(|c| c.client_id == client_id);
-                if same_client {
+                    .is_some_and(|o| std::sync::Arc::ptr_eq(&o.data_buffer, &link));
+                if same_link {
                     self.handle_disconnection(id, None)
                 } else {
                     debug!(connection_id = id, "link ended after its connection was removed");
@@ -306,12 +307,16 @@ impl Router {
     /// Pressline patch: whether no connection or saved session reads the
     /// log of `filter` (itself, or as `$share/{group}/{filter}`).
     fn log_unread(&self, filter: &str) -> bool {
-        let reads = |path: &str| log_of(path) == filter;
-        let read_live = self
-            .subscription_map
-            .iter()
-            .any(|(path, ids)| !ids.is_empty() && reads(path));
-        !read_live && !self.graveyard.holds_any(reads)
+        let live = |path: &str| self.subscription_map.get(path).is_some_and(|ids| !ids.is_empty());
+        if live(filter) || self.graveyard.reads(filter) {
+            return false;
+        }
+        // Shared readers exist only while a group does: the walk is rare.
+        self.shared_subscriptions.is_empty()
+            || !self
+                .subscription_map
+                .iter()
+                .any(|(path, ids)| !ids.is_empty() && log_of(path) == filter)
     }
 
     fn handle_new_connection(
@@ -427,6 +432,21 @@ impl Router {
         }
 
         let connection_id = self.connections.insert(connection);
+        // Pressline patch: a resumed session reads its filters again, so it
+        // is listed as their subscriber (upstream listed only subscriptions
+        // made on this connection; a filter's log is freed when it has
+        // none, see `log_unread`).
+        let resumed: Vec<String> = self.connections[connection_id]
+            .subscriptions
+            .iter()
+            .cloned()
+            .collect();
+        for path in resumed {
+            self.subscription_map
+                .entry(path)
+                .or_default()
+                .insert(connection_id);
+        }
         assert_eq!(self.ibufs.insert(incoming), connection_id);
         assert_eq!(self.obufs.insert(outgoing), connection_id);
 
@@ -2581,11 +2601,3 @@ fn extract_group(filter: &str) -> Option<(String, String)> {
 // //         dbg!(trackers);
 // //     }
 // // }
-
-/// Pressline patch: the filter whose log a subscription path reads
-/// (`$share/{group}/{filter}` reads `filter`'s).
-fn log_of(path: &str) -> &str {
-    path.strip_prefix("$share/")
-        .and_then(|rest| rest.split_once('/'))
-        .map_or(path, |(_, filter)| filter)
-}

@@ -692,6 +692,7 @@ async fn remote<P: Protocol>(
     };
 
     let connection_id = link.connection_id;
+    let identity = link.identity();
     let will_delay_interval = link.will_delay_interval;
     let mut send_disconnect = true;
 
@@ -717,8 +718,8 @@ async fn remote<P: Protocol>(
     };
 
     if send_disconnect {
-        // Pressline patch: tied to this client id (see `Event::LinkEnded`).
-        let disconnect = Event::LinkEnded(client_id.clone());
+        // Pressline patch: tied to this link (see `Event::LinkEnded`).
+        let disconnect = Event::LinkEnded(identity);
         let message = (connection_id, disconnect);
         router_tx.send(message).ok();
     }
