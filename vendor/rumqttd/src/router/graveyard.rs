@@ -61,7 +61,14 @@ impl Graveyard {
         self.readers.contains_key(filter)
     }
 
-    fn insert(&mut self, id: String, session_state: Option<SessionState>, metrics: ConnectionEvents) {
+    /// Saves a session; returns the sessions dropped to stay in bound.
+    fn insert(
+        &mut self,
+        id: String,
+        session_state: Option<SessionState>,
+        metrics: ConnectionEvents,
+    ) -> Vec<SavedState> {
+        let mut dropped_sessions = Vec::new();
         self.retrieve(&id);
         let seq = self.next;
         self.next += 1;
@@ -79,13 +86,16 @@ impl Graveyard {
             };
             if let Some(dropped) = self.connections.remove(&oldest) {
                 self.count_readers(&dropped, false);
+                dropped_sessions.push(dropped);
             }
             // debug: a client inventing ids would otherwise flood the log.
             tracing::debug!(client_id = %oldest.chars().take(64).collect::<String>(), "persistent session dropped: more disconnected sessions than the broker keeps");
         }
+        dropped_sessions
     }
 
-    /// Save connection tracker
+    /// Save connection tracker; returns the sessions dropped to stay in
+    /// bound.
     pub fn save_state(
         &mut self,
         mut tracker: Tracker,
@@ -93,7 +103,7 @@ impl Graveyard {
         metrics: ConnectionEvents,
         unacked_pubrels: VecDeque<u16>,
         redelivery: crate::router::iobufs::Redelivery,
-    ) {
+    ) -> Vec<SavedState> {
         tracker.pause(PauseReason::Busy);
         let id = tracker.id.clone();
 
@@ -103,12 +113,21 @@ impl Graveyard {
             unacked_pubrels,
             redelivery,
         };
-        self.insert(id, Some(session_state), metrics);
+        self.insert(id, Some(session_state), metrics)
     }
 
     /// Sessions kept (for tests and diagnostics).
     pub fn len(&self) -> usize {
         self.connections.len()
+    }
+}
+
+impl SavedState {
+    /// The subscription paths of the saved session, if any.
+    pub fn subscriptions(&self) -> impl Iterator<Item = &String> {
+        self.session_state
+            .iter()
+            .flat_map(|state| state.subscriptions.iter())
     }
 }
 

@@ -301,7 +301,20 @@ impl Router {
             self.handle_disconnection(id, None);
         }
         // Nor does the id's next holder inherit its subscriptions.
-        self.graveyard.retrieve(client_id);
+        if let Some(saved) = self.graveyard.retrieve(client_id) {
+            self.free_unread_logs(saved.subscriptions());
+        }
+    }
+
+    /// Pressline patch: frees the logs of these subscription paths' filters
+    /// that nobody reads any more (see `log_unread`).
+    fn free_unread_logs<'a>(&mut self, paths: impl Iterator<Item = &'a String>) {
+        for path in paths {
+            let filter = log_of(path);
+            if self.log_unread(filter) {
+                self.datalog.clear_filter(filter);
+            }
+        }
     }
 
     /// Pressline patch: whether no connection or saved session reads the
@@ -406,6 +419,12 @@ impl Router {
             )
         } else {
             // Only retrieve metrics in clean session
+            // Pressline patch: the discarded session's logs go too if
+            // nobody else reads them.
+            if let Some(saved) = &saved {
+                let paths: Vec<String> = saved.subscriptions().cloned().collect();
+                self.free_unread_logs(paths.iter());
+            }
             connection.events = saved.map_or_else(ConnectionEvents::default, |s| s.metrics);
             Tracker::new(client_id.clone())
         };
@@ -611,13 +630,16 @@ impl Router {
                 }
             }
 
-            self.graveyard.save_state(
+            let dropped = self.graveyard.save_state(
                 tracker,
                 connection.subscriptions,
                 connection.events,
                 outgoing.unacked_pubrels,
                 redelivery,
             );
+            for saved in &dropped {
+                self.free_unread_logs(saved.subscriptions());
+            }
         } else {
             // Pressline patch: a clean session leaves nothing behind
             // (upstream kept its metrics for every client id ever seen;
@@ -626,12 +648,7 @@ impl Router {
             // terminal's own `gw/{id}/…`: upstream kept its last acks for
             // the life of the process).
             tracker.pause(PauseReason::Busy);
-            for path in connection.subscriptions.iter() {
-                let filter = log_of(path);
-                if self.log_unread(filter) {
-                    self.datalog.clear_filter(filter);
-                }
-            }
+            self.free_unread_logs(connection.subscriptions.iter());
         }
         self.router_meters.total_connections -= 1;
     }
