@@ -110,21 +110,38 @@ async fn healthz(State(state): State<ApiState>) -> Response {
 }
 
 /// Admits a request whose token's scope covers what it asks
-/// ([`super::token::required_scope`]).
+/// ([`super::token::required_scope`]). A refusal closes the connection:
+/// the request's body is left unread, so the connection cannot carry
+/// another request, and a client that pooled it would send its next
+/// request into a closing socket.
 async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    match refusal(&state, &request) {
+        Some(mut refused) => {
+            refused.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            refused
+        }
+        None => next.run(request).await,
+    }
+}
+
+/// Why a request's token does not admit it, if it does not.
+fn refusal(state: &ApiState, request: &Request) -> Option<Response> {
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     let Some(presented) = presented else {
-        return error(
+        return Some(error(
             StatusCode::UNAUTHORIZED,
             "missing API token: send 'Authorization: Bearer TOKEN'",
-        );
+        ));
     };
     let Some(scope) = state.tokens.scope_of(presented.trim()) else {
-        return error(StatusCode::UNAUTHORIZED, "invalid API token");
+        return Some(error(StatusCode::UNAUTHORIZED, "invalid API token"));
     };
     let needed = required_scope(request.method(), request.uri().path());
     if scope < needed {
@@ -136,9 +153,9 @@ async fn require_token(State(state): State<ApiState>, request: Request, next: Ne
             needed.as_str(),
             needed.file_name()
         );
-        return error(StatusCode::FORBIDDEN, &message);
+        return Some(error(StatusCode::FORBIDDEN, &message));
     }
-    next.run(request).await
+    None
 }
 
 pub(super) fn error(status: StatusCode, message: &str) -> Response {
