@@ -451,6 +451,10 @@ impl Scores {
     /// again (its press was folded in before the registry heard of it):
     /// it stays, and its entries age out with the windows if it is gone.
     pub fn forget_terminals(&mut self, gone: &[String], silent_since_ms: i64) {
+        // Called every registry tick: nothing to walk on most of them.
+        if gone.is_empty() {
+            return;
+        }
         let after = silent_since_ms.div_euclid(60_000);
         let pressed_since: std::collections::HashSet<&str> = self
             .minutes
