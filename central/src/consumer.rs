@@ -36,7 +36,8 @@ pub struct ConsumerConfig {
     pub amqp_ca: Option<String>,
     pub postgres: String,
     pub postgres_tls: MakeRustlsConnect,
-    pub queue: String,
+    /// The queue, its delivery limit and dead-letter target.
+    pub topology: queue::Topology,
     /// Most rows in one transaction.
     pub batch: usize,
     /// Longest a message waits for its batch to fill.
@@ -234,15 +235,15 @@ async fn session(
     backoff: &mut Backoff,
 ) -> anyhow::Result<()> {
     let connection = queue::connect(uri, config.amqp_ca.as_deref()).await?;
+    queue::declare(&connection, &config.topology).await?;
     let channel = connection.create_channel().await?;
-    queue::declare(&channel, &config.queue).await?;
     channel
         .basic_qos(config.prefetch, BasicQosOptions::default())
         .await?;
     let tag = format!("pressline-central-{}", std::process::id());
     let consumer = channel
         .basic_consume(
-            config.queue.as_str().into(),
+            config.topology.queue.as_str().into(),
             tag.as_str().into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
@@ -252,24 +253,30 @@ async fn session(
     metrics.amqp_connected.store(true, Relaxed);
     metrics.set_node(&queue::redact(uri));
     backoff.reset();
-    tracing::info!(node = %queue::redact(uri), queue = %config.queue, "consuming");
+    tracing::info!(node = %queue::redact(uri), queue = %config.topology.queue, "consuming");
 
     // Queue depth for /metrics, on a channel of its own (a failed passive
     // declare closes its channel).
     let sampler = {
         let channel = connection.create_channel().await?;
-        let (metrics, queue) = (metrics.clone(), config.queue.clone());
+        let (metrics, topology) = (metrics.clone(), config.topology.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(2));
+            let mut dead_before = 0;
             loop {
                 tick.tick().await;
-                match queue::sample(&channel, &queue).await {
-                    Ok((ready, consumers)) => {
-                        metrics.queue_messages.store(i64::from(ready), Relaxed);
-                        metrics.queue_consumers.store(i64::from(consumers), Relaxed);
-                    }
+                let sampled = match queue::sample(&channel, &topology.queue).await {
+                    Ok(s) => s,
                     Err(_) => return,
-                }
+                };
+                let Ok((dead, _)) = queue::sample(&channel, &topology.dead_letters()).await else {
+                    return;
+                };
+                metrics.queue_messages.store(i64::from(sampled.0), Relaxed);
+                metrics.queue_consumers.store(i64::from(sampled.1), Relaxed);
+                metrics.dead_letter_messages.store(i64::from(dead), Relaxed);
+                warn_of_dead_letters(&topology, dead_before, dead);
+                dead_before = dead;
             }
         })
     };
@@ -305,6 +312,20 @@ async fn session(
         let _ = connection.close(200, "shutting down".into()).await;
     }
     ended
+}
+
+/// Says so when messages reach the dead-letter queue (at start, and each
+/// time more arrive): nothing consumes it, so someone has to act.
+fn warn_of_dead_letters(topology: &queue::Topology, before: u32, now: u32) {
+    if now > before {
+        tracing::warn!(
+            dead_letters = now,
+            queue = %topology.dead_letters(),
+            delivery_limit = topology.delivery_limit,
+            "messages were dead-lettered: each was held by a consumer that was lost more times than the \
+             delivery limit; find the cause in the consumers' logs, then run `pressline-central dead-letters --replay`"
+        );
+    }
 }
 
 /// Reads messages as they arrive (while the last batch is being written)

@@ -11,7 +11,9 @@
 //! - [`documents`]: what a message is (press, status, health, alert, OTA
 //!   event) or why it is rejected. Pure.
 //! - [`database`]: schema migrations and one transaction per batch.
-//! - [`queue`]: the queue, its binding, its depth.
+//! - [`queue`]: the queue, its binding, delivery limit and dead-letter
+//!   target, its depth.
+//! - [`dead_letters`]: counting and replaying dead-lettered messages.
 //! - [`batching`]: deliveries cut into transactions (pure).
 //! - [`consumer`]: deliveries → batch → commit → ack, with reconnection.
 //! - [`metrics`]: `/metrics`, `/api/v1/stats`, `/healthz`.
@@ -19,6 +21,7 @@
 pub mod batching;
 pub mod consumer;
 pub mod database;
+pub mod dead_letters;
 pub mod documents;
 pub mod metrics;
 pub mod queue;

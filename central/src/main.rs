@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use pressline_central::consumer::{self, ConsumerConfig};
 use pressline_central::metrics::{self, Metrics};
-use pressline_central::{database, queue};
+use pressline_central::{database, dead_letters, queue};
 
 #[derive(Parser)]
 #[command(
@@ -34,6 +34,20 @@ enum Command {
     Declare(BrokerArgs),
     /// Apply the schema migrations, then exit.
     Migrate(DatabaseArgs),
+    /// Count the messages in the dead-letter queue (`{queue}.dead`), or
+    /// put them back in the queue with --replay once the reason they were
+    /// dead-lettered (a consumer lost again and again while holding them)
+    /// is fixed. Stored presses are not stored twice.
+    DeadLetters(DeadLetterArgs),
+}
+
+#[derive(Args)]
+struct DeadLetterArgs {
+    #[command(flatten)]
+    broker: BrokerArgs,
+    /// Move every dead-lettered message back to the queue.
+    #[arg(long)]
+    replay: bool,
 }
 
 #[derive(Args, Clone)]
@@ -54,6 +68,21 @@ struct BrokerArgs {
     /// The queue every consumer shares.
     #[arg(long, default_value = queue::DEFAULT_QUEUE)]
     queue: String,
+    /// Deliveries a message may have before the queue dead-letters it
+    /// (only a consumer lost while holding it counts). Set when the queue
+    /// is first declared; see deploy/README.md to change it later.
+    #[arg(long, default_value_t = queue::DEFAULT_DELIVERY_LIMIT,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    delivery_limit: u32,
+}
+
+impl BrokerArgs {
+    fn topology(&self) -> queue::Topology {
+        queue::Topology {
+            queue: self.queue.clone(),
+            delivery_limit: self.delivery_limit,
+        }
+    }
 }
 
 #[derive(Args, Clone)]
@@ -122,23 +151,59 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Declare(broker) => {
-            let ca = read_ca(broker.amqp_ca.as_deref())?;
-            let mut last = None;
-            for uri in &broker.amqp {
-                match declare(uri, ca.as_deref(), &broker.queue).await {
-                    Ok(ready) => {
-                        println!(
-                            "queue {} (quorum) bound to {} with {}; {ready} messages ready",
-                            broker.queue,
-                            queue::EXCHANGE,
-                            queue::BINDING
-                        );
-                        return Ok(());
-                    }
-                    Err(e) => last = Some(e.context(format!("node {}", queue::redact(uri)))),
+            let topology = broker.topology();
+            let declared = on_any_node(&broker, |c| {
+                let topology = topology.clone();
+                async move { Ok(queue::declare(&c, &topology).await?) }
+            })
+            .await?;
+            let limits = if declared.other_arguments {
+                "declared earlier with other arguments: see the policy logged above".to_string()
+            } else {
+                format!(
+                    "delivery limit {}, dead letters to {}",
+                    topology.delivery_limit,
+                    topology.dead_letters()
+                )
+            };
+            println!(
+                "queue {} (quorum) bound to {} with {}; {limits}; {} messages ready",
+                topology.queue,
+                queue::EXCHANGE,
+                queue::BINDING,
+                declared.ready
+            );
+            Ok(())
+        }
+        Command::DeadLetters(args) => {
+            let topology = args.broker.topology();
+            let replay = args.replay;
+            let (waiting, moved) = on_any_node(&args.broker, |c| {
+                let topology = topology.clone();
+                async move {
+                    let waiting = dead_letters::count(&c, &topology).await?;
+                    let moved = if replay {
+                        Some(dead_letters::replay(&c, &topology).await?)
+                    } else {
+                        None
+                    };
+                    Ok((waiting, moved))
                 }
+            })
+            .await?;
+            match moved {
+                Some(moved) => println!(
+                    "{moved} messages moved from {} back to {}",
+                    topology.dead_letters(),
+                    topology.queue
+                ),
+                None if waiting == 0 => println!("{} is empty", topology.dead_letters()),
+                None => println!(
+                    "{waiting} messages in {}; once the reason is fixed: pressline-central dead-letters --replay",
+                    topology.dead_letters()
+                ),
             }
-            Err(last.unwrap_or_else(|| anyhow::anyhow!("no --amqp node given")))
+            Ok(())
         }
         Command::Migrate(db) => {
             let tls = pressline_host::tls::postgres_tls(db.postgres_ca.as_deref())?;
@@ -157,6 +222,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let metrics = Arc::new(Metrics {
                 queue_messages: AtomicI64::new(-1),
                 queue_consumers: AtomicI64::new(-1),
+                dead_letter_messages: AtomicI64::new(-1),
                 lag_ms: AtomicI64::new(-1),
                 ..Default::default()
             });
@@ -182,13 +248,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 let _ = stop.send(true);
             });
             let config = ConsumerConfig {
+                topology: args.broker.topology(),
                 amqp_ca: read_ca(args.broker.amqp_ca.as_deref())?,
                 amqp: args.broker.amqp,
                 postgres_tls: pressline_host::tls::postgres_tls(
                     args.database.postgres_ca.as_deref(),
                 )?,
                 postgres: args.database.postgres,
-                queue: args.broker.queue,
                 batch: args.batch,
                 batch_wait: Duration::from_millis(args.batch_wait_ms),
                 prefetch: args.prefetch,
@@ -211,10 +277,25 @@ fn read_ca(path: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
     Ok(Some(pem))
 }
 
-async fn declare(uri: &str, ca: Option<&str>, queue_name: &str) -> anyhow::Result<u32> {
-    let connection = queue::connect(uri, ca).await?;
-    let channel = connection.create_channel().await?;
-    let ready = queue::declare(&channel, queue_name).await?;
-    let _ = connection.close(200, "declared".into()).await;
-    Ok(ready)
+/// Runs `work` on the first node that answers.
+async fn on_any_node<T, F, Fut>(broker: &BrokerArgs, work: F) -> anyhow::Result<T>
+where
+    F: Fn(Arc<lapin::Connection>) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let ca = read_ca(broker.amqp_ca.as_deref())?;
+    let mut last = None;
+    for uri in &broker.amqp {
+        let attempt = async {
+            let connection = Arc::new(queue::connect(uri, ca.as_deref()).await?);
+            let done = work(connection.clone()).await;
+            let _ = connection.close(200, "done".into()).await;
+            done
+        };
+        match attempt.await {
+            Ok(done) => return Ok(done),
+            Err(e) => last = Some(e.context(format!("node {}", queue::redact(uri)))),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no --amqp node given")))
 }

@@ -39,6 +39,8 @@ pub struct Metrics {
     pub queue_messages: AtomicI64,
     /// Consumers on the queue (sampled).
     pub queue_consumers: AtomicI64,
+    /// Messages in the dead-letter queue (sampled).
+    pub dead_letter_messages: AtomicI64,
     /// Seconds between a press reaching its gateway and its commit here,
     /// for the newest press of the last batch (ms).
     pub lag_ms: AtomicI64,
@@ -61,6 +63,7 @@ struct Snapshot {
     postgres_connected: bool,
     queue_messages: Option<i64>,
     queue_consumers: Option<i64>,
+    dead_letter_messages: Option<i64>,
     lag_seconds: Option<f64>,
 }
 
@@ -117,6 +120,7 @@ impl Metrics {
             postgres_connected: self.postgres_connected.load(Relaxed),
             queue_messages: sampled(self.queue_messages.load(Relaxed)),
             queue_consumers: sampled(self.queue_consumers.load(Relaxed)),
+            dead_letter_messages: sampled(self.dead_letter_messages.load(Relaxed)),
             lag_seconds: sampled(self.lag_ms.load(Relaxed)).map(|ms| ms as f64 / 1000.0),
         }
     }
@@ -222,6 +226,14 @@ impl Metrics {
                 &plain(v.to_string()),
             );
         }
+        if let Some(v) = s.dead_letter_messages {
+            metric(
+                "pressline_central_dead_letter_messages",
+                "gauge",
+                "Messages in the dead-letter queue: held by consumers lost more times than the delivery limit; replay them with `pressline-central dead-letters --replay`.",
+                &plain(v.to_string()),
+            );
+        }
         if let Some(v) = s.lag_seconds {
             metric(
                 "pressline_central_lag_seconds",
@@ -285,6 +297,7 @@ mod tests {
         let m = Metrics {
             queue_messages: AtomicI64::new(-1),
             queue_consumers: AtomicI64::new(-1),
+            dead_letter_messages: AtomicI64::new(-1),
             lag_ms: AtomicI64::new(1500),
             ..Default::default()
         };

@@ -161,6 +161,159 @@ fn two_gateways_through_the_cluster_reach_postgresql_exactly_once_though_a_consu
     eprintln!("presses redelivered after the kill and stored once: {redelivered}");
 }
 
+/// Sessions waiting for a lock: consumers' commits behind the test's lock
+/// on `presses` (a killed consumer's session waits on: PostgreSQL notices
+/// the client is gone only when it next talks to it).
+fn commits_waiting_for_the_lock(pg: &Postgres) -> i64 {
+    let row = pg
+        .client()
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+            &[],
+        )
+        .unwrap();
+    row.get(0)
+}
+
+#[test]
+fn a_consumer_killed_25_times_holding_a_window_drops_nothing_and_stores_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = RabbitCluster::start(dir.path());
+    let pg = Postgres::start();
+    let amqp: Vec<String> = (1..=3).map(|i| cluster.amqp_url(i)).collect();
+    // A low limit, so the crash loop passes it: what RabbitMQ 4 does to a
+    // queue without a dead-letter target (drop) must not happen here.
+    let limit = ["--delivery-limit", "10"];
+    let declared = central::command(&amqp, &["declare", limit[0], limit[1]]);
+    assert!(
+        declared.contains("delivery limit 10, dead letters to pressline.v1.dead"),
+        "{declared}"
+    );
+    // Declared again with other arguments: the queue is used as it is.
+    let again = central::command(&amqp, &["declare"]);
+    assert!(
+        again.contains("declared earlier with other arguments"),
+        "{again}"
+    );
+    let window = [
+        "--delivery-limit",
+        "10",
+        "--prefetch",
+        "60",
+        "--batch",
+        "30",
+    ];
+    let mut consumer = Central::start(&amqp, &pg.url(), &window);
+    let gateway = Gateway::start(
+        dir.path(),
+        GatewayOptions {
+            site: "loop".into(),
+            upstream: Some(cluster.url(1)),
+            ..Default::default()
+        },
+    );
+    wait_until("the gateway upstream", || {
+        gateway.stats()["upstream_connected"] == true
+    });
+    wait_until("the schema", || {
+        let row = pg
+            .client()
+            .query_one("SELECT to_regclass('presses') IS NOT NULL", &[]);
+        row.is_ok_and(|r| r.get::<_, bool>(0))
+    });
+    // Every commit waits behind this lock until the test lets go.
+    let mut locker = pg.client();
+    let mut lock = locker.transaction().unwrap();
+    lock.batch_execute("LOCK TABLE presses IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    sim(&gateway, "cl", 4, 50, 200).expect_all_acked();
+    wait_until("every press forwarded", || {
+        gateway.stats()["forward_pending"] == 0
+    });
+    for killed in 0..25 {
+        wait_until("the consumer holding a window, its commit waiting", || {
+            commits_waiting_for_the_lock(&pg) > killed
+        });
+        consumer.kill9();
+        consumer = Central::start(&amqp, &pg.url(), &window);
+    }
+    // Held through more losses than the limit: dead-lettered, kept.
+    wait_until("messages in the dead-letter queue", || {
+        consumer.stats()["dead_letter_messages"]
+            .as_i64()
+            .unwrap_or(0)
+            > 0
+    });
+    assert!(consumer
+        .metrics()
+        .contains("pressline_central_dead_letter_messages"));
+    lock.rollback().unwrap();
+    let waiting = central::command(&amqp, &["dead-letters"]);
+    assert!(
+        waiting.contains(" messages in pressline.v1.dead;"),
+        "{waiting}"
+    );
+    let replayed = central::command(&amqp, &["dead-letters", "--replay"]);
+    let moved: u64 = replayed.split(' ').next().unwrap().parse().unwrap();
+    assert!(moved > 0, "{replayed}");
+    let acked = expected_ids("loop", "cl", 4, 50, 0);
+    wait_until("every acked press in PostgreSQL", || {
+        press_count(&pg) >= acked.len() as i64
+    });
+    let (ids, rows) = stored_ids(&pg);
+    assert_eq!(ids, acked);
+    assert_eq!(rows, acked.len());
+    let empty = central::command(&amqp, &["dead-letters"]);
+    assert!(empty.contains("pressline.v1.dead is empty"), "{empty}");
+}
+
+#[test]
+fn the_primary_killed_and_its_standby_promoted_mid_run_every_acked_press_is_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = RabbitCluster::start(dir.path());
+    let primary = Postgres::start();
+    let standby = primary.start_standby();
+    // Both hosts, as deploy/README.md says: the consumer takes whichever
+    // accepts writes.
+    let url = format!(
+        "postgres://pressline@127.0.0.1:{},127.0.0.1:{}/postgres?target_session_attrs=read-write",
+        primary.port, standby.port
+    );
+    let amqp: Vec<String> = (1..=3).map(|i| cluster.amqp_url(i)).collect();
+    central::declare(&amqp);
+    let consumer = Central::start(&amqp, &url, &["--batch", "100", "--prefetch", "100"]);
+    let gateway = Gateway::start(
+        dir.path(),
+        GatewayOptions {
+            site: "fail".into(),
+            upstream: Some(cluster.url(1)),
+            ..Default::default()
+        },
+    );
+    wait_until("the gateway upstream", || {
+        gateway.stats()["upstream_connected"] == true
+    });
+    let presses = sim(&gateway, "fo", 4, 250, 100);
+    // Read on the standby: what the primary committed is there too.
+    wait_until("the first presses on the standby", || {
+        press_count(&standby) >= 100
+    });
+    primary.kill9();
+    wait_until("the consumer sees the primary gone", || {
+        consumer.stats()["postgres_connected"] == false
+    });
+    standby.promote();
+    presses.expect_all_acked();
+    let acked = expected_ids("fail", "fo", 4, 250, 0);
+    wait_until("every acked press on the promoted standby", || {
+        press_count(&standby) >= acked.len() as i64
+    });
+    let (ids, rows) = stored_ids(&standby);
+    assert_eq!(ids, acked);
+    assert_eq!(rows, acked.len());
+    assert_eq!(consumer.stats()["postgres_connected"], true);
+}
+
 #[test]
 fn postgresql_stopped_and_started_mid_run_loses_nothing_and_stores_nothing_twice() {
     let dir = tempfile::tempdir().unwrap();

@@ -13,15 +13,24 @@ pub struct Central {
 /// `pressline-central declare`: the queue and its binding, before any
 /// gateway publishes.
 pub fn declare(amqp: &[String]) {
+    command(amqp, &["declare"]);
+}
+
+/// `pressline-central SUBCOMMAND --amqp … ARGS…`, which must succeed;
+/// its standard output.
+pub fn command(amqp: &[String], args: &[&str]) -> String {
     let out = Command::new(super::bin("pressline-central"))
-        .args(["declare", "--amqp", &amqp.join(",")])
+        .args(&args[..1])
+        .args(["--amqp", &amqp.join(",")])
+        .args(&args[1..])
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "pressline-central declare: {}",
+        "pressline-central {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 impl Central {

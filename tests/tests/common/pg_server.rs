@@ -69,7 +69,74 @@ impl Postgres {
         pg
     }
 
+    /// A streaming standby of this server, made as deploy/README.md says
+    /// (`pg_basebackup -R`), started, and named in this server's
+    /// `synchronous_standby_names`: a commit returns once the standby has
+    /// it, so no acknowledged transaction is lost when it is promoted.
+    pub fn start_standby(&self) -> Postgres {
+        let standby = Postgres::empty();
+        let primary_port = self.port.to_string();
+        standby.run(
+            "pg_basebackup",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &primary_port,
+                "-U",
+                "pressline",
+                "-D",
+                standby.data.to_str().unwrap(),
+                "-R",
+                "-X",
+                "stream",
+                "--no-sync",
+            ],
+        );
+        standby.start_server();
+        self.psql("ALTER SYSTEM SET synchronous_standby_names = '*'");
+        self.psql("SELECT pg_reload_conf()");
+        super::wait_until("the standby streaming synchronously", || {
+            self.psql("SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'") == "1"
+        });
+        standby
+    }
+
+    /// The server dies at once (SIGKILL to the postmaster and its
+    /// backends), as when its machine does.
+    pub fn kill9(&self) {
+        let pid = std::fs::read_to_string(self.data.join("postmaster.pid")).unwrap();
+        let pid = pid.lines().next().unwrap().trim().to_string();
+        let _ = Command::new("pkill").args(["-KILL", "-P", &pid]).status();
+        let killed = Command::new("kill").args(["-9", &pid]).status().unwrap();
+        assert!(killed.success());
+    }
+
+    /// A standby becomes a primary (`pg_ctl promote`, waiting until done).
+    pub fn promote(&self) {
+        self.pg_ctl(&["-w", "-t", "120", "promote"]);
+    }
+
     fn init() -> Postgres {
+        let pg = Postgres::empty();
+        pg.run(
+            "initdb",
+            &[
+                "-D",
+                pg.data.to_str().unwrap(),
+                "-U",
+                "pressline",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        );
+        pg
+    }
+
+    /// An empty data directory the server's user owns, and a port.
+    fn empty() -> Postgres {
         let dir = tempfile::Builder::new()
             .prefix("pressline-pg")
             .tempdir()
@@ -86,26 +153,16 @@ impl Postgres {
                 .success();
             assert!(ok, "chown of the PostgreSQL data directory");
         }
-        let pg = Postgres {
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+        }
+        Postgres {
             _dir: dir,
             data,
             bin: server_bin(),
             port: super::free_port(),
-        };
-        pg.run(
-            "initdb",
-            &[
-                "-D",
-                pg.data.to_str().unwrap(),
-                "-U",
-                "pressline",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--no-sync",
-            ],
-        );
-        pg
+        }
     }
 
     fn run(&self, tool: &str, args: &[&str]) {

@@ -1,0 +1,60 @@
+//! Messages the queue dead-lettered (delivered more times than its
+//! delivery limit without an acknowledgement: consumers lost while holding
+//! them). They wait in `{queue}.dead` until an operator, once the cause is
+//! fixed, puts them back with `pressline-central dead-letters --replay`.
+//!
+//! A replayed message is published, with publisher confirms, to the
+//! replay exchange under its own routing key, and only then removed from
+//! the dead-letter queue: a replay cut short leaves a message in both
+//! queues at worst, and the press id as primary key stores it once.
+
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
+use lapin::Connection;
+
+use crate::queue::{self, Topology};
+
+/// Messages waiting in the dead-letter queue.
+pub async fn count(connection: &Connection, topology: &Topology) -> Result<u32, lapin::Error> {
+    let channel = connection.create_channel().await?;
+    let (ready, _) = queue::sample(&channel, &topology.dead_letters()).await?;
+    let _ = channel.close(200, "counted".into()).await;
+    Ok(ready)
+}
+
+/// Moves every dead-lettered message back to the queue; returns how many.
+pub async fn replay(connection: &Connection, topology: &Topology) -> anyhow::Result<u64> {
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let (dead, replay) = (topology.dead_letters(), topology.replay());
+    let mut moved = 0u64;
+    while let Some(message) = channel
+        .basic_get(dead.as_str().into(), BasicGetOptions { no_ack: false })
+        .await?
+    {
+        let delivery = message.delivery;
+        let confirmation = channel
+            .basic_publish(
+                replay.as_str().into(),
+                delivery.routing_key.clone(),
+                BasicPublishOptions::default(),
+                &delivery.data,
+                delivery.properties.clone(),
+            )
+            .await?
+            .await?;
+        // Unacknowledged, the message stays in the dead-letter queue.
+        anyhow::ensure!(
+            confirmation.is_ack(),
+            "the broker refused a replayed message (routing key {}); it stays in {dead}",
+            delivery.routing_key
+        );
+        channel
+            .basic_ack(delivery.delivery_tag, BasicAckOptions::default())
+            .await?;
+        moved += 1;
+    }
+    let _ = channel.close(200, "replayed".into()).await;
+    Ok(moved)
+}
