@@ -14,7 +14,8 @@
 #   BENCH_CENTRAL [100000]                       presses for section 6
 #   BENCH_PRESS_BATCH [100]                      upstream.press_batch of the gateways in section 6
 #   BENCH_SWAP_ROUNDS [10]                       flashes started over in section 3d (100,000 presses each)
-#   BENCH_SECTIONS ["1 2 3 4"]                   which sections to run (5 needs 3 and 4; 3d, 3e and 6 on request)
+#   BENCH_SECTIONS ["1 2 3 4"]                   which sections to run (5 needs 3 and 4; 3d, 3e, 6 and 7 on request)
+#   BENCH_REPORT_PRESSES [10000000]              presses in the central database of section 7
 #
 # 1. Ingest ceiling: BENCH_TERMINALS x BENCH_PRESSES presses, QoS 1, through
 #    (a) the gateway (dedup, durable sled commit, application ack),
@@ -50,6 +51,10 @@
 #    the same rows into a table of the same schema; (6b) presses/s from
 #    terminals through the gateway to the upstream broker's acknowledgement:
 #    the RabbitMQ cluster (quorum queue) against one Mosquitto.
+# 7. Central reports (on request): `fleet report` (7 days, their change,
+#    4 weeks of hour x weekday) over BENCH_REPORT_PRESSES presses from 200
+#    sites in five time zones across 52 weeks, read from the rollups
+#    against the same report read from every press.
 # Sections 1 and 2 also run the production transport: terminals over the
 # gateway's TLS listener (ingest), and upstream over mqtts:// (latency),
 # with a private CA made by openssl for the run.
@@ -68,7 +73,7 @@ if [ -n "${PRESSLINE_BIN:-}" ]; then
     BIN=$PRESSLINE_BIN # prebuilt release binaries, e.g. a copy kept while the tree changes
 else
     cargo build --release --locked --bin gateway --bin terminal-sim --bin bench-relay --bin bench-subscriber \
-        --bin pressline-central >&2
+        --bin pressline-central --bin fleet >&2
     BIN="$CARGO_TARGET_DIR/release"
 fi
 WORK=$(mktemp -d)
@@ -671,6 +676,61 @@ if want 3 && want 4; then
 echo "## 5. Storage"
 echo
 python3 -c "print(f'{$disk} bytes on disk for {$stored} stored presses all waiting upstream (press log + outbox): {$disk / $stored:.0f} bytes per press; delivered: {$hist_disk / $HISTORY:.0f} bytes per press (section 3b)')"
+echo
+fi
+# ------------------------------------------------------- 7. central reports
+if want 7; then
+REPORT_PRESSES=${BENCH_REPORT_PRESSES:-10000000}
+as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+mkdir -p "$WORK/pg7"; chmod 755 "$WORK"
+[ "$(id -u)" -eq 0 ] && chown postgres: "$WORK/pg7"
+as_pg "$PG_BIN/initdb" -D "$WORK/pg7" -U pressline --auth=trust -E UTF8 --no-sync >/dev/null
+PG7_PORT=$(free_port)
+as_pg "$PG_BIN/pg_ctl" -D "$WORK/pg7" -w -l "$WORK/pg7/server.log" \
+    -o "-p $PG7_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$WORK/pg7" start >/dev/null
+trap 'as_pg "$PG_BIN/pg_ctl" -D "$WORK/pg7" -m immediate stop >/dev/null 2>&1 || true; kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
+PG7_URL="postgres://pressline@127.0.0.1:$PG7_PORT/postgres"
+psql7() { "$PG_BIN/psql" -X -q -A -t -v ON_ERROR_STOP=1 "$PG7_URL" -c "$1"; }
+"$BIN/pressline-central" migrate --postgres "$PG7_URL" >/dev/null
+psql7 "INSERT INTO sites (site, time_zone, state, version)
+       SELECT 's' || lpad(i::text, 3, '0'),
+              (ARRAY['Europe/London', 'America/New_York', 'Asia/Kolkata', 'Australia/Adelaide', 'Asia/Kathmandu'])[1 + i % 5],
+              'online', '0.1.0'
+       FROM generate_series(0, 199) i"
+# Presses spread evenly over the 52 weeks to 2026-12-06, 8 terminals and
+# 4 zones a site; inserted as the consumer's COPY would be (the rollups
+# kept by the same statement), a million at a time.
+log "report: inserting $REPORT_PRESSES presses"
+load_start=$(date +%s.%N)
+for ((c = 0; c < REPORT_PRESSES; c += 1000000)); do
+    psql7 "INSERT INTO presses (id, site, terminal, zone, boot, seq, button, score, pressed_at, received_at, counted)
+           SELECT site || ':t' || (n / 200 % 8) || ':0:' || n, site, 't' || (n / 200 % 8), 'z' || (n / 200 % 4), 0, n,
+                  'happy', (1 + abs(hashint4(n::int4)) % 4)::int2, at, at, true
+           FROM (SELECT n, 's' || lpad((n % 200)::text, 3, '0') AS site,
+                        timestamptz '2025-12-08 00:00:00+00' + (n * (364 * 86400.0 / $REPORT_PRESSES)) * interval '1 second' AS at
+                 FROM generate_series($c, least($c + 999999, $REPORT_PRESSES - 1)) n) x"
+done
+load_secs=$(python3 -c "import time; print(round(time.time() - $load_start, 1))")
+psql7 "VACUUM ANALYZE" >/dev/null
+rollup_rows=$(psql7 "SELECT count(*) FROM press_rollups")
+report_secs() { # SOURCE -> median of 3 wall-clock seconds
+    for _ in 1 2 3; do
+        local t0; t0=$(date +%s.%N)
+        "$BIN/fleet" report --postgres "$PG7_URL" --to 2026-12-06 --days 7 --weeks 4 --json --source "$1" >/dev/null
+        python3 -c "import time; print(time.time() - $t0)"
+    done | sort -n | sed -n 2p
+}
+rollups_s=$(report_secs rollups)
+presses_s=$(report_secs presses)
+echo "## 7. Central reports: $REPORT_PRESSES presses, 200 sites, 52 weeks"
+echo
+echo "| read from | rows | fleet report (7 days, change, 4 weeks of hour x weekday), median of 3 | target |"
+echo "|---|---:|---:|---|"
+python3 -c "print(f'| press_rollups | {$rollup_rows:,} | {$rollups_s:.2f} s | < 1 s |')"
+python3 -c "print(f'| presses (every row) | {$REPORT_PRESSES:,} | {$presses_s:.2f} s | |')"
+echo
+echo "Loaded in $load_secs s, rollups kept by the insert's own statement."
 echo
 fi
 echo "Machine: $(nproc) vCPU $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/Mem:/ {print $2}') GiB RAM, Linux $(uname -r); $(mosquitto -h 2>/dev/null | head -1 | sed 's/ is an MQTT.*//'); $(date -u +%Y-%m-%d); command: ${BENCH_SECTIONS:+BENCH_SECTIONS=\"$BENCH_SECTIONS\" }./scripts/bench.sh $RUNS"

@@ -212,6 +212,7 @@ pub async fn run(
         .await
         {
             Ok(()) => return Ok(()),
+            Err(e) if e.downcast_ref::<queue::QueueMismatch>().is_some() => return Err(e),
             Err(e) => {
                 metrics.amqp_connected.store(false, Relaxed);
                 tracing::warn!(node = %queue::redact(uri), error = %format!("{e:#}"), "broker connection lost or refused; trying the next node");
@@ -234,8 +235,9 @@ async fn session(
     shutdown: &mut watch::Receiver<bool>,
     backoff: &mut Backoff,
 ) -> anyhow::Result<()> {
-    let connection = queue::connect(uri, config.amqp_ca.as_deref()).await?;
-    queue::declare(&connection, &config.topology).await?;
+    let connection = Arc::new(queue::connect(uri, config.amqp_ca.as_deref()).await?);
+    let declared = queue::declare(&connection, &config.topology).await?;
+    metrics.queue_legacy.store(declared.legacy, Relaxed);
     let channel = connection.create_channel().await?;
     channel
         .basic_qos(config.prefetch, BasicQosOptions::default())
@@ -255,30 +257,12 @@ async fn session(
     backoff.reset();
     tracing::info!(node = %queue::redact(uri), queue = %config.topology.queue, "consuming");
 
-    // Queue depth for /metrics, on a channel of its own (a failed passive
-    // declare closes its channel).
+    // Queue depths for /metrics, on a channel of its own (a failed passive
+    // declare closes its channel: the next tick opens another).
     let sampler = {
-        let channel = connection.create_channel().await?;
+        let connection = connection.clone();
         let (metrics, topology) = (metrics.clone(), config.topology.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(2));
-            let mut dead_before = 0;
-            loop {
-                tick.tick().await;
-                let sampled = match queue::sample(&channel, &topology.queue).await {
-                    Ok(s) => s,
-                    Err(_) => return,
-                };
-                let Ok((dead, _)) = queue::sample(&channel, &topology.dead_letters()).await else {
-                    return;
-                };
-                metrics.queue_messages.store(i64::from(sampled.0), Relaxed);
-                metrics.queue_consumers.store(i64::from(sampled.1), Relaxed);
-                metrics.dead_letter_messages.store(i64::from(dead), Relaxed);
-                warn_of_dead_letters(&topology, dead_before, dead);
-                dead_before = dead;
-            }
-        })
+        tokio::spawn(async move { sample_queues(&connection, &metrics, &topology).await })
     };
     /// Ends a task with the session (a lost connection, an error).
     struct AbortOnDrop(tokio::task::AbortHandle);
@@ -314,6 +298,50 @@ async fn session(
     ended
 }
 
+/// Samples the queue and the dead-letter queue every 2 s until the session
+/// ends; a failed sample is logged and shown as unknown, never as zero.
+async fn sample_queues(
+    connection: &lapin::Connection,
+    metrics: &Metrics,
+    topology: &queue::Topology,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    let mut dead_before = 0;
+    let mut channel: Option<lapin::Channel> = None;
+    loop {
+        tick.tick().await;
+        if channel.as_ref().is_none_or(|c| !c.status().connected()) {
+            channel = connection.create_channel().await.ok();
+        }
+        let Some(c) = &channel else { continue };
+        let sampled = async {
+            let main = queue::sample(c, &topology.queue).await?;
+            let dead = queue::sample(c, &topology.dead_letters()).await?;
+            Ok::<_, lapin::Error>((main, dead.0))
+        };
+        match sampled.await {
+            Ok(((ready, consumers), dead)) => {
+                metrics.queue_messages.store(i64::from(ready), Relaxed);
+                metrics.queue_consumers.store(i64::from(consumers), Relaxed);
+                metrics.dead_letter_messages.store(i64::from(dead), Relaxed);
+                warn_of_dead_letters(topology, dead_before, dead);
+                dead_before = dead;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot sample the queue depths; shown as unknown");
+                for gauge in [
+                    &metrics.queue_messages,
+                    &metrics.queue_consumers,
+                    &metrics.dead_letter_messages,
+                ] {
+                    gauge.store(-1, Relaxed);
+                }
+                channel = None;
+            }
+        }
+    }
+}
+
 /// Says so when messages reach the dead-letter queue (at start, and each
 /// time more arrive): nothing consumes it, so someone has to act.
 fn warn_of_dead_letters(topology: &queue::Topology, before: u32, now: u32) {
@@ -322,8 +350,9 @@ fn warn_of_dead_letters(topology: &queue::Topology, before: u32, now: u32) {
             dead_letters = now,
             queue = %topology.dead_letters(),
             delivery_limit = topology.delivery_limit,
-            "messages were dead-lettered: each was held by a consumer that was lost more times than the \
-             delivery limit; find the cause in the consumers' logs, then run `pressline-central dead-letters --replay`"
+            "messages were dead-lettered: each was delivered more times than the delivery limit without an \
+             acknowledgement (consumers lost while holding it, or holding it past the broker's consumer_timeout \
+             during a long database outage); find the cause, then run `pressline-central dead-letters --replay`"
         );
     }
 }

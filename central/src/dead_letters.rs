@@ -9,7 +9,7 @@
 //! queues at worst, and the press id as primary key stores it once.
 
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
-use lapin::Connection;
+use lapin::{Confirmation, Connection};
 
 use crate::queue::{self, Topology};
 
@@ -21,24 +21,38 @@ pub async fn count(connection: &Connection, topology: &Topology) -> Result<u32, 
     Ok(ready)
 }
 
-/// Moves every dead-lettered message back to the queue; returns how many.
-pub async fn replay(connection: &Connection, topology: &Topology) -> anyhow::Result<u64> {
+/// Moves the dead-lettered messages back to the queue, at most `up_to`
+/// (those there when counted: one that is dead-lettered again meanwhile
+/// waits for the next replay); returns how many.
+pub async fn replay(
+    connection: &Connection,
+    topology: &Topology,
+    up_to: u32,
+) -> anyhow::Result<u64> {
     let channel = connection.create_channel().await?;
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
     let (dead, replay) = (topology.dead_letters(), topology.replay());
     let mut moved = 0u64;
-    while let Some(message) = channel
-        .basic_get(dead.as_str().into(), BasicGetOptions { no_ack: false })
-        .await?
-    {
+    while moved < u64::from(up_to) {
+        let Some(message) = channel
+            .basic_get(dead.as_str().into(), BasicGetOptions { no_ack: false })
+            .await?
+        else {
+            break;
+        };
         let delivery = message.delivery;
+        // Mandatory: a message no queue takes comes back instead of being
+        // confirmed and lost.
         let confirmation = channel
             .basic_publish(
                 replay.as_str().into(),
                 delivery.routing_key.clone(),
-                BasicPublishOptions::default(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
                 &delivery.data,
                 delivery.properties.clone(),
             )
@@ -46,8 +60,9 @@ pub async fn replay(connection: &Connection, topology: &Topology) -> anyhow::Res
             .await?;
         // Unacknowledged, the message stays in the dead-letter queue.
         anyhow::ensure!(
-            confirmation.is_ack(),
-            "the broker refused a replayed message (routing key {}); it stays in {dead}",
+            matches!(confirmation, Confirmation::Ack(None)),
+            "the broker did not take a replayed message into {} (routing key {}); it stays in {dead}",
+            topology.queue,
             delivery.routing_key
         );
         channel
@@ -55,6 +70,9 @@ pub async fn replay(connection: &Connection, topology: &Topology) -> anyhow::Res
             .await?;
         moved += 1;
     }
+    // A round trip, so the last acknowledgement is in before the channel
+    // closes.
+    queue::sample(&channel, &dead).await?;
     let _ = channel.close(200, "replayed".into()).await;
     Ok(moved)
 }

@@ -33,12 +33,22 @@ enum Command {
     /// that match no queue.
     Declare(BrokerArgs),
     /// Apply the schema migrations, then exit.
-    Migrate(DatabaseArgs),
+    Migrate(MigrateArgs),
     /// Count the messages in the dead-letter queue (`{queue}.dead`), or
     /// put them back in the queue with --replay once the reason they were
     /// dead-lettered (a consumer lost again and again while holding them)
     /// is fixed. Stored presses are not stored twice.
     DeadLetters(DeadLetterArgs),
+}
+
+#[derive(Args)]
+struct MigrateArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// Stop at this schema version (PROTOCOL.md, "Central tables"); the
+    /// default is the newest.
+    #[arg(long)]
+    to_version: Option<u32>,
 }
 
 #[derive(Args)]
@@ -66,7 +76,7 @@ struct BrokerArgs {
     #[arg(long, env = "PRESSLINE_CENTRAL_AMQP_CA")]
     amqp_ca: Option<std::path::PathBuf>,
     /// The queue every consumer shares.
-    #[arg(long, default_value = queue::DEFAULT_QUEUE)]
+    #[arg(long, default_value = queue::DEFAULT_QUEUE, value_parser = queue::valid_queue_name)]
     queue: String,
     /// Deliveries a message may have before the queue dead-letters it
     /// (only a consumer lost while holding it counts). Set when the queue
@@ -157,8 +167,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 async move { Ok(queue::declare(&c, &topology).await?) }
             })
             .await?;
-            let limits = if declared.other_arguments {
-                "declared earlier with other arguments: see the policy logged above".to_string()
+            let limits = if declared.legacy {
+                "declared by an earlier version, without a delivery limit: apply the policy logged above".to_string()
             } else {
                 format!(
                     "delivery limit {}, dead letters to {}",
@@ -181,9 +191,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let (waiting, moved) = on_any_node(&args.broker, |c| {
                 let topology = topology.clone();
                 async move {
+                    // The replay exchange and its binding exist before
+                    // anything is moved through them.
+                    queue::declare(&c, &topology).await?;
                     let waiting = dead_letters::count(&c, &topology).await?;
                     let moved = if replay {
-                        Some(dead_letters::replay(&c, &topology).await?)
+                        Some(dead_letters::replay(&c, &topology, waiting).await?)
                     } else {
                         None
                     };
@@ -205,10 +218,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Migrate(db) => {
+        Command::Migrate(args) => {
+            let db = args.database;
             let tls = pressline_host::tls::postgres_tls(db.postgres_ca.as_deref())?;
             let mut database = database::Database::connect(&db.postgres, &tls).await?;
-            let applied = database.migrate().await?;
+            let applied = database.migrate_to(args.to_version).await?;
             if applied.is_empty() {
                 println!("schema up to date");
             }

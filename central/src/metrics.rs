@@ -41,6 +41,9 @@ pub struct Metrics {
     pub queue_consumers: AtomicI64,
     /// Messages in the dead-letter queue (sampled).
     pub dead_letter_messages: AtomicI64,
+    /// The queue was declared by an earlier version, without a delivery
+    /// limit and dead-letter target.
+    pub queue_legacy: AtomicBool,
     /// Seconds between a press reaching its gateway and its commit here,
     /// for the newest press of the last batch (ms).
     pub lag_ms: AtomicI64,
@@ -64,6 +67,7 @@ struct Snapshot {
     queue_messages: Option<i64>,
     queue_consumers: Option<i64>,
     dead_letter_messages: Option<i64>,
+    queue_legacy: bool,
     lag_seconds: Option<f64>,
 }
 
@@ -121,6 +125,7 @@ impl Metrics {
             queue_messages: sampled(self.queue_messages.load(Relaxed)),
             queue_consumers: sampled(self.queue_consumers.load(Relaxed)),
             dead_letter_messages: sampled(self.dead_letter_messages.load(Relaxed)),
+            queue_legacy: self.queue_legacy.load(Relaxed),
             lag_seconds: sampled(self.lag_ms.load(Relaxed)).map(|ms| ms as f64 / 1000.0),
         }
     }
@@ -234,6 +239,12 @@ impl Metrics {
                 &plain(v.to_string()),
             );
         }
+        metric(
+            "pressline_central_queue_legacy",
+            "gauge",
+            "1 when the queue was declared by an earlier version, without a delivery limit and dead-letter target (deploy/README.md, \"Delivery limit and dead letters\").",
+            &plain(u8::from(s.queue_legacy).to_string()),
+        );
         if let Some(v) = s.lag_seconds {
             metric(
                 "pressline_central_lag_seconds",

@@ -76,7 +76,7 @@ impl Topology {
     /// before these settings, the same limit and dead-letter target.
     pub fn policy_command(&self) -> String {
         format!(
-            "rabbitmqctl set_policy --apply-to quorum_queues pressline-dead-letters '^{}$' \
+            "rabbitmqctl set_policy --apply-to queues pressline-dead-letters '^{}$' \
              '{{\"delivery-limit\":{},\"dead-letter-exchange\":\"{}\",\"dead-letter-strategy\":\"at-least-once\",\"overflow\":\"reject-publish\"}}'",
             regex_escape(&self.queue),
             self.delivery_limit,
@@ -95,13 +95,24 @@ fn quorum() -> FieldTable {
     arguments
 }
 
+/// Queue names are checked to be [`valid_queue_name`]s, so only `.` needs
+/// escaping, and nothing breaks the shell quoting around the pattern.
 fn regex_escape(name: &str) -> String {
-    name.chars()
-        .flat_map(|c| {
-            let escape = !(c.is_ascii_alphanumeric() || c == '_' || c == '-');
-            escape.then_some('\\').into_iter().chain(std::iter::once(c))
-        })
-        .collect()
+    name.replace('.', "\\.")
+}
+
+/// 1 to 200 of `A-Z a-z 0-9 . _ -`: a name that is safe in a policy
+/// pattern and a shell command.
+pub fn valid_queue_name(name: &str) -> Result<String, String> {
+    let ok = (1..=200).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(name.to_string())
+    } else {
+        Err("1 to 200 of A-Z a-z 0-9 . _ -".to_string())
+    }
 }
 
 /// Connects to one node; for `amqps://`, trusting the system's store and
@@ -125,17 +136,64 @@ pub async fn connect(uri: &str, ca_pem: Option<&str>) -> Result<Connection, lapi
 pub struct Declared {
     /// Messages ready in the queue.
     pub ready: u32,
-    /// The queue existed with other arguments (declared before the
-    /// delivery limit and dead-letter target): it is used as it is.
-    pub other_arguments: bool,
+    /// The queue was declared before the delivery limit and dead-letter
+    /// target (a durable quorum queue, nothing else): it is used as it is
+    /// and the policy that gives it both is logged. Arguments cannot be
+    /// read over AMQP, so this stays true after the policy is applied.
+    pub legacy: bool,
+}
+
+/// The queue exists with arguments this consumer must not work with: a
+/// configuration to fix, not a node to retry (the consumer exits).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct QueueMismatch(String);
+
+/// After a refused declare: accepts the queue only if it is exactly what
+/// earlier versions declared; a classic, transient or otherwise different
+/// queue, or another delivery limit, is an error to fix, not to consume.
+async fn declare_legacy(
+    connection: &Connection,
+    topology: &Topology,
+    refused: &lapin::Error,
+) -> anyhow::Result<Declared> {
+    let queue = topology.queue.as_str();
+    let channel = connection.create_channel().await?;
+    match channel
+        .queue_declare(queue.into(), QueueDeclareOptions::durable(), quorum())
+        .await
+    {
+        Ok(q) => {
+            tracing::error!(
+                queue,
+                policy = %topology.policy_command(),
+                "the queue was declared by an earlier version, without a delivery limit and dead-letter target: \
+                 on RabbitMQ 4 a message delivered 20 times is dropped. Apply this policy once and check it with \
+                 `rabbitmqctl list_queues name effective_policy_definition` (deploy/README.md, \
+                 \"Delivery limit and dead letters\"); this is logged while the queue has no such arguments"
+            );
+            Ok(Declared {
+                ready: q.message_count(),
+                legacy: true,
+            })
+        }
+        Err(e) if is_precondition_failed(&e) => Err(QueueMismatch(format!(
+            "the queue {queue} exists with other arguments than a durable quorum queue with delivery limit {} \
+             and dead letters to {} ({refused}); give every consumer the --delivery-limit the queue was \
+             declared with (`rabbitmqctl list_queues name arguments` shows them)",
+            topology.delivery_limit,
+            topology.dead_letters()
+        ))
+        .into()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Declares the dead-letter and replay exchanges, the dead-letter queue,
-/// the quorum queue and their bindings (idempotent).
-pub async fn declare(
-    connection: &Connection,
-    topology: &Topology,
-) -> Result<Declared, lapin::Error> {
+/// the quorum queue and their bindings (idempotent). Refuses a queue that
+/// exists with other arguments, except one declared before the delivery
+/// limit and dead-letter target (see [`Declared::legacy`]).
+pub async fn declare(connection: &Connection, topology: &Topology) -> anyhow::Result<Declared> {
     let channel = connection.create_channel().await?;
     let dead = topology.dead_letters();
     let durable = ExchangeDeclareOptions {
@@ -150,11 +208,19 @@ pub async fn declare(
             .exchange_declare(exchange.into(), kind, durable, FieldTable::default())
             .await?;
     }
+    // Its own limit, as high as RabbitMQ takes (4.x gives every quorum
+    // queue 20 and drops past it; -1 for "none" is 4.x only): each replay
+    // that fails counts a delivery.
+    let mut dead_arguments = quorum();
+    dead_arguments.insert(
+        "x-delivery-limit".into(),
+        AMQPValue::LongLongInt(i64::from(i32::MAX)),
+    );
     channel
         .queue_declare(
             dead.as_str().into(),
             QueueDeclareOptions::durable(),
-            quorum(),
+            dead_arguments,
         )
         .await?;
     bind(&channel, &dead, &dead, "").await?;
@@ -169,27 +235,10 @@ pub async fn declare(
     {
         Ok(q) => Declared {
             ready: q.message_count(),
-            other_arguments: false,
+            legacy: false,
         },
-        // The refusal closed the channel; the queue is used as it is.
-        Err(e) if is_precondition_failed(&e) => {
-            let channel = connection.create_channel().await?;
-            let (ready, _) = sample(&channel, queue).await?;
-            tracing::error!(
-                queue,
-                refused = %e,
-                policy = %topology.policy_command(),
-                "the queue exists with other arguments than these (declared before the delivery limit and \
-                 dead-letter target, or with another --delivery-limit); it is used as it is. Without a \
-                 dead-letter target RabbitMQ 4 drops a message delivered 20 times: apply this policy once \
-                 (deploy/README.md, \"Delivery limit and dead letters\")"
-            );
-            Declared {
-                ready,
-                other_arguments: true,
-            }
-        }
-        Err(e) => return Err(e),
+        Err(e) if is_precondition_failed(&e) => declare_legacy(connection, topology, &e).await?,
+        Err(e) => return Err(e.into()),
     };
     let channel = connection.create_channel().await?;
     bind(&channel, queue, EXCHANGE, BINDING).await?;

@@ -188,6 +188,7 @@ fn report(r: ReportArgs, now: OffsetDateTime) -> anyhow::Result<Outcome> {
         days: r.days,
         weeks: r.weeks,
         prior_presses: r.prior_presses,
+        source: r.source,
         sites: &r.site,
         format: if r.json {
             commands::report::Format::Json

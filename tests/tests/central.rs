@@ -189,11 +189,12 @@ fn a_consumer_killed_25_times_holding_a_window_drops_nothing_and_stores_nothing_
         declared.contains("delivery limit 10, dead letters to pressline.v1.dead"),
         "{declared}"
     );
-    // Declared again with other arguments: the queue is used as it is.
-    let again = central::command(&amqp, &["declare"]);
+    // Another limit is refused, not consumed from as it is.
+    let other = central::run(&amqp, &["declare"]);
+    let said = String::from_utf8_lossy(&other.stderr);
     assert!(
-        again.contains("declared earlier with other arguments"),
-        "{again}"
+        !other.status.success() && said.contains("give every consumer the --delivery-limit"),
+        "{said}"
     );
     let window = [
         "--delivery-limit",
@@ -248,12 +249,15 @@ fn a_consumer_killed_25_times_holding_a_window_drops_nothing_and_stores_nothing_
         .metrics()
         .contains("pressline_central_dead_letter_messages"));
     lock.rollback().unwrap();
-    let waiting = central::command(&amqp, &["dead-letters"]);
+    let waiting = central::command(&amqp, &["dead-letters", "--delivery-limit", "10"]);
     assert!(
         waiting.contains(" messages in pressline.v1.dead;"),
         "{waiting}"
     );
-    let replayed = central::command(&amqp, &["dead-letters", "--replay"]);
+    let replayed = central::command(
+        &amqp,
+        &["dead-letters", "--delivery-limit", "10", "--replay"],
+    );
     let moved: u64 = replayed.split(' ').next().unwrap().parse().unwrap();
     assert!(moved > 0, "{replayed}");
     let acked = expected_ids("loop", "cl", 4, 50, 0);
@@ -263,7 +267,7 @@ fn a_consumer_killed_25_times_holding_a_window_drops_nothing_and_stores_nothing_
     let (ids, rows) = stored_ids(&pg);
     assert_eq!(ids, acked);
     assert_eq!(rows, acked.len());
-    let empty = central::command(&amqp, &["dead-letters"]);
+    let empty = central::command(&amqp, &["dead-letters", "--delivery-limit", "10"]);
     assert!(empty.contains("pressline.v1.dead is empty"), "{empty}");
 }
 
@@ -715,6 +719,77 @@ fn reports_match_figures_worked_out_by_hand_across_a_daylight_saving_change() {
         human.contains("Food court") && human.contains("America/New_York"),
         "{human}"
     );
+    // Read from every press instead of the rollups: the same figures.
+    let raw: serde_json::Value =
+        serde_json::from_str(&report(&["--json", "--source", "presses"])).unwrap();
+    assert_eq!(raw, json);
+}
+
+/// `pressline-central migrate` (to `version` when given).
+fn migrate(pg: &Postgres, version: Option<&str>) -> String {
+    let mut args = vec!["migrate", "--postgres"];
+    let url = pg.url();
+    args.push(&url);
+    if let Some(v) = version {
+        args.extend(["--to-version", v]);
+    }
+    let out = std::process::Command::new(bin("pressline-central"))
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_database_of_schema_version_2_gets_its_rollups_in_place_and_reports_the_same() {
+    let pg = Postgres::start();
+    migrate(&pg, Some("2"));
+    pg.psql(REPORT_FIXTURE);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("fleet.toml");
+    let url = pg.url();
+    let report = |source: &str| -> serde_json::Value {
+        let args = [
+            "report",
+            "--postgres",
+            &url,
+            "--to",
+            "2026-10-25",
+            "--days",
+            "7",
+            "--weeks",
+            "1",
+            "--json",
+            "--source",
+            source,
+        ];
+        let (code, out, err) = fleet(&config, &args);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str(&out).unwrap()
+    };
+    let before = report("presses");
+    let applied = migrate(&pg, None);
+    assert!(applied.contains("V3__press_rollups"), "{applied}");
+    assert_eq!(report("rollups"), before);
+    let counted =
+        "SELECT (SELECT sum(presses) FROM press_rollups) = (SELECT count(*) FROM presses)";
+    assert_eq!(pg.psql(counted), "t");
+    // A press inserted again (a redelivered batch) is counted once.
+    let again = "INSERT INTO presses (id, site, terminal, zone, boot, seq, button, score, received_at, counted) \
+        SELECT id, site, terminal, zone, boot, seq, button, score, received_at, counted FROM presses \
+        ON CONFLICT (id) DO NOTHING";
+    pg.psql(again);
+    pg.psql(
+        "INSERT INTO presses (id, site, terminal, boot, seq, button, score, received_at, counted) \
+         VALUES ('ny:late:0:1', 'ny', 'late', 0, 1, 'happy', 3, '2026-10-24T12:00:00Z', true)",
+    );
+    assert_eq!(pg.psql(counted), "t");
+    assert_eq!(report("rollups"), report("presses"));
 }
 
 #[test]

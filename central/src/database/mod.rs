@@ -135,11 +135,21 @@ impl Database {
     /// consumers started together do not race). Returns the migrations
     /// applied now.
     pub async fn migrate(&mut self) -> anyhow::Result<Vec<String>> {
+        self.migrate_to(None).await
+    }
+
+    /// Applies the migrations up to `version` (every one when `None`).
+    pub async fn migrate_to(&mut self, version: Option<u32>) -> anyhow::Result<Vec<String>> {
         self.client
             .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
             .await
             .context("cannot take the migration lock")?;
+        let target = match version {
+            Some(v) => refinery::Target::Version(v as _),
+            None => refinery::Target::Latest,
+        };
         let report = embedded::migrations::runner()
+            .set_target(target)
             .run_async(&mut self.client)
             .await;
         let _ = self

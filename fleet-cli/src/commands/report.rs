@@ -302,10 +302,53 @@ pub fn build(figures: &Figures, period: Period, weeks: u32, prior_presses: u32) 
     }
 }
 
+/// Where the figures are read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Source {
+    /// `press_rollups`: presses counted per quarter hour, kept by the
+    /// database as presses are inserted (a few rows per terminal and
+    /// quarter hour, whatever the number of presses).
+    Rollups,
+    /// `presses`, every row: the same figures, slower; kept to check the
+    /// rollups and for databases that predate them.
+    Presses,
+}
+
+struct Columns {
+    table: &'static str,
+    /// The time a press is placed by (local hour and day).
+    at: &'static str,
+    zone: &'static str,
+    presses: &'static str,
+}
+
+impl Source {
+    fn columns(self) -> Columns {
+        match self {
+            Source::Rollups => Columns {
+                table: "press_rollups",
+                // Local hours and days begin on a UTC quarter hour in every
+                // zone in use, so a quarter hour's presses share its local
+                // hour and day (central/migrations/V3__press_rollups.sql).
+                at: "p.quarter",
+                zone: "p.zone",
+                presses: "sum(p.presses)::int8",
+            },
+            Source::Presses => Columns {
+                table: "presses",
+                at: "coalesce(p.pressed_at, p.received_at)",
+                zone: "coalesce(p.zone, '')",
+                presses: "count(*)",
+            },
+        }
+    }
+}
+
 /// Reads the grouped figures for the period, the one before it, and the
 /// hour × weekday weeks.
 pub fn fetch(
     client: &mut postgres::Client,
+    source: Source,
     period: Period,
     weeks: u32,
     only_sites: &[String],
@@ -322,17 +365,26 @@ pub fn fetch(
             .zone_names
             .insert((row.get(0), row.get(1)), row.get(2));
     }
-    // Each site's local days: [from 00:00, to + 1 day 00:00) in its zone.
-    let in_period = "FROM presses p LEFT JOIN sites s USING (site) \
+    let Columns {
+        table,
+        at,
+        zone,
+        presses,
+    } = source.columns();
+    // Each site's local days: [from 00:00, to + 1 day 00:00) in its zone;
+    // and the same a day wider in UTC, which holds every zone's (UTC-12 to
+    // UTC+14) and, unlike bounds that depend on each site's zone, lets
+    // PostgreSQL read only the period through an index on the time.
+    let in_period = format!(
+        "FROM {table} p LEFT JOIN sites s USING (site) \
          WHERE p.counted \
            AND (cardinality($3::text[]) = 0 OR p.site = ANY($3::text[])) \
-           AND coalesce(p.pressed_at, p.received_at) >= \
-               ($1::text::date)::timestamp AT TIME ZONE coalesce(s.time_zone, 'UTC') \
-           AND coalesce(p.pressed_at, p.received_at) < \
-               ($2::text::date + 1)::timestamp AT TIME ZONE coalesce(s.time_zone, 'UTC')";
-    let totals = format!(
-        "SELECT p.site, coalesce(p.zone, ''), p.score, count(*) {in_period} GROUP BY 1, 2, 3"
+           AND {at} >= ($1::text::date)::timestamp AT TIME ZONE coalesce(s.time_zone, 'UTC') \
+           AND {at} < ($2::text::date + 1)::timestamp AT TIME ZONE coalesce(s.time_zone, 'UTC') \
+           AND {at} >= ($1::text::date - 1)::timestamp AT TIME ZONE 'UTC' \
+           AND {at} < ($2::text::date + 2)::timestamp AT TIME ZONE 'UTC'"
     );
+    let totals = format!("SELECT p.site, {zone}, p.score, {presses} {in_period} GROUP BY 1, 2, 3");
     for (span, sites, zones) in [
         (period, &mut figures.sites, &mut figures.zones),
         (
@@ -355,11 +407,9 @@ pub fn fetch(
     let hours_span = Period::ending(period.to, weeks * 7);
     let hourly = format!(
         "SELECT p.site, \
-           extract(isodow FROM coalesce(p.pressed_at, p.received_at) \
-               AT TIME ZONE coalesce(s.time_zone, 'UTC'))::int2, \
-           extract(hour FROM coalesce(p.pressed_at, p.received_at) \
-               AT TIME ZONE coalesce(s.time_zone, 'UTC'))::int2, \
-           p.score, count(*) {in_period} GROUP BY 1, 2, 3, 4"
+           extract(isodow FROM {at} AT TIME ZONE coalesce(s.time_zone, 'UTC'))::int2, \
+           extract(hour FROM {at} AT TIME ZONE coalesce(s.time_zone, 'UTC'))::int2, \
+           p.score, {presses} {in_period} GROUP BY 1, 2, 3, 4"
     );
     for row in client.query(
         &hourly,
@@ -573,6 +623,7 @@ pub struct ReportArgs<'a> {
     pub prior_presses: u32,
     pub sites: &'a [String],
     pub format: Format,
+    pub source: Source,
 }
 
 pub fn run(args: ReportArgs<'_>) -> anyhow::Result<Outcome> {
@@ -587,7 +638,14 @@ pub fn run(args: ReportArgs<'_>) -> anyhow::Result<Outcome> {
         )
     })?;
     let period = Period::ending(args.to, args.days);
-    let figures = fetch(&mut client, period, args.weeks.max(1), args.sites).map_err(|e| {
+    let figures = fetch(
+        &mut client,
+        args.source,
+        period,
+        args.weeks.max(1),
+        args.sites,
+    )
+    .map_err(|e| {
         let detail = e
             .as_db_error()
             .map_or_else(|| e.to_string(), |d| d.message().to_string());

@@ -16,15 +16,21 @@ pub fn declare(amqp: &[String]) {
     command(amqp, &["declare"]);
 }
 
-/// `pressline-central SUBCOMMAND --amqp … ARGS…`, which must succeed;
-/// its standard output.
-pub fn command(amqp: &[String], args: &[&str]) -> String {
-    let out = Command::new(super::bin("pressline-central"))
+/// `pressline-central SUBCOMMAND --amqp … ARGS…`: its output, whatever
+/// its exit.
+pub fn run(amqp: &[String], args: &[&str]) -> std::process::Output {
+    Command::new(super::bin("pressline-central"))
         .args(&args[..1])
         .args(["--amqp", &amqp.join(",")])
         .args(&args[1..])
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// `pressline-central SUBCOMMAND --amqp … ARGS…`, which must succeed;
+/// its standard output.
+pub fn command(amqp: &[String], args: &[&str]) -> String {
+    let out = run(amqp, args);
     assert!(
         out.status.success(),
         "pressline-central {args:?}: {}",

@@ -107,6 +107,10 @@ impl Postgres {
     pub fn kill9(&self) {
         let pid = std::fs::read_to_string(self.data.join("postmaster.pid")).unwrap();
         let pid = pid.lines().next().unwrap().trim().to_string();
+        // Stopped first, so it cannot start crash recovery (and fork new
+        // backends) between its children's death and its own.
+        let stopped = Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+        assert!(stopped.success());
         let _ = Command::new("pkill").args(["-KILL", "-P", &pid]).status();
         let killed = Command::new("kill").args(["-9", &pid]).status().unwrap();
         assert!(killed.success());
