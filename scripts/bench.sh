@@ -77,7 +77,17 @@ else
     BIN="$CARGO_TARGET_DIR/release"
 fi
 WORK=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
+# Servers a section starts are stopped at exit whatever happens: each adds
+# its stop command here.
+STOPS=()
+cleanup() {
+    local stop
+    for stop in "${STOPS[@]+"${STOPS[@]}"}"; do eval "$stop" >/dev/null 2>&1 || true; done
+    kill $(jobs -p) 2>/dev/null || true
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
 TICKS=$(getconf CLK_TCK)
 # Thousands of simulated terminals need thousands of sockets.
 ulimit -n "$(ulimit -Hn)"
@@ -556,7 +566,7 @@ as_pg "$PG_BIN/initdb" -D "$WORK/pg" -U pressline --auth=trust -E UTF8 --no-sync
 PG_PORT=$(free_port)
 as_pg "$PG_BIN/pg_ctl" -D "$WORK/pg" -w -l "$WORK/pg/server.log" \
     -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$WORK/pg" start >/dev/null
-trap 'as_pg "$PG_BIN/pg_ctl" -D "$WORK/pg" -m immediate stop >/dev/null 2>&1 || true; bash deploy/rabbitmq-cluster.sh stop "$WORK/rmq" >/dev/null 2>&1 || true; kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
+STOPS+=('as_pg "$PG_BIN/pg_ctl" -D "$WORK/pg" -m immediate stop' 'bash deploy/rabbitmq-cluster.sh stop "$WORK/rmq"')
 PG_URL="postgres://pressline@127.0.0.1:$PG_PORT/postgres"
 psql_q() { "$PG_BIN/psql" -X -q -A -t -v ON_ERROR_STOP=1 "$PG_URL" -c "$1"; }
 RMQ_BASE=$(( $(free_port) % 20000 + 30000 ))
@@ -689,7 +699,7 @@ as_pg "$PG_BIN/initdb" -D "$WORK/pg7" -U pressline --auth=trust -E UTF8 --no-syn
 PG7_PORT=$(free_port)
 as_pg "$PG_BIN/pg_ctl" -D "$WORK/pg7" -w -l "$WORK/pg7/server.log" \
     -o "-p $PG7_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$WORK/pg7" start >/dev/null
-trap 'as_pg "$PG_BIN/pg_ctl" -D "$WORK/pg7" -m immediate stop >/dev/null 2>&1 || true; kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
+STOPS+=('as_pg "$PG_BIN/pg_ctl" -D "$WORK/pg7" -m immediate stop')
 PG7_URL="postgres://pressline@127.0.0.1:$PG7_PORT/postgres"
 psql7() { "$PG_BIN/psql" -X -q -A -t -v ON_ERROR_STOP=1 "$PG7_URL" -c "$1"; }
 "$BIN/pressline-central" migrate --postgres "$PG7_URL" >/dev/null
@@ -699,8 +709,8 @@ psql7 "INSERT INTO sites (site, time_zone, state, version)
               'online', '0.1.0'
        FROM generate_series(0, 199) i"
 # Presses spread evenly over the 52 weeks to 2026-12-06, 8 terminals and
-# 4 zones a site; inserted as the consumer's COPY would be (the rollups
-# kept by the same statement), a million at a time.
+# 4 zones a site, a million an INSERT (the rollups kept by the same
+# statement, as for the consumer's COPY).
 log "report: inserting $REPORT_PRESSES presses"
 load_start=$(date +%s.%N)
 for ((c = 0; c < REPORT_PRESSES; c += 1000000)); do

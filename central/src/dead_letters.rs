@@ -29,6 +29,10 @@ pub async fn replay(
     topology: &Topology,
     up_to: u32,
 ) -> anyhow::Result<u64> {
+    // The replay exchange and its binding exist before anything is moved
+    // through them (a binding is not compared with the queue's arguments,
+    // so this works whatever --delivery-limit the queue was declared with).
+    queue::declare_replay(connection, topology).await?;
     let channel = connection.create_channel().await?;
     channel
         .confirm_select(ConfirmSelectOptions::default())
@@ -58,7 +62,9 @@ pub async fn replay(
             )
             .await?
             .await?;
-        // Unacknowledged, the message stays in the dead-letter queue.
+        // Unacknowledged, the message stays in the dead-letter queue. (One
+        // publish in flight at a time: lapin pairs a returned message with
+        // the next confirmation, not by delivery tag.)
         anyhow::ensure!(
             matches!(confirmation, Confirmation::Ack(None)),
             "the broker did not take a replayed message into {} (routing key {}); it stays in {dead}",

@@ -191,9 +191,6 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let (waiting, moved) = on_any_node(&args.broker, |c| {
                 let topology = topology.clone();
                 async move {
-                    // The replay exchange and its binding exist before
-                    // anything is moved through them.
-                    queue::declare(&c, &topology).await?;
                     let waiting = dead_letters::count(&c, &topology).await?;
                     let moved = if replay {
                         Some(dead_letters::replay(&c, &topology, waiting).await?)

@@ -247,6 +247,26 @@ pub async fn declare(connection: &Connection, topology: &Topology) -> anyhow::Re
     Ok(declared)
 }
 
+/// The replay exchange and its binding to the queue, which must exist.
+pub async fn declare_replay(connection: &Connection, topology: &Topology) -> anyhow::Result<()> {
+    let channel = connection.create_channel().await?;
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    channel
+        .exchange_declare(
+            topology.replay().as_str().into(),
+            ExchangeKind::Topic,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+    bind(&channel, &topology.queue, &topology.replay(), BINDING).await?;
+    let _ = channel.close(200, "declared".into()).await;
+    Ok(())
+}
+
 async fn bind(
     channel: &Channel,
     queue: &str,

@@ -116,10 +116,10 @@ pub struct ReportArgs {
     #[arg(long, value_parser = parse_date)]
     pub to: Option<time::Date>,
     /// Days in the period, ending with --to.
-    #[arg(long, default_value_t = 7)]
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=36_600))]
     pub days: u32,
     /// Weeks of the hour × weekday table, ending with --to.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=5_200))]
     pub weeks: u32,
     /// Weight of the network average in the ranking, in presses: sites
     /// with far fewer presses than this rank near the average.

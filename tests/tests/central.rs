@@ -249,15 +249,12 @@ fn a_consumer_killed_25_times_holding_a_window_drops_nothing_and_stores_nothing_
         .metrics()
         .contains("pressline_central_dead_letter_messages"));
     lock.rollback().unwrap();
-    let waiting = central::command(&amqp, &["dead-letters", "--delivery-limit", "10"]);
+    let waiting = central::command(&amqp, &["dead-letters"]);
     assert!(
         waiting.contains(" messages in pressline.v1.dead;"),
         "{waiting}"
     );
-    let replayed = central::command(
-        &amqp,
-        &["dead-letters", "--delivery-limit", "10", "--replay"],
-    );
+    let replayed = central::command(&amqp, &["dead-letters", "--replay"]);
     let moved: u64 = replayed.split(' ').next().unwrap().parse().unwrap();
     assert!(moved > 0, "{replayed}");
     let acked = expected_ids("loop", "cl", 4, 50, 0);
@@ -267,7 +264,12 @@ fn a_consumer_killed_25_times_holding_a_window_drops_nothing_and_stores_nothing_
     let (ids, rows) = stored_ids(&pg);
     assert_eq!(ids, acked);
     assert_eq!(rows, acked.len());
-    let empty = central::command(&amqp, &["dead-letters", "--delivery-limit", "10"]);
+    // The rollups counted each press once through the consumer's COPY,
+    // its savepoint and its ON CONFLICT path alike.
+    let counted =
+        "SELECT (SELECT sum(presses) FROM press_rollups) = (SELECT count(*) FROM presses)";
+    assert_eq!(pg.psql(counted), "t");
+    let empty = central::command(&amqp, &["dead-letters"]);
     assert!(empty.contains("pressline.v1.dead is empty"), "{empty}");
 }
 
@@ -789,6 +791,19 @@ fn a_database_of_schema_version_2_gets_its_rollups_in_place_and_reports_the_same
          VALUES ('ny:late:0:1', 'ny', 'late', 0, 1, 'happy', 3, '2026-10-24T12:00:00Z', true)",
     );
     assert_eq!(pg.psql(counted), "t");
+    // Presses a moment before and after local midnight and the hour in
+    // zones 45 and 30 minutes off the hour (Kathmandu +5:45; Lord Howe
+    // +11, +10:30 before its change on 2026-04-05): the same figures.
+    pg.psql(
+        "INSERT INTO sites (site, time_zone, state, version) VALUES \
+           ('ktm', 'Asia/Kathmandu', 'online', '0.1.0'), ('lhi', 'Australia/Lord_Howe', 'online', '0.1.0'); \
+         INSERT INTO presses (id, site, terminal, boot, seq, button, score, pressed_at, received_at, counted) VALUES \
+           ('ktm:a:0:1', 'ktm', 'a', 0, 1, 'happy', 3, '2026-10-24T18:14:59.999Z', '2026-10-24T18:20:00Z', true), \
+           ('ktm:a:0:2', 'ktm', 'a', 0, 2, 'unhappy', 2, '2026-10-24T18:15:00Z', '2026-10-24T18:20:00Z', true), \
+           ('ktm:a:0:3', 'ktm', 'a', 0, 3, 'very_happy', 4, NULL, '2026-10-20T09:14:59.999Z', true), \
+           ('lhi:a:0:1', 'lhi', 'a', 0, 1, 'very_unhappy', 1, '2026-10-24T12:59:59.999Z', '2026-10-24T13:00:00Z', true), \
+           ('lhi:a:0:2', 'lhi', 'a', 0, 2, 'happy', 3, '2026-10-24T13:00:00Z', '2026-10-24T13:00:00Z', true)",
+    );
     assert_eq!(report("rollups"), report("presses"));
 }
 
