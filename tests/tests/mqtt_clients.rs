@@ -621,9 +621,19 @@ fn invented_terminal_ids_page_nobody_and_are_forgotten() {
         rss_kib.push(gateway.rss_kib());
     }
     eprintln!("RSS after each round of 10,000 invented ids, forgotten: {rss_kib:?} KiB");
+    // Medians of three rounds: one reading swings by a fifth with what the
+    // allocator holds after a burst (BENCHMARKS.md, 3e), while ids kept
+    // would add 10,000 ids' state every round (even 2 KiB each is 20 MB a
+    // round, 60 MB between the medians).
+    let median = |rounds: &[u64]| {
+        let mut r = rounds.to_vec();
+        r.sort_unstable();
+        r[1]
+    };
+    let (early, late) = (median(&rss_kib[..3]), median(&rss_kib[3..]));
     assert!(
-        rss_kib[5] * 4 <= rss_kib[1] * 5,
-        "RSS grew with forgotten ids: {rss_kib:?} KiB"
+        late * 4 <= early * 5,
+        "RSS grew with forgotten ids: {rss_kib:?} KiB (medians {early} then {late})"
     );
     gateway.restart_with(options);
     assert_eq!(terminals(&gateway), ["known-1"], "forgotten for good");
