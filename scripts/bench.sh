@@ -93,6 +93,22 @@ TICKS=$(getconf CLK_TCK)
 ulimit -n "$(ulimit -Hn)"
 
 log() { echo "bench: $*" >&2; }
+# PostgreSQL of the run's own (Debian's newest installed server), in
+# $WORK/NAME on a free loopback port, stopped at exit; its URL in
+# $STARTED_PG_URL. As root the server runs as the postgres user.
+as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+start_postgres() { # NAME
+    PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+    local dir="$WORK/$1" port
+    mkdir -p "$dir"; chmod 755 "$WORK"
+    if [ "$(id -u)" -eq 0 ]; then chown postgres: "$dir"; fi
+    as_pg "$PG_BIN/initdb" -D "$dir" -U pressline --auth=trust -E UTF8 --no-sync >/dev/null
+    port=$(free_port)
+    as_pg "$PG_BIN/pg_ctl" -D "$dir" -w -l "$dir/server.log" \
+        -o "-p $port -c listen_addresses=127.0.0.1 -c unix_socket_directories=$dir" start >/dev/null
+    STOPS+=("as_pg \"\$PG_BIN/pg_ctl\" -D \"$dir\" -m immediate stop")
+    STARTED_PG_URL="postgres://pressline@127.0.0.1:$port/postgres"
+}
 SECTIONS=" ${BENCH_SECTIONS:-1 2 3 4} "
 want() { [[ "$SECTIONS" == *" $1 "* ]]; }
 # A private CA and a certificate for localhost/127.0.0.1 (keys owner-only).
@@ -558,16 +574,8 @@ fi
 # ---------------------------------------------------------- 6. central side
 if want 6; then
 CENTRAL_N=${BENCH_CENTRAL:-100000}
-as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
-mkdir -p "$WORK/pg"; chmod 755 "$WORK"
-[ "$(id -u)" -eq 0 ] && chown postgres: "$WORK/pg"
-as_pg "$PG_BIN/initdb" -D "$WORK/pg" -U pressline --auth=trust -E UTF8 --no-sync >/dev/null
-PG_PORT=$(free_port)
-as_pg "$PG_BIN/pg_ctl" -D "$WORK/pg" -w -l "$WORK/pg/server.log" \
-    -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$WORK/pg" start >/dev/null
-STOPS+=('as_pg "$PG_BIN/pg_ctl" -D "$WORK/pg" -m immediate stop' 'bash deploy/rabbitmq-cluster.sh stop "$WORK/rmq"')
-PG_URL="postgres://pressline@127.0.0.1:$PG_PORT/postgres"
+start_postgres pg; PG_URL=$STARTED_PG_URL
+STOPS+=('bash deploy/rabbitmq-cluster.sh stop "$WORK/rmq"')
 psql_q() { "$PG_BIN/psql" -X -q -A -t -v ON_ERROR_STOP=1 "$PG_URL" -c "$1"; }
 RMQ_BASE=$(( $(free_port) % 20000 + 30000 ))
 log "central: starting a three-node RabbitMQ cluster"
@@ -691,16 +699,7 @@ fi
 # ------------------------------------------------------- 7. central reports
 if want 7; then
 REPORT_PRESSES=${BENCH_REPORT_PRESSES:-10000000}
-as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
-mkdir -p "$WORK/pg7"; chmod 755 "$WORK"
-[ "$(id -u)" -eq 0 ] && chown postgres: "$WORK/pg7"
-as_pg "$PG_BIN/initdb" -D "$WORK/pg7" -U pressline --auth=trust -E UTF8 --no-sync >/dev/null
-PG7_PORT=$(free_port)
-as_pg "$PG_BIN/pg_ctl" -D "$WORK/pg7" -w -l "$WORK/pg7/server.log" \
-    -o "-p $PG7_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$WORK/pg7" start >/dev/null
-STOPS+=('as_pg "$PG_BIN/pg_ctl" -D "$WORK/pg7" -m immediate stop')
-PG7_URL="postgres://pressline@127.0.0.1:$PG7_PORT/postgres"
+start_postgres pg7; PG7_URL=$STARTED_PG_URL
 psql7() { "$PG_BIN/psql" -X -q -A -t -v ON_ERROR_STOP=1 "$PG7_URL" -c "$1"; }
 "$BIN/pressline-central" migrate --postgres "$PG7_URL" >/dev/null
 psql7 "INSERT INTO sites (site, time_zone, state, version)

@@ -45,6 +45,22 @@ fn sim(gateway: &Gateway, prefix: &str, terminals: usize, presses: u32, rate: u3
     )
 }
 
+/// A gateway of `site` forwarding to the cluster's first node, connected.
+fn gateway_upstream(dir: &std::path::Path, site: &str, cluster: &RabbitCluster) -> Gateway {
+    let gateway = Gateway::start(
+        dir,
+        GatewayOptions {
+            site: site.into(),
+            upstream: Some(cluster.url(1)),
+            ..Default::default()
+        },
+    );
+    wait_until("the gateway upstream", || {
+        gateway.stats()["upstream_connected"] == true
+    });
+    gateway
+}
+
 #[test]
 fn two_gateways_through_the_cluster_reach_postgresql_exactly_once_though_a_consumer_dies() {
     let dir = tempfile::tempdir().unwrap();
@@ -205,17 +221,7 @@ fn a_consumer_killed_25_times_holding_a_window_drops_nothing_and_stores_nothing_
         "30",
     ];
     let mut consumer = Central::start(&amqp, &pg.url(), &window);
-    let gateway = Gateway::start(
-        dir.path(),
-        GatewayOptions {
-            site: "loop".into(),
-            upstream: Some(cluster.url(1)),
-            ..Default::default()
-        },
-    );
-    wait_until("the gateway upstream", || {
-        gateway.stats()["upstream_connected"] == true
-    });
+    let gateway = gateway_upstream(dir.path(), "loop", &cluster);
     wait_until("the schema", || {
         let row = pg
             .client()
@@ -288,17 +294,7 @@ fn the_primary_killed_and_its_standby_promoted_mid_run_every_acked_press_is_stor
     let amqp: Vec<String> = (1..=3).map(|i| cluster.amqp_url(i)).collect();
     central::declare(&amqp);
     let consumer = Central::start(&amqp, &url, &["--batch", "100", "--prefetch", "100"]);
-    let gateway = Gateway::start(
-        dir.path(),
-        GatewayOptions {
-            site: "fail".into(),
-            upstream: Some(cluster.url(1)),
-            ..Default::default()
-        },
-    );
-    wait_until("the gateway upstream", || {
-        gateway.stats()["upstream_connected"] == true
-    });
+    let gateway = gateway_upstream(dir.path(), "fail", &cluster);
     let presses = sim(&gateway, "fo", 4, 250, 100);
     // Read on the standby: what the primary committed is there too.
     wait_until("the first presses on the standby", || {
@@ -328,17 +324,7 @@ fn postgresql_stopped_and_started_mid_run_loses_nothing_and_stores_nothing_twice
     let amqp: Vec<String> = (1..=3).map(|i| cluster.amqp_url(i)).collect();
     // A small prefetch: what the consumer cannot commit stays in the queue.
     let consumer = Central::start(&amqp, &pg.url(), &["--batch", "100", "--prefetch", "100"]);
-    let gateway = Gateway::start(
-        dir.path(),
-        GatewayOptions {
-            site: "dock".into(),
-            upstream: Some(cluster.url(1)),
-            ..Default::default()
-        },
-    );
-    wait_until("the gateway upstream", || {
-        gateway.stats()["upstream_connected"] == true
-    });
+    let gateway = gateway_upstream(dir.path(), "dock", &cluster);
     let presses = sim(&gateway, "pg", 4, 250, 100);
     wait_until("the first presses in PostgreSQL", || {
         press_count(&pg) >= 100
