@@ -197,6 +197,11 @@ pub async fn run(
     {
         return Ok(());
     }
+    tokio::spawn(crate::retention::run(
+        config.postgres.clone(),
+        config.postgres_tls.clone(),
+        shutdown.clone(),
+    ));
     let mut node = 0usize;
     let mut backoff = backoff();
     loop {

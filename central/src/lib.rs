@@ -16,6 +16,7 @@
 //! - [`dead_letters`]: counting and replaying dead-lettered messages.
 //! - [`batching`]: deliveries cut into transactions (pure).
 //! - [`consumer`]: deliveries → batch → commit → ack, with reconnection.
+//! - [`retention`]: months of presses dropped past the setting, hourly.
 //! - [`metrics`]: `/metrics`, `/api/v1/stats`, `/healthz`.
 
 pub mod batching;
@@ -25,3 +26,4 @@ pub mod dead_letters;
 pub mod documents;
 pub mod metrics;
 pub mod queue;
+pub mod retention;

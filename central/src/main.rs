@@ -39,6 +39,24 @@ enum Command {
     /// dead-lettered (a consumer lost again and again while holding them)
     /// is fixed. Stored presses are not stored twice.
     DeadLetters(DeadLetterArgs),
+    /// Show or set how many whole months of presses are kept before the
+    /// current (UTC) month, and list the months held. Older months are
+    /// dropped now and by every consumer within the hour; their counts
+    /// stay in `press_hours`, so reports keep their figures.
+    Retention(RetentionArgs),
+}
+
+#[derive(Args)]
+struct RetentionArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// Keep this many whole months before the current one.
+    #[arg(long, conflicts_with = "keep_all",
+          value_parser = clap::value_parser!(i32).range(1..=1200))]
+    keep_months: Option<i32>,
+    /// Keep every press (the default).
+    #[arg(long)]
+    keep_all: bool,
 }
 
 #[derive(Args)]
@@ -215,6 +233,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Retention(args) => retention(args).await,
         Command::Migrate(args) => {
             let db = args.database;
             let tls = pressline_host::tls::postgres_tls(db.postgres_ca.as_deref())?;
@@ -273,6 +292,61 @@ async fn run(command: Command) -> anyhow::Result<()> {
             consumer::run(config, metrics, shutdown).await
         }
     }
+}
+
+async fn retention(args: RetentionArgs) -> anyhow::Result<()> {
+    use database::partitions;
+    let db = args.database;
+    let tls = pressline_host::tls::postgres_tls(db.postgres_ca.as_deref())?;
+    let database = database::Database::connect(&db.postgres, &tls).await?;
+    let client = database.client();
+    // Dropping a month waits for every reader of `presses`, and inserts
+    // queue behind it meanwhile: given up after 30 s rather than that.
+    client
+        .batch_execute("SET lock_timeout = '30s'")
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot set lock_timeout: {}", database::describe(&e)))?;
+    let pg = |what: &'static str| {
+        move |e: tokio_postgres::Error| {
+            anyhow::anyhow!(
+                "cannot {what}: {} (a schema older than version 4? run pressline-central migrate; \
+                 55P03: a long reader of presses held the month, try again)",
+                database::describe(&e)
+            )
+        }
+    };
+    if args.keep_all || args.keep_months.is_some() {
+        partitions::set_retention(client, args.keep_months)
+            .await
+            .map_err(pg("set the retention"))?;
+    }
+    for name in partitions::drop_expired(client)
+        .await
+        .map_err(pg("drop expired months"))?
+    {
+        println!("dropped {name}");
+    }
+    match partitions::retention(client)
+        .await
+        .map_err(pg("read the retention"))?
+    {
+        Some(n) => println!("presses kept: {n} whole months before the current (UTC) month"),
+        None => println!("presses kept: all"),
+    }
+    let date = |t: time::OffsetDateTime| t.date().to_string();
+    for p in partitions::list(client)
+        .await
+        .map_err(pg("list the months"))?
+    {
+        match (p.from, p.to) {
+            (_, None) => println!("{}  rows of months not made yet", p.name),
+            (from, Some(to)) => {
+                let from = from.map(date).unwrap_or_else(|| "(earliest)".into());
+                println!("{}  {from} .. {}", p.name, date(to));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The PEM text of `--amqp-ca`, checked to hold a certificate.

@@ -125,9 +125,9 @@ pub struct ReportArgs {
     /// with far fewer presses than this rank near the average.
     #[arg(long, default_value_t = 50)]
     pub prior_presses: u32,
-    /// Read the figures from `press_rollups` (default) or from every row
-    /// of `presses` (the same figures, slower; for checking, and for a
-    /// database that predates the rollups).
+    /// Read the figures from `press_hours` (default) or from every row of
+    /// `presses` (the same figures within the months the retention keeps,
+    /// slower; for checking).
     #[arg(long, value_enum, default_value = "rollups")]
     pub source: crate::commands::report::Source,
     /// Only these sites (repeatable; default: all).

@@ -175,6 +175,33 @@ fn two_gateways_through_the_cluster_reach_postgresql_exactly_once_though_a_consu
         replacement.stats()["queue_messages"] == 0
     });
     eprintln!("presses redelivered after the kill and stored once: {redelivered}");
+    // Counted once each, in local hours of each site's zone, whichever
+    // reached the database first, the site's status or its presses.
+    assert_eq!(pg.psql(HOURS_COUNT_EVERY_PRESS), "t");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("fleet.toml");
+    let (url, to) = (
+        pg.url(),
+        pg.psql("SELECT (now() AT TIME ZONE 'UTC')::date + 1"),
+    );
+    let report = |source: &str| {
+        let args = [
+            "report",
+            "--postgres",
+            &url,
+            "--to",
+            &to,
+            "--days",
+            "3",
+            "--json",
+            "--source",
+            source,
+        ];
+        let (code, out, err) = fleet(&config, &args);
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    assert_eq!(report("rollups"), report("presses"));
 }
 
 /// Sessions waiting for a lock: consumers' commits behind the test's lock
@@ -272,11 +299,88 @@ fn a_consumer_killed_25_times_holding_a_window_drops_nothing_and_stores_nothing_
     assert_eq!(rows, acked.len());
     // The rollups counted each press once through the consumer's COPY,
     // its savepoint and its ON CONFLICT path alike.
-    let counted =
-        "SELECT (SELECT sum(presses) FROM press_rollups) = (SELECT count(*) FROM presses)";
-    assert_eq!(pg.psql(counted), "t");
+    assert_eq!(pg.psql(HOURS_COUNT_EVERY_PRESS), "t");
     let empty = central::command(&amqp, &["dead-letters"]);
     assert!(empty.contains("pressline.v1.dead is empty"), "{empty}");
+}
+
+#[test]
+fn a_queue_declared_by_an_earlier_version_is_consumed_and_the_policy_it_needs_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = RabbitCluster::start(dir.path());
+    let pg = Postgres::start();
+    let amqp: Vec<String> = (1..=3).map(|i| cluster.amqp_url(i)).collect();
+    // As versions before the delivery limit declared it: a durable quorum
+    // queue with no other argument, holding a press already.
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use lapin::options::{QueueBindOptions, QueueDeclareOptions};
+        use lapin::types::{AMQPValue, FieldTable};
+        let connection = lapin::Connection::connect(
+            &cluster.amqp_url(1),
+            lapin::ConnectionProperties::default(),
+        )
+        .await
+        .unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        let mut quorum = FieldTable::default();
+        quorum.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
+        channel
+            .queue_declare(
+                "pressline.v1".into(),
+                QueueDeclareOptions::durable(),
+                quorum,
+            )
+            .await
+            .unwrap();
+        channel
+            .queue_bind(
+                "pressline.v1".into(),
+                "amq.topic".into(),
+                "pressline.v1.#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let _ = connection.close(200, "declared".into()).await;
+    });
+    let press = |seq: u32| {
+        format!(
+            r#"{{"schema":"pressline.press.v1","id":"old:t1:0:{seq}","site":"old","terminal":"t1","boot":0,"seq":{seq},"button":"happy","score":3,"received_at":"2026-11-22T14:03:12.530Z"}}"#
+        )
+    };
+    let publish = |payload: &str| {
+        let out = std::process::Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &cluster.mqtt_ports[0].to_string()])
+            .args(["-q", "1", "-t", "pressline/v1/old/t1/press", "-m", payload])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    publish(&press(1));
+    let declared = central::command(&amqp, &["declare"]);
+    assert!(
+        declared.contains("declared by an earlier version"),
+        "{declared}"
+    );
+    // Consumed as it is, with the queue's state in /metrics.
+    let consumer = Central::start(&amqp, &pg.url(), &[]);
+    publish(&press(2));
+    wait_until("both presses stored", || press_count(&pg) == 2);
+    assert!(
+        consumer
+            .metrics()
+            .contains("pressline_central_queue_legacy 1"),
+        "{}",
+        consumer.metrics()
+    );
 }
 
 #[test]
@@ -362,6 +466,9 @@ fn a_message_that_cannot_be_read_is_kept_aside_and_the_rest_flow() {
     let cluster = RabbitCluster::start(dir.path());
     let pg = Postgres::start();
     let consumer = Central::start(&[cluster.amqp_url(2)], &pg.url(), &[]);
+    // Ordinary presses from a real gateway all the while.
+    let gateway = gateway_upstream(dir.path(), "real", &cluster);
+    let ordinary = sim(&gateway, "rq", 2, 100, 50);
     let broker = format!("127.0.0.1:{}", cluster.mqtt_ports[0]);
     let publish = |topic: &str, payload: &str| {
         let out = std::process::Command::new("mosquitto_pub")
@@ -419,11 +526,25 @@ fn a_message_that_cannot_be_read_is_kept_aside_and_the_rest_flow() {
         &good(10).replace("t1", &long),
     );
     publish("pressline/v1/x/t1/press", &good(9).replace("t1", "t2"));
+    // A gateway whose clock is years ahead, and one from before the kept
+    // history: no partition is made for either.
+    pg.psql("UPDATE press_retention SET keep_months = 120");
+    publish(
+        "pressline/v1/x/t1/press",
+        &good(11).replace("2026-11-22T14", "2041-11-22T14"),
+    );
+    publish(
+        "pressline/v1/x/t1/press",
+        &good(12).replace("2026-11-22T14", "2001-11-22T14"),
+    );
     publish("pressline/v1/x/t1/press", &good(4));
     publish("pressline/v1/x/t1/press", &good(1));
-    wait_until("the good presses stored", || press_count(&pg) == 2);
+    let site_x = || pg.psql("SELECT count(*) FROM presses WHERE site = 'x'");
+    wait_until("the good presses stored", || site_x() == "2");
+    ordinary.expect_all_acked();
+    wait_until("the gateway's presses stored", || press_count(&pg) == 202);
     wait_until("the bad ones kept with their reasons", || {
-        pg.psql("SELECT count(*) FROM rejected_messages") == "8"
+        pg.psql("SELECT count(*) FROM rejected_messages") == "10"
     });
     let reasons =
         pg.psql("SELECT string_agg(reason, ' | ' ORDER BY reason) FROM rejected_messages");
@@ -437,8 +558,14 @@ fn a_message_that_cannot_be_read_is_kept_aside_and_the_rest_flow() {
     );
     assert!(reasons.contains("terminal \"tttt"), "{reasons}");
     assert!(reasons.contains("press of terminal \"t2\""), "{reasons}");
-    wait_until("counted", || consumer.stats()["messages"]["rejected"] == 8);
-    assert_eq!(consumer.stats()["presses_duplicate"], 1);
+    assert!(reasons.contains("more than a day ahead"), "{reasons}");
+    assert!(reasons.contains("before the kept history"), "{reasons}");
+    wait_until("counted", || consumer.stats()["messages"]["rejected"] == 10);
+    // (At least: the gateway's own resends count too.)
+    assert!(consumer.stats()["presses_duplicate"].as_u64() >= Some(1));
+    // Each was the document's fault, found without losing the database
+    // connection: no reconnects, no backoff.
+    assert_eq!(consumer.stats()["postgres_errors"], 0);
 
     // A press already in the table, again, next to a new one: the batch's
     // COPY meets the primary key and the batch goes in again with
@@ -456,16 +583,16 @@ fn a_message_that_cannot_be_read_is_kept_aside_and_the_rest_flow() {
         writeln!(stdin, "{}\n{}", good(1), good(6)).unwrap();
     }
     assert!(pub_lines.wait().unwrap().success(), "mosquitto_pub -l");
-    wait_until("the new press stored", || press_count(&pg) == 3);
+    wait_until("the new press stored", || site_x() == "3");
     wait_until("the old one counted as a duplicate", || {
-        consumer.stats()["presses_duplicate"] == 2
+        consumer.stats()["presses_duplicate"].as_u64() >= Some(2)
     });
     assert_eq!(
-        pg.psql("SELECT string_agg(seq::text, ',' ORDER BY seq) FROM presses"),
+        pg.psql("SELECT string_agg(seq::text, ',' ORDER BY seq) FROM presses WHERE site = 'x'"),
         "1,4,6"
     );
     assert_eq!(
-        pg.psql("SELECT count(*) FROM presses WHERE site <> 'x'"),
+        pg.psql("SELECT count(*) FROM presses WHERE site NOT IN ('x', 'real')"),
         "0"
     );
 }
@@ -713,6 +840,11 @@ fn reports_match_figures_worked_out_by_hand_across_a_daylight_saving_change() {
     assert_eq!(raw, json);
 }
 
+/// Whether `press_hours` holds each row of `presses` once.
+const HOURS_COUNT_EVERY_PRESS: &str =
+    "SELECT (SELECT sum(very_unhappy + unhappy + happy + very_happy) FROM press_hours) \
+            = (SELECT count(*) FROM presses)";
+
 /// `pressline-central migrate` (to `version` when given).
 fn migrate(pg: &Postgres, version: Option<&str>) -> String {
     let mut args = vec!["migrate", "--postgres"];
@@ -734,9 +866,10 @@ fn migrate(pg: &Postgres, version: Option<&str>) -> String {
 }
 
 #[test]
-fn a_database_of_schema_version_2_gets_its_rollups_in_place_and_reports_the_same() {
+fn a_database_of_schema_version_3_moves_to_monthly_partitions_and_local_hours_in_place_and_reports_the_same(
+) {
     let pg = Postgres::start();
-    migrate(&pg, Some("2"));
+    migrate(&pg, Some("3"));
     pg.psql(REPORT_FIXTURE);
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("fleet.toml");
@@ -762,21 +895,40 @@ fn a_database_of_schema_version_2_gets_its_rollups_in_place_and_reports_the_same
     };
     let before = report("presses");
     let applied = migrate(&pg, None);
-    assert!(applied.contains("V3__press_rollups"), "{applied}");
+    assert!(
+        applied.contains("V4__monthly_presses_and_local_hours"),
+        "{applied}"
+    );
     assert_eq!(report("rollups"), before);
-    let counted =
-        "SELECT (SELECT sum(presses) FROM press_rollups) = (SELECT count(*) FROM presses)";
-    assert_eq!(pg.psql(counted), "t");
+    assert_eq!(report("presses"), before);
+    assert_eq!(pg.psql(HOURS_COUNT_EVERY_PRESS), "t");
+    // The table of version 3 is a partition now, up to the end of the
+    // month of its newest press; rows of later months wait in the default
+    // partition until their month is made.
+    assert_eq!(
+        pg.psql("SELECT string_agg(name || ' ' || coalesce(to_at::date::text, '-'), ',') FROM press_partitions"),
+        "presses_before_v4 2026-11-01,presses_default -"
+    );
     // A press inserted again (a redelivered batch) is counted once.
     let again = "INSERT INTO presses (id, site, terminal, zone, boot, seq, button, score, received_at, counted) \
-        SELECT id, site, terminal, zone, boot, seq, button, score, received_at, counted FROM presses \
-        ON CONFLICT (id) DO NOTHING";
+        SELECT id, site, terminal, zone, boot, seq, button, score, received_at, counted FROM presses p \
+        WHERE NOT EXISTS (SELECT 1 FROM press_ids i WHERE i.id = p.id)";
     pg.psql(again);
+    // The same press again with another received_at (a gateway that
+    // forgot it and stored it again), in another month: refused.
+    let twice = pg.client().execute(
+        "INSERT INTO presses (id, site, terminal, boot, seq, button, score, received_at, counted) \
+         SELECT id, site, terminal, boot, seq, button, score, received_at + interval '40 days', counted \
+         FROM presses LIMIT 1",
+        &[],
+    );
+    let refused = twice.expect_err("a press held already is refused");
+    assert_eq!(refused.code().map(|c| c.code()), Some("23505"), "{refused}");
     pg.psql(
         "INSERT INTO presses (id, site, terminal, boot, seq, button, score, received_at, counted) \
          VALUES ('ny:late:0:1', 'ny', 'late', 0, 1, 'happy', 3, '2026-10-24T12:00:00Z', true)",
     );
-    assert_eq!(pg.psql(counted), "t");
+    assert_eq!(pg.psql(HOURS_COUNT_EVERY_PRESS), "t");
     // Presses a moment before and after local midnight and the hour in
     // zones 45 and 30 minutes off the hour (Kathmandu +5:45; Lord Howe
     // +11, +10:30 before its change on 2026-04-05): the same figures.
@@ -791,6 +943,152 @@ fn a_database_of_schema_version_2_gets_its_rollups_in_place_and_reports_the_same
            ('lhi:a:0:2', 'lhi', 'a', 0, 2, 'happy', 3, '2026-10-24T13:00:00Z', '2026-10-24T13:00:00Z', true)",
     );
     assert_eq!(report("rollups"), report("presses"));
+}
+
+/// `pressline-central` with `args`, against `pg`; its stdout.
+fn central_db(pg: &Postgres, args: &[&str]) -> String {
+    let out = std::process::Command::new(bin("pressline-central"))
+        .args(args)
+        .args(["--postgres", &pg.url()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pressline-central {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn months_past_the_retention_are_dropped_and_reports_keep_their_figures() {
+    let pg = Postgres::start();
+    migrate(&pg, None);
+    // 40 presses in each of the last four UTC months, inserted before any
+    // month has its partition (they wait in presses_default) and before
+    // the site's time zone is known.
+    pg.psql(
+        "INSERT INTO presses (id, site, terminal, boot, seq, button, score, received_at, counted) \
+         SELECT 'far:t' || m || ':0:' || i, 'far', 't' || m, 0, i, \
+                (ARRAY['very_unhappy', 'unhappy', 'happy', 'very_happy'])[1 + i % 4], 1 + i % 4, \
+                (date_trunc('month', now() AT TIME ZONE 'UTC') - make_interval(months => m)) \
+                    AT TIME ZONE 'UTC' + make_interval(hours => i * 4), true \
+         FROM generate_series(0, 3) m, generate_series(1, 40) i",
+    );
+    let month = |m: u32| {
+        format!("(date_trunc('month', now() AT TIME ZONE 'UTC') - interval '{m} months') AT TIME ZONE 'UTC'")
+    };
+    for m in 0..4 {
+        pg.psql(&format!("SELECT press_partition_for({})", month(m)));
+    }
+    // Each month's rows moved to its own partition, counted once.
+    assert_eq!(pg.psql("SELECT count(*) FROM presses_default"), "0");
+    assert_eq!(
+        pg.psql("SELECT string_agg(n::text, ',') FROM (SELECT count(*) n FROM presses GROUP BY tableoid) c"),
+        "40,40,40,40"
+    );
+    assert_eq!(pg.psql(HOURS_COUNT_EVERY_PRESS), "t");
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("fleet.toml");
+    let url = pg.url();
+    let today = pg.psql("SELECT (now() AT TIME ZONE 'UTC')::date");
+    let report = |source: &str, days: &str| -> serde_json::Value {
+        let args = [
+            "report",
+            "--postgres",
+            &url,
+            "--to",
+            &today,
+            "--days",
+            days,
+            "--weeks",
+            "4",
+            "--json",
+            "--source",
+            source,
+        ];
+        let (code, out, err) = fleet(&config, &args);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str(&out).unwrap()
+    };
+    // The site's zone arrives after its presses: their hours are rebuilt
+    // in it (Kathmandu, 5:45 ahead of UTC).
+    pg.psql(
+        "INSERT INTO sites (site, time_zone, state, version) \
+         VALUES ('far', 'Asia/Kathmandu', 'online', '0.1.0')",
+    );
+    assert_eq!(report("rollups", "130"), report("presses", "130"));
+    assert_eq!(report("rollups", "130")["network"]["presses"], 160);
+
+    // Keep one whole month before the current one: the two before it go.
+    let out = central_db(&pg, &["retention", "--keep-months", "1"]);
+    assert_eq!(out.matches("dropped presses_").count(), 2, "{out}");
+    assert!(out.contains("presses kept: 1 whole months"), "{out}");
+    assert_eq!(pg.psql("SELECT count(*) FROM presses"), "80");
+    assert_eq!(pg.psql("SELECT count(*) FROM press_ids"), "80");
+    // Their counts stay in press_hours: reports over them keep their
+    // figures; read from every press, only the months kept remain.
+    assert_eq!(report("rollups", "130")["network"]["presses"], 160);
+    assert_eq!(report("presses", "130")["network"]["presses"], 80);
+    // A row for a dropped month (from a consumer that knew the month
+    // before it went) is refused, not counted again.
+    let late = pg.client().execute(
+        &format!(
+            "INSERT INTO presses (id, site, terminal, boot, seq, button, score, received_at, counted) \
+             VALUES ('far:t3:0:1', 'far', 't3', 0, 1, 'happy', 3, {} + interval '1 hour', true)",
+            month(3)
+        ),
+        &[],
+    );
+    let refused = late.expect_err("a row for a dropped month is refused");
+    assert_eq!(refused.code().map(|c| c.code()), Some("22008"), "{refused}");
+
+    // The zone changes after the drop: the hours cannot all be rebuilt,
+    // so they keep the zone they were made in (every press still counted
+    // once) and presses from now on take the new one.
+    pg.psql("UPDATE sites SET time_zone = 'America/New_York' WHERE site = 'far'");
+    assert_eq!(
+        pg.psql("SELECT sum(very_unhappy + unhappy + happy + very_happy) FROM press_hours"),
+        "160"
+    );
+    assert_eq!(
+        report("rollups", "28")["network"],
+        report("presses", "28")["network"]
+    );
+    pg.psql(
+        "INSERT INTO presses (id, site, terminal, boot, seq, button, score, received_at, counted) \
+         VALUES ('far:new:0:1', 'far', 'new', 0, 1, 'happy', 3, now(), true)",
+    );
+    assert_eq!(
+        pg.psql("SELECT hour = date_trunc('hour', now() AT TIME ZONE 'America/New_York') FROM press_hours WHERE terminal = 'new'"),
+        "t"
+    );
+    // A name the database does not know is not taken.
+    pg.psql("UPDATE sites SET time_zone = 'Mars/Olympus_Mons' WHERE site = 'far'");
+    assert_eq!(
+        pg.psql("SELECT time_zone FROM sites WHERE site = 'far'"),
+        "America/New_York"
+    );
+    let listed = central_db(&pg, &["retention"]);
+    assert_eq!(listed.matches("presses_20").count(), 2, "{listed}");
+    // Back to keeping everything: what was dropped stays dropped.
+    let all = central_db(&pg, &["retention", "--keep-all"]);
+    assert!(all.contains("presses kept: all"), "{all}");
+    // No partition is made for a month dropped (its presses are counted
+    // and their ids gone), one ahead of the database's clock, or a clock
+    // reset to 1970.
+    for at in [
+        month(3),
+        "now() + interval '3 years'".to_string(),
+        "timestamptz '1970-01-01 00:00:00+00'".to_string(),
+    ] {
+        let refused = pg.psql(&format!(
+            "DO $$ BEGIN PERFORM press_partition_for({at}); RAISE EXCEPTION 'made'; \
+             EXCEPTION WHEN datetime_field_overflow THEN RAISE NOTICE 'refused'; END $$; SELECT 'refused'"
+        ));
+        assert_eq!(refused, "refused");
+    }
 }
 
 #[test]

@@ -1,15 +1,17 @@
 //! PostgreSQL: the schema's migrations, and one transaction per batch of
 //! documents. Presses go in by COPY; a batch that meets a press already
 //! stored (a consumer killed after the commit, before its ack) goes in
-//! again with `ON CONFLICT (id) DO NOTHING`, so every press is stored
-//! once; the latest health, an alert's transitions and the site's status
-//! are upserts that never go back in time.
+//! again without the ids already held (`press_ids`), so every press is
+//! stored once; the latest health, an alert's transitions and the
+//! site's status are upserts that never go back in time.
 //!
 //! # Layout
 //! - this file: connections, migrations, commits and how their errors
 //!   are classified;
 //! - [`rows`]: a batch sorted into each table's rows (pure);
 //! - [`presses`]: presses by binary COPY;
+//! - [`partitions`]: the months of `presses`, made before a batch needs
+//!   them, dropped past the retention setting;
 //! - [`upserts`]: health, alerts, sites, OTA events, rejected messages.
 
 use anyhow::Context;
@@ -20,6 +22,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use crate::documents::Document;
 use rows::Rows;
 
+pub mod partitions;
 mod presses;
 mod rows;
 mod upserts;
@@ -36,6 +39,8 @@ pub struct Database {
     client: Client,
     /// The session's staging table exists.
     staging: bool,
+    /// Months of `presses` known to have their partition.
+    months: partitions::Months,
 }
 
 /// What one batch did.
@@ -124,6 +129,7 @@ impl Database {
         Ok(Database {
             client,
             staging: false,
+            months: partitions::Months::default(),
         })
     }
 
@@ -184,6 +190,12 @@ impl Database {
                 .map_err(CommitError::from_postgres)?;
             self.staging = true;
         }
+        // Before the transaction: making a partition locks `presses`
+        // whole, which is brief on its own but would last the batch.
+        self.months
+            .ensure(&self.client, press_times(batch))
+            .await
+            .map_err(CommitError::from_postgres)?;
         let tx = self
             .client
             .transaction()
@@ -225,6 +237,21 @@ impl Database {
     }
 }
 
+/// When the batch's presses were received (those that are times at all:
+/// the rest fail in [`write`] with their reason).
+fn press_times<'a>(
+    batch: &'a [(&str, &[u8], &Document)],
+) -> impl Iterator<Item = time::OffsetDateTime> + 'a {
+    batch
+        .iter()
+        .flat_map(|(_, _, document)| match document {
+            Document::Press(p) => std::slice::from_ref(p),
+            Document::Presses(presses) => presses.as_slice(),
+            _ => &[],
+        })
+        .filter_map(|p| crate::documents::parse_time(&p.received_at))
+}
+
 /// The URL without its password, for messages.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -247,6 +274,7 @@ async fn write(
     let stored = write_rows(tx, &rows).await.map_err(|e| match e {
         WriteError::Postgres(e) => CommitError::from_postgres(e),
         WriteError::BadTime(reason) => CommitError::Refused(reason),
+        WriteError::Conflict(reason) => CommitError::Conflict(reason),
     })?;
     Ok(Committed {
         presses_inserted: stored.inserted,
@@ -260,14 +288,19 @@ async fn write(
 /// Every table's rows of one batch, in one transaction. The order of the
 /// statements is fixed (and each table's rows sorted), so two consumers'
 /// transactions take row locks in one order: no deadlocks between them.
+/// Sites come first: a site's new time zone locks its `press_hours`
+/// before this transaction touches any (schema version 4). Two batches
+/// that change two sites' zones and carry each other's presses can still
+/// deadlock on those locks: PostgreSQL detects it and the batch is
+/// retried as any conflict.
 async fn write_rows(
     tx: &tokio_postgres::Transaction<'_>,
     rows: &Rows<'_>,
 ) -> Result<presses::Stored, WriteError> {
+    upserts::sites(tx, &rows.statuses).await?;
     let stored = presses::insert(tx, &rows.presses).await?;
     upserts::health(tx, &rows.health).await?;
     upserts::alerts(tx, &rows.alerts).await?;
-    upserts::sites(tx, &rows.statuses).await?;
     upserts::ota_events(tx, &rows.ota).await?;
     upserts::rejected(tx, &rows.rejected).await?;
     Ok(stored)
@@ -278,6 +311,8 @@ enum WriteError {
     Postgres(tokio_postgres::Error),
     /// A time the database would refuse, found before it saw it.
     BadTime(String),
+    /// Another transaction stored the same press meanwhile: retry.
+    Conflict(String),
 }
 
 impl From<tokio_postgres::Error> for WriteError {

@@ -1,6 +1,6 @@
 //! Presses by binary COPY: straight into `presses` (PostgreSQL's fastest
 //! way in) and, only for a batch that meets a press already stored, through
-//! the session's staging table and `ON CONFLICT (id) DO NOTHING`.
+//! the session's staging table, leaving out the ids `press_ids` holds.
 
 use std::collections::BTreeMap;
 
@@ -33,10 +33,10 @@ pub(super) async fn insert(
     }
     // Optimistic: straight into `presses` by COPY. A message delivered
     // again (a consumer killed after its commit, before its ack) makes the
-    // COPY fail on the primary key; only then do the rows go through the
-    // staging table and `ON CONFLICT (id) DO NOTHING`, which costs about
-    // twice the index work per row. The savepoint keeps the rest of the
-    // batch.
+    // COPY fail on `press_ids` (its trigger holds every id once); only
+    // then do the rows go through the staging table, leaving out the ids
+    // already held, which costs about twice the work per row. The
+    // savepoint keeps the rest of the batch.
     tx.batch_execute("SAVEPOINT presses_copy").await?;
     let inserted = match copy_in(tx, COPY_INTO_PRESSES, &rows).await {
         Ok(inserted) => {
@@ -48,17 +48,27 @@ pub(super) async fn insert(
                 .await?;
             copy_in(tx, COPY_INTO_STAGING, &rows).await?;
             // In id order, so two consumers' transactions take row locks
-            // in one order.
-            tx.execute(
-                "INSERT INTO presses (id, site, terminal, zone, boot, seq, button, score, \
+            // in one order. A press another consumer inserted meanwhile
+            // fails this statement (23505): a conflict, retried, which then
+            // finds it held, not the document's fault.
+            let fallback = tx
+                .execute(
+                    "INSERT INTO presses (id, site, terminal, zone, boot, seq, button, score, \
                      pressed_at, received_at, counted, not_counted_reason) \
                  SELECT id, site, terminal, zone, boot, seq, button, score, pressed_at, \
                      received_at, counted, not_counted_reason \
-                 FROM incoming_presses ORDER BY id \
-                 ON CONFLICT (id) DO NOTHING",
-                &[],
-            )
-            .await?
+                 FROM incoming_presses i \
+                 WHERE NOT EXISTS (SELECT 1 FROM press_ids p WHERE p.id = i.id) \
+                 ORDER BY id",
+                    &[],
+                )
+                .await;
+            match fallback {
+                Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                    return Err(WriteError::Conflict(super::describe(&e)))
+                }
+                other => other?,
+            }
         }
         Err(e) => return Err(e.into()),
     };
