@@ -129,6 +129,43 @@ fn a_terminal_whose_flash_starts_over_has_every_new_press_stored_and_forwarded()
     );
 }
 
+/// Presses made while the terminal is still trying a gateway that does not
+/// answer are in flash at once, not when the attempt gives up (10 s): the
+/// power cut that follows loses none of them.
+#[test]
+fn presses_made_while_the_gateway_does_not_answer_are_in_flash_at_once() {
+    let Some(mut lab) = NetLab::enter() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = lab_gateway(dir.path(), "lab", GatewayOptions::default());
+    let mut options = host(&mut lab, dir.path(), &gateway, "host-1", true);
+    let reachable = options.broker.clone();
+    // An address on the lab network where nothing answers.
+    options.broker = "10.77.0.250:1883".into();
+    let mut terminal = HostTerminal::start(&options);
+    terminal.wait_for_line("the terminal booted", "booted ");
+    for i in 0..5 {
+        terminal.press(1 + i % 4);
+    }
+    wait_until("five presses in flash", || terminal.queued().len() == 5);
+    let log = terminal.log();
+    assert!(
+        !log.contains("gateway session ended"),
+        "the presses waited for the connection attempt to give up:\n{log}"
+    );
+    terminal.kill9();
+    // Power back, the gateway reachable: the five are restored from flash
+    // and delivered (it exits once all are acked).
+    options.broker = reachable;
+    let mut again = HostTerminal::start(&options);
+    again.close_stdin();
+    assert!(again.wait_exit().success(), "{}", again.log());
+    let booted = again.lines_starting("booted ");
+    assert!(booted[0].contains("restored 5"), "{booted:?}");
+    assert_eq!(gateway.stat("presses_stored"), 5);
+}
+
 #[test]
 fn a_gateway_killed_mid_run_loses_nothing_and_stores_nothing_twice() {
     let Some(mut lab) = NetLab::enter() else {

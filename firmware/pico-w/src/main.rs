@@ -37,6 +37,7 @@ use embassy_boot_rp::{FirmwareUpdater, FirmwareUpdaterConfig};
 use embassy_embedded_hal::flash::partition::Partition;
 use embassy_executor::Spawner;
 use embassy_net::{Config as NetConfig, Stack, StackResources};
+use embassy_rp::clocks::RoscRng;
 use embassy_rp::flash::{Async, Flash};
 use embassy_rp::gpio::{Input, Level, Output, Pull};
 use embassy_rp::peripherals::{DMA_CH0, DMA_CH1, FLASH, PIO0};
@@ -44,13 +45,11 @@ use embassy_rp::pio::{InterruptHandler as PioInterruptHandler, Pio};
 use embassy_rp::watchdog::{ResetReason as RpResetReason, Watchdog};
 use embassy_rp::{bind_interrupts, dma};
 use embassy_sync::blocking_mutex::raw::{CriticalSectionRawMutex, NoopRawMutex};
-use embassy_sync::channel::Channel;
 use embassy_sync::mutex::Mutex;
 use embassy_time::{with_timeout, Duration, Timer};
 use pressline_protocol::{Button, FirmwareVersion, ResetReason};
-use pressline_terminal_app::{Board, Liveness, NetworkError};
+use pressline_terminal_app::{Board, Feedback, Liveness, NetworkError, Presses};
 use pressline_terminal_core::ota::{OtaConfig, OtaReceiver};
-use embassy_rp::clocks::RoscRng;
 use pressline_terminal_core::{Debouncer, DurableTerminal, FlashLayout, Origin, SessionConfig};
 use static_cell::StaticCell;
 use {defmt_rtt as _, panic_probe as _};
@@ -127,7 +126,7 @@ fn firmware_version() -> FirmwareVersion {
 }
 
 /// Debounced presses from the button task to the application.
-static PRESSES: Channel<CriticalSectionRawMutex, Button, 32> = Channel::new();
+static PRESSES: Presses<CriticalSectionRawMutex, 32> = Presses::new();
 /// The application's check-ins (see `pressline_terminal_app::liveness`).
 static LIVENESS: Liveness = Liveness::new();
 
@@ -150,8 +149,8 @@ async fn buttons_task(pins: [Input<'static>; 4]) -> ! {
     loop {
         let now = pressline_terminal_app::uptime_ms();
         for ((pin, debouncer), button) in pins.iter().zip(debouncers.iter_mut()).zip(Button::ALL) {
-            if debouncer.handle_level(now, pin.is_low()) && PRESSES.try_send(button).is_err() {
-                warn!("press channel full; press dropped before queueing");
+            if debouncer.handle_level(now, pin.is_low()) && !PRESSES.press(button) {
+                warn!("press channel full; press dropped before queueing (counted)");
             }
         }
         Timer::after_millis(5).await;
@@ -200,7 +199,12 @@ impl Board for PicoBoard {
         } else {
             JoinOptions::new(self.wifi_password.as_bytes())
         };
-        match with_timeout(Duration::from_secs(20), self.control.join(&self.wifi_ssid, options)).await {
+        match with_timeout(
+            Duration::from_secs(20),
+            self.control.join(&self.wifi_ssid, options),
+        )
+        .await
+        {
             Ok(Ok(())) => {
                 info!("Wi-Fi joined; waiting for DHCP");
                 Ok(())
@@ -231,6 +235,12 @@ impl Board for PicoBoard {
         cortex_m::peripheral::SCB::sys_reset()
     }
 }
+
+/// What the visitor is shown of a press: nothing yet on this board (its
+/// LED is on the Wi-Fi chip, driven through the same control as the join).
+struct PicoFeedback;
+
+impl Feedback for PicoFeedback {}
 
 #[embassy_executor::main]
 async fn main(spawner: Spawner) {
@@ -313,11 +323,12 @@ async fn main(spawner: Spawner) {
     };
     pressline_terminal_app::run(
         &mut board,
+        &mut PicoFeedback,
         stack,
         terminal,
         ota,
         &settings,
-        PRESSES.receiver(),
+        &PRESSES,
         &LIVENESS,
     )
     .await
@@ -368,15 +379,14 @@ async fn boot_terminal(
     // The ring oscillator's random bits: a fresh or re-provisioned flash
     // starts its boot numbers where no earlier flash of this id did.
     let origin = Origin::new(settings.terminal.as_str(), RoscRng.next_u32());
-    let terminal: &'static mut Terminal = match DurableTerminal::boot(flash, layout, config, origin)
-        .await
-    {
-        Ok(t) => TERMINAL.init(t),
-        Err(e) => {
-            error!("press queue unreadable: {}", defmt::Debug2Format(&e));
-            halt("flash storage failed").await
-        }
-    };
+    let terminal: &'static mut Terminal =
+        match DurableTerminal::boot(flash, layout, config, origin).await {
+            Ok(t) => TERMINAL.init(t),
+            Err(e) => {
+                error!("press queue unreadable: {}", defmt::Debug2Format(&e));
+                halt("flash storage failed").await
+            }
+        };
     info!(
         "boot {}: {} presses restored from flash",
         terminal.boot_number(),

@@ -1,6 +1,7 @@
-//! What the application needs from the board it runs on.
+//! What the application needs from the board it runs on (what the
+//! visitor is shown of a press is [`crate::Feedback`]).
 
-use pressline_protocol::{Ack, PressId, ResetReason};
+use pressline_protocol::{Ack, ResetReason};
 
 /// A board: the Pico W (CYW43439 Wi-Fi, RP2040 watchdog, ADC) or a Linux
 /// host (a TAP device, a flash file, re-exec as reboot).
@@ -22,13 +23,6 @@ pub trait Board {
     /// Restarts the terminal through its bootloader (which swaps in a
     /// verified update). Does not return.
     fn reboot(&mut self) -> !;
-
-    /// A press is in the flash queue; `queued` presses are there now.
-    fn press_queued(&mut self, _id: PressId, _queued: usize) {}
-
-    /// A press could not be queued (the queue is full, or the flash
-    /// failed); it is counted as dropped.
-    fn press_not_queued(&mut self) {}
 
     /// The gateway's durable ack released presses from the queue; `queued`
     /// presses are left.

@@ -3,102 +3,95 @@
 //! A board shell (the Pico W firmware, `terminal-host` on Linux) brings up
 //! its network stack, flash, buttons and watchdog, boots the terminal core
 //! ([`DurableTerminal`]: presses numbered and queued in flash) and its OTA
-//! receiver, and hands them to [`run`], which never returns: it keeps a
-//! session with the gateway going, reconnecting with backoff, and queues
-//! presses into flash all along, connected or not.
+//! receiver, and hands them to [`run`], which never returns: it queues
+//! presses into flash as they come, connected or not, and beside that
+//! keeps a session with the gateway going, reconnecting with backoff.
 //!
 //! # Layout
 //! - [`board`]: what the application needs from a board.
+//! - [`intake`]: presses from the buttons into flash, at once.
 //! - [`session`]: one MQTT 5 session with the gateway.
 //! - [`settings`]: who the terminal is (its provisioning record).
 //! - [`liveness`]: the watchdog contract between this loop and the board.
 #![no_std]
 
 pub mod board;
+pub mod intake;
 pub mod liveness;
 mod log;
 pub mod session;
 pub mod settings;
 
-use embassy_futures::select::{select, Either};
+use embassy_futures::join::join;
 use embassy_sync::blocking_mutex::raw::RawMutex;
-use embassy_sync::channel::Receiver;
 use embassy_time::{Duration, Instant, Timer};
 use embedded_storage_async::nor_flash::{MultiwriteNorFlash, NorFlash};
 use pressline_protocol::backoff::Backoff;
-use pressline_protocol::Button;
 use pressline_terminal_core::ota::OtaReceiver;
-use pressline_terminal_core::{DurableTerminal, PressError};
+use pressline_terminal_core::DurableTerminal;
 
 pub use board::{Board, NetworkError};
+pub use intake::{Feedback, Presses, SharedTerminal};
 pub use liveness::Liveness;
 pub use session::SessionError;
 pub use settings::Settings;
 
-use crate::log::{log_error, log_info, log_warn};
+use crate::log::{log_info, log_warn};
 
 /// Milliseconds since boot (the terminal core's clock).
 pub fn uptime_ms() -> u64 {
     Instant::now().as_millis()
 }
 
-/// Queues a press in flash (whatever the connection is doing).
-async fn queue_press<B: Board, F: MultiwriteNorFlash, const Q: usize>(
-    board: &mut B,
-    terminal: &mut DurableTerminal<F, Q>,
-    button: Button,
-) {
-    match terminal.handle_press(uptime_ms(), button).await {
-        Ok(id) => {
-            log_info!("press {} queued as {}/{}", button.name(), id.boot, id.seq);
-            board.press_queued(id, terminal.queue_len());
-        }
-        Err(PressError::Full) => {
-            log_warn!("press queue full: press dropped (counted)");
-            board.press_not_queued();
-        }
-        Err(PressError::Storage(_)) => {
-            log_error!("flash error: press not queued");
-            board.press_not_queued();
-        }
-    }
-}
-
-/// Waits `delay`, queueing presses meanwhile and checking in.
-async fn wait_queueing<B, F, M, const Q: usize, const N: usize>(
-    board: &mut B,
-    terminal: &mut DurableTerminal<F, Q>,
-    presses: &Receiver<'_, M, Button, N>,
-    liveness: &Liveness,
-    delay: Duration,
-) where
-    B: Board,
-    F: MultiwriteNorFlash,
-    M: RawMutex,
-{
+/// Waits `delay`, checking in.
+async fn wait_checking_in(liveness: &Liveness, delay: Duration) {
     let until = Instant::now() + delay;
     loop {
         liveness.check_in(uptime_ms());
-        let step = until.min(Instant::now() + Duration::from_secs(5));
-        match select(presses.receive(), Timer::at(step)).await {
-            Either::First(button) => queue_press(board, terminal, button).await,
-            Either::Second(()) if Instant::now() >= until => return,
-            Either::Second(()) => {}
+        if Instant::now() >= until {
+            return;
         }
+        Timer::at(until.min(Instant::now() + Duration::from_secs(5))).await;
     }
 }
 
-/// Runs the terminal: sessions with the gateway one after another, with
-/// backoff between failures, presses queued throughout. Reboots (through
-/// the board) when a verified update is waiting.
+/// Runs the terminal: presses into flash as they come ([`intake`]) and,
+/// beside that, sessions with the gateway one after another, with backoff
+/// between failures. Reboots (through the board) when a verified update
+/// is waiting.
 #[allow(clippy::too_many_arguments)]
-pub async fn run<B, F, DFU, STATE, M, const Q: usize, const N: usize>(
+pub async fn run<B, FB, F, DFU, STATE, M, const Q: usize, const N: usize>(
     board: &mut B,
+    feedback: &mut FB,
     stack: embassy_net::Stack<'_>,
     terminal: &mut DurableTerminal<F, Q>,
     ota: &mut OtaReceiver<'_, DFU, STATE>,
     settings: &Settings,
-    presses: Receiver<'_, M, Button, N>,
+    presses: &Presses<M, N>,
+    liveness: &Liveness,
+) -> !
+where
+    B: Board,
+    FB: Feedback,
+    F: MultiwriteNorFlash,
+    DFU: NorFlash,
+    STATE: NorFlash,
+    M: RawMutex,
+{
+    let terminal: SharedTerminal<'_, F, Q> = SharedTerminal::new(terminal);
+    let network = connect_forever(board, stack, &terminal, ota, settings, liveness);
+    let intake = intake::run(&terminal, presses, feedback);
+    let (never, _) = join(network, intake).await;
+    never
+}
+
+/// Sessions with the gateway, one after another.
+async fn connect_forever<B, F, DFU, STATE, const Q: usize>(
+    board: &mut B,
+    stack: embassy_net::Stack<'_>,
+    terminal: &SharedTerminal<'_, F, Q>,
+    ota: &mut OtaReceiver<'_, DFU, STATE>,
+    settings: &Settings,
     liveness: &Liveness,
 ) -> !
 where
@@ -106,7 +99,6 @@ where
     F: MultiwriteNorFlash,
     DFU: NorFlash,
     STATE: NorFlash,
-    M: RawMutex,
 {
     // Between sessions: 1 s doubling to 30 s, so a gateway coming back
     // is not stampeded by every terminal of the venue at once.
@@ -116,32 +108,25 @@ where
         if let Err(why) = board.connect_network().await {
             log_warn!("network not up ({}); retrying", why.as_str());
             let wait = Duration::from_millis(backoff.next_ms());
-            wait_queueing(board, terminal, &presses, liveness, wait).await;
+            wait_checking_in(liveness, wait).await;
             continue;
         }
         if !stack.is_config_up() {
-            wait_queueing(
-                board,
-                terminal,
-                &presses,
-                liveness,
-                Duration::from_millis(500),
-            )
-            .await;
+            wait_checking_in(liveness, Duration::from_millis(500)).await;
             continue;
         }
         let parts = session::Parts {
             board: &mut *board,
-            terminal: &mut *terminal,
+            terminal,
             ota: &mut *ota,
             settings,
             liveness,
         };
-        match session::run(parts, stack, &presses).await {
+        match session::run(parts, stack).await {
             Ok(()) => backoff.reset(),
             Err(why) => log_warn!("gateway session ended: {}", why.as_str()),
         }
-        terminal.handle_disconnected(uptime_ms());
+        terminal.lock().await.handle_disconnected(uptime_ms());
         ota.handle_disconnected(uptime_ms());
         if ota.wants_reboot() {
             log_info!("rebooting into the new firmware");
@@ -149,6 +134,6 @@ where
             board.reboot();
         }
         let wait = Duration::from_millis(backoff.next_ms());
-        wait_queueing(board, terminal, &presses, liveness, wait).await;
+        wait_checking_in(liveness, wait).await;
     }
 }

@@ -1,8 +1,10 @@
 //! One MQTT 5 session with the gateway (rust-mqtt over an embassy-net TCP
 //! socket): connect (logging in with the terminal's secret when it has
 //! one), subscribe to `pressline/v1/gw/{terminal}/#`, then until the
-//! connection fails: queue presses, publish what the terminal core wants
-//! out (signed), apply durable acks, serve the OTA receiver, heartbeat.
+//! connection fails: publish what the terminal core wants out (signed),
+//! apply durable acks, serve the OTA receiver, heartbeat. The terminal
+//! core is locked only for each core call, never across network I/O:
+//! presses go on into flash meanwhile ([`crate::intake`]).
 
 use core::fmt::Write as _;
 use core::num::NonZero;
@@ -11,8 +13,6 @@ use embassy_futures::select::{select3, Either3};
 use embassy_net::dns::DnsQueryType;
 use embassy_net::tcp::TcpSocket;
 use embassy_net::{IpAddress, Stack};
-use embassy_sync::blocking_mutex::raw::RawMutex;
-use embassy_sync::channel::Receiver;
 use embassy_time::{with_timeout, Duration, Instant, Timer};
 use embedded_storage_async::nor_flash::{MultiwriteNorFlash, NorFlash};
 use heapless::String;
@@ -23,9 +23,9 @@ use pressline_protocol::topic::{
     AckTopic, HeartbeatTopic, OtaChunkTopic, OtaCommandTopic, OtaRequestTopic, OtaStatusTopic,
     PressTopic, TerminalStatusTopic,
 };
-use pressline_protocol::{Ack, Button};
+use pressline_protocol::Ack;
 use pressline_terminal_core::ota::OtaReceiver;
-use pressline_terminal_core::{DeviceStatus, DurableTerminal};
+use pressline_terminal_core::DeviceStatus;
 use rust_mqtt::buffer::BumpBuffer;
 use rust_mqtt::client::event::Event;
 use rust_mqtt::client::options::{
@@ -36,10 +36,11 @@ use rust_mqtt::config::KeepAlive;
 use rust_mqtt::types::{MqttBinary, MqttString, TopicFilter, TopicName};
 
 use crate::board::Board;
+use crate::intake::SharedTerminal;
 use crate::liveness::Liveness;
 use crate::log::{log_info, log_warn};
 use crate::settings::Settings;
-use crate::{queue_press, uptime_ms};
+use crate::uptime_ms;
 
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(30);
 /// The main loop wakes at least this often (to check in, see
@@ -242,9 +243,18 @@ async fn resolve(stack: Stack<'_>, host: &str) -> Result<IpAddress, SessionError
 }
 
 /// What a session works with.
-pub struct Parts<'p, 'o, B, F: MultiwriteNorFlash, DFU: NorFlash, STATE: NorFlash, const Q: usize> {
+pub struct Parts<
+    'p,
+    't,
+    'o,
+    B,
+    F: MultiwriteNorFlash,
+    DFU: NorFlash,
+    STATE: NorFlash,
+    const Q: usize,
+> {
     pub board: &'p mut B,
-    pub terminal: &'p mut DurableTerminal<F, Q>,
+    pub terminal: &'p SharedTerminal<'t, F, Q>,
     pub ota: &'p mut OtaReceiver<'o, DFU, STATE>,
     pub settings: &'p Settings,
     pub liveness: &'p Liveness,
@@ -252,17 +262,15 @@ pub struct Parts<'p, 'o, B, F: MultiwriteNorFlash, DFU: NorFlash, STATE: NorFlas
 
 /// Runs one session until the connection fails (the error says why) or an
 /// update asks for a reboot (`Ok`).
-pub async fn run<B, F, DFU, STATE, M, const Q: usize, const N: usize>(
-    parts: Parts<'_, '_, B, F, DFU, STATE, Q>,
+pub async fn run<B, F, DFU, STATE, const Q: usize>(
+    parts: Parts<'_, '_, '_, B, F, DFU, STATE, Q>,
     stack: Stack<'_>,
-    presses: &Receiver<'_, M, Button, N>,
 ) -> Result<(), SessionError>
 where
     B: Board,
     F: MultiwriteNorFlash,
     DFU: NorFlash,
     STATE: NorFlash,
-    M: RawMutex,
 {
     let settings = parts.settings;
     let address = resolve(stack, &settings.gateway_host).await?;
@@ -300,7 +308,7 @@ where
         next_heartbeat: Instant::now(),
     };
     session.started().await;
-    session.serve(presses).await
+    session.serve().await
 }
 
 /// MQTT CONNECT: clean start, keep-alive, last will, login when the
@@ -378,6 +386,7 @@ async fn subscribe(client: &mut Mqtt<'_, '_, '_>, topics: &Topics) -> Result<(),
 /// A connected session.
 struct Session<
     'p,
+    't,
     'o,
     'a,
     'c,
@@ -388,13 +397,13 @@ struct Session<
     STATE: NorFlash,
     const Q: usize,
 > {
-    parts: Parts<'p, 'o, B, F, DFU, STATE, Q>,
+    parts: Parts<'p, 't, 'o, B, F, DFU, STATE, Q>,
     client: Mqtt<'a, 'c, 's>,
     topics: Topics,
     next_heartbeat: Instant,
 }
 
-impl<B, F, DFU, STATE, const Q: usize> Session<'_, '_, '_, '_, '_, B, F, DFU, STATE, Q>
+impl<B, F, DFU, STATE, const Q: usize> Session<'_, '_, '_, '_, '_, '_, B, F, DFU, STATE, Q>
 where
     B: Board,
     F: MultiwriteNorFlash,
@@ -404,11 +413,12 @@ where
     /// Connected: the core resends what is unacked; a trial image is kept.
     async fn started(&mut self) {
         let Parts { terminal, ota, .. } = &mut self.parts;
+        let mut terminal = terminal.lock().await;
         terminal.handle_connected(uptime_ms());
         ota.handle_connected(uptime_ms());
         if ota.is_trial() {
             // Back on the gateway with the new image: keep it.
-            match ota.confirm(*terminal).await {
+            match ota.confirm(&mut **terminal).await {
                 Ok(()) => log_info!("new firmware confirmed"),
                 Err(_) => crate::log::log_error!("cannot confirm the new firmware (flash error)"),
             }
@@ -416,10 +426,7 @@ where
     }
 
     /// Until the connection fails or an update asks for a reboot.
-    async fn serve<M: RawMutex, const N: usize>(
-        &mut self,
-        presses: &Receiver<'_, M, Button, N>,
-    ) -> Result<(), SessionError> {
+    async fn serve(&mut self) -> Result<(), SessionError> {
         loop {
             self.parts.liveness.check_in(uptime_ms());
             self.publish_presses().await?;
@@ -428,10 +435,10 @@ where
                 return Ok(()); // the caller reboots into the new image
             }
             self.heartbeat().await?;
-            let wake = self.next_wake();
+            let wake = self.next_wake().await;
             match select3(
                 self.client.poll_header(),
-                presses.receive(),
+                self.parts.terminal.pressed(),
                 Timer::at(wake),
             )
             .await
@@ -440,13 +447,8 @@ where
                     let header = header.map_err(|_| SessionError::ConnectionLost)?;
                     self.receive(header).await?;
                 }
-                Either3::Second(button) => {
-                    let Parts {
-                        board, terminal, ..
-                    } = &mut self.parts;
-                    queue_press(*board, *terminal, button).await
-                }
-                Either3::Third(()) => {}
+                // A press went into flash: out with it (above).
+                Either3::Second(()) | Either3::Third(()) => {}
             }
         }
     }
@@ -455,7 +457,8 @@ where
     /// leaving a slot for the OTA receiver's reports.
     async fn publish_presses(&mut self) -> Result<(), SessionError> {
         while room(&self.client, 1) {
-            let Some(mut press) = self.parts.terminal.poll_transmit(uptime_ms()) else {
+            let polled = self.parts.terminal.lock().await.poll_transmit(uptime_ms());
+            let Some(mut press) = polled else {
                 break;
             };
             let settings = self.parts.settings;
@@ -499,9 +502,12 @@ where
             }
             let Parts { terminal, ota, .. } = &mut self.parts;
             if pass == 0 && ota.needs_verify() {
-                ota.verify(*terminal)
-                    .await
-                    .map_err(|_| SessionError::Flash(FlashStep::VerifyingUpdate))?;
+                // The image is read and hashed without the core's lock.
+                if let Some(checked) = ota.check_image().await {
+                    ota.record_check(checked, &mut **terminal.lock().await)
+                        .await
+                        .map_err(|_| SessionError::Flash(FlashStep::VerifyingUpdate))?;
+                }
             }
         }
         Ok(())
@@ -525,7 +531,7 @@ where
             reset_reason: board.reset_reason(),
             unix_time_ms: None,
         };
-        let hb = terminal.heartbeat(uptime_ms(), device);
+        let hb = terminal.lock().await.heartbeat(uptime_ms(), device);
         let mut bytes = [0u8; HEARTBEAT_BUF_LEN];
         let encoded = match &settings.secret {
             Some(secret) => hb.encode_signed(secret, settings.terminal.as_str(), &mut bytes),
@@ -539,9 +545,9 @@ where
         Ok(())
     }
 
-    fn next_wake(&self) -> Instant {
+    async fn next_wake(&self) -> Instant {
         let mut wake = self.next_heartbeat.min(Instant::now() + CHECK_IN_EVERY);
-        if let Some(ms) = self.parts.terminal.poll_timeout() {
+        if let Some(ms) = self.parts.terminal.lock().await.poll_timeout() {
             wake = wake.min(Instant::from_millis(ms));
         }
         if let Some(ms) = self.parts.ota.poll_timeout() {
@@ -575,7 +581,7 @@ where
             } else if topic == self.topics.ota_command.as_str() {
                 match ota_transfer::decode::<OtaCommand>(message) {
                     Ok(OtaCommand::Offer(offer)) => ota
-                        .handle_offer(uptime_ms(), &offer, *terminal)
+                        .handle_offer(uptime_ms(), &offer, &mut **terminal.lock().await)
                         .await
                         .map_err(|_| SessionError::Flash(FlashStep::AcceptingUpdate))?,
                     Ok(OtaCommand::Cancel { rollout }) => ota.handle_cancel(rollout),
@@ -584,7 +590,7 @@ where
             } else if topic == self.topics.ota_chunk.as_str() {
                 match ota_transfer::decode::<Chunk>(message) {
                     Ok(chunk) => ota
-                        .handle_chunk(uptime_ms(), &chunk, *terminal)
+                        .handle_chunk(uptime_ms(), &chunk, &mut **terminal.lock().await)
                         .await
                         .map_err(|_| SessionError::Flash(FlashStep::WritingUpdate))?,
                     Err(_) => log_warn!("undecodable OTA chunk"),
@@ -597,6 +603,7 @@ where
             let Parts {
                 board, terminal, ..
             } = &mut self.parts;
+            let mut terminal = terminal.lock().await;
             terminal
                 .handle_ack(uptime_ms(), &ack)
                 .await

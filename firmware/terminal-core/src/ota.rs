@@ -53,6 +53,12 @@ pub struct OtaConfig {
     pub progress_step: u8,
 }
 
+/// An image checked by [`OtaReceiver::check_image`], its outcome not yet
+/// in the journal.
+#[derive(Debug)]
+#[must_use = "the outcome goes to the journal with record_check"]
+pub struct CheckedImage(OtaRecord);
+
 /// How far an update got (persisted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Phase {
@@ -562,13 +568,21 @@ impl<'d, DFU: NorFlash, STATE: NorFlash> OtaReceiver<'d, DFU, STATE> {
     /// if it holds, marks the update for the bootloader: then
     /// [`Self::wants_reboot`].
     pub async fn verify<J: OtaJournal>(&mut self, journal: &mut J) -> Result<(), J::Error> {
+        match self.check_image().await {
+            Some(checked) => self.record_check(checked, journal).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The slow half of [`Self::verify`] (reading and hashing the whole
+    /// image), which needs no journal: a caller sharing the journal with
+    /// the press queue holds it only for [`Self::record_check`].
+    pub async fn check_image(&mut self) -> Option<CheckedImage> {
         if !self.verify_pending {
-            return Ok(());
+            return None;
         }
         self.verify_pending = false;
-        let Some(mut r) = self.record else {
-            return Ok(());
-        };
+        let mut r = self.record?;
         let mut signature = [0u8; 64];
         signature[..32].copy_from_slice(&r.image_signature[0]);
         signature[32..].copy_from_slice(&r.image_signature[1]);
@@ -584,7 +598,16 @@ impl<'d, DFU: NorFlash, STATE: NorFlash> OtaReceiver<'d, DFU, STATE> {
             Err(FirmwareUpdaterError::Signature(_)) => Phase::Failed(OtaFailure::ImageSignature),
             Err(_) => Phase::Failed(OtaFailure::Flash),
         };
-        self.replace_record(r, journal).await
+        Some(CheckedImage(r))
+    }
+
+    /// Keeps the outcome of [`Self::check_image`] in the journal.
+    pub async fn record_check<J: OtaJournal>(
+        &mut self,
+        checked: CheckedImage,
+        journal: &mut J,
+    ) -> Result<(), J::Error> {
+        self.replace_record(checked.0, journal).await
     }
 
     /// The status to publish now, if it changed (or progress moved a step).

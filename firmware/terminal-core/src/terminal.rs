@@ -242,7 +242,17 @@ impl<F: MultiwriteNorFlash, const N: usize> DurableTerminal<F, N> {
     }
 
     async fn count_dropped(&mut self) -> Result<PressId, PressError<F::Error>> {
-        self.dropped = self.dropped.saturating_add(1);
+        self.count_missed(1).await?;
+        Err(PressError::Full)
+    }
+
+    /// `n` presses the board saw but could not hand over (its intake was
+    /// full): counted as dropped, in flash, so the gateway hears of them.
+    pub async fn count_missed(&mut self, n: u32) -> Result<(), PressError<F::Error>> {
+        if n == 0 {
+            return Ok(());
+        }
+        self.dropped = self.dropped.saturating_add(n);
         let mut buf = [0u8; MAP_BUF];
         let mut map: MapStorage<u8, &mut F, NoCache<u8>> = MapStorage::new(
             &mut self.flash,
@@ -251,8 +261,7 @@ impl<F: MultiwriteNorFlash, const N: usize> DurableTerminal<F, N> {
         );
         map.store_item_generic(&mut buf, &KEY_DROPPED, &self.dropped)
             .await
-            .map_err(PressError::Storage)?;
-        Err(PressError::Full)
+            .map_err(PressError::Storage)
     }
 
     /// A durable ack arrived: release what it names, in RAM and in flash.

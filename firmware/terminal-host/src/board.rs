@@ -7,12 +7,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
-use embassy_sync::channel::Channel;
 use pressline_protocol::{Ack, Button, PressId, ResetReason};
-use pressline_terminal_app::Board;
+use pressline_terminal_app::{Board, Feedback, Presses};
 
 /// Presses read from standard input, on their way to the application.
-pub static PRESSES: Channel<CriticalSectionRawMutex, Button, 64> = Channel::new();
+pub static PRESSES: Presses<CriticalSectionRawMutex, 64> = Presses::new();
 
 /// The watchdog period (the RP2040's is at most 8.3 s).
 pub const WATCHDOG: Duration = Duration::from_secs(8);
@@ -108,9 +107,10 @@ impl Shared {
                     Some(button) => {
                         // Waits while the application catches up, as a
                         // button does not press faster than it is read.
-                        while PRESSES.try_send(button).is_err() {
+                        while !PRESSES.has_room() {
                             std::thread::sleep(Duration::from_millis(1));
                         }
+                        PRESSES.press(button);
                         self.read.fetch_add(1, SeqCst);
                     }
                     None => {
@@ -175,16 +175,6 @@ impl Board for HostBoard {
         std::process::exit(70);
     }
 
-    fn press_queued(&mut self, id: PressId, queued: usize) {
-        line(format_args!("queued {} {}", id.boot, id.seq));
-        self.shared.handled.fetch_add(1, SeqCst);
-        self.shared.set_queued(queued);
-    }
-
-    fn press_not_queued(&mut self) {
-        self.shared.handled.fetch_add(1, SeqCst);
-    }
-
     fn presses_released(&mut self, ack: &Ack, queued: usize) {
         line(format_args!(
             "acked {} {} {}",
@@ -192,5 +182,23 @@ impl Board for HostBoard {
         ));
         self.shared.set_queued(queued);
         self.shared.exit_if_all_acked();
+    }
+}
+
+/// What the visitor would see: a line on standard output per press taken.
+pub struct HostFeedback {
+    pub shared: &'static Shared,
+}
+
+impl Feedback for HostFeedback {
+    fn press_queued(&mut self, id: PressId, queued: usize) {
+        line(format_args!("queued {} {}", id.boot, id.seq));
+        self.shared.handled.fetch_add(1, SeqCst);
+        self.shared.set_queued(queued);
+    }
+
+    fn press_not_queued(&mut self) {
+        line(format_args!("not-queued"));
+        self.shared.handled.fetch_add(1, SeqCst);
     }
 }

@@ -10,8 +10,10 @@
 //!
 //! Standard input: a line `1`-`4` is a press of that button; `hang` makes a
 //! task spin forever (the watchdog then resets the terminal). Standard
-//! output: `queued BOOT SEQ` once a press is in flash, `acked BOOT FIRST
-//! LAST` for each durable ack. Killing the process is a power cut;
+//! output: `queued BOOT SEQ` once a press is in flash (`not-queued` when
+//! it could not be: a full queue or a flash error, counted as dropped),
+//! `acked BOOT FIRST LAST` for each durable ack. Killing the process is a
+//! power cut;
 //! starting it again on the same `--flash` file is the next boot.
 //!
 //! # Layout
@@ -43,7 +45,7 @@ use pressline_terminal_core::ota::{OtaConfig, OtaReceiver};
 use pressline_terminal_core::{DurableTerminal, FlashLayout, Origin, SessionConfig};
 use static_cell::StaticCell;
 
-use crate::board::{HostBoard, Shared, PRESSES};
+use crate::board::{HostBoard, HostFeedback, Shared, PRESSES};
 use crate::flash::FileFlash;
 
 #[derive(Debug, Parser)]
@@ -398,13 +400,15 @@ async fn main_task(spawner: Spawner, setup: Setup, shared: &'static Shared) {
         shared,
         reset_reason,
     };
+    let mut feedback = HostFeedback { shared };
     pressline_terminal_app::run(
         &mut board,
+        &mut feedback,
         stack,
         terminal,
         ota,
         &settings,
-        PRESSES.receiver(),
+        &PRESSES,
         &LIVENESS,
     )
     .await
