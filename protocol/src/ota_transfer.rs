@@ -158,6 +158,9 @@ pub enum OtaFailure {
     Flash,
     /// The new image did not confirm its trial boot.
     TrialBootFailed,
+    /// The downloaded image is not the one the signed manifest names (its
+    /// SHA-256 differs): another release's image behind this manifest.
+    ImageHash,
 }
 
 impl OtaFailure {
@@ -172,6 +175,7 @@ impl OtaFailure {
             OtaFailure::ImageSignature => "image_signature",
             OtaFailure::Flash => "flash_error",
             OtaFailure::TrialBootFailed => "trial_boot_failed",
+            OtaFailure::ImageHash => "image_hash",
         }
     }
 
@@ -191,6 +195,9 @@ impl OtaFailure {
             OtaFailure::Flash => "the terminal's flash failed during the update",
             OtaFailure::TrialBootFailed => {
                 "the new image did not confirm its trial boot; the bootloader restored the previous image"
+            }
+            OtaFailure::ImageHash => {
+                "the downloaded image is not the one its signed manifest names (corrupted, or another release's image)"
             }
         }
     }

@@ -19,9 +19,10 @@
 //! the gateway has heard it.
 //!
 //! Trust: an offer is refused before any download unless its manifest is
-//! signed by the key built into the firmware; the image itself is checked
-//! by `verify_and_mark_updated` (ed25519 over SHA-512 of the DFU bytes)
-//! before the bootloader is told to swap. A trial boot that never confirms
+//! signed by the key built into the firmware; the image itself must have
+//! the SHA-256 the signed manifest names (so no other signed image passes
+//! for this release) and pass `verify_and_mark_updated` (ed25519 over
+//! SHA-512 of the DFU bytes) before the bootloader is told to swap. A trial boot that never confirms
 //! is reverted by the bootloader, and the next boot reports `rolled_back`.
 
 use embassy_boot::{FirmwareUpdater, FirmwareUpdaterError, State};
@@ -583,6 +584,29 @@ impl<'d, DFU: NorFlash, STATE: NorFlash> OtaReceiver<'d, DFU, STATE> {
         }
         self.verify_pending = false;
         let mut r = self.record?;
+        r.phase = match self.image_sha256(r.size).await {
+            Err(_) => Phase::Failed(OtaFailure::Flash),
+            // The image signature alone would take any image the release
+            // key ever signed, an older one too, behind this manifest.
+            Ok(sha256) if sha256 != r.sha256 => Phase::Failed(OtaFailure::ImageHash),
+            Ok(_) => self.verify_and_mark(&r).await,
+        };
+        Some(CheckedImage(r))
+    }
+
+    /// SHA-256 of the first `size` bytes of the DFU partition.
+    async fn image_sha256(&mut self, size: u32) -> Result<[u8; 32], FirmwareUpdaterError> {
+        let mut chunk = [0u8; 256];
+        let mut digest = [0u8; 32];
+        self.updater
+            .hash::<sha2::Sha256>(size, &mut chunk, &mut digest)
+            .await?;
+        Ok(digest)
+    }
+
+    /// The image signature over the DFU bytes, and the mark for the
+    /// bootloader when it holds.
+    async fn verify_and_mark(&mut self, r: &OtaRecord) -> Phase {
         let mut signature = [0u8; 64];
         signature[..32].copy_from_slice(&r.image_signature[0]);
         signature[32..].copy_from_slice(&r.image_signature[1]);
@@ -590,15 +614,14 @@ impl<'d, DFU: NorFlash, STATE: NorFlash> OtaReceiver<'d, DFU, STATE> {
             .updater
             .verify_and_mark_updated(&self.config.public_key, &signature, r.size)
             .await;
-        r.phase = match verdict {
+        match verdict {
             Ok(()) => {
                 self.reboot_requested = true;
                 Phase::Trial
             }
             Err(FirmwareUpdaterError::Signature(_)) => Phase::Failed(OtaFailure::ImageSignature),
             Err(_) => Phase::Failed(OtaFailure::Flash),
-        };
-        Some(CheckedImage(r))
+        }
     }
 
     /// Keeps the outcome of [`Self::check_image`] in the journal.

@@ -289,9 +289,54 @@ fn a_tampered_image_fails_verification_and_is_never_marked() {
         assert!(!rx.wants_reboot());
         rx.poll_status().unwrap()
     });
-    assert_eq!(status.failure, Some(OtaFailure::ImageSignature));
+    assert_eq!(status.failure, Some(OtaFailure::ImageHash));
     assert_eq!(d.reboot(), embassy_boot::State::Boot);
     assert!(d.active_starts_with(&[0xA5; 4096]));
+}
+
+/// Another image the release key signed (an older release, say), with its
+/// own valid image signature, behind this release's manifest: refused, as
+/// a downgrade in disguise.
+#[test]
+fn another_signed_image_behind_a_manifest_is_refused_and_never_marked() {
+    let (new, old) = (image(8_000, 2), image(8_000, 9));
+    let new_artifact = pack(v("1.1.0"), "pico-w", &new, &key(1)).unwrap();
+    let old_artifact = pack(v("0.9.0"), "pico-w", &old, &key(1)).unwrap();
+    let (manifest, signature, _) = offer_of(&new_artifact);
+    let (_, _, old_image_signature) = offer_of(&old_artifact);
+    let parts = (manifest, signature, old_image_signature);
+    let mut d = Device::new();
+    let status = d.boot(async |rx, j| {
+        rx.handle_offer(0, &offer(&parts, 5, 1), j).await.unwrap();
+        serve(rx, j, &old, 5, 0).await;
+        rx.verify(j).await.unwrap();
+        assert!(!rx.wants_reboot());
+        rx.poll_status().unwrap()
+    });
+    assert_eq!(status.failure, Some(OtaFailure::ImageHash));
+    assert_eq!(d.reboot(), embassy_boot::State::Boot);
+    assert!(d.active_starts_with(&[0xA5; 4096]));
+}
+
+/// The manifest's image, with another image's signature: the signature
+/// check still stands behind the hash.
+#[test]
+fn the_right_image_with_another_images_signature_is_refused() {
+    let (new, other) = (image(8_000, 2), image(8_000, 9));
+    let new_artifact = pack(v("1.1.0"), "pico-w", &new, &key(1)).unwrap();
+    let other_artifact = pack(v("1.1.0"), "pico-w", &other, &key(1)).unwrap();
+    let (manifest, signature, _) = offer_of(&new_artifact);
+    let (_, _, other_image_signature) = offer_of(&other_artifact);
+    let parts = (manifest, signature, other_image_signature);
+    let mut d = Device::new();
+    let status = d.boot(async |rx, j| {
+        rx.handle_offer(0, &offer(&parts, 6, 1), j).await.unwrap();
+        serve(rx, j, &new, 6, 0).await;
+        rx.verify(j).await.unwrap();
+        rx.poll_status().unwrap()
+    });
+    assert_eq!(status.failure, Some(OtaFailure::ImageSignature));
+    assert_eq!(d.reboot(), embassy_boot::State::Boot);
 }
 
 #[test]
