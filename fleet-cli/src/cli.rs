@@ -265,6 +265,10 @@ pub enum OtaCommand {
         image: PathBuf,
         #[arg(short = 'o', long = "out")]
         out: PathBuf,
+        /// Sign it as a roll-back: terminals running a newer version take
+        /// it (without this they refuse it, `downgrade`).
+        #[arg(long)]
+        allow_downgrade: bool,
     },
     /// Upload a release artifact to a site's gateway.
     Upload {

@@ -124,7 +124,8 @@ fn ota(profile: &Profile, command: OtaCommand) -> anyhow::Result<Outcome> {
             key,
             image,
             out,
-        } => commands::ota::pack(&version, &board, &key, &image, &out),
+            allow_downgrade,
+        } => commands::ota::pack(&version, &board, &key, &image, &out, allow_downgrade),
         OtaCommand::Upload {
             artifact,
             site,

@@ -29,7 +29,7 @@ pub const SIGNING_CONTEXT: &[u8] = b"pressline ota v1\0";
 pub const BOARDS: &[&str] = &["pico-w", "host"];
 
 /// What an artifact claims to be.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Manifest<'a> {
     pub version: FirmwareVersion,
     pub board: &'a str,
@@ -37,6 +37,43 @@ pub struct Manifest<'a> {
     pub sha256: [u8; 32],
     /// First 8 bytes of SHA-256 of the signing public key (which key to use).
     pub key_id: [u8; 8],
+    /// A terminal running a newer version may take this one (a roll-back
+    /// the release engineer signed). One trailing byte, absent in
+    /// manifests made before it (read as `false`); terminals that predate
+    /// it ignore it.
+    pub allow_downgrade: bool,
+}
+
+/// A manifest's fields before `allow_downgrade`.
+#[derive(Deserialize)]
+struct ManifestFields<'a> {
+    version: FirmwareVersion,
+    board: &'a str,
+    size: u32,
+    sha256: [u8; 32],
+    key_id: [u8; 8],
+}
+
+impl<'a> Manifest<'a> {
+    /// Decodes manifest bytes (with or without the trailing
+    /// `allow_downgrade` byte; anything else after them is refused).
+    pub fn decode(bytes: &'a [u8]) -> Result<Manifest<'a>, OtaError> {
+        let (f, rest): (ManifestFields<'a>, &[u8]) =
+            postcard::take_from_bytes(bytes).map_err(|_| OtaError::Malformed)?;
+        let allow_downgrade = match rest {
+            [] | [0] => false,
+            [1] => true,
+            _ => return Err(OtaError::Malformed),
+        };
+        Ok(Manifest {
+            version: f.version,
+            board: f.board,
+            size: f.size,
+            sha256: f.sha256,
+            key_id: f.key_id,
+            allow_downgrade,
+        })
+    }
 }
 
 /// A parsed (not yet verified) artifact.
@@ -133,8 +170,7 @@ pub fn verify_manifest<'a>(
     signature: &[u8; 64],
     trusted: &[[u8; 32]],
 ) -> Result<(Manifest<'a>, [u8; 32]), OtaError> {
-    let manifest: Manifest<'a> =
-        postcard::from_bytes(manifest_bytes).map_err(|_| OtaError::Malformed)?;
+    let manifest = Manifest::decode(manifest_bytes)?;
     let key = *trusted
         .iter()
         .find(|k| key_id(k) == manifest.key_id)
@@ -182,8 +218,7 @@ impl<'a> Artifact<'a> {
             return Err(OtaError::Malformed);
         }
         let manifest_bytes = &bytes[7..manifest_end];
-        let manifest: Manifest<'a> =
-            postcard::from_bytes(manifest_bytes).map_err(|_| OtaError::Malformed)?;
+        let manifest = Manifest::decode(manifest_bytes)?;
         let mut signature = [0u8; 64];
         signature.copy_from_slice(&bytes[manifest_end..signature_end]);
         let mut image_signature = [0u8; 64];
@@ -218,6 +253,18 @@ pub fn pack(
     image: &[u8],
     signing_key: &ed25519_dalek::SigningKey,
 ) -> Result<std::vec::Vec<u8>, OtaError> {
+    pack_with(version, board, image, signing_key, false)
+}
+
+/// [`pack`], saying whether terminals on a newer version may take it.
+#[cfg(feature = "std")]
+pub fn pack_with(
+    version: FirmwareVersion,
+    board: &str,
+    image: &[u8],
+    signing_key: &ed25519_dalek::SigningKey,
+    allow_downgrade: bool,
+) -> Result<std::vec::Vec<u8>, OtaError> {
     use ed25519_dalek::Signer;
     let public = signing_key.verifying_key().to_bytes();
     let manifest = Manifest {
@@ -226,6 +273,7 @@ pub fn pack(
         size: u32::try_from(image.len()).map_err(|_| OtaError::Malformed)?,
         sha256: image_sha256(image),
         key_id: key_id(&public),
+        allow_downgrade,
     };
     let mut manifest_buf = [0u8; 256];
     let manifest_bytes = postcard::to_slice(&manifest, &mut manifest_buf)
@@ -257,6 +305,24 @@ mod tests {
 
     fn v(s: &str) -> FirmwareVersion {
         FirmwareVersion::parse(s).unwrap()
+    }
+
+    #[test]
+    fn a_manifest_without_the_downgrade_byte_reads_as_no_downgrade() {
+        let image = [7u8; 100];
+        let bytes = pack_with(v("1.0.0"), "pico-w", &image, &key(1), true).unwrap();
+        let a = Artifact::parse(&bytes).unwrap();
+        assert!(a.manifest.allow_downgrade);
+        let (last, before) = a.manifest_bytes.split_last().unwrap();
+        assert_eq!(*last, 1);
+        // As manifests were made before the flag: no trailing byte.
+        let old = Manifest::decode(before).unwrap();
+        assert!(!old.allow_downgrade);
+        assert_eq!(old.version, v("1.0.0"));
+        // Anything else after it is not a manifest.
+        let mut longer = a.manifest_bytes.to_vec();
+        longer.push(0);
+        assert_eq!(Manifest::decode(&longer), Err(OtaError::Malformed));
     }
 
     #[test]

@@ -161,6 +161,9 @@ pub enum OtaFailure {
     /// The downloaded image is not the one the signed manifest names (its
     /// SHA-256 differs): another release's image behind this manifest.
     ImageHash,
+    /// The release is older than the running firmware and its signed
+    /// manifest does not allow a downgrade.
+    Downgrade,
 }
 
 impl OtaFailure {
@@ -176,6 +179,7 @@ impl OtaFailure {
             OtaFailure::Flash => "flash_error",
             OtaFailure::TrialBootFailed => "trial_boot_failed",
             OtaFailure::ImageHash => "image_hash",
+            OtaFailure::Downgrade => "downgrade",
         }
     }
 
@@ -198,6 +202,9 @@ impl OtaFailure {
             }
             OtaFailure::ImageHash => {
                 "the downloaded image is not the one its signed manifest names (corrupted, or another release's image)"
+            }
+            OtaFailure::Downgrade => {
+                "the release is older than the running firmware and not signed as a roll-back (fleet ota pack --allow-downgrade)"
             }
         }
     }

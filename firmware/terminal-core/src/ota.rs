@@ -417,7 +417,7 @@ impl<'d, DFU: NorFlash, STATE: NorFlash> OtaReceiver<'d, DFU, STATE> {
                 _ => OtaFailure::MalformedOffer,
             };
             // Report what the (untrusted) manifest claims, for the operator.
-            let fields = postcard::from_bytes::<pressline_protocol::ota::Manifest>(offer.manifest)
+            let fields = pressline_protocol::ota::Manifest::decode(offer.manifest)
                 .ok()
                 .map(|m| (m.version, m.size, m.sha256));
             (failure, fields)
@@ -428,6 +428,11 @@ impl<'d, DFU: NorFlash, STATE: NorFlash> OtaReceiver<'d, DFU, STATE> {
         }
         if manifest.size == 0 || manifest.size > self.config.max_image {
             return Err((OtaFailure::TooLarge, Some(fields)));
+        }
+        // Anti-rollback: an older image may carry fixed flaws back; only a
+        // roll-back the release key signed as one is taken.
+        if manifest.version < self.running && !manifest.allow_downgrade {
+            return Err((OtaFailure::Downgrade, Some(fields)));
         }
         let mut halves = [[0u8; 32]; 2];
         halves[0].copy_from_slice(&image_signature[..32]);

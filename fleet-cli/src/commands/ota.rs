@@ -57,13 +57,15 @@ pub fn generate_keys(dir: &Path) -> anyhow::Result<Outcome> {
     })
 }
 
-/// Signs `image` into a release artifact.
+/// Signs `image` into a release artifact (a signed roll-back when
+/// `allow_downgrade`).
 pub fn pack(
     version: &str,
     board: &str,
     key: &Path,
     image: &Path,
     out: &Path,
+    allow_downgrade: bool,
 ) -> anyhow::Result<Outcome> {
     let version = FirmwareVersion::parse(version).with_context(|| {
         format!("--version {version:?}: expected MAJOR.MINOR.PATCH, e.g. 1.4.2")
@@ -85,14 +87,20 @@ pub fn pack(
     if bytes.starts_with(b"\x7fELF") {
         bail!("{} is an ELF file: pack the raw image (e.g. arm-none-eabi-objcopy -O binary FIRMWARE.elf image.bin)", image.display());
     }
-    let artifact = pressline_protocol::ota::pack(version, board, &bytes, &signing)
-        .map_err(|e| anyhow::anyhow!("cannot pack: {e}"))?;
+    let artifact =
+        pressline_protocol::ota::pack_with(version, board, &bytes, &signing, allow_downgrade)
+            .map_err(|e| anyhow::anyhow!("cannot pack: {e}"))?;
     std::fs::write(out, &artifact).with_context(|| format!("cannot write {}", out.display()))?;
     Ok(Outcome {
         stdout: format!(
-            "packed {board} {version} ({} bytes, sha256 {}) into {}\n",
+            "packed {board} {version} ({} bytes, sha256 {}){} into {}\n",
             bytes.len(),
             hex(&pressline_protocol::ota::image_sha256(&bytes)),
+            if allow_downgrade {
+                ", signed as a roll-back"
+            } else {
+                ""
+            },
             out.display()
         ),
         warnings: vec![],

@@ -6,7 +6,7 @@ use std::vec::Vec;
 
 use embassy_boot::{BootLoader, BootLoaderConfig, FirmwareUpdater, FirmwareUpdaterConfig};
 use embassy_futures::block_on;
-use pressline_protocol::ota::{pack, Artifact};
+use pressline_protocol::ota::{pack, pack_with, Artifact};
 use pressline_protocol::ota_transfer::{chunk_crc, Chunk, Offer, OtaFailure, OtaState};
 use pressline_protocol::FirmwareVersion;
 
@@ -337,6 +337,34 @@ fn the_right_image_with_another_images_signature_is_refused() {
     });
     assert_eq!(status.failure, Some(OtaFailure::ImageSignature));
     assert_eq!(d.reboot(), embassy_boot::State::Boot);
+}
+
+/// An older release is refused before any download unless its signed
+/// manifest says it is a roll-back.
+#[test]
+fn an_older_release_is_refused_unless_signed_as_a_roll_back() {
+    let img = image(6_000, 4);
+    let plain = pack(v("0.9.0"), "pico-w", &img, &key(1)).unwrap();
+    let roll_back = pack_with(v("0.9.0"), "pico-w", &img, &key(1), true).unwrap();
+    let (plain, roll_back) = (offer_of(&plain), offer_of(&roll_back));
+    let mut d = Device::new();
+    let status = d.boot(async |rx, j| {
+        rx.handle_offer(0, &offer(&plain, 8, 1), j).await.unwrap();
+        assert!(rx.poll_request(0).is_none(), "nothing downloaded");
+        rx.poll_status().unwrap()
+    });
+    assert_eq!(status.state, OtaState::Failed);
+    assert_eq!(status.failure, Some(OtaFailure::Downgrade));
+    let wants_reboot = d.boot(async |rx, j| {
+        rx.handle_offer(0, &offer(&roll_back, 9, 1), j)
+            .await
+            .unwrap();
+        assert_eq!(serve(rx, j, &img, 9, 0).await, img.len());
+        rx.verify(j).await.unwrap();
+        rx.wants_reboot()
+    });
+    assert!(wants_reboot, "a signed roll-back is taken");
+    assert_eq!(d.reboot(), embassy_boot::State::Swap);
 }
 
 #[test]
