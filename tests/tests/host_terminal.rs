@@ -40,6 +40,9 @@ fn host(
         identity: Identity::Terminal(id.into()),
         ota_public_key: None,
         exit_when_acked,
+        // Short, so a rollout here does not wait long for each terminal to
+        // keep its new image.
+        trial_window_secs: 2,
     }
 }
 
@@ -434,13 +437,11 @@ fn rollout_terminal(status: &Value, id: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
-#[test]
-fn a_signed_release_rolls_out_through_the_firmware_receiver_and_an_untrusted_one_is_refused() {
-    let Some(mut lab) = NetLab::enter() else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let p = |name: &str| dir.path().join(name);
+/// A gateway on the lab network trusting two release keys (`keys` and
+/// `stranger`, made with `fleet keys generate` in `dir`), and a fleet
+/// profile for it.
+fn ota_lab(dir: &std::path::Path) -> (std::path::PathBuf, Gateway) {
+    let p = |name: &str| dir.join(name);
     let config = p("sites.toml");
     for keys in ["keys", "stranger"] {
         let (code, out, err) = fleet(
@@ -449,9 +450,8 @@ fn a_signed_release_rolls_out_through_the_firmware_receiver_and_an_untrusted_one
         );
         assert_eq!(code, 0, "{out}{err}");
     }
-    // The gateway trusts both keys; the terminals only the first.
     let gateway = lab_gateway(
-        dir.path(),
+        dir,
         "lab",
         GatewayOptions {
             config_toml: Some(format!(
@@ -463,36 +463,75 @@ fn a_signed_release_rolls_out_through_the_firmware_receiver_and_an_untrusted_one
         },
     );
     add_site(&config, "lab", &gateway);
-    let release = |version: &str, key: &str| {
-        // A host image: its first line says what it is (48 KiB in all).
-        let mut image = format!("pressline-terminal-host {version}\n").into_bytes();
-        image.extend((0..48 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8));
-        let image_path = p(&format!("host-{version}.bin"));
-        std::fs::write(&image_path, image).unwrap();
-        let artifact = p(&format!("host-{version}.pota"));
-        let (code, out, err) = fleet(
-            &config,
-            &[
-                "ota",
-                "pack",
-                "--version",
-                version,
-                "--board",
-                "host",
-                "--key",
-                p(&format!("{key}/signing.key")).to_str().unwrap(),
-                image_path.to_str().unwrap(),
-                "-o",
-                artifact.to_str().unwrap(),
-            ],
-        );
-        assert_eq!(code, 0, "{out}{err}");
-        let (code, out, err) = fleet(
-            &config,
-            &["ota", "upload", artifact.to_str().unwrap(), "--site", "lab"],
-        );
-        assert_eq!(code, 0, "{out}{err}");
+    (config, gateway)
+}
+
+/// Packs a host image of `version` signed with `dir/{key}` and uploads it.
+fn release(config: &std::path::Path, dir: &std::path::Path, version: &str, key: &str) {
+    let p = |name: &str| dir.join(name);
+    // A host image: its first line says what it is (48 KiB in all).
+    let mut image = format!("pressline-terminal-host {version}\n").into_bytes();
+    image.extend((0..48 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8));
+    let image_path = p(&format!("host-{version}.bin"));
+    std::fs::write(&image_path, image).unwrap();
+    let artifact = p(&format!("host-{version}.pota"));
+    let key = p(&format!("{key}/signing.key"));
+    let pack = [
+        "ota",
+        "pack",
+        "--version",
+        version,
+        "--board",
+        "host",
+        "--key",
+        key.to_str().unwrap(),
+        image_path.to_str().unwrap(),
+        "-o",
+        artifact.to_str().unwrap(),
+    ];
+    let (code, out, err) = fleet(config, &pack);
+    assert_eq!(code, 0, "{out}{err}");
+    let upload = ["ota", "upload", artifact.to_str().unwrap(), "--site", "lab"];
+    let (code, out, err) = fleet(config, &upload);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+/// Starts a rollout of `version` to every terminal; its id.
+fn start_rollout(config: &std::path::Path, version: &str) -> String {
+    let args = [
+        "ota",
+        "rollout",
+        "start",
+        "--site",
+        "lab",
+        "--version",
+        version,
+        "--all",
+        "--json",
+    ];
+    let (code, out, err) = fleet(config, &args);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v["id"].as_u64().unwrap().to_string()
+}
+
+fn rollout_status(config: &std::path::Path, id: &str) -> Value {
+    let (_, out, _) = fleet(
+        config,
+        &["ota", "rollout", "status", id, "--site", "lab", "--json"],
+    );
+    serde_json::from_str(&out).unwrap_or(Value::Null)
+}
+
+#[test]
+fn a_signed_release_rolls_out_through_the_firmware_receiver_and_an_untrusted_one_is_refused() {
+    let Some(mut lab) = NetLab::enter() else {
+        return;
     };
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name);
+    let (config, gateway) = ota_lab(dir.path());
+    let release = |version: &str, key: &str| release(&config, dir.path(), version, key);
     release("0.2.0", "keys");
     let names = ["host-1", "host-2", "host-3"];
     let mut terminals: Vec<HostTerminal> = names
@@ -506,32 +545,8 @@ fn a_signed_release_rolls_out_through_the_firmware_receiver_and_an_untrusted_one
     wait_until("three terminals reporting", || {
         gateway.get("/api/v1/terminals").as_array().unwrap().len() == 3
     });
-    let start = |version: &str| {
-        let (code, out, err) = fleet(
-            &config,
-            &[
-                "ota",
-                "rollout",
-                "start",
-                "--site",
-                "lab",
-                "--version",
-                version,
-                "--all",
-                "--json",
-            ],
-        );
-        assert_eq!(code, 0, "{out}{err}");
-        let v: Value = serde_json::from_str(&out).unwrap();
-        v["id"].as_u64().unwrap().to_string()
-    };
-    let status = |id: &str| -> Value {
-        let (_, out, _) = fleet(
-            &config,
-            &["ota", "rollout", "status", id, "--site", "lab", "--json"],
-        );
-        serde_json::from_str(&out).unwrap_or(Value::Null)
-    };
+    let start = |version: &str| start_rollout(&config, version);
+    let status = |id: &str| rollout_status(&config, id);
     let id = start("0.2.0");
     let mut last = Value::Null;
     wait_until("the rollout of 0.2.0 completed", || {
@@ -593,6 +608,48 @@ fn a_signed_release_rolls_out_through_the_firmware_receiver_and_an_untrusted_one
     for t in &mut terminals {
         t.kill9();
     }
+}
+
+/// A new image that dies before its health window is over (here: the
+/// power goes while it runs its trial) is never kept: the next boot is the
+/// previous image, and the rollout hears `rolled_back`.
+#[test]
+fn a_trial_image_reset_before_its_health_window_is_reverted_and_reported() {
+    let Some(mut lab) = NetLab::enter() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (config, gateway) = ota_lab(dir.path());
+    release(&config, dir.path(), "0.2.0", "keys");
+    let mut options = host(&mut lab, dir.path(), &gateway, "host-1", false);
+    options.ota_public_key = Some(dir.path().join("keys/signing.pub"));
+    options.trial_window_secs = 3600;
+    let mut terminal = HostTerminal::start(&options);
+    wait_until("the terminal reporting", || {
+        gateway.get("/api/v1/terminals").as_array().unwrap().len() == 1
+    });
+    let id = start_rollout(&config, "0.2.0");
+    // The trial boot is up and heartbeating on the new image...
+    wait_until("a heartbeat from the trial of 0.2.0", || {
+        gateway.get("/api/v1/terminals/host-1")["firmware"] == "0.2.0"
+    });
+    assert!(
+        terminal.lines_starting("booted 0.2.0").len() == 1,
+        "{:?}",
+        terminal.lines_starting("booted")
+    );
+    // ...not kept yet: the power goes.
+    terminal.kill9();
+    let again = HostTerminal::start(&options);
+    again.wait_for_line("the next boot", "booted ");
+    let booted = again.lines_starting("booted ");
+    assert!(
+        booted[0].starts_with(&format!("booted {}", env!("CARGO_PKG_VERSION"))),
+        "the previous image: {booted:?}"
+    );
+    wait_until("the rollout told of the roll-back", || {
+        rollout_terminal(&rollout_status(&config, &id), "host-1")["state"] == "rolled_back"
+    });
 }
 
 #[test]

@@ -306,6 +306,8 @@ where
         client,
         topics,
         next_heartbeat: Instant::now(),
+        heartbeat_sent: false,
+        acked: false,
     };
     session.started().await;
     session.serve().await
@@ -401,6 +403,10 @@ struct Session<
     client: Mqtt<'a, 'c, 's>,
     topics: Topics,
     next_heartbeat: Instant,
+    /// This session sent a heartbeat / received a durable ack (what a
+    /// trial image must have done before it is kept).
+    heartbeat_sent: bool,
+    acked: bool,
 }
 
 impl<B, F, DFU, STATE, const Q: usize> Session<'_, '_, '_, '_, '_, '_, B, F, DFU, STATE, Q>
@@ -410,18 +416,41 @@ where
     DFU: NorFlash,
     STATE: NorFlash,
 {
-    /// Connected: the core resends what is unacked; a trial image is kept.
+    /// Connected: the core resends what is unacked.
     async fn started(&mut self) {
         let Parts { terminal, ota, .. } = &mut self.parts;
-        let mut terminal = terminal.lock().await;
-        terminal.handle_connected(uptime_ms());
+        terminal.lock().await.handle_connected(uptime_ms());
         ota.handle_connected(uptime_ms());
         if ota.is_trial() {
-            // Back on the gateway with the new image: keep it.
-            match ota.confirm(&mut **terminal).await {
-                Ok(()) => log_info!("new firmware confirmed"),
-                Err(_) => crate::log::log_error!("cannot confirm the new firmware (flash error)"),
-            }
+            log_info!(
+                "trial of new firmware: kept after {} s up with a heartbeat and an ack",
+                self.parts.settings.trial_window_ms / 1000
+            );
+        }
+    }
+
+    /// A trial image is kept once it has proven itself on this session: up
+    /// for the health window, a heartbeat out, and a durable ack round trip
+    /// (or nothing waiting for one). Until then a crash or a hang resets
+    /// the board and the bootloader goes back to the previous image.
+    async fn confirm_when_healthy(&mut self) {
+        let (heartbeat_sent, acked) = (self.heartbeat_sent, self.acked);
+        let Parts {
+            terminal,
+            ota,
+            settings,
+            ..
+        } = &mut self.parts;
+        if !ota.is_trial() || uptime_ms() < settings.trial_window_ms || !heartbeat_sent {
+            return;
+        }
+        let mut terminal = terminal.lock().await;
+        if !acked && terminal.queue_len() > 0 {
+            return;
+        }
+        match ota.confirm(&mut **terminal).await {
+            Ok(()) => log_info!("new firmware confirmed after its health window"),
+            Err(_) => crate::log::log_error!("cannot confirm the new firmware (flash error)"),
         }
     }
 
@@ -435,6 +464,7 @@ where
                 return Ok(()); // the caller reboots into the new image
             }
             self.heartbeat().await?;
+            self.confirm_when_healthy().await;
             let wake = self.next_wake().await;
             match select3(
                 self.client.poll_header(),
@@ -542,6 +572,7 @@ where
             publish(&mut self.client, topic, payload, false).await?;
         }
         self.next_heartbeat = Instant::now() + HEARTBEAT_EVERY;
+        self.heartbeat_sent = true;
         Ok(())
     }
 
@@ -552,6 +583,9 @@ where
         }
         if let Some(ms) = self.parts.ota.poll_timeout() {
             wake = wake.min(Instant::from_millis(ms));
+        }
+        if self.parts.ota.is_trial() && uptime_ms() < self.parts.settings.trial_window_ms {
+            wake = wake.min(Instant::from_millis(self.parts.settings.trial_window_ms));
         }
         wake
     }
@@ -609,6 +643,7 @@ where
                 .await
                 .map_err(|_| SessionError::Flash(FlashStep::ReleasingAcked))?;
             board.presses_released(&ack, terminal.queue_len());
+            self.acked = true;
         }
         Ok(())
     }

@@ -17,7 +17,15 @@ pub struct Settings {
     /// a terminal that was never provisioned (open-mode gateways accept
     /// its presses unsigned).
     pub secret: Option<[u8; 32]>,
+    /// How long a trial image must run, connected, before it is kept (see
+    /// `session`); a crash or hang before then reverts it.
+    pub trial_window_ms: u64,
 }
+
+/// Two minutes: long enough for a new image's slow failures (a leak, a
+/// task that dies on its second heartbeat) to show, short enough that a
+/// rollout wave does not wait long on each terminal.
+pub const DEFAULT_TRIAL_WINDOW_MS: u64 = 120_000;
 
 fn owned<const N: usize>(s: &str) -> Option<String<N>> {
     let mut out = String::new();
@@ -36,6 +44,7 @@ impl Settings {
             gateway_host: owned(r.gateway_host)?,
             gateway_port: r.gateway_port,
             secret: Some(r.secret),
+            trial_window_ms: DEFAULT_TRIAL_WINDOW_MS,
         })
     }
 

@@ -88,6 +88,10 @@ struct Args {
     /// has been durably acked by the gateway.
     #[arg(long)]
     exit_when_acked: bool,
+    /// Seconds a trial image must run, connected, with a heartbeat and a
+    /// durable ack, before it is kept (a reset before then reverts it).
+    #[arg(long, value_name = "SECONDS", default_value_t = pressline_terminal_app::settings::DEFAULT_TRIAL_WINDOW_MS / 1000)]
+    trial_window_secs: u64,
 }
 
 /// Everything the main task needs, prepared before the executor starts.
@@ -185,7 +189,10 @@ fn main() -> ExitCode {
         .init();
     let args = Args::parse();
     let settings = match settings(&args) {
-        Ok(s) => s,
+        Ok(s) => Settings {
+            trial_window_ms: args.trial_window_secs.saturating_mul(1000),
+            ..s
+        },
         Err(e) => {
             eprintln!("terminal-host: {e}");
             return ExitCode::from(2);

@@ -104,6 +104,8 @@ pub struct HostOptions {
     pub identity: Identity,
     pub ota_public_key: Option<PathBuf>,
     pub exit_when_acked: bool,
+    /// `--trial-window-secs`.
+    pub trial_window_secs: u64,
 }
 
 #[derive(Clone)]
@@ -138,6 +140,10 @@ impl HostTerminal {
         if options.exit_when_acked {
             cmd.arg("--exit-when-acked");
         }
+        cmd.args([
+            "--trial-window-secs",
+            &options.trial_window_secs.to_string(),
+        ]);
         cmd.env(
             "RUST_LOG",
             std::env::var("PRESSLINE_HOST_LOG").unwrap_or_else(|_| "info".into()),
