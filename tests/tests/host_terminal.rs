@@ -43,7 +43,54 @@ fn host(
         // Short, so a rollout here does not wait long for each terminal to
         // keep its new image.
         trial_window_secs: 2,
+        battery_mv: None,
     }
+}
+
+/// The battery the firmware reads goes out in its heartbeats: below the
+/// gateway's threshold the terminal's low-battery alert is raised, and a
+/// reading that is not a voltage is left out, not sent as one.
+#[test]
+fn a_battery_running_down_raises_the_low_battery_alert_from_the_firmwares_heartbeat() {
+    let Some(mut lab) = NetLab::enter() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = lab_gateway(dir.path(), "lab", GatewayOptions::default());
+    let battery = dir.path().join("battery");
+    std::fs::write(&battery, "not a number\n").unwrap();
+    let mut options = host(&mut lab, dir.path(), &gateway, "host-1", false);
+    options.battery_mv = Some(battery.clone());
+    let terminal = HostTerminal::start(&options);
+    wait_until("a heartbeat", || {
+        gateway
+            .get("/api/v1/terminals")
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["id"] == "host-1" && !t["last_heartbeat"].is_null())
+    });
+    let health = gateway.get("/api/v1/terminals/host-1");
+    assert!(health["battery_mv"].is_null(), "{health}");
+    assert!(
+        terminal.log().contains("not a voltage"),
+        "{}",
+        terminal.log()
+    );
+    // Run down below the threshold (3500 mV by default); the next boot's
+    // first heartbeat reads it.
+    std::fs::write(&battery, "3300\n").unwrap();
+    drop(terminal);
+    let _again = HostTerminal::start(&options);
+    wait_until("the low-battery alert of host-1", || {
+        gateway
+            .get("/api/v1/alerts")
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["kind"] == "low_battery" && a["terminal"] == "host-1")
+    });
+    assert_eq!(gateway.get("/api/v1/terminals/host-1")["battery_mv"], 3300);
 }
 
 /// Press ids as the gateway forwards them: `{site}:{terminal}:{boot}:{seq}`.

@@ -142,6 +142,16 @@ impl Shared {
 pub struct HostBoard {
     pub shared: &'static Shared,
     pub reset_reason: ResetReason,
+    /// `--battery-mv`: where the battery voltage is read from.
+    pub battery: Option<std::path::PathBuf>,
+}
+
+/// Millivolts in a battery file (surrounding white space ignored).
+fn read_millivolts(path: &std::path::Path) -> Result<u16, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    text.trim()
+        .parse()
+        .map_err(|_| format!("{:?} is not a voltage in millivolts (0-65535)", text.trim()))
 }
 
 fn line(text: std::fmt::Arguments<'_>) {
@@ -161,7 +171,15 @@ impl Board for HostBoard {
     }
 
     fn battery_mv(&mut self) -> Option<u16> {
-        None
+        let path = self.battery.as_ref()?;
+        match read_millivolts(path) {
+            Ok(mv) => Some(mv),
+            Err(e) => {
+                // As a board whose ADC read failed: no reading this time.
+                log::warn!("--battery-mv {}: {e}; not reported", path.display());
+                None
+            }
+        }
     }
 
     fn reset_reason(&self) -> ResetReason {

@@ -88,6 +88,11 @@ struct Args {
     /// has been durably acked by the gateway.
     #[arg(long)]
     exit_when_acked: bool,
+    /// A file holding the battery voltage in millivolts (read at every
+    /// heartbeat, as a board reads its ADC): write it to play a battery
+    /// running down. Without it the terminal reports mains power.
+    #[arg(long, value_name = "FILE")]
+    battery_mv: Option<PathBuf>,
     /// Seconds a trial image must run, connected, with a heartbeat and a
     /// durable ack, before it is kept (a reset before then reverts it).
     #[arg(long, value_name = "SECONDS", default_value_t = pressline_terminal_app::settings::DEFAULT_TRIAL_WINDOW_MS / 1000)]
@@ -406,6 +411,7 @@ async fn main_task(spawner: Spawner, setup: Setup, shared: &'static Shared) {
     let mut board = HostBoard {
         shared,
         reset_reason,
+        battery: args.battery_mv.clone(),
     };
     let mut feedback = HostFeedback { shared };
     pressline_terminal_app::run(

@@ -106,6 +106,8 @@ pub struct HostOptions {
     pub exit_when_acked: bool,
     /// `--trial-window-secs`.
     pub trial_window_secs: u64,
+    /// `--battery-mv FILE`.
+    pub battery_mv: Option<PathBuf>,
 }
 
 #[derive(Clone)]
@@ -144,6 +146,9 @@ impl HostTerminal {
             "--trial-window-secs",
             &options.trial_window_secs.to_string(),
         ]);
+        if let Some(file) = &options.battery_mv {
+            cmd.arg("--battery-mv").arg(file);
+        }
         cmd.env(
             "RUST_LOG",
             std::env::var("PRESSLINE_HOST_LOG").unwrap_or_else(|_| "info".into()),
