@@ -47,6 +47,34 @@ fn host(
     }
 }
 
+/// A gateway that hangs (its kernel still acknowledges TCP, so the socket
+/// looks alive) is found out by the keep-alive: the PINGREQ goes
+/// unanswered, the terminal ends the session and connects again once the
+/// gateway is back; a press made meanwhile waits in flash and arrives.
+#[test]
+fn a_hung_gateway_is_found_out_by_the_keep_alive_and_left_for_a_new_session() {
+    let Some(mut lab) = NetLab::enter() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = lab_gateway(dir.path(), "lab", GatewayOptions::default());
+    let options = host(&mut lab, dir.path(), &gateway, "host-1", true);
+    let mut terminal = HostTerminal::start(&options);
+    terminal.press(3);
+    wait_until("the first press stored", || {
+        gateway.stat("presses_stored") == 1
+    });
+    gateway.freeze();
+    terminal.press(4);
+    wait_until("the hung gateway found out", || {
+        terminal.log().contains("did not answer a PINGREQ")
+    });
+    gateway.thaw();
+    terminal.close_stdin();
+    assert!(terminal.wait_exit().success(), "{}", terminal.log());
+    assert_eq!(gateway.stat("presses_stored"), 2);
+}
+
 /// The battery the firmware reads goes out in its heartbeats: below the
 /// gateway's threshold the terminal's low-battery alert is raised, and a
 /// reading that is not a voltage is left out, not sent as one.

@@ -52,6 +52,14 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 /// A socket that moves nothing for this long is dead (the MQTT keep-alive
 /// is 30 s).
 const SOCKET_TIMEOUT: Duration = Duration::from_secs(45);
+/// The keep-alive asked for in CONNECT.
+const KEEP_ALIVE_SECS: u16 = 30;
+/// Sending nothing for this long, a PINGREQ goes out (half the keep-alive:
+/// the gateway closes a session silent for 1.5 times it).
+const PING_WHEN_IDLE: Duration = Duration::from_secs(KEEP_ALIVE_SECS as u64 / 2);
+/// A PINGREQ unanswered this long: the gateway is hung (its kernel still
+/// acknowledges TCP), the session is ended and made again.
+const PING_ANSWER_WITHIN: Duration = Duration::from_secs(10);
 /// Unacknowledged QoS 1 publishes rust-mqtt keeps (its `SEND_MAXIMUM`).
 const SEND_MAXIMUM: usize = 16;
 
@@ -73,6 +81,8 @@ pub enum SessionError {
     SubscribeTimedOut,
     PublishFailed,
     ConnectionLost,
+    /// The gateway did not answer a PINGREQ in time.
+    PingUnanswered,
     /// The flash failed under the terminal core or the OTA receiver.
     Flash(FlashStep),
 }
@@ -125,6 +135,7 @@ impl SessionError {
             SessionError::SubscribeTimedOut => "subscribe timed out",
             SessionError::PublishFailed => "publish failed",
             SessionError::ConnectionLost => "connection lost",
+            SessionError::PingUnanswered => "the gateway did not answer a PINGREQ (hung?)",
             SessionError::Flash(FlashStep::VerifyingUpdate) => {
                 "flash error while verifying the update"
             }
@@ -308,6 +319,8 @@ where
         next_heartbeat: Instant::now(),
         heartbeat_sent: false,
         acked: false,
+        last_sent: Instant::now(),
+        ping_sent_at: None,
     };
     session.started().await;
     session.serve().await
@@ -333,7 +346,7 @@ async fn connect<'s>(
         .secret
         .as_ref()
         .map(pressline_protocol::auth::mqtt_password);
-    let keep_alive = NonZero::new(30).ok_or(setting(Setting::KeepAlive))?;
+    let keep_alive = NonZero::new(KEEP_ALIVE_SECS).ok_or(setting(Setting::KeepAlive))?;
     let mut options = ConnectOptions::new()
         .clean_start()
         .keep_alive(KeepAlive::Seconds(keep_alive))
@@ -407,6 +420,10 @@ struct Session<
     /// trial image must have done before it is kept).
     heartbeat_sent: bool,
     acked: bool,
+    /// When the last packet went out (for the keep-alive).
+    last_sent: Instant,
+    /// A PINGREQ waiting for its answer (any packet from the gateway is one).
+    ping_sent_at: Option<Instant>,
 }
 
 impl<B, F, DFU, STATE, const Q: usize> Session<'_, '_, '_, '_, '_, '_, B, F, DFU, STATE, Q>
@@ -464,6 +481,7 @@ where
                 return Ok(()); // the caller reboots into the new image
             }
             self.heartbeat().await?;
+            self.keep_alive().await?;
             self.confirm_when_healthy().await;
             let wake = self.next_wake().await;
             match select3(
@@ -481,6 +499,28 @@ where
                 Either3::Second(()) | Either3::Third(()) => {}
             }
         }
+    }
+
+    /// MQTT keep-alive: a PINGREQ when nothing went out for a while; the
+    /// session ends when the gateway leaves it unanswered.
+    async fn keep_alive(&mut self) -> Result<(), SessionError> {
+        let now = Instant::now();
+        if let Some(sent) = self.ping_sent_at {
+            return if now >= sent + PING_ANSWER_WITHIN {
+                Err(SessionError::PingUnanswered)
+            } else {
+                Ok(())
+            };
+        }
+        if now >= self.last_sent + PING_WHEN_IDLE {
+            self.client
+                .ping()
+                .await
+                .map_err(|_| SessionError::ConnectionLost)?;
+            self.ping_sent_at = Some(now);
+            self.last_sent = now;
+        }
+        Ok(())
     }
 
     /// What the core wants out (QoS 1; only its durable ack counts),
@@ -505,6 +545,7 @@ where
                 continue;
             };
             publish(&mut self.client, self.topics.press.as_str(), payload, true).await?;
+            self.last_sent = Instant::now();
         }
         Ok(())
     }
@@ -517,6 +558,7 @@ where
             if let Ok(payload) = ota_transfer::encode(&request, &mut bytes) {
                 let topic = self.topics.ota_request.as_str();
                 publish(&mut self.client, topic, payload, false).await?;
+                self.last_sent = Instant::now();
             }
         }
         for pass in 0..2 {
@@ -528,6 +570,7 @@ where
                 if let Ok(payload) = ota_transfer::encode(&status, &mut bytes) {
                     let topic = self.topics.ota_status.as_str();
                     publish(&mut self.client, topic, payload, true).await?;
+                    self.last_sent = Instant::now();
                 }
             }
             let Parts { terminal, ota, .. } = &mut self.parts;
@@ -570,6 +613,7 @@ where
         if let Ok(payload) = encoded {
             let topic = self.topics.heartbeat.as_str();
             publish(&mut self.client, topic, payload, false).await?;
+            self.last_sent = Instant::now();
         }
         self.next_heartbeat = Instant::now() + HEARTBEAT_EVERY;
         self.heartbeat_sent = true;
@@ -584,6 +628,10 @@ where
         if let Some(ms) = self.parts.ota.poll_timeout() {
             wake = wake.min(Instant::from_millis(ms));
         }
+        wake = wake.min(match self.ping_sent_at {
+            Some(sent) => sent + PING_ANSWER_WITHIN,
+            None => self.last_sent + PING_WHEN_IDLE,
+        });
         if self.parts.ota.is_trial() && uptime_ms() < self.parts.settings.trial_window_ms {
             wake = wake.min(Instant::from_millis(self.parts.settings.trial_window_ms));
         }
@@ -601,6 +649,8 @@ where
             .poll_body(header)
             .await
             .map_err(|_| SessionError::ConnectionLost)?;
+        // Whatever the gateway sends shows it is alive (a PINGRESP too).
+        self.ping_sent_at = None;
         if let Event::Publish(publish) = event {
             let topic: &str = match &publish.topic {
                 TopicReference::Name(n) => n.as_ref().as_ref(),

@@ -520,6 +520,21 @@ impl Gateway {
         }
     }
 
+    /// The process hangs (SIGSTOP): its kernel still takes connections
+    /// and acknowledges TCP, nothing answers above that.
+    pub fn freeze(&self) {
+        if let Some(child) = &self.child {
+            signal(child, "STOP");
+        }
+    }
+
+    /// Back from [`Gateway::freeze`] (SIGCONT).
+    pub fn thaw(&self) {
+        if let Some(child) = &self.child {
+            signal(child, "CONT");
+        }
+    }
+
     pub fn restart_after_crash(&mut self) {
         self.kill9();
         self.spawn();
