@@ -52,11 +52,9 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 /// A socket that moves nothing for this long is dead (the MQTT keep-alive
 /// is 30 s).
 const SOCKET_TIMEOUT: Duration = Duration::from_secs(45);
-/// The keep-alive asked for in CONNECT.
+/// The keep-alive asked for in CONNECT (an MQTT 5 gateway may set
+/// another in CONNACK, which is then the one kept: [`ping_when_idle`]).
 const KEEP_ALIVE_SECS: u16 = 30;
-/// Sending nothing for this long, a PINGREQ goes out (half the keep-alive:
-/// the gateway closes a session silent for 1.5 times it).
-const PING_WHEN_IDLE: Duration = Duration::from_secs(KEEP_ALIVE_SECS as u64 / 2);
 /// A PINGREQ unanswered this long: the gateway is hung (its kernel still
 /// acknowledges TCP), the session is ended and made again.
 const PING_ANSWER_WITHIN: Duration = Duration::from_secs(10);
@@ -206,6 +204,16 @@ fn topic<const N: usize>(t: impl core::fmt::Display) -> String<N> {
 fn name(topic: &str) -> Result<TopicName<'_>, SessionError> {
     let bad = SessionError::Setting(Setting::Topic);
     TopicName::new(MqttString::try_from(topic).map_err(|_| bad)?).ok_or(bad)
+}
+
+/// Half the keep-alive in force (the gateway's from CONNACK, else ours):
+/// how long the session may send nothing before a PINGREQ.
+fn ping_when_idle(client: &Mqtt<'_, '_, '_>) -> Duration {
+    let secs = match client.shared_config().keep_alive {
+        KeepAlive::Seconds(s) => s.get(),
+        KeepAlive::Infinite => KEEP_ALIVE_SECS,
+    };
+    Duration::from_millis(u64::from(secs) * 500)
 }
 
 /// Whether a QoS 1 publish fits now with `spare` slots left over:
@@ -496,23 +504,26 @@ where
                     self.receive(header).await?;
                 }
                 // A press went into flash: out with it (above).
-                Either3::Second(()) | Either3::Third(()) => {}
+                Either3::Second(()) => {}
+                // Only here, the socket having just had its turn (polled
+                // first), is a PINGREQ past its time unanswered.
+                Either3::Third(()) => {
+                    if self
+                        .ping_sent_at
+                        .is_some_and(|sent| Instant::now() >= sent + PING_ANSWER_WITHIN)
+                    {
+                        return Err(SessionError::PingUnanswered);
+                    }
+                }
             }
         }
     }
 
-    /// MQTT keep-alive: a PINGREQ when nothing went out for a while; the
-    /// session ends when the gateway leaves it unanswered.
+    /// MQTT keep-alive: a PINGREQ when nothing went out for half the
+    /// keep-alive (the gateway closes a session silent for 1.5 times it).
     async fn keep_alive(&mut self) -> Result<(), SessionError> {
         let now = Instant::now();
-        if let Some(sent) = self.ping_sent_at {
-            return if now >= sent + PING_ANSWER_WITHIN {
-                Err(SessionError::PingUnanswered)
-            } else {
-                Ok(())
-            };
-        }
-        if now >= self.last_sent + PING_WHEN_IDLE {
+        if self.ping_sent_at.is_none() && now >= self.last_sent + ping_when_idle(&self.client) {
             self.client
                 .ping()
                 .await
@@ -614,9 +625,9 @@ where
             let topic = self.topics.heartbeat.as_str();
             publish(&mut self.client, topic, payload, false).await?;
             self.last_sent = Instant::now();
+            self.heartbeat_sent = true;
         }
         self.next_heartbeat = Instant::now() + HEARTBEAT_EVERY;
-        self.heartbeat_sent = true;
         Ok(())
     }
 
@@ -630,7 +641,7 @@ where
         }
         wake = wake.min(match self.ping_sent_at {
             Some(sent) => sent + PING_ANSWER_WITHIN,
-            None => self.last_sent + PING_WHEN_IDLE,
+            None => self.last_sent + ping_when_idle(&self.client),
         });
         if self.parts.ota.is_trial() && uptime_ms() < self.parts.settings.trial_window_ms {
             wake = wake.min(Instant::from_millis(self.parts.settings.trial_window_ms));
