@@ -691,15 +691,7 @@ INSERT INTO presses (id, site, terminal, zone, boot, seq, button, score, pressed
 #[test]
 fn reports_match_figures_worked_out_by_hand_across_a_daylight_saving_change() {
     let pg = Postgres::start();
-    let out = std::process::Command::new(bin("pressline-central"))
-        .args(["migrate", "--postgres", &pg.url()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    migrate(&pg, None);
     pg.psql(REPORT_FIXTURE);
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("fleet.toml");
@@ -847,22 +839,10 @@ const HOURS_COUNT_EVERY_PRESS: &str =
 
 /// `pressline-central migrate` (to `version` when given).
 fn migrate(pg: &Postgres, version: Option<&str>) -> String {
-    let mut args = vec!["migrate", "--postgres"];
-    let url = pg.url();
-    args.push(&url);
-    if let Some(v) = version {
-        args.extend(["--to-version", v]);
+    match version {
+        Some(v) => central_db(pg, &["migrate", "--to-version", v]),
+        None => central_db(pg, &["migrate"]),
     }
-    let out = std::process::Command::new(bin("pressline-central"))
-        .args(&args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
