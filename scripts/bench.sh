@@ -16,6 +16,7 @@
 #   BENCH_SWAP_ROUNDS [10]                       flashes started over in section 3d (100,000 presses each)
 #   BENCH_SECTIONS ["1 2 3 4"]                   which sections to run (5 needs 3 and 4; 3d, 3e, 6 and 7 on request)
 #   BENCH_REPORT_PRESSES [10000000]              presses in the central database of section 7
+#   BENCH_ENERGY_SECS [300]                      length of section 8's host run
 #
 # 1. Ingest ceiling: BENCH_TERMINALS x BENCH_PRESSES presses, QoS 1, through
 #    (a) the gateway (dedup, durable sled commit, application ack),
@@ -55,6 +56,11 @@
 #    4 weeks of hour x weekday) over BENCH_REPORT_PRESSES presses from 200
 #    sites in five time zones across 52 weeks, read from the rollups
 #    against the same report read from every press.
+# 8. Battery life (on request, as root: a network namespace): two host
+#    terminals (battery with a 60 s upload delay, and mains) take the same
+#    presses against the gateway; their counters and the firmware's power
+#    plan over a simulated day give the estimated life on 3 x AA and 4 x D
+#    at 100, 500 and 2,000 presses a day (tests/tests/battery_life.rs).
 # Sections 1 and 2 also run the production transport: terminals over the
 # gateway's TLS listener (ingest), and upstream over mqtts:// (latency),
 # with a private CA made by openssl for the run.
@@ -749,3 +755,11 @@ echo "Loaded in $load_secs s, rollups kept by the insert's own statement."
 echo
 fi
 echo "Machine: $(nproc) vCPU $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/Mem:/ {print $2}') GiB RAM, Linux $(uname -r); $(mosquitto -h 2>/dev/null | head -1 | sed 's/ is an MQTT.*//'); $(date -u +%Y-%m-%d); command: ${BENCH_SECTIONS:+BENCH_SECTIONS=\"$BENCH_SECTIONS\" }./scripts/bench.sh $RUNS"
+# ------------------------------------------------------- 8. battery life
+if want 8; then
+log "battery life: host terminals for ${BENCH_ENERGY_SECS:-300} s"
+cargo build --release --locked -q -p pressline-gateway -p pressline-terminal-host --bins >&2
+BENCH_ENERGY_SECS=${BENCH_ENERGY_SECS:-300} BENCH_ENERGY_OUT="$WORK/energy.md" \
+    cargo test --release --locked -q -p pressline-e2e --test battery_life -- --ignored >&2
+cat "$WORK/energy.md"
+fi

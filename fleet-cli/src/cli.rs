@@ -231,6 +231,19 @@ pub struct ProvisionArgs {
     /// Write the record without registering the terminal with its gateway.
     #[arg(long)]
     pub no_register: bool,
+    /// How the terminal is powered: `mains` (always connected, every press
+    /// out at once) or `battery` (radio off between uploads).
+    #[arg(long, value_name = "MODE", default_value = "mains", value_parser = ["mains", "battery"])]
+    pub power: String,
+    /// Battery: presses reach the gateway within this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = pressline_protocol::power::PowerSettings::BATTERY.upload_delay_secs)]
+    pub upload_delay_secs: u16,
+    /// Battery: a heartbeat at least this often.
+    #[arg(long, value_name = "SECONDS", default_value_t = pressline_protocol::power::PowerSettings::BATTERY.heartbeat_every_secs)]
+    pub heartbeat_every_secs: u16,
+    /// Battery: this many unhappy presses in a row go out at once (0: never).
+    #[arg(long, value_name = "PRESSES", default_value_t = pressline_protocol::power::PowerSettings::BATTERY.unhappy_run)]
+    pub unhappy_run: u8,
     /// With --batch: do not wait for Enter between terminals.
     #[arg(long)]
     pub yes: bool,

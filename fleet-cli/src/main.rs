@@ -242,6 +242,18 @@ fn provision(path: &std::path::Path, p: ProvisionArgs) -> anyhow::Result<Outcome
     };
     let wifi_ssid = p.wifi_ssid.as_deref().expect("clap requires it");
     let gateway = p.gateway.as_deref().expect("clap requires it");
+    let power = match p.power.as_str() {
+        "battery" => pressline_protocol::power::PowerSettings {
+            upload_delay_secs: p.upload_delay_secs,
+            heartbeat_every_secs: p.heartbeat_every_secs,
+            unhappy_run: p.unhappy_run,
+            ..pressline_protocol::power::PowerSettings::BATTERY
+        },
+        _ => pressline_protocol::power::PowerSettings::MAINS,
+    };
+    power
+        .validate()
+        .map_err(|e| anyhow::anyhow!("--power battery: {e}"))?;
     if let Some(batch) = &p.batch {
         return commands::batch::run(
             &site,
@@ -250,6 +262,7 @@ fn provision(path: &std::path::Path, p: ProvisionArgs) -> anyhow::Result<Outcome
             wifi_ssid,
             &wifi_password,
             gateway,
+            power,
             !p.no_register,
             p.yes,
             chip,
@@ -262,6 +275,7 @@ fn provision(path: &std::path::Path, p: ProvisionArgs) -> anyhow::Result<Outcome
         wifi_ssid,
         wifi_password: wifi_password.clone(),
         gateway,
+        power,
         register: !p.no_register,
     };
     let destination = match &p.to_file {

@@ -5,12 +5,15 @@
 //! registers an MQTT last will on `pressline/v1/term/{t}/status` with the
 //! payload [`WILL_OFFLINE`], so the gateway hears at once when it vanishes.
 //!
-//! Wire form: version byte, then postcard of [`Heartbeat`].
+//! Wire form: version byte, then postcard: of [`Heartbeat`] (1), of
+//! [`HeartbeatWireV2`] (2, signed), or of [`HeartbeatWireV3`] (3, with the
+//! terminal's [`Energy`] counters, signed or not).
 
 use core::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::power::Energy;
 use crate::DecodeError;
 
 /// Payload of the terminal's last will.
@@ -104,7 +107,7 @@ pub struct Heartbeat {
 }
 
 /// Room for any encoded heartbeat.
-pub const HEARTBEAT_BUF_LEN: usize = 64;
+pub const HEARTBEAT_BUF_LEN: usize = 112;
 
 /// Version byte of a heartbeat signed by a provisioned terminal.
 pub const HEARTBEAT_WITH_MAC_VERSION: u8 = 2;
@@ -117,7 +120,65 @@ pub struct HeartbeatWireV2 {
     pub mac: [u8; crate::auth::MAC_LEN],
 }
 
+/// Version byte of a heartbeat with energy counters.
+pub const HEARTBEAT_WITH_ENERGY_VERSION: u8 = 3;
+
+/// The postcard body of a version-3 heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatWireV3 {
+    pub heartbeat: Heartbeat,
+    pub energy: Energy,
+    /// [`crate::auth::heartbeat_mac`] over postcard of `(heartbeat,
+    /// energy)`; `None` from a terminal without a secret.
+    pub mac: Option<[u8; crate::auth::MAC_LEN]>,
+}
+
+/// A heartbeat as it arrived: what it says, and its signature if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceivedHeartbeat {
+    pub heartbeat: Heartbeat,
+    /// Present in version 3.
+    pub energy: Option<Energy>,
+    pub mac: Option<[u8; crate::auth::MAC_LEN]>,
+}
+
+impl ReceivedHeartbeat {
+    /// The bytes the signature covers.
+    pub fn signed_body<'b>(&self, buf: &'b mut [u8]) -> Result<&'b [u8], postcard::Error> {
+        Ok(match &self.energy {
+            None => postcard::to_slice(&self.heartbeat, buf)?,
+            Some(energy) => postcard::to_slice(&(self.heartbeat, *energy), buf)?,
+        })
+    }
+}
+
 impl Heartbeat {
+    /// Version 3: with the energy counters; signed when `signer` (the
+    /// secret and the terminal id) is given.
+    pub fn encode_with_energy<'b>(
+        &self,
+        energy: &Energy,
+        signer: Option<(&crate::auth::Secret, &str)>,
+        buf: &'b mut [u8],
+    ) -> Result<&'b mut [u8], postcard::Error> {
+        let mut wire = HeartbeatWireV3 {
+            heartbeat: *self,
+            energy: *energy,
+            mac: None,
+        };
+        if let Some((secret, terminal)) = signer {
+            let mut body = [0u8; HEARTBEAT_BUF_LEN];
+            let received = ReceivedHeartbeat {
+                heartbeat: *self,
+                energy: Some(*energy),
+                mac: None,
+            };
+            let body = received.signed_body(&mut body)?;
+            wire.mac = Some(crate::auth::heartbeat_mac(secret, terminal, body));
+        }
+        crate::envelope::encode_as(HEARTBEAT_WITH_ENERGY_VERSION, &wire, buf)
+    }
+
     /// Version 1: unsigned (open-mode terminals without a secret).
     pub fn encode<'b>(&self, buf: &'b mut [u8]) -> Result<&'b mut [u8], postcard::Error> {
         crate::envelope::encode(self, buf)
@@ -147,17 +208,32 @@ impl Heartbeat {
         )
     }
 
-    /// Decodes version 1 or 2; returns the MAC of a signed heartbeat.
-    pub fn decode(
-        payload: &[u8],
-    ) -> Result<(Heartbeat, Option<[u8; crate::auth::MAC_LEN]>), DecodeError> {
+    /// Decodes version 1, 2 or 3.
+    pub fn decode(payload: &[u8]) -> Result<ReceivedHeartbeat, DecodeError> {
         match crate::envelope::version(payload)? {
             HEARTBEAT_WITH_MAC_VERSION => {
                 let w: HeartbeatWireV2 =
                     crate::envelope::decode_as(HEARTBEAT_WITH_MAC_VERSION, payload)?;
-                Ok((w.heartbeat, Some(w.mac)))
+                Ok(ReceivedHeartbeat {
+                    heartbeat: w.heartbeat,
+                    energy: None,
+                    mac: Some(w.mac),
+                })
             }
-            _ => Ok((crate::envelope::decode(payload)?, None)),
+            HEARTBEAT_WITH_ENERGY_VERSION => {
+                let w: HeartbeatWireV3 =
+                    crate::envelope::decode_as(HEARTBEAT_WITH_ENERGY_VERSION, payload)?;
+                Ok(ReceivedHeartbeat {
+                    heartbeat: w.heartbeat,
+                    energy: Some(w.energy),
+                    mac: w.mac,
+                })
+            }
+            _ => Ok(ReceivedHeartbeat {
+                heartbeat: crate::envelope::decode(payload)?,
+                energy: None,
+                mac: None,
+            }),
         }
     }
 }
@@ -186,12 +262,14 @@ mod tests {
         };
         let mut buf = [0u8; HEARTBEAT_BUF_LEN];
         let bytes = hb.encode(&mut buf).unwrap();
-        assert_eq!(Heartbeat::decode(bytes), Ok((hb, None)));
+        let plain = Heartbeat::decode(bytes).unwrap();
+        assert_eq!((plain.heartbeat, plain.energy, plain.mac), (hb, None, None));
         let secret = [3u8; 32];
         let signed = hb.encode_signed(&secret, "t1", &mut buf).unwrap();
         assert_eq!(signed[0], HEARTBEAT_WITH_MAC_VERSION);
-        let (back, mac) = Heartbeat::decode(signed).unwrap();
-        assert_eq!(back, hb);
+        let received = Heartbeat::decode(signed).unwrap();
+        let mac = received.mac;
+        assert_eq!(received.heartbeat, hb);
         let mut body = [0u8; HEARTBEAT_BUF_LEN];
         assert_eq!(
             mac,
@@ -215,6 +293,64 @@ mod tests {
             Err(DecodeError::UnknownVersion(9))
         );
         assert_eq!(Heartbeat::decode(&[1, 0]), Err(DecodeError::Malformed));
+    }
+
+    #[test]
+    fn energy_counters_ride_in_version_3_under_the_signature() {
+        let hb = Heartbeat {
+            boot: u32::MAX,
+            uptime_ms: u64::MAX,
+            firmware: FirmwareVersion {
+                major: u16::MAX,
+                minor: u16::MAX,
+                patch: u16::MAX,
+            },
+            battery_mv: Some(u16::MAX),
+            rssi_dbm: Some(-128),
+            queue_depth: u32::MAX,
+            queue_capacity: u32::MAX,
+            dropped_presses: u32::MAX,
+            reset_reason: 255,
+            unix_time_ms: Some(u64::MAX),
+        };
+        let energy = Energy {
+            settings: crate::power::PowerSettings::BATTERY,
+            awake_ms: Some(u64::MAX),
+            radio_on_ms: u64::MAX,
+            wakeups: u32::MAX,
+            joins: u32::MAX,
+        };
+        let secret = [5u8; 32];
+        let mut buf = [0u8; HEARTBEAT_BUF_LEN];
+        let bytes = hb
+            .encode_with_energy(&energy, Some((&secret, "t1")), &mut buf)
+            .expect("the largest heartbeat fits HEARTBEAT_BUF_LEN");
+        assert_eq!(bytes[0], HEARTBEAT_WITH_ENERGY_VERSION);
+        let received = Heartbeat::decode(bytes).unwrap();
+        assert_eq!(received.heartbeat, hb);
+        assert_eq!(received.energy, Some(energy));
+        let mut body = [0u8; HEARTBEAT_BUF_LEN];
+        let body = received.signed_body(&mut body).unwrap();
+        assert_eq!(
+            received.mac,
+            Some(crate::auth::heartbeat_mac(&secret, "t1", body))
+        );
+        // Changing a counter breaks the signature.
+        let forged = ReceivedHeartbeat {
+            energy: Some(Energy { joins: 0, ..energy }),
+            ..received
+        };
+        let mut other = [0u8; HEARTBEAT_BUF_LEN];
+        assert_ne!(
+            received.mac,
+            Some(crate::auth::heartbeat_mac(
+                &secret,
+                "t1",
+                forged.signed_body(&mut other).unwrap()
+            ))
+        );
+        let unsigned = hb.encode_with_energy(&energy, None, &mut buf).unwrap();
+        assert_eq!(Heartbeat::decode(unsigned).unwrap().mac, None);
     }
 
     #[test]

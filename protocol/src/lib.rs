@@ -13,6 +13,7 @@
 //! - [`ident`]: terminal and site identifiers (the characters topics allow).
 //! - [`ota`]: signed firmware artifacts (parse and verify; no_std).
 //! - [`ota_transfer`]: offer, chunk and status messages of a firmware update.
+//! - [`power`]: power settings (mains, battery) and energy counters.
 //! - [`press`]: a press as a native terminal sends it (version byte + postcard).
 //! - [`ack`]: the gateway's durable application ack (version byte + postcard).
 //! - [`heartbeat`]: terminal health reports and the terminal's last will.
@@ -40,6 +41,7 @@ pub mod heartbeat;
 pub mod ident;
 pub mod ota;
 pub mod ota_transfer;
+pub mod power;
 pub mod press;
 pub mod provisioning;
 pub mod topic;

@@ -3,12 +3,14 @@
 //! to a file for the simulator), read by the firmware at boot.
 //!
 //! Layout: `"PLPR"` magic, version byte (1), body length (u16 LE), postcard
-//! body ([`ProvisioningRecord`]), CRC-32 (ISO-HDLC, LE) over version, length
+//! body ([`ProvisioningRecord`], then the [`PowerSettings`] of a terminal not
+//! on mains; a body without them is a mains terminal), CRC-32 (ISO-HDLC, LE) over version, length
 //! and body. An erased sector (all `0xFF`) reads as [`ProvisioningError::Blank`].
 
 use serde::{Deserialize, Serialize};
 
 use crate::ident::validate_id;
+use crate::power::PowerSettings;
 
 pub const MAGIC: [u8; 4] = *b"PLPR";
 pub const VERSION: u8 = 1;
@@ -31,6 +33,14 @@ pub struct ProvisioningRecord<'a> {
     pub gateway_port: u16,
     /// Per-terminal secret (credentials and press MACs).
     pub secret: [u8; 32],
+    /// Written after the record, and only when not mains: firmware that
+    /// predates power settings reads the record and ignores them.
+    #[serde(skip, default = "mains")]
+    pub power: PowerSettings,
+}
+
+fn mains() -> PowerSettings {
+    PowerSettings::MAINS
 }
 
 /// Why a record could not be read or written.
@@ -84,7 +94,7 @@ impl<'a> ProvisioningRecord<'a> {
         if self.gateway_host.is_empty() || self.gateway_port == 0 {
             return Err(ProvisioningError::Invalid("gateway address"));
         }
-        Ok(())
+        self.power.validate().map_err(ProvisioningError::Invalid)
     }
 
     /// Encodes into `buf`, returning the used prefix.
@@ -96,9 +106,18 @@ impl<'a> ProvisioningRecord<'a> {
         let body_len = {
             let limit = buf.len().min(MAX_RECORD_LEN) - 11;
             let (_, rest) = buf.split_at_mut(7);
-            postcard::to_slice(self, &mut rest[..limit])
+            let body = &mut rest[..limit];
+            let record = postcard::to_slice(self, body)
                 .map_err(|_| ProvisioningError::TooLarge)?
-                .len()
+                .len();
+            let power = if self.power == PowerSettings::MAINS {
+                0
+            } else {
+                postcard::to_slice(&self.power, &mut body[record..])
+                    .map_err(|_| ProvisioningError::TooLarge)?
+                    .len()
+            };
+            record + power
         };
         buf[..4].copy_from_slice(&MAGIC);
         buf[4] = VERSION;
@@ -129,8 +148,16 @@ impl<'a> ProvisioningRecord<'a> {
         if CRC.checksum(&bytes[4..end]) != stored {
             return Err(ProvisioningError::BadChecksum);
         }
-        let record: ProvisioningRecord<'a> =
-            postcard::from_bytes(&bytes[7..end]).map_err(|_| ProvisioningError::Malformed)?;
+        let (mut record, rest): (ProvisioningRecord<'a>, _) =
+            postcard::take_from_bytes(&bytes[7..end]).map_err(|_| ProvisioningError::Malformed)?;
+        if !rest.is_empty() {
+            let (power, rest) =
+                postcard::take_from_bytes(rest).map_err(|_| ProvisioningError::Malformed)?;
+            if !rest.is_empty() {
+                return Err(ProvisioningError::Malformed);
+            }
+            record.power = power;
+        }
         record.validate()?;
         Ok(record)
     }
@@ -150,7 +177,38 @@ mod tests {
             gateway_host: "10.20.0.2",
             gateway_port: 1884,
             secret: [7; 32],
+            power: PowerSettings::MAINS,
         }
+    }
+
+    #[test]
+    fn battery_settings_follow_the_record_and_mains_records_are_unchanged() {
+        let mut mains = [0xFFu8; 4096];
+        let mains_len = sample().encode(&mut mains).unwrap().len();
+        let battery = ProvisioningRecord {
+            power: PowerSettings::BATTERY,
+            ..sample()
+        };
+        let mut sector = [0xFFu8; 4096];
+        let len = battery.encode(&mut sector).unwrap().len();
+        assert!(len > mains_len);
+        assert_eq!(ProvisioningRecord::decode(&sector), Ok(battery.clone()));
+        // What firmware without power settings reads: the record itself.
+        let body_len = u16::from_le_bytes([sector[5], sector[6]]) as usize;
+        let old: ProvisioningRecord<'_> = postcard::from_bytes(&sector[7..7 + body_len]).unwrap();
+        assert_eq!(old.terminal, "north-07");
+        assert_eq!(old.power, PowerSettings::MAINS);
+        let bad = ProvisioningRecord {
+            power: PowerSettings {
+                upload_delay_secs: 0,
+                ..PowerSettings::BATTERY
+            },
+            ..sample()
+        };
+        assert!(matches!(
+            bad.encode(&mut sector),
+            Err(ProvisioningError::Invalid(_))
+        ));
     }
 
     #[test]

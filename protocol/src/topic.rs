@@ -85,6 +85,10 @@ terminal_topic!(
 terminal_topic!(
     /// `pressline/v1/gw/{terminal}/ota/chunk`
     OtaChunkTopic, GATEWAY_ROOT, "ota/chunk");
+terminal_topic!(
+    /// `pressline/v1/gw/{terminal}/power`: the power settings the gateway
+    /// wants the terminal to use ([`crate::power::PowerSettings`]).
+    PowerTopic, GATEWAY_ROOT, "power");
 
 /// `pressline/v1/{site}/ota` on the upstream broker: rollout events.
 #[derive(Debug, Clone, Copy)]

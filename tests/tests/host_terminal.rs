@@ -44,6 +44,7 @@ fn host(
         // keep its new image.
         trial_window_secs: 2,
         battery_mv: None,
+        extra_args: Vec::new(),
     }
 }
 
@@ -117,6 +118,84 @@ fn a_battery_running_down_raises_the_low_battery_alert_from_the_firmwares_heartb
             .any(|a| a["kind"] == "low_battery" && a["terminal"] == "host-1")
     });
     assert_eq!(gateway.get("/api/v1/terminals/host-1")["battery_mv"], 3300);
+}
+
+/// A terminal on batteries turns its radio off between uploads: presses
+/// wait in flash and reach the gateway within the upload delay (60 s), a
+/// run of three unhappy presses goes out at once, the counters in its
+/// heartbeat show the radio off most of the time with an estimated battery
+/// life, and the low battery it reads raises the alert.
+#[test]
+fn a_terminal_on_batteries_uploads_within_its_delay_with_the_radio_mostly_off() {
+    let Some(mut lab) = NetLab::enter() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = lab_gateway(dir.path(), "lab", GatewayOptions::default());
+    let battery = dir.path().join("battery");
+    std::fs::write(&battery, "3300\n").unwrap();
+    let mut options = host(&mut lab, dir.path(), &gateway, "host-1", false);
+    options.battery_mv = Some(battery);
+    options.extra_args = ["--power", "battery", "--upload-delay-secs", "60"]
+        .map(String::from)
+        .to_vec();
+    let mut terminal = HostTerminal::start(&options);
+    // The boot session (a heartbeat), then the radio goes off.
+    terminal.wait_for_line("the radio off after the boot session", "radio off");
+    wait_until("the low-battery alert of host-1", || {
+        gateway
+            .get("/api/v1/alerts")
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["kind"] == "low_battery" && a["terminal"] == "host-1")
+    });
+    let pressed = std::time::Instant::now();
+    terminal.press(4);
+    terminal.press(3);
+    wait_until("two presses in flash", || terminal.queued().len() == 2);
+    assert_eq!(gateway.stat("presses_stored"), 0, "the radio is off");
+    wait_until("the two presses at the gateway", || {
+        gateway.stat("presses_stored") == 2
+    });
+    let waited = pressed.elapsed();
+    assert!(
+        waited < std::time::Duration::from_secs(90),
+        "stored {waited:?} after the presses (upload delay 60 s)"
+    );
+    wait_until("the radio off again", || {
+        terminal.lines_starting("radio off").len() == 2
+    });
+    // Three unhappy presses in a row: out at once, not after 60 s.
+    let unhappy = std::time::Instant::now();
+    for score in [1, 2, 1] {
+        terminal.press(score);
+    }
+    wait_until("the unhappy run at the gateway", || {
+        gateway.stat("presses_stored") == 5
+    });
+    assert!(
+        unhappy.elapsed() < std::time::Duration::from_secs(45),
+        "an unhappy run waited {:?}",
+        unhappy.elapsed()
+    );
+    let health = gateway.get("/api/v1/terminals/host-1");
+    let energy = &health["energy"];
+    assert_eq!(energy["mode"], "battery", "{health}");
+    let uptime_ms = health["uptime_secs"].as_f64().unwrap() * 1000.0;
+    let radio_share = energy["radio_on_ms"].as_f64().unwrap() / uptime_ms;
+    assert!(
+        radio_share < 0.25,
+        "radio on {radio_share:.2} of the time: {health}"
+    );
+    assert_eq!(energy["joins"], 3, "{health}");
+    let lives = energy["battery_life_days"].as_array().unwrap();
+    assert_eq!(lives.len(), 2, "{health}");
+    assert!(health["open_alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|k| k != "offline"));
 }
 
 /// Press ids as the gateway forwards them: `{site}:{terminal}:{boot}:{seq}`.
@@ -221,25 +300,30 @@ fn presses_made_while_the_gateway_does_not_answer_are_in_flash_at_once() {
     options.broker = "10.77.0.250:1883".into();
     let mut terminal = HostTerminal::start(&options);
     terminal.wait_for_line("the terminal booted", "booted ");
-    for i in 0..5 {
+    // Twenty presses over 4 s, each in flash before the next is made,
+    // all while the first connection attempt (10 s) is still waiting.
+    for i in 0..20 {
         terminal.press(1 + i % 4);
+        wait_until("the press in flash", || {
+            terminal.queued().len() == i as usize + 1
+        });
+        std::thread::sleep(std::time::Duration::from_millis(200));
     }
-    wait_until("five presses in flash", || terminal.queued().len() == 5);
     let log = terminal.log();
     assert!(
         !log.contains("gateway session ended"),
         "the presses waited for the connection attempt to give up:\n{log}"
     );
     terminal.kill9();
-    // Power back, the gateway reachable: the five are restored from flash
-    // and delivered (it exits once all are acked).
+    // Power back, the gateway reachable: the twenty are restored from
+    // flash and delivered (it exits once all are acked).
     options.broker = reachable;
     let mut again = HostTerminal::start(&options);
     again.close_stdin();
     assert!(again.wait_exit().success(), "{}", again.log());
     let booted = again.lines_starting("booted ");
-    assert!(booted[0].contains("restored 5"), "{booted:?}");
-    assert_eq!(gateway.stat("presses_stored"), 5);
+    assert!(booted[0].contains("restored 20"), "{booted:?}");
+    assert_eq!(gateway.stat("presses_stored"), 20);
 }
 
 #[test]

@@ -221,6 +221,12 @@ impl Board for PicoBoard {
         Some(self.control.get_rssi().await.clamp(-128, 0) as i8)
     }
 
+    async fn disconnect_network(&mut self) {
+        // Off the network between uploads (batteries): the CYW43439 stays
+        // powered, in power save, until the next join.
+        self.control.leave().await;
+    }
+
     fn battery_mv(&mut self) -> Option<u16> {
         // VSYS sensing shares GP29 with the Wi-Fi chip's clock; this board
         // revision reports mains power.

@@ -25,6 +25,7 @@ fn from_build_env() -> Option<Settings> {
         gateway_host: host,
         gateway_port: port.parse().ok()?,
         secret: [0; 32],
+        power: pressline_protocol::power::PowerSettings::MAINS,
     };
     record.validate().ok()?;
     Settings::from_record(&record).map(|s| Settings { secret: None, ..s })

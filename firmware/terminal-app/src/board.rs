@@ -11,6 +11,16 @@ pub trait Board {
     /// packets can flow. Must return within a few seconds either way.
     async fn connect_network(&mut self) -> Result<(), NetworkError>;
 
+    /// Turns the radio off (a terminal on batteries between uploads); the
+    /// next [`Board::connect_network`] joins again.
+    async fn disconnect_network(&mut self) {}
+
+    /// Time the processor ran since boot (not waiting for an event), when
+    /// the board can measure it.
+    fn awake_ms(&mut self) -> Option<u64> {
+        None
+    }
+
     /// Signal strength now, when the board has a radio.
     async fn rssi_dbm(&mut self) -> Option<i8>;
 

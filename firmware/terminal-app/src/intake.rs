@@ -22,6 +22,7 @@ use pressline_protocol::{Button, PressId};
 use pressline_terminal_core::{DurableTerminal, PressError};
 
 use crate::log::{log_error, log_info, log_warn};
+use crate::power::Power;
 use crate::uptime_ms;
 
 /// The terminal core as both loops share it (one executor task).
@@ -110,6 +111,7 @@ pub async fn run<F, M, FB, const Q: usize, const N: usize>(
     shared: &SharedTerminal<'_, F, Q>,
     presses: &Presses<M, N>,
     feedback: &mut FB,
+    power: &Power,
 ) -> !
 where
     F: MultiwriteNorFlash,
@@ -133,6 +135,7 @@ where
             Ok(id) => {
                 log_info!("press {} queued as {}/{}", button.name(), id.boot, id.seq);
                 feedback.press_queued(id, terminal.queue_len());
+                power.with(|p| p.handle_press(uptime_ms(), button));
                 shared.pressed.signal(());
             }
             Err(PressError::Full) => {

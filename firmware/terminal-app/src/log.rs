@@ -8,6 +8,9 @@ macro_rules! log_info {
         ::defmt::info!($($arg)*);
         #[cfg(feature = "log")]
         ::log::info!($($arg)*);
+        // Neither (unit tests, tools): the arguments still count as used.
+        #[cfg(not(any(feature = "defmt", feature = "log")))]
+        let _ = ::core::format_args!($($arg)*);
     }};
 }
 
@@ -17,6 +20,9 @@ macro_rules! log_warn {
         ::defmt::warn!($($arg)*);
         #[cfg(feature = "log")]
         ::log::warn!($($arg)*);
+        // Neither (unit tests, tools): the arguments still count as used.
+        #[cfg(not(any(feature = "defmt", feature = "log")))]
+        let _ = ::core::format_args!($($arg)*);
     }};
 }
 
@@ -26,6 +32,9 @@ macro_rules! log_error {
         ::defmt::error!($($arg)*);
         #[cfg(feature = "log")]
         ::log::error!($($arg)*);
+        // Neither (unit tests, tools): the arguments still count as used.
+        #[cfg(not(any(feature = "defmt", feature = "log")))]
+        let _ = ::core::format_args!($($arg)*);
     }};
 }
 

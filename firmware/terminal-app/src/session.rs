@@ -2,7 +2,9 @@
 //! socket): connect (logging in with the terminal's secret when it has
 //! one), subscribe to `pressline/v1/gw/{terminal}/#`, then until the
 //! connection fails: publish what the terminal core wants out (signed),
-//! apply durable acks, serve the OTA receiver, heartbeat. The terminal
+//! apply durable acks and power settings, serve the OTA receiver,
+//! heartbeat. On batteries the session ends once everything is acked and
+//! nothing else is going on ([`crate::power`]). The terminal
 //! core is locked only for each core call, never across network I/O:
 //! presses go on into flash meanwhile ([`crate::intake`]).
 
@@ -18,10 +20,11 @@ use embedded_storage_async::nor_flash::{MultiwriteNorFlash, NorFlash};
 use heapless::String;
 use pressline_protocol::heartbeat::{HEARTBEAT_BUF_LEN, WILL_OFFLINE};
 use pressline_protocol::ota_transfer::{self, Chunk, OtaCommand, SMALL_BUF_LEN};
+use pressline_protocol::power::PowerSettings;
 use pressline_protocol::press::PRESS_BUF_LEN;
 use pressline_protocol::topic::{
     AckTopic, HeartbeatTopic, OtaChunkTopic, OtaCommandTopic, OtaRequestTopic, OtaStatusTopic,
-    PressTopic, TerminalStatusTopic,
+    PowerTopic, PressTopic, TerminalStatusTopic,
 };
 use pressline_protocol::Ack;
 use pressline_terminal_core::ota::OtaReceiver;
@@ -29,7 +32,8 @@ use pressline_terminal_core::DeviceStatus;
 use rust_mqtt::buffer::BumpBuffer;
 use rust_mqtt::client::event::Event;
 use rust_mqtt::client::options::{
-    ConnectOptions, PublicationOptions, SubscriptionOptions, TopicReference, WillOptions,
+    ConnectOptions, DisconnectOptions, PublicationOptions, SubscriptionOptions, TopicReference,
+    WillOptions,
 };
 use rust_mqtt::client::Client;
 use rust_mqtt::config::KeepAlive;
@@ -39,10 +43,14 @@ use crate::board::Board;
 use crate::intake::SharedTerminal;
 use crate::liveness::Liveness;
 use crate::log::{log_info, log_warn};
+use crate::power::Power;
 use crate::settings::Settings;
 use crate::uptime_ms;
 
-const HEARTBEAT_EVERY: Duration = Duration::from_secs(30);
+/// On batteries, a session with nothing left to do stays this long after
+/// its last message in either direction: the gateway's answer to the
+/// heartbeat (power settings, an update offer) comes in it.
+const LINGER: Duration = Duration::from_secs(2);
 /// The main loop wakes at least this often (to check in, see
 /// [`crate::liveness`]).
 const CHECK_IN_EVERY: Duration = Duration::from_secs(5);
@@ -60,6 +68,16 @@ const KEEP_ALIVE_SECS: u16 = 30;
 const PING_ANSWER_WITHIN: Duration = Duration::from_secs(10);
 /// Unacknowledged QoS 1 publishes rust-mqtt keeps (its `SEND_MAXIMUM`).
 const SEND_MAXIMUM: usize = 16;
+
+/// How a session ended without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Ended {
+    /// An update asks for a reboot.
+    Reboot,
+    /// On batteries: everything acked, the radio may go off.
+    Idle,
+}
 
 /// Why a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,6 +179,7 @@ struct Topics {
     ota_chunk: String<64>,
     ota_request: String<64>,
     ota_status: String<64>,
+    power: String<64>,
     /// Everything the gateway sends this terminal: acks and OTA messages.
     gateway: String<64>,
 }
@@ -176,6 +195,7 @@ impl Topics {
             ota_chunk: topic(OtaChunkTopic(id)),
             ota_request: topic(OtaRequestTopic(id)),
             ota_status: topic(OtaStatusTopic(id)),
+            power: topic(PowerTopic(id)),
             gateway: topic(GatewayFilter(id)),
         }
     }
@@ -277,14 +297,15 @@ pub struct Parts<
     pub ota: &'p mut OtaReceiver<'o, DFU, STATE>,
     pub settings: &'p Settings,
     pub liveness: &'p Liveness,
+    pub power: &'p Power,
 }
 
-/// Runs one session until the connection fails (the error says why) or an
-/// update asks for a reboot (`Ok`).
+/// Runs one session until the connection fails (the error says why), an
+/// update asks for a reboot, or a terminal on batteries is done.
 pub async fn run<B, F, DFU, STATE, const Q: usize>(
     parts: Parts<'_, '_, '_, B, F, DFU, STATE, Q>,
     stack: Stack<'_>,
-) -> Result<(), SessionError>
+) -> Result<Ended, SessionError>
 where
     B: Board,
     F: MultiwriteNorFlash,
@@ -328,6 +349,7 @@ where
         heartbeat_sent: false,
         acked: false,
         last_sent: Instant::now(),
+        last_received: Instant::now(),
         ping_sent_at: None,
     };
     session.started().await;
@@ -406,6 +428,22 @@ async fn subscribe(client: &mut Mqtt<'_, '_, '_>, topics: &Topics) -> Result<(),
     Ok(())
 }
 
+/// Power settings from the gateway.
+fn apply_power_settings(power: &Power, message: &[u8]) {
+    match PowerSettings::decode(message) {
+        Ok(settings) => {
+            if power.with(|p| p.handle_settings(settings)) {
+                log_info!(
+                    "power mode {} (upload delay {} s)",
+                    settings.mode.name(),
+                    settings.upload_delay_secs
+                );
+            }
+        }
+        Err(_) => log_warn!("undecodable power settings"),
+    }
+}
+
 /// A connected session.
 struct Session<
     'p,
@@ -430,6 +468,8 @@ struct Session<
     acked: bool,
     /// When the last packet went out (for the keep-alive).
     last_sent: Instant,
+    /// When the last packet came in (a battery session lingers after it).
+    last_received: Instant,
     /// A PINGREQ waiting for its answer (any packet from the gateway is one).
     ping_sent_at: Option<Instant>,
 }
@@ -479,18 +519,23 @@ where
         }
     }
 
-    /// Until the connection fails or an update asks for a reboot.
-    async fn serve(&mut self) -> Result<(), SessionError> {
+    /// Until the connection fails, an update asks for a reboot, or a
+    /// terminal on batteries is done.
+    async fn serve(&mut self) -> Result<Ended, SessionError> {
         loop {
             self.parts.liveness.check_in(uptime_ms());
             self.publish_presses().await?;
             self.publish_ota().await?;
             if self.parts.ota.wants_reboot() {
-                return Ok(()); // the caller reboots into the new image
+                return Ok(Ended::Reboot); // the caller reboots into the new image
             }
             self.heartbeat().await?;
             self.keep_alive().await?;
             self.confirm_when_healthy().await;
+            if self.done_on_battery().await {
+                self.disconnect().await;
+                return Ok(Ended::Idle);
+            }
             let wake = self.next_wake().await;
             match select3(
                 self.client.poll_header(),
@@ -516,6 +561,37 @@ where
                     }
                 }
             }
+        }
+    }
+
+    /// On batteries: every press acked, a heartbeat out, no update under
+    /// way or on trial, nothing unacknowledged, and quiet for [`LINGER`].
+    async fn done_on_battery(&self) -> bool {
+        let Parts {
+            terminal,
+            ota,
+            power,
+            ..
+        } = &self.parts;
+        if !power.with(|p| p.is_battery())
+            || !self.heartbeat_sent
+            || ota.is_busy()
+            || ota.is_trial()
+            || self.client.session().active_outbound_publishes() > 0
+            || Instant::now() < self.last_sent.max(self.last_received) + LINGER
+        {
+            return false;
+        }
+        terminal.lock().await.queue_len() == 0
+    }
+
+    /// MQTT DISCONNECT (normal: the gateway publishes no last will) and
+    /// the socket closed.
+    async fn disconnect(&mut self) {
+        if let Ok(socket) = self.client.disconnect(&DisconnectOptions::new()).await {
+            let mut socket = socket;
+            socket.close();
+            let _ = with_timeout(Duration::from_secs(1), socket.flush()).await;
         }
     }
 
@@ -606,6 +682,7 @@ where
             terminal,
             ota,
             settings,
+            power,
             ..
         } = &mut self.parts;
         let device = DeviceStatus {
@@ -616,18 +693,22 @@ where
             unix_time_ms: None,
         };
         let hb = terminal.lock().await.heartbeat(uptime_ms(), device);
+        let awake_ms = board.awake_ms();
+        let energy = power.with(|p| p.energy(uptime_ms(), awake_ms));
         let mut bytes = [0u8; HEARTBEAT_BUF_LEN];
-        let encoded = match &settings.secret {
-            Some(secret) => hb.encode_signed(secret, settings.terminal.as_str(), &mut bytes),
-            None => hb.encode(&mut bytes),
-        };
+        let signer = settings
+            .secret
+            .as_ref()
+            .map(|s| (s, settings.terminal.as_str()));
+        let encoded = hb.encode_with_energy(&energy, signer, &mut bytes);
         if let Ok(payload) = encoded {
             let topic = self.topics.heartbeat.as_str();
             publish(&mut self.client, topic, payload, false).await?;
             self.last_sent = Instant::now();
             self.heartbeat_sent = true;
         }
-        self.next_heartbeat = Instant::now() + HEARTBEAT_EVERY;
+        let every = self.parts.power.with(|p| p.settings().heard_every_secs());
+        self.next_heartbeat = Instant::now() + Duration::from_secs(u64::from(every));
         Ok(())
     }
 
@@ -643,6 +724,9 @@ where
             Some(sent) => sent + PING_ANSWER_WITHIN,
             None => self.last_sent + ping_when_idle(&self.client),
         });
+        if self.parts.power.with(|p| p.is_battery()) {
+            wake = wake.min(self.last_sent.max(self.last_received) + LINGER);
+        }
         if self.parts.ota.is_trial() && uptime_ms() < self.parts.settings.trial_window_ms {
             wake = wake.min(Instant::from_millis(self.parts.settings.trial_window_ms));
         }
@@ -662,6 +746,7 @@ where
             .map_err(|_| SessionError::ConnectionLost)?;
         // Whatever the gateway sends shows it is alive (a PINGRESP too).
         self.ping_sent_at = None;
+        self.last_received = Instant::now();
         if let Event::Publish(publish) = event {
             let topic: &str = match &publish.topic {
                 TopicReference::Name(n) => n.as_ref().as_ref(),
@@ -673,6 +758,8 @@ where
             let Parts { terminal, ota, .. } = &mut self.parts;
             if topic == self.topics.ack.as_str() {
                 ack = Ack::decode(message).ok();
+            } else if topic == self.topics.power.as_str() {
+                apply_power_settings(self.parts.power, message);
             } else if topic == self.topics.ota_command.as_str() {
                 match ota_transfer::decode::<OtaCommand>(message) {
                     Ok(OtaCommand::Offer(offer)) => ota

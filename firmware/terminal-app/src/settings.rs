@@ -3,6 +3,7 @@
 //! (a reserved flash sector on the Pico W, a file for terminal-host).
 
 use heapless::String;
+use pressline_protocol::power::PowerSettings;
 use pressline_protocol::provisioning::ProvisioningRecord;
 
 /// What the application needs from the record.
@@ -20,6 +21,9 @@ pub struct Settings {
     /// How long a trial image must run, connected, before it is kept (see
     /// `session`); a crash or hang before then reverts it.
     pub trial_window_ms: u64,
+    /// Mains or battery, as provisioned (the gateway may change it later:
+    /// [`crate::power`]).
+    pub power: PowerSettings,
 }
 
 /// Two minutes: long enough for a new image's slow failures (a leak, a
@@ -45,6 +49,7 @@ impl Settings {
             gateway_port: r.gateway_port,
             secret: Some(r.secret),
             trial_window_ms: DEFAULT_TRIAL_WINDOW_MS,
+            power: r.power,
         })
     }
 
@@ -60,6 +65,7 @@ impl Settings {
             gateway_host: host,
             gateway_port: port,
             secret: [0; 32],
+            power: PowerSettings::MAINS,
         };
         record.validate().ok()?;
         Settings::from_record(&record).map(|s| Settings { secret: None, ..s })

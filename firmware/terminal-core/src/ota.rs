@@ -658,6 +658,13 @@ impl<'d, DFU: NorFlash, STATE: NorFlash> OtaReceiver<'d, DFU, STATE> {
         Some(status)
     }
 
+    /// An update is on its way in (offered, downloading, verifying) or a
+    /// status waits to be reported: a terminal on batteries keeps its
+    /// radio on until it is not.
+    pub fn is_busy(&self) -> bool {
+        self.status_dirty || self.verify_pending || self.downloading().is_some()
+    }
+
     /// Where this terminal is with updates.
     pub fn status(&self) -> OtaStatus {
         let Some(r) = self.record else {

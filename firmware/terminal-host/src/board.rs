@@ -144,6 +144,21 @@ pub struct HostBoard {
     pub reset_reason: ResetReason,
     /// `--battery-mv`: where the battery voltage is read from.
     pub battery: Option<std::path::PathBuf>,
+    /// The "radio" is on (a TAP device has none; the lines show the
+    /// application turning it on and off).
+    pub radio_on: bool,
+}
+
+/// Processor time this process used, user and system (what a board's
+/// awake time is on a host).
+fn cpu_time_ms() -> Option<u64> {
+    // SAFETY: getrusage writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return None;
+    }
+    let ms = |t: libc::timeval| t.tv_sec as u64 * 1000 + t.tv_usec as u64 / 1000;
+    Some(ms(usage.ru_utime) + ms(usage.ru_stime))
 }
 
 /// Millivolts in a battery file (surrounding white space ignored).
@@ -163,7 +178,22 @@ fn line(text: std::fmt::Arguments<'_>) {
 impl Board for HostBoard {
     async fn connect_network(&mut self) -> Result<(), pressline_terminal_app::NetworkError> {
         // A TAP device is always "joined"; the address is static.
+        if !self.radio_on {
+            self.radio_on = true;
+            line(format_args!("radio on"));
+        }
         Ok(())
+    }
+
+    async fn disconnect_network(&mut self) {
+        if self.radio_on {
+            self.radio_on = false;
+            line(format_args!("radio off"));
+        }
+    }
+
+    fn awake_ms(&mut self) -> Option<u64> {
+        cpu_time_ms()
     }
 
     async fn rssi_dbm(&mut self) -> Option<i8> {

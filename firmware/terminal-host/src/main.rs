@@ -38,6 +38,7 @@ use embassy_executor::{Executor, Spawner};
 use embassy_net::{Ipv4Cidr, StackResources, StaticConfigV4};
 use embassy_net_tuntap::TunTapDevice;
 use embedded_storage::nor_flash::{NorFlash as _, ReadNorFlash as _};
+use pressline_protocol::power::{PowerMode, PowerSettings};
 use pressline_protocol::provisioning::ProvisioningRecord;
 use pressline_protocol::{FirmwareVersion, ResetReason};
 use pressline_terminal_app::{Liveness, Settings};
@@ -97,6 +98,42 @@ struct Args {
     /// durable ack, before it is kept (a reset before then reverts it).
     #[arg(long, value_name = "SECONDS", default_value_t = pressline_terminal_app::settings::DEFAULT_TRIAL_WINDOW_MS / 1000)]
     trial_window_secs: u64,
+    /// Power mode, instead of the provisioning record's: `mains` (always
+    /// connected) or `battery` (radio off between uploads).
+    #[arg(long, value_name = "MODE", value_parser = ["mains", "battery"])]
+    power: Option<String>,
+    /// Battery mode: presses reach the gateway within this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    upload_delay_secs: Option<u16>,
+    /// Battery mode: a heartbeat at least this often.
+    #[arg(long, value_name = "SECONDS")]
+    heartbeat_every_secs: Option<u16>,
+    /// Battery mode: this many unhappy presses in a row go out at once (0:
+    /// never).
+    #[arg(long, value_name = "PRESSES")]
+    unhappy_run: Option<u8>,
+}
+
+/// The power settings: the record's (or mains), then the flags.
+fn power_settings(args: &Args, from_record: PowerSettings) -> Result<PowerSettings, String> {
+    let mut power = match args.power.as_deref() {
+        Some("battery") if from_record.mode != PowerMode::Battery => PowerSettings::BATTERY,
+        Some("mains") => PowerSettings::MAINS,
+        _ => from_record,
+    };
+    if let Some(secs) = args.upload_delay_secs {
+        power.upload_delay_secs = secs;
+    }
+    if let Some(secs) = args.heartbeat_every_secs {
+        power.heartbeat_every_secs = secs;
+    }
+    if let Some(run) = args.unhappy_run {
+        power.unhappy_run = run;
+    }
+    power
+        .validate()
+        .map_err(|e| format!("power settings: {e}"))?;
+    Ok(power)
 }
 
 /// Everything the main task needs, prepared before the executor starts.
@@ -193,11 +230,14 @@ fn main() -> ExitCode {
         .format_timestamp_millis()
         .init();
     let args = Args::parse();
-    let settings = match settings(&args) {
-        Ok(s) => Settings {
+    let settings = match settings(&args).and_then(|s| {
+        Ok(Settings {
             trial_window_ms: args.trial_window_secs.saturating_mul(1000),
+            power: power_settings(&args, s.power)?,
             ..s
-        },
+        })
+    }) {
+        Ok(s) => s,
         Err(e) => {
             eprintln!("terminal-host: {e}");
             return ExitCode::from(2);
@@ -412,6 +452,7 @@ async fn main_task(spawner: Spawner, setup: Setup, shared: &'static Shared) {
         shared,
         reset_reason,
         battery: args.battery_mv.clone(),
+        radio_on: false,
     };
     let mut feedback = HostFeedback { shared };
     pressline_terminal_app::run(

@@ -8,6 +8,8 @@ use std::path::Path;
 
 use anyhow::Context;
 
+use pressline_protocol::power::PowerSettings;
+
 use super::provision::{provision, read_batch, Destination, Request};
 use super::Outcome;
 use crate::sites::Site;
@@ -20,6 +22,7 @@ pub fn run(
     wifi_ssid: &str,
     wifi_password: &str,
     gateway: &str,
+    power: PowerSettings,
     register: bool,
     yes: bool,
     chip: &str,
@@ -71,6 +74,7 @@ pub fn run(
             wifi_ssid,
             wifi_password: wifi_password.to_string(),
             gateway,
+            power,
             register,
         };
         match provision(site, &request, &destination) {

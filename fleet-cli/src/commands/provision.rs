@@ -10,6 +10,7 @@
 use std::path::Path;
 
 use anyhow::{bail, Context};
+use pressline_protocol::power::PowerSettings;
 use pressline_protocol::provisioning::ProvisioningRecord;
 use rand::RngCore;
 use serde::Serialize;
@@ -26,6 +27,8 @@ pub struct Request<'a> {
     pub wifi_ssid: &'a str,
     pub wifi_password: String,
     pub gateway: &'a str,
+    /// Mains or battery, and the battery settings.
+    pub power: PowerSettings,
     pub register: bool,
 }
 
@@ -67,6 +70,7 @@ pub fn provision(
         gateway_host: host,
         gateway_port: port,
         secret,
+        power: request.power,
     };
     let mut buf = [0u8; pressline_protocol::provisioning::MAX_RECORD_LEN];
     let bytes = record

@@ -20,6 +20,7 @@ pub fn render(rows: &[TerminalHealth], now: OffsetDateTime) -> String {
         "RSSI",
         "FIRMWARE",
         "QUEUE",
+        "POWER",
         "ALERTS",
     ]);
     for r in rows {
@@ -32,6 +33,7 @@ pub fn render(rows: &[TerminalHealth], now: OffsetDateTime) -> String {
             opt(r.rssi_dbm, " dBm"),
             r.firmware.clone().unwrap_or_else(|| "-".into()),
             opt(r.queue_depth, ""),
+            power(r),
             if r.open_alerts.is_empty() {
                 "-".into()
             } else {
@@ -41,6 +43,22 @@ pub fn render(rows: &[TerminalHealth], now: OffsetDateTime) -> String {
         ]);
     }
     finish(t)
+}
+
+/// `mains`, or `battery` with the estimated life of each pack.
+fn power(r: &TerminalHealth) -> String {
+    let Some(energy) = &r.energy else {
+        return "-".into();
+    };
+    if energy.battery_life_days.is_empty() || energy.mode == "mains" {
+        return energy.mode.clone();
+    }
+    let lives: Vec<String> = energy
+        .battery_life_days
+        .iter()
+        .map(|p| format!("{} {} d", p.pack, p.days))
+        .collect();
+    format!("{} ({})", energy.mode, lives.join(", "))
 }
 
 pub fn run(sites: &[Site], json: bool, now: OffsetDateTime) -> anyhow::Result<Outcome> {
@@ -86,6 +104,7 @@ pub(crate) mod tests {
                 .iter()
                 .map(|s| pressline_protocol::upstream::AlertKind::parse(s))
                 .collect(),
+            energy: None,
         }
     }
 
@@ -96,6 +115,29 @@ pub(crate) mod tests {
             sample("arena", "north-01", true, Some(3950), &[]),
             sample("arena", "north-02", true, Some(3310), &["low_battery"]),
             sample("arena", "south-01", false, None, &["offline"]),
+            TerminalHealth {
+                energy: Some(pressline_protocol::upstream::TerminalEnergy {
+                    mode: "battery".into(),
+                    upload_delay_secs: 60,
+                    heartbeat_every_secs: 900,
+                    awake_ms: Some(1_200),
+                    radio_on_ms: 400_000,
+                    wakeups: 18_000,
+                    joins: 120,
+                    average_ua: Some(1_900),
+                    battery_life_days: vec![
+                        pressline_protocol::upstream::PackLife {
+                            pack: "3 x AA".into(),
+                            days: 33,
+                        },
+                        pressline_protocol::upstream::PackLife {
+                            pack: "4 x D".into(),
+                            days: 214,
+                        },
+                    ],
+                }),
+                ..sample("lobby", "desk-01", true, Some(4400), &[])
+            },
         ];
         insta::assert_snapshot!(render(&rows, now));
     }

@@ -11,6 +11,7 @@ use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pressline_protocol::heartbeat::ReceivedHeartbeat;
 use pressline_protocol::topic::{parse_terminal_topic, TerminalTopic};
 use pressline_protocol::{json, Heartbeat, Press};
 use rumqttd::local::LinkRx;
@@ -50,9 +51,8 @@ pub enum TerminalMessage {
     },
     Heartbeat {
         terminal: String,
-        heartbeat: Heartbeat,
-        /// Signature of a provisioned terminal's heartbeat.
-        mac: Option<[u8; pressline_protocol::auth::MAC_LEN]>,
+        /// With its energy counters and signature, when it has them.
+        received: ReceivedHeartbeat,
     },
     /// The terminal's last will: it is gone.
     Offline { terminal: String },
@@ -78,11 +78,10 @@ pub fn decode_message(topic: &[u8], payload: &[u8]) -> Result<TerminalMessage, R
         TerminalTopic::Press(t) => (t, Form::Native, Press::decode(payload)),
         TerminalTopic::PressJson(t) => (t, Form::Json, json::decode_press(t, payload)),
         TerminalTopic::Heartbeat(t) => {
-            let (heartbeat, mac) = Heartbeat::decode(payload).map_err(|e| reject(t, e))?;
+            let received = Heartbeat::decode(payload).map_err(|e| reject(t, e))?;
             return Ok(TerminalMessage::Heartbeat {
                 terminal: t.to_string(),
-                heartbeat,
-                mac,
+                received,
             });
         }
         TerminalTopic::OtaRequest(_) | TerminalTopic::OtaStatus(_) => {
@@ -186,13 +185,9 @@ pub fn run(
             }
             // Health reports are best effort: if the registry is swamped, a
             // heartbeat is skipped (the next one repairs it), never a press.
-            Ok(TerminalMessage::Heartbeat {
-                terminal,
-                heartbeat,
-                mac,
-            }) => {
+            Ok(TerminalMessage::Heartbeat { terminal, received }) => {
                 // A forged heartbeat could fake another terminal's health.
-                if let Err(reason) = identities.check_heartbeat(&terminal, &heartbeat, mac) {
+                if let Err(reason) = identities.check_heartbeat(&terminal, &received) {
                     stats.reject(reason);
                     if let Some(suppressed) = log.admit(reason, Instant::now()) {
                         tracing::warn!(reason, suppressed, terminal = %terminal, "rejected a heartbeat that does not prove its terminal");
@@ -204,7 +199,8 @@ pub fn run(
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let _ = to_registry.try_send(RegistryInput::Heartbeat {
                     terminal,
-                    heartbeat,
+                    heartbeat: received.heartbeat,
+                    energy: received.energy,
                     at_ms: unix_ms_now(),
                 });
             }

@@ -18,7 +18,10 @@
 
 use std::collections::BTreeMap;
 
-use pressline_protocol::upstream::{AlertKind, TerminalHealth, HEALTH_SCHEMA};
+use pressline_protocol::power::Energy;
+use pressline_protocol::upstream::{
+    AlertKind, PackLife, TerminalEnergy, TerminalHealth, HEALTH_SCHEMA,
+};
 use pressline_protocol::{Button, Heartbeat, ResetReason};
 use serde::{Deserialize, Serialize};
 
@@ -81,6 +84,9 @@ const RSSI_CLEAR_MARGIN_DB: i8 = 5;
 pub struct LastHeartbeat {
     pub at_ms: i64,
     pub heartbeat: Heartbeat,
+    /// The energy counters of a version-3 heartbeat.
+    #[serde(default)]
+    pub energy: Option<Energy>,
 }
 
 /// One terminal in the registry (persisted).
@@ -137,10 +143,12 @@ impl TerminalState {
         c: &HealthConfig,
         now_ms: i64,
         hb: Heartbeat,
+        energy: Option<Energy>,
     ) -> Vec<Condition> {
         self.last_heartbeat = Some(LastHeartbeat {
             at_ms: now_ms,
             heartbeat: hb,
+            energy,
         });
         let mut conditions = Vec::new();
         if let Some(mv) = hb.battery_mv {
@@ -277,6 +285,46 @@ impl TerminalState {
             }),
             presses_total: self.presses_total,
             open_alerts: self.open_alerts.keys().cloned().collect(),
+            energy: hb.and_then(|h| Some(energy_document(&h.energy?, h.heartbeat.uptime_ms))),
         }
+    }
+
+    /// How long this terminal may be silent before it is offline: the
+    /// configured time, or three of its heartbeat periods if longer (a
+    /// terminal on batteries is heard from every 15 minutes).
+    pub fn offline_after_ms(&self, c: &HealthConfig) -> i64 {
+        let promised = self
+            .last_heartbeat
+            .as_ref()
+            .and_then(|h| h.energy)
+            .map_or(0, |e| u64::from(e.settings.heard_every_secs()) * 3);
+        (c.offline_after_secs.max(promised) as i64).saturating_mul(1000)
+    }
+}
+
+/// The energy part of a health document, with the model's estimate.
+fn energy_document(e: &Energy, uptime_ms: u64) -> TerminalEnergy {
+    use super::energy::{average_ma, life_days, PACKS, PICO_W};
+    let average = average_ma(&PICO_W, e, uptime_ms);
+    TerminalEnergy {
+        mode: e.settings.mode.name().into(),
+        upload_delay_secs: e.settings.upload_delay_secs,
+        heartbeat_every_secs: e.settings.heard_every_secs(),
+        awake_ms: e.awake_ms,
+        radio_on_ms: e.radio_on_ms,
+        wakeups: e.wakeups,
+        joins: e.joins,
+        average_ua: average.map(|ma| (ma * 1000.0).round() as u32),
+        battery_life_days: average
+            .map(|ma| {
+                PACKS
+                    .iter()
+                    .map(|pack| PackLife {
+                        pack: pack.name.into(),
+                        days: life_days(pack, ma) as u32,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }

@@ -277,14 +277,13 @@ impl Identities {
     pub fn check_heartbeat(
         &self,
         terminal: &str,
-        heartbeat: &pressline_protocol::Heartbeat,
-        mac: Option<[u8; pressline_protocol::auth::MAC_LEN]>,
+        heartbeat: &pressline_protocol::heartbeat::ReceivedHeartbeat,
     ) -> Result<(), &'static str> {
         let mut body = [0u8; pressline_protocol::heartbeat::HEARTBEAT_BUF_LEN];
-        let Ok(body) = heartbeat.body(&mut body) else {
+        let Ok(body) = heartbeat.signed_body(&mut body) else {
             return Err("malformed");
         };
-        self.check_signed(terminal, mac, |secret| {
+        self.check_signed(terminal, heartbeat.mac, |secret| {
             pressline_protocol::auth::heartbeat_mac(secret, terminal, body)
         })
     }

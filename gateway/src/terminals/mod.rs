@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`identity`]: registered terminals, their broker logins and press MACs.
+//! - [`energy`]: battery life from a terminal's energy counters (pure).
 //! - [`health`]: the health rules of one terminal (pure).
 //! - [`monitor`]: every terminal's state and the alerts the rules raise
 //!   (sans-IO: time in, changes out).
@@ -9,6 +10,7 @@
 //!   and stored presses, runs the zone rules, persists what changed and
 //!   publishes health and alerts upstream.
 
+pub mod energy;
 pub mod health;
 pub mod identity;
 pub mod monitor;

@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 
+use pressline_protocol::power::Energy;
 use pressline_protocol::upstream::{Alert, AlertKind, TerminalHealth};
 use pressline_protocol::{Button, Heartbeat};
 
@@ -106,11 +107,22 @@ impl Monitor {
 
     /// A heartbeat arrived.
     pub fn handle_heartbeat(&mut self, now_ms: i64, terminal: &str, hb: Heartbeat) -> Vec<Change> {
+        self.handle_heartbeat_with_energy(now_ms, terminal, hb, None)
+    }
+
+    /// A heartbeat arrived, with the terminal's energy counters (version 3).
+    pub fn handle_heartbeat_with_energy(
+        &mut self,
+        now_ms: i64,
+        terminal: &str,
+        hb: Heartbeat,
+        energy: Option<Energy>,
+    ) -> Vec<Change> {
         let mut changes = Vec::new();
         let config = self.config.clone();
         let conditions = self
             .seen(terminal, now_ms, &mut changes)
-            .heartbeat(&config, now_ms, hb);
+            .heartbeat(&config, now_ms, hb, energy);
         for condition in conditions {
             self.set_condition(terminal, condition, now_ms, &mut changes);
         }
@@ -202,11 +214,10 @@ impl Monitor {
         known: &impl Fn(&str) -> bool,
         changes: &mut Vec<Change>,
     ) {
-        let limit = self.config.offline_after_secs as i64 * 1000;
         let silent: Vec<(String, i64)> = self
             .terminals
             .values()
-            .filter(|t| self.silent_ms(t, now_ms) >= limit)
+            .filter(|t| self.silent_ms(t, now_ms) >= t.offline_after_ms(&self.config))
             .filter(|t| t.online || (known(&t.id) && !t.is_open(&AlertKind::Offline)))
             .map(|t| (t.id.clone(), t.last_seen_ms))
             .collect();
@@ -425,6 +436,43 @@ mod tests {
             pair(Offline, Cleared)
         );
         assert!(m.health("t1").unwrap().online);
+    }
+
+    #[test]
+    fn a_terminal_on_batteries_is_offline_after_three_of_its_heartbeat_periods() {
+        use pressline_protocol::power::{Energy, PowerSettings};
+        let mut m = Monitor::new(
+            "arena",
+            HealthConfig {
+                offline_after_secs: 90,
+                ..Default::default()
+            },
+        );
+        let energy = Energy {
+            settings: PowerSettings::BATTERY,
+            awake_ms: Some(1_000),
+            radio_on_ms: 60_000,
+            wakeups: 10,
+            joins: 4,
+        };
+        let mut beat = hb(3900, -60, 0);
+        beat.uptime_ms = 3_600_000;
+        m.handle_heartbeat_with_energy(T0, "t1", beat, Some(energy));
+        assert!(m.poll(T0 + 2_699_000, |_| true).is_empty(), "radio off");
+        assert_eq!(
+            raised(&m.poll(T0 + 2_700_000, |_| true)),
+            pair(Offline, Raised)
+        );
+        let doc = m.health("t1").unwrap().energy.unwrap();
+        assert_eq!(doc.mode, "battery");
+        assert_eq!(doc.heartbeat_every_secs, 900);
+        assert!(doc.average_ua.is_some());
+        let packs: Vec<&str> = doc
+            .battery_life_days
+            .iter()
+            .map(|p| p.pack.as_str())
+            .collect();
+        assert_eq!(packs, ["3 x AA", "4 x D"]);
     }
 
     #[test]

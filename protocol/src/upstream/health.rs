@@ -48,4 +48,36 @@ pub struct TerminalHealth {
     /// Kinds of the alerts open for this terminal.
     #[serde(default)]
     pub open_alerts: Vec<AlertKind>,
+    /// Power mode and energy counters, from a terminal that reports them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub energy: Option<TerminalEnergy>,
+}
+
+/// What a terminal spent since boot, and the battery life it implies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TerminalEnergy {
+    /// `mains` or `battery`.
+    pub mode: String,
+    pub upload_delay_secs: u16,
+    pub heartbeat_every_secs: u16,
+    #[serde(default)]
+    pub awake_ms: Option<u64>,
+    pub radio_on_ms: u64,
+    pub wakeups: u32,
+    pub joins: u32,
+    /// Average current the energy model gives (µA at the board's supply);
+    /// absent under a minute of uptime.
+    #[serde(default)]
+    pub average_ua: Option<u32>,
+    /// Days a fresh pack of each kind would last at that average.
+    #[serde(default)]
+    pub battery_life_days: Vec<PackLife>,
+}
+
+/// Estimated life on one kind of pack.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackLife {
+    /// `3 x AA`, `4 x D`.
+    pub pack: String,
+    pub days: u32,
 }

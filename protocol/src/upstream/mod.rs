@@ -15,7 +15,7 @@ mod health;
 mod ota;
 
 pub use alert::{Alert, AlertEvent, AlertKind, AlertState, Lifecycle, Severity, ALERT_SCHEMA};
-pub use health::{TerminalHealth, HEALTH_SCHEMA};
+pub use health::{PackLife, TerminalEnergy, TerminalHealth, HEALTH_SCHEMA};
 pub use ota::{OtaEvent, OtaEventKind, RolloutState, RolloutTerminalState, OTA_EVENT_SCHEMA};
 
 use std::format;

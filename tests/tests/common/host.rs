@@ -108,6 +108,8 @@ pub struct HostOptions {
     pub trial_window_secs: u64,
     /// `--battery-mv FILE`.
     pub battery_mv: Option<PathBuf>,
+    /// Further arguments (`--power battery`, ...).
+    pub extra_args: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -149,6 +151,7 @@ impl HostTerminal {
         if let Some(file) = &options.battery_mv {
             cmd.arg("--battery-mv").arg(file);
         }
+        cmd.args(&options.extra_args);
         cmd.env(
             "RUST_LOG",
             std::env::var("PRESSLINE_HOST_LOG").unwrap_or_else(|_| "info".into()),

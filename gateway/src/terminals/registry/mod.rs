@@ -36,6 +36,7 @@ pub enum RegistryInput {
     Heartbeat {
         terminal: String,
         heartbeat: pressline_protocol::Heartbeat,
+        energy: Option<pressline_protocol::power::Energy>,
         at_ms: i64,
     },
     Offline {
@@ -383,9 +384,10 @@ fn apply(
         RegistryInput::Heartbeat {
             terminal,
             heartbeat,
+            energy,
             at_ms,
         } => {
-            let events = monitor.handle_heartbeat(at_ms, &terminal, heartbeat);
+            let events = monitor.handle_heartbeat_with_energy(at_ms, &terminal, heartbeat, energy);
             touched.insert(terminal);
             events
         }
@@ -470,6 +472,7 @@ mod tests {
                 reset_reason: 1,
                 unix_time_ms: None,
             },
+            energy: None,
             at_ms,
         }
     }
