@@ -176,6 +176,31 @@ pub enum TerminalsAction {
         #[arg(long)]
         site: String,
     },
+    /// Change how a terminal spends its power: the gateway sends the
+    /// settings at the terminal's next heartbeat (on batteries, its next
+    /// upload) and keeps them across restarts.
+    Power {
+        terminal: String,
+        /// The terminal's site.
+        #[arg(long)]
+        site: String,
+        /// `mains` (always connected) or `battery` (radio off between
+        /// uploads).
+        #[arg(long, value_parser = ["mains", "battery"])]
+        mode: String,
+        /// Battery: presses reach the gateway within this many seconds.
+        #[arg(long, value_name = "SECONDS")]
+        upload_delay_secs: Option<u16>,
+        /// Battery: a heartbeat at least this often.
+        #[arg(long, value_name = "SECONDS")]
+        heartbeat_every_secs: Option<u16>,
+        /// Battery: this many unhappy presses in a row go out at once (0: never).
+        #[arg(long, value_name = "PRESSES")]
+        unhappy_run: Option<u8>,
+        /// The gateway's answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Which probe and chip (shared by every probe command).

@@ -274,6 +274,19 @@ impl<'a> Gateway<'a> {
         .map(|_| ())
     }
 
+    /// Asks the gateway for a terminal's power settings; returns its answer.
+    pub fn set_power(
+        &self,
+        id: &str,
+        body: serde_json::Value,
+    ) -> Result<serde_json::Value, ClientError> {
+        self.call(
+            "POST",
+            &format!("/api/v1/terminals/{id}/power"),
+            Body::Json(body),
+        )
+    }
+
     /// Acknowledges an alert; returns it as the gateway now has it.
     pub fn acknowledge(&self, id: u64, by: &str, note: Option<&str>) -> Result<Alert, ClientError> {
         self.call(

@@ -113,6 +113,38 @@ fn terminals(
                 code: exit::OK,
             })
         }
+        Some(TerminalsAction::Power {
+            terminal,
+            site,
+            mode,
+            upload_delay_secs,
+            heartbeat_every_secs,
+            unhappy_run,
+            json,
+        }) => {
+            let site = profile.one(&site)?;
+            let body = serde_json::json!({
+                "mode": mode,
+                "upload_delay_secs": upload_delay_secs,
+                "heartbeat_every_secs": heartbeat_every_secs,
+                "unhappy_run": unhappy_run,
+            });
+            let answer = client::Gateway::new(&site).set_power(&terminal, body)?;
+            let stdout = if json {
+                format!("{answer:#}\n")
+            } else {
+                let w = &answer["wanted"];
+                format!(
+                        "{terminal} at site {}: {} (upload delay {} s, heartbeat every {} s, unhappy run {}), sent at its next heartbeat\n",
+                        site.name, w["mode"].as_str().unwrap_or("?"), w["upload_delay_secs"], w["heartbeat_every_secs"], w["unhappy_run"]
+                )
+            };
+            Ok(Outcome {
+                stdout,
+                warnings: vec![],
+                code: exit::OK,
+            })
+        }
     }
 }
 

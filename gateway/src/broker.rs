@@ -23,11 +23,13 @@ use crate::security::mqtt_access::MqttAccess;
 pub const LINK_CLIENT_ID: &str = "pressline-gateway";
 /// Client id of the gateway's in-process OTA link.
 pub const OTA_LINK_CLIENT_ID: &str = "pressline-gateway-ota";
+/// Client id of the gateway's in-process link for power settings.
+pub const POWER_LINK_CLIENT_ID: &str = "pressline-gateway-power";
 
 /// Whether `client_id` is one of the gateway's own links: never a
 /// terminal's id (registering one would end the gateway's own session).
 pub fn is_gateways_client_id(client_id: &str) -> bool {
-    client_id == LINK_CLIENT_ID || client_id == OTA_LINK_CLIENT_ID
+    [LINK_CLIENT_ID, OTA_LINK_CLIENT_ID, POWER_LINK_CLIENT_ID].contains(&client_id)
 }
 
 /// Every filter a terminal subscribes to (its acks, its OTA traffic).
@@ -58,7 +60,11 @@ pub fn broker_config(mqtt: &MqttConfig) -> BrokerConfig {
             dynamic_filters: true,
             on_refusal: None,
             publish_authorizer: None,
-            reserved_client_ids: vec![LINK_CLIENT_ID.into(), OTA_LINK_CLIENT_ID.into()],
+            reserved_client_ids: vec![
+                LINK_CLIENT_ID.into(),
+                OTA_LINK_CLIENT_ID.into(),
+                POWER_LINK_CLIENT_ID.into(),
+            ],
             anonymous: None,
         },
     };
@@ -141,6 +147,8 @@ pub struct SiteBroker {
     /// chunks and presses never wait for each other.
     pub ota_tx: LinkTx,
     pub ota_rx: LinkRx,
+    /// A third for power settings (it subscribes to nothing).
+    pub power_link: (LinkTx, LinkRx),
 }
 
 /// Starts the broker on its own thread and returns the gateway's link,
@@ -238,6 +246,9 @@ pub fn start(mqtt: &MqttConfig, access: Arc<MqttAccess>) -> anyhow::Result<SiteB
     ota_tx
         .subscribe(pressline_protocol::topic::OTA_FILTER)
         .map_err(|e| anyhow::anyhow!("cannot subscribe to terminal OTA topics: {e:?}"))?;
+    let power_link = broker.link(POWER_LINK_CLIENT_ID).map_err(|e| {
+        anyhow::anyhow!("cannot open the gateway's power link to the site broker: {e:?}")
+    })?;
     std::thread::Builder::new()
         .name("site-broker".into())
         .spawn(move || {
@@ -251,5 +262,6 @@ pub fn start(mqtt: &MqttConfig, access: Arc<MqttAccess>) -> anyhow::Result<SiteB
         link_rx,
         ota_tx,
         ota_rx,
+        power_link,
     })
 }

@@ -53,6 +53,10 @@ pub struct PowerSettings {
     pub heartbeat_every_secs: u16,
 }
 
+/// The longest heartbeat period on batteries: the gateway takes a terminal
+/// silent for three of them as offline, so at most three hours.
+pub const MAX_HEARTBEAT_SECS: u16 = 3600;
+
 /// Heartbeat period of a terminal on mains.
 pub const MAINS_HEARTBEAT_SECS: u16 = 30;
 
@@ -81,8 +85,10 @@ impl PowerSettings {
             PowerMode::Battery if self.upload_delay_secs == 0 => {
                 Err("battery mode needs an upload delay of at least 1 s")
             }
-            PowerMode::Battery if self.heartbeat_every_secs < 60 => {
-                Err("battery mode needs a heartbeat period of at least 60 s")
+            PowerMode::Battery
+                if !(60..=MAX_HEARTBEAT_SECS).contains(&self.heartbeat_every_secs) =>
+            {
+                Err("battery mode needs a heartbeat period of 60 to 3600 s")
             }
             PowerMode::Battery if self.heartbeat_every_secs < self.upload_delay_secs => {
                 Err("the heartbeat period must not be shorter than the upload delay")
@@ -152,6 +158,12 @@ mod tests {
         assert_eq!(PowerSettings::decode(bytes), Err(DecodeError::Malformed));
         assert!(PowerSettings {
             heartbeat_every_secs: 30,
+            ..PowerSettings::BATTERY
+        }
+        .validate()
+        .is_err());
+        assert!(PowerSettings {
+            heartbeat_every_secs: 3601,
             ..PowerSettings::BATTERY
         }
         .validate()

@@ -184,7 +184,7 @@ fn simulate_day(per_day: u32, session_ms: u64, awake_share: f64) -> (Energy, u32
             uploads += 1;
         }
         now += session_ms;
-        plan.handle_uploaded(now);
+        plan.handle_uploaded(now, false);
         plan.radio_off(now);
     }
     let awake = (DAY_MS as f64 * awake_share) as u64;

@@ -179,6 +179,15 @@ fn a_terminal_on_batteries_uploads_within_its_delay_with_the_radio_mostly_off() 
         "an unhappy run waited {:?}",
         unhappy.elapsed()
     );
+    // One more press once the radio is off again: its upload's heartbeat
+    // comes after a minute up, long enough for an estimate.
+    wait_until("the radio off after the unhappy run", || {
+        terminal.lines_starting("radio off").len() == 3
+    });
+    terminal.press(3);
+    wait_until("the last press at the gateway", || {
+        gateway.stat("presses_stored") == 6
+    });
     let health = gateway.get("/api/v1/terminals/host-1");
     let energy = &health["energy"];
     assert_eq!(energy["mode"], "battery", "{health}");
@@ -188,7 +197,7 @@ fn a_terminal_on_batteries_uploads_within_its_delay_with_the_radio_mostly_off() 
         radio_share < 0.25,
         "radio on {radio_share:.2} of the time: {health}"
     );
-    assert_eq!(energy["joins"], 3, "{health}");
+    assert_eq!(energy["joins"], 4, "{health}");
     let lives = energy["battery_life_days"].as_array().unwrap();
     assert_eq!(lives.len(), 2, "{health}");
     assert!(health["open_alerts"]
@@ -196,6 +205,73 @@ fn a_terminal_on_batteries_uploads_within_its_delay_with_the_radio_mostly_off() 
         .unwrap()
         .iter()
         .all(|k| k != "offline"));
+}
+
+/// A mains terminal switched to batteries from `fleet`: the gateway sends
+/// the settings at its next heartbeat, the firmware turns its radio off
+/// once everything is acked, and its next upload reports the new mode. A
+/// viewer token may not change them, and bad settings are refused.
+#[test]
+fn fleet_switches_a_terminal_to_batteries_through_the_gateway() {
+    let Some(mut lab) = NetLab::enter() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = lab_gateway(dir.path(), "lab", GatewayOptions::default());
+    let options = host(&mut lab, dir.path(), &gateway, "host-1", false);
+    let mut terminal = HostTerminal::start(&options);
+    wait_until("a heartbeat on mains", || {
+        gateway
+            .get("/api/v1/terminals")
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["id"] == "host-1" && t["energy"]["mode"] == "mains")
+    });
+    let path = "/api/v1/terminals/host-1/power";
+    let body = r#"{"mode": "battery"}"#;
+    let (status, _) = gateway.request("POST", path, &gateway.token_in("viewer-token"), body);
+    assert_eq!(status, 403, "a viewer token changes nothing");
+    let (status, answer) = gateway.request(
+        "POST",
+        path,
+        &gateway.token_in("api-token"),
+        r#"{"mode": "battery", "upload_delay_secs": 0}"#,
+    );
+    assert_eq!(status, 400, "{answer}");
+    let config = dir.path().join("sites.toml");
+    add_site(&config, "lab", &gateway);
+    let (code, out, err) = fleet(
+        &config,
+        &[
+            "terminals",
+            "power",
+            "host-1",
+            "--site",
+            "lab",
+            "--mode",
+            "battery",
+            "--upload-delay-secs",
+            "20",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("battery (upload delay 20 s"), "{out}");
+    terminal.wait_for_line("the radio off on batteries", "radio off");
+    assert!(terminal.log().contains("power mode battery"));
+    terminal.press(4);
+    wait_until("the press at the gateway", || {
+        gateway.stat("presses_stored") == 1
+    });
+    wait_until("the new mode in its heartbeat", || {
+        let energy = &gateway.get("/api/v1/terminals/host-1")["energy"];
+        energy["mode"] == "battery" && energy["upload_delay_secs"] == 20
+    });
+    assert_eq!(
+        gateway.get(path)["wanted"]["mode"],
+        "battery",
+        "the wish is kept"
+    );
 }
 
 /// Press ids as the gateway forwards them: `{site}:{terminal}:{boot}:{seq}`.

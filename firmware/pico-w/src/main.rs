@@ -3,7 +3,10 @@
 //! same code `terminal-host` runs on Linux).
 //!
 //! Four buttons on GP2–GP5 (very unhappy … very happy, to ground, internal
-//! pull-ups). Presses go through the shared terminal core
+//! pull-ups). Every press taken into flash blinks the board's LED (on the
+//! Wi-Fi chip) once, and an LED or buzzer fitted on GP15 (active high,
+//! through a resistor or a driver); a press the queue could not take
+//! blinks three times. Presses go through the shared terminal core
 //! ([`pressline_terminal_core::DurableTerminal`]): numbered, queued in flash
 //! before anything else happens, published at QoS 1 over MQTT 5 to the
 //! site gateway, and forgotten only when the gateway's durable ack names
@@ -22,7 +25,7 @@
 //! - [`settings`]: provisioning record (or build-time fallback).
 //! - [`wifi_firmware`]: the CYW43439 blobs.
 //! - this file: bring-up, the board ([`PicoBoard`]), and the tasks (Wi-Fi
-//!   driver, network stack, buttons, watchdog).
+//!   driver, network stack, buttons, watchdog, visitor feedback).
 #![no_std]
 #![no_main]
 
@@ -37,6 +40,7 @@ use embassy_boot_rp::{FirmwareUpdater, FirmwareUpdaterConfig};
 use embassy_embedded_hal::flash::partition::Partition;
 use embassy_executor::Spawner;
 use embassy_net::{Config as NetConfig, Stack, StackResources};
+use embassy_rp::adc::{self, Adc};
 use embassy_rp::clocks::RoscRng;
 use embassy_rp::flash::{Async, Flash};
 use embassy_rp::gpio::{Input, Level, Output, Pull};
@@ -46,6 +50,7 @@ use embassy_rp::watchdog::{ResetReason as RpResetReason, Watchdog};
 use embassy_rp::{bind_interrupts, dma};
 use embassy_sync::blocking_mutex::raw::{CriticalSectionRawMutex, NoopRawMutex};
 use embassy_sync::mutex::Mutex;
+use embassy_sync::signal::Signal;
 use embassy_time::{with_timeout, Duration, Timer};
 use pressline_protocol::{Button, FirmwareVersion, ResetReason};
 use pressline_terminal_app::{Board, Feedback, Liveness, NetworkError, Presses};
@@ -180,13 +185,18 @@ async fn halt(why: &str) -> ! {
     }
 }
 
+/// The Wi-Fi chip's control: the board joins and leaves with it, the
+/// feedback task drives the LED on the chip's GPIO 0 with it.
+type SharedControl = Mutex<CriticalSectionRawMutex, cyw43::Control<'static>>;
+
 /// The Pico W as the application sees it.
 struct PicoBoard {
-    control: cyw43::Control<'static>,
+    control: &'static SharedControl,
     stack: Stack<'static>,
     wifi_ssid: heapless::String<32>,
     wifi_password: heapless::String<64>,
     reset_reason: ResetReason,
+    adc: Adc<'static, adc::Blocking>,
 }
 
 impl Board for PicoBoard {
@@ -201,7 +211,7 @@ impl Board for PicoBoard {
         };
         match with_timeout(
             Duration::from_secs(20),
-            self.control.join(&self.wifi_ssid, options),
+            self.control.lock().await.join(&self.wifi_ssid, options),
         )
         .await
         {
@@ -218,19 +228,38 @@ impl Board for PicoBoard {
     }
 
     async fn rssi_dbm(&mut self) -> Option<i8> {
-        Some(self.control.get_rssi().await.clamp(-128, 0) as i8)
+        Some(self.control.lock().await.get_rssi().await.clamp(-128, 0) as i8)
     }
 
     async fn disconnect_network(&mut self) {
         // Off the network between uploads (batteries): the CYW43439 stays
         // powered, in power save, until the next join.
-        self.control.leave().await;
+        self.control.lock().await.leave().await;
     }
 
     fn battery_mv(&mut self) -> Option<u16> {
-        // VSYS sensing shares GP29 with the Wi-Fi chip's clock; this board
-        // revision reports mains power.
-        None
+        // VSYS/3 is on GP29, which is also the Wi-Fi chip's SPI clock. It
+        // is read only while the chip is deselected (WL_CS, GP25, high: no
+        // transfer under way, and none can start before this returns, as
+        // the driver runs on this executor), with the pin's digital side
+        // cut off for the conversion and its pad put back after.
+        let cs_high = embassy_rp::pac::SIO.gpio_out(0).value().read() & (1 << 25) != 0;
+        if !cs_high {
+            return None;
+        }
+        let pad = embassy_rp::pac::PADS_BANK0.gpio(29);
+        let saved = pad.read();
+        let raw = {
+            // SAFETY: GP29 belongs to the PIO SPI; it is borrowed for one
+            // blocking conversion while the bus is idle (above).
+            let pin = unsafe { embassy_rp::peripherals::PIN_29::steal() };
+            let mut vsys = adc::Channel::new_pin(pin, Pull::None);
+            self.adc.blocking_read(&mut vsys)
+        };
+        pad.write_value(saved);
+        let raw = raw.ok()?;
+        // 12 bits over 3.3 V, behind the board's 1:3 divider.
+        Some((u32::from(raw) * 3 * 3300 / 4096) as u16)
     }
 
     fn reset_reason(&self) -> ResetReason {
@@ -238,15 +267,72 @@ impl Board for PicoBoard {
     }
 
     fn reboot(&mut self) -> ! {
-        cortex_m::peripheral::SCB::sys_reset()
+        // Through the watchdog, so the next boot reads WATCHDOG.REASON as
+        // forced (a software reset); SYSRESETREQ leaves no trace there and
+        // would read as power-on.
+        // SAFETY: the watchdog task holds the watchdog only to feed it; this
+        // resets the chip before it runs again.
+        let mut watchdog = Watchdog::new(unsafe { embassy_rp::peripherals::WATCHDOG::steal() });
+        watchdog.trigger_reset();
+        loop {
+            cortex_m::asm::nop();
+        }
     }
 }
 
-/// What the visitor is shown of a press: nothing yet on this board (its
-/// LED is on the Wi-Fi chip, driven through the same control as the join).
+/// What the visitor is shown of a press.
+#[derive(Clone, Copy)]
+enum Blink {
+    /// In flash: one blink.
+    Taken,
+    /// Not taken (the queue full, the flash failed): three short ones.
+    Refused,
+}
+
+/// The latest press's blink, for the feedback task.
+static BLINK: Signal<CriticalSectionRawMutex, Blink> = Signal::new();
+
+/// Hands each press's blink to [`feedback_task`] (the application's
+/// feedback hooks must not wait).
 struct PicoFeedback;
 
-impl Feedback for PicoFeedback {}
+impl Feedback for PicoFeedback {
+    fn press_queued(&mut self, _id: pressline_protocol::PressId, _queued: usize) {
+        BLINK.signal(Blink::Taken);
+    }
+
+    fn press_not_queued(&mut self) {
+        BLINK.signal(Blink::Refused);
+    }
+}
+
+/// Blinks the external LED or buzzer on GP15 at once, and the board's LED
+/// (on the Wi-Fi chip) as soon as its control is free: during a Wi-Fi join
+/// it follows the join.
+#[embassy_executor::task]
+async fn feedback_task(control: &'static SharedControl, mut external: Output<'static>) -> ! {
+    loop {
+        let (times, on) = match BLINK.wait().await {
+            Blink::Taken => (1, Duration::from_millis(150)),
+            Blink::Refused => (3, Duration::from_millis(80)),
+        };
+        for _ in 0..times {
+            external.set_high();
+            // The chip's LED only if its control is free now (held for the
+            // blink, which delays a join by as much at most).
+            match with_timeout(Duration::from_millis(50), control.lock()).await {
+                Ok(mut chip) => {
+                    chip.gpio_set(0, true).await;
+                    Timer::after(on).await;
+                    chip.gpio_set(0, false).await;
+                }
+                Err(_) => Timer::after(on).await,
+            }
+            external.set_low();
+            Timer::after(on).await;
+        }
+    }
+}
 
 #[embassy_executor::main]
 async fn main(spawner: Spawner) {
@@ -320,12 +406,17 @@ async fn main(spawner: Spawner) {
         .expect("buttons task"),
     );
 
+    static CONTROL: StaticCell<SharedControl> = StaticCell::new();
+    let control: &'static SharedControl = CONTROL.init(Mutex::new(control));
+    spawner
+        .spawn(feedback_task(control, Output::new(p.PIN_15, Level::Low)).expect("feedback task"));
     let mut board = PicoBoard {
         control,
         stack,
         wifi_ssid: settings.wifi_ssid.clone(),
         wifi_password: settings.wifi_password.clone(),
         reset_reason,
+        adc: Adc::new_blocking(p.ADC, adc::Config::default()),
     };
     pressline_terminal_app::run(
         &mut board,

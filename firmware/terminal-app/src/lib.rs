@@ -172,7 +172,10 @@ where
         match ended {
             Ok(Ended::Idle) => {
                 backoff.reset();
-                power.with(|p| p.handle_uploaded(uptime_ms()));
+                // Checked again: a press may have come after the session's
+                // last look at the queue.
+                let leftovers = terminal.lock().await.queue_len() > 0;
+                power.with(|p| p.handle_uploaded(uptime_ms(), leftovers));
             }
             Ok(Ended::Reboot) => backoff.reset(),
             Err(why) => log_warn!("gateway session ended: {}", why.as_str()),

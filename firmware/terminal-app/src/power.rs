@@ -20,6 +20,10 @@ use pressline_protocol::Button;
 /// Milliseconds since boot.
 pub type Millis = u64;
 
+/// How long before an upload's deadline the radio comes on: a Wi-Fi join
+/// takes 3-8 s, then the gateway's connect.
+const JOIN_LEAD_MS: u64 = 10_000;
+
 /// When the radio comes on, and the counters.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -78,7 +82,9 @@ impl Plan {
         self.waiting_since.get_or_insert(now);
         let delay = u64::from(self.settings.upload_delay_secs) * 1000;
         if button.score() <= Button::Unhappy.score() {
-            let continues = self.last_unhappy.is_some_and(|t| now - t <= delay);
+            let continues = self
+                .last_unhappy
+                .is_some_and(|t| now.saturating_sub(t) <= delay);
             self.unhappy_run = if continues {
                 self.unhappy_run.saturating_add(1)
             } else {
@@ -116,9 +122,11 @@ impl Plan {
         }
     }
 
-    /// A session ended with every press acked and a heartbeat sent.
-    pub fn handle_uploaded(&mut self, now: Millis) {
-        self.waiting_since = None;
+    /// A session ended with a heartbeat sent. `leftovers`: presses are in
+    /// the queue after all (one that came as the session was closing, or
+    /// a session cut short): they go out within a delay from now.
+    pub fn handle_uploaded(&mut self, now: Millis, leftovers: bool) {
+        self.waiting_since = leftovers.then_some(now);
         self.urgent = false;
         self.unhappy_run = 0;
         self.last_unhappy = None;
@@ -134,8 +142,11 @@ impl Plan {
         if self.urgent {
             return Some(0);
         }
+        // The radio comes on this much before the deadline, so the join
+        // and connect (seconds) fit inside it.
         let delay = u64::from(self.settings.upload_delay_secs) * 1000;
-        let upload = self.waiting_since.map(|t| t + delay);
+        let lead = JOIN_LEAD_MS.min(delay / 4);
+        let upload = self.waiting_since.map(|t| t + delay - lead);
         Some(upload.map_or(self.next_heartbeat, |u| u.min(self.next_heartbeat)))
     }
 
@@ -190,14 +201,18 @@ mod tests {
         let mut plan = Plan::new(PowerSettings::BATTERY);
         assert_eq!(plan.poll_radio(), Some(0), "first session at boot");
         plan.radio_on(0);
-        plan.handle_uploaded(3_000);
+        plan.handle_uploaded(3_000, false);
         plan.radio_off(3_000);
         assert_eq!(plan.poll_radio(), Some(903_000), "the next heartbeat");
         plan.handle_press(10_000, button(4));
         plan.handle_press(20_000, button(3));
-        assert_eq!(plan.poll_radio(), Some(70_000), "the first press's delay");
+        assert_eq!(
+            plan.poll_radio(),
+            Some(60_000),
+            "the first press's delay, less the join"
+        );
         plan.radio_on(70_000);
-        plan.handle_uploaded(72_000);
+        plan.handle_uploaded(72_000, false);
         plan.radio_off(72_000);
         assert_eq!(plan.poll_radio(), Some(972_000));
         let energy = plan.energy(100_000, Some(50));
@@ -210,25 +225,25 @@ mod tests {
     #[test]
     fn a_run_of_unhappy_presses_goes_out_at_once() {
         let mut plan = Plan::new(PowerSettings::BATTERY);
-        plan.handle_uploaded(0);
+        plan.handle_uploaded(0, false);
         plan.handle_press(1_000, button(1));
         plan.handle_press(2_000, button(2));
-        assert_eq!(plan.poll_radio(), Some(61_000));
+        assert_eq!(plan.poll_radio(), Some(51_000));
         // A happy press breaks the run.
         plan.handle_press(3_000, button(4));
         plan.handle_press(4_000, button(1));
         plan.handle_press(5_000, button(1));
-        assert_eq!(plan.poll_radio(), Some(61_000));
+        assert_eq!(plan.poll_radio(), Some(51_000));
         plan.handle_press(6_000, button(2));
         assert_eq!(plan.poll_radio(), Some(0), "three unhappy in a row");
-        plan.handle_uploaded(8_000);
+        plan.handle_uploaded(8_000, false);
         assert_eq!(plan.poll_radio(), Some(908_000));
     }
 
     #[test]
     fn unhappy_presses_far_apart_are_not_a_run() {
         let mut plan = Plan::new(PowerSettings::BATTERY);
-        plan.handle_uploaded(0);
+        plan.handle_uploaded(0, false);
         plan.handle_press(1_000, button(1));
         plan.handle_press(100_000, button(1));
         plan.handle_press(200_000, button(1));
@@ -236,9 +251,25 @@ mod tests {
     }
 
     #[test]
+    fn presses_left_in_the_queue_after_a_session_go_out_within_a_delay_of_it() {
+        let mut plan = Plan::new(PowerSettings::BATTERY);
+        plan.handle_press(1_000, button(4));
+        plan.radio_on(50_000);
+        // A press came as the session was closing: still in the queue.
+        plan.handle_uploaded(53_000, true);
+        assert_eq!(plan.poll_radio(), Some(103_000));
+        // A short delay keeps three quarters of it before the radio comes on.
+        plan.handle_settings(PowerSettings {
+            upload_delay_secs: 8,
+            ..PowerSettings::BATTERY
+        });
+        assert_eq!(plan.poll_radio(), Some(59_000));
+    }
+
+    #[test]
     fn switching_to_mains_brings_the_radio_on() {
         let mut plan = Plan::new(PowerSettings::BATTERY);
-        plan.handle_uploaded(0);
+        plan.handle_uploaded(0, false);
         assert!(plan.handle_settings(PowerSettings::MAINS));
         assert_eq!(plan.poll_radio(), None);
         assert!(!plan.handle_settings(PowerSettings::MAINS));

@@ -51,6 +51,10 @@ use crate::uptime_ms;
 /// its last message in either direction: the gateway's answer to the
 /// heartbeat (power settings, an update offer) comes in it.
 const LINGER: Duration = Duration::from_secs(2);
+/// On batteries, a session ends after this long whatever is left (an
+/// update that stalls, a press the gateway never acks): the radio must not
+/// stay on for good. What is left goes on at the next upload.
+const BATTERY_SESSION_MAX: Duration = Duration::from_secs(180);
 /// The main loop wakes at least this often (to check in, see
 /// [`crate::liveness`]).
 const CHECK_IN_EVERY: Duration = Duration::from_secs(5);
@@ -350,6 +354,7 @@ where
         acked: false,
         last_sent: Instant::now(),
         last_received: Instant::now(),
+        started_at: Instant::now(),
         ping_sent_at: None,
     };
     session.started().await;
@@ -428,19 +433,24 @@ async fn subscribe(client: &mut Mqtt<'_, '_, '_>, topics: &Topics) -> Result<(),
     Ok(())
 }
 
-/// Power settings from the gateway.
-fn apply_power_settings(power: &Power, message: &[u8]) {
+/// Power settings from the gateway; `true` if they changed.
+fn apply_power_settings(power: &Power, message: &[u8]) -> bool {
     match PowerSettings::decode(message) {
         Ok(settings) => {
-            if power.with(|p| p.handle_settings(settings)) {
+            let changed = power.with(|p| p.handle_settings(settings));
+            if changed {
                 log_info!(
                     "power mode {} (upload delay {} s)",
                     settings.mode.name(),
                     settings.upload_delay_secs
                 );
             }
+            changed
         }
-        Err(_) => log_warn!("undecodable power settings"),
+        Err(_) => {
+            log_warn!("undecodable power settings");
+            false
+        }
     }
 }
 
@@ -470,6 +480,7 @@ struct Session<
     last_sent: Instant,
     /// When the last packet came in (a battery session lingers after it).
     last_received: Instant,
+    started_at: Instant,
     /// A PINGREQ waiting for its answer (any packet from the gateway is one).
     ping_sent_at: Option<Instant>,
 }
@@ -565,7 +576,8 @@ where
     }
 
     /// On batteries: every press acked, a heartbeat out, no update under
-    /// way or on trial, nothing unacknowledged, and quiet for [`LINGER`].
+    /// way or on trial, nothing unacknowledged, and quiet for [`LINGER`];
+    /// or up for [`BATTERY_SESSION_MAX`].
     async fn done_on_battery(&self) -> bool {
         let Parts {
             terminal,
@@ -573,8 +585,14 @@ where
             power,
             ..
         } = &self.parts;
-        if !power.with(|p| p.is_battery())
-            || !self.heartbeat_sent
+        if !power.with(|p| p.is_battery()) {
+            return false;
+        }
+        if Instant::now() >= self.started_at + BATTERY_SESSION_MAX {
+            log_warn!("battery session cut after 3 minutes; what is left goes at the next upload");
+            return true;
+        }
+        if !self.heartbeat_sent
             || ota.is_busy()
             || ota.is_trial()
             || self.client.session().active_outbound_publishes() > 0
@@ -759,7 +777,12 @@ where
             if topic == self.topics.ack.as_str() {
                 ack = Ack::decode(message).ok();
             } else if topic == self.topics.power.as_str() {
-                apply_power_settings(self.parts.power, message);
+                if apply_power_settings(self.parts.power, message) {
+                    // The gateway learns them at once: its offline limit
+                    // follows the heartbeat period they set.
+                    self.next_heartbeat = Instant::now();
+                    self.heartbeat_sent = false;
+                }
             } else if topic == self.topics.ota_command.as_str() {
                 match ota_transfer::decode::<OtaCommand>(message) {
                     Ok(OtaCommand::Offer(offer)) => ota

@@ -9,6 +9,10 @@
 //! - `POST /api/v1/terminals` `{"id", "secret" (64 hex), "zone"?}`: register
 //!   a provisioned terminal (201 new, 200 re-registered).
 //! - `POST /api/v1/terminals/{id}/revoke`: refuse its login and presses.
+//! - `GET|POST /api/v1/terminals/{id}/power` `{"mode": "mains"|"battery"|null,
+//!   "upload_delay_secs"?, "heartbeat_every_secs"?, "unhappy_run"?}`: the
+//!   power settings the site wants it to use (null: no wish; the terminal
+//!   keeps what it runs with until it restarts with its provisioned ones).
 //! - `GET /api/v1/alerts[?open=true]`, `POST /api/v1/alerts/{id}/ack`,
 //!   `GET /api/v1/alerts/response`, and the signed links' `GET|POST
 //!   /ack/{id}`: in [`super::alerts`].
@@ -46,12 +50,17 @@ use crate::clock::unix_ms_now;
 use crate::insight::scores::Window;
 use crate::stats::StatsSnapshot;
 use crate::store::StoreError;
+use pressline_protocol::power::PowerSettings;
 
 pub fn router(state: ApiState) -> Router {
     let api = Router::new()
         .route("/api/v1/stats", get(stats))
         .route("/api/v1/terminals", get(terminals).post(register))
         .route("/api/v1/terminals/{id}/revoke", axum::routing::post(revoke))
+        .route(
+            "/api/v1/terminals/{id}/power",
+            get(power_wanted).post(set_power),
+        )
         .route("/api/v1/terminals/{id}", get(terminal))
         .route("/api/v1/alerts", get(alerts::list))
         .route("/api/v1/alerts/response", get(alerts::response))
@@ -292,6 +301,93 @@ async fn revoke(
         Err(e) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             &format!("cannot store the revocation: {e}"),
+        ),
+    }
+}
+
+/// A request for a terminal's power settings: the battery defaults fill
+/// what is not given.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PowerRequest {
+    mode: Option<String>,
+    upload_delay_secs: Option<u16>,
+    heartbeat_every_secs: Option<u16>,
+    unhappy_run: Option<u8>,
+}
+
+impl PowerRequest {
+    /// The settings asked for (`None`: the terminal's own), or what is wrong.
+    fn settings(&self) -> Result<Option<PowerSettings>, String> {
+        let base = match self.mode.as_deref() {
+            None => return Ok(None),
+            Some("mains") => PowerSettings::MAINS,
+            Some("battery") => PowerSettings::BATTERY,
+            Some(other) => return Err(format!("mode {other:?}: expected mains, battery or null")),
+        };
+        let settings = PowerSettings {
+            upload_delay_secs: self.upload_delay_secs.unwrap_or(base.upload_delay_secs),
+            heartbeat_every_secs: self
+                .heartbeat_every_secs
+                .unwrap_or(base.heartbeat_every_secs),
+            unhappy_run: self.unhappy_run.unwrap_or(base.unhappy_run),
+            ..base
+        };
+        settings.validate().map_err(str::to_string)?;
+        Ok(Some(settings))
+    }
+}
+
+/// The wish as the API shows it.
+fn power_document(id: &str, wanted: Option<PowerSettings>) -> serde_json::Value {
+    serde_json::json!({
+        "id": id,
+        "wanted": wanted.map(|s| serde_json::json!({
+            "mode": s.mode.name(),
+            "upload_delay_secs": s.upload_delay_secs,
+            "heartbeat_every_secs": s.heartbeat_every_secs,
+            "unhappy_run": s.unhappy_run,
+        })),
+    })
+}
+
+async fn power_wanted(
+    State(state): State<ApiState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    Json(power_document(&id, state.power.wanted(&id))).into_response()
+}
+
+async fn set_power(
+    State(state): State<ApiState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    body: Result<Json<PowerRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Ok(Json(request)) = body else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "expected JSON {\"mode\": \"mains\"|\"battery\"|null, \"upload_delay_secs\"?, \"heartbeat_every_secs\"?, \"unhappy_run\"?}",
+        );
+    };
+    if let Err(e) = pressline_protocol::ident::validate_id(&id) {
+        return error(StatusCode::BAD_REQUEST, &format!("terminal id {id:?}: {e}"));
+    }
+    let settings = match request.settings() {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+    };
+    let (power, terminal) = (state.power.clone(), id.clone());
+    let stored = tokio::task::spawn_blocking(move || power.set(&terminal, settings))
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Unavailable(format!("store thread failed: {e}"))));
+    match stored {
+        Ok(()) => {
+            tracing::info!(terminal = %id, mode = settings.map_or("its own", |s| s.mode.name()), "power settings wanted for a terminal (sent at its next heartbeat)");
+            Json(power_document(&id, settings)).into_response()
+        }
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("cannot store the power settings: {e}"),
         ),
     }
 }

@@ -19,6 +19,8 @@ pub struct ApiState {
     pub store: Store,
     pub registry: Registry,
     pub identities: Identities,
+    /// Power settings wanted per terminal.
+    pub power: crate::terminals::power::PowerPlans,
     pub releases: Releases,
     pub rollouts: Rollouts,
     pub started: Instant,

@@ -91,9 +91,12 @@ pub async fn start(
         link_rx,
         ota_tx,
         ota_rx,
+        power_link,
     } = site_broker;
+    let power = crate::terminals::power::PowerPlans::load(&store, Some(power_link));
     let ingest = IngestParts {
         link_rx,
+        power: power.clone(),
         identities: identities.clone(),
         to_registry: to_registry.clone(),
         stopping: stopping.clone(),
@@ -145,6 +148,7 @@ pub async fn start(
         store: store.clone(),
         registry,
         identities,
+        power,
         releases,
         rollouts,
         started,
@@ -311,6 +315,7 @@ fn load_registry(
 /// What the ingest thread needs.
 struct IngestParts {
     link_rx: rumqttd::local::LinkRx,
+    power: crate::terminals::power::PowerPlans,
     identities: Identities,
     to_registry: mpsc::Sender<RegistryInput>,
     stopping: Arc<AtomicBool>,
@@ -332,6 +337,7 @@ fn start_press_path(
                 to_committer,
                 ingest.to_registry,
                 ingest.identities,
+                ingest.power,
                 stats,
                 ingest.stopping,
             )

@@ -128,6 +128,7 @@ pub fn run(
     to_committer: SyncSender<IncomingPress>,
     to_registry: tokio::sync::mpsc::Sender<RegistryInput>,
     identities: crate::terminals::identity::Identities,
+    power: crate::terminals::power::PowerPlans,
     stats: Arc<Stats>,
     stopping: Arc<AtomicBool>,
 ) {
@@ -197,10 +198,20 @@ pub fn run(
                 stats
                     .heartbeats_received
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // Settings out of bounds are not believed (they would set
+                // the terminal's offline limit): the counters are dropped.
+                let energy = received.energy.filter(|e| e.settings.validate().is_ok());
+                if let Some(energy) = &energy {
+                    power.handle_reported(&terminal, &energy.settings, Instant::now());
+                } else if received.energy.is_some() {
+                    if let Some(suppressed) = log.admit("bad_power_settings", Instant::now()) {
+                        tracing::warn!(suppressed, terminal = %terminal, "a heartbeat's power settings are out of bounds: its energy counters are ignored");
+                    }
+                }
                 let _ = to_registry.try_send(RegistryInput::Heartbeat {
                     terminal,
                     heartbeat: received.heartbeat,
-                    energy: received.energy,
+                    energy,
                     at_ms: unix_ms_now(),
                 });
             }

@@ -98,10 +98,11 @@ pub fn may_publish(
 }
 
 /// The levels that follow `pressline/v1/gw/{id}/` in the protocol's topics
-/// (`ack`, `ack/json`, `ota/command`, `ota/chunk`). A terminal's filters
+/// (`ack`, `ack/json`, `ota/command`, `ota/chunk`, `power`). A terminal's filters
 /// are built from these and wildcards only, so the filters one terminal can
 /// create are few, whatever it sends.
-const GATEWAY_TOPIC_WORDS: [&str; 7] = ["ack", "json", "ota", "command", "chunk", "+", "#"];
+const GATEWAY_TOPIC_WORDS: [&str; 8] =
+    ["ack", "json", "ota", "command", "chunk", "power", "+", "#"];
 
 /// How many filters the broker holds for subscribers.
 #[derive(Debug, Clone, Copy)]

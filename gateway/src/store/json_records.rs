@@ -5,7 +5,7 @@
 //! | tree | durability | why |
 //! |---|---|---|
 //! | `terminals` | background | the next heartbeat says it again |
-//! | `alerts`, `credentials`, `releases`, `rollouts` | flushed | someone was told: an acknowledgement answered, a terminal registered or revoked, an upload accepted, a rollout step taken |
+//! | `alerts`, `credentials`, `power`, `releases`, `rollouts` | flushed | someone was told: an acknowledgement answered, a terminal registered or revoked, its power settings changed, an upload accepted, a rollout step taken |
 //!
 //! Flushed records are on disk when the call returns; background ones
 //! within sled's own flush interval. JSON, so a record can grow fields

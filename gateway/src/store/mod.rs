@@ -14,8 +14,9 @@
 //! - `outbox2.<segment>`: the upstream outbox: press batches and rendered
 //!   documents awaiting the upstream broker's PUBACK ([`outbox`]).
 //! - `aggregates`: checkpoints of the satisfaction aggregates ([`aggregates`]).
-//! - `terminals`, `alerts`, `credentials`, `releases`, `rollouts`: JSON
-//!   records owned by the terminal registry, identities and OTA, each
+//! - `terminals`, `alerts`, `credentials`, `power`, `releases`, `rollouts`:
+//!   JSON records owned by the terminal registry, identities, power plans
+//!   and OTA, each
 //!   with its durability rule ([`json_records`]).
 //! - `notifications`: alert notifications awaiting delivery, written in the
 //!   same transaction as the alert transition that caused them
@@ -156,6 +157,7 @@ struct Open {
     terminals: JsonTree,
     alerts: JsonTree,
     credentials: JsonTree,
+    power: JsonTree,
     releases: JsonTree,
     rollouts: JsonTree,
     notifications: sled::Tree,
@@ -244,6 +246,7 @@ impl Open {
             terminals: JsonTree::open(&db, "terminals", "terminal", Durability::Background)?,
             alerts: JsonTree::open(&db, "alerts", "alert", Durability::Flushed)?,
             credentials: JsonTree::open(&db, "credentials", "credential", Durability::Flushed)?,
+            power: JsonTree::open(&db, "power", "power setting", Durability::Flushed)?,
             releases: JsonTree::open(&db, "releases", "release", Durability::Flushed)?,
             rollouts: JsonTree::open(&db, "rollouts", "rollout", Durability::Flushed)?,
             next_notification: AtomicU64::new(next_notification),
@@ -751,6 +754,22 @@ impl Store {
     pub fn load_credentials<T: serde::de::DeserializeOwned>(&self) -> Vec<T> {
         self.current()
             .map(|o| o.credentials.load_all())
+            .unwrap_or_default()
+    }
+
+    /// Saves the power settings wanted for a terminal
+    /// ([`crate::terminals::power`]).
+    pub fn save_power<T: Serialize>(&self, terminal: &str, value: &T) -> Result<(), StoreError> {
+        self.with(|o| o.power.save(terminal.as_bytes(), value))
+    }
+
+    pub fn remove_power(&self, terminal: &str) -> Result<(), StoreError> {
+        self.with(|o| o.power.remove_all(&[terminal.as_bytes()]))
+    }
+
+    pub fn load_power<T: serde::de::DeserializeOwned>(&self) -> Vec<T> {
+        self.current()
+            .map(|o| o.power.load_all())
             .unwrap_or_default()
     }
 

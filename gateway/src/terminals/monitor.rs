@@ -251,7 +251,12 @@ impl Monitor {
         let gone: Vec<String> = self
             .terminals
             .values()
-            .filter(|t| self.silent_ms(t, now_ms) >= limit && !known(&t.id))
+            .filter(|t| {
+                // Never before it is offline (a terminal on batteries is
+                // heard from every 15 minutes).
+                let limit = limit.max(t.offline_after_ms(&self.config));
+                self.silent_ms(t, now_ms) >= limit && !known(&t.id)
+            })
             .map(|t| t.id.clone())
             .collect();
         for id in gone {
