@@ -39,6 +39,7 @@ use defmt::{error, info, warn, Display2Format};
 use embassy_boot_rp::{FirmwareUpdater, FirmwareUpdaterConfig};
 use embassy_embedded_hal::flash::partition::Partition;
 use embassy_executor::Spawner;
+use embassy_futures::select::select4;
 use embassy_net::{Config as NetConfig, Stack, StackResources};
 use embassy_rp::adc::{self, Adc};
 use embassy_rp::clocks::RoscRng;
@@ -147,18 +148,43 @@ async fn net_task(mut runner: embassy_net::Runner<'static, cyw43::NetDriver<'sta
     runner.run().await
 }
 
-/// Samples the four buttons every 5 ms and debounces them.
+/// Debounces the four buttons: sampled every 5 ms while a level is
+/// settling, otherwise asleep until a button leaves its settled level (a
+/// level-triggered wait, so no edge falls between a sample and the wait).
 #[embassy_executor::task]
-async fn buttons_task(pins: [Input<'static>; 4]) -> ! {
+async fn buttons_task(mut pins: [Input<'static>; 4]) -> ! {
     let mut debouncers = [Debouncer::default(); 4];
     loop {
         let now = pressline_terminal_app::uptime_ms();
+        let mut settling = false;
         for ((pin, debouncer), button) in pins.iter().zip(debouncers.iter_mut()).zip(Button::ALL) {
             if debouncer.handle_level(now, pin.is_low()) && !PRESSES.press(button) {
                 warn!("press channel full; press dropped before queueing (counted)");
             }
+            settling |= debouncer.poll_timeout().is_some();
         }
-        Timer::after_millis(5).await;
+        if settling {
+            Timer::after_millis(5).await;
+            continue;
+        }
+        let held = debouncers.map(|d| d.is_pressed());
+        let [a, b, c, d] = &mut pins;
+        select4(
+            level_changes(a, held[0]),
+            level_changes(b, held[1]),
+            level_changes(c, held[2]),
+            level_changes(d, held[3]),
+        )
+        .await;
+    }
+}
+
+/// Until `pin` leaves the settled level (`held`: pulled low).
+async fn level_changes(pin: &mut Input<'static>, held: bool) {
+    if held {
+        pin.wait_for_high().await
+    } else {
+        pin.wait_for_low().await
     }
 }
 

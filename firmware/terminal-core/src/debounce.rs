@@ -42,6 +42,11 @@ impl Debouncer {
         false
     }
 
+    /// The debounced level (`true` = held down).
+    pub fn is_pressed(&self) -> bool {
+        self.stable
+    }
+
     /// When to sample again to confirm a pending change, if one is pending.
     pub fn poll_timeout(&self) -> Option<Millis> {
         (self.candidate != self.stable).then_some(self.since + Self::STABLE_MS)

@@ -20,6 +20,8 @@
 //! - [`debounce`]: button debouncing.
 //! - [`ram_flash`]: NOR flash in RAM with power-loss injection (tests, QEMU,
 //!   simulator).
+//! - `rp2040_power_cuts` (tests): power cuts at the RP2040's flash geometry
+//!   across queue page rollovers.
 //! - [`selftest`]: behaviour checks shared by the host tests and the
 //!   emulated-MCU (QEMU) test runner.
 #![no_std]
@@ -29,6 +31,8 @@ pub mod debounce;
 pub mod generation;
 pub mod ota;
 pub mod ram_flash;
+#[cfg(test)]
+mod rp2040_power_cuts;
 pub mod selftest;
 pub mod session;
 pub mod terminal;

@@ -34,23 +34,27 @@ impl NorFlashError for RamFlashError {
     }
 }
 
-/// `SIZE` bytes of flash in pages of `PAGE` bytes, written in 4-byte words.
+/// `SIZE` bytes of flash in pages of `PAGE` bytes, written in words of
+/// `WRITE` bytes (4 by default; the RP2040 writes single bytes into 4 KiB
+/// sectors: `RamFlash<SIZE, 4096, 1>`).
 #[derive(Clone)]
-pub struct RamFlash<const SIZE: usize, const PAGE: usize> {
+pub struct RamFlash<const SIZE: usize, const PAGE: usize, const WRITE: usize = 4> {
     bytes: [u8; SIZE],
     ops_until_power_loss: Option<u32>,
     powered: bool,
     operations: u64,
 }
 
-impl<const SIZE: usize, const PAGE: usize> Default for RamFlash<SIZE, PAGE> {
+impl<const SIZE: usize, const PAGE: usize, const WRITE: usize> Default
+    for RamFlash<SIZE, PAGE, WRITE>
+{
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<const SIZE: usize, const PAGE: usize> RamFlash<SIZE, PAGE> {
-    pub const WORD: usize = 4;
+impl<const SIZE: usize, const PAGE: usize, const WRITE: usize> RamFlash<SIZE, PAGE, WRITE> {
+    pub const WORD: usize = WRITE;
 
     /// Factory-fresh (erased) flash.
     pub const fn new() -> Self {
@@ -118,7 +122,7 @@ impl<const SIZE: usize, const PAGE: usize> RamFlash<SIZE, PAGE> {
     }
 }
 
-impl<const SIZE: usize, const PAGE: usize> RamFlash<SIZE, PAGE> {
+impl<const SIZE: usize, const PAGE: usize, const WRITE: usize> RamFlash<SIZE, PAGE, WRITE> {
     fn read_words(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), RamFlashError> {
         let range = self.check(offset, bytes.len(), 1)?;
         bytes.copy_from_slice(&self.bytes[range]);
@@ -153,11 +157,15 @@ impl<const SIZE: usize, const PAGE: usize> RamFlash<SIZE, PAGE> {
     }
 }
 
-impl<const SIZE: usize, const PAGE: usize> ErrorType for RamFlash<SIZE, PAGE> {
+impl<const SIZE: usize, const PAGE: usize, const WRITE: usize> ErrorType
+    for RamFlash<SIZE, PAGE, WRITE>
+{
     type Error = RamFlashError;
 }
 
-impl<const SIZE: usize, const PAGE: usize> ReadNorFlash for RamFlash<SIZE, PAGE> {
+impl<const SIZE: usize, const PAGE: usize, const WRITE: usize> ReadNorFlash
+    for RamFlash<SIZE, PAGE, WRITE>
+{
     const READ_SIZE: usize = 1;
 
     async fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), Self::Error> {
@@ -169,8 +177,10 @@ impl<const SIZE: usize, const PAGE: usize> ReadNorFlash for RamFlash<SIZE, PAGE>
     }
 }
 
-impl<const SIZE: usize, const PAGE: usize> NorFlash for RamFlash<SIZE, PAGE> {
-    const WRITE_SIZE: usize = 4;
+impl<const SIZE: usize, const PAGE: usize, const WRITE: usize> NorFlash
+    for RamFlash<SIZE, PAGE, WRITE>
+{
+    const WRITE_SIZE: usize = WRITE;
     const ERASE_SIZE: usize = PAGE;
 
     async fn erase(&mut self, from: u32, to: u32) -> Result<(), Self::Error> {
@@ -182,7 +192,10 @@ impl<const SIZE: usize, const PAGE: usize> NorFlash for RamFlash<SIZE, PAGE> {
     }
 }
 
-impl<const SIZE: usize, const PAGE: usize> MultiwriteNorFlash for RamFlash<SIZE, PAGE> {}
+impl<const SIZE: usize, const PAGE: usize, const WRITE: usize> MultiwriteNorFlash
+    for RamFlash<SIZE, PAGE, WRITE>
+{
+}
 
 /// The blocking traits too: a bootloader (embassy-boot's `BootLoader`) is
 /// blocking, and tests run it over the same RAM flash as the application.
@@ -191,7 +204,9 @@ mod blocking {
 
     use super::RamFlash;
 
-    impl<const SIZE: usize, const PAGE: usize> ReadNorFlash for RamFlash<SIZE, PAGE> {
+    impl<const SIZE: usize, const PAGE: usize, const WRITE: usize> ReadNorFlash
+        for RamFlash<SIZE, PAGE, WRITE>
+    {
         const READ_SIZE: usize = 1;
 
         fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), Self::Error> {
@@ -203,8 +218,10 @@ mod blocking {
         }
     }
 
-    impl<const SIZE: usize, const PAGE: usize> NorFlash for RamFlash<SIZE, PAGE> {
-        const WRITE_SIZE: usize = 4;
+    impl<const SIZE: usize, const PAGE: usize, const WRITE: usize> NorFlash
+        for RamFlash<SIZE, PAGE, WRITE>
+    {
+        const WRITE_SIZE: usize = WRITE;
         const ERASE_SIZE: usize = PAGE;
 
         fn erase(&mut self, from: u32, to: u32) -> Result<(), Self::Error> {
