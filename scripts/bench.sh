@@ -754,7 +754,6 @@ echo
 echo "Loaded in $load_secs s, rollups kept by the insert's own statement."
 echo
 fi
-echo "Machine: $(nproc) vCPU $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/Mem:/ {print $2}') GiB RAM, Linux $(uname -r); $(mosquitto -h 2>/dev/null | head -1 | sed 's/ is an MQTT.*//'); $(date -u +%Y-%m-%d); command: ${BENCH_SECTIONS:+BENCH_SECTIONS=\"$BENCH_SECTIONS\" }./scripts/bench.sh $RUNS"
 # ------------------------------------------------------- 8. battery life
 if want 8; then
 log "battery life: host terminals for ${BENCH_ENERGY_SECS:-300} s"
@@ -763,3 +762,4 @@ BENCH_ENERGY_SECS=${BENCH_ENERGY_SECS:-300} BENCH_ENERGY_OUT="$WORK/energy.md" \
     cargo test --release --locked -q -p pressline-e2e --test battery_life -- --ignored >&2
 cat "$WORK/energy.md"
 fi
+echo "Machine: $(nproc) vCPU $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/Mem:/ {print $2}') GiB RAM, Linux $(uname -r); $(mosquitto -h 2>/dev/null | head -1 | sed 's/ is an MQTT.*//'); $(date -u +%Y-%m-%d); command: ${BENCH_SECTIONS:+BENCH_SECTIONS=\"$BENCH_SECTIONS\" }./scripts/bench.sh $RUNS"

@@ -25,6 +25,9 @@ pub const LINK_CLIENT_ID: &str = "pressline-gateway";
 pub const OTA_LINK_CLIENT_ID: &str = "pressline-gateway-ota";
 /// Client id of the gateway's in-process link for power settings.
 pub const POWER_LINK_CLIENT_ID: &str = "pressline-gateway-power";
+/// The router counts the gateway's own links as connections: the limit is
+/// the terminals' plus these.
+const GATEWAY_LINKS: usize = 3;
 
 /// Whether `client_id` is one of the gateway's own links: never a
 /// terminal's id (registering one would end the gateway's own session).
@@ -96,7 +99,7 @@ pub fn broker_config(mqtt: &MqttConfig) -> BrokerConfig {
         id: 0,
         router: RouterConfig {
             // The local links count as connections too.
-            max_connections: mqtt.max_terminals + 2,
+            max_connections: mqtt.max_terminals + GATEWAY_LINKS,
             max_outgoing_packet_count: 200,
             max_segment_size: mqtt.router_segment_bytes,
             max_segment_count: mqtt.router_segment_count,

@@ -222,7 +222,6 @@ struct PicoBoard {
     wifi_ssid: heapless::String<32>,
     wifi_password: heapless::String<64>,
     reset_reason: ResetReason,
-    adc: Adc<'static, adc::Blocking>,
 }
 
 impl Board for PicoBoard {
@@ -235,12 +234,12 @@ impl Board for PicoBoard {
         } else {
             JoinOptions::new(self.wifi_password.as_bytes())
         };
-        match with_timeout(
-            Duration::from_secs(20),
-            self.control.lock().await.join(&self.wifi_ssid, options),
-        )
-        .await
-        {
+        // The control's lock is taken inside the bound too.
+        let join = async {
+            let mut control = self.control.lock().await;
+            control.join(&self.wifi_ssid, options).await
+        };
+        match with_timeout(Duration::from_secs(20), join).await {
             Ok(Ok(())) => {
                 info!("Wi-Fi joined; waiting for DHCP");
                 Ok(())
@@ -275,17 +274,28 @@ impl Board for PicoBoard {
         }
         let pad = embassy_rp::pac::PADS_BANK0.gpio(29);
         let saved = pad.read();
-        let raw = {
-            // SAFETY: GP29 belongs to the PIO SPI; it is borrowed for one
-            // blocking conversion while the bus is idle (above).
+        let sum = {
+            // SAFETY: GP29 belongs to the PIO SPI and the ADC to nothing
+            // else; both are borrowed for a few blocking conversions while
+            // the bus is idle (above). The ADC is off again when `adc`
+            // drops (on batteries it would draw about 150 uA).
             let pin = unsafe { embassy_rp::peripherals::PIN_29::steal() };
+            let mut adc = Adc::new_blocking(
+                unsafe { embassy_rp::peripherals::ADC::steal() },
+                adc::Config::default(),
+            );
             let mut vsys = adc::Channel::new_pin(pin, Pull::None);
-            self.adc.blocking_read(&mut vsys)
+            // The first conversion settles the divider's input after the
+            // PIO drove the pin; the next three are averaged.
+            let _ = adc.blocking_read(&mut vsys);
+            (0..3).try_fold(0u32, |sum, _| {
+                adc.blocking_read(&mut vsys).map(|raw| sum + u32::from(raw))
+            })
         };
         pad.write_value(saved);
-        let raw = raw.ok()?;
+        let raw = sum.ok()? / 3;
         // 12 bits over 3.3 V, behind the board's 1:3 divider.
-        Some((u32::from(raw) * 3 * 3300 / 4096) as u16)
+        Some((raw * 3 * 3300 / 4096) as u16)
     }
 
     fn reset_reason(&self) -> ResetReason {
@@ -442,7 +452,6 @@ async fn main(spawner: Spawner) {
         wifi_ssid: settings.wifi_ssid.clone(),
         wifi_password: settings.wifi_password.clone(),
         reset_reason,
-        adc: Adc::new_blocking(p.ADC, adc::Config::default()),
     };
     pressline_terminal_app::run(
         &mut board,

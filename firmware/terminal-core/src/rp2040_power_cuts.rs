@@ -1,10 +1,11 @@
 //! Power cuts at the RP2040's flash geometry (4 KiB sectors, byte writes,
 //! as embassy-rp's flash driver declares it) while the press queue rolls
 //! over from page to page and wraps around: at every write and erase
-//! around each rollover (cut half-way through it, byte by byte in order),
-//! and at every 100th elsewhere. After each cut the terminal boots, every
-//! press it confirmed and the gateway has not acked is still queued, the
-//! boot has a new number, and a new press gets an identity never used.
+//! around each rollover (cut before its first byte, half-way or before its
+//! last byte, bytes written in order), and at every 100th elsewhere. After
+//! each cut the terminal boots, every press it confirmed and the gateway
+//! has not acked is still queued, the boot has a new number, and a new
+//! press gets an identity never used.
 //!
 //! Host only: the QEMU runner's RAM does not hold the 24 KiB flash.
 
@@ -60,7 +61,13 @@ struct Cutting<'f> {
 impl Cutting<'_> {
     fn begin(&mut self, offset: u32, bytes: usize) {
         if self.cut_at == Some(self.calls) {
-            self.inner.cut_power_after((bytes / 2) as u32);
+            // Before the first byte, half-way, or before the last one.
+            let done = match self.calls % 3 {
+                0 => 0,
+                1 => bytes / 2,
+                _ => bytes.saturating_sub(1),
+            };
+            self.inner.cut_power_after(done as u32);
         }
         self.calls += 1;
         self.log.push(Call {

@@ -319,7 +319,11 @@ struct PowerRequest {
 impl PowerRequest {
     /// The settings asked for (`None`: the terminal's own), or what is wrong.
     fn settings(&self) -> Result<Option<PowerSettings>, String> {
+        let tuned = self.upload_delay_secs.is_some()
+            || self.heartbeat_every_secs.is_some()
+            || self.unhappy_run.is_some();
         let base = match self.mode.as_deref() {
+            None if tuned => return Err("give the mode the settings are for".into()),
             None => return Ok(None),
             Some("mains") => PowerSettings::MAINS,
             Some("battery") => PowerSettings::BATTERY,

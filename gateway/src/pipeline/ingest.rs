@@ -198,12 +198,15 @@ pub fn run(
                 stats
                     .heartbeats_received
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // A terminal running other settings than the site's wish
+                // is sent the wish, out of bounds or not.
+                if let Some(energy) = &received.energy {
+                    power.handle_reported(&terminal, &energy.settings, Instant::now());
+                }
                 // Settings out of bounds are not believed (they would set
                 // the terminal's offline limit): the counters are dropped.
                 let energy = received.energy.filter(|e| e.settings.validate().is_ok());
-                if let Some(energy) = &energy {
-                    power.handle_reported(&terminal, &energy.settings, Instant::now());
-                } else if received.energy.is_some() {
+                if energy.is_none() && received.energy.is_some() {
                     if let Some(suppressed) = log.admit("bad_power_settings", Instant::now()) {
                         tracing::warn!(suppressed, terminal = %terminal, "a heartbeat's power settings are out of bounds: its energy counters are ignored");
                     }
