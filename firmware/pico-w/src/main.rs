@@ -21,6 +21,7 @@
 //! gateway. A trial that never gets there is reverted at the next reset.
 //!
 //! # Layout
+//! - [`awake`]: how long the processor runs (energy counters).
 //! - [`flash_map`]: where everything lives in flash.
 //! - [`settings`]: provisioning record (or build-time fallback).
 //! - [`wifi_firmware`]: the CYW43439 blobs.
@@ -29,6 +30,7 @@
 #![no_std]
 #![no_main]
 
+mod awake;
 mod flash_map;
 mod settings;
 mod wifi_firmware;
@@ -296,6 +298,10 @@ impl Board for PicoBoard {
         let raw = sum.ok()? / 3;
         // 12 bits over 3.3 V, behind the board's 1:3 divider.
         Some((raw * 3 * 3300 / 4096) as u16)
+    }
+
+    fn awake_ms(&mut self) -> Option<u64> {
+        Some(awake::awake_ms())
     }
 
     fn reset_reason(&self) -> ResetReason {
