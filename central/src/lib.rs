@@ -18,6 +18,8 @@
 //! - [`consumer`]: deliveries → batch → commit → ack, with reconnection.
 //! - [`retention`]: months of presses dropped past the setting, hourly.
 //! - [`metrics`]: `/metrics`, `/api/v1/stats`, `/healthz`.
+//! - [`web`]: the reports in a browser (network, sites, comparison, CSV),
+//!   for viewer tokens.
 
 pub mod batching;
 pub mod consumer;
@@ -27,3 +29,4 @@ pub mod documents;
 pub mod metrics;
 pub mod queue;
 pub mod retention;
+pub mod web;

@@ -44,6 +44,53 @@ enum Command {
     /// dropped now and by every consumer within the hour; their counts
     /// stay in `press_hours`, so reports keep their figures.
     Retention(RetentionArgs),
+    /// Serve the reports in a browser (network overview, sites, comparison,
+    /// CSV downloads) to viewers until stopped. Read-only: give it a
+    /// database role that can only read.
+    Web(WebArgs),
+    /// Add, list or remove the viewers who may read the web view.
+    Viewers(ViewersArgs),
+}
+
+#[derive(Args)]
+struct WebArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// Where the pages are served. Put it behind a reverse proxy with
+    /// HTTPS (deploy/README.md) when it is reached beyond this machine.
+    #[arg(long, default_value = "127.0.0.1:9470")]
+    http: SocketAddr,
+    /// Mark the sign-in cookie `Secure`: set when a reverse proxy serves
+    /// the pages over HTTPS.
+    #[arg(long)]
+    behind_https: bool,
+}
+
+#[derive(Args)]
+struct ViewersArgs {
+    #[command(subcommand)]
+    action: ViewersAction,
+}
+
+#[derive(Subcommand)]
+enum ViewersAction {
+    /// Add a viewer and print its token (shown only this once).
+    Add {
+        name: String,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// List the viewers.
+    List {
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Remove a viewer: its token stops working at once.
+    Remove {
+        name: String,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
 }
 
 #[derive(Args)]
@@ -155,6 +202,8 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,lapin=warn".into()),
         )
+        // Standard output is for what a command prints (a viewer's token).
+        .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -182,7 +231,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let topology = broker.topology();
             let declared = on_any_node(&broker, |c| {
                 let topology = topology.clone();
-                async move { Ok(queue::declare(&c, &topology).await?) }
+                async move { queue::declare(&c, &topology).await }
             })
             .await?;
             let limits = if declared.legacy {
@@ -234,6 +283,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Retention(args) => retention(args).await,
+        Command::Web(args) => web(args).await,
+        Command::Viewers(args) => viewers(args).await,
         Command::Migrate(args) => {
             let db = args.database;
             let tls = pressline_host::tls::postgres_tls(db.postgres_ca.as_deref())?;
@@ -292,6 +343,67 @@ async fn run(command: Command) -> anyhow::Result<()> {
             consumer::run(config, metrics, shutdown).await
         }
     }
+}
+
+async fn web(args: WebArgs) -> anyhow::Result<()> {
+    use pressline_central::web;
+    let db = args.database;
+    let tls = pressline_host::tls::postgres_tls(db.postgres_ca.as_deref())?;
+    let reader = Arc::new(web::reader::Reader::new(db.postgres, tls));
+    // A wrong URL or password is said at start, not on the first page.
+    reader.client().await?;
+    let listener = tokio::net::TcpListener::bind(args.http)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on {} for the web view: {e}; pick another with --http",
+                args.http
+            )
+        })?;
+    tracing::info!(http = %listener.local_addr()?, "serving the web view");
+    let router = web::router(web::Web {
+        reader,
+        https: args.behind_https,
+        refused_logins: Arc::new(web::access::RefusedLogins::new()),
+    });
+    axum::serve(listener, router)
+        .with_graceful_shutdown(pressline_host::signal::shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+async fn viewers(args: ViewersArgs) -> anyhow::Result<()> {
+    use pressline_central::web::access;
+    let db = match &args.action {
+        ViewersAction::Add { database, .. }
+        | ViewersAction::List { database }
+        | ViewersAction::Remove { database, .. } => database.clone(),
+    };
+    let tls = pressline_host::tls::postgres_tls(db.postgres_ca.as_deref())?;
+    let mut database = database::Database::connect(&db.postgres, &tls).await?;
+    // The viewers' table is in the schema's latest version.
+    database.migrate().await?;
+    let client = database.client();
+    match args.action {
+        ViewersAction::Add { name, .. } => {
+            let token = access::add(client, &name).await?;
+            println!("{token}");
+            eprintln!("viewer {name:?} added; the token above is shown only now");
+        }
+        ViewersAction::List { .. } => {
+            for (name, created) in access::list(client).await? {
+                println!("{name}\t{}", created.date());
+            }
+        }
+        ViewersAction::Remove { name, .. } => {
+            anyhow::ensure!(
+                access::remove(client, &name).await?,
+                "no viewer is called {name:?} (pressline-central viewers list)"
+            );
+            println!("viewer {name:?} removed");
+        }
+    }
+    Ok(())
 }
 
 async fn retention(args: RetentionArgs) -> anyhow::Result<()> {

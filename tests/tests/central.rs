@@ -202,6 +202,11 @@ fn two_gateways_through_the_cluster_reach_postgresql_exactly_once_though_a_consu
         out
     };
     assert_eq!(report("rollups"), report("presses"));
+    // The web view's overview shows what fleet reports of what came
+    // through the pipeline.
+    let web = central::WebView::start(&url);
+    let json: serde_json::Value = serde_json::from_str(&report("rollups")).unwrap();
+    central::assert_overview_matches(&web, &json, &format!("to={to}&days=3"));
 }
 
 /// Sessions waiting for a lock: consumers' commits behind the test's lock
@@ -660,39 +665,11 @@ fn node_killed_under_the_gateway(press_batch: u16) {
     assert_eq!(gateway.stat("presses_stored"), 600);
 }
 
-/// Fixed presses around the end of British Summer Time (Sunday
-/// 2026-10-25, 02:00 BST → 01:00 GMT), at sites in London, New York and
-/// one the database has no time zone for (UTC).
-const REPORT_FIXTURE: &str = "
-INSERT INTO sites (site, time_zone, state, version) VALUES
-  ('london', 'Europe/London', 'online', '0.1.0'),
-  ('ny', 'America/New_York', 'online', '0.1.0');
-INSERT INTO zones VALUES ('london', 'food', 'Food court');
-INSERT INTO presses (id, site, terminal, zone, boot, seq, button, score, pressed_at, received_at, counted) VALUES
-  -- London, in the period (local days 2026-10-19 to 2026-10-25):
-  ('L1', 'london', 't1', 'food', 0, 1, 'very_happy',   4, '2026-10-24T23:30Z', '2026-10-24T23:30Z', true), -- Sun 00:30 BST
-  ('L2', 'london', 't1', 'food', 0, 2, 'very_unhappy', 1, '2026-10-25T00:30Z', '2026-10-25T00:30Z', true), -- Sun 01:30 BST
-  ('L3', 'london', 't2', NULL,   0, 1, 'happy',        3, '2026-10-25T01:30Z', '2026-10-25T01:30Z', true), -- Sun 01:30 GMT
-  ('L4', 'london', 't2', NULL,   0, 2, 'very_happy',   4, '2026-10-25T23:30Z', '2026-10-25T23:30Z', true), -- Sun 23:30 GMT
-  ('L6', 'london', 't1', 'food', 0, 3, 'unhappy',      2, '2026-10-18T23:30Z', '2026-10-18T23:30Z', true), -- Mon 00:30 BST
-  ('L9', 'london', 't2', NULL,   0, 4, 'unhappy',      2, NULL,                '2026-10-20T12:00Z', true), -- Tue 13:00 BST
-  -- London, not in it:
-  ('L5', 'london', 't2', NULL,   0, 3, 'very_unhappy', 1, '2026-10-26T00:30Z', '2026-10-26T00:30Z', true), -- Mon 26th
-  ('L7', 'london', 't1', 'food', 0, 5, 'very_happy',   4, '2026-10-18T22:30Z', '2026-10-18T22:30Z', true), -- previous period
-  ('L8', 'london', 't2', NULL,   0, 5, 'very_happy',   4, '2026-10-20T12:00Z', '2026-10-20T12:00Z', false), -- not counted
-  -- New York (EDT, UTC-4, all period):
-  ('N1', 'ny', 'n1', NULL, 0, 1, 'very_happy',   4, '2026-10-20T03:00Z', '2026-10-20T03:00Z', true), -- Mon 23:00
-  ('N2', 'ny', 'n1', NULL, 0, 2, 'happy',        3, '2026-10-26T03:30Z', '2026-10-26T03:30Z', true), -- Sun 23:30
-  ('N3', 'ny', 'n1', NULL, 0, 3, 'very_unhappy', 1, '2026-10-19T03:00Z', '2026-10-19T03:00Z', true), -- previous period
-  -- A site with no time zone known: UTC.
-  ('W1', 'nowhere', 'w1', NULL, 0, 1, 'very_happy', 4, '2026-10-22T10:00Z', '2026-10-22T10:00Z', true);
-";
-
 #[test]
 fn reports_match_figures_worked_out_by_hand_across_a_daylight_saving_change() {
     let pg = Postgres::start();
     migrate(&pg, None);
-    pg.psql(REPORT_FIXTURE);
+    pg.psql(central::REPORT_FIXTURE);
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("fleet.toml");
     let url = pg.url();
@@ -850,7 +827,7 @@ fn a_database_of_schema_version_3_moves_to_monthly_partitions_and_local_hours_in
 ) {
     let pg = Postgres::start();
     migrate(&pg, Some("3"));
-    pg.psql(REPORT_FIXTURE);
+    pg.psql(central::REPORT_FIXTURE);
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("fleet.toml");
     let url = pg.url();
@@ -927,17 +904,7 @@ fn a_database_of_schema_version_3_moves_to_monthly_partitions_and_local_hours_in
 
 /// `pressline-central` with `args`, against `pg`; its stdout.
 fn central_db(pg: &Postgres, args: &[&str]) -> String {
-    let out = std::process::Command::new(bin("pressline-central"))
-        .args(args)
-        .args(["--postgres", &pg.url()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "pressline-central {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    central::database_command(&pg.url(), args)
 }
 
 #[test]

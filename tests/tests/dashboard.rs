@@ -124,6 +124,23 @@ terminals = ["z002", "z003"]
     let food_today = zone_number(&first, "food", "today-counted").expect("food court count");
     assert!(food_today > 0);
 
+    // On a supervisor's phone (the operator's token, which may
+    // acknowledge): nothing runs off the right edge, and the alert's
+    // acknowledge button is on the screen.
+    let mut browser =
+        common::browser::Browser::open(&format!("{}/?token={}", gateway.url(), gateway.token()));
+    browser.watch_console();
+    let ack = "document.querySelector('#alerts [data-kind=zone_unhappy] button[data-ack]')";
+    browser.wait_for("the alert's acknowledge button", &format!("!!{ack}"));
+    let artifacts = bin("gateway").parent().unwrap().to_path_buf();
+    browser.check_widths("dashboard", &artifacts);
+    let right = browser.eval(&format!("{ack}.getBoundingClientRect().right"));
+    assert!(
+        right.as_f64().is_some_and(|r| r > 0.0 && r <= 390.0),
+        "acknowledge button within the phone's width: right edge at {right}"
+    );
+    drop(browser);
+
     // Live: later renders show more presses for the same zone.
     wait_until("the page updates", || {
         zone_number(&render(&url, None), "food", "today-counted").is_some_and(|n| n > food_today)

@@ -235,6 +235,11 @@ impl Database {
     pub fn client(&self) -> &Client {
         &self.client
     }
+
+    /// The connection alone, for a reader that writes nothing.
+    pub fn into_client(self) -> Client {
+        self.client
+    }
 }
 
 /// When the batch's presses were received (those that are times at all:

@@ -25,6 +25,8 @@ pub struct Browser {
     child: Child,
     socket: tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>,
     next_id: u64,
+    /// DevTools events seen while waiting for answers.
+    events: Vec<Value>,
     _profile: tempfile::TempDir,
 }
 
@@ -80,6 +82,7 @@ impl Browser {
             child,
             socket,
             next_id: 1,
+            events: Vec::new(),
             _profile: profile,
         }
     }
@@ -103,6 +106,9 @@ impl Browser {
             if value["id"] == id {
                 assert!(value.get("error").is_none(), "{method} failed: {value}");
                 return value["result"].clone();
+            }
+            if value.get("method").is_some() {
+                self.events.push(value);
             }
         }
     }
@@ -133,6 +139,88 @@ impl Browser {
             .decode(shot["data"].as_str().expect("screenshot data"))
             .unwrap();
         std::fs::write(path, png).unwrap();
+    }
+}
+
+impl Browser {
+    /// From now on, console messages and uncaught exceptions are kept for
+    /// [`Browser::console_errors`].
+    pub fn watch_console(&mut self) {
+        self.call("Runtime.enable", json!({}));
+        self.call("Log.enable", json!({}));
+    }
+
+    /// Errors the page logged or threw since the last call.
+    pub fn console_errors(&mut self) -> Vec<String> {
+        // A round trip, so events sent before it have arrived.
+        self.eval("1");
+        std::mem::take(&mut self.events)
+            .into_iter()
+            .filter_map(|e| match e["method"].as_str() {
+                Some("Runtime.exceptionThrown") => {
+                    Some(e["params"]["exceptionDetails"].to_string())
+                }
+                Some("Runtime.consoleAPICalled") if e["params"]["type"] == "error" => {
+                    Some(e["params"]["args"].to_string())
+                }
+                Some("Log.entryAdded") if e["params"]["entry"]["level"] == "error" => {
+                    Some(e["params"]["entry"].to_string())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Goes to `url` and waits until the page there has loaded.
+    pub fn navigate(&mut self, url: &str) {
+        self.call("Page.navigate", json!({ "url": url }));
+        let expected = serde_json::to_string(url).unwrap();
+        self.wait_for(
+            &format!("{url} loaded"),
+            &format!("location.href === {expected} && document.readyState === 'complete'"),
+        );
+    }
+
+    /// The viewport `width` CSS pixels wide (a phone's when `mobile`).
+    pub fn set_width(&mut self, width: u32, mobile: bool) {
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": width, "height": if mobile { 844 } else { 1000 },
+                   "deviceScaleFactor": 1, "mobile": mobile}),
+        );
+    }
+
+    /// How far the page runs past the right edge of the viewport (0 when
+    /// it fits: everything wide scrolls inside its own box).
+    pub fn horizontal_overflow(&mut self) -> i64 {
+        self.eval("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+            .as_i64()
+            .unwrap_or(i64::MAX)
+    }
+
+    /// At desktop (1280 px) and phone (390 px) widths: no horizontal
+    /// overflow and no console errors, with a screenshot of each kept as
+    /// `{name}-{width}.png` in `dir`.
+    pub fn check_widths(&mut self, name: &str, dir: &Path) {
+        for (width, mobile) in [(1280, false), (390, true)] {
+            self.set_width(width, mobile);
+            // Layout after the resize, before measuring.
+            self.eval(
+                "new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))",
+            );
+            let overflow = self.horizontal_overflow();
+            let path = dir.join(format!("{name}-{width}.png"));
+            self.screenshot(&path);
+            assert_eq!(
+                overflow,
+                0,
+                "{name} at {width} px runs {overflow} px past the right edge (see {})",
+                path.display()
+            );
+            eprintln!("{name} at {width} px: {}", path.display());
+        }
+        let errors = self.console_errors();
+        assert!(errors.is_empty(), "{name}: console errors: {errors:#?}");
     }
 }
 

@@ -89,3 +89,189 @@ impl Drop for Central {
         let _ = self.child.wait();
     }
 }
+
+/// Fixed presses around the end of British Summer Time (Sunday
+/// 2026-10-25, 02:00 BST → 01:00 GMT), at sites in London, New York and
+/// one the database has no time zone for (UTC).
+pub const REPORT_FIXTURE: &str = "
+INSERT INTO sites (site, time_zone, state, version) VALUES
+  ('london', 'Europe/London', 'online', '0.1.0'),
+  ('ny', 'America/New_York', 'online', '0.1.0');
+INSERT INTO zones VALUES ('london', 'food', 'Food court');
+INSERT INTO presses (id, site, terminal, zone, boot, seq, button, score, pressed_at, received_at, counted) VALUES
+  -- London, in the period (local days 2026-10-19 to 2026-10-25):
+  ('L1', 'london', 't1', 'food', 0, 1, 'very_happy',   4, '2026-10-24T23:30Z', '2026-10-24T23:30Z', true), -- Sun 00:30 BST
+  ('L2', 'london', 't1', 'food', 0, 2, 'very_unhappy', 1, '2026-10-25T00:30Z', '2026-10-25T00:30Z', true), -- Sun 01:30 BST
+  ('L3', 'london', 't2', NULL,   0, 1, 'happy',        3, '2026-10-25T01:30Z', '2026-10-25T01:30Z', true), -- Sun 01:30 GMT
+  ('L4', 'london', 't2', NULL,   0, 2, 'very_happy',   4, '2026-10-25T23:30Z', '2026-10-25T23:30Z', true), -- Sun 23:30 GMT
+  ('L6', 'london', 't1', 'food', 0, 3, 'unhappy',      2, '2026-10-18T23:30Z', '2026-10-18T23:30Z', true), -- Mon 00:30 BST
+  ('L9', 'london', 't2', NULL,   0, 4, 'unhappy',      2, NULL,                '2026-10-20T12:00Z', true), -- Tue 13:00 BST
+  -- London, not in it:
+  ('L5', 'london', 't2', NULL,   0, 3, 'very_unhappy', 1, '2026-10-26T00:30Z', '2026-10-26T00:30Z', true), -- Mon 26th
+  ('L7', 'london', 't1', 'food', 0, 5, 'very_happy',   4, '2026-10-18T22:30Z', '2026-10-18T22:30Z', true), -- previous period
+  ('L8', 'london', 't2', NULL,   0, 5, 'very_happy',   4, '2026-10-20T12:00Z', '2026-10-20T12:00Z', false), -- not counted
+  -- New York (EDT, UTC-4, all period):
+  ('N1', 'ny', 'n1', NULL, 0, 1, 'very_happy',   4, '2026-10-20T03:00Z', '2026-10-20T03:00Z', true), -- Mon 23:00
+  ('N2', 'ny', 'n1', NULL, 0, 2, 'happy',        3, '2026-10-26T03:30Z', '2026-10-26T03:30Z', true), -- Sun 23:30
+  ('N3', 'ny', 'n1', NULL, 0, 3, 'very_unhappy', 1, '2026-10-19T03:00Z', '2026-10-19T03:00Z', true), -- previous period
+  -- A site with no time zone known: UTC.
+  ('W1', 'nowhere', 'w1', NULL, 0, 1, 'very_happy', 4, '2026-10-22T10:00Z', '2026-10-22T10:00Z', true);
+";
+
+/// `pressline-central SUBCOMMAND ARGS… --postgres URL`, which must
+/// succeed; its standard output.
+pub fn database_command(postgres: &str, args: &[&str]) -> String {
+    let out = Command::new(super::bin("pressline-central"))
+        .args(args)
+        .args(["--postgres", postgres])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pressline-central {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `pressline-central web` on a free loopback port, with a viewer made
+/// for it.
+pub struct WebView {
+    child: Child,
+    pub port: u16,
+    pub token: String,
+}
+
+impl WebView {
+    pub fn start(postgres: &str) -> WebView {
+        let token = database_command(postgres, &["viewers", "add", "area-managers"])
+            .trim()
+            .to_string();
+        assert!(token.starts_with("plv_"), "a viewer token: {token}");
+        let port = super::free_port();
+        let child = Command::new(super::bin("pressline-central"))
+            .args(["web", "--postgres", postgres, "--http"])
+            .arg(format!("127.0.0.1:{port}"))
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("pressline-central web starts");
+        let web = WebView { child, port, token };
+        super::wait_until("the web view answering", || {
+            ureq::get(&format!("{}/healthz", web.url())).call().is_ok()
+        });
+        web
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `path` as the viewer; the body of a 200.
+    pub fn get(&self, path: &str) -> String {
+        ureq::get(&format!("{}{path}", self.url()))
+            .set("Authorization", &format!("Bearer {}", self.token))
+            .call()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+            .into_string()
+            .unwrap()
+    }
+}
+
+impl Drop for WebView {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The text of the element after `data-field="{field}"` within `html`,
+/// tags stripped (`–` for none).
+pub fn field(html: &str, field: &str) -> String {
+    let after = html
+        .split(&format!("data-field=\"{field}\""))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no {field} in {html}"));
+    let inner = &after[after.find('>').unwrap() + 1..];
+    // Up to the element's end: its text and any spans inside it.
+    let mut text = String::new();
+    let mut depth = 0;
+    let mut in_tag = false;
+    let mut tag = String::new();
+    for c in inner.chars() {
+        match c {
+            '<' => {
+                in_tag = true;
+                tag.clear();
+            }
+            '>' if in_tag => {
+                in_tag = false;
+                if tag.starts_with('/') {
+                    if depth == 0 {
+                        break;
+                    }
+                    depth -= 1;
+                } else {
+                    depth += 1;
+                }
+            }
+            c if in_tag => tag.push(c),
+            c => text.push(c),
+        }
+    }
+    text.trim().to_string()
+}
+
+/// The part of `html` from the element marked `marker` (e.g.
+/// `data-site="arena"`) to the end of its table row or card.
+pub fn section<'a>(html: &'a str, marker: &str) -> &'a str {
+    let start = html
+        .find(marker)
+        .unwrap_or_else(|| panic!("no {marker} in the page"));
+    let rest = &html[start..];
+    let end = rest.find("</tr>").unwrap_or(rest.len());
+    &rest[..end]
+}
+
+/// A figure of `fleet report --json` as the pages print it.
+pub fn as_page(v: &Value, signed: bool) -> String {
+    match v.as_f64() {
+        None => "–".into(),
+        Some(x) if signed => format!("{x:+.1}"),
+        Some(x) if v.is_u64() => format!("{x}"),
+        Some(x) => format!("{x:.1}"),
+    }
+}
+
+/// The overview at `query` shows, for the network and every site, the
+/// figures `fleet report --json` gives for the same period.
+pub fn assert_overview_matches(web: &WebView, report: &Value, query: &str) {
+    let page = web.get(&format!("/?{query}"));
+    let (cards, table) = page.split_once("id=\"ranking\"").expect("a ranking table");
+    let network = &report["network"];
+    assert_eq!(field(cards, "presses"), network["presses"].to_string());
+    assert_eq!(
+        field(cards, "happy_index"),
+        as_page(&network["happy_index"], false)
+    );
+    assert_eq!(field(cards, "change"), as_page(&network["change"], true));
+    let sites = report["sites"].as_array().unwrap();
+    for s in sites {
+        let site = s["site"].as_str().unwrap();
+        let row = section(table, &format!("data-site=\"{site}\""));
+        assert_eq!(field(row, "rank"), s["rank"].to_string(), "{site}");
+        assert_eq!(field(row, "presses"), s["presses"].to_string(), "{site}");
+        assert_eq!(
+            field(row, "happy_index"),
+            as_page(&s["happy_index"], false),
+            "{site}"
+        );
+        assert_eq!(
+            field(row, "ranking_index"),
+            as_page(&s["ranking_index"], false),
+            "{site}"
+        );
+        assert_eq!(field(row, "change"), as_page(&s["change"], true), "{site}");
+    }
+    assert_eq!(table.matches("<tr data-site=").count(), sites.len());
+}
