@@ -18,6 +18,7 @@
 //! - [`consumer`]: deliveries → batch → commit → ack, with reconnection.
 //! - [`retention`]: months of presses dropped past the setting, hourly.
 //! - [`metrics`]: `/metrics`, `/api/v1/stats`, `/healthz`.
+//! - [`mail`]: reports e-mailed to subscribers, once per period.
 //! - [`web`]: the reports in a browser (network, sites, comparison, CSV),
 //!   for viewer tokens.
 
@@ -26,6 +27,7 @@ pub mod consumer;
 pub mod database;
 pub mod dead_letters;
 pub mod documents;
+pub mod mail;
 pub mod metrics;
 pub mod queue;
 pub mod retention;

@@ -50,6 +50,31 @@ enum Command {
     Web(WebArgs),
     /// Add, list or remove the viewers who may read the web view.
     Viewers(ViewersArgs),
+    /// E-mail each subscription's daily, weekly or monthly report to its
+    /// recipients (deploy/reports.toml), once per period and recipient
+    /// across restarts and several senders; runs until stopped.
+    Mail(MailArgs),
+}
+
+#[derive(Args)]
+struct MailArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// The relay, the web view's address and the subscriptions (TOML).
+    #[arg(long, env = "PRESSLINE_CENTRAL_MAIL_CONFIG")]
+    config: std::path::PathBuf,
+    /// Send what is due now, then exit (for a timer instead of a service).
+    #[arg(long)]
+    once: bool,
+    /// Take this time as now (RFC 3339): sends the reports due then, e.g.
+    /// a period missed while the sender was stopped for long.
+    #[arg(long, value_parser = parse_rfc3339)]
+    at: Option<time::OffsetDateTime>,
+}
+
+fn parse_rfc3339(text: &str) -> Result<time::OffsetDateTime, String> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("{e}; e.g. 2026-10-26T07:00:00Z"))
 }
 
 #[derive(Args)]
@@ -285,6 +310,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Retention(args) => retention(args).await,
         Command::Web(args) => web(args).await,
         Command::Viewers(args) => viewers(args).await,
+        Command::Mail(args) => mail(args).await,
         Command::Migrate(args) => {
             let db = args.database;
             let tls = pressline_host::tls::postgres_tls(db.postgres_ca.as_deref())?;
@@ -369,6 +395,45 @@ async fn web(args: WebArgs) -> anyhow::Result<()> {
     axum::serve(listener, router)
         .with_graceful_shutdown(pressline_host::signal::shutdown_signal())
         .await?;
+    Ok(())
+}
+
+async fn mail(args: MailArgs) -> anyhow::Result<()> {
+    use pressline_central::mail;
+    let config = mail::config::MailConfig::load(&args.config)?;
+    let db = args.database;
+    let tls = pressline_host::tls::postgres_tls(db.postgres_ca.as_deref())?;
+    let mut database = database::Database::connect(&db.postgres, &tls).await?;
+    // The sending record is in the schema's latest version.
+    database.migrate().await?;
+    drop(database);
+    let reader = Arc::new(pressline_central::web::reader::Reader::writable(
+        db.postgres,
+        tls,
+    ));
+    tracing::info!(
+        subscriptions = config.subscriptions.len(),
+        "sending reports by e-mail"
+    );
+    let pass = mail::run(
+        reader,
+        config,
+        args.once,
+        args.at,
+        pressline_host::signal::shutdown_signal(),
+    )
+    .await?;
+    if args.once {
+        println!(
+            "{} sent, {} sent before, {} failed",
+            pass.sent, pass.already, pass.failed
+        );
+        anyhow::ensure!(
+            pass.failed == 0,
+            "{} reports not sent (see above)",
+            pass.failed
+        );
+    }
     Ok(())
 }
 

@@ -73,9 +73,12 @@ pub fn parse_date(text: &str) -> Option<Date> {
 }
 
 impl Period {
+    /// The `days` days ending with `to` (cut at the calendar's first day).
     pub fn ending(to: Date, days: u32) -> Period {
         Period {
-            from: to - Duration::days(i64::from(days.max(1)) - 1),
+            from: to
+                .checked_sub(Duration::days(i64::from(days.max(1)) - 1))
+                .unwrap_or(Date::MIN),
             to,
         }
     }
@@ -84,8 +87,11 @@ impl Period {
     }
     pub fn previous(&self) -> Period {
         Period {
-            from: self.from - Duration::days(self.days()),
-            to: self.from - Duration::days(1),
+            from: self
+                .from
+                .checked_sub(Duration::days(self.days()))
+                .unwrap_or(Date::MIN),
+            to: self.from.previous_day().unwrap_or(Date::MIN),
         }
     }
 }

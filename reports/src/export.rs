@@ -2,6 +2,16 @@
 
 use crate::ranking::{Report, Row};
 
+/// A name from a gateway (site, zone, terminal, firmware) made safe for a
+/// spreadsheet: one starting like a formula (`= + - @`, tab, CR) gets a
+/// leading `'`, which spreadsheets show as text.
+pub fn text_cell(name: &str) -> String {
+    match name.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{name}"),
+        _ => name.to_string(),
+    }
+}
+
 /// One long table (a `section` column), for spreadsheets.
 pub fn csv(report: &Report) -> anyhow::Result<String> {
     let mut w = csv::Writer::from_writer(Vec::new());
@@ -39,7 +49,7 @@ pub fn csv(report: &Report) -> anyhow::Result<String> {
         w.write_record([
             "site",
             &s.rank.to_string(),
-            &s.site,
+            &text_cell(&s.site),
             "",
             "",
             "",
@@ -56,7 +66,19 @@ pub fn csv(report: &Report) -> anyhow::Result<String> {
         let [p, i] = figures(&z.figures);
         let [pp, pi, c] = before(&z.figures);
         w.write_record([
-            "zone", "", &z.site, &z.zone, &z.name, "", "", &p, &i, "", &pp, &pi, &c,
+            "zone",
+            "",
+            &text_cell(&z.site),
+            &text_cell(&z.zone),
+            &text_cell(&z.name),
+            "",
+            "",
+            &p,
+            &i,
+            "",
+            &pp,
+            &pi,
+            &c,
         ])?;
     }
     for s in &report.hours.sites {
@@ -64,7 +86,7 @@ pub fn csv(report: &Report) -> anyhow::Result<String> {
             w.write_record([
                 "hour",
                 "",
-                &s.site,
+                &text_cell(&s.site),
                 "",
                 "",
                 c.weekday,
@@ -79,4 +101,16 @@ pub fn csv(report: &Report) -> anyhow::Result<String> {
         }
     }
     Ok(String::from_utf8(w.into_inner()?)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_that_looks_like_a_formula_stays_text_in_a_spreadsheet() {
+        assert_eq!(text_cell("=HYPERLINK(\"x\")"), "'=HYPERLINK(\"x\")");
+        assert_eq!(text_cell("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(text_cell("north-stand"), "north-stand");
+    }
 }

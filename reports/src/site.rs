@@ -25,9 +25,15 @@ fn iso<S: serde::Serializer>(d: &Date, s: S) -> Result<S::Ok, S::Error> {
 
 /// The `weeks` weeks up to the one holding `to` (cut at `to`).
 pub fn trend_span(to: Date, weeks: u32) -> Period {
-    let monday = to - Duration::days(i64::from(to.weekday().number_days_from_monday()));
+    let monday = to
+        .checked_sub(Duration::days(i64::from(
+            to.weekday().number_days_from_monday(),
+        )))
+        .unwrap_or(Date::MIN);
     Period {
-        from: monday - Duration::weeks(i64::from(weeks.max(1)) - 1),
+        from: monday
+            .checked_sub(Duration::weeks(i64::from(weeks.max(1)) - 1))
+            .unwrap_or(Date::MIN),
         to,
     }
 }
@@ -35,33 +41,34 @@ pub fn trend_span(to: Date, weeks: u32) -> Period {
 /// Every week of the span, empty ones included, so a chart shows the gap.
 pub fn weeks_of(span: Period, counts: &BTreeMap<Date, Counts>) -> Vec<Week> {
     let mut out = Vec::new();
-    let mut from = span.from;
-    while from <= span.to {
+    let mut next = Some(span.from);
+    while let Some(from) = next.filter(|f| *f <= span.to) {
         let c = counts.get(&from).copied().unwrap_or_default();
         out.push(Week {
             from,
             presses: c.total(),
             happy_index: c.happy_index().map(round1),
         });
-        from += Duration::weeks(1);
+        next = from.checked_add(Duration::weeks(1));
     }
     out
 }
 
-/// The site's index per week over the span from `press_hours` (local hours).
+/// The index per week over the span of `sites` together (empty: every
+/// site), from `press_hours`: weeks of each site's local days.
 pub async fn trend(
     client: &tokio_postgres::Client,
-    site: &str,
+    sites: &[String],
     span: Period,
 ) -> Result<Vec<Week>, tokio_postgres::Error> {
     let rows = client
         .query(
             "SELECT date_trunc('week', hour)::date, sum(very_unhappy)::int8, sum(unhappy)::int8, \
                     sum(happy)::int8, sum(very_happy)::int8 \
-             FROM press_hours WHERE site = $1 AND counted \
+             FROM press_hours WHERE (cardinality($1::text[]) = 0 OR site = ANY($1::text[])) AND counted \
                AND hour >= $2::text::date::timestamp AND hour < ($3::text::date + 1)::timestamp \
              GROUP BY 1",
-            &[&site, &fmt_date(span.from), &fmt_date(span.to)],
+            &[&sites, &fmt_date(span.from), &fmt_date(span.to)],
         )
         .await?;
     let counts = rows
@@ -120,7 +127,8 @@ fn median(mut v: Vec<i64>) -> Option<i64> {
     }
 }
 
-fn response<'a>(alerts: impl Iterator<Item = &'a AlertTimes>) -> Response {
+/// How the alerts were answered, all together.
+pub fn response<'a>(alerts: impl Iterator<Item = &'a AlertTimes>) -> Response {
     let (mut n, mut acks, mut recoveries) = (0, Vec::new(), Vec::new());
     for a in alerts {
         n += 1;
@@ -184,32 +192,46 @@ pub async fn alerts(
     site: &str,
     period: Period,
 ) -> Result<Vec<AlertTimes>, tokio_postgres::Error> {
-    let local = "(a.raised_at AT TIME ZONE coalesce(s.time_zone, 'UTC'))";
+    let mut by_site = alerts_by_site(client, &[site.to_string()], period).await?;
+    Ok(by_site.remove(site).unwrap_or_default())
+}
+
+/// The alerts of `sites` (empty: every site) raised in the period, each in
+/// its site's local days, per site.
+pub async fn alerts_by_site(
+    client: &tokio_postgres::Client,
+    sites: &[String],
+    period: Period,
+) -> Result<BTreeMap<String, Vec<AlertTimes>>, tokio_postgres::Error> {
+    // press_zone(): a zone this database does not know is UTC, as in
+    // press_hours, rather than an error.
+    let local = "(a.raised_at AT TIME ZONE press_zone(s.time_zone))";
     let rows = client
         .query(
             &format!(
                 "SELECT coalesce(a.zone, ''), date_part('hour', {local})::int2, \
                         extract(epoch FROM a.acknowledged_at - a.raised_at)::int8, \
-                        extract(epoch FROM a.cleared_at - a.raised_at)::int8 \
+                        extract(epoch FROM a.cleared_at - a.raised_at)::int8, a.site \
                  FROM alerts a LEFT JOIN sites s USING (site) \
-                 WHERE a.site = $1 \
+                 WHERE (cardinality($1::text[]) = 0 OR a.site = ANY($1::text[])) \
                    AND a.raised_at >= ($2::text::date - 1)::timestamp AT TIME ZONE 'UTC' \
                    AND a.raised_at < ($3::text::date + 2)::timestamp AT TIME ZONE 'UTC' \
                    AND {local} >= $2::text::date::timestamp \
                    AND {local} < ($3::text::date + 1)::timestamp"
             ),
-            &[&site, &fmt_date(period.from), &fmt_date(period.to)],
+            &[&sites, &fmt_date(period.from), &fmt_date(period.to)],
         )
         .await?;
-    Ok(rows
-        .iter()
-        .map(|r| AlertTimes {
+    let mut out: BTreeMap<String, Vec<AlertTimes>> = BTreeMap::new();
+    for r in &rows {
+        out.entry(r.get(4)).or_default().push(AlertTimes {
             zone: r.get(0),
             hour: r.get::<_, i16>(1).clamp(0, 23) as u8,
             ack_secs: r.get(2),
             recover_secs: r.get(3),
-        })
-        .collect())
+        });
+    }
+    Ok(out)
 }
 
 /// A terminal's latest health document, as the page lists it.

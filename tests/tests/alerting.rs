@@ -9,33 +9,12 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
 use common::browser::Browser;
+use common::smtp::SmtpServer;
 use common::*;
 use serde_json::Value;
-
-/// Starts a server process and waits until it accepts connections on
-/// `port`.
-fn start_listening(mut cmd: Command, port: u16, what: &str) -> Child {
-    let child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{what} does not start: {e}"));
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    wait_until(&format!("{what} listens"), || {
-        std::net::TcpStream::connect(addr).is_ok()
-    });
-    child
-}
-
-fn stop(child: &mut Option<Child>) {
-    if let Some(mut c) = child.take() {
-        c.kill().unwrap();
-        c.wait().unwrap();
-    }
-}
 
 /// `deploy/webhook-receiver.py` on a port of its own, logging to a file.
 struct Receiver {
@@ -983,75 +962,6 @@ channels = ["floor"]
         (Some("zone_happy"), Some("info"))
     );
     assert_eq!(praise["zone"], "bar");
-}
-
-/// aiosmtpd (PyPI, in the test command's virtual environment) as the
-/// venue's SMTP relay, keeping what it receives in a Maildir.
-struct SmtpServer {
-    port: u16,
-    maildir: PathBuf,
-    child: Option<Child>,
-}
-
-impl SmtpServer {
-    fn python() -> PathBuf {
-        std::env::var_os("PRESSLINE_PYTHON")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                    .join(".cache/pressline/venv/bin/python")
-            })
-    }
-
-    fn start(dir: &Path) -> SmtpServer {
-        let mut s = SmtpServer {
-            port: free_port(),
-            maildir: dir.join("maildir"),
-            child: None,
-        };
-        s.restart();
-        s
-    }
-
-    fn restart(&mut self) {
-        let mut cmd = Command::new(Self::python());
-        cmd.args([
-            "-m",
-            "aiosmtpd",
-            "-n",
-            "-l",
-            &format!("127.0.0.1:{}", self.port),
-        ])
-        .args(["-c", "aiosmtpd.handlers.Mailbox"])
-        .arg(&self.maildir);
-        self.child = Some(start_listening(
-            cmd,
-            self.port,
-            "the SMTP server (aiosmtpd, installed by ./scripts/test.sh)",
-        ));
-    }
-
-    fn stop(&mut self) {
-        stop(&mut self.child);
-    }
-
-    /// Every message received, as text.
-    fn messages(&self) -> Vec<String> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(self.maildir.join("new"))
-            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-            .unwrap_or_default();
-        files.sort_by_key(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok());
-        files
-            .iter()
-            .filter_map(|f| std::fs::read_to_string(f).ok())
-            .collect()
-    }
-}
-
-impl Drop for SmtpServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 #[test]

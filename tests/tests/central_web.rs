@@ -154,9 +154,10 @@ fn every_figure_on_the_pages_is_fleet_reports_across_a_daylight_saving_change() 
         ),
         "{food}"
     );
+    let alert_zones = &page[page.find("id=\"alert-zones\"").unwrap()..];
     let terminals = section(
-        &page,
-        "<tr data-zone=\"\"><td class=\"text\">Terminals in no zone</td>",
+        alert_zones,
+        "<tr data-zone=\"\"><td class=\"text\">Unassigned terminals</td>",
     );
     assert!(
         terminals.contains(
@@ -212,6 +213,18 @@ fn every_figure_on_the_pages_is_fleet_reports_across_a_daylight_saving_change() 
     assert_eq!(&last[1], "2026-10-19");
     assert_eq!(last[2], london["presses"].to_string());
     assert_eq!(&last[3], &as_page(&london["happy_index"], false));
+    let hours_csv = web.get(&format!("/sites/london/hours.csv?{QUERY}"));
+    let rows: Vec<csv::StringRecord> = csv::Reader::from_reader(hours_csv.as_bytes())
+        .records()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(rows.len(), cells.len());
+    for (row, c) in rows.iter().zip(cells) {
+        assert_eq!(&row[1], c["weekday"].as_str().unwrap());
+        assert_eq!(row[2], c["hour"].to_string());
+        assert_eq!(row[3], c["presses"].to_string());
+        assert_eq!(row[4], as_page(&c["happy_index"], false));
+    }
     let compared = web.get(&format!(
         "/compare.csv?{QUERY}&sites=london,ny&zones=london:food"
     ));
@@ -291,7 +304,7 @@ fn only_a_viewer_gets_in_and_a_removed_one_no_longer_does() {
     assert_eq!(signed_in.header("Location"), Some("/compare"));
     let cookie = signed_in.header("Set-Cookie").unwrap().to_string();
     assert!(
-        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
         "{cookie}"
     );
     let pair = cookie.split(';').next().unwrap();
@@ -381,4 +394,48 @@ fn each_page_reads_on_a_desktop_and_a_phone_in_a_real_browser() {
         browser.eval("document.querySelectorAll('svg.chart path').length"),
         1
     );
+}
+
+/// The README's screenshots, from `scripts/report-demo.sql`: run with
+/// `cargo test -p pressline-e2e --test central_web -- --ignored readme`
+/// (after `cargo build --workspace --bins`); they are written to
+/// `docs/screenshots/`.
+#[test]
+#[ignore = "writes the README's screenshots"]
+fn readme_screenshots() {
+    let pg = Postgres::start();
+    central::database_command(&pg.url(), &["migrate"]);
+    pg.psql(include_str!("../../scripts/report-demo.sql"));
+    let web = WebView::start(&pg.url());
+    let url = web.url();
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots");
+    let mut browser = Browser::open(&format!("{url}/login"));
+    browser.wait_for(
+        "the sign-in form",
+        "!!document.querySelector('input[name=token]')",
+    );
+    let token = serde_json::to_string(&web.token).unwrap();
+    browser.eval(&format!(
+        "document.querySelector('input[name=token]').value = {token}; \
+         document.querySelector('form[action=\"/login\"]').submit(); true"
+    ));
+    browser.wait_for(
+        "signed in",
+        "location.pathname === '/' && document.readyState === 'complete'",
+    );
+    let q = "to=2026-12-06&days=7&weeks=8";
+    for (name, path, width) in [
+        ("central-overview", format!("/?{q}"), 1280),
+        ("central-site", format!("/sites/arena?{q}"), 1280),
+        ("central-site-phone", format!("/sites/arena?{q}"), 390),
+        (
+            "central-compare",
+            format!("/compare?{q}&sites=arena,station,museum&zones=arena:food,arena:toilets"),
+            1280,
+        ),
+    ] {
+        browser.set_width(width, width < 600);
+        browser.navigate(&format!("{url}{path}"));
+        browser.screenshot(&docs.join(format!("{name}.png")));
+    }
 }

@@ -1,6 +1,6 @@
 //! Who may read the reports: viewer tokens, made with `pressline-central
 //! viewers add NAME` and kept only as SHA-256 hashes in `report_viewers`.
-//! A browser signs in once with its token (an `HttpOnly`, `SameSite=Strict`
+//! A browser signs in once with its token (an `HttpOnly`, `SameSite=Lax`
 //! cookie, `Secure` over HTTPS); scripts send `Authorization: Bearer`.
 //! The database's own credentials never reach a browser, and a viewer can
 //! only read: the web view has no route that changes anything.
@@ -127,7 +127,11 @@ fn presented(headers: &HeaderMap) -> Option<String> {
 pub async fn require_viewer(State(web): State<Web>, request: Request, next: Next) -> Response {
     let known = match presented(request.headers()) {
         Some(token) => match viewer(&web, &token).await {
-            Ok(v) => v.is_some(),
+            Ok(Some(_)) => true,
+            Ok(None) => {
+                web.refused_logins.refused(Instant::now());
+                false
+            }
             Err(e) => return e.into_response(),
         },
         None => false,
@@ -164,8 +168,15 @@ pub struct LoginQuery {
 
 /// Where to go after signing in: a path on this server only.
 fn safe_next(next: Option<&str>) -> String {
+    // Only characters of a path and query this server makes: browsers
+    // drop tabs and newlines from URLs, so "/\t/evil" would otherwise
+    // become "//evil", another host.
+    let plain = |n: &str| {
+        n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._~%?&=,:-+".contains(&b))
+    };
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && plain(n) => n.to_string(),
         _ => "/".to_string(),
     }
 }
@@ -219,7 +230,7 @@ impl RefusedLogins {
         {
             tracing::warn!(
                 refused = state.1,
-                "web view: sign-ins refused (unknown token)"
+                "web view: unknown tokens refused (sign-ins and requests)"
             );
             *state = (Some(now), 0);
         }
@@ -257,7 +268,7 @@ pub async fn login(
                     (
                         header::SET_COOKIE,
                         format!(
-                            "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={COOKIE_MAX_AGE_SECS}{secure}"
+                            "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={COOKIE_MAX_AGE_SECS}{secure}"
                         ),
                     ),
                     (header::LOCATION, next),
@@ -275,7 +286,7 @@ pub async fn logout(State(web): State<Web>) -> Response {
         [
             (
                 header::SET_COOKIE,
-                format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}"),
+                format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{secure}"),
             ),
             (header::LOCATION, "/login".to_string()),
         ],
@@ -296,6 +307,8 @@ mod tests {
         assert_eq!(safe_next(Some("//evil.example/")), "/");
         assert_eq!(safe_next(Some("https://evil.example/")), "/");
         assert_eq!(safe_next(Some("/\\evil.example")), "/");
+        assert_eq!(safe_next(Some("/\t/evil.example")), "/");
+        assert_eq!(safe_next(Some("/\n/evil.example")), "/");
         assert_eq!(safe_next(None), "/");
     }
 

@@ -64,27 +64,37 @@ pub fn trend(series: &[(String, Vec<Week>)]) -> String {
             y = y(v),
         ));
     }
-    // Month labels under the first week starting in each month, when
-    // there is room for them.
+    // Month labels under the first week of each month; the chart's first
+    // month only when it has room before the next, with its year (as
+    // January has).
     if let Some((_, first)) = series.first() {
-        let mut last_x = f64::NEG_INFINITY;
-        let mut last_month = None;
+        let mut starts: Vec<(f64, i32, u8)> = Vec::new();
         for (i, w) in first.iter().enumerate() {
             let month = (w.from.year(), u8::from(w.from.month()));
-            if last_month != Some(month) && x(i) - last_x > 48.0 {
-                let label = if month.1 == 1 || last_month.is_none() {
-                    format!("{} {}", MONTHS[usize::from(month.1 - 1)], month.0)
-                } else {
-                    MONTHS[usize::from(month.1 - 1)].to_string()
-                };
-                svg.push_str(&format!(
-                    "<text x=\"{:.1}\" y=\"{}\" fill=\"#5b6670\">{label}</text>",
-                    x(i),
-                    height - bottom + 16.0
-                ));
-                last_x = x(i);
+            if starts.last().is_none_or(|s| (s.1, s.2) != month) {
+                starts.push((x(i), month.0, month.1));
             }
-            last_month = Some(month);
+        }
+        if starts.len() > 1 && starts[1].0 - starts[0].0 < 64.0 {
+            starts.remove(0);
+        }
+        // Where the last label ends (about 6.5 units a character at 11).
+        let mut last_end = f64::NEG_INFINITY;
+        for (n, (at, year, month)) in starts.into_iter().enumerate() {
+            if at < last_end {
+                continue;
+            }
+            let name = MONTHS[usize::from(month.clamp(1, 12) - 1)];
+            let label = if n == 0 || month == 1 {
+                format!("{name} {year}")
+            } else {
+                name.to_string()
+            };
+            svg.push_str(&format!(
+                "<text x=\"{at:.1}\" y=\"{}\" fill=\"#5b6670\">{label}</text>",
+                height - bottom + 16.0
+            ));
+            last_end = at + label.len() as f64 * 6.5 + 8.0;
         }
     }
     for (n, (name, weeks)) in series.iter().enumerate() {

@@ -4,6 +4,7 @@
 
 use axum::extract::{Query, State};
 use axum::response::{Html, Response};
+use pressline_reports::export::text_cell;
 use pressline_reports::ranking::{Row, SiteRow, ZoneRow};
 use pressline_reports::site;
 use pressline_reports::Report;
@@ -51,7 +52,12 @@ pub async fn page(
     let client = web.reader.client().await?;
     let mut series = Vec::new();
     for s in site_rows(&report, &f).iter().take(MOST_SITES_CHARTED) {
-        let weeks = site::trend(&client, &s.site, site::trend_span(f.to, TREND_WEEKS)).await?;
+        let weeks = site::trend(
+            &client,
+            std::slice::from_ref(&s.site),
+            site::trend_span(f.to, TREND_WEEKS),
+        )
+        .await?;
         series.push((s.site.clone(), weeks));
     }
     Ok(Html(render(&report, &f, &series)))
@@ -110,7 +116,7 @@ pub fn render(report: &Report, f: &Filters, series: &[(String, Vec<site::Week>)]
     if sites.is_empty() && zones.is_empty() {
         let known: Vec<String> = report.sites.iter().map(|s| escape(&s.site)).collect();
         body.push_str(&format!(
-            "<div class=\"card\"><p>Choose sites or zones to compare. Sites with presses in this period: {}.</p></div>",
+            "<div class=\"card\"><p>Choose sites or zones to compare. Sites with presses in this period or the one before: {}.</p></div>",
             if known.is_empty() { "none".into() } else { known.join(", ") }
         ));
         return frame("Compare", &f.period_query(), &body);
@@ -193,7 +199,7 @@ pub async fn csv(
         let r = &s.figures;
         w.write_record([
             "site",
-            &s.site,
+            &text_cell(&s.site),
             "",
             &s.rank.to_string(),
             &r.presses.to_string(),
@@ -209,8 +215,8 @@ pub async fn csv(
         let r = &z.figures;
         w.write_record([
             "zone",
-            &z.site,
-            &z.zone,
+            &text_cell(&z.site),
+            &text_cell(&z.zone),
             "",
             &r.presses.to_string(),
             &num(r.happy_index),

@@ -35,14 +35,19 @@ pub struct Filters {
     pub zones: Vec<(String, String)>,
 }
 
-fn number(text: &Option<String>, name: &str, default: u32, max: u32) -> Result<u32, String> {
+fn number(
+    text: &Option<String>,
+    name: &str,
+    default: u32,
+    (min, max): (u32, u32),
+) -> Result<u32, String> {
     let Some(text) = text.as_deref().filter(|t| !t.is_empty()) else {
         return Ok(default);
     };
     match text.parse::<u32>() {
-        Ok(n) if (1..=max).contains(&n) || (name == "prior" && n <= max) => Ok(n),
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
         _ => Err(format!(
-            "{name}={text} is not a whole number from 1 to {max}"
+            "{name}={text} is not a whole number from {min} to {max}"
         )),
     }
 }
@@ -62,13 +67,15 @@ impl Filters {
     pub fn from_query(q: &FilterQuery, today: Date) -> Result<Filters, String> {
         let to = match q.to.as_deref().filter(|t| !t.is_empty()) {
             None => today,
-            Some(t) => parse_date(t).ok_or_else(|| format!("to={t} is not a date (YYYY-MM-DD)"))?,
+            Some(t) => parse_date(t)
+                .filter(|d| (1970..=9000).contains(&d.year()))
+                .ok_or_else(|| format!("to={t} is not a date from 1970 to 9000 (YYYY-MM-DD)"))?,
         };
         Ok(Filters {
             to,
-            days: number(&q.days, "days", DEFAULT_DAYS, 3_660)?,
-            weeks: number(&q.weeks, "weeks", DEFAULT_WEEKS, 520)?,
-            prior_presses: number(&q.prior, "prior", DEFAULT_PRIOR, 1_000_000)?,
+            days: number(&q.days, "days", DEFAULT_DAYS, (1, 3_660))?,
+            weeks: number(&q.weeks, "weeks", DEFAULT_WEEKS, (1, 520))?,
+            prior_presses: number(&q.prior, "prior", DEFAULT_PRIOR, (0, 1_000_000))?,
             sites: list(&q.sites),
             zones: list(&q.zones)
                 .into_iter()
@@ -184,6 +191,13 @@ mod tests {
         let today = date!(2026 - 12 - 07);
         let e = Filters::from_query(&query(&[("to", "29/03/2026")]), today).unwrap_err();
         assert!(e.contains("YYYY-MM-DD"), "{e}");
+        // Dates the calendar arithmetic cannot take are refused up front.
+        for far in ["-9999-01-01", "0001-01-01", "9999-12-31"] {
+            assert!(
+                Filters::from_query(&query(&[("to", far)]), today).is_err(),
+                "{far}"
+            );
+        }
         let e = Filters::from_query(&query(&[("days", "0")]), today).unwrap_err();
         assert!(e.contains("days=0"), "{e}");
         assert!(Filters::from_query(&query(&[("prior", "0")]), today).is_ok());

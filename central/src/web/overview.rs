@@ -140,8 +140,13 @@ pub fn render(report: &Report, states: &BTreeMap<String, SiteState>, f: &Filters
     }
     body.push_str(&format!(
         "</tbody></table></div><p class=\"muted\">Ranked by: the index shrunk toward the network's by {} presses' weight, so a site with few presses ranks near the average.</p>\
-         <a class=\"download\" href=\"/report.csv?{}\">Download CSV (ranking, zones, hours)</a></div></div>",
+         {}<a class=\"download\" href=\"/report.csv?{}\">Download CSV (ranking, zones, hours)</a></div></div>",
         report.prior_presses,
+        if f.sites.is_empty() {
+            ""
+        } else {
+            "<p class=\"muted\">Ranked among the chosen sites only (as <code>fleet report --site</code>); each site's own page ranks it in the whole network.</p>"
+        },
         escape(&f.full_query())
     ));
     frame(&format!("Network · {period}"), &f.period_query(), &body)

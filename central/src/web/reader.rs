@@ -11,15 +11,26 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 pub struct Reader {
     url: String,
     tls: MakeRustlsConnect,
+    read_only: bool,
     client: Mutex<Option<Arc<Client>>>,
 }
 
 impl Reader {
+    /// A connection that only reads (the web view).
     pub fn new(url: String, tls: MakeRustlsConnect) -> Reader {
         Reader {
             url,
             tls,
+            read_only: true,
             client: Mutex::new(None),
+        }
+    }
+
+    /// A connection that may also write (the mail sender's record).
+    pub fn writable(url: String, tls: MakeRustlsConnect) -> Reader {
+        Reader {
+            read_only: false,
+            ..Reader::new(url, tls)
         }
     }
 
@@ -32,11 +43,15 @@ impl Reader {
         let database = crate::database::Database::connect(&self.url, &self.tls).await?;
         let client = database.into_client();
         // A page only reads; a slow one gives up rather than pile up.
+        let read_only = if self.read_only {
+            "SET default_transaction_read_only = on; "
+        } else {
+            ""
+        };
         client
-            .batch_execute(
-                "SET default_transaction_read_only = on; SET statement_timeout = '30s'; \
-                 SET jit = off",
-            )
+            .batch_execute(&format!(
+                "{read_only}SET statement_timeout = '30s'; SET jit = off"
+            ))
             .await
             .map_err(|e| {
                 anyhow::anyhow!(

@@ -4,6 +4,7 @@
 
 use axum::extract::{Path, Query, State};
 use axum::response::{Html, Response};
+use pressline_reports::export::text_cell;
 use pressline_reports::ranking::SiteHours;
 use pressline_reports::site::{self, AlertResponse, Response as Answered, TerminalHealth, Week};
 use pressline_reports::{build, fetch_hours, fetch_totals, fmt_date, Report, Source};
@@ -22,6 +23,8 @@ const UNHAPPY_HOUR_MIN_PRESSES: u64 = 10;
 /// Everything the page shows.
 pub struct SitePage {
     pub site: String,
+    /// Its IANA zone as the database knows it (UTC when none).
+    pub time_zone: String,
     pub report: Report,
     pub trend: Vec<Week>,
     pub alerts: AlertResponse,
@@ -54,11 +57,17 @@ pub async fn load(web: &Web, site: &str, f: &Filters) -> Result<SitePage, PageEr
         return Err(PageError::NotFound(format!("No site is called {site:?}.")));
     }
     let report = build(&figures, period, f.weeks, f.prior_presses);
-    let trend = site::trend(&client, site, site::trend_span(f.to, TREND_WEEKS)).await?;
+    let time_zone = figures
+        .time_zones
+        .get(site)
+        .cloned()
+        .unwrap_or_else(|| "UTC".into());
+    let trend = site::trend(&client, &only, site::trend_span(f.to, TREND_WEEKS)).await?;
     let alerts = site::alert_response(&site::alerts(&client, site, period).await?);
     let health = site::health(&client, site).await?;
     Ok(SitePage {
         site: site.to_string(),
+        time_zone,
         report,
         trend,
         alerts,
@@ -78,7 +87,7 @@ pub async fn page(
 
 fn zone_name(report: &Report, site: &str, zone: &str) -> String {
     if zone.is_empty() {
-        return "Terminals in no zone".into();
+        return "Unassigned terminals".into();
     }
     report
         .zones
@@ -104,7 +113,7 @@ const ANSWERED_HEAD: &str =
 fn header(page: &SitePage, f: &Filters) -> String {
     let r = &page.report;
     let row = r.sites.iter().find(|s| s.site == page.site);
-    let tz = row.map_or("UTC", |s| s.time_zone.as_str());
+    let tz = page.time_zone.as_str();
     let (rank, presses, idx, chg, ranked) = match row {
         Some(s) => (
             format!("{} of {}", s.rank, r.sites.len()),
@@ -185,7 +194,7 @@ fn hours(page: &SitePage, f: &Filters) -> String {
     format!(
         "<div class=\"card wide\"><h2>By hour and weekday, {weeks} weeks to {to}</h2>{map}\
          <h2 style=\"margin-top:1rem\">Unhappiest hours (at least {min} presses)</h2>{worst}\
-         <a class=\"download\" href=\"/report.csv?{q}&amp;sites={site}\">Download CSV (zones, hours)</a></div>",
+         <a class=\"download\" href=\"/sites/{site}/hours.csv?{q}\">Download CSV</a></div>",
         weeks = page.report.hours.weeks,
         to = fmt_date(page.report.hours.period.to),
         map = charts::heat_map(&h.cells),
@@ -300,12 +309,17 @@ pub async fn trend_csv(
 ) -> Result<Response, PageError> {
     let f = filters(&q)?;
     let client = web.reader.client().await?;
-    let weeks = site::trend(&client, &site, site::trend_span(f.to, TREND_WEEKS)).await?;
+    let weeks = site::trend(
+        &client,
+        std::slice::from_ref(&site),
+        site::trend_span(f.to, TREND_WEEKS),
+    )
+    .await?;
     let body = csv_text(
         &["site", "week_from", "presses", "happy_index"],
         weeks.iter().map(|w| {
             vec![
-                site.clone(),
+                text_cell(&site),
                 fmt_date(w.from),
                 w.presses.to_string(),
                 num(w.happy_index),
@@ -313,6 +327,41 @@ pub async fn trend_csv(
         }),
     )?;
     Ok(csv_response(&format!("{site}-trend.csv"), body))
+}
+
+pub async fn hours_csv(
+    State(web): State<Web>,
+    Path(site): Path<String>,
+    Query(q): Query<FilterQuery>,
+) -> Result<Response, PageError> {
+    let f = filters(&q)?;
+    let client = web.reader.client().await?;
+    let mut figures = pressline_reports::Figures::default();
+    let only = [site.clone()];
+    fetch_hours(
+        &client,
+        Source::Rollups,
+        f.period(),
+        f.weeks,
+        &only,
+        &mut figures,
+    )
+    .await?;
+    let report = build(&figures, f.period(), f.weeks, f.prior_presses);
+    let cells = report.hours.sites.iter().flat_map(|s| s.cells.iter());
+    let body = csv_text(
+        &["site", "weekday", "hour", "presses", "happy_index"],
+        cells.map(|c| {
+            vec![
+                text_cell(&site),
+                c.weekday.to_string(),
+                c.hour.to_string(),
+                c.presses.to_string(),
+                num(c.happy_index),
+            ]
+        }),
+    )?;
+    Ok(csv_response(&format!("{site}-hours.csv"), body))
 }
 
 pub async fn alerts_csv(
@@ -325,7 +374,7 @@ pub async fn alerts_csv(
     let r = site::alert_response(&site::alerts(&client, &site, f.period()).await?);
     let row = |group: &str, key: String, a: &Answered| {
         vec![
-            site.clone(),
+            text_cell(&site),
             group.to_string(),
             key,
             a.alerts.to_string(),
@@ -338,7 +387,7 @@ pub async fn alerts_csv(
     let rows: Vec<Vec<String>> = r
         .by_zone
         .iter()
-        .map(|z| row("zone", z.zone.clone(), &z.response))
+        .map(|z| row("zone", text_cell(&z.zone), &z.response))
         .chain(
             r.by_hour
                 .iter()
@@ -379,13 +428,13 @@ pub async fn terminals_csv(
         ],
         health.iter().map(|t| {
             vec![
-                site.clone(),
-                t.terminal.clone(),
+                text_cell(&site),
+                text_cell(&t.terminal),
                 t.online.to_string(),
                 t.last_seen
                     .format(&time::format_description::well_known::Rfc3339)
                     .unwrap_or_default(),
-                t.firmware.clone().unwrap_or_default(),
+                text_cell(t.firmware.as_deref().unwrap_or_default()),
                 opt(t.battery_mv),
                 opt(t.rssi_dbm),
             ]

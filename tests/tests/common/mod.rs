@@ -12,6 +12,7 @@ pub mod host;
 pub mod pg_server;
 pub mod pki;
 pub mod rabbitmq;
+pub mod smtp;
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -995,4 +996,26 @@ pub fn upstream_gateway(dir: &Path, site: &str, mosquitto: &Mosquitto) -> Gatewa
             ..Default::default()
         },
     )
+}
+
+/// Starts a server process and waits until it accepts connections on
+/// `port`.
+pub fn start_listening(mut cmd: Command, port: u16, what: &str) -> Child {
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what} does not start: {e}"));
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    wait_until(&format!("{what} listens"), || {
+        std::net::TcpStream::connect(addr).is_ok()
+    });
+    child
+}
+
+pub fn stop(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
 }
