@@ -14,8 +14,9 @@
 #   BENCH_CENTRAL [100000]                       presses for section 6
 #   BENCH_PRESS_BATCH [100]                      upstream.press_batch of the gateways in section 6
 #   BENCH_SWAP_ROUNDS [10]                       flashes started over in section 3d (100,000 presses each)
-#   BENCH_SECTIONS ["1 2 3 4"]                   which sections to run (5 needs 3 and 4; 3d, 3e, 6 and 7 on request)
-#   BENCH_REPORT_PRESSES [10000000]              presses in the central database of section 7
+#   BENCH_SECTIONS ["1 2 3 4"]                   which sections to run (5 needs 3 and 4; 3d, 3e, 6, 7, 8 and 9 on request)
+#   BENCH_REPORT_PRESSES [10000000]              presses in the central database of sections 7 and 9
+#   BENCH_PAGE_LOADS [100]                       loads of each web page from the rollups in section 9
 #   BENCH_ENERGY_SECS [300]                      length of section 8's host run
 #
 # 1. Ingest ceiling: BENCH_TERMINALS x BENCH_PRESSES presses, QoS 1, through
@@ -56,6 +57,10 @@
 #    4 weeks of hour x weekday) over BENCH_REPORT_PRESSES presses from 200
 #    sites in five time zones across 52 weeks, read from the rollups
 #    against the same report read from every press.
+# 9. Central web view (on request): the network overview and a site page
+#    of `pressline-central web` over section 7's database, server time per
+#    page (p50, p95 of BENCH_PAGE_LOADS loads), against the same pages
+#    computed from every press (`source=presses`, 5 loads).
 # 8. Battery life (on request, as root: a network namespace): two host
 #    terminals (battery with a 60 s upload delay, and mains) take the same
 #    presses against the gateway; their counters and the firmware's power
@@ -707,8 +712,8 @@ python3 -c "print(f'{$disk} bytes on disk for {$stored} stored presses all waiti
 echo
 fi
 # ------------------------------------------------------- 7. central reports
-if want 7; then
 REPORT_PRESSES=${BENCH_REPORT_PRESSES:-10000000}
+if want 7 || want 9; then
 start_postgres pg7; PG7_URL=$STARTED_PG_URL
 psql7() { "$PG_BIN/psql" -X -q -A -t -v ON_ERROR_STOP=1 "$PG7_URL" -c "$1"; }
 "$BIN/pressline-central" migrate --postgres "$PG7_URL" >/dev/null
@@ -735,6 +740,8 @@ done
 load_secs=$(python3 -c "import time; print(round(time.time() - $load_start, 1))")
 psql7 "VACUUM ANALYZE" >/dev/null
 rollup_rows=$(psql7 "SELECT count(*) FROM press_hours")
+fi
+if want 7; then
 report_secs() { # SOURCE -> median of 3 wall-clock seconds
     for _ in 1 2 3; do
         local t0; t0=$(date +%s.%N)
@@ -752,6 +759,44 @@ python3 -c "print(f'| press_hours | {$rollup_rows:,} | {$rollups_s:.2f} s | < 1 
 python3 -c "print(f'| presses (every row) | {$REPORT_PRESSES:,} | {$presses_s:.2f} s | |')"
 echo
 echo "Loaded in $load_secs s, rollups kept by the insert's own statement."
+echo
+fi
+# ------------------------------------------------------- 9. central web view
+if want 9; then
+log "web view: pages over $REPORT_PRESSES presses"
+web_token=$("$BIN/pressline-central" viewers add bench --postgres "$PG7_URL" 2>/dev/null)
+web_port=$(free_port)
+RUST_LOG=warn "$BIN/pressline-central" web --postgres "$PG7_URL" --http "127.0.0.1:$web_port" 2>>"$WORK/web.log" &
+web_pid=$!
+wait_port "$web_port"
+page_ms() { # PATH LOADS -> "p50 p95" in ms, each load a fresh request on loopback
+    python3 - "http://127.0.0.1:$web_port$1" "$web_token" "$2" <<'PY'
+import sys, time, urllib.request
+url, token, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+times = []
+for _ in range(n):
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    t0 = time.perf_counter()
+    with urllib.request.urlopen(req) as r:
+        assert r.status == 200 and len(r.read()) > 1000
+    times.append((time.perf_counter() - t0) * 1000)
+times.sort()
+print(f"{times[len(times) // 2]:.0f} {times[min(len(times) - 1, int(len(times) * 0.95))]:.0f}")
+PY
+}
+loads=${BENCH_PAGE_LOADS:-100}
+q="to=2026-12-06&days=7&weeks=4"
+read -r ov50 ov95 <<<"$(page_ms "/?$q" "$loads")"
+read -r st50 st95 <<<"$(page_ms "/sites/s000?$q" "$loads")"
+read -r ovraw50 ovraw95 <<<"$(page_ms "/?$q&source=presses" 5)"
+read -r straw50 straw95 <<<"$(page_ms "/sites/s000?$q&source=presses" 5)"
+stop "$web_pid"
+echo "## 9. Central web view: $REPORT_PRESSES presses, 200 sites, 52 weeks"
+echo
+echo "| page | from press_hours p50 / p95 ms ($loads loads) | from every press p50 / p95 ms (5 loads) | target p95 |"
+echo "|---|---:|---:|---|"
+echo "| network overview (7 days, change, open alerts, terminals offline) | $ov50 / $ov95 | $ovraw50 / $ovraw95 | < 300 ms |"
+echo "| a site (rank, zones, 52 weeks' trend, 4 weeks of hour x weekday, alerts, terminals) | $st50 / $st95 | $straw50 / $straw95 | < 300 ms |"
 echo
 fi
 # ------------------------------------------------------- 8. battery life

@@ -81,12 +81,19 @@ fn parse_rfc3339(text: &str) -> Result<time::OffsetDateTime, String> {
 struct WebArgs {
     #[command(flatten)]
     database: DatabaseArgs,
-    /// Where the pages are served. Put it behind a reverse proxy with
-    /// HTTPS (deploy/README.md) when it is reached beyond this machine.
+    /// Where the pages are served: HTTPS with --tls-cert and --tls-key,
+    /// else plain HTTP (for loopback, or behind a reverse proxy that
+    /// serves HTTPS; deploy/README.md).
     #[arg(long, default_value = "127.0.0.1:9470")]
     http: SocketAddr,
-    /// Mark the sign-in cookie `Secure`: set when a reverse proxy serves
-    /// the pages over HTTPS.
+    /// PEM certificate chain to serve HTTPS with (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --tls-cert (refused when every user can read it).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// Mark the sign-in cookie `Secure` when a reverse proxy serves the
+    /// pages over HTTPS (implied by --tls-cert).
     #[arg(long)]
     behind_https: bool,
 }
@@ -378,6 +385,10 @@ async fn web(args: WebArgs) -> anyhow::Result<()> {
     let reader = Arc::new(web::reader::Reader::new(db.postgres, tls));
     // A wrong URL or password is said at start, not on the first page.
     reader.client().await?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(pressline_host::https::server_config(cert, key, "--tls")?),
+        _ => None,
+    };
     let listener = tokio::net::TcpListener::bind(args.http)
         .await
         .map_err(|e| {
@@ -386,15 +397,27 @@ async fn web(args: WebArgs) -> anyhow::Result<()> {
                 args.http
             )
         })?;
-    tracing::info!(http = %listener.local_addr()?, "serving the web view");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(address = %listener.local_addr()?, scheme, "serving the web view");
     let router = web::router(web::Web {
         reader,
-        https: args.behind_https,
+        https: args.behind_https || tls.is_some(),
         refused_logins: Arc::new(web::access::RefusedLogins::new()),
     });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(pressline_host::signal::shutdown_signal())
-        .await?;
+    let shutdown = pressline_host::signal::shutdown_signal();
+    match tls {
+        Some(config) => {
+            let listener = pressline_host::https::TlsListener::new(listener, config)?;
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await?
+        }
+        None => {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await?
+        }
+    }
     Ok(())
 }
 
@@ -406,6 +429,7 @@ async fn mail(args: MailArgs) -> anyhow::Result<()> {
     let mut database = database::Database::connect(&db.postgres, &tls).await?;
     // The sending record is in the schema's latest version.
     database.migrate().await?;
+    mail::check_time_zones(database.client(), &config).await?;
     drop(database);
     let reader = Arc::new(pressline_central::web::reader::Reader::writable(
         db.postgres,

@@ -107,42 +107,39 @@ pub async fn fetch_totals(
     period: Period,
     only_sites: &[String],
 ) -> Result<Figures, tokio_postgres::Error> {
-    // Compiling these short scans costs more than it saves: with JIT a
-    // week's totals over 10M presses' rows take 150 ms, without 40 ms.
-    client.batch_execute("SET jit = off").await?;
-    let mut figures = Figures::default();
-    for row in client
-        .query(
-            "SELECT site, time_zone FROM sites WHERE time_zone IS NOT NULL",
-            &[],
-        )
-        .await?
-    {
-        figures.time_zones.insert(row.get(0), row.get(1));
-    }
-    for row in client
-        .query("SELECT site, zone, name FROM zones", &[])
-        .await?
-    {
-        figures
-            .zone_names
-            .insert((row.get(0), row.get(1)), row.get(2));
-    }
+    fetch_totals_on([client, client], source, period, only_sites).await
+}
+
+/// [`fetch_totals`] with the period and the one before read on two
+/// connections, side by side (on one, they run one after the other).
+pub async fn fetch_totals_on(
+    clients: [&tokio_postgres::Client; 2],
+    source: Source,
+    period: Period,
+    only_sites: &[String],
+) -> Result<Figures, tokio_postgres::Error> {
+    let [first, second] = clients;
     let queries = source.queries();
-    for (span, sites, zones) in [
-        (period, &mut figures.sites, &mut figures.zones),
+    let (names, now, before) = futures_util::future::try_join3(
+        names(first),
+        period_totals(first, &queries.totals, period, only_sites),
+        period_totals(second, &queries.totals, period.previous(), only_sites),
+    )
+    .await?;
+    let (time_zones, zone_names) = names;
+    let mut figures = Figures {
+        time_zones,
+        zone_names,
+        ..Figures::default()
+    };
+    for (rows, sites, zones) in [
+        (now, &mut figures.sites, &mut figures.zones),
         (
-            period.previous(),
+            before,
             &mut figures.previous_sites,
             &mut figures.previous_zones,
         ),
     ] {
-        let rows = client
-            .query(
-                &queries.totals,
-                &[&fmt_date(span.from), &fmt_date(span.to), &only_sites],
-            )
-            .await?;
         for row in rows {
             let (site, zone): (String, String) = (row.get(0), row.get(1));
             let c = Counts::from_row(&row, 2);
@@ -151,6 +148,47 @@ pub async fn fetch_totals(
         }
     }
     Ok(figures)
+}
+
+type Names = (BTreeMap<String, String>, BTreeMap<(String, String), String>);
+
+/// Sites' time zones and zones' names.
+async fn names(client: &tokio_postgres::Client) -> Result<Names, tokio_postgres::Error> {
+    let mut time_zones = BTreeMap::new();
+    for row in client
+        .query(
+            "SELECT site, time_zone FROM sites WHERE time_zone IS NOT NULL",
+            &[],
+        )
+        .await?
+    {
+        time_zones.insert(row.get(0), row.get(1));
+    }
+    let mut zone_names = BTreeMap::new();
+    for row in client
+        .query("SELECT site, zone, name FROM zones", &[])
+        .await?
+    {
+        zone_names.insert((row.get(0), row.get(1)), row.get(2));
+    }
+    Ok((time_zones, zone_names))
+}
+
+async fn period_totals(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    span: Period,
+    only_sites: &[String],
+) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+    // Compiling these short scans costs more than it saves: with JIT a
+    // week's totals over 10M presses' rows take 150 ms, without 40 ms.
+    client.batch_execute("SET jit = off").await?;
+    client
+        .query(
+            sql,
+            &[&fmt_date(span.from), &fmt_date(span.to), &only_sites],
+        )
+        .await
 }
 
 /// Adds the hour × weekday cells of the `weeks` weeks ending with the

@@ -36,5 +36,5 @@ pub mod ranking;
 pub mod site;
 
 pub use counts::{fmt_date, Counts, Period};
-pub use fetch::{fetch, fetch_hours, fetch_totals, Figures, Source};
+pub use fetch::{fetch, fetch_hours, fetch_totals, fetch_totals_on, Figures, Source};
 pub use ranking::{build, Report};

@@ -8,6 +8,7 @@ use serde::Serialize;
 use time::{Date, Duration, OffsetDateTime};
 
 use crate::counts::{fmt_date, round1, Counts, Period};
+use crate::fetch::Source;
 use crate::ranking::HourCell;
 
 /// One week (Monday to Sunday, the site's local days) of the trend.
@@ -55,21 +56,40 @@ pub fn weeks_of(span: Period, counts: &BTreeMap<Date, Counts>) -> Vec<Week> {
 }
 
 /// The index per week over the span of `sites` together (empty: every
-/// site), from `press_hours`: weeks of each site's local days.
+/// site): weeks of each site's local days, from `press_hours` or from
+/// every press.
 pub async fn trend(
     client: &tokio_postgres::Client,
+    source: Source,
     sites: &[String],
     span: Period,
 ) -> Result<Vec<Week>, tokio_postgres::Error> {
+    let only = "(cardinality($1::text[]) = 0 OR p.site = ANY($1::text[]))";
+    let sql = match source {
+        Source::Rollups => format!(
+            "SELECT date_trunc('week', p.hour)::date, sum(p.very_unhappy)::int8, sum(p.unhappy)::int8, \
+                    sum(p.happy)::int8, sum(p.very_happy)::int8 \
+             FROM press_hours p WHERE {only} AND p.counted \
+               AND p.hour >= $2::text::date::timestamp AND p.hour < ($3::text::date + 1)::timestamp \
+             GROUP BY 1"
+        ),
+        Source::Presses => {
+            let at = "coalesce(p.pressed_at, p.received_at)";
+            let local = format!("({at} AT TIME ZONE press_zone(s.time_zone))");
+            format!(
+                "SELECT date_trunc('week', {local})::date, \
+                        count(*) FILTER (WHERE p.score = 1), count(*) FILTER (WHERE p.score = 2), \
+                        count(*) FILTER (WHERE p.score = 3), count(*) FILTER (WHERE p.score = 4) \
+                 FROM presses p LEFT JOIN sites s USING (site) WHERE {only} AND p.counted \
+                   AND {at} >= ($2::text::date - 1)::timestamp AT TIME ZONE 'UTC' \
+                   AND {at} < ($3::text::date + 2)::timestamp AT TIME ZONE 'UTC' \
+                   AND {local} >= $2::text::date::timestamp AND {local} < ($3::text::date + 1)::timestamp \
+                 GROUP BY 1"
+            )
+        }
+    };
     let rows = client
-        .query(
-            "SELECT date_trunc('week', hour)::date, sum(very_unhappy)::int8, sum(unhappy)::int8, \
-                    sum(happy)::int8, sum(very_happy)::int8 \
-             FROM press_hours WHERE (cardinality($1::text[]) = 0 OR site = ANY($1::text[])) AND counted \
-               AND hour >= $2::text::date::timestamp AND hour < ($3::text::date + 1)::timestamp \
-             GROUP BY 1",
-            &[&sites, &fmt_date(span.from), &fmt_date(span.to)],
-        )
+        .query(&sql, &[&sites, &fmt_date(span.from), &fmt_date(span.to)])
         .await?;
     let counts = rows
         .iter()

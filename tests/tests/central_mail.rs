@@ -256,3 +256,23 @@ fn a_relay_that_refuses_is_tried_again_and_nothing_is_marked_sent() {
     assert_eq!(again.trim(), "3 sent, 0 sent before, 0 failed");
     wait_until("three messages", || smtp.messages().len() == 3);
 }
+
+#[test]
+fn a_time_zone_that_is_not_an_iana_name_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = Postgres::start();
+    let config_file = dir.path().join("reports.toml");
+    // PostgreSQL takes "UTC+2" (two hours behind UTC) and "BST" (no
+    // daylight saving); neither is what an operator means.
+    for zone in ["UTC+2", "BST", "Europe/Londn"] {
+        let text = config(free_port()).replace(
+            "time_zone = \"Europe/London\"",
+            &format!("time_zone = \"{zone}\""),
+        );
+        std::fs::write(&config_file, text).unwrap();
+        let out = sender(&pg, &config_file).output().unwrap();
+        assert!(!out.status.success(), "{zone} taken");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("IANA zone name"), "{zone}: {err}");
+    }
+}

@@ -69,8 +69,10 @@ fn every_figure_on_the_pages_is_fleet_reports_across_a_daylight_saving_change() 
     let (pg, web) = fixture();
     let json: Value = serde_json::from_str(&report(&pg, "--json")).unwrap();
 
-    // The network overview: the network and every site's row.
+    // The network overview: the network and every site's row, from the
+    // rollups and from every press alike.
     central::assert_overview_matches(&web, &json, QUERY);
+    central::assert_overview_matches(&web, &json, &format!("{QUERY}&source=presses"));
     let overview = web.get(&format!("/?{QUERY}"));
     let london_row = section(&overview, "data-site=\"london\"");
     // Alerts whose condition holds now, whenever raised.
@@ -213,6 +215,29 @@ fn every_figure_on_the_pages_is_fleet_reports_across_a_daylight_saving_change() 
     assert_eq!(&last[1], "2026-10-19");
     assert_eq!(last[2], london["presses"].to_string());
     assert_eq!(&last[3], &as_page(&london["happy_index"], false));
+    assert_eq!(
+        web.get(&format!("/sites/london/trend.csv?{QUERY}&source=presses")),
+        trend,
+        "the year's weeks from every press"
+    );
+    let zones_csv = web.get(&format!("/sites/london/zones.csv?{QUERY}"));
+    let rows: Vec<csv::StringRecord> = csv::Reader::from_reader(zones_csv.as_bytes())
+        .records()
+        .map(Result::unwrap)
+        .collect();
+    let london_zones: Vec<&Value> = json["zones"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|z| z["site"] == "london")
+        .collect();
+    assert_eq!(rows.len(), london_zones.len());
+    for (row, z) in rows.iter().zip(&london_zones) {
+        assert_eq!(&row[1], z["zone"].as_str().unwrap());
+        assert_eq!(&row[2], z["name"].as_str().unwrap());
+        assert_eq!(row[3], z["presses"].to_string());
+        assert_eq!(row[4], as_page(&z["happy_index"], false));
+    }
     let hours_csv = web.get(&format!("/sites/london/hours.csv?{QUERY}"));
     let rows: Vec<csv::StringRecord> = csv::Reader::from_reader(hours_csv.as_bytes())
         .records()
@@ -394,6 +419,63 @@ fn each_page_reads_on_a_desktop_and_a_phone_in_a_real_browser() {
         browser.eval("document.querySelectorAll('svg.chart path').length"),
         1
     );
+}
+
+#[test]
+fn the_pages_are_served_over_https_when_given_a_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = Postgres::start();
+    central::database_command(&pg.url(), &["migrate"]);
+    pg.psql(central::REPORT_FIXTURE);
+    let ca = common::pki::Ca::new(dir.path(), "reports-ca");
+    let issued = ca.server("reports", &["127.0.0.1"], common::pki::Validity::Current);
+    let web = WebView::start_with(&pg.url(), Some((&issued, &ca.cert_file)));
+    assert!(web.url().starts_with("https://"));
+    let page = web.get(&format!("/?{QUERY}"));
+    assert!(page.contains("id=\"ranking\""), "{page}");
+    // The sign-in cookie is Secure: it never crosses plain HTTP.
+    let signed_in = ureq::AgentBuilder::new()
+        .redirects(0)
+        .tls_config(std::sync::Arc::new({
+            use rustls::pki_types::{pem::PemObject, CertificateDer};
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(&ca.cert_file).unwrap() {
+                roots.add(cert.unwrap()).unwrap();
+            }
+            rustls::ClientConfig::builder()
+                .with_root_certificates(roots)
+                .with_no_client_auth()
+        }))
+        .build()
+        .post(&format!("{}/login", web.url()))
+        .send_form(&[("token", &web.token)])
+        .unwrap();
+    let cookie = signed_in.header("Set-Cookie").unwrap();
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    // Plain HTTP to the HTTPS port gets no page.
+    assert!(ureq::get(&format!("http://127.0.0.1:{}/healthz", web.port))
+        .call()
+        .is_err());
+    // A key every user can read is refused, with the fix.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&issued.key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = std::process::Command::new(bin("pressline-central"))
+        .args([
+            "web",
+            "--postgres",
+            &pg.url(),
+            "--http",
+            "127.0.0.1:0",
+            "--tls-cert",
+        ])
+        .arg(&issued.cert)
+        .arg("--tls-key")
+        .arg(&issued.key)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("chmod 600"), "{err}");
 }
 
 /// The README's screenshots, from `scripts/report-demo.sql`: run with

@@ -38,7 +38,12 @@ fn scope(c: &Content) -> String {
 
 /// The web view's page for the same period and sites.
 pub fn link(c: &Content, web_url: &str) -> String {
-    let q = format!("to={}&days={}", fmt_date(c.period.to), c.period.days());
+    let q = format!(
+        "to={}&days={}&prior={}",
+        fmt_date(c.period.to),
+        c.period.days(),
+        c.network.prior_presses
+    );
     match c.sites.as_slice() {
         [one] => format!("{web_url}/sites/{}?{q}", encode(one)),
         [] => format!("{web_url}/?{q}"),

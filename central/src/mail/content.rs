@@ -108,7 +108,13 @@ pub async fn gather(
     .await?;
     let group = build(&figures, period, HOUR_WEEKS, sub.prior_presses);
     let weeks = if sub.every == Every::Monthly { 52 } else { 13 };
-    let trend = site::trend(client, &sub.sites, site::trend_span(period.to, weeks)).await?;
+    let trend = site::trend(
+        client,
+        Source::Rollups,
+        &sub.sites,
+        site::trend_span(period.to, weeks),
+    )
+    .await?;
     let (cells, worst) = hours(&figures);
     let alerts = site::alerts_by_site(client, &sub.sites, period)
         .await?

@@ -44,12 +44,12 @@ pub async fn claim(
     Ok(won.is_some())
 }
 
-/// The mailing went out.
+/// The mailing went out (marked whoever holds the claim now: it was sent).
 pub async fn sent(client: &Client, m: &Mailing<'_>) -> Result<(), tokio_postgres::Error> {
     let (from, to) = m.params();
     client
         .execute(
-            "UPDATE report_mailings SET sent_at = now() \
+            "UPDATE report_mailings SET sent_at = coalesce(sent_at, now()) \
              WHERE subscription = $1 AND recipient = $2 AND period_from = $3::text::date AND period_to = $4::text::date",
             &[&m.subscription, &m.recipient, &from, &to],
         )
@@ -57,16 +57,21 @@ pub async fn sent(client: &Client, m: &Mailing<'_>) -> Result<(), tokio_postgres
     Ok(())
 }
 
-/// Sending failed: the claim is let go so the next pass (of any sender)
-/// tries again.
-pub async fn release(client: &Client, m: &Mailing<'_>) -> Result<(), tokio_postgres::Error> {
+/// Sending failed: `sender`'s claim is let go so the next pass (of any
+/// sender) tries again. A claim another sender took over meanwhile is
+/// theirs and stays.
+pub async fn release(
+    client: &Client,
+    m: &Mailing<'_>,
+    sender: &str,
+) -> Result<(), tokio_postgres::Error> {
     let (from, to) = m.params();
     client
         .execute(
             "UPDATE report_mailings SET claimed_at = '-infinity' \
              WHERE subscription = $1 AND recipient = $2 AND period_from = $3::text::date \
-               AND period_to = $4::text::date AND sent_at IS NULL",
-            &[&m.subscription, &m.recipient, &from, &to],
+               AND period_to = $4::text::date AND sent_at IS NULL AND claimed_by = $5",
+            &[&m.subscription, &m.recipient, &from, &to, &sender],
         )
         .await?;
     Ok(())

@@ -109,7 +109,36 @@ async fn local_time(
         .query_one("SELECT ($1::timestamptz AT TIME ZONE $2)", &[&at, &zone])
         .await
         .map_err(|e| anyhow::anyhow!("time zone {zone:?}: {}", crate::database::describe(&e)))?;
-    Ok(row.get(0))
+    Ok(row.try_get(0)?)
+}
+
+/// Every subscription's time zone, checked against the database's zone
+/// names (abbreviations such as `BST` and POSIX strings such as `UTC+2`,
+/// which PostgreSQL also takes, are refused: they do not follow daylight
+/// saving, and `UTC+2` means two hours *behind*).
+pub async fn check_time_zones(client: &Client, config: &MailConfig) -> anyhow::Result<()> {
+    for sub in &config.subscriptions {
+        let known = client
+            .query_opt(
+                "SELECT 1 FROM pg_timezone_names WHERE name = $1",
+                &[&sub.time_zone],
+            )
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot read the time zone names: {}",
+                    crate::database::describe(&e)
+                )
+            })?
+            .is_some();
+        anyhow::ensure!(
+            known,
+            "subscription {:?}: time_zone = {:?} is not an IANA zone name this database knows (e.g. \"Europe/London\")",
+            sub.name,
+            sub.time_zone
+        );
+    }
+    Ok(())
 }
 
 async fn send(config: &MailConfig, message: Message) -> anyhow::Result<()> {
@@ -124,8 +153,33 @@ async fn send(config: &MailConfig, message: Message) -> anyhow::Result<()> {
     .await?
 }
 
-/// One subscription's due report to each recipient not yet sent it.
+/// Marks a mailing sent, trying a few times: once the relay accepted it,
+/// an unmarked mailing would be sent again after its claim expires.
+async fn mark_sent(reader: &Reader, mailing: &ledger::Mailing<'_>) -> anyhow::Result<()> {
+    let mut last = None;
+    for attempt in 0..5u64 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_secs(attempt * 2)).await;
+        }
+        let outcome = async {
+            Ok::<_, anyhow::Error>(ledger::sent(&*reader.client().await?, mailing).await?)
+        }
+        .await;
+        match outcome {
+            Ok(()) => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last
+        .unwrap_or_else(|| anyhow::anyhow!("not marked"))
+        .context("sent, but not marked sent: the recipient gets it again once the claim expires"))
+}
+
+/// One subscription's due report to each recipient not yet sent it. The
+/// report is composed once, when the first claim is won; if that fails,
+/// the rest of the subscription waits for the next pass.
 async fn subscription_pass(
+    reader: &Reader,
     client: &Client,
     config: &MailConfig,
     sub: &Subscription,
@@ -146,28 +200,29 @@ async fn subscription_pass(
             pass.already += 1;
             continue;
         }
-        let outcome = async {
-            if ready.is_none() {
-                ready = Some(prepare(client, config, sub, period).await?);
-            }
-            let message = ready
-                .as_ref()
-                .map(|r| r.message(&config.from, to))
-                .transpose()?;
-            match message {
-                Some(m) => send(config, m).await,
-                None => Ok(()),
+        if ready.is_none() {
+            match prepare(client, config, sub, period).await {
+                Ok(r) => ready = Some(r),
+                Err(e) => {
+                    ledger::release(client, &mailing, sender).await?;
+                    pass.failed += 1;
+                    return Err(e.context("cannot compose the report"));
+                }
             }
         }
-        .await;
+        let outcome = match ready.as_ref().map(|r| r.message(&config.from, to)) {
+            Some(Ok(message)) => send(config, message).await,
+            Some(Err(e)) => Err(e),
+            None => Ok(()),
+        };
         match outcome {
             Ok(()) => {
-                ledger::sent(client, &mailing).await?;
+                mark_sent(reader, &mailing).await?;
                 pass.sent += 1;
                 tracing::info!(subscription = %sub.name, %to, from = %period.from, to_day = %period.to, "report sent");
             }
             Err(e) => {
-                ledger::release(client, &mailing).await?;
+                ledger::release(client, &mailing, sender).await?;
                 pass.failed += 1;
                 tracing::warn!(subscription = %sub.name, %to, "report not sent, tried again next pass: {e:#}");
             }
@@ -186,8 +241,9 @@ pub async fn pass(
     let client = reader.client().await?;
     let mut pass = Pass::default();
     for sub in &config.subscriptions {
-        if let Err(e) = subscription_pass(&client, config, sub, at, sender, &mut pass).await {
-            pass.failed += 1;
+        if let Err(e) = subscription_pass(reader, &client, config, sub, at, sender, &mut pass).await
+        {
+            pass.failed = pass.failed.max(1);
             tracing::warn!(subscription = %sub.name, "{e:#}");
         }
     }

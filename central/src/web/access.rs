@@ -12,6 +12,7 @@ use axum::extract::{Query, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
+use pressline_host::log_limit::RateLimitedLog;
 use pressline_host::sync::LockExt;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -208,31 +209,25 @@ pub struct LoginForm {
     next: Option<String>,
 }
 
-/// Refused sign-ins are logged at most once a minute, with how many there
-/// were: guessing tokens cannot fill the log.
+/// Unknown tokens (sign-ins and requests) are logged at most once a
+/// minute, with how many there were: guessing tokens cannot fill the log.
 pub struct RefusedLogins {
-    since: Mutex<(Option<Instant>, u64)>,
+    log: Mutex<RateLimitedLog>,
 }
 
 impl RefusedLogins {
     pub fn new() -> RefusedLogins {
         RefusedLogins {
-            since: Mutex::new((None, 0)),
+            log: Mutex::new(RateLimitedLog::new(Duration::from_secs(60))),
         }
     }
 
     fn refused(&self, now: Instant) {
-        let mut state = self.since.locked();
-        state.1 += 1;
-        if state
-            .0
-            .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(60))
-        {
+        if let Some(suppressed) = self.log.locked().admit("unknown token", now) {
             tracing::warn!(
-                refused = state.1,
-                "web view: unknown tokens refused (sign-ins and requests)"
+                suppressed,
+                "web view: unknown token refused (sign-in or request)"
             );
-            *state = (Some(now), 0);
         }
     }
 }

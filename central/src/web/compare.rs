@@ -54,6 +54,7 @@ pub async fn page(
     for s in site_rows(&report, &f).iter().take(MOST_SITES_CHARTED) {
         let weeks = site::trend(
             &client,
+            f.source,
             std::slice::from_ref(&s.site),
             site::trend_span(f.to, TREND_WEEKS),
         )

@@ -3,7 +3,7 @@
 //! the sites and zones chosen (`sites=a,b`, `zones=site:zone,…`).
 
 use pressline_reports::counts::parse_date;
-use pressline_reports::{fmt_date, Period};
+use pressline_reports::{fmt_date, Period, Source};
 use serde::Deserialize;
 use time::Date;
 
@@ -16,6 +16,9 @@ pub struct FilterQuery {
     pub prior: Option<String>,
     pub sites: Option<String>,
     pub zones: Option<String>,
+    /// `presses`: the same figures from every press (slower; for
+    /// checking the rollups, as `fleet report --source presses`).
+    pub source: Option<String>,
 }
 
 /// `fleet report`'s defaults, so a bare URL shows what a bare command
@@ -33,6 +36,7 @@ pub struct Filters {
     pub sites: Vec<String>,
     /// (site, zone); zone '' is the terminals in no zone.
     pub zones: Vec<(String, String)>,
+    pub source: Source,
 }
 
 fn number(
@@ -84,6 +88,11 @@ impl Filters {
                     None => (z, String::new()),
                 })
                 .collect(),
+            source: match q.source.as_deref().unwrap_or("") {
+                "" | "rollups" => Source::Rollups,
+                "presses" => Source::Presses,
+                other => return Err(format!("source={other}: rollups (the default) or presses")),
+            },
         })
     }
 
@@ -94,8 +103,12 @@ impl Filters {
     /// The period's query (`to`, `days`, `weeks`, `prior`), for links
     /// that keep it.
     pub fn period_query(&self) -> String {
+        let source = match self.source {
+            Source::Rollups => "",
+            Source::Presses => "&source=presses",
+        };
         format!(
-            "to={}&days={}&weeks={}&prior={}",
+            "to={}&days={}&weeks={}&prior={}{source}",
             fmt_date(self.to),
             self.days,
             self.weeks,
@@ -150,6 +163,7 @@ mod tests {
                 "prior" => q.prior = v,
                 "sites" => q.sites = v,
                 "zones" => q.zones = v,
+                "source" => q.source = v,
                 _ => unreachable!(),
             }
         }
@@ -202,6 +216,8 @@ mod tests {
         assert!(e.contains("days=0"), "{e}");
         assert!(Filters::from_query(&query(&[("prior", "0")]), today).is_ok());
         assert!(Filters::from_query(&query(&[("weeks", "x")]), today).is_err());
+        let e = Filters::from_query(&query(&[("source", "cache")]), today).unwrap_err();
+        assert!(e.contains("presses"), "{e}");
     }
 
     #[test]

@@ -49,6 +49,7 @@ pub fn router(web: Web) -> Router {
         .route("/report.csv", get(overview::csv))
         .route("/sites/{site}", get(site_page::page))
         .route("/sites/{site}/trend.csv", get(site_page::trend_csv))
+        .route("/sites/{site}/zones.csv", get(site_page::zones_csv))
         .route("/sites/{site}/hours.csv", get(site_page::hours_csv))
         .route("/sites/{site}/alerts.csv", get(site_page::alerts_csv))
         .route("/sites/{site}/terminals.csv", get(site_page::terminals_csv))

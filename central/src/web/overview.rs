@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use axum::extract::{Query, State};
 use axum::response::{Html, Response};
 use pressline_reports::network::{self, SiteState};
-use pressline_reports::{build, fetch, fetch_totals, Report, Source};
+use pressline_reports::{build, fetch, fetch_totals_on, Report};
 
 use super::filters::{encode, FilterQuery, Filters};
 use super::html::{change, escape, filter_form, frame, index};
@@ -21,10 +21,11 @@ pub fn filters(q: &FilterQuery) -> Result<Filters, PageError> {
     Filters::from_query(q, today()).map_err(PageError::BadRequest)
 }
 
-/// The ranking without hour cells, over every site (or the chosen ones).
+/// The ranking without hour cells, over every site (or the chosen ones):
+/// the period and the one before read side by side.
 pub async fn ranking(web: &Web, f: &Filters) -> Result<Report, PageError> {
-    let client = web.reader.client().await?;
-    let figures = fetch_totals(&client, Source::Rollups, f.period(), &f.sites).await?;
+    let (a, b) = (web.reader.client().await?, web.reader.client().await?);
+    let figures = fetch_totals_on([&a, &b], f.source, f.period(), &f.sites).await?;
     Ok(build(&figures, f.period(), f.weeks, f.prior_presses))
 }
 
@@ -33,9 +34,11 @@ pub async fn page(
     Query(q): Query<FilterQuery>,
 ) -> Result<Html<String>, PageError> {
     let f = filters(&q)?;
-    let report = ranking(&web, &f).await?;
-    let client = web.reader.client().await?;
-    let states = network::states(&client, &f.sites).await?;
+    let (report, states) = futures_util::future::try_join(ranking(&web, &f), async {
+        let client = web.reader.client().await?;
+        Ok::<_, PageError>(network::states(&client, &f.sites).await?)
+    })
+    .await?;
     Ok(Html(render(&report, &states, &f)))
 }
 
@@ -46,7 +49,7 @@ pub async fn csv(
 ) -> Result<Response, PageError> {
     let f = filters(&q)?;
     let client = web.reader.client().await?;
-    let figures = fetch(&client, Source::Rollups, f.period(), f.weeks, &f.sites).await?;
+    let figures = fetch(&client, f.source, f.period(), f.weeks, &f.sites).await?;
     let report = build(&figures, f.period(), f.weeks, f.prior_presses);
     let body = pressline_reports::export::csv(&report)?;
     Ok(super::csv_response(

@@ -7,7 +7,7 @@ use axum::response::{Html, Response};
 use pressline_reports::export::text_cell;
 use pressline_reports::ranking::SiteHours;
 use pressline_reports::site::{self, AlertResponse, Response as Answered, TerminalHealth, Week};
-use pressline_reports::{build, fetch_hours, fetch_totals, fmt_date, Report, Source};
+use pressline_reports::{build, fetch_hours, fetch_totals, fetch_totals_on, fmt_date, Report};
 
 use super::charts;
 use super::filters::{encode, FilterQuery, Filters};
@@ -34,37 +34,42 @@ pub struct SitePage {
 /// The site's figures; the ranking is the whole network's, so its rank
 /// and "ranked by" are those of the overview and `fleet report`.
 pub async fn load(web: &Web, site: &str, f: &Filters) -> Result<SitePage, PageError> {
-    let client = web.reader.client().await?;
     let period = f.period();
-    let mut figures = fetch_totals(&client, Source::Rollups, period, &[]).await?;
     let only = [site.to_string()];
-    fetch_hours(
-        &client,
-        Source::Rollups,
-        period,
-        f.weeks,
-        &only,
-        &mut figures,
-    )
-    .await?;
-    let known = figures.sites.contains_key(site)
-        || figures.previous_sites.contains_key(site)
-        || client
+    // The network's ranking on two connections, the site's own figures on
+    // a third, side by side.
+    let ranking = async {
+        let (a, b) = (web.reader.client().await?, web.reader.client().await?);
+        Ok::<_, PageError>(fetch_totals_on([&a, &b], f.source, period, &[]).await?)
+    };
+    let own = async {
+        let client = web.reader.client().await?;
+        let mut hours = pressline_reports::Figures::default();
+        fetch_hours(&client, f.source, period, f.weeks, &only, &mut hours).await?;
+        let span = site::trend_span(f.to, TREND_WEEKS);
+        let trend = site::trend(&client, f.source, &only, span).await?;
+        let alerts = site::alert_response(&site::alerts(&client, site, period).await?);
+        let health = site::health(&client, site).await?;
+        let listed = client
             .query_opt("SELECT 1 FROM sites WHERE site = $1", &[&site])
             .await?
             .is_some();
+        Ok::<_, PageError>((hours.hours, trend, alerts, health, listed))
+    };
+    let (mut figures, (hours, trend, alerts, health, listed)) =
+        futures_util::future::try_join(ranking, own).await?;
+    let known =
+        listed || figures.sites.contains_key(site) || figures.previous_sites.contains_key(site);
     if !known {
         return Err(PageError::NotFound(format!("No site is called {site:?}.")));
     }
+    figures.hours = hours;
     let report = build(&figures, period, f.weeks, f.prior_presses);
     let time_zone = figures
         .time_zones
         .get(site)
         .cloned()
         .unwrap_or_else(|| "UTC".into());
-    let trend = site::trend(&client, &only, site::trend_span(f.to, TREND_WEEKS)).await?;
-    let alerts = site::alert_response(&site::alerts(&client, site, period).await?);
-    let health = site::health(&client, site).await?;
     Ok(SitePage {
         site: site.to_string(),
         time_zone,
@@ -141,7 +146,7 @@ fn header(page: &SitePage, f: &Filters) -> String {
     )
 }
 
-fn zones(page: &SitePage) -> String {
+fn zones(page: &SitePage, f: &Filters) -> String {
     let mut out = String::from(
         "<div class=\"card wide\"><h2>Zones</h2><div class=\"scroll\"><table id=\"zones\"><thead><tr>\
          <th class=\"text\">Zone</th><th>Presses</th><th>Index</th><th>Change</th></tr></thead><tbody>",
@@ -157,7 +162,11 @@ fn zones(page: &SitePage) -> String {
             change(z.figures.change)
         ));
     }
-    out.push_str("</tbody></table></div></div>");
+    out.push_str(&format!(
+        "</tbody></table></div><a class=\"download\" href=\"/sites/{}/zones.csv?{}\">Download CSV</a></div>",
+        escape(&encode(&page.site)),
+        escape(&f.period_query())
+    ));
     out
 }
 
@@ -276,7 +285,7 @@ pub fn render(page: &SitePage, f: &Filters) -> String {
     let body = format!(
         "{}<div class=\"cards\">{trend}{}{}{}{}</div>",
         header(page, f),
-        zones(page),
+        zones(page, f),
         hours(page, f),
         alerts(page, f),
         terminals(page)
@@ -311,6 +320,7 @@ pub async fn trend_csv(
     let client = web.reader.client().await?;
     let weeks = site::trend(
         &client,
+        f.source,
         std::slice::from_ref(&site),
         site::trend_span(f.to, TREND_WEEKS),
     )
@@ -329,6 +339,43 @@ pub async fn trend_csv(
     Ok(csv_response(&format!("{site}-trend.csv"), body))
 }
 
+pub async fn zones_csv(
+    State(web): State<Web>,
+    Path(site): Path<String>,
+    Query(q): Query<FilterQuery>,
+) -> Result<Response, PageError> {
+    let f = filters(&q)?;
+    let client = web.reader.client().await?;
+    let only = [site.clone()];
+    let figures = fetch_totals(&client, f.source, f.period(), &only).await?;
+    let report = build(&figures, f.period(), f.weeks, f.prior_presses);
+    let body = csv_text(
+        &[
+            "site",
+            "zone",
+            "name",
+            "presses",
+            "happy_index",
+            "previous_presses",
+            "previous_happy_index",
+            "change",
+        ],
+        report.zones.iter().map(|z| {
+            vec![
+                text_cell(&z.site),
+                text_cell(&z.zone),
+                text_cell(&z.name),
+                z.figures.presses.to_string(),
+                num(z.figures.happy_index),
+                z.figures.previous_presses.to_string(),
+                num(z.figures.previous_happy_index),
+                num(z.figures.change),
+            ]
+        }),
+    )?;
+    Ok(csv_response(&format!("{site}-zones.csv"), body))
+}
+
 pub async fn hours_csv(
     State(web): State<Web>,
     Path(site): Path<String>,
@@ -338,15 +385,7 @@ pub async fn hours_csv(
     let client = web.reader.client().await?;
     let mut figures = pressline_reports::Figures::default();
     let only = [site.clone()];
-    fetch_hours(
-        &client,
-        Source::Rollups,
-        f.period(),
-        f.weeks,
-        &only,
-        &mut figures,
-    )
-    .await?;
+    fetch_hours(&client, f.source, f.period(), f.weeks, &only, &mut figures).await?;
     let report = build(&figures, f.period(), f.weeks, f.prior_presses);
     let cells = report.hours.sites.iter().flat_map(|s| s.cells.iter());
     let body = csv_text(

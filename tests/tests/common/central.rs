@@ -140,36 +140,67 @@ pub struct WebView {
     child: Child,
     pub port: u16,
     pub token: String,
+    /// HTTPS, trusting this CA.
+    ca: Option<std::path::PathBuf>,
+    pub agent: ureq::Agent,
 }
 
 impl WebView {
     pub fn start(postgres: &str) -> WebView {
+        WebView::start_with(postgres, None)
+    }
+
+    /// Over HTTPS with `issued`, signed by the CA in `ca`, when given.
+    pub fn start_with(
+        postgres: &str,
+        tls: Option<(&super::pki::Issued, &std::path::Path)>,
+    ) -> WebView {
         let token = database_command(postgres, &["viewers", "add", "area-managers"])
             .trim()
             .to_string();
         assert!(token.starts_with("plv_"), "a viewer token: {token}");
         let port = super::free_port();
-        let child = Command::new(super::bin("pressline-central"))
-            .args(["web", "--postgres", postgres, "--http"])
-            .arg(format!("127.0.0.1:{port}"))
+        let mut cmd = Command::new(super::bin("pressline-central"));
+        cmd.args(["web", "--postgres", postgres, "--http"])
+            .arg(format!("127.0.0.1:{port}"));
+        if let Some((issued, _)) = tls {
+            cmd.arg("--tls-cert")
+                .arg(&issued.cert)
+                .arg("--tls-key")
+                .arg(&issued.key);
+        }
+        let child = cmd
             .stdout(Stdio::inherit())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("pressline-central web starts");
-        let web = WebView { child, port, token };
+        let ca = tls.map(|(_, ca)| ca.to_path_buf());
+        let agent = super::http_agent(ca.as_deref());
+        let web = WebView {
+            child,
+            port,
+            token,
+            ca,
+            agent,
+        };
         super::wait_until("the web view answering", || {
-            ureq::get(&format!("{}/healthz", web.url())).call().is_ok()
+            web.agent
+                .get(&format!("{}/healthz", web.url()))
+                .call()
+                .is_ok()
         });
         web
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.ca.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// `path` as the viewer; the body of a 200.
     pub fn get(&self, path: &str) -> String {
-        ureq::get(&format!("{}{path}", self.url()))
+        self.agent
+            .get(&format!("{}{path}", self.url()))
             .set("Authorization", &format!("Bearer {}", self.token))
             .call()
             .unwrap_or_else(|e| panic!("GET {path}: {e}"))
