@@ -54,9 +54,9 @@ impl Source {
             ),
             Source::Presses => (
                 "presses p LEFT JOIN sites s USING (site)",
-                // press_zone(): a zone this database does not know is UTC,
-                // as press_hours counts it.
-                "(coalesce(p.pressed_at, p.received_at) AT TIME ZONE press_zone(s.time_zone))",
+                // Plain AT TIME ZONE, not press_zone() (schema version 4):
+                // this check also reads databases of earlier versions.
+                "(coalesce(p.pressed_at, p.received_at) AT TIME ZONE coalesce(s.time_zone, 'UTC'))",
                 "count(*) FILTER (WHERE p.score = 1), count(*) FILTER (WHERE p.score = 2), \
                  count(*) FILTER (WHERE p.score = 3), count(*) FILTER (WHERE p.score = 4)",
                 // A day wider in UTC holds every zone's local days.

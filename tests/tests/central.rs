@@ -202,8 +202,8 @@ fn two_gateways_through_the_cluster_reach_postgresql_exactly_once_though_a_consu
         out
     };
     assert_eq!(report("rollups"), report("presses"));
-    // The web view's overview shows what fleet reports of what came
-    // through the pipeline.
+    // The web view's overview and site pages show what fleet reports of
+    // what came through the pipeline.
     let web = central::WebView::start(&url);
     let json: serde_json::Value = serde_json::from_str(&report("rollups")).unwrap();
     central::assert_overview_matches(&web, &json, &format!("to={to}&days=3"));

@@ -275,7 +275,8 @@ pub fn as_page(v: &Value, signed: bool) -> String {
 }
 
 /// The overview at `query` shows, for the network and every site, the
-/// figures `fleet report --json` gives for the same period.
+/// figures `fleet report --json` gives for the same period; so does each
+/// site's page.
 pub fn assert_overview_matches(web: &WebView, report: &Value, query: &str) {
     let page = web.get(&format!("/?{query}"));
     let (cards, table) = page.split_once("id=\"ranking\"").expect("a ranking table");
@@ -305,4 +306,71 @@ pub fn assert_overview_matches(web: &WebView, report: &Value, query: &str) {
         assert_eq!(field(row, "change"), as_page(&s["change"], true), "{site}");
     }
     assert_eq!(table.matches("<tr data-site=").count(), sites.len());
+    for s in sites {
+        assert_site_page_matches(web, report, s["site"].as_str().unwrap(), query);
+    }
+}
+
+/// A site's page at `query` shows its row and zones of `fleet report
+/// --json` for the same period, its rank among all the report's sites.
+pub fn assert_site_page_matches(web: &WebView, report: &Value, site: &str, query: &str) {
+    let page = web.get(&format!("/sites/{site}?{query}"));
+    let sites = report["sites"].as_array().unwrap();
+    let row = sites.iter().find(|s| s["site"] == site).unwrap();
+    let header = section(&page, "id=\"site\"");
+    assert_eq!(
+        field(header, "presses"),
+        row["presses"].to_string(),
+        "{site}"
+    );
+    assert_eq!(
+        field(header, "happy_index"),
+        as_page(&row["happy_index"], false),
+        "{site}"
+    );
+    assert_eq!(
+        field(header, "change"),
+        as_page(&row["change"], true),
+        "{site}"
+    );
+    assert_eq!(
+        field(header, "ranking_index"),
+        as_page(&row["ranking_index"], false),
+        "{site}"
+    );
+    assert_eq!(
+        field(header, "rank"),
+        format!("{} of {}", row["rank"], sites.len()),
+        "{site}"
+    );
+    let zones = &page[page.find("id=\"zones\"").expect("a zones table")..];
+    for z in report["zones"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|z| z["site"] == site)
+    {
+        let zone_row = section(
+            zones,
+            &format!("<tr data-zone=\"{}\"", z["zone"].as_str().unwrap()),
+        );
+        assert_eq!(
+            field(zone_row, "presses"),
+            z["presses"].to_string(),
+            "{site}/{}",
+            z["zone"]
+        );
+        assert_eq!(
+            field(zone_row, "happy_index"),
+            as_page(&z["happy_index"], false),
+            "{site}/{}",
+            z["zone"]
+        );
+        assert_eq!(
+            field(zone_row, "change"),
+            as_page(&z["change"], true),
+            "{site}/{}",
+            z["zone"]
+        );
+    }
 }
